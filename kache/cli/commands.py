@@ -1,0 +1,197 @@
+"""The command tree of kache that later work fills in.
+
+Each command here is registered with its real flags, so ``--help`` is already right,
+and says clearly that it is not built yet (exit status 2).
+"""
+
+from __future__ import annotations
+
+import click
+
+from kache.errors import NotImplementedYet
+
+__all__ = ["COMMANDS"]
+
+
+def _unfinished(name: str) -> None:
+    raise NotImplementedYet(f"`kache {name}` is not implemented yet in this version of kache")
+
+
+@click.command()
+@click.option("--since", metavar="DUR", help="Show events from this long ago (e.g. 1h, 7d).")
+def monitor(since: str | None) -> None:
+    """Live dashboard of build events, store totals and transfers.
+
+    \b
+    Example:
+      kache monitor --since 1h
+    """
+    _unfinished("monitor")
+
+
+@click.command("list")
+@click.argument("crate", required=False)
+@click.option("--sort", type=click.Choice(["name", "size", "hits", "age"]), default="name", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_(crate: str | None, sort: str, as_json: bool) -> None:
+    """List cached entries, or the entries of one crate.
+
+    \b
+    Example:
+      kache list serde --sort hits
+    """
+    _unfinished("list")
+
+
+@click.command()
+@click.option("--since", metavar="DUR", help="Count only events this recent (e.g. 24h).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(since: str | None, as_json: bool) -> None:
+    """Hits, misses, pass-throughs by reason, errors and time saved.
+
+    \b
+    Example:
+      kache stats --since 24h
+    """
+    _unfinished("stats")
+
+
+@click.command("why-miss")
+@click.argument("crate")
+def why_miss(crate: str) -> None:
+    """Show which part of the cache key differs from the nearest stored entry.
+
+    \b
+    Example:
+      kache why-miss serde_json
+    """
+    _unfinished("why-miss")
+
+
+@click.command()
+@click.option("--pull", is_flag=True, help="Download only.")
+@click.option("--push", is_flag=True, help="Upload only.")
+@click.option("--all", "all_", is_flag=True, help="Pull everything, not only the crates in Cargo.lock.")
+@click.option("--dry-run", is_flag=True, help="Show what would be transferred.")
+def sync(pull: bool, push: bool, all_: bool, dry_run: bool) -> None:
+    """Synchronise the local store with the S3 remote (pull, then push).
+
+    \b
+    Example:
+      kache sync --pull --dry-run
+    """
+    _unfinished("sync")
+
+
+@click.command()
+@click.option("--max-age", metavar="DUR", help="Also evict entries unused for this long (e.g. 30d).")
+def gc(max_age: str | None) -> None:
+    """Evict least recently used entries down to local_max_size; remove orphans.
+
+    \b
+    Example:
+      kache gc --max-age 30d
+    """
+    _unfinished("gc")
+
+
+@click.command()
+@click.option("--crate-name", metavar="NAME", help="Only this crate's entries.")
+def purge(crate_name: str | None) -> None:
+    """Delete the whole local cache, or one crate's entries.
+
+    \b
+    Example:
+      kache purge --crate-name serde
+    """
+    _unfinished("purge")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def clean(paths: tuple[str, ...], dry_run: bool, yes: bool) -> None:
+    """Find cargo target/ directories and delete them, with a breakdown.
+
+    \b
+    Example:
+      kache clean --dry-run ~/src
+    """
+    _unfinished("clean")
+
+
+@click.command()
+@click.option("--fix", is_flag=True, help="Repair what can be repaired, including a migration from sccache.")
+@click.option("--purge-sccache", is_flag=True, help="With --fix: delete sccache's cache directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(fix: bool, purge_sccache: bool, as_json: bool) -> None:
+    """Check the setup, one line per check, with the fix.
+
+    \b
+    Example:
+      kache doctor --fix
+    """
+    _unfinished("doctor")
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Show what would change.")
+@click.option("--no-service", is_flag=True, help="Do not install the daemon service.")
+@click.option("--yes", "-y", is_flag=True, help="Answer yes to every question.")
+def init(dry_run: bool, no_service: bool, yes: bool) -> None:
+    """Set kache up: cargo's rustc-wrapper, a starter config, the daemon service.
+
+    \b
+    Example:
+      kache init --dry-run
+    """
+    _unfinished("init")
+
+
+@click.command()
+@click.argument("directory", required=False, type=click.Path())
+def demo(directory: str | None) -> None:
+    """Build a small bundled workspace twice and show the cache at work.
+
+    \b
+    Example:
+      kache demo /tmp/kache-demo
+    """
+    _unfinished("demo")
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def daemon(ctx: click.Context) -> None:
+    """Show the daemon's status; subcommands run, start, stop and install it.
+
+    \b
+    Example:
+      kache daemon start
+    """
+    if ctx.invoked_subcommand is None:
+        _unfinished("daemon")
+
+
+def _daemon_command(name: str, summary: str) -> click.Command:
+    @click.command(name, help=f"{summary}\n\n\b\nExample:\n  kache daemon {name}")
+    def command() -> None:
+        _unfinished(f"daemon {name}")
+
+    return command
+
+
+for _name, _summary in [
+    ("run", "Run the daemon in the foreground."),
+    ("start", "Start the daemon in the background and return at once."),
+    ("stop", "Stop a running daemon."),
+    ("log", "Follow the daemon's log."),
+    ("install", "Install the daemon as a systemd user service or launchd agent."),
+    ("uninstall", "Remove the daemon service."),
+]:
+    daemon.add_command(_daemon_command(_name, _summary))
+
+COMMANDS: list[click.Command] = [
+    monitor, list_, stats, why_miss, sync, gc, purge, clean, doctor, init, demo, daemon,
+]

@@ -1,0 +1,30 @@
+"""Files generated from ``schema/config.schema.json``; ``kache dev gen`` writes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["GENERATED", "generate"]
+
+
+def _readme(root: Path, current: str) -> str:
+    from kache.gen.readme import render
+
+    return render(current, str(root / "schema" / "config.schema.json"))
+
+
+# path relative to the project root → function(root, current text) → wanted text
+GENERATED: dict[str, Callable[[Path, str], str]] = {
+    "README.md": _readme,
+}
+
+
+def generate(root: Path) -> dict[str, tuple[str, str]]:
+    """For each generated file: (current text, wanted text)."""
+    out = {}
+    for rel, fn in GENERATED.items():
+        path = root / rel
+        current = path.read_text(encoding="utf-8") if path.exists() else ""
+        out[rel] = (current, fn(root, current))
+    return out

@@ -1,0 +1,627 @@
+"""The one settings layer, driven by ``schema/config.schema.json``.
+
+Every key, default, environment variable and description is written in the schema and
+nowhere else. Layers, lowest first; a higher layer wins key by key:
+
+1. ``default``  the schema's ``default`` of each setting;
+2. ``system``   the file named by ``KACHE_CONFIG`` (the Nix module points it at a
+                read-only file in the Nix store);
+3. ``user``     ``$XDG_CONFIG_HOME/kache/config.toml``, else ``~/.config/kache/config.toml``;
+4. ``env``      each setting's environment variable (the schema's ``x-env``).
+
+Reading uses only the standard library (``tomllib``, ``json``), because every rustc call
+reads settings. Full validation with jsonschema happens in :func:`validate`, which imports
+it inside the function; the wrapper calls :func:`load_checked`, which validates once per
+identity of the files and variables and remembers the result in the store.
+
+Schema annotations this module understands:
+
+``x-env``           the environment variable of a setting;
+``x-format``        ``size`` (→ bytes), ``duration`` (→ seconds) or ``path`` (``~``/``$VAR``
+                    expanded, must be absolute);
+``x-default-text``  how to show a ``null`` default that kache computes;
+``x-expected``      the words for a ``pattern`` a value must match;
+``x-environment``   (top level) settings that only exist as environment variables;
+``x-secret``        never shown, logged or put in an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from kache import units
+from kache.errors import SettingsError
+
+__all__ = [
+    "Setting",
+    "EnvSetting",
+    "Source",
+    "Settings",
+    "load_schema",
+    "settings_table",
+    "env_settings",
+    "system_config_path",
+    "user_config_path",
+    "load",
+    "load_checked",
+    "validate",
+    "validate_file",
+    "env_flag",
+]
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.json")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@cache
+def load_schema(path: str | None = None) -> dict[str, Any]:
+    """The schema as a dict (memoised per path)."""
+    with open(path or SCHEMA_PATH, "rb") as f:
+        schema: dict[str, Any] = json.load(f)
+    return schema
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One leaf of the schema: a key a config file can set."""
+
+    key: str
+    """Dotted path, e.g. ``cache.remote.bucket``."""
+    schema: dict[str, Any]
+    section: str
+    """Dotted path of the table that holds it (``cache.remote``)."""
+
+    @property
+    def env(self) -> str | None:
+        return self.schema.get("x-env")
+
+    @property
+    def default(self) -> Any:
+        return self.schema.get("default")
+
+    @property
+    def format(self) -> str | None:
+        return self.schema.get("x-format")
+
+    @property
+    def description(self) -> str:
+        return str(self.schema.get("description", ""))
+
+    @property
+    def types(self) -> list[str]:
+        t = self.schema.get("type", "string")
+        return [t] if isinstance(t, str) else list(t)
+
+    @property
+    def default_text(self) -> str:
+        """The default as a person reads it (``50GB``, ``true``, ``—``)."""
+        if "x-default-text" in self.schema:
+            return str(self.schema["x-default-text"])
+        return display(self.default)
+
+
+@dataclass(frozen=True)
+class EnvSetting:
+    """A setting that exists only as an environment variable (``x-environment``)."""
+
+    name: str
+    schema: dict[str, Any]
+
+    @property
+    def description(self) -> str:
+        return str(self.schema.get("description", ""))
+
+    @property
+    def secret(self) -> bool:
+        return bool(self.schema.get("x-secret"))
+
+    @property
+    def default(self) -> Any:
+        return self.schema.get("default")
+
+
+def _walk(node: Mapping[str, Any], prefix: str) -> Iterator[Setting]:
+    for name, sub in node.get("properties", {}).items():
+        key = f"{prefix}.{name}" if prefix else name
+        if sub.get("type") == "object" and "properties" in sub:
+            yield from _walk(sub, key)
+        else:
+            yield Setting(key=key, schema=sub, section=prefix)
+
+
+@cache
+def _table(path: str | None) -> tuple[Setting, ...]:
+    return tuple(_walk(load_schema(path), ""))
+
+
+def settings_table(schema_path: str | None = None) -> tuple[Setting, ...]:
+    """Every setting of the schema, in schema order."""
+    return _table(schema_path)
+
+
+def sections(schema_path: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every table of the schema (``cache``, ``cache.remote``) with its sub-schema."""
+    out: list[tuple[str, dict[str, Any]]] = []
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for name, sub in node.get("properties", {}).items():
+            key = f"{prefix}.{name}" if prefix else name
+            if sub.get("type") == "object" and "properties" in sub:
+                out.append((key, sub))
+                walk(sub, key)
+
+    walk(load_schema(schema_path), "")
+    return out
+
+
+def env_settings(schema_path: str | None = None) -> tuple[EnvSetting, ...]:
+    """The env-only settings (``KACHE_DISABLED``, credentials, ...)."""
+    env = load_schema(schema_path).get("x-environment", {})
+    return tuple(EnvSetting(name, sub) for name, sub in env.items())
+
+
+def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
+    """True when an env-only boolean such as ``KACHE_DISABLED`` is set to 1/true/yes/on."""
+    value = (os.environ if env is None else env).get(name, "")
+    return value.strip().lower() in _TRUE
+
+
+def display(value: Any) -> str:
+    """A value as TOML would spell it (``true``, ``"50GB"`` shown as ``50GB``, ``—`` for none)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def system_config_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """The file named by ``KACHE_CONFIG`` (``~`` and ``$VAR`` expanded), if set."""
+    env = os.environ if env is None else env
+    raw = env.get("KACHE_CONFIG", "").strip()
+    return Path(_expand(raw, env)) if raw else None
+
+
+def user_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CONFIG_HOME/kache/config.toml``, else ``~/.config/kache/config.toml``."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME", "").strip()
+    if not base or not os.path.isabs(base):  # the XDG spec says to ignore relative values
+        base = os.path.join(_home(env), ".config")
+    return Path(base) / "kache" / "config.toml"
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CACHE_HOME", "").strip()
+    if not base or not os.path.isabs(base):
+        base = os.path.join(_home(env), ".cache")
+    return os.path.join(base, "kache")
+
+
+def _home(env: Mapping[str, str]) -> str:
+    return env.get("HOME") or os.path.expanduser("~")
+
+
+def _expand(raw: str, env: Mapping[str, str]) -> str:
+    if raw == "~" or raw.startswith("~/"):
+        raw = _home(env) + raw[1:]
+    if "$" in raw:
+        saved = os.environ
+        try:  # expandvars reads os.environ; point it at the env we were given
+            os.environ = dict(env)  # type: ignore[assignment]
+            raw = os.path.expandvars(raw)
+        finally:
+            os.environ = saved  # type: ignore[assignment]
+    return raw
+
+
+def _shown_path(path: Path | str, env: Mapping[str, str]) -> str:
+    """A path as an error shows it: ``~/.config/kache/config.toml``."""
+    text = str(path)
+    home = _home(env).rstrip("/")
+    if home and (text == home or text.startswith(home + "/")):
+        return "~" + text[len(home):]
+    return text
+
+
+# --------------------------------------------------------------------------- the layers
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a value came from: ``default``, ``system`` or ``user`` file, or ``env``."""
+
+    kind: str
+    where: str = ""
+    """The file's path, or the variable's name."""
+
+    def __str__(self) -> str:
+        if self.kind == "default":
+            return "default"
+        if self.kind == "env":
+            return f"env {self.where}"
+        return f"{self.kind} file {self.where}"
+
+
+@dataclass
+class ConfigFile:
+    """A config file that was looked for."""
+
+    role: str  # "system" or "user"
+    path: Path
+    exists: bool
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    """Effective settings: one value and one source per key, plus what was ignored."""
+
+    values: dict[str, Any]
+    sources: dict[str, Source]
+    files: list[ConfigFile]
+    env: Mapping[str, str]
+    schema_path: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    extras: dict[str, tuple[Any, Source]] = field(default_factory=dict)
+    """Keys no schema entry knows, with where they were set (kept, not used)."""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def source(self, key: str) -> Source:
+        return self.sources[key]
+
+    def get(self, key: str) -> Any:
+        """The value converted for use: sizes in bytes, durations in seconds, paths expanded."""
+        setting = _by_key(self.schema_path)[key]
+        value = self.values[key]
+        try:
+            return convert(setting, value, self.env)
+        except units.UnitError as e:
+            raise SettingsError([_problem(self.sources[key], key, value, str(e), self.env)]) from None
+
+    @property
+    def local_store(self) -> Path:
+        return Path(self.get("cache.local_store"))
+
+    @property
+    def disabled(self) -> bool:
+        return env_flag("KACHE_DISABLED", self.env)
+
+
+@cache
+def _by_key(schema_path: str | None) -> dict[str, Setting]:
+    return {s.key: s for s in _table(schema_path)}
+
+
+def convert(setting: Setting, value: Any, env: Mapping[str, str]) -> Any:
+    fmt = setting.format
+    if fmt == "size" and value is not None:
+        return units.parse_size(value)
+    if fmt == "duration" and value is not None:
+        return units.parse_duration(value)
+    if fmt == "path":
+        if value is None and setting.key == "cache.local_store":
+            return default_cache_dir(env)
+        return None if value is None else os.path.normpath(_expand(str(value), env))
+    return value
+
+
+def _read_file(role: str, path: Path, env: Mapping[str, str]) -> ConfigFile:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        if role == "system":
+            raise SettingsError(
+                [f"cannot read config file: {path}: it does not exist (named by KACHE_CONFIG); "
+                 "point KACHE_CONFIG at an existing file or unset it"]
+            ) from None
+        return ConfigFile(role, path, exists=False)
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(
+            [f"cannot read config file: {_shown_path(path, env)}: invalid TOML: {e}"]
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise SettingsError([f"cannot read config file: {_shown_path(path, env)}: {reason}"]) from None
+    return ConfigFile(role, path, exists=True, data=data)
+
+
+def _lookup(doc: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+    node: Any = doc
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _unknown_keys(doc: Mapping[str, Any], node: Mapping[str, Any], prefix: str) -> Iterator[str]:
+    props = node.get("properties", {})
+    for name, value in doc.items():
+        key = f"{prefix}.{name}" if prefix else name
+        sub = props.get(name)
+        if sub is None:
+            yield key
+        elif sub.get("type") == "object" and "properties" in sub and isinstance(value, Mapping):
+            yield from _unknown_keys(value, sub, key)
+
+
+def _env_value(setting: Setting, raw: str) -> tuple[bool, Any]:
+    """Turn an environment variable's text into the type the schema wants.
+
+    Returns ``(False, None)`` for an empty variable of a setting that cannot be empty
+    (treated as unset). Text that does not fit is returned as is for validation to
+    reject with the schema's words.
+    """
+    text = raw.strip()
+    types = setting.types
+    if text == "":
+        return ("null" in types, None)
+    if "boolean" in types:
+        low = text.lower()
+        if low in _TRUE:
+            return True, True
+        if low in _FALSE:
+            return True, False
+        return True, text
+    if "integer" in types and re.fullmatch(r"-?[0-9]+", text):
+        return True, int(text)
+    return True, text
+
+
+def load(env: Mapping[str, str] | None = None, *, schema_path: str | None = None) -> Settings:
+    """Read the layers without jsonschema: defaults, system file, user file, environment.
+
+    Raises :class:`SettingsError` when a file cannot be read or parsed. Values are not
+    validated here; call :func:`validate` (CLI, daemon) or use :func:`load_checked`.
+    """
+    env = dict(os.environ) if env is None else env
+    table = settings_table(schema_path)
+    schema = load_schema(schema_path)
+    values: dict[str, Any] = {s.key: s.default for s in table}
+    sources: dict[str, Source] = {s.key: Source("default") for s in table}
+    files: list[ConfigFile] = []
+    warnings: list[str] = []
+    extras: dict[str, tuple[Any, Source]] = {}
+
+    sys_path = system_config_path(env)
+    if sys_path is not None:
+        files.append(_read_file("system", sys_path, env))
+    files.append(_read_file("user", user_config_path(env), env))
+
+    for f in files:
+        if not f.exists:
+            continue
+        src = Source(f.role, str(f.path))
+        for s in table:
+            found, value = _lookup(f.data, s.key)
+            if found:
+                values[s.key], sources[s.key] = value, src
+        for key in _unknown_keys(f.data, schema, ""):
+            _, value = _lookup(f.data, key)
+            extras[key] = (value, src)
+            warnings.append(
+                f"unknown setting in {_shown_path(f.path, env)}: {key} (ignored; "
+                "`kache config schema` lists the known ones)"
+            )
+
+    for s in table:
+        if s.env and s.env in env:
+            found, value = _env_value(s, env[s.env])
+            if found:
+                values[s.key], sources[s.key] = value, Source("env", s.env)
+
+    return Settings(values, sources, files, env, schema_path, warnings, extras)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _expected(error: Any, sub: Mapping[str, Any]) -> str:
+    """What the schema wanted, in words, from a jsonschema ValidationError."""
+    kind = error.validator
+    if kind == "type":
+        names = {"string": "text", "integer": "an integer", "boolean": "true or false",
+                 "null": "nothing", "object": "a table", "array": "a list", "number": "a number"}
+        wanted = sub.get("type", error.validator_value)
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        fmt = sub.get("x-format")
+        if fmt == "size":
+            return f"expected {units.SIZE_EXPECTED}"
+        if fmt == "duration":
+            return f"expected {units.DURATION_EXPECTED}"
+        return "expected " + " or ".join(names.get(w, w) for w in wanted if w != "null")
+    if kind in ("minimum", "maximum"):
+        lo, hi = sub.get("minimum"), sub.get("maximum")
+        if lo is not None and hi is not None:
+            return f"must be between {lo} and {hi}"
+        return f"must be at least {lo}" if lo is not None else f"must be at most {hi}"
+    if kind == "enum":
+        return "must be one of " + ", ".join(json.dumps(v) for v in error.validator_value)
+    if kind == "format":
+        if error.validator_value == "size":
+            return f"expected {units.SIZE_EXPECTED}"
+        if error.validator_value == "duration":
+            return f"expected {units.DURATION_EXPECTED}"
+    if kind == "pattern":
+        return str(sub.get("x-expected") or f"must match the pattern {error.validator_value}")
+    if kind == "minLength":
+        return f"must be at least {error.validator_value} characters long"
+    if kind == "maxLength":
+        return f"must be at most {error.validator_value} characters long"
+    return str(error.message)
+
+
+def _problem(source: Source, key: str, value: Any, why: str, env: Mapping[str, str]) -> str:
+    where = {
+        "env": f"environment variable {source.where}",
+        "default": "the schema's default",
+    }.get(source.kind, _shown_path(source.where, env))
+    return f"invalid setting in {where}: {key} = {_toml_repr(value)}: {why}"
+
+
+def _toml_repr(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value, default=str)
+
+
+def _format_problems(
+    sub: Mapping[str, Any], key: str, value: Any, source: Source, env: Mapping[str, str]
+) -> list[str]:
+    """Validate one value against its sub-schema; return problem lines."""
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    checker = FormatChecker()
+    checker.checks("size", raises=units.UnitError)(units.parse_size)
+    checker.checks("duration", raises=units.UnitError)(units.parse_duration)
+    check_schema = dict(sub)
+    if sub.get("x-format") in ("size", "duration"):
+        check_schema["format"] = sub["x-format"]
+    validator = Draft202012Validator(check_schema, format_checker=checker)
+    out = []
+    for error in sorted(validator.iter_errors(value), key=lambda e: e.validator):
+        out.append(_problem(source, key, value, _expected(error, sub), env))
+        break  # one line per key: the first thing that is wrong
+    if not out and sub.get("x-format") == "path" and value is not None:
+        expanded = _expand(str(value), env)
+        if not os.path.isabs(expanded):
+            out.append(_problem(source, key, value,
+                                "expected an absolute path (after ~ and $VAR expansion)", env))
+    return out
+
+
+def validate(settings: Settings) -> None:
+    """Check every value against the schema; raise :class:`SettingsError` listing all problems.
+
+    Each layer is checked on its own, so a problem names the file or variable it came
+    from, even where a higher layer hides it: a bad system file is a bad system file.
+    """
+    table = settings_table(settings.schema_path)
+    problems: list[str] = []
+    layers: list[tuple[Source, dict[str, Any]]] = []
+    for f in settings.files:
+        if f.exists:
+            src = Source(f.role, str(f.path))
+            layers.append((src, {s.key: v for s in table for found, v in [_lookup(f.data, s.key)] if found}))
+    env_layer = {k: v for k, v in settings.values.items() if settings.sources[k].kind == "env"}
+    for src, layer in layers:
+        for s in table:
+            if s.key in layer:
+                problems += _format_problems(s.schema, s.key, layer[s.key], src, settings.env)
+    for s in table:
+        if s.key in env_layer:
+            problems += _format_problems(s.schema, s.key, env_layer[s.key], settings.sources[s.key],
+                                         settings.env)
+    for f in settings.files:
+        if f.exists:
+            problems += _section_type_problems(f, settings)
+    for e in env_settings(settings.schema_path):
+        if e.schema.get("type") == "boolean" and e.name in settings.env:
+            text = settings.env[e.name].strip().lower()
+            if text and text not in _TRUE | _FALSE:
+                problems.append(
+                    f"invalid setting in environment variable {e.name}: {settings.env[e.name]!r}: "
+                    "expected 1/true/yes/on or 0/false/no/off"
+                )
+    if problems:
+        raise SettingsError(problems)
+
+
+def _section_type_problems(f: ConfigFile, settings: Settings) -> list[str]:
+    """A section written as a plain value (``cache = 3``) hides every key below it."""
+    out = []
+    for key, _sub in sections(settings.schema_path):
+        found, value = _lookup(f.data, key)
+        if found and not isinstance(value, Mapping):
+            out.append(_problem(Source(f.role, str(f.path)), key, value, "expected a table", settings.env))
+    return out
+
+
+def validate_file(path: Path, env: Mapping[str, str] | None = None,
+                  schema_path: str | None = None) -> list[str]:
+    """Problems of one file alone (``kache config validate FILE``); warnings included."""
+    env = dict(os.environ) if env is None else env
+    f = _read_file("user", path, env)
+    if not f.exists:
+        raise SettingsError([f"cannot read config file: {path}: it does not exist"])
+    table = settings_table(schema_path)
+    values = {s.key: s.default for s in table}
+    sources = {s.key: Source("default") for s in table}
+    for s in table:
+        found, value = _lookup(f.data, s.key)
+        if found:
+            values[s.key], sources[s.key] = value, Source("user", str(path))
+    settings = Settings(values, sources, [f], {k: v for k, v in env.items() if k == "HOME"}, schema_path)
+    validate(settings)
+    return [
+        f"unknown setting in {_shown_path(path, env)}: {key} (ignored; `kache config schema` lists the known ones)"
+        for key in _unknown_keys(f.data, load_schema(schema_path), "")
+    ]
+
+
+# --------------------------------------------------------------------------- wrapper path
+
+
+def identity(settings: Settings) -> str:
+    """A digest of everything validation depends on: schema, files (by stat), KACHE_* vars."""
+    h = hashlib.sha256()
+    schema_file = settings.schema_path or str(SCHEMA_PATH)
+    for path in [schema_file, *(str(f.path) for f in settings.files)]:
+        try:
+            st = os.stat(path)
+            h.update(f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}\0-\n".encode())
+    for name in sorted(k for k in settings.env if k.startswith("KACHE_")):
+        h.update(f"{name}={settings.env[name]}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def load_checked(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings for the wrapper: validated once per identity, the result kept in the store.
+
+    The first call after a config file or a ``KACHE_*`` variable changes pays for
+    jsonschema (~80 ms); every later call checks a stamp file (~10 µs).
+    """
+    settings = load(env)
+    try:
+        stamp_dir = settings.local_store / "tmp" / "settings-ok"
+    except (SettingsError, TypeError, ValueError):
+        validate(settings)
+        return settings
+    stamp = stamp_dir / identity(settings)
+    if stamp.exists():
+        return settings
+    validate(settings)
+    try:
+        stamp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp.touch()
+    except OSError:
+        pass  # an unwritable store is reported elsewhere; validation simply repeats
+    return settings

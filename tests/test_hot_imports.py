@@ -1,0 +1,51 @@
+"""The wrapper's path must not import the heavy libraries (REFERENCE §6: 30–165 ms each)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("click", "jsonschema", "tomlkit", "boto3", "botocore", "textual", "rich", "zstandard")
+
+
+def imported_modules(args: list[str], env_extra: dict[str, str] | None = None, cwd: Path | None = None) -> set[str]:
+    """Top-level modules imported by ``python -X importtime -m kache …`` (from its stderr)."""
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "kache", *args],
+                         capture_output=True, text=True, env=env, cwd=cwd)
+    names = set()
+    for line in out.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if not name.startswith("imported"):
+                names.add(name.split(".")[0])
+    return names
+
+
+def test_version_probe_imports_nothing_heavy() -> None:
+    rustc = shutil.which("rustc")
+    assert rustc
+    mods = imported_modules([rustc, "-vV"])
+    assert "kache" in mods
+    assert not mods & set(HEAVY), sorted(mods & set(HEAVY))
+
+
+def test_wrapped_compile_with_validated_config_imports_nothing_heavy(tmp_path: Path, clean_env: Path) -> None:
+    rustc = shutil.which("rustc")
+    assert rustc
+    src = tmp_path / "lib.rs"
+    src.write_text("pub fn f() {}\n")
+    config = clean_env / ".config" / "kache" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[cache]\ncompression_level = 5\n")
+    args = [rustc, "--crate-type", "lib", "--crate-name", "hot", "--emit=metadata", "--out-dir", str(tmp_path), str(src)]
+    first = imported_modules(args)  # the first call validates the config once (jsonschema)
+    assert "jsonschema" in first
+    second = imported_modules(args)
+    assert not second & set(HEAVY), sorted(second & set(HEAVY))
+    assert (tmp_path / "libhot.rmeta").exists()

@@ -1,0 +1,291 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import strategies as st
+
+from kache import settings as S
+from kache.errors import SettingsError
+
+
+def env_with(home: Path, **extra: str) -> dict[str, str]:
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")}
+    env.update(extra)
+    return env
+
+
+def test_defaults_come_from_the_schema(clean_env: Path) -> None:
+    s = S.load(env_with(clean_env))
+    schema = json.loads(Path(S.SCHEMA_PATH).read_text())
+    cache = schema["properties"]["cache"]["properties"]
+    assert s["cache.compression_level"] == cache["compression_level"]["default"]
+    assert s["cache.remote.prefix"] == cache["remote"]["properties"]["prefix"]["default"]
+    assert all(src.kind == "default" for src in s.sources.values())
+    assert s.get("cache.local_max_size") == 50 * 10**9
+    assert s.local_store == clean_env / ".cache" / "kache"
+
+
+def test_every_setting_has_type_default_description_and_env(clean_env: Path) -> None:
+    table = S.settings_table()
+    assert {t.key for t in table} >= {
+        "cache.local_store", "cache.local_max_size", "cache.cache_executables", "cache.clean_incremental",
+        "cache.compression_level", "cache.s3_concurrency", "cache.daemon_idle_timeout_secs",
+        "cache.remote.type", "cache.remote.bucket", "cache.remote.endpoint", "cache.remote.region",
+        "cache.remote.prefix", "cache.remote.profile",
+    }
+    for t in table:
+        assert "type" in t.schema and "default" in t.schema and t.description, t.key
+        assert t.env and t.env.startswith("KACHE_"), t.key
+    envs = [t.env for t in table] + [e.name for e in S.env_settings()]
+    assert len(envs) == len(set(envs)), "an environment variable is used twice"
+    assert {e.name for e in S.env_settings()} == {
+        "KACHE_S3_ACCESS_KEY", "KACHE_S3_SECRET_KEY", "KACHE_DISABLED", "KACHE_LOG", "KACHE_CONFIG"}
+
+
+def test_layers_stack_default_system_user_env(clean_env: Path, user_config: Path, tmp_path: Path) -> None:
+    system = tmp_path / "system.toml"
+    system.write_text('[cache]\ncompression_level = 5\ns3_concurrency = 4\nlocal_max_size = "10GB"\n'
+                      '[cache.remote]\nbucket = "from-system"\n')
+    user_config.write_text("[cache]\ncompression_level = 6\ns3_concurrency = 2\n")
+    env = env_with(clean_env, KACHE_CONFIG=str(system), KACHE_COMPRESSION_LEVEL="7")
+    s = S.load(env)
+    assert s["cache.compression_level"] == 7
+    assert str(s.source("cache.compression_level")) == "env KACHE_COMPRESSION_LEVEL"
+    assert s["cache.s3_concurrency"] == 2
+    assert str(s.source("cache.s3_concurrency")) == f"user file {user_config}"
+    assert s.get("cache.local_max_size") == 10 * 10**9
+    assert str(s.source("cache.local_max_size")) == f"system file {system}"
+    assert s["cache.remote.bucket"] == "from-system"
+    assert s.source("cache.remote.region") == S.Source("default")
+    S.validate(s)
+
+
+def test_kache_config_with_tilde_and_variables_is_expanded(clean_env: Path) -> None:
+    (clean_env / "etc").mkdir()
+    (clean_env / "etc" / "k.toml").write_text("[cache]\ns3_concurrency = 3\n")
+    s = S.load(env_with(clean_env, KACHE_CONFIG="~/etc/k.toml"))
+    assert s["cache.s3_concurrency"] == 3
+    s = S.load(env_with(clean_env, KACHE_CONFIG="$HOME/etc/k.toml"))
+    assert s["cache.s3_concurrency"] == 3
+
+
+def test_missing_system_file_is_an_error_naming_the_variable(clean_env: Path) -> None:
+    with pytest.raises(SettingsError) as e:
+        S.load(env_with(clean_env, KACHE_CONFIG="/nonexistent/kache.toml"))
+    assert e.value.problems == [
+        "cannot read config file: /nonexistent/kache.toml: it does not exist (named by KACHE_CONFIG); "
+        "point KACHE_CONFIG at an existing file or unset it"]
+
+
+def test_missing_user_file_means_defaults(clean_env: Path) -> None:
+    s = S.load(env_with(clean_env))
+    assert [(f.role, f.exists) for f in s.files] == [("user", False)]
+
+
+def test_invalid_toml_names_file_line_and_column(clean_env: Path, user_config: Path) -> None:
+    user_config.write_text("[cache\ncompression_level = 3\n")
+    with pytest.raises(SettingsError) as e:
+        S.load(env_with(clean_env))
+    assert e.value.problems[0].startswith("cannot read config file: ~/.config/kache/config.toml: invalid TOML: ")
+    assert "line 1" in e.value.problems[0]
+
+
+@pytest.mark.parametrize(
+    ("toml", "problem"),
+    [
+        ("[cache]\ncompression_level = 99\n",
+         "cache.compression_level = 99: must be between 1 and 22"),
+        ("[cache]\ncompression_level = 0\n",
+         "cache.compression_level = 0: must be between 1 and 22"),
+        ("[cache]\ncompression_level = \"high\"\n",
+         'cache.compression_level = "high": expected an integer'),
+        ('[cache]\nlocal_max_size = "lots"\n',
+         'cache.local_max_size = "lots": expected a size such as 50GB, 512MiB or a number of bytes'),
+        ("[cache]\nlocal_max_size = true\n",
+         "cache.local_max_size = true: expected a size such as 50GB, 512MiB or a number of bytes"),
+        ("[cache]\ncache_executables = \"yes\"\n",
+         'cache.cache_executables = "yes": expected true or false'),
+        ("[cache]\ns3_concurrency = 0\n",
+         "cache.s3_concurrency = 0: must be between 1 and 256"),
+        ("[cache]\ndaemon_idle_timeout_secs = -1\n",
+         "cache.daemon_idle_timeout_secs = -1: must be at least 0"),
+        ('[cache.remote]\ntype = "gcs"\n',
+         'cache.remote.type = "gcs": must be one of "s3"'),
+        ('[cache.remote]\nendpoint = "minio:9000"\n',
+         'cache.remote.endpoint = "minio:9000": expected a URL starting with http:// or https://'),
+        ('[cache.remote]\nprefix = "a b"\n',
+         'cache.remote.prefix = "a b": expected letters, digits and . _ / - only'),
+        ('[cache.remote]\nbucket = "x"\n',
+         'cache.remote.bucket = "x": must be at least 3 characters long'),
+        ('[cache]\nlocal_store = "relative/dir"\n',
+         'cache.local_store = "relative/dir": expected an absolute path (after ~ and $VAR expansion)'),
+        ("cache = 3\n", "cache = 3: expected a table"),
+    ],
+)
+def test_invalid_file_values_name_file_key_value_and_expectation(
+    clean_env: Path, user_config: Path, toml: str, problem: str
+) -> None:
+    user_config.write_text(toml)
+    s = S.load(env_with(clean_env))
+    with pytest.raises(SettingsError) as e:
+        S.validate(s)
+    assert e.value.problems == [f"invalid setting in ~/.config/kache/config.toml: {problem}"]
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "problem"),
+    [
+        ("KACHE_COMPRESSION_LEVEL", "abc", 'cache.compression_level = "abc": expected an integer'),
+        ("KACHE_COMPRESSION_LEVEL", "23", "cache.compression_level = 23: must be between 1 and 22"),
+        ("KACHE_MAX_SIZE", "big", 'cache.local_max_size = "big": expected a size such as 50GB, 512MiB or a number of bytes'),
+        ("KACHE_CACHE_EXECUTABLES", "maybe", 'cache.cache_executables = "maybe": expected true or false'),
+    ],
+)
+def test_invalid_env_values_name_the_variable(clean_env: Path, var: str, value: str, problem: str) -> None:
+    s = S.load(env_with(clean_env, **{var: value}))
+    with pytest.raises(SettingsError) as e:
+        S.validate(s)
+    assert e.value.problems == [f"invalid setting in environment variable {var}: {problem}"]
+
+
+def test_invalid_env_only_flag_is_reported(clean_env: Path) -> None:
+    s = S.load(env_with(clean_env, KACHE_DISABLED="perhaps"))
+    with pytest.raises(SettingsError) as e:
+        S.validate(s)
+    assert e.value.problems == [
+        "invalid setting in environment variable KACHE_DISABLED: 'perhaps': expected 1/true/yes/on or 0/false/no/off"]
+
+
+def test_every_problem_is_reported_not_only_the_first(clean_env: Path, user_config: Path, tmp_path: Path) -> None:
+    system = tmp_path / "sys.toml"
+    system.write_text("[cache]\ns3_concurrency = 0\n")
+    user_config.write_text('[cache]\ncompression_level = 99\nlocal_max_size = "lots"\n')
+    s = S.load(env_with(clean_env, KACHE_CONFIG=str(system), KACHE_S3_CONCURRENCY="4"))
+    with pytest.raises(SettingsError) as e:
+        S.validate(s)
+    assert e.value.problems == [
+        f"invalid setting in {system}: cache.s3_concurrency = 0: must be between 1 and 256",
+        "invalid setting in ~/.config/kache/config.toml: cache.local_max_size = \"lots\": "
+        "expected a size such as 50GB, 512MiB or a number of bytes",
+        "invalid setting in ~/.config/kache/config.toml: cache.compression_level = 99: must be between 1 and 22",
+    ]
+
+
+@pytest.mark.parametrize(("raw", "value"), [("1", True), ("true", True), ("YES", True), ("on", True),
+                                             ("0", False), ("false", False), ("no", False), ("Off", False)])
+def test_env_booleans(clean_env: Path, raw: str, value: bool) -> None:
+    s = S.load(env_with(clean_env, KACHE_CACHE_EXECUTABLES=raw))
+    assert s["cache.cache_executables"] is value
+    assert S.env_flag("KACHE_DISABLED", {"KACHE_DISABLED": raw}) is value
+
+
+def test_env_sizes_accept_bytes_and_units(clean_env: Path) -> None:
+    assert S.load(env_with(clean_env, KACHE_MAX_SIZE="1048576")).get("cache.local_max_size") == 2**20
+    assert S.load(env_with(clean_env, KACHE_MAX_SIZE="512MiB")).get("cache.local_max_size") == 512 * 2**20
+
+
+def test_empty_env_unsets_a_nullable_setting_and_is_ignored_otherwise(clean_env: Path, user_config: Path) -> None:
+    user_config.write_text('[cache]\ncompression_level = 4\n[cache.remote]\nbucket = "team-cache"\n')
+    s = S.load(env_with(clean_env, KACHE_S3_BUCKET="", KACHE_COMPRESSION_LEVEL=""))
+    assert s["cache.remote.bucket"] is None
+    assert s.source("cache.remote.bucket") == S.Source("env", "KACHE_S3_BUCKET")
+    assert s["cache.compression_level"] == 4
+
+
+def test_local_store_expands_home_and_variables(clean_env: Path) -> None:
+    s = S.load(env_with(clean_env, KACHE_CACHE_DIR="~/store"))
+    assert s.local_store == clean_env / "store"
+    s = S.load(env_with(clean_env, KACHE_CACHE_DIR="$HOME/other", ))
+    assert s.local_store == clean_env / "other"
+
+
+def test_xdg_dirs_are_respected_and_relative_ones_ignored(clean_env: Path) -> None:
+    env = env_with(clean_env, XDG_CONFIG_HOME="/x/conf", XDG_CACHE_HOME="/x/cache")
+    assert S.user_config_path(env) == Path("/x/conf/kache/config.toml")
+    assert S.load(env).local_store == Path("/x/cache/kache")
+    env = env_with(clean_env, XDG_CONFIG_HOME="rel", XDG_CACHE_HOME="rel")
+    assert S.user_config_path(env) == clean_env / ".config" / "kache" / "config.toml"
+
+
+def test_unknown_keys_warn_and_are_kept(clean_env: Path, user_config: Path) -> None:
+    user_config.write_text("[cache]\nfuture_knob = 1\n[cache.remote]\nretries = 3\n[cc]\nflags = []\n")
+    s = S.load(env_with(clean_env))
+    S.validate(s)  # unknown keys are not errors
+    assert s.warnings == [
+        f"unknown setting in ~/.config/kache/config.toml: {k} (ignored; `kache config schema` lists the known ones)"
+        for k in ("cache.future_knob", "cache.remote.retries", "cc")
+    ]
+    assert s.extras["cache.remote.retries"][0] == 3
+
+
+def test_validate_file_checks_one_file_alone(tmp_path: Path, clean_env: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[cache]\ncompression_level = 99\n")
+    with pytest.raises(SettingsError) as e:
+        S.validate_file(f, env_with(clean_env))
+    assert e.value.problems == [f"invalid setting in {f}: cache.compression_level = 99: must be between 1 and 22"]
+    f.write_text("[cache]\ncompression_level = 9\nextra = 1\n")
+    assert S.validate_file(f, env_with(clean_env)) == [
+        f"unknown setting in {f}: cache.extra (ignored; `kache config schema` lists the known ones)"]
+
+
+def test_load_checked_validates_once_per_identity(clean_env: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = S.validate
+    monkeypatch.setattr(S, "validate", lambda s: (calls.append(1), real(s)))
+    user_config.write_text("[cache]\ncompression_level = 4\n")
+    env = env_with(clean_env)
+    S.load_checked(env)
+    S.load_checked(env)
+    assert len(calls) == 1
+    S.load_checked({**env, "KACHE_S3_CONCURRENCY": "3"})
+    assert len(calls) == 2
+    user_config.write_text("[cache]\ncompression_level = 99\n")
+    os.utime(user_config, ns=(1, 1))  # a new identity even within the mtime granularity
+    with pytest.raises(SettingsError):
+        S.load_checked(env)
+
+
+@hsettings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=200))
+def test_any_config_text_loads_or_fails_with_a_settings_error(clean_env: Path, text: str) -> None:
+    path = clean_env / "fuzz.toml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass") if "\ud800" not in text else None
+    env = env_with(clean_env, KACHE_CONFIG=str(path))
+    try:
+        S.validate(S.load(env))
+    except SettingsError:
+        pass
+
+
+toml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@hsettings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from([t.key.split(".")[-1] for t in S.settings_table()] + ["x"]),
+                       toml_values, max_size=4))
+def test_any_value_types_fail_cleanly(clean_env: Path, cache_table: dict) -> None:
+    import tomlkit
+
+    doc = {"cache": {k: v for k, v in cache_table.items() if v is not None}}
+    try:
+        text = tomlkit.dumps(doc)
+    except Exception:
+        return
+    path = clean_env / "typed.toml"
+    path.write_text(text)
+    try:
+        s = S.load(env_with(clean_env, KACHE_CONFIG=str(path)))
+        S.validate(s)
+        for key in s.values:
+            s.get(key)
+    except SettingsError:
+        pass

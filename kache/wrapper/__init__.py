@@ -2,7 +2,8 @@
 
 ``run(argv)`` never lets kache break a build: any problem with kache itself, its
 settings or its store ends in running the real compiler exactly as cargo asked, after
-at most one warning line on stderr.
+at most one warning line on stderr. Once the real compiler has run, its exit status
+is what cargo gets, whatever happens while recording.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ import time
 from collections.abc import Mapping
 
 __all__ = ["run", "exec_compiler", "warn_once"]
-
-# Calls that never touch settings or the store: cargo's and build scripts' probes.
-_PROBE_FLAGS = frozenset({"-vV", "-V", "--version", "-v"})
 
 WARN_INTERVAL_SECS = 600.0
 
@@ -33,7 +31,7 @@ def exec_compiler(argv: list[str]) -> int:
     raise AssertionError("unreachable")
 
 
-def warn_once(message: str, env: Mapping[str, str] | None = None) -> None:
+def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str = "; running rustc directly") -> None:
     """Print ``kache: warning: …`` unless the same warning was printed in the last 10 minutes.
 
     cargo runs hundreds of rustc calls per build; a broken config should say so once per
@@ -50,7 +48,7 @@ def warn_once(message: str, env: Mapping[str, str] | None = None) -> None:
             return
     except OSError:
         pass
-    sys.stderr.write(f"kache: warning: {message}; running rustc directly\n")
+    sys.stderr.write(f"kache: warning: {message}{suffix}\n")
     try:
         os.makedirs(os.path.dirname(stamp), mode=0o700, exist_ok=True)
         with open(stamp, "w"):
@@ -61,19 +59,54 @@ def warn_once(message: str, env: Mapping[str, str] | None = None) -> None:
 
 def run(argv: list[str]) -> int:
     """Handle one compiler call; ``argv`` is ``[compiler, *args]``."""
-    if len(argv) > 1 and (argv[1] in _PROBE_FLAGS or "-" in argv[1:]):
+    started = time.monotonic()
+    try:
+        from kache.wrapper import argv as argvmod
+
+        call = argvmod.parse(argv)
+        reason = argvmod.passthrough_reason(call)
+    except Exception:  # noqa: BLE001 - an argv kache cannot read is rustc's business
+        return exec_compiler(argv)
+    # cargo's probes (-vV, --print, stdin) never touch settings or the store.
+    if reason in ("version", "print", "stdin", "help", "no-source", "probe", "explain"):
         return exec_compiler(argv)
     try:
         from kache.errors import SettingsError
         from kache.settings import env_flag, load_checked
 
         if env_flag("KACHE_DISABLED"):
+            from kache.wrapper.cache import unlink_shared_outputs
+
+            unlink_shared_outputs(_outputs(call))
             return exec_compiler(argv)
         try:
-            load_checked()
+            settings = load_checked()
         except SettingsError as e:
             warn_once("invalid configuration: " + "; ".join(e.problems))
+            unlink_shared_outputs_quietly(call)
             return exec_compiler(argv)
+        from kache.wrapper.main import handle
+
+        return handle(call, argv, settings, started)
     except Exception as e:  # noqa: BLE001 - nothing in kache may break a build
         warn_once(f"internal error ({type(e).__name__}: {e})")
+        unlink_shared_outputs_quietly(call)
     return exec_compiler(argv)
+
+
+def _outputs(call: object) -> list[str]:
+    from kache.wrapper import argv as argvmod
+
+    try:
+        return [os.path.abspath(p) for p in argvmod.expected_outputs(call)]  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def unlink_shared_outputs_quietly(call: object) -> None:
+    try:
+        from kache.wrapper.cache import unlink_shared_outputs
+
+        unlink_shared_outputs(_outputs(call))
+    except Exception:  # noqa: BLE001
+        pass

@@ -1,0 +1,97 @@
+"""Content-addressed blobs: ``store/<hash[:2]>/<hash>``, read-only, written atomically.
+
+A blob's name is the blake3 of its bytes (64 hex digits). Blobs are put with a temp
+file in ``tmp/`` and ``rename`` (same filesystem), so a reader never sees half a
+blob; a crash leaves at worst a temp file or an orphan blob that gc removes. Blobs
+are mode 0444: whatever is hardlinked into a target dir cannot be rewritten in
+place by a tool that respects permissions, and kache itself unlinks hardlinked
+outputs before rustc writes over them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+from blake3 import blake3
+
+__all__ = ["hash_file", "blob_path", "put_file", "put_bytes", "is_hash"]
+
+_CHUNK = 1 << 20
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_hash(text: str) -> bool:
+    return len(text) == 64 and not set(text) - _HEX
+
+
+def hash_file(path: str) -> tuple[str, int]:
+    """(blake3 hex, size) of a file."""
+    h = blake3()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def hash_bytes(data: bytes) -> str:
+    return blake3(data).hexdigest()
+
+
+def blob_path(root: str, digest: str) -> str:
+    return os.path.join(root, "store", digest[:2], digest)
+
+
+def _tmp_name(root: str) -> str:
+    return os.path.join(root, "tmp", f"put-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+
+
+def put_file(root: str, src: str, digest: str, *, link: bool) -> bool:
+    """Make ``src`` (whose hash is ``digest``) a blob. Returns False if it was there already.
+
+    ``link`` ingests by hardlink (no copy): only for immutable outputs (.rlib/.rmeta),
+    which then share the blob's read-only inode.
+    """
+    dst = blob_path(root, digest)
+    if os.path.exists(dst):
+        return False
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    tmp = _tmp_name(root)
+    try:
+        done = False
+        if link:
+            try:
+                os.link(src, tmp)
+                done = True
+            except OSError:
+                pass
+        if not done:
+            shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return True
+
+
+def put_bytes(root: str, data: bytes) -> tuple[str, bool]:
+    """Store bytes as a blob; (hash, newly added)."""
+    digest = hash_bytes(data)
+    dst = blob_path(root, digest)
+    if os.path.exists(dst):
+        return digest, False
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    tmp = _tmp_name(root)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return digest, True

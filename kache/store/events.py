@@ -1,0 +1,63 @@
+"""The event log: one JSON line per wrapper call, appended without any lock.
+
+``events.jsonl`` in the store; each line is one ``write`` of < 4 KiB with ``O_APPEND``,
+so lines from parallel rustc processes never interleave. When the file passes
+``MAX_BYTES`` it is renamed to ``events.1.jsonl`` (replacing the previous one), so the
+log is bounded to about twice that. Readers skip lines they cannot parse.
+
+Fields: ``t`` (unix time), ``crate``, ``outcome`` (``local_hit``, ``miss``, ``dup``,
+``passthrough``, ``error``), ``reason`` (why not cached / why an error), ``ms`` (wall
+time of the call), ``bytes`` (outputs restored or stored), ``saved_ms`` (compile time a
+hit avoided), ``root`` (workspace), ``key`` (first 16 hex digits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["append", "read", "OUTCOMES", "MAX_BYTES"]
+
+OUTCOMES = ("local_hit", "remote_hit", "miss", "dup", "passthrough", "error")
+MAX_BYTES = 8 << 20
+
+
+def _path(root: str, n: int = 0) -> str:
+    return os.path.join(root, "events.jsonl" if n == 0 else f"events.{n}.jsonl")
+
+
+def append(root: str, event: dict[str, Any]) -> None:
+    line = (json.dumps(event, separators=(",", ":"), default=str) + "\n").encode()
+    if len(line) > 4000:
+        event = {k: v for k, v in event.items() if k in ("t", "crate", "outcome", "ms", "bytes")}
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    path = _path(root)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if size > MAX_BYTES:
+        try:
+            os.replace(path, _path(root, 1))
+        except OSError:
+            pass
+
+
+def read(root: str, since: float | None = None) -> Iterator[dict[str, Any]]:
+    """Events, oldest first, from the rotated file and the current one."""
+    for n in (1, 0):
+        try:
+            with open(_path(root, n), "rb") as f:
+                for raw in f:
+                    try:
+                        ev = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(ev, dict) and (since is None or ev.get("t", 0) >= since):
+                        yield ev
+        except FileNotFoundError:
+            continue

@@ -1,0 +1,360 @@
+"""The local store: an SQLite index over content-addressed blobs.
+
+Layout under ``local_store``::
+
+    index.db        SQLite, WAL mode (entries, manifests, file-hash memo, tool memo)
+    store/ab/<hash> blobs (see blobs.py)
+    tmp/            temp files for atomic writes, stamps
+    locks/          per-compile lock files (flock; released by the kernel on death)
+    events.jsonl    one line per wrapper call (see events.py)
+
+Tables (schema version in ``PRAGMA user_version``; a newer or older version is
+rebuilt, never guessed at):
+
+``entries``      one per cache key: crate, kinds, size, times, hits, and ``meta``, a JSON
+                 document with the files (name, blob hash, size, mode), the replayed
+                 stdout/stderr, the normalised dep-info and the key's components.
+``entry_blobs``  which blobs an entry uses (gc's reference count).
+``manifests``    direct mode (ccache's name): under a cheap key computed before
+                 compiling (``mkey``), the inputs rustc reported (path, blake3) and the
+                 env-deps of each recorded compile, newest first.
+``file_hashes``  blake3 memo keyed on (path, dev, inode, size, mtime_ns, ctime_ns).
+``tool_memo``    memo of tool identities (``rustc -vV``) keyed on the binary's stat.
+``incremental``  incremental dirs seen on wrapped calls, for gc to remove.
+
+Every write is one transaction; an entry is inserted only after all its blobs exist,
+so a crash can leave orphan blobs (gc removes them) but never an entry without data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from kache.store import blobs
+
+__all__ = ["Store", "Entry", "StoreError", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    crate_name TEXT NOT NULL,
+    crate_types TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    profile TEXT NOT NULL DEFAULT '',
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0,
+    compile_ms INTEGER NOT NULL DEFAULT 0,
+    key_version INTEGER NOT NULL,
+    mkey TEXT NOT NULL,
+    meta TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_crate ON entries(crate_name);
+CREATE INDEX IF NOT EXISTS entries_last_used ON entries(last_used);
+CREATE TABLE IF NOT EXISTS entry_blobs (
+    key TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (key, hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entry_blobs_hash ON entry_blobs(hash);
+CREATE TABLE IF NOT EXISTS manifests (
+    mkey TEXT NOT NULL,
+    key TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (mkey, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY,
+    dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tool_memo (
+    id TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incremental (
+    path TEXT PRIMARY KEY,
+    last_seen REAL NOT NULL
+);
+"""
+
+# Entries used this recently are never evicted: a build may be restoring them.
+PIN_SECS = 120.0
+# A manifest keeps this many recorded compiles per cheap key (newest win).
+MANIFEST_CAP = 16
+
+
+class StoreError(Exception):
+    """The store cannot be used (unwritable, corrupt); the wrapper then runs rustc plainly."""
+
+
+@dataclass
+class Entry:
+    key: str
+    crate_name: str
+    crate_types: str
+    target: str
+    profile: str
+    size: int
+    created: float
+    last_used: float
+    hits: int
+    compile_ms: int
+    key_version: int
+    mkey: str
+    meta: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Entry:
+        d = dict(row)
+        d["meta"] = json.loads(d["meta"])
+        return cls(**d)
+
+
+class Store:
+    """One local store; cheap to open (one SQLite connection, created on first use)."""
+
+    def __init__(self, root: str, *, create: bool = True) -> None:
+        self.root = os.path.abspath(root)
+        self._db: sqlite3.Connection | None = None
+        self._create = create
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        path = os.path.join(self.root, "index.db")
+        if not self._create and not os.path.exists(path):
+            raise StoreError(f"no store at {self.root}")
+        try:
+            if self._create:
+                old = os.umask(0o077)
+                try:
+                    for sub in ("", "store", "tmp", "locks"):
+                        os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+                finally:
+                    os.umask(old)
+            db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout = 30000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                self._migrate(db, version)
+            else:
+                db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open the store index {path}: {e}") from e
+        return db
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        with self._write(db):
+            now = db.execute("PRAGMA user_version").fetchone()[0]
+            if now == SCHEMA_VERSION:
+                return
+            if now != 0:  # an index of another version: start over (blobs stay; gc sweeps)
+                for table in ("entries", "entry_blobs", "manifests", "file_hashes", "tool_memo", "incremental"):
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("PRAGMA journal_mode = WAL")
+
+    @contextmanager
+    def _write(self, db: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        db = db or self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # ------------------------------------------------------------------ memo tables
+
+    def tool_memo(self, ident: str) -> str | None:
+        row = self.db.execute("SELECT value FROM tool_memo WHERE id = ?", (ident,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_tool_memo(self, ident: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO tool_memo (id, value) VALUES (?, ?)", (ident, value))
+
+    def file_hash_rows(self, paths: Iterable[str]) -> dict[str, tuple[int, int, int, int, int, str]]:
+        out = {}
+        paths = list(paths)
+        for i in range(0, len(paths), 500):
+            chunk = paths[i:i + 500]
+            q = f"SELECT * FROM file_hashes WHERE path IN ({','.join('?' * len(chunk))})"
+            for r in self.db.execute(q, chunk):
+                out[r["path"]] = (r["dev"], r["ino"], r["size"], r["mtime_ns"], r["ctime_ns"], r["hash"])
+        return out
+
+    def set_file_hashes(self, rows: list[tuple[str, int, int, int, int, int, str]]) -> None:
+        if rows:
+            self.db.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def note_incremental(self, path: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO incremental (path, last_seen) VALUES (?, ?)", (path, time.time()))
+
+    # ------------------------------------------------------------------ manifests
+
+    def manifest(self, mkey: str) -> list[tuple[str, list[Any]]]:
+        """Recorded compiles for a cheap key, newest first: (full key, inputs)."""
+        rows = self.db.execute(
+            "SELECT key, inputs FROM manifests WHERE mkey = ? ORDER BY created DESC", (mkey,)).fetchall()
+        return [(r["key"], json.loads(r["inputs"])) for r in rows]
+
+    # ------------------------------------------------------------------ entries
+
+    def get(self, key: str) -> Entry | None:
+        row = self.db.execute("SELECT * FROM entries WHERE key = ?", (key,)).fetchone()
+        return None if row is None else Entry.from_row(row)
+
+    def touch(self, key: str) -> None:
+        """Count a hit and mark the entry used now (LRU)."""
+        self.db.execute("UPDATE entries SET hits = hits + 1, last_used = ? WHERE key = ?", (time.time(), key))
+
+    def blob_path(self, digest: str) -> str:
+        return blobs.blob_path(self.root, digest)
+
+    def put_blob_file(self, src: str, digest: str, *, link: bool) -> bool:
+        return blobs.put_file(self.root, src, digest, link=link)
+
+    def put_blob_bytes(self, data: bytes) -> tuple[str, bool]:
+        return blobs.put_bytes(self.root, data)
+
+    def add(self, entry: Entry, inputs: list[Any]) -> None:
+        """Record an entry whose blobs are all in place, and its manifest line, atomically."""
+        files = entry.meta["files"]
+        with self._write() as db:
+            # A blob removed by a concurrent gc between put and here would leave a dangling
+            # entry: re-check under the write lock (gc deletes only under it).
+            for f in files:
+                if not os.path.exists(self.blob_path(f["hash"])):
+                    raise StoreError(f"blob {f['hash']} vanished before the entry was recorded")
+            db.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (entry.key, entry.crate_name, entry.crate_types, entry.target, entry.profile, entry.size,
+                 entry.created, entry.last_used, entry.hits, entry.compile_ms, entry.key_version, entry.mkey,
+                 json.dumps(entry.meta, separators=(",", ":"))),
+            )
+            db.execute("DELETE FROM entry_blobs WHERE key = ?", (entry.key,))
+            db.executemany("INSERT OR IGNORE INTO entry_blobs VALUES (?, ?, ?)",
+                           [(entry.key, f["hash"], f["size"]) for f in files])
+            db.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?)",
+                       (entry.mkey, entry.key, json.dumps(inputs, separators=(",", ":")), time.time()))
+            db.execute(
+                "DELETE FROM manifests WHERE mkey = ? AND key NOT IN "
+                "(SELECT key FROM manifests WHERE mkey = ? ORDER BY created DESC LIMIT ?)",
+                (entry.mkey, entry.mkey, MANIFEST_CAP),
+            )
+
+    def entries(self, crate: str | None = None) -> list[Entry]:
+        if crate is None:
+            rows = self.db.execute("SELECT * FROM entries").fetchall()
+        else:
+            rows = self.db.execute("SELECT * FROM entries WHERE crate_name = ?", (crate,)).fetchall()
+        return [Entry.from_row(r) for r in rows]
+
+    def remove(self, keys: Iterable[str]) -> int:
+        """Delete entries and any blob no other entry uses; returns bytes freed (physical)."""
+        freed = 0
+        keys = list(keys)
+        with self._write() as db:
+            for key in keys:
+                hashes = [r[0] for r in db.execute("SELECT hash FROM entry_blobs WHERE key = ?", (key,))]
+                db.execute("DELETE FROM entry_blobs WHERE key = ?", (key,))
+                db.execute("DELETE FROM entries WHERE key = ?", (key,))
+                db.execute("DELETE FROM manifests WHERE key = ?", (key,))
+                for h in hashes:
+                    if db.execute("SELECT 1 FROM entry_blobs WHERE hash = ? LIMIT 1", (h,)).fetchone():
+                        continue
+                    path = self.blob_path(h)
+                    try:
+                        freed += os.stat(path).st_size
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+        return freed
+
+    def totals(self) -> dict[str, int]:
+        """entries, logical bytes (sum of entries) and physical bytes (each blob once)."""
+        n, logical = self.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
+        physical = self.db.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM (SELECT hash, MAX(size) AS size FROM entry_blobs GROUP BY hash)"
+        ).fetchone()[0]
+        return {"entries": int(n), "logical_bytes": int(logical), "physical_bytes": int(physical)}
+
+    # ------------------------------------------------------------------ integrity
+
+    def check(self, *, verify_hashes: bool = False) -> list[str]:
+        """Problems found: SQLite integrity, entries with missing or wrong-size blobs.
+
+        With ``verify_hashes``, every blob is re-hashed too.
+        """
+        problems: list[str] = []
+        result = self.db.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            problems.append(f"index.db: {result}")
+        seen: dict[str, str | None] = {}
+        for row in self.db.execute("SELECT key, hash, size FROM entry_blobs"):
+            key, digest, size = row
+            if digest not in seen:
+                path = self.blob_path(digest)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    seen[digest] = "missing"
+                else:
+                    if st.st_size != size:
+                        seen[digest] = f"size {st.st_size}, expected {size}"
+                    elif verify_hashes and blobs.hash_file(path)[0] != digest:
+                        seen[digest] = "content does not match its hash"
+                    else:
+                        seen[digest] = None
+            if seen[digest]:
+                problems.append(f"entry {key[:16]}: blob {digest[:16]}: {seen[digest]}")
+        orphans = self.orphan_blobs()
+        if orphans:
+            problems.append(f"{len(orphans)} orphan blob(s) no entry uses")
+        return problems
+
+    def orphan_blobs(self, older_than: float = 0.0) -> list[str]:
+        """Blob files that no entry references (older than ``older_than`` seconds)."""
+        used = {r[0] for r in self.db.execute("SELECT DISTINCT hash FROM entry_blobs")}
+        out = []
+        now = time.time()
+        store = os.path.join(self.root, "store")
+        if not os.path.isdir(store):
+            return out
+        for shard in os.scandir(store):
+            if not shard.is_dir():
+                continue
+            for f in os.scandir(shard.path):
+                if f.name not in used and (older_than <= 0 or now - f.stat().st_mtime > older_than):
+                    out.append(f.path)
+        return out

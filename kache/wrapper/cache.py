@@ -1,0 +1,447 @@
+"""One cacheable rustc call: look up, restore on a hit, compile and record on a miss.
+
+The order of a call::
+
+    parse argv ─ not cacheable ─────────────────────────────► exec rustc (passthrough)
+        │
+    cheap key (args, toolchain, externs, env) ─► manifest ─► inputs still match? ─► restore, replay
+        │ no match                                                                    (local_hit)
+    lock the cheap key (a twin compile waits here, then finds the twin's entry)
+        │
+    run rustc (incremental off, paths remapped), streaming stderr to cargo
+        │ exit 0
+    read the .d, hash inputs and outputs, put blobs, add entry + manifest line (miss / dup)
+
+Nothing here may fail a build: errors before rustc runs end in running rustc plainly;
+errors after it ran are reported and rustc's own exit status is returned.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kache.paths import Normalizer, find_target_dir
+from kache.store import events
+from kache.store.index import Entry, Store, StoreError
+from kache.wrapper import argv as argvmod
+from kache.wrapper import depinfo
+from kache.wrapper.filehash import FileHasher
+from kache.wrapper.key import KEY_VERSION, KeyBuilder, env_only_locates_files, full_key, is_within, key_env
+from kache.wrapper.toolchain import identity
+
+__all__ = ["Call", "prepare", "look_up", "restore", "compile_and_record", "OUT_DIR_TOKEN"]
+
+# Stands for this build's --out-dir in stored stdout/stderr (artifact notifications).
+OUT_DIR_TOKEN = "${KACHE_OUT_DIR}"
+# How long a second identical compile waits for the first before compiling itself.
+LOCK_WAIT_SECS = 600.0
+
+
+@dataclass
+class Call:
+    """Everything known about one cacheable call before compiling."""
+
+    call: argvmod.RustcCall
+    argv: list[str]
+    env: Mapping[str, str]
+    cwd: str
+    store: Store
+    norm: Normalizer
+    hasher: FileHasher
+    mkey: str = ""
+    components: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    """Absolute paths rustc will write (all in out_dir)."""
+    root: str = ""
+    """Workspace root, for events and reports."""
+
+    @property
+    def out_dir(self) -> str:
+        return os.path.join(self.cwd, self.call.out_dir or "")
+
+    @property
+    def crate(self) -> str:
+        return self.call.crate_name or "?"
+
+    def event(self, outcome: str, started: float, **fields: Any) -> None:
+        ev = {"t": round(time.time(), 3), "crate": self.crate, "outcome": outcome,
+              "ms": round((time.monotonic() - started) * 1000, 1), "root": self.root}
+        ev.update({k: v for k, v in fields.items() if v is not None})
+        try:
+            events.append(self.store.root, ev)
+        except OSError:
+            pass
+
+
+def _crate_key(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _extra_inputs(settings_extra: Mapping[str, Any], crate: str) -> list[tuple[list[str], list[str]]]:
+    out = []
+    for name, spec in settings_extra.items():
+        if name == "*" or _crate_key(name) == _crate_key(crate):
+            if isinstance(spec, Mapping):
+                out.append((list(spec.get("env", [])), list(spec.get("files", []))))
+    return out
+
+
+def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[str, str],
+            extra_inputs: Mapping[str, Any], salt: str) -> Call:
+    """Compute the cheap key of a cacheable call."""
+    cwd = os.getcwd()
+    out_dir = os.path.join(cwd, rc.out_dir or "")
+    target_dir = find_target_dir(out_dir)
+    norm = Normalizer.for_call(cwd, out_dir, env)
+    c = Call(rc, argv, env, cwd, store, norm, FileHasher(store))
+    c.root = os.path.dirname(target_dir) if target_dir else cwd
+    outputs = [os.path.join(cwd, p) for p in argvmod.expected_outputs(rc)]
+    for p in outputs:
+        if os.path.dirname(p) != os.path.normpath(out_dir):
+            raise Uncacheable("output-path")
+    c.outputs = outputs
+
+    kb = KeyBuilder()
+    kb.add("version", str(KEY_VERSION))
+    kb.add("toolchain", identity(store, [rc.compiler, *rc.compiler_args_prefix], env))
+    extern_paths: list[tuple[str, str]] = []
+    for tok in argvmod.without_incremental(rc.args):
+        kb.add("args", norm.text(tok))
+    for name, path in rc.externs:
+        if path:
+            extern_paths.append((name, os.path.join(cwd, path)))
+    static_libs = _static_libs(rc, cwd)
+    to_hash = [p for _, p in extern_paths] + [p for _, p in static_libs]
+    if rc.target and rc.target.endswith(".json"):
+        to_hash.append(os.path.join(cwd, rc.target))
+    hashes = c.hasher.hashes(to_hash)
+    for name, path in extern_paths:
+        if hashes[path] is None:
+            raise Uncacheable("missing-extern")
+        kb.add(f"extern:{name}", hashes[path] or "")
+    for spec, path in static_libs:
+        kb.add(f"lib:{spec}", hashes[path] or "missing")
+    if rc.target and rc.target.endswith(".json"):
+        kb.add("target-spec", hashes[os.path.join(cwd, rc.target)] or "missing")
+    for name, value in key_env(env):
+        kb.add(f"env:{name}", norm.text(value))
+    if salt:
+        kb.add("salt", salt)
+    for names, files in _extra_inputs(extra_inputs, c.crate):
+        for n in sorted(names):
+            kb.add(f"extra-env:{n}", "\0unset" if n not in env else "=" + env[n])
+        paths = [os.path.join(c.root, f) for f in files]
+        for f, digest in zip(files, c.hasher.hashes(paths).values()):
+            kb.add(f"extra-file:{f}", digest or "missing")
+    c.mkey = kb.hexdigest()
+    c.components = kb.components
+    return c
+
+
+def _static_libs(rc: argvmod.RustcCall, cwd: str) -> list[tuple[str, str]]:
+    """``-l static=NAME`` resolved in the ``-L`` native/all dirs: (spec, file)."""
+    out = []
+    dirs = [os.path.join(cwd, p) for kind, p in rc.lib_paths if kind in ("native", "all", "")]
+    for spec in rc.libs:
+        kind, _, name = spec.rpartition("=")
+        kind = kind.split(":")[0]
+        if kind not in ("static", ""):
+            continue
+        name = name.split(":")[-1]
+        for d in dirs:
+            p = os.path.join(d, f"lib{name}.a")
+            if os.path.exists(p):
+                out.append((spec, p))
+                break
+        else:
+            if kind == "static":
+                out.append((spec, os.path.join(dirs[0] if dirs else cwd, f"lib{name}.a")))
+    return out
+
+
+class Uncacheable(Exception):
+    """Found while preparing: this call cannot be cached; the message is the reason."""
+
+
+# --------------------------------------------------------------------------- lookup
+
+
+def look_up(c: Call) -> Entry | None:
+    """The newest recorded compile under the cheap key whose inputs all still match."""
+    for key, inputs in c.store.manifest(c.mkey):
+        files = inputs.get("files", [])
+        real = [c.norm.expand(p) for p, _ in files]
+        hashes = c.hasher.hashes(real)
+        if any(hashes[r] != h for r, (_, h) in zip(real, files)):
+            continue
+        if not all(_env_value(c, name, normalized) == value for name, value, normalized in inputs.get("env", [])):
+            continue
+        entry = c.store.get(key)
+        if entry is not None:
+            return entry
+    return None
+
+
+def _env_value(c: Call, name: str, normalized: bool) -> str | None:
+    value = c.env.get(name)
+    if value is None or not normalized:
+        return value
+    return c.norm.path(value)
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def restore(c: Call, entry: Entry) -> int:
+    """Put the entry's files in place, then replay its output. Returns bytes restored.
+
+    Raises ``StoreError`` when a blob is missing (the caller then compiles).
+    """
+    files = entry.meta["files"]
+    for f in files:
+        if not os.path.exists(c.store.blob_path(f["hash"])):
+            raise StoreError(f"blob {f['hash'][:16]} of {entry.crate_name} is missing")
+    os.makedirs(c.out_dir, exist_ok=True)
+    total = 0
+    # .rmeta first (cargo's pipelining starts dependents on it), .d last.
+    order = sorted(files, key=lambda f: (not f["name"].endswith(".rmeta"), f["kind"] == "depinfo"))
+    for f in order:
+        dst = os.path.join(c.out_dir, f["name"])
+        blob = c.store.blob_path(f["hash"])
+        if f["kind"] == "depinfo":
+            with open(blob, encoding="utf-8") as fh:
+                _write_new(dst, _expand_depinfo(c, fh.read()).encode("utf-8"))
+        else:
+            _place(blob, dst, private=f["kind"] == "exec")
+            c.hasher.remember(dst, f["hash"])
+        os.utime(dst)  # the kernel's clock, never a Python "now" (REFERENCE §2)
+        total += f["size"]
+    _replay(c, entry.meta)
+    return total
+
+
+def _tmp_beside(dst: str) -> str:
+    return os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.kache-{os.getpid()}")
+
+
+def _write_new(dst: str, data: bytes) -> None:
+    tmp = _tmp_beside(dst)
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, dst)
+
+
+def _place(blob: str, dst: str, *, private: bool) -> None:
+    """Hardlink the blob when nothing else links it; else (and for executables) copy."""
+    tmp = _tmp_beside(dst)
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    linked = False
+    if not private and os.stat(blob).st_nlink == 1:
+        try:
+            os.link(blob, tmp)
+            linked = os.stat(tmp).st_nlink == 2
+            if not linked:  # someone else linked it meanwhile: keep the single-consumer rule
+                os.unlink(tmp)
+        except OSError:
+            linked = False
+    if not linked:
+        shutil.copyfile(blob, tmp)
+        os.chmod(tmp, 0o755 if private else 0o644)
+    os.replace(tmp, dst)
+
+
+def _expand_depinfo(c: Call, text: str) -> str:
+    info = depinfo.parse(text)
+    info = depinfo.map_paths(info, c.norm.expand)
+    info.env = [(name, c.env.get(name)) for name, _ in info.env]
+    return depinfo.render(info)
+
+
+def _replay(c: Call, meta: dict[str, Any]) -> None:
+    out_dir = json.dumps(c.out_dir)[1:-1]
+    stdout = meta.get("stdout", "")
+    stderr = meta.get("stderr", "")
+    if stdout:
+        sys.stdout.buffer.write(stdout.replace(OUT_DIR_TOKEN, out_dir).encode("utf-8", "surrogateescape"))
+        sys.stdout.flush()
+    if stderr:
+        sys.stderr.buffer.write(stderr.replace(OUT_DIR_TOKEN, out_dir).encode("utf-8", "surrogateescape"))
+        sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- miss
+
+
+class KeyLock:
+    """An flock on ``locks/<mkey>``: one compile per cheap key at a time, per store.
+
+    The kernel drops the lock when its holder dies, so there are no stale locks.
+    """
+
+    def __init__(self, store: Store, mkey: str) -> None:
+        self.path = os.path.join(store.root, "locks", mkey[:32])
+        self.fd: int | None = None
+        self.waited = False
+
+    def acquire(self, timeout: float = LOCK_WAIT_SECS) -> bool:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                self.waited = True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def unlink_shared_outputs(paths: list[str]) -> None:
+    """Remove outputs that share an inode with a blob before rustc writes over them.
+
+    rustc rewrites some outputs in place; a hardlinked output would carry that write
+    into the store. Plain (unshared) outputs are left for rustc and cargo.
+    """
+    for p in paths:
+        try:
+            if os.lstat(p).st_nlink > 1:
+                os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def run_compiler(cmd: list[str]) -> tuple[int, str, str]:
+    """Run rustc with inherited fds (cargo's jobserver), stderr streamed line by line.
+
+    Returns (exit status, stdout text, stderr text).
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False)
+    assert proc.stdout is not None and proc.stderr is not None
+    out_chunks: list[bytes] = []
+
+    def pump_stdout() -> None:
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            out_chunks.append(chunk)
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+
+    t = threading.Thread(target=pump_stdout, daemon=True)
+    t.start()
+    err_lines: list[bytes] = []
+    write = sys.stderr.buffer.write
+    for line in proc.stderr:
+        err_lines.append(line)
+        write(line)
+        sys.stderr.flush()
+    rc = proc.wait()
+    t.join()
+    return rc, b"".join(out_chunks).decode("utf-8", "surrogateescape"), \
+        b"".join(err_lines).decode("utf-8", "surrogateescape")
+
+
+def compiler_command(c: Call) -> list[str]:
+    rc = c.call
+    args = argvmod.without_incremental(rc.args)
+    return [rc.compiler, *rc.compiler_args_prefix, *args, *c.norm.remap_flags()]
+
+
+def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) -> tuple[str, int]:
+    """Store the outputs of a successful compile. Returns (outcome, bytes), where the
+    outcome is ``miss`` (new data), ``dup`` (every blob was there) or ``skip:<why>``.
+    """
+    rc = c.call
+    dfile = next((p for p in c.outputs if p.endswith(".d")), None)
+    if dfile is None or "dep-info" not in rc.emit:
+        return "skip:no-dep-info", 0
+    with open(dfile, encoding="utf-8") as fh:
+        info = depinfo.parse(fh.read())
+    outputs = set(c.outputs)
+    inputs = []
+    for p in info.files:
+        absolute = os.path.normpath(os.path.join(c.cwd, p))
+        if absolute not in outputs:
+            inputs.append(absolute)
+    hashes = c.hasher.hashes(inputs)
+    for p in inputs:
+        if hashes[p] is None:
+            return "skip:input-missing", 0
+        st = os.stat(p)
+        if max(st.st_mtime_ns, st.st_ctime_ns) >= started_ns:
+            return "skip:input-changed-during-compile", 0
+    files = [(c.norm.path(p), hashes[p] or "") for p in inputs]
+    target_dir = find_target_dir(c.out_dir)
+    env_entries: list[tuple[str, str | None, bool]] = []
+    for name, value in info.env:
+        normalized = False
+        keyed = value
+        if value is not None and os.path.isabs(value):
+            n = c.norm.path(value)
+            if n != value and env_only_locates_files(name, inputs):
+                normalized, keyed = True, n
+        env_entries.append((name, keyed, normalized))
+    key, source_components = full_key(c.mkey, files, [(n, v) for n, v, _ in env_entries])
+
+    # Outputs: what rustc said it would write, plus anything else with the crate's stem.
+    produced = [p for p in c.outputs if os.path.exists(p)]
+    if len(produced) != len(c.outputs):
+        return "skip:output-missing", 0
+    stored = []
+    new_blobs = 0
+    total = 0
+    for p in produced:
+        name = os.path.basename(p)
+        if p == dfile:
+            norm_info = depinfo.map_paths(info, lambda q: c.norm.path(os.path.normpath(os.path.join(c.cwd, q)))
+                                          if os.path.isabs(q) or q.startswith("..") else q)
+            data = depinfo.render(norm_info).encode("utf-8")
+            digest, added = c.store.put_blob_bytes(data)
+            size = len(data)
+            kind = "depinfo"
+        else:
+            from kache.store.blobs import hash_file
+
+            digest, size = hash_file(p)
+            st = os.stat(p)
+            kind = "exec" if (st.st_mode & 0o111 or name.endswith((".so", ".dylib", ".dll"))) else "link"
+            added = c.store.put_blob_file(p, digest, link=kind == "link")
+            c.hasher.remember(p, digest)
+        new_blobs += added
+        total += size
+        stored.append({"name": name, "hash": digest, "size": size, "kind": kind})
+    out_dir_text = json.dumps(c.out_dir)[1:-1]
+    meta = {
+        "files": stored,
+        "stdout": stdout.replace(out_dir_text, OUT_DIR_TOKEN),
+        "stderr": stderr.replace(out_dir_text, OUT_DIR_TOKEN),
+        "emit": sorted(rc.emit),
+        "components": {**c.components, **{k: v for k, v in source_components.items() if k != "mkey"}},
+        "target_dir": bool(target_dir),
+    }
+    now = time.time()
+    codegen = dict(x.partition("=")[::2] for x in rc.codegen)
+    profile = "dev" if codegen.get("opt-level", "0") == "0" else "release"
+    entry = Entry(key=key, crate_name=c.crate, crate_types=",".join(argvmod.effective_crate_types(rc)),
+                  target=rc.target or "", profile=profile, size=total, created=now, last_used=now, hits=0,
+                  compile_ms=compile_ms, key_version=KEY_VERSION, mkey=c.mkey, meta=meta)
+    c.store.add(entry, {"files": files, "env": env_entries})
+    return ("miss" if new_blobs else "dup"), total

@@ -1,0 +1,132 @@
+"""The decision flow of one rustc call that settings allow kache to handle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+
+from kache.settings import Settings, env_flag
+from kache.store.index import Store, StoreError
+from kache.wrapper import argv as argvmod
+from kache.wrapper import cache
+
+__all__ = ["handle"]
+
+
+def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started: float) -> int:
+    from kache.wrapper import exec_compiler, warn_once
+
+    env = os.environ
+    store = Store(str(settings.local_store))
+    reason = argvmod.passthrough_reason(call, bool(settings["cache.cache_executables"]))
+    if reason is not None:
+        cache.unlink_shared_outputs([os.path.abspath(p) for p in argvmod.expected_outputs(call)])
+        _passthrough_event(store, call, reason, started)
+        return exec_compiler(argv)
+
+    try:
+        c = cache.prepare(call, argv, store, env, settings["cache.extra_inputs"] or {},
+                          settings["cache.key_salt"] or "")
+    except cache.Uncacheable as e:
+        cache.unlink_shared_outputs([os.path.abspath(p) for p in argvmod.expected_outputs(call)])
+        _passthrough_event(store, call, str(e), started)
+        return exec_compiler(argv)
+    except (StoreError, sqlite3.Error, OSError) as e:
+        warn_once(f"cache unavailable ({e})")
+        cache.unlink_shared_outputs([os.path.abspath(p) for p in argvmod.expected_outputs(call)])
+        return exec_compiler(argv)
+
+    if call.incremental and settings["cache.clean_incremental"]:
+        _clean_incremental(c, call.incremental)
+
+    recache = env_flag("KACHE_RECACHE")
+    if not recache:
+        hit = _try_hit(c, started)
+        if hit is not None:
+            return hit
+
+    lock = cache.KeyLock(store, c.mkey)
+    locked = lock.acquire()
+    try:
+        if lock.waited and not recache:  # a twin compile ran meanwhile: take its result
+            hit = _try_hit(c, started)
+            if hit is not None:
+                return hit
+        return _compile(c, started)
+    finally:
+        if locked:
+            lock.release()
+
+
+def _try_hit(c: cache.Call, started: float) -> int | None:
+    from kache.wrapper import warn_once
+
+    try:
+        entry = cache.look_up(c)
+        if entry is None:
+            return None
+        cache.unlink_shared_outputs(c.outputs)
+        size = cache.restore(c, entry)
+        with c.store._write():
+            c.store.touch(entry.key)
+            c.hasher.flush()
+    except (StoreError, sqlite3.Error, OSError, ValueError) as e:
+        warn_once(f"cache hit for {c.crate} could not be restored ({e}); compiling", suffix="")
+        return None
+    ms = (time.monotonic() - started) * 1000
+    c.event("local_hit", started, bytes=size, key=entry.key[:16],
+            saved_ms=max(0, round(entry.compile_ms - ms)))
+    return 0
+
+
+def _compile(c: cache.Call, started: float) -> int:
+    from kache.wrapper import warn_once
+
+    cache.unlink_shared_outputs(c.outputs)
+    os.makedirs(c.out_dir, exist_ok=True)
+    t0_ns = time.time_ns()
+    t0 = time.monotonic()
+    status, stdout, stderr = cache.run_compiler(cache.compiler_command(c))
+    compile_ms = round((time.monotonic() - t0) * 1000)
+    if status != 0:
+        c.event("miss", started, reason="compile-failed", status=status)
+        return status
+    try:
+        outcome, size = cache.record(c, t0_ns, stdout, stderr, compile_ms)
+        c.hasher.flush()
+    except Exception as e:  # noqa: BLE001 - rustc succeeded; the build must too
+        warn_once(f"could not store {c.crate} in the cache ({type(e).__name__}: {e})", suffix="")
+        c.event("error", started, reason=f"store: {type(e).__name__}")
+        return 0
+    if outcome.startswith("skip:"):
+        c.event("miss", started, reason=outcome[5:], compile_ms=compile_ms)
+    else:
+        c.event(outcome, started, bytes=size, compile_ms=compile_ms)
+    return 0
+
+
+def _passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, started: float) -> None:
+    from kache.store import events
+
+    try:
+        os.makedirs(store.root, exist_ok=True)
+        events.append(store.root, {"t": round(time.time(), 3), "crate": call.crate_name or "?",
+                                   "outcome": "passthrough", "reason": reason,
+                                   "ms": round((time.monotonic() - started) * 1000, 1)})
+    except OSError:
+        pass
+
+
+def _clean_incremental(c: cache.Call, incremental: str) -> None:
+    """Remove this crate's incremental state (stale: kache compiles without it)."""
+    path = os.path.join(c.cwd, incremental)
+    prefix = f"{c.crate}-"
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            shutil.rmtree(os.path.join(path, name), ignore_errors=True)

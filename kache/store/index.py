@@ -130,6 +130,8 @@ class Store:
         self.root = os.path.abspath(root)
         self._db: sqlite3.Connection | None = None
         self._create = create
+        self.recovered: str | None = None
+        """Where a corrupt index was moved aside by this process, if it was."""
 
     # ------------------------------------------------------------------ plumbing
 
@@ -140,6 +142,39 @@ class Store:
         return self._db
 
     def _open(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except StoreError as e:
+            if not isinstance(e.__cause__, sqlite3.DatabaseError) or isinstance(e.__cause__, sqlite3.OperationalError):
+                raise
+        return self._recover()
+
+    def _recover(self) -> sqlite3.Connection:
+        """Move a corrupt index aside (under a lock, once) and start a new one.
+
+        Blobs stay; entries are lost (they are rebuilt by later misses) and gc removes
+        the blobs nothing refers to any more.
+        """
+        import fcntl
+
+        path = os.path.join(self.root, "index.db")
+        fd = os.open(os.path.join(self.root, "locks", "index-recovery"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                return self._connect()  # another process may have recovered it already
+            except StoreError:
+                pass
+            aside = f"{path}.corrupt-{int(time.time())}"
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.replace(path + suffix, aside + suffix)
+            self.recovered = aside
+            return self._connect()
+        finally:
+            os.close(fd)
+
+    def _connect(self) -> sqlite3.Connection:
         path = os.path.join(self.root, "index.db")
         if not self._create and not os.path.exists(path):
             raise StoreError(f"no store at {self.root}")
@@ -358,3 +393,136 @@ class Store:
                 if f.name not in used and (older_than <= 0 or now - f.stat().st_mtime > older_than):
                     out.append(f.path)
         return out
+
+    # ------------------------------------------------------------------ reports, gc, purge
+    # (read-only views for `kache list`/`stats`, and deletions that re-check under the
+    # write lock what the caller decided outside it)
+
+    SUMMARY_COLUMNS = ("key", "crate_name", "crate_types", "target", "profile", "size", "created",
+                       "last_used", "hits", "compile_ms")
+    _SUMMARY_ORDER = {
+        "name": "crate_name, created DESC",
+        "size": "size DESC, crate_name",
+        "hits": "hits DESC, crate_name",
+        "age": "last_used DESC, crate_name",
+        "lru": "last_used, created",
+    }
+
+    def summaries(self, crate: str | None = None, *, order: str = "name") -> list[sqlite3.Row]:
+        """Entries without their ``meta`` (fast for listing): the ``SUMMARY_COLUMNS``.
+
+        ``crate`` compares with ``-`` and ``_`` alike (cargo's ``proc-macro2`` is rustc's
+        ``proc_macro2``). ``order`` is ``name``, ``size``, ``hits``, ``age`` (most recently
+        used first) or ``lru`` (least recently used first).
+        """
+        cols = ", ".join(self.SUMMARY_COLUMNS)
+        sql = f"SELECT {cols} FROM entries"
+        params: tuple[str, ...] = ()
+        if crate is not None:
+            sql += " WHERE replace(crate_name, '-', '_') = ?"
+            params = (crate.replace("-", "_"),)
+        sql += f" ORDER BY {self._SUMMARY_ORDER[order]}"
+        return self.db.execute(sql, params).fetchall()
+
+    def entries_like(self, crate: str) -> list[Entry]:
+        """Full entries (with ``meta``) of one crate, ``-``/``_``-insensitive, newest first."""
+        rows = self.db.execute(
+            "SELECT * FROM entries WHERE replace(crate_name, '-', '_') = ? ORDER BY created DESC",
+            (crate.replace("-", "_"),)).fetchall()
+        return [Entry.from_row(r) for r in rows]
+
+    def blob_refs(self) -> list[tuple[str, str, int]]:
+        """Every (entry key, blob hash, blob size) pair: the reference graph gc plans on."""
+        return [(r[0], r[1], r[2]) for r in self.db.execute("SELECT key, hash, size FROM entry_blobs")]
+
+    def remove_unused(self, keys: Iterable[str], before: float | None = None) -> tuple[list[str], int]:
+        """Delete entries, and the blobs no other entry uses, in one write transaction.
+
+        With ``before``, an entry is deleted only if its ``last_used`` is still older than
+        that (a build may have used it since the caller chose it). Returns (keys deleted,
+        physical bytes freed).
+        """
+        keys = list(keys)
+        removed: list[str] = []
+        freed = 0
+        if not keys:
+            return removed, freed
+        with self._write() as db:
+            for key in keys:
+                row = db.execute("SELECT last_used FROM entries WHERE key = ?", (key,)).fetchone()
+                if row is None or (before is not None and row[0] >= before):
+                    continue
+                removed.append(key)
+            for i in range(0, len(removed), 500):
+                chunk = removed[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                hashes = {r[0] for r in db.execute(f"SELECT hash FROM entry_blobs WHERE key IN ({marks})", chunk)}
+                db.execute(f"DELETE FROM entry_blobs WHERE key IN ({marks})", chunk)
+                db.execute(f"DELETE FROM entries WHERE key IN ({marks})", chunk)
+                db.execute(f"DELETE FROM manifests WHERE key IN ({marks})", chunk)
+                for h in sorted(hashes):
+                    if db.execute("SELECT 1 FROM entry_blobs WHERE hash = ? LIMIT 1", (h,)).fetchone():
+                        continue
+                    path = self.blob_path(h)
+                    try:
+                        freed += os.stat(path).st_size
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+        return removed, freed
+
+    def remove_orphans(self, paths: Iterable[str], older_than: float = 0.0) -> tuple[int, int]:
+        """Delete blob files that, under the write lock, no entry references and that were
+        not created or linked in the last ``older_than`` seconds. Returns (count, bytes)."""
+        store = os.path.join(self.root, "store") + os.sep
+        count = freed = 0
+        with self._write() as db:
+            now = time.time()
+            for path in paths:
+                if not os.path.abspath(path).startswith(store):
+                    continue
+                if db.execute("SELECT 1 FROM entry_blobs WHERE hash = ? LIMIT 1",
+                              (os.path.basename(path),)).fetchone():
+                    continue
+                try:
+                    st = os.lstat(path)
+                    if older_than > 0 and now - max(st.st_mtime, st.st_ctime) <= older_than:
+                        continue
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                count += 1
+                freed += st.st_size
+        return count, freed
+
+    def clear(self) -> tuple[int, str | None]:
+        """Forget every entry and move every blob aside, atomically.
+
+        Under the write lock the entry tables are emptied and ``store/`` is renamed into
+        ``tmp/`` (so no blob is deleted outside the lock, and builds wait only for a
+        rename); the caller deletes the returned directory afterwards (gc sweeps it if
+        the caller dies first). Returns (entries deleted, directory to delete or None).
+        """
+        blobs_dir = os.path.join(self.root, "store")
+        aside: str | None = os.path.join(self.root, "tmp", f"purge-{os.getpid()}-{time.time_ns()}")
+        with self._write() as db:
+            n = int(db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+            db.execute("DELETE FROM entry_blobs")
+            db.execute("DELETE FROM entries")
+            db.execute("DELETE FROM manifests")
+            assert aside is not None
+            os.makedirs(os.path.dirname(aside), exist_ok=True)
+            try:
+                os.rename(blobs_dir, aside)
+            except FileNotFoundError:
+                aside = None
+            os.makedirs(blobs_dir, mode=0o700, exist_ok=True)
+        return n, aside
+
+    def incremental_dirs(self) -> list[tuple[str, float]]:
+        """Incremental directories noted by the wrapper: (path, last seen), oldest first."""
+        return [(r[0], r[1]) for r in self.db.execute("SELECT path, last_seen FROM incremental ORDER BY last_seen")]
+
+    def forget_incremental(self, paths: Iterable[str]) -> None:
+        with self._write() as db:
+            db.executemany("DELETE FROM incremental WHERE path = ?", [(p,) for p in paths])

@@ -43,18 +43,29 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
     env = os.environ if env is None else env
     digest = hashlib.sha256(message.encode()).hexdigest()[:24]
     stamp = os.path.join(default_cache_dir(env), "tmp", "warned", digest)
-    try:
-        if time.time() - os.stat(stamp).st_mtime < WARN_INTERVAL_SECS:
-            return
-    except OSError:
-        pass
-    sys.stderr.write(f"kache: warning: {message}{suffix}\n")
-    try:
-        os.makedirs(os.path.dirname(stamp), mode=0o700, exist_ok=True)
-        with open(stamp, "w"):
-            pass
-    except OSError:
-        pass
+    if _claim(stamp):
+        sys.stderr.write(f"kache: warning: {message}{suffix}\n")
+
+
+def _claim(stamp: str) -> bool:
+    """Atomically claim the right to print (parallel rustc calls race for it)."""
+    for _ in range(2):
+        try:
+            os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - os.stat(stamp).st_mtime < WARN_INTERVAL_SECS:
+                    return False
+                os.unlink(stamp)
+            except OSError:
+                return False
+        except OSError:
+            try:
+                os.makedirs(os.path.dirname(stamp), mode=0o700, exist_ok=True)
+            except OSError:
+                return True  # nowhere to remember: better to warn than to stay silent
+    return False
 
 
 def run(argv: list[str]) -> int:

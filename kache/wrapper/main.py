@@ -38,6 +38,9 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
         cache.unlink_shared_outputs([os.path.abspath(p) for p in argvmod.expected_outputs(call)])
         return exec_compiler(argv)
 
+    if store.recovered:
+        warn_once(f"the cache index was corrupt; moved it aside to {store.recovered} and started a new one",
+                  suffix="")
     if call.incremental and settings["cache.clean_incremental"]:
         _clean_incremental(c, call.incremental)
 
@@ -123,6 +126,10 @@ def _clean_incremental(c: cache.Call, incremental: str) -> None:
     """Remove this crate's incremental state (stale: kache compiles without it)."""
     path = os.path.join(c.cwd, incremental)
     prefix = f"{c.crate}-"
+    try:
+        c.store.note_incremental(path)
+    except Exception:  # noqa: BLE001 - bookkeeping for gc only
+        pass
     try:
         names = os.listdir(path)
     except OSError:

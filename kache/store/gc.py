@@ -1,0 +1,266 @@
+"""Keeping the store in bounds: ``gc`` (age and LRU eviction, orphans, temp files,
+incremental dirs) and ``purge`` (everything, or one crate).
+
+gc plans outside any lock on a snapshot of the index, then deletes in short write
+transactions that re-check each choice (``Store.remove_unused``, ``Store.remove_orphans``):
+a build that used an entry meanwhile keeps it, and a blob is only ever deleted under
+the SQLite write lock, never while an entry that needs it is being recorded.
+
+Sizes are *physical*: each blob counted once however many entries share it, as the
+index records them (``Store.totals()``). Over the limit, gc evicts least recently used
+entries until the store is at ``TARGET_FRACTION`` of the limit, so it does not run
+again after the next few compiles (REFERENCE §7). Entries used in the last
+``PIN_SECS`` are never evicted: a build may be restoring them right now.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from kache.store.index import PIN_SECS, Store
+
+__all__ = ["GcReport", "gc", "purge", "TARGET_FRACTION", "ORPHAN_AGE_SECS", "TEMP_AGE_SECS", "STAMP_AGE_SECS"]
+
+# Evict down to this fraction of the limit.
+TARGET_FRACTION = 0.9
+# A blob no entry references may be a put whose entry is not recorded yet.
+ORPHAN_AGE_SECS = 3600.0
+# Temp files (``tmp/put-*``, ``tmp/purge-*``) older than this are left over by a crash.
+TEMP_AGE_SECS = 3600.0
+# Stamps in ``tmp/settings-ok`` and ``tmp/warned`` older than this are dropped; the
+# price is one re-validation or one repeated warning.
+STAMP_AGE_SECS = 7 * 86400.0
+STAMP_DIRS = frozenset({"settings-ok", "warned"})
+# Keys deleted per write transaction, so builds never wait long for the lock.
+BATCH = 256
+
+
+@dataclass
+class GcReport:
+    """What one gc run did; ``to_json`` is the ``--json`` document."""
+
+    max_bytes: int
+    target_bytes: int
+    before_bytes: int
+    after_bytes: int = 0
+    evicted: dict[str, int] = field(default_factory=lambda: {"max-age": 0, "size": 0})
+    """Entries evicted, by reason: ``max-age`` (unused too long), ``size`` (LRU, over the limit)."""
+    evicted_bytes: int = 0
+    pinned: int = 0
+    """Entries used in the last PIN_SECS that kept the store above the target."""
+    orphans_removed: int = 0
+    orphan_bytes: int = 0
+    temp_removed: int = 0
+    temp_bytes: int = 0
+    incremental_removed: int = 0
+    incremental_bytes: int = 0
+
+    @property
+    def entries_evicted(self) -> int:
+        return sum(self.evicted.values())
+
+    @property
+    def freed_bytes(self) -> int:
+        return self.evicted_bytes + self.orphan_bytes + self.temp_bytes + self.incremental_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entries_evicted": self.entries_evicted,
+            "evicted": dict(self.evicted),
+            "evicted_bytes": self.evicted_bytes,
+            "freed_bytes": self.freed_bytes,
+            "pinned": self.pinned,
+            "orphans_removed": self.orphans_removed,
+            "orphan_bytes": self.orphan_bytes,
+            "temp_removed": self.temp_removed,
+            "temp_bytes": self.temp_bytes,
+            "incremental_removed": self.incremental_removed,
+            "incremental_bytes": self.incremental_bytes,
+            "max_bytes": self.max_bytes,
+            "target_bytes": self.target_bytes,
+            "before_bytes": self.before_bytes,
+            "after_bytes": self.after_bytes,
+        }
+
+
+def _plan(store: Store, max_bytes: int, max_age: float | None, now: float
+          ) -> tuple[list[str], list[str], int, float, float]:
+    """Choose entries to evict: (by age, by size, pinned count, age cutoff, pin cutoff)."""
+    pin_cutoff = now - PIN_SECS
+    age_cutoff = pin_cutoff if max_age is None else min(now - max_age, pin_cutoff)
+    users: dict[str, int] = defaultdict(int)
+    sizes: dict[str, int] = {}
+    blobs_of: dict[str, list[str]] = defaultdict(list)
+    for key, digest, size in store.blob_refs():
+        users[digest] += 1
+        sizes[digest] = max(size, sizes.get(digest, 0))
+        blobs_of[key].append(digest)
+    physical = sum(sizes.values())
+
+    def drop(key: str) -> None:
+        nonlocal physical
+        for digest in blobs_of.get(key, ()):
+            users[digest] -= 1
+            if users[digest] == 0:
+                physical -= sizes[digest]
+
+    rows = store.summaries(order="lru")
+    i = 0
+    by_age: list[str] = []
+    if max_age is not None:
+        while i < len(rows) and rows[i]["last_used"] < age_cutoff:
+            by_age.append(rows[i]["key"])
+            drop(rows[i]["key"])
+            i += 1
+    by_size: list[str] = []
+    pinned = 0
+    if physical > max_bytes:
+        target = int(max_bytes * TARGET_FRACTION)
+        while physical > target and i < len(rows) and rows[i]["last_used"] < pin_cutoff:
+            by_size.append(rows[i]["key"])
+            drop(rows[i]["key"])
+            i += 1
+        if physical > target:
+            pinned = len(rows) - i  # sorted by last use: everything left is pinned
+    return by_age, by_size, pinned, age_cutoff, pin_cutoff
+
+
+def _evict(store: Store, keys: list[str], before: float) -> tuple[int, int]:
+    count = freed = 0
+    for i in range(0, len(keys), BATCH):
+        removed, n = store.remove_unused(keys[i:i + BATCH], before=before)
+        count += len(removed)
+        freed += n
+    return count, freed
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _age(path: str, now: float) -> float:
+    st = os.lstat(path)
+    return now - max(st.st_mtime, st.st_ctime)
+
+
+def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:
+    """Remove temp files left by crashed writers and old stamps. Returns (count, bytes).
+
+    Top-level files of ``tmp/`` and the ``purge-*`` directories ``purge`` leaves when it
+    is interrupted, older than ``TEMP_AGE_SECS``; stamps in the stamp directories older
+    than ``STAMP_AGE_SECS`` (the directories stay). Other directories are left alone.
+    """
+    now = time.time() if now is None else now
+    tmp = os.path.join(root, "tmp")
+    count = freed = 0
+    try:
+        items = list(os.scandir(tmp))
+    except FileNotFoundError:
+        return 0, 0
+    for item in items:
+        try:
+            if item.name in STAMP_DIRS and item.is_dir(follow_symlinks=False):
+                for stamp in os.scandir(item.path):
+                    if stamp.is_file(follow_symlinks=False) and _age(stamp.path, now) > STAMP_AGE_SECS:
+                        size = stamp.stat(follow_symlinks=False).st_size
+                        os.unlink(stamp.path)
+                        count, freed = count + 1, freed + size
+            elif item.is_dir(follow_symlinks=False):
+                if item.name.startswith("purge-") and _age(item.path, now) > TEMP_AGE_SECS:
+                    size = _tree_size(item.path)
+                    shutil.rmtree(item.path, ignore_errors=True)
+                    count, freed = count + 1, freed + size
+            elif _age(item.path, now) > TEMP_AGE_SECS:
+                size = item.stat(follow_symlinks=False).st_size
+                os.unlink(item.path)
+                count, freed = count + 1, freed + size
+        except FileNotFoundError:
+            continue  # removed by another gc meanwhile
+    return count, freed
+
+
+def _is_incremental_dir(path: str) -> bool:
+    """Only what looks like cargo's incremental state is ever deleted (a guard against a
+    bad row): an absolute path with an ``incremental`` component below the top level."""
+    if not os.path.isabs(path):
+        return False
+    parts = [p for p in os.path.normpath(path).split(os.sep) if p]
+    return "incremental" in parts[1:]
+
+
+def clean_incremental_dirs(store: Store) -> tuple[int, int]:
+    """Delete the incremental directories the wrapper noted; drop their rows.
+
+    Paths that no longer exist (or do not look like incremental state) are only
+    forgotten. Returns (directories removed, bytes).
+    """
+    count = freed = 0
+    forget = []
+    for path, _seen in store.incremental_dirs():
+        forget.append(path)
+        if not _is_incremental_dir(path) or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        size = _tree_size(path)
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            count, freed = count + 1, freed + size
+    if forget:
+        store.forget_incremental(forget)
+    return count, freed
+
+
+def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental: bool,
+       now: float | None = None) -> GcReport:
+    """Evict, then sweep: see the module docstring. ``max_age`` in seconds (None: no age
+    limit); ``now`` is for tests."""
+    now = time.time() if now is None else now
+    before = store.totals()["physical_bytes"]
+    report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=before)
+    by_age, by_size, report.pinned, age_cutoff, pin_cutoff = _plan(store, max_bytes, max_age, now)
+    n, freed = _evict(store, by_age, age_cutoff)
+    report.evicted["max-age"] = n
+    report.evicted_bytes += freed
+    n, freed = _evict(store, by_size, pin_cutoff)
+    report.evicted["size"] = n
+    report.evicted_bytes += freed
+    report.orphans_removed, report.orphan_bytes = store.remove_orphans(
+        store.orphan_blobs(older_than=ORPHAN_AGE_SECS), older_than=ORPHAN_AGE_SECS)
+    report.temp_removed, report.temp_bytes = clean_tmp(store.root, now)
+    if clean_incremental:
+        report.incremental_removed, report.incremental_bytes = clean_incremental_dirs(store)
+    report.after_bytes = store.totals()["physical_bytes"]
+    return report
+
+
+def purge(store: Store, crate: str | None = None) -> tuple[int, int]:
+    """Delete one crate's entries (``-``/``_`` alike), or every entry and blob.
+
+    The store stays usable (its directories and index remain). Returns (entries
+    deleted, bytes freed).
+    """
+    if crate is not None:
+        keys = [r["key"] for r in store.summaries(crate)]
+        count = freed = 0
+        for i in range(0, len(keys), BATCH):
+            removed, n = store.remove_unused(keys[i:i + BATCH])
+            count += len(removed)
+            freed += n
+        return count, freed
+    count, aside = store.clear()
+    freed = 0
+    if aside is not None:
+        freed = _tree_size(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    return count, freed

@@ -1,0 +1,108 @@
+"""Real cargo builds of the fixture workspace through kache, with real rustc runs counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES
+
+CACHEABLE_CRATES = {"build_script_build", "kc_macros", "kc_core", "kc_util"}
+
+
+@dataclass
+class Workspace:
+    """A copy of tests/fixtures/ws and the environment to build it through kache."""
+
+    path: Path
+    store: Path
+    kache: str
+    rustc_log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def cargo(self, *args: str, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **self.env, **extra_env}
+        out = subprocess.run(["cargo", *args, "--offline"], cwd=self.path, env=env, capture_output=True, text=True)
+        if check and out.returncode != 0:
+            raise AssertionError(f"cargo {' '.join(args)} failed:\n{out.stderr}")
+        return out
+
+    def build(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return self.cargo("build", *args, **extra_env)
+
+    def clean(self) -> None:
+        self.cargo("clean")
+
+    def app(self, profile: str = "debug") -> str:
+        exe = self.target / profile / "kc-app"
+        return subprocess.run([exe], capture_output=True, text=True, check=True).stdout
+
+    @property
+    def target(self) -> Path:
+        return Path(self.env.get("CARGO_TARGET_DIR", self.path / "target"))
+
+    def events(self) -> list[dict]:
+        path = self.store / "events.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def take_events(self) -> list[dict]:
+        """Events since the last call."""
+        evs = self.events()
+        seen = getattr(self, "_seen", 0)
+        self._seen = len(evs)
+        return evs[seen:]
+
+    def take_rustc_runs(self) -> list[str]:
+        """Crate names the real rustc compiled since the last call (probes excluded)."""
+        if not self.rustc_log.exists():
+            return []
+        lines = self.rustc_log.read_text().splitlines()
+        seen = getattr(self, "_rustc_seen", 0)
+        self._rustc_seen = len(lines)
+        names = []
+        for line in lines[seen:]:
+            args = line.split()
+            if "--crate-name" in args:
+                name = args[args.index("--crate-name") + 1]
+                if name != "___":
+                    names.append(name)
+        return names
+
+
+def make_counting_rustc(directory: Path, log: Path) -> Path:
+    """A `rustc` that logs each command line, then execs the real compiler."""
+    real = shutil.which("rustc")
+    assert real
+    real_path = subprocess.run([real, "--print", "sysroot"], capture_output=True, text=True,
+                               check=True).stdout.strip() + "/bin/rustc"
+    directory.mkdir(parents=True, exist_ok=True)
+    exe = directory / "rustc"
+    exe.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec "{real_path}" "$@"\n')
+    exe.chmod(0o755)
+    return exe
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, kache_exe: str) -> Workspace:
+    path = tmp_path / "checkout-a" / "ws"
+    shutil.copytree(FIXTURES / "ws", path)
+    store = tmp_path / "store"
+    log = tmp_path / "rustc.log"
+    rustc = make_counting_rustc(tmp_path / "toolchain", log)
+    ws = Workspace(path, store, kache_exe, log)
+    ws.env = {"RUSTC_WRAPPER": kache_exe, "RUSTC": str(rustc), "KACHE_CACHE_DIR": str(store),
+              "PYTHONDONTWRITEBYTECODE": ""}
+    return ws
+
+
+def outcomes(events: list[dict]) -> dict[str, str]:
+    """crate → outcome, for the events given (the last event of a crate wins)."""
+    return {e["crate"]: e["outcome"] for e in events}

@@ -1,0 +1,257 @@
+"""The cache on real cargo builds of tests/fixtures/ws (lib + build script + include!,
+env!, proc-macro, bin, tests), counting the real rustc runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from kache.store.index import Store
+from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
+
+pytestmark = pytest.mark.e2e
+
+EXPECTED_APP = "hello 42 12 / hello 42 12\nLOUD\nfrom-build-script\n"
+
+
+def cold_then_warm(ws: Workspace) -> None:
+    ws.build()
+    assert ws.take_rustc_runs()  # compiled for real
+    cold = outcomes(ws.take_events())
+    assert {c: cold[c] for c in CACHEABLE_CRATES} == {c: "miss" for c in CACHEABLE_CRATES}
+    assert cold["kc_app"] == "passthrough"
+    ws.clean()
+
+
+def test_clean_rebuild_is_served_from_the_cache(workspace: Workspace) -> None:
+    ws = workspace
+    cold_then_warm(ws)
+    out = ws.build()
+    warm = outcomes(ws.take_events())
+    assert {c: warm[c] for c in CACHEABLE_CRATES} == {c: "local_hit" for c in CACHEABLE_CRATES}
+    # rustc ran only for the bin (an executable: passed through by default).
+    assert ws.take_rustc_runs() == ["kc_app"]
+    assert ws.app() == EXPECTED_APP
+    # The replayed warning of kc-util reaches the user as on the cold build.
+    assert "unused variable: `x`" in out.stderr
+
+    # A third build compiles nothing and never calls the wrapper.
+    out = ws.build("-v")
+    assert "Compiling" not in out.stderr and "Dirty" not in out.stderr
+    assert ws.take_events() == [] and ws.take_rustc_runs() == []
+
+
+def test_touching_mtimes_recompiles_nothing_for_real(workspace: Workspace) -> None:
+    ws = workspace
+    ws.build()
+    ws.take_events(), ws.take_rustc_runs()
+    for src in ws.path.rglob("*.rs"):
+        os.utime(src)
+    ws.build()
+    assert set(outcomes(ws.take_events()).values()) <= {"local_hit", "passthrough"}
+    assert ws.take_rustc_runs() in ([], ["kc_app"], ["build_script_build", "kc_app"][1:])
+    assert ws.app() == EXPECTED_APP
+    out = ws.build("-v")
+    assert "Compiling" not in out.stderr
+
+
+def test_editing_a_source_recompiles_that_crate_and_its_dependents(workspace: Workspace) -> None:
+    ws = workspace
+    ws.build()
+    ws.take_events(), ws.take_rustc_runs()
+    shapes = ws.path / "core" / "src" / "shapes.rs"
+    shapes.write_text(shapes.read_text().replace("w * h", "w * h + 1"))
+    ws.build()
+    evs = outcomes(ws.take_events())
+    assert evs == {"kc_core": "miss", "kc_util": "miss", "kc_app": "passthrough"}
+    assert sorted(ws.take_rustc_runs()) == ["kc_app", "kc_core", "kc_util"]
+    assert ws.app() == EXPECTED_APP.replace("12", "13")
+    # Undoing the edit goes back to the first entries: hits.
+    shapes.write_text(shapes.read_text().replace("w * h + 1", "w * h"))
+    ws.build()
+    evs = outcomes(ws.take_events())
+    assert evs["kc_core"] == "local_hit" and evs["kc_util"] == "local_hit"
+    assert ws.app() == EXPECTED_APP
+
+
+def test_swapping_two_module_files_is_a_miss(workspace: Workspace) -> None:
+    ws = workspace
+    src = ws.path / "core" / "src"
+    (src / "other.rs").write_text("pub fn area(w: u32, h: u32) -> u32 { w + h }\n")
+    (src / "lib.rs").write_text((src / "lib.rs").read_text().replace("pub mod shapes;", "pub mod shapes;\npub mod other;"))
+    ws.build()
+    ws.take_events()
+    a, b = (src / "shapes.rs").read_text(), (src / "other.rs").read_text()
+    (src / "shapes.rs").write_text(b)
+    (src / "other.rs").write_text(a)
+    ws.build()
+    assert outcomes(ws.take_events())["kc_core"] == "miss"
+    assert ws.app() == EXPECTED_APP.replace("12", "7")
+
+
+@pytest.mark.parametrize(
+    ("change", "crates"),
+    [
+        ("feature", {"kc_core"}),
+        ("rustflags", {"kc_core", "kc_util", "kc_macros", "build_script_build"}),
+        ("env", {"kc_core"}),
+        ("release", {"kc_core", "kc_util", "kc_macros", "build_script_build"}),
+        ("check", {"kc_core", "kc_util", "kc_app"}),  # build scripts are shared with build
+    ],
+)
+def test_changed_inputs_are_misses(workspace: Workspace, change: str, crates: set[str]) -> None:
+    ws = workspace
+    ws.build()
+    ws.take_events()
+    args: list[str] = []
+    env: dict[str, str] = {}
+    if change == "feature":
+        args = ["-p", "kc-core", "--features", "extra"]
+    elif change == "rustflags":
+        env = {"RUSTFLAGS": "-C opt-level=1"}
+    elif change == "env":
+        env = {"KC_GREETING": "howdy"}
+    elif change == "release":
+        args = ["--release"]
+    cmd = "check" if change == "check" else "build"
+    ws.cargo(cmd, *args, **env)
+    evs = outcomes(ws.take_events())
+    missed = {c for c, o in evs.items() if o == "miss"}
+    assert crates <= missed, evs
+    assert not {c for c, o in evs.items() if o == "local_hit"} & crates
+    if change == "env":
+        assert subprocess.run([ws.target / "debug" / "kc-app"], capture_output=True, text=True).stdout.startswith("howdy")
+        # and back: the first entry is still there
+        ws.build()
+        assert outcomes(ws.take_events())["kc_core"] == "local_hit"
+        assert ws.app() == EXPECTED_APP
+
+
+def test_relocated_checkout_with_other_home_hits_and_names_its_own_paths(
+        workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    ws.build()
+    ws.take_events()
+    other = tmp_path / "elsewhere" / "deeper" / "copy"
+    shutil.copytree(ws.path, other, ignore=shutil.ignore_patterns("target"))
+    home = tmp_path / "other-home"
+    (home / ".cargo").mkdir(parents=True)
+    ws2 = Workspace(other, ws.store, ws.kache, ws.rustc_log, dict(ws.env))
+    ws2._rustc_seen = len(ws.rustc_log.read_text().splitlines())  # type: ignore[attr-defined]
+    ws2._seen = len(ws.events())  # type: ignore[attr-defined]
+    ws2.build(HOME=str(home), CARGO_HOME=str(home / ".cargo"))
+    evs = outcomes(ws2.take_events())
+    assert {c: evs[c] for c in CACHEABLE_CRATES} == {c: "local_hit" for c in CACHEABLE_CRATES}
+    assert ws2.take_rustc_runs() == ["kc_app"]
+    assert ws2.app() == EXPECTED_APP
+    dfiles = list((other / "target" / "debug" / "deps").glob("kc_core-*.d"))
+    assert dfiles
+    text = dfiles[0].read_text()
+    assert str(other) in text and str(ws.path) not in text
+    out = ws2.cargo("build", "-v", HOME=str(home), CARGO_HOME=str(home / ".cargo"))
+    assert "Compiling" not in out.stderr
+
+
+def test_cached_binary_is_byte_identical_to_an_uncached_build(workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    ws.env["KACHE_CACHE_EXECUTABLES"] = "1"
+    ws.build()
+    first = (ws.target / "debug" / "kc-app").read_bytes()
+    assert outcomes(ws.take_events())["kc_app"] == "miss"
+    ws.clean()
+    ws.build()
+    assert outcomes(ws.take_events())["kc_app"] == "local_hit"
+    assert (ws.target / "debug" / "kc-app").read_bytes() == first
+    assert ws.app() == EXPECTED_APP
+    # A forced recompile of everything (nothing served from the cache) gives the same bytes.
+    ws.clean()
+    ws.build(KACHE_RECACHE="1")
+    assert set(outcomes(ws.take_events()).values()) <= {"miss", "dup"}
+    assert (ws.target / "debug" / "kc-app").read_bytes() == first
+
+
+def test_tests_build_and_pass_through_the_cache(workspace: Workspace) -> None:
+    ws = workspace
+    out = ws.cargo("test")
+    assert "test result: ok" in out.stdout
+    ws.clean()
+    out = ws.cargo("test")
+    assert "test result: ok" in out.stdout
+
+
+def test_two_builds_at_once_share_one_store(workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def build(name: str) -> None:
+        results[name] = ws.cargo("build", check=False, CARGO_TARGET_DIR=str(tmp_path / f"target-{name}"))
+
+    threads = [threading.Thread(target=build, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, out in results.items():
+        assert out.returncode == 0, out.stderr
+        exe = tmp_path / f"target-{name}" / "debug" / "kc-app"
+        assert subprocess.run([exe], capture_output=True, text=True).stdout == EXPECTED_APP
+    store = Store(str(ws.store))
+    assert store.check(verify_hashes=True) == []
+    assert store.totals()["entries"] == len(CACHEABLE_CRATES)
+
+
+def test_unwritable_store_still_builds(workspace: Workspace) -> None:
+    ws = workspace
+    ws.build()
+    ws.clean()
+    if os.geteuid() == 0:
+        # root ignores permissions: make the store unusable another way (a file in its place)
+        shutil.rmtree(ws.store)
+        ws.store.write_text("not a directory")
+    else:
+        for p in [ws.store, *ws.store.rglob("*")]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        out = ws.build()
+    finally:
+        if ws.store.is_dir():
+            for p in [ws.store, *ws.store.rglob("*")]:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+    assert ws.app() == EXPECTED_APP
+    assert out.stderr.count("kache: warning:") <= 1
+
+
+def test_corrupted_index_still_builds(workspace: Workspace) -> None:
+    ws = workspace
+    ws.build()
+    ws.clean()
+    db = ws.store / "index.db"
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    db.write_bytes(b"this is not an sqlite database" * 100)
+    out = ws.build()
+    assert ws.app() == EXPECTED_APP
+    assert out.stderr.count("kache: warning:") <= 1
+
+
+def test_exception_inside_kache_still_builds(workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import kache.wrapper.cache as c\n"
+        "def boom(*a, **k):\n"
+        "    raise RuntimeError('injected fault')\n"
+        "c.prepare = boom\n"
+    )
+    out = ws.build(PYTHONPATH=str(hook))
+    assert ws.app() == EXPECTED_APP
+    assert "kache: warning: internal error (RuntimeError: injected fault); running rustc directly" in out.stderr
+    assert out.stderr.count("injected fault") == 1
+    # every unit was compiled by the real rustc
+    assert {"kc_core", "kc_util", "kc_macros", "build_script_build", "kc_app"} <= set(ws.take_rustc_runs())

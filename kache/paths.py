@@ -26,8 +26,10 @@ longest prefix wins, in the key as in rustc (which applies the last matching
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["Normalizer", "find_target_dir"]
 
@@ -96,7 +98,7 @@ class Normalizer:
             "<CARGO>": env.get("CARGO_HOME") or os.path.join(home, ".cargo"),
             "<RUSTUP>": env.get("RUSTUP_HOME") or os.path.join(home, ".rustup"),
             "<HOME>": home,
-            "<TMP>": tempfile.gettempdir(),
+            "<TMP>": env.get("TMPDIR") or "/tmp",
         })
 
     def path(self, path: str) -> str:

@@ -27,19 +27,19 @@ Schema annotations this module understands:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import tomllib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kache import units
+from kache._record import Record
 from kache.errors import SettingsError
+
+if TYPE_CHECKING:  # pathlib, typing and collections.abc stay off the wrapper's path
+    from collections.abc import Iterator, Mapping
+    from pathlib import Path
+    from typing import Any
 
 __all__ = [
     "Setting",
@@ -58,7 +58,7 @@ __all__ = [
     "env_flag",
 ]
 
-SCHEMA_PATH = Path(__file__).with_name("config.schema.json")
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.schema.json")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -75,15 +75,17 @@ def load_schema(path: str | None = None) -> dict[str, Any]:
     return schema
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One leaf of the schema: a key a config file can set."""
+class Setting(Record):
+    """One leaf of the schema: a key a config file can set.
 
+    ``key`` is the dotted path (``cache.remote.bucket``), ``section`` that of the table
+    holding it (``cache.remote``).
+    """
+
+    __slots__ = ("key", "schema", "section")
     key: str
-    """Dotted path, e.g. ``cache.remote.bucket``."""
     schema: dict[str, Any]
     section: str
-    """Dotted path of the table that holds it (``cache.remote``)."""
 
     @property
     def env(self) -> str | None:
@@ -114,10 +116,10 @@ class Setting:
         return display(self.default)
 
 
-@dataclass(frozen=True)
-class EnvSetting:
+class EnvSetting(Record):
     """A setting that exists only as an environment variable (``x-environment``)."""
 
+    __slots__ = ("name", "schema")
     name: str
     schema: dict[str, Any]
 
@@ -194,18 +196,29 @@ def display(value: Any) -> str:
 
 def system_config_path(env: Mapping[str, str] | None = None) -> Path | None:
     """The file named by ``KACHE_CONFIG`` (``~`` and ``$VAR`` expanded), if set."""
-    env = os.environ if env is None else env
-    raw = env.get("KACHE_CONFIG", "").strip()
-    return Path(_expand(raw, env)) if raw else None
+    from pathlib import Path
+
+    path = _system_file(os.environ if env is None else env)
+    return None if path is None else Path(path)
 
 
 def user_config_path(env: Mapping[str, str] | None = None) -> Path:
     """``$XDG_CONFIG_HOME/kache/config.toml``, else ``~/.config/kache/config.toml``."""
-    env = os.environ if env is None else env
+    from pathlib import Path
+
+    return Path(_user_file(os.environ if env is None else env))
+
+
+def _system_file(env: Mapping[str, str]) -> str | None:
+    raw = env.get("KACHE_CONFIG", "").strip()
+    return _expand(raw, env) if raw else None
+
+
+def _user_file(env: Mapping[str, str]) -> str:
     base = env.get("XDG_CONFIG_HOME", "").strip()
     if not base or not os.path.isabs(base):  # the XDG spec says to ignore relative values
         base = os.path.join(_home(env), ".config")
-    return Path(base) / "kache" / "config.toml"
+    return os.path.join(base, "kache", "config.toml")
 
 
 def default_cache_dir(env: Mapping[str, str] | None = None) -> str:
@@ -245,13 +258,16 @@ def _shown_path(path: Path | str, env: Mapping[str, str]) -> str:
 # --------------------------------------------------------------------------- the layers
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a value came from: ``default``, ``system`` or ``user`` file, or ``env``."""
+class Source(Record):
+    """Where a value came from: ``default``, ``system`` or ``user`` file, or ``env``.
 
+    ``where`` is the file's path or the variable's name.
+    """
+
+    __slots__ = ("kind", "where")
+    _defaults = {"where": ""}
     kind: str
-    where: str = ""
-    """The file's path, or the variable's name."""
+    where: str
 
     def __str__(self) -> str:
         if self.kind == "default":
@@ -261,28 +277,32 @@ class Source:
         return f"{self.kind} file {self.where}"
 
 
-@dataclass
-class ConfigFile:
-    """A config file that was looked for."""
+class ConfigFile(Record):
+    """A config file that was looked for; ``role`` is "system" or "user"."""
 
-    role: str  # "system" or "user"
-    path: Path
+    __slots__ = ("role", "path", "exists", "data")
+    _defaults = {"data": dict}
+    role: str
+    path: str
     exists: bool
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any]
 
 
-@dataclass
-class Settings:
-    """Effective settings: one value and one source per key, plus what was ignored."""
+class Settings(Record):
+    """Effective settings: one value and one source per key, plus what was ignored.
 
+    ``extras`` holds keys no schema entry knows, with where they were set (kept, not used).
+    """
+
+    __slots__ = ("values", "sources", "files", "env", "schema_path", "warnings", "extras")
+    _defaults = {"schema_path": None, "warnings": list, "extras": dict}
     values: dict[str, Any]
     sources: dict[str, Source]
     files: list[ConfigFile]
     env: Mapping[str, str]
-    schema_path: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    extras: dict[str, tuple[Any, Source]] = field(default_factory=dict)
-    """Keys no schema entry knows, with where they were set (kept, not used)."""
+    schema_path: str | None
+    warnings: list[str]
+    extras: dict[str, tuple[Any, Source]]
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -301,6 +321,8 @@ class Settings:
 
     @property
     def local_store(self) -> Path:
+        from pathlib import Path
+
         return Path(self.get("cache.local_store"))
 
     @property
@@ -326,7 +348,10 @@ def convert(setting: Setting, value: Any, env: Mapping[str, str]) -> Any:
     return value
 
 
-def _read_file(role: str, path: Path, env: Mapping[str, str]) -> ConfigFile:
+def _read_file(role: str, path: str, env: Mapping[str, str]) -> ConfigFile:
+    import tomllib
+
+    path = str(path)
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -350,7 +375,7 @@ def _read_file(role: str, path: Path, env: Mapping[str, str]) -> ConfigFile:
 def _lookup(doc: Mapping[str, Any], key: str) -> tuple[bool, Any]:
     node: Any = doc
     for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+        if not isinstance(node, dict) or part not in node:
             return False, None
         node = node[part]
     return True, node
@@ -363,7 +388,7 @@ def _unknown_keys(doc: Mapping[str, Any], node: Mapping[str, Any], prefix: str) 
         sub = props.get(name)
         if sub is None:
             yield key
-        elif sub.get("type") == "object" and "properties" in sub and isinstance(value, Mapping):
+        elif sub.get("type") == "object" and "properties" in sub and isinstance(value, dict):
             yield from _unknown_keys(value, sub, key)
 
 
@@ -385,7 +410,8 @@ def _env_value(setting: Setting, raw: str) -> tuple[bool, Any]:
         if low in _FALSE:
             return True, False
         return True, text
-    if "integer" in types and re.fullmatch(r"-?[0-9]+", text):
+    digits = text[1:] if text[:1] == "-" else text
+    if "integer" in types and digits.isascii() and digits.isdigit():
         return True, int(text)
     return True, text
 
@@ -405,10 +431,10 @@ def load(env: Mapping[str, str] | None = None, *, schema_path: str | None = None
     warnings: list[str] = []
     extras: dict[str, tuple[Any, Source]] = {}
 
-    sys_path = system_config_path(env)
+    sys_path = _system_file(env)
     if sys_path is not None:
         files.append(_read_file("system", sys_path, env))
-    files.append(_read_file("user", user_config_path(env), env))
+    files.append(_read_file("user", _user_file(env), env))
 
     for f in files:
         if not f.exists:
@@ -558,7 +584,7 @@ def _section_type_problems(f: ConfigFile, settings: Settings) -> list[str]:
     out = []
     for key, _sub in sections(settings.schema_path):
         found, value = _lookup(f.data, key)
-        if found and not isinstance(value, Mapping):
+        if found and not isinstance(value, dict):
             out.append(_problem(Source(f.role, str(f.path)), key, value, "expected a table", settings.env))
     return out
 
@@ -588,40 +614,55 @@ def validate_file(path: Path, env: Mapping[str, str] | None = None,
 # --------------------------------------------------------------------------- wrapper path
 
 
-def identity(settings: Settings) -> str:
-    """A digest of everything validation depends on: schema, files (by stat), KACHE_* vars."""
-    h = hashlib.sha256()
-    schema_file = settings.schema_path or str(SCHEMA_PATH)
-    for path in [schema_file, *(str(f.path) for f in settings.files)]:
+def _identity(files: list[str], env: Mapping[str, str], schema_path: str | None) -> str:
+    """A digest of everything the effective settings depend on: kache's version, the
+    schema and config files (by stat), the environment variables the schema names."""
+    from blake3 import blake3
+
+    from kache import __version__
+
+    parts = [__version__]
+    for path in [schema_path or SCHEMA_PATH, *files]:
         try:
             st = os.stat(path)
-            h.update(f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            parts.append(f"{path}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}")
         except OSError:
-            h.update(f"{path}\0-\n".encode())
-    for name in sorted(k for k in settings.env if k.startswith("KACHE_")):
-        h.update(f"{name}={settings.env[name]}\n".encode())
-    return h.hexdigest()[:32]
+            parts.append(f"{path}\0-")
+    names = ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
+    parts += [f"{k}={env[k]}" for k in sorted(env) if k.startswith("KACHE_") or k in names]
+    return blake3("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def load_checked(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings for the wrapper: validated once per identity, the result kept in the store.
+    """Settings for the wrapper: read and validated once per identity, then memoised.
 
-    The first call after a config file or a ``KACHE_*`` variable changes pays for
-    jsonschema (~80 ms); every later call checks a stamp file (~10 µs).
+    The first call after a config file or a ``KACHE_*`` variable changes reads the TOML
+    and pays for jsonschema (~80 ms); later calls read one small JSON file (no tomllib,
+    no jsonschema). The memo lives in the default cache dir (the configured store may be
+    what a broken config names).
     """
-    settings = load(env)
+    env = os.environ if env is None else env
+    system = _system_file(env)
+    files = ([system] if system else []) + [_user_file(env)]
+    memo = os.path.join(default_cache_dir(env), "tmp", "settings", _identity(files, env, None) + ".json")
     try:
-        stamp_dir = settings.local_store / "tmp" / "settings-ok"
-    except (SettingsError, TypeError, ValueError):
-        validate(settings)
-        return settings
-    stamp = stamp_dir / identity(settings)
-    if stamp.exists():
-        return settings
+        with open(memo, encoding="utf-8") as f:
+            data = json.load(f)
+        return Settings(
+            data["values"], {k: Source(*v) for k, v in data["sources"].items()},
+            [ConfigFile(role, path, exists) for role, path, exists in data["files"]], env)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    settings = load(env)
     validate(settings)
     try:
-        stamp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        stamp.touch()
+        os.makedirs(os.path.dirname(memo), mode=0o700, exist_ok=True)
+        tmp = f"{memo}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"values": settings.values,
+                       "sources": {k: [v.kind, v.where] for k, v in settings.sources.items()},
+                       "files": [[c.role, c.path, c.exists] for c in settings.files]}, f)
+        os.replace(tmp, memo)
     except OSError:
-        pass  # an unwritable store is reported elsewhere; validation simply repeats
+        pass  # nowhere to remember: validation simply repeats
     return settings

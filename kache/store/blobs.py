@@ -11,8 +11,6 @@ outputs before rustc writes over them.
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 
 from blake3 import blake3
 
@@ -46,7 +44,7 @@ def blob_path(root: str, digest: str) -> str:
 
 
 def _tmp_name(root: str) -> str:
-    return os.path.join(root, "tmp", f"put-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    return os.path.join(root, "tmp", f"put-{os.getpid()}-{os.urandom(6).hex()}")
 
 
 def put_file(root: str, src: str, digest: str, *, link: bool) -> bool:
@@ -69,6 +67,8 @@ def put_file(root: str, src: str, digest: str, *, link: bool) -> bool:
             except OSError:
                 pass
         if not done:
+            import shutil
+
             shutil.copyfile(src, tmp)
         os.chmod(tmp, 0o444)
         os.replace(tmp, dst)

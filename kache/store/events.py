@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = ["append", "read", "OUTCOMES", "MAX_BYTES"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+__all__ = ["append", "read", "read_all", "OUTCOMES", "MAX_BYTES"]
 
 OUTCOMES = ("local_hit", "remote_hit", "miss", "dup", "passthrough", "error")
 MAX_BYTES = 8 << 20
@@ -61,3 +64,41 @@ def read(root: str, since: float | None = None) -> Iterator[dict[str, Any]]:
                         yield ev
         except FileNotFoundError:
             continue
+
+
+def read_all(root: str, since: float | None = None) -> list[dict[str, Any]]:
+    """Like :func:`read`, as a list, about twice as fast on a full log (for ``kache stats``).
+
+    Each file is parsed as one JSON array (one C call); a file with a line that does not
+    parse falls back to line by line.
+    """
+    out: list[dict[str, Any]] = []
+    for n in (1, 0):
+        try:
+            with open(_path(root, n), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        lines = data.split(b"\n")
+        if lines and not lines[-1].strip():
+            lines.pop()
+        try:
+            parsed = json.loads(b"[" + b",".join(lines) + b"]")
+        except ValueError:
+            parsed = []
+            for raw in lines:
+                try:
+                    parsed.append(json.loads(raw))
+                except ValueError:
+                    continue
+        if since is None:
+            out.extend(ev for ev in parsed if isinstance(ev, dict))
+        else:
+            out.extend(ev for ev in parsed if isinstance(ev, dict) and _time(ev) >= since)
+    return out
+
+
+def _time(ev: dict[str, Any]) -> float:
+    t = ev.get("t", 0)
+    return t if isinstance(t, (int, float)) else 0
+

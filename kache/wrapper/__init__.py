@@ -8,11 +8,13 @@ is what cargo gets, whatever happens while recording.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["run", "exec_compiler", "warn_once"]
 
@@ -38,10 +40,12 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
     build, not once per crate. The memory of what was said lives in the default cache dir
     (the configured one may be what is broken).
     """
+    from blake3 import blake3
+
     from kache.settings import default_cache_dir
 
     env = os.environ if env is None else env
-    digest = hashlib.sha256(message.encode()).hexdigest()[:24]
+    digest = blake3(message.encode()).hexdigest()[:24]
     stamp = os.path.join(default_cache_dir(env), "tmp", "warned", digest)
     if _claim(stamp):
         sys.stderr.write(f"kache: warning: {message}{suffix}\n")

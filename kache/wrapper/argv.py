@@ -48,7 +48,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
+from kache._record import Record
 
 __all__ = [
     "ArgvError",
@@ -175,8 +180,7 @@ def expand_argfiles(args: list[str]) -> list[str]:
 
 # --- tokenizer -----------------------------------------------------------------------
 
-@dataclass(slots=True)
-class _Tok:
+class _Tok(Record):
     """One recognised piece of the command line.
 
     ``kind`` is "opt" (``name``/``value``), "pos" (a free argument), "bad" (not
@@ -185,13 +189,17 @@ class _Tok:
     group such as ``-gO``.
     """
 
+    __slots__ = ("kind", "name", "value", "start", "stop", "group",)
+    _defaults: ClassVar[dict[str, Any]] = {
+        "group": False,
+    }
+
     kind: str
     name: str
     value: str | None
     start: int
     stop: int
-    group: bool = False
-
+    group: bool
 
 def _tokenize(args: list[str]) -> list[_Tok]:
     toks: list[_Tok] = []
@@ -266,8 +274,7 @@ def _option_name(value: str) -> str:
 
 # --- the parsed call -----------------------------------------------------------------
 
-@dataclass(slots=True)
-class RustcCall:
+class RustcCall(Record):
     """One rustc invocation, parsed. Lists keep command-line order.
 
     ``args`` (expanded) and ``raw_args`` (as received, ``@argfiles`` unexpanded) hold the
@@ -275,69 +282,111 @@ class RustcCall:
     ``args``, so nothing is lost by parsing.
     """
 
-    compiler: str
-    """The program to execute: rustc, or clippy-driver under ``cargo clippy``."""
-    compiler_args_prefix: list[str] = field(default_factory=list)
-    """Arguments that belong to the compiler rather than to rustc (clippy's rustc path)."""
-    args: list[str] = field(default_factory=list)
-    """rustc's arguments, ``@argfiles`` expanded."""
-    raw_args: list[str] = field(default_factory=list)
-    """rustc's arguments exactly as received (use these to re-execute)."""
-    crate_name: str | None = None
-    crate_types: list[str] = field(default_factory=list)
-    """Every ``--crate-type`` value, comma lists split, as spelled (``lib`` stays ``lib``);
-    ``["bin"]`` when none is given and there is a source (rustc's default; a
-    ``#![crate_type]`` attribute in the source is not seen here)."""
-    edition: str | None = None
-    target: str | None = None
-    emit: dict[str, str | None] = field(default_factory=lambda: {"link": None})
-    """``--emit`` kind -> explicit path or None; ``{"link": None}`` when absent."""
-    out_dir: str | None = None
-    output: str | None = None
-    """``-o``."""
-    src: str | None = None
-    """The first free argument: the crate root, ``-`` for stdin."""
-    inputs: list[str] = field(default_factory=list)
-    """Every free argument (rustc accepts exactly one)."""
-    extra_filename: str = ""
-    metadata: list[str] = field(default_factory=list)
-    incremental: str | None = None
-    cap_lints: str | None = None
-    """The first ``--cap-lints`` (rustc ignores later ones)."""
-    externs: list[tuple[str, str | None]] = field(default_factory=list)
-    """``--extern`` as (crate name, path or None); modifiers such as ``priv:`` dropped."""
-    extern_args: list[str] = field(default_factory=list)
-    """The raw ``--extern`` values, modifiers included, parallel to ``externs``."""
-    lib_paths: list[tuple[str, str]] = field(default_factory=list)
-    """``-L`` as (kind, path); kind "all" when not given."""
-    libs: list[str] = field(default_factory=list)
-    cfgs: list[str] = field(default_factory=list)
-    check_cfgs: list[str] = field(default_factory=list)
-    codegen: list[str] = field(default_factory=list)
-    """Each ``-C``/``--codegen`` value (``opt-level=3``, ``prefer-dynamic``…)."""
-    unstable: list[str] = field(default_factory=list)
-    """Each ``-Z`` value."""
-    lints: list[tuple[str, str]] = field(default_factory=list)
-    """(level, lint) from ``-A/-W/-D/-F`` and ``--allow/--warn/--force-warn/--deny/--forbid``."""
-    flags: list[str] = field(default_factory=list)
-    """Value-less options, spelled ``-g``, ``-O``, ``-v``, ``-V``, ``-h``, ``--test``."""
-    error_format: str | None = None
-    json: str | None = None
-    """Every ``--json`` value, joined with commas."""
-    color: str | None = None
-    diagnostic_width: str | None = None
-    sysroot: str | None = None
-    explain: str | None = None
-    is_test: bool = False
-    prints: list[str] = field(default_factory=list)
-    """Each ``--print`` value (``cfg``, ``file-names``, ``sysroot=path``…)."""
-    remap_path_prefixes: list[str] = field(default_factory=list)
-    remap_path_scope: str | None = None
-    env_set: list[str] = field(default_factory=list)
-    other: list[str] = field(default_factory=list)
-    """Arguments not understood, in order (unknown options, options missing a value, ``--``)."""
-    has_stdin_src: bool = False
+    __slots__ = ("compiler", "compiler_args_prefix", "args", "raw_args", "crate_name", "crate_types", "edition", "target", "emit", "out_dir", "output", "src", "inputs", "extra_filename", "metadata", "incremental", "cap_lints", "externs", "extern_args", "lib_paths", "libs", "cfgs", "check_cfgs", "codegen", "unstable", "lints", "flags", "error_format", "json", "color", "diagnostic_width", "sysroot", "explain", "is_test", "prints", "remap_path_prefixes", "remap_path_scope", "env_set", "other", "has_stdin_src",)
+    _defaults: ClassVar[dict[str, Any]] = {
+        "compiler_args_prefix": list,
+        "args": list,
+        "raw_args": list,
+        "crate_name": None,
+        "crate_types": list,
+        "edition": None,
+        "target": None,
+        "emit": lambda: {"link": None},
+        "out_dir": None,
+        "output": None,
+        "src": None,
+        "inputs": list,
+        "extra_filename": "",
+        "metadata": list,
+        "incremental": None,
+        "cap_lints": None,
+        "externs": list,
+        "extern_args": list,
+        "lib_paths": list,
+        "libs": list,
+        "cfgs": list,
+        "check_cfgs": list,
+        "codegen": list,
+        "unstable": list,
+        "lints": list,
+        "flags": list,
+        "error_format": None,
+        "json": None,
+        "color": None,
+        "diagnostic_width": None,
+        "sysroot": None,
+        "explain": None,
+        "is_test": False,
+        "prints": list,
+        "remap_path_prefixes": list,
+        "remap_path_scope": None,
+        "env_set": list,
+        "other": list,
+        "has_stdin_src": False,
+    }
 
+    compiler: str
+    # The program to execute: rustc, or clippy-driver under ``cargo clippy``.
+    compiler_args_prefix: list[str]
+    # Arguments that belong to the compiler rather than to rustc (clippy's rustc path).
+    args: list[str]
+    # rustc's arguments, ``@argfiles`` expanded.
+    raw_args: list[str]
+    # rustc's arguments exactly as received (use these to re-execute).
+    crate_name: str | None
+    crate_types: list[str]
+    # Every ``--crate-type`` value, comma lists split, as spelled (``lib`` stays ``lib``);
+    # ``["bin"]`` when none is given and there is a source (rustc's default; a
+    # ``#![crate_type]`` attribute in the source is not seen here).
+    edition: str | None
+    target: str | None
+    emit: dict[str, str | None]
+    # ``--emit`` kind -> explicit path or None; ``{"link": None}`` when absent.
+    out_dir: str | None
+    output: str | None
+    # ``-o``.
+    src: str | None
+    # The first free argument: the crate root, ``-`` for stdin.
+    inputs: list[str]
+    # Every free argument (rustc accepts exactly one).
+    extra_filename: str
+    metadata: list[str]
+    incremental: str | None
+    cap_lints: str | None
+    # The first ``--cap-lints`` (rustc ignores later ones).
+    externs: list[tuple[str, str | None]]
+    # ``--extern`` as (crate name, path or None); modifiers such as ``priv:`` dropped.
+    extern_args: list[str]
+    # The raw ``--extern`` values, modifiers included, parallel to ``externs``.
+    lib_paths: list[tuple[str, str]]
+    # ``-L`` as (kind, path); kind "all" when not given.
+    libs: list[str]
+    cfgs: list[str]
+    check_cfgs: list[str]
+    codegen: list[str]
+    # Each ``-C``/``--codegen`` value (``opt-level=3``, ``prefer-dynamic``…).
+    unstable: list[str]
+    # Each ``-Z`` value.
+    lints: list[tuple[str, str]]
+    # (level, lint) from ``-A/-W/-D/-F`` and ``--allow/--warn/--force-warn/--deny/--forbid``.
+    flags: list[str]
+    # Value-less options, spelled ``-g``, ``-O``, ``-v``, ``-V``, ``-h``, ``--test``.
+    error_format: str | None
+    json: str | None
+    # Every ``--json`` value, joined with commas.
+    color: str | None
+    diagnostic_width: str | None
+    sysroot: str | None
+    explain: str | None
+    is_test: bool
+    prints: list[str]
+    # Each ``--print`` value (``cfg``, ``file-names``, ``sysroot=path``…).
+    remap_path_prefixes: list[str]
+    remap_path_scope: str | None
+    env_set: list[str]
+    other: list[str]
+    # Arguments not understood, in order (unknown options, options missing a value, ``--``).
+    has_stdin_src: bool
 
 def _is_clippy(compiler: str) -> bool:
     return os.path.basename(compiler).startswith("clippy-driver")

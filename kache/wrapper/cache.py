@@ -21,15 +21,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
+from kache._record import Record
 from kache.paths import Normalizer, find_target_dir
 from kache.store import events
 from kache.store.index import Entry, Store, StoreError
@@ -39,6 +35,10 @@ from kache.wrapper.filehash import FileHasher
 from kache.wrapper.key import KEY_VERSION, KeyBuilder, env_only_locates_files, full_key, is_within, key_env
 from kache.wrapper.toolchain import identity
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
 __all__ = ["Call", "prepare", "look_up", "restore", "compile_and_record", "OUT_DIR_TOKEN"]
 
 # Stands for this build's --out-dir in stored stdout/stderr (artifact notifications).
@@ -47,10 +47,15 @@ OUT_DIR_TOKEN = "${KACHE_OUT_DIR}"
 LOCK_WAIT_SECS = 600.0
 
 
-@dataclass
-class Call:
-    """Everything known about one cacheable call before compiling."""
+class Call(Record):
+    """Everything known about one cacheable call before compiling.
 
+    ``outputs`` are the absolute paths rustc will write (all in out_dir); ``root`` is
+    the workspace root, for events and reports.
+    """
+
+    __slots__ = ("call", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root")
+    _defaults = {"mkey": "", "components": dict, "outputs": list, "root": ""}
     call: argvmod.RustcCall
     argv: list[str]
     env: Mapping[str, str]
@@ -58,12 +63,10 @@ class Call:
     store: Store
     norm: Normalizer
     hasher: FileHasher
-    mkey: str = ""
-    components: dict[str, str] = field(default_factory=dict)
-    outputs: list[str] = field(default_factory=list)
-    """Absolute paths rustc will write (all in out_dir)."""
-    root: str = ""
-    """Workspace root, for events and reports."""
+    mkey: str
+    components: dict[str, str]
+    outputs: list[str]
+    root: str
 
     @property
     def out_dir(self) -> str:
@@ -256,6 +259,8 @@ def _place(blob: str, dst: str, *, private: bool) -> None:
         except OSError:
             linked = False
     if not linked:
+        import shutil
+
         shutil.copyfile(blob, tmp)
         os.chmod(tmp, 0o755 if private else 0o644)
     os.replace(tmp, dst)
@@ -334,6 +339,9 @@ def run_compiler(cmd: list[str]) -> tuple[int, str, str]:
 
     Returns (exit status, stdout text, stderr text).
     """
+    import subprocess
+    import threading
+
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False)
     assert proc.stdout is not None and proc.stderr is not None
     out_chunks: list[bytes] = []

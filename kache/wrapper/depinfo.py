@@ -59,7 +59,12 @@ a target is what precedes ``": " + deps`` on its line (so targets may contain ``
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
+from kache._record import Record
 
 __all__ = ["DepInfo", "DepInfoError", "map_paths", "parse", "render"]
 
@@ -72,19 +77,25 @@ class DepInfoError(ValueError):
     """A dep-info text is malformed, or a DepInfo cannot be written in rustc's format."""
 
 
-@dataclass(slots=True)
-class DepInfo:
+class DepInfo(Record):
     """The content of one ``.d`` file, unescaped."""
 
-    targets: list[str] = field(default_factory=list)
-    """Output files named by the rule lines, in order (duplicates kept)."""
-    files: list[str] = field(default_factory=list)
-    """Dependency paths, in order, each once."""
-    env: list[tuple[str, str | None]] = field(default_factory=list)
-    """``env!``/``option_env!`` reads as (name, value); None when the variable was unset."""
-    checksums: list[tuple[str, int, str]] = field(default_factory=list)
-    """``-Z checksum-hash-algorithm`` lines as (``algo=hex``, file length, path)."""
+    __slots__ = ("targets", "files", "env", "checksums",)
+    _defaults: ClassVar[dict[str, Any]] = {
+        "targets": list,
+        "files": list,
+        "env": list,
+        "checksums": list,
+    }
 
+    targets: list[str]
+    # Output files named by the rule lines, in order (duplicates kept).
+    files: list[str]
+    # Dependency paths, in order, each once.
+    env: list[tuple[str, str | None]]
+    # ``env!``/``option_env!`` reads as (name, value); None when the variable was unset.
+    checksums: list[tuple[str, int, str]]
+    # ``-Z checksum-hash-algorithm`` lines as (``algo=hex``, file length, path).
 
 # --- escaping ------------------------------------------------------------------------
 

@@ -24,11 +24,13 @@ History: 1 — first recipe.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from blake3 import blake3
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
 __all__ = ["KEY_VERSION", "KeyBuilder", "key_env", "full_key", "env_only_locates_files"]
 
@@ -105,6 +107,8 @@ def env_only_locates_files(var: str, sources: Iterable[str]) -> bool:
     normalised form. Otherwise it must be keyed as the literal value. Sources that
     cannot be read count as "no".
     """
+    import re
+
     name = re.escape(var)
     uses = re.compile(rb"(?:option_)?env!\s*\(\s*\"" + name.encode() + rb"\"")
     in_include = re.compile(

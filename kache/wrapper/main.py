@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import time
 
@@ -19,7 +18,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
     from kache.wrapper import exec_compiler, warn_once
 
     env = os.environ
-    store = Store(str(settings.local_store))
+    store = Store(settings.get("cache.local_store"))
     reason = argvmod.passthrough_reason(call, bool(settings["cache.cache_executables"]))
     if reason is not None:
         cache.unlink_shared_outputs([os.path.abspath(p) for p in argvmod.expected_outputs(call)])
@@ -136,4 +135,6 @@ def _clean_incremental(c: cache.Call, incremental: str) -> None:
         return
     for name in names:
         if name.startswith(prefix):
+            import shutil
+
             shutil.rmtree(os.path.join(path, name), ignore_errors=True)

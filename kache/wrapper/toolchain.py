@@ -9,12 +9,14 @@ libraries (names and sizes), so a re-installed std changes it.
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from blake3 import blake3
 
 from kache.store.index import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["identity"]
 
@@ -71,6 +73,8 @@ def identity(store: Store, compiler_argv: list[str], env: Mapping[str, str]) -> 
         memo_id = "vV\0" + _stat_id(path) + "\0" + selectors
         value = store.tool_memo(memo_id)
         if value is None:
+            import subprocess
+
             out = subprocess.run([path, "-vV"], capture_output=True, text=True, env=dict(env), check=True)
             value = out.stdout + "\0sysroot:" + _sysroot_digest(path)
             store.set_tool_memo(memo_id, value)

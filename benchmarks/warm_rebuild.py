@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Warm rebuild after `cargo clean`: no wrapper vs kache vs sccache, side by side.
+
+Runs ../shared/bench/bench.sh (or $KACHE_BENCH_DIR/bench.sh) on a corpus made by its
+setup-corpus.sh, alternating A B A B per round, then prints a table and writes JSON:
+wall time of each step per wrapper, and kache's per-hit wrapper wall time (median,
+p95) from its own event log.
+
+    python3 benchmarks/warm_rebuild.py /tmp/kc-corpus --kache "$(command -v kache)" \
+        --rounds 2 --steps "cold warm noop" --json benchmarks/results/warm_rebuild.json
+
+A benchmark, not a test: numbers depend on the machine and on what else runs on it
+(bench.sh's other_cpu column says how much did).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_BENCH = HERE.parent.parent / "shared" / "bench"
+
+
+def run_bench(bench: Path, corpus: Path, wrapper: str | None, steps: str, events_out: Path | None) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tsv = Path(tmp) / "out.tsv"
+        env = {**os.environ, "BENCH_STEPS": steps, "BENCH_TSV": str(tsv)}
+        if wrapper and Path(wrapper).name.startswith("kache"):
+            env["BENCH_CACHE_DIR_VAR"] = "KACHE_CACHE_DIR"
+            # keep kache's events: the cache dir is removed when bench.sh exits
+            env["BENCH_STATS_CMD"] = f'cp "$KACHE_CACHE_DIR/events.jsonl" "{events_out}" 2>/dev/null || true'
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        cmd = [str(bench / "bench.sh"), str(corpus)] + ([wrapper] if wrapper else [])
+        subprocess.run(cmd, env=env, check=True, stdout=sys.stderr)
+        with open(tsv) as f:
+            return list(csv.DictReader(f, delimiter="\t"))
+
+
+def hit_times(events_path: Path) -> dict[str, float | int]:
+    if not events_path.exists():
+        return {}
+    ms = []
+    for line in events_path.read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("outcome") == "local_hit":
+            ms.append(float(ev["ms"]))
+    if not ms:
+        return {}
+    ms.sort()
+    return {"hits": len(ms), "median_ms": round(statistics.median(ms), 1),
+            "p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("corpus", type=Path)
+    ap.add_argument("--bench", type=Path, default=Path(os.environ.get("KACHE_BENCH_DIR", DEFAULT_BENCH)))
+    ap.add_argument("--kache", default=shutil.which("kache"))
+    ap.add_argument("--sccache", default=shutil.which("sccache"))
+    ap.add_argument("--steps", default="cold warm noop")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    wrappers: dict[str, str | None] = {"none": None}
+    if args.kache:
+        wrappers["kache"] = args.kache
+    if args.sccache:
+        wrappers["sccache"] = args.sccache
+    results: dict[str, list[list[dict]]] = {name: [] for name in wrappers}
+    hits: list[dict] = []
+    for r in range(args.rounds):
+        order = list(wrappers.items()) if r % 2 == 0 else list(reversed(wrappers.items()))
+        for name, wrapper in order:
+            print(f"round {r + 1}: {name}", file=sys.stderr)
+            with tempfile.TemporaryDirectory() as tmp:
+                ev = Path(tmp) / "events.jsonl"
+                results[name].append(run_bench(args.bench, args.corpus, wrapper, args.steps, ev))
+                if name == "kache":
+                    hits.append(hit_times(ev))
+
+    steps = args.steps.split()
+    print(f"\n{'step':<10}" + "".join(f"{n:>22}" for n in wrappers))
+    for step in steps:
+        cells = []
+        for name in wrappers:
+            walls = [row["wall_s"] for run in results[name] for row in run if row["step"] == step]
+            cells.append(" / ".join(walls))
+        print(f"{step:<10}" + "".join(f"{c:>22}" for c in cells))
+    if "kache" in wrappers and "sccache" in wrappers and "warm" in steps:
+        k = [float(row["wall_s"]) for run in results["kache"] for row in run if row["step"] == "warm"]
+        s = [float(row["wall_s"]) for run in results["sccache"] for row in run if row["step"] == "warm"]
+        print(f"\nwarm rebuild, kache / sccache: {statistics.mean(k) / statistics.mean(s):.2f}")
+    for h in hits:
+        if h:
+            print(f"kache hits: {h['hits']}, wrapper wall time per hit: median {h['median_ms']} ms, p95 {h['p95_ms']} ms")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "steps": steps, "results": results, "kache_hits": hits}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["UnitError", "parse_size", "parse_duration", "format_size", "format_duration"]
+__all__ = ["UnitError", "parse_size", "parse_duration", "format_size", "format_duration", "format_ago"]
 
 
 class UnitError(ValueError):
@@ -107,3 +107,12 @@ def format_duration(seconds: float) -> str:
             parts.append(f"{rest // size}{unit}")
             rest %= size
     return "".join(parts)
+
+
+def format_ago(seconds: float) -> str:
+    """``190`` → ``"3m ago"``: the largest whole unit (``s`` ``m`` ``h`` ``d`` ``w`` ``y``)."""
+    seconds = max(0.0, seconds)
+    for size, unit in ((365 * 86400, "y"), (7 * 86400, "w"), (86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"

@@ -43,9 +43,14 @@ def test_wrapped_compile_with_validated_config_imports_nothing_heavy(tmp_path: P
     config = clean_env / ".config" / "kache" / "config.toml"
     config.parent.mkdir(parents=True)
     config.write_text("[cache]\ncompression_level = 5\n")
-    args = [rustc, "--crate-type", "lib", "--crate-name", "hot", "--emit=metadata", "--out-dir", str(tmp_path), str(src)]
+    args = [rustc, "--crate-type", "lib", "--crate-name", "hot", "--emit=dep-info,metadata",
+            "--out-dir", str(tmp_path / "out"), str(src)]
     first = imported_modules(args)  # the first call validates the config once (jsonschema)
     assert "jsonschema" in first
-    second = imported_modules(args)
+    second = imported_modules(args)  # the first call's memo is reused: a hit
     assert not second & set(HEAVY), sorted(second & set(HEAVY))
-    assert (tmp_path / "libhot.rmeta").exists()
+    # A hit also needs no TOML parser, no subprocess and no dataclasses (~25 ms together).
+    assert not second & {"tomllib", "subprocess", "dataclasses", "threading"}, sorted(second & {"tomllib", "subprocess", "dataclasses", "threading"})
+    assert (tmp_path / "out" / "libhot.rmeta").exists()
+    events = (clean_env / ".cache" / "kache" / "events.jsonl").read_text().splitlines()
+    assert [json.loads(e)["outcome"] for e in events] == ["miss", "local_hit"]

@@ -38,9 +38,9 @@ def root(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from kache.cli import commands, config, dev
+    from kache.cli import cache, commands, config, dev
 
-    for group in (commands, config, dev):
+    for group in (commands, cache, config, dev):
         for command in group.COMMANDS:
             root.add_command(command)
 

@@ -29,45 +29,6 @@ def monitor(since: str | None) -> None:
     _unfinished("monitor")
 
 
-@click.command("list")
-@click.argument("crate", required=False)
-@click.option("--sort", type=click.Choice(["name", "size", "hits", "age"]), default="name", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_(crate: str | None, sort: str, as_json: bool) -> None:
-    """List cached entries, or the entries of one crate.
-
-    \b
-    Example:
-      kache list serde --sort hits
-    """
-    _unfinished("list")
-
-
-@click.command()
-@click.option("--since", metavar="DUR", help="Count only events this recent (e.g. 24h).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def stats(since: str | None, as_json: bool) -> None:
-    """Hits, misses, pass-throughs by reason, errors and time saved.
-
-    \b
-    Example:
-      kache stats --since 24h
-    """
-    _unfinished("stats")
-
-
-@click.command("why-miss")
-@click.argument("crate")
-def why_miss(crate: str) -> None:
-    """Show which part of the cache key differs from the nearest stored entry.
-
-    \b
-    Example:
-      kache why-miss serde_json
-    """
-    _unfinished("why-miss")
-
-
 @click.command()
 @click.option("--pull", is_flag=True, help="Download only.")
 @click.option("--push", is_flag=True, help="Upload only.")
@@ -81,30 +42,6 @@ def sync(pull: bool, push: bool, all_: bool, dry_run: bool) -> None:
       kache sync --pull --dry-run
     """
     _unfinished("sync")
-
-
-@click.command()
-@click.option("--max-age", metavar="DUR", help="Also evict entries unused for this long (e.g. 30d).")
-def gc(max_age: str | None) -> None:
-    """Evict least recently used entries down to local_max_size; remove orphans.
-
-    \b
-    Example:
-      kache gc --max-age 30d
-    """
-    _unfinished("gc")
-
-
-@click.command()
-@click.option("--crate-name", metavar="NAME", help="Only this crate's entries.")
-def purge(crate_name: str | None) -> None:
-    """Delete the whole local cache, or one crate's entries.
-
-    \b
-    Example:
-      kache purge --crate-name serde
-    """
-    _unfinished("purge")
 
 
 @click.command()
@@ -193,5 +130,5 @@ for _name, _summary in [
     daemon.add_command(_daemon_command(_name, _summary))
 
 COMMANDS: list[click.Command] = [
-    monitor, list_, stats, why_miss, sync, gc, purge, clean, doctor, init, demo, daemon,
+    monitor, sync, clean, doctor, init, demo, daemon,
 ]

@@ -9,12 +9,24 @@ from typing import Any
 
 import click
 
-__all__ = ["echo_json", "echo_table", "warn"]
+__all__ = ["echo_json", "echo_json_list", "echo_table", "warn"]
 
 
 def echo_json(document: Any) -> None:
     """One JSON document on stdout, stable key order as given."""
     click.echo(json.dumps(document, indent=2, default=str))
+
+
+def echo_json_list(items: Sequence[Any]) -> None:
+    """A JSON array on stdout, one compact object per line (``[]`` when empty).
+
+    For long lists: ``json.dumps`` with ``indent`` runs the pure-Python encoder, ~10× slower.
+    """
+    if not items:
+        click.echo("[]")
+        return
+    dumps = json.JSONEncoder(default=str, separators=(", ", ": ")).encode
+    click.echo("[\n  " + ",\n  ".join(dumps(item) for item in items) + "\n]")
 
 
 def echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

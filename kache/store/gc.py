@@ -235,8 +235,10 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     n, freed = _evict(store, by_size, pin_cutoff)
     report.evicted["size"] = n
     report.evicted_bytes += freed
+    # Unreferenced blobs may be puts whose entry is about to be recorded: only old ones go,
+    # and each is re-checked under the write lock.
     report.orphans_removed, report.orphan_bytes = store.remove_orphans(
-        store.orphan_blobs(older_than=ORPHAN_AGE_SECS), older_than=ORPHAN_AGE_SECS)
+        store.orphan_blobs(), older_than=ORPHAN_AGE_SECS, now=now)
     report.temp_removed, report.temp_bytes = clean_tmp(store.root, now)
     if clean_incremental:
         report.incremental_removed, report.incremental_bytes = clean_incremental_dirs(store)

@@ -32,16 +32,20 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
+from kache._record import Record
 from kache.store import blobs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
 
 __all__ = ["Store", "Entry", "StoreError", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
+# History: 1 — first layout; 2 — index on manifests(key) (removal no longer scans).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -75,6 +79,7 @@ CREATE TABLE IF NOT EXISTS manifests (
     created REAL NOT NULL,
     PRIMARY KEY (mkey, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS manifests_key ON manifests(key);
 CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY,
     dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER,
@@ -100,8 +105,11 @@ class StoreError(Exception):
     """The store cannot be used (unwritable, corrupt); the wrapper then runs rustc plainly."""
 
 
-@dataclass
-class Entry:
+class Entry(Record):
+    """One row of ``entries``, its ``meta`` JSON decoded."""
+
+    __slots__ = ("key", "crate_name", "crate_types", "target", "profile", "size", "created", "last_used",
+                 "hits", "compile_ms", "key_version", "mkey", "meta")
     key: str
     crate_name: str
     crate_types: str
@@ -471,13 +479,15 @@ class Store:
                         pass
         return removed, freed
 
-    def remove_orphans(self, paths: Iterable[str], older_than: float = 0.0) -> tuple[int, int]:
+    def remove_orphans(self, paths: Iterable[str], older_than: float = 0.0,
+                       now: float | None = None) -> tuple[int, int]:
         """Delete blob files that, under the write lock, no entry references and that were
-        not created or linked in the last ``older_than`` seconds. Returns (count, bytes)."""
+        not written or linked (mtime, ctime) in the ``older_than`` seconds before ``now``.
+        Returns (count, bytes)."""
         store = os.path.join(self.root, "store") + os.sep
         count = freed = 0
         with self._write() as db:
-            now = time.time()
+            now = time.time() if now is None else now
             for path in paths:
                 if not os.path.abspath(path).startswith(store):
                     continue

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kache.store import events
+from kache.store.entries import iso
 from kache.store.events import OUTCOMES
 from kache.store.index import Store, StoreError
 
@@ -111,11 +112,6 @@ class Stats:
                 "p95": round(p95, 1)}
 
     def to_json(self) -> dict[str, Any]:
-        from datetime import datetime, timezone
-
-        def iso(t: float | None) -> str | None:
-            return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
-
         return {
             "hits": self.hits,
             "misses": self.misses,
@@ -151,11 +147,6 @@ class Stats:
         }
 
 
-def _num(value: Any) -> float:
-    """A numeric event field, 0 when absent or not a number (the log is not trusted)."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
-
-
 def store_totals(store_root: str) -> dict[str, int]:
     """``Store.totals()`` of the store at ``store_root``; zeros when there is no store yet."""
     if not os.path.exists(os.path.join(store_root, "index.db")):
@@ -171,53 +162,71 @@ def store_totals(store_root: str) -> dict[str, int]:
 
 def compute(store_root: str, since: float | None = None) -> Stats:
     """Fold the event log of the store at ``store_root`` (events at or after the unix
-    time ``since``, or all) into a :class:`Stats`, with the store's totals."""
+    time ``since``, or all) into a :class:`Stats`, with the store's totals.
+
+    Written for speed (a full log is ~100k events): locals, no per-event objects.
+    """
     s = Stats(since=since)
     outcomes = s.outcomes
     passthrough = Counter[str]()
     miss_reasons = Counter[str]()
     error_reasons = Counter[str]()
-    projects = s.projects
+    per_root: dict[str, list[int]] = {}  # root -> [hits, misses, passthrough, errors, saved_ms]
+    hit_ms = s.hit_ms
+    restored = stored = saved_total = compile_total = 0
     first = last = None
-    for ev in events.read(store_root, since):
+    num = (int, float)
+    for ev in events.read_all(store_root, since):
         outcome = ev.get("outcome")
         if outcome not in outcomes:
             continue
         outcomes[outcome] += 1
         t = ev.get("t")
-        if isinstance(t, (int, float)):
-            first = t if first is None or t < first else first
-            last = t if last is None or t > last else last
-        reason = ev.get("reason")
+        if t.__class__ in num:
+            if first is None or t < first:
+                first = t
+            if last is None or t > last:
+                last = t
         root = ev.get("root")
-        if not isinstance(root, str):
+        if root.__class__ is not str:
             root = ""
-        proj = projects.get(root)
-        if proj is None:
-            proj = projects[root] = ProjectStats(root)
+        counts = per_root.get(root)
+        if counts is None:
+            counts = per_root[root] = [0, 0, 0, 0, 0]
         if outcome == "local_hit" or outcome == "remote_hit":
-            s.bytes_restored += int(_num(ev.get("bytes")))
-            saved = int(_num(ev.get("saved_ms")))
-            s.saved_ms += saved
-            s.hit_ms.append(_num(ev.get("ms")))
-            proj.hits += 1
-            proj.saved_ms += saved
+            v = ev.get("bytes")
+            if v.__class__ in num:
+                restored += int(v)
+            v = ev.get("saved_ms")
+            if v.__class__ in num:
+                saved_total += int(v)
+                counts[4] += int(v)
+            v = ev.get("ms")
+            hit_ms.append(float(v) if v.__class__ in num else 0.0)
+            counts[0] += 1
         elif outcome == "miss" or outcome == "dup":
-            s.bytes_stored += int(_num(ev.get("bytes")))
-            s.compile_ms += int(_num(ev.get("compile_ms")))
+            v = ev.get("bytes")
+            if v.__class__ in num:
+                stored += int(v)
+            v = ev.get("compile_ms")
+            if v.__class__ in num:
+                compile_total += int(v)
+            reason = ev.get("reason")
             if reason:
                 miss_reasons[str(reason)] += 1
-            proj.misses += 1
+            counts[1] += 1
         elif outcome == "passthrough":
-            passthrough[str(reason or "unknown")] += 1
-            proj.passthrough += 1
+            passthrough[str(ev.get("reason") or "unknown")] += 1
+            counts[2] += 1
         else:
-            error_reasons[str(reason or "unknown")] += 1
-            proj.errors += 1
+            error_reasons[str(ev.get("reason") or "unknown")] += 1
+            counts[3] += 1
     s.first_event, s.last_event = first, last
+    s.bytes_restored, s.bytes_stored, s.saved_ms, s.compile_ms = restored, stored, saved_total, compile_total
     s.passthrough_reasons = dict(passthrough.most_common())
     s.miss_reasons = dict(miss_reasons.most_common())
     s.error_reasons = dict(error_reasons.most_common())
+    s.projects = {root: ProjectStats(root, *c) for root, c in per_root.items()}
     totals = store_totals(store_root)
     s.entries, s.logical_bytes, s.physical_bytes = (
         totals["entries"], totals["logical_bytes"], totals["physical_bytes"])

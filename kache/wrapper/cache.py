@@ -94,7 +94,7 @@ def _extra_inputs(settings_extra: Mapping[str, Any], crate: str) -> list[tuple[l
     out = []
     for name, spec in settings_extra.items():
         if name == "*" or _crate_key(name) == _crate_key(crate):
-            if isinstance(spec, Mapping):
+            if isinstance(spec, dict):
                 out.append((list(spec.get("env", [])), list(spec.get("files", []))))
     return out
 

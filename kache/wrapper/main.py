@@ -110,13 +110,16 @@ def _compile(c: cache.Call, started: float) -> int:
 
 
 def _passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, started: float) -> None:
+    from kache.paths import find_target_dir
     from kache.store import events
 
     try:
+        target_dir = find_target_dir(call.out_dir)
         os.makedirs(store.root, exist_ok=True)
         events.append(store.root, {"t": round(time.time(), 3), "crate": call.crate_name or "?",
                                    "outcome": "passthrough", "reason": reason,
-                                   "ms": round((time.monotonic() - started) * 1000, 1)})
+                                   "ms": round((time.monotonic() - started) * 1000, 1),
+                                   "root": os.path.dirname(target_dir) if target_dir else os.getcwd()})
     except OSError:
         pass
 

@@ -255,3 +255,23 @@ def test_exception_inside_kache_still_builds(workspace: Workspace, tmp_path: Pat
     assert out.stderr.count("injected fault") == 1
     # every unit was compiled by the real rustc
     assert {"kc_core", "kc_util", "kc_macros", "build_script_build", "kc_app"} <= set(ws.take_rustc_runs())
+
+
+def test_declared_extra_inputs_are_part_of_the_key(workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    config = tmp_path / "kache.toml"
+    config.write_text('[cache.extra_inputs.kc-macros]\nenv = ["KC_MACRO_MODE"]\nfiles = ["core/answer.txt"]\n')
+    ws.env["KACHE_CONFIG"] = str(config)
+    ws.build(KC_MACRO_MODE="a")
+    ws.take_events()
+    ws.clean()
+    ws.build(KC_MACRO_MODE="b")  # undeclared to rustc, declared to kache: a miss
+    evs = outcomes(ws.take_events())
+    assert evs["kc_macros"] in ("miss", "dup") and evs["kc_util"] == "local_hit"  # dup: same bytes
+    ws.clean()
+    ws.build(KC_MACRO_MODE="a")
+    assert outcomes(ws.take_events())["kc_macros"] == "local_hit"
+    (ws.path / "core" / "answer.txt").write_text("42\n\n")  # a declared file changed
+    ws.clean()
+    ws.build(KC_MACRO_MODE="a")
+    assert outcomes(ws.take_events())["kc_macros"] in ("miss", "dup")

@@ -1,0 +1,288 @@
+"""``kache list``, ``stats``, ``why-miss``, ``gc``, ``purge``: the local store's commands.
+
+Each opens the store named by the settings (``cache.local_store``), calls one function
+of ``kache.store`` and prints the result. A store that does not exist yet is not an
+error: it lists nothing, counts zero and has nothing to collect.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from kache import settings as settings_mod
+from kache import units
+from kache.cli.output import echo_json, echo_json_list, echo_table, warn
+from kache.errors import KacheError
+from kache.store.index import Store, StoreError
+
+__all__ = ["COMMANDS"]
+
+
+def _settings() -> settings_mod.Settings:
+    s = settings_mod.load()
+    for w in s.warnings:
+        warn(w)
+    return s
+
+
+def _store_root(s: settings_mod.Settings) -> str:
+    return str(s.local_store)
+
+
+@contextmanager
+def _open_store(root: str, what: str) -> Iterator[Store | None]:
+    """The store at ``root``, or None when there is none yet (nothing is created)."""
+    if not os.path.exists(os.path.join(root, "index.db")):
+        yield None
+        return
+    store = Store(root, create=False)
+    try:
+        try:
+            store.db  # noqa: B018 - open now, so a broken index is reported as such
+        except StoreError as e:
+            raise KacheError(f"{what} failed: {root}: {e}") from None
+        yield store
+    finally:
+        store.close()
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _duration(value: str | None, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return units.parse_duration(value)
+    except units.UnitError as e:
+        raise click.BadParameter(str(e), param_hint=flag) from None
+
+
+def _percent(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate * 100:.1f}%"
+
+
+# --------------------------------------------------------------------------- list
+
+
+@click.command("list")
+@click.argument("crate", required=False)
+@click.option("--sort", type=click.Choice(["name", "size", "hits", "age"]), default="name", show_default=True,
+              help="Order: name, size (largest first), hits (most first), age (most recently used first).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_(crate: str | None, sort: str, as_json: bool) -> None:
+    """List cached entries, or the entries of one crate.
+
+    \b
+    Example:
+      kache list serde --sort hits
+    """
+    from kache.store.entries import list_entries
+
+    root = _store_root(_settings())
+    with _open_store(root, "listing the cache") as store:
+        infos = list_entries(store, crate, sort)
+    if as_json:
+        echo_json_list([i.to_json() for i in infos])
+        return
+    if not infos:
+        if crate is None:
+            click.echo("the cache is empty (no entries yet: build something with RUSTC_WRAPPER=kache)")
+        else:
+            click.echo(f"no cached entries for {crate}")
+        return
+    now = time.time()
+    if crate is None:
+        rows = [[i.crate, ",".join(i.crate_types), i.profile, units.format_size(i.size), str(i.hits),
+                 units.format_ago(now - i.last_used), i.key[:12]] for i in infos]
+        echo_table(["crate", "types", "profile", "size", "hits", "last used", "key"], rows)
+        total = sum(i.size for i in infos)
+        click.echo(f"{len(infos)} entries, {units.format_size(total)}")
+        return
+    for n, i in enumerate(infos):
+        if n:
+            click.echo()
+        click.echo(f"{i.crate}  {','.join(i.crate_types)}  {i.profile}"
+                   + (f"  {i.target}" if i.target else "") + f"  key {i.key}")
+        click.echo(f"  size {units.format_size(i.size)}, {i.hits} hits, compile time "
+                   f"{units.format_duration(i.compile_ms / 1000)}")
+        click.echo(f"  created {_local(i.created)} ({units.format_ago(now - i.created)}), "
+                   f"last used {_local(i.last_used)} ({units.format_ago(now - i.last_used)})")
+        for f in i.files or []:
+            click.echo(f"    {f['name']}  {units.format_size(f['size'] or 0)}  {f['kind']}")
+
+
+def _local(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+# --------------------------------------------------------------------------- stats
+
+
+@click.command()
+@click.option("--since", metavar="DUR", help="Count only events this recent (e.g. 24h).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(since: str | None, as_json: bool) -> None:
+    """Hits, misses, pass-throughs by reason, errors and time saved.
+
+    \b
+    Example:
+      kache stats --since 24h
+    """
+    from kache.store.stats import compute
+
+    window = _duration(since, "--since")
+    root = _store_root(_settings())
+    st = compute(root, None if window is None else time.time() - window)
+    if as_json:
+        echo_json(st.to_json())
+        return
+    size = units.format_size
+    scope = f" in the last {units.format_duration(window)}" if window is not None else ""
+    click.echo(f"calls{scope}: {st.calls}")
+    o = st.outcomes
+    click.echo(f"  hits         {st.hits:>8}   (local {o['local_hit']}, remote {o['remote_hit']})")
+    click.echo(f"  misses       {st.misses:>8}   (new {o['miss']}, duplicate {o['dup']})")
+    for reason, n in st.miss_reasons.items():
+        click.echo(f"    {reason:<30} {n:>6}")
+    click.echo(f"  passthrough  {st.passthrough:>8}   (not cacheable)")
+    for reason, n in st.passthrough_reasons.items():
+        click.echo(f"    {reason:<30} {n:>6}")
+    click.echo(f"  errors       {st.errors:>8}")
+    for reason, n in st.error_reasons.items():
+        click.echo(f"    {reason:<30} {n:>6}")
+    click.echo(f"hit rate       {_percent(st.hit_rate)} of cacheable calls")
+    click.echo(f"time saved     {units.format_duration(st.saved_ms / 1000)}")
+    click.echo(f"restored       {size(st.bytes_restored)}; stored {size(st.bytes_stored)}")
+    ht = st.hit_time()
+    if ht:
+        click.echo(f"hit time       mean {ht['mean']:.0f}ms, median {ht['median']:.0f}ms, p95 {ht['p95']:.0f}ms")
+    click.echo(f"store          {st.entries} entries, {size(st.logical_bytes)} "
+               f"({size(st.physical_bytes)} on disk, {size(st.dedup_saved_bytes)} saved by dedup)")
+    if len(st.projects) > 1 or (st.projects and "" not in st.projects):
+        click.echo()
+        projects = sorted(st.projects.values(), key=lambda p: (-p.calls, p.root))
+        echo_table(["project", "calls", "hits", "misses", "passthrough", "hit rate"],
+                   [[p.root or "(not recorded)", str(p.calls), str(p.hits), str(p.misses), str(p.passthrough),
+                     _percent(p.hit_rate)] for p in projects])
+
+
+# --------------------------------------------------------------------------- why-miss
+
+
+@click.command("why-miss")
+@click.argument("crate")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def why_miss(crate: str, as_json: bool) -> None:
+    """Show which part of the cache key differs from the nearest stored entry.
+
+    \b
+    Example:
+      kache why-miss serde_json
+    """
+    from kache.store.entries import why_miss as explain
+
+    root = _store_root(_settings())
+    with _open_store(root, "reading the cache") as store:
+        report = explain(store, crate, store_root=root)
+    if as_json:
+        echo_json(report.to_json())
+        return
+    for note in report.notes:
+        click.echo(note)
+    if report.latest is None or report.nearest is None:
+        return
+    now = time.time()
+    click.echo(f"latest entry  {report.latest.key[:12]} ({units.format_ago(now - report.latest.created)})")
+    click.echo(f"nearest entry {report.nearest.key[:12]} ({units.format_ago(now - report.nearest.created)}), "
+               f"{len(report.differences)} component(s) differ:")
+    for d in report.differences:
+        click.echo(f"  {d.explanation}  [{d.label}: {d.nearest or 'absent'} -> {d.latest or 'absent'}]")
+
+
+# --------------------------------------------------------------------------- gc
+
+
+@click.command()
+@click.option("--max-age", metavar="DUR", help="Also evict entries unused for this long (e.g. 30d).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def gc(max_age: str | None, as_json: bool) -> None:
+    """Evict least recently used entries down to local_max_size; remove orphans.
+
+    Over the limit, entries are evicted until the store is at 90% of it; entries used in
+    the last two minutes are kept. Also removes blobs no entry uses, stale temp files and,
+    with cache.clean_incremental, the incremental directories kache has seen.
+
+    \b
+    Example:
+      kache gc --max-age 30d
+    """
+    from kache.store.gc import TARGET_FRACTION, GcReport
+    from kache.store.gc import gc as collect
+
+    age = _duration(max_age, "--max-age")
+    s = _settings()
+    max_bytes = int(s.get("cache.local_max_size"))
+    clean_incremental = bool(s.get("cache.clean_incremental"))
+    root = _store_root(s)
+    with _open_store(root, "garbage collection") as store:
+        if store is None:
+            report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=0)
+        else:
+            report = collect(store, max_bytes, max_age=age, clean_incremental=clean_incremental)
+    if as_json:
+        echo_json(report.to_json())
+        return
+    size = units.format_size
+    ev = report.evicted
+    click.echo(f"evicted {report.entries_evicted} entries ({ev['size']} over the size limit, "
+               f"{ev['max-age']} unused too long), freeing {size(report.evicted_bytes)}")
+    click.echo(f"removed {report.orphans_removed} orphan blobs ({size(report.orphan_bytes)}) and "
+               f"{report.temp_removed} temp files ({size(report.temp_bytes)})")
+    if clean_incremental:
+        click.echo(f"removed {report.incremental_removed} incremental directories "
+                   f"({size(report.incremental_bytes)})")
+    click.echo(f"store: {size(report.before_bytes)} -> {size(report.after_bytes)} "
+               f"(limit {size(report.max_bytes)})")
+    if report.pinned:
+        warn(f"{report.pinned} entries used in the last 2 minutes were kept; the store is still above "
+             f"{size(report.target_bytes)} (run `kache gc` again after the build)")
+
+
+# --------------------------------------------------------------------------- purge
+
+
+@click.command()
+@click.option("--crate-name", metavar="NAME", help="Only this crate's entries.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def purge(crate_name: str | None, yes: bool) -> None:
+    """Delete the whole local cache, or one crate's entries.
+
+    Asks first when run in a terminal, unless --yes.
+
+    \b
+    Example:
+      kache purge --crate-name serde
+    """
+    from kache.store.gc import purge as delete
+
+    root = _store_root(_settings())
+    what = f"every cached entry of {crate_name}" if crate_name else f"the whole local cache at {root}"
+    with _open_store(root, "purging the cache") as store:
+        if store is None:
+            click.echo(f"nothing to purge: no store at {root}")
+            return
+        if not yes and _interactive():
+            click.confirm(f"Delete {what}?", abort=True)
+        entries, freed = delete(store, crate_name)
+    click.echo(f"deleted {entries} entries, freed {units.format_size(freed)}")
+
+
+COMMANDS: list[click.Command] = [list_, stats, why_miss, gc, purge]

@@ -1,0 +1,265 @@
+"""Read-only views of the entries: listing (``kache list``) and ``kache why-miss``.
+
+Crate names compare with ``-`` and ``_`` alike: cargo's package ``proc-macro2`` is the
+rustc crate ``proc_macro2``.
+
+why-miss compares the crate's newest entry with the one of its other entries whose
+key *components* (one 16-hex digest per labelled field, recorded in ``meta``) differ
+least, and names each differing component in plain words. A component present in one
+entry and not the other counts as differing (a source file added, an env var unset).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kache import units
+from kache.store import events
+from kache.store.index import Store
+
+__all__ = ["EntryInfo", "ComponentDiff", "WhyMiss", "list_entries", "why_miss", "describe_component",
+           "crate_key", "iso"]
+
+SORTS = ("name", "size", "hits", "age")
+
+
+def crate_key(name: str) -> str:
+    """The form crate names compare in (``proc-macro2`` → ``proc_macro2``)."""
+    return name.replace("-", "_")
+
+
+def iso(t: float | None) -> str | None:
+    """Unix time → ISO 8601 in UTC, to the second (``2024-05-01T12:00:00+00:00``)."""
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
+
+
+@dataclass
+class EntryInfo:
+    """One entry as listed; ``files`` only in a crate's detailed listing."""
+
+    key: str
+    crate: str
+    crate_types: list[str]
+    target: str
+    profile: str
+    size: int
+    created: float
+    last_used: float
+    hits: int
+    compile_ms: int
+    files: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> EntryInfo:
+        return cls(key=row["key"], crate=row["crate_name"],
+                   crate_types=[t for t in row["crate_types"].split(",") if t], target=row["target"],
+                   profile=row["profile"], size=row["size"], created=row["created"],
+                   last_used=row["last_used"], hits=row["hits"], compile_ms=row["compile_ms"])
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "crate": self.crate, "crate_types": self.crate_types, "target": self.target,
+            "profile": self.profile, "size": self.size, "hits": self.hits, "created": iso(self.created),
+            "last_used": iso(self.last_used), "compile_ms": self.compile_ms, "key": self.key,
+        }
+        if self.files is not None:
+            doc["files"] = self.files
+        return doc
+
+
+def list_entries(store: Store | None, crate: str | None = None, sort: str = "name") -> list[EntryInfo]:
+    """Entries, sorted by ``name``, ``size`` (largest first), ``hits`` (most first) or
+    ``age`` (most recently used first). With ``crate``, that crate's entries with their
+    files. ``store`` None (no store yet) lists nothing."""
+    if sort not in SORTS:
+        raise ValueError(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
+    if store is None:
+        return []
+    infos = [EntryInfo.from_row(r) for r in store.summaries(crate, order=sort)]
+    if crate is not None and infos:
+        files = {e.key: e.meta.get("files", []) for e in store.entries_like(crate)}
+        for info in infos:
+            info.files = [{"name": f.get("name"), "size": f.get("size"), "kind": f.get("kind"),
+                           "hash": f.get("hash")} for f in files.get(info.key, [])]
+    return infos
+
+
+# --------------------------------------------------------------------------- why-miss
+
+# Label prefix → (kind, what a difference means). Labels are KeyBuilder's
+# (kache.wrapper.key): the cheap key's fields, then source:<path> and env-dep:<NAME>.
+_KINDS: list[tuple[str, str, str]] = [
+    ("version", "key-version", "kache's key recipe changed (a kache upgrade)"),
+    ("toolchain", "toolchain", "compiler changed (another rustc version or binary)"),
+    ("args", "flags", "compiler flags changed (profile, features, RUSTFLAGS, cfg)"),
+    ("extern:", "dependency", "dependency changed"),
+    ("lib:", "native-lib", "native library changed"),
+    ("target-spec", "target-spec", "target specification file changed"),
+    ("env-dep:", "env-dep", "env!/option_env! value read by the crate changed"),
+    ("env:", "env", "environment variable changed"),
+    ("extra-env:", "extra-env", "declared extra environment variable changed (cache.extra_inputs)"),
+    ("extra-file:", "extra-file", "declared extra input file changed (cache.extra_inputs)"),
+    ("salt", "salt", "key salt changed (cache.key_salt)"),
+    ("source:", "source", "source file changed"),
+]
+
+# Plain words for the pass-through reasons of kache.wrapper.argv and cache.Uncacheable.
+PASSTHROUGH_WORDS = {
+    "version": "a version query",
+    "help": "a help query",
+    "print": "a --print query (cargo's probe)",
+    "stdin": "the source comes from stdin",
+    "no-source": "no source file on the command line",
+    "multiple-sources": "more than one source file",
+    "probe": "cargo's compiler probe",
+    "explain": "an --explain query",
+    "emit": "it emits output kinds kache does not store (asm, llvm-ir, mir, …)",
+    "no-out-dir": "no --out-dir",
+    "executable": "it links an executable, test or dylib (set cache.cache_executables to cache these)",
+    "coverage": "coverage instrumentation is on",
+    "target-cpu-native": "-C target-cpu=native depends on this machine",
+    "split-debuginfo": "unpacked split debuginfo leaves files kache does not track",
+    "output-path": "an output is written outside --out-dir",
+    "missing-extern": "a dependency (--extern) file is missing",
+}
+
+MISS_WORDS = {
+    "compile-failed": "rustc failed",
+    "input-changed-during-compile": "a source file changed while rustc ran",
+    "input-missing": "an input rustc reported is gone",
+    "output-missing": "an output rustc should have written is missing",
+    "no-dep-info": "cargo did not ask for dep-info",
+}
+
+
+def describe_component(label: str, in_latest: bool = True, in_nearest: bool = True) -> tuple[str, str]:
+    """(kind, plain-words explanation) of a differing key component."""
+    for prefix, kind, words in _KINDS:
+        if label == prefix or (prefix.endswith(":") and label.startswith(prefix)):
+            subject = label[len(prefix):] if prefix.endswith(":") else ""
+            if kind == "source":
+                words = ("source file added" if not in_nearest else
+                         "source file no longer read" if not in_latest else words)
+            elif not in_nearest:
+                words += " (new in the latest entry)"
+            elif not in_latest:
+                words += " (absent from the latest entry)"
+            return kind, f"{words}: {subject}" if subject else words
+    return "other", "key component changed"
+
+
+@dataclass
+class ComponentDiff:
+    label: str
+    kind: str
+    explanation: str
+    latest: str | None
+    """Digest in the newest entry (None: the component is not in it)."""
+    nearest: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "kind": self.kind, "explanation": self.explanation,
+                "latest": self.latest, "nearest": self.nearest}
+
+
+@dataclass
+class WhyMiss:
+    """The answer to ``kache why-miss CRATE``; ``notes`` are sentences for a person."""
+
+    crate: str
+    entries: int
+    latest: EntryInfo | None = None
+    nearest: EntryInfo | None = None
+    differences: list[ComponentDiff] = field(default_factory=list)
+    last_event: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "crate": self.crate,
+            "entries": self.entries,
+            "latest": None if self.latest is None else self.latest.to_json(),
+            "nearest": None if self.nearest is None else self.nearest.to_json(),
+            "differences": [d.to_json() for d in self.differences],
+            "last_event": self.last_event,
+            "notes": self.notes,
+        }
+
+
+def _last_event(store_root: str, crate: str) -> dict[str, Any] | None:
+    want = crate_key(crate)
+    last = None
+    for ev in events.read(store_root):
+        name = ev.get("crate")
+        if isinstance(name, str) and crate_key(name) == want:
+            last = ev
+    return last
+
+
+def _info(entry: Any) -> EntryInfo:
+    return EntryInfo(key=entry.key, crate=entry.crate_name,
+                     crate_types=[t for t in entry.crate_types.split(",") if t], target=entry.target,
+                     profile=entry.profile, size=entry.size, created=entry.created,
+                     last_used=entry.last_used, hits=entry.hits, compile_ms=entry.compile_ms)
+
+
+def _diff(a: dict[str, str], b: dict[str, str]) -> list[str]:
+    return sorted(label for label in a.keys() | b.keys() if a.get(label) != b.get(label))
+
+
+def why_miss(store: Store | None, crate: str, store_root: str | None = None) -> WhyMiss:
+    """Compare the crate's newest entry with its nearest other entry, and say what the
+    event log knows about the crate's last call. ``store`` None: no store yet."""
+    root = store_root if store_root is not None else (store.root if store is not None else None)
+    entries = store.entries_like(crate) if store is not None else []
+    report = WhyMiss(crate=crate, entries=len(entries))
+    report.last_event = _last_event(root, crate) if root is not None else None
+    ev = report.last_event
+    if ev is not None:
+        outcome, reason = ev.get("outcome"), ev.get("reason")
+        when = ""
+        if isinstance(ev.get("t"), (int, float)):
+            when = f" ({units.format_ago(time.time() - ev['t'])})"
+        if outcome == "passthrough":
+            words = PASSTHROUGH_WORDS.get(str(reason), str(reason or "unknown reason"))
+            report.notes.append(f"the last call of {crate}{when} was not cacheable: {words} [{reason}]")
+        elif outcome in ("local_hit", "remote_hit"):
+            report.notes.append(f"the last call of {crate}{when} was a hit ({outcome.replace('_', ' ')})")
+        elif outcome == "miss" and reason:
+            words = MISS_WORDS.get(str(reason), str(reason))
+            report.notes.append(f"the last compile of {crate}{when} was not stored: {words} [{reason}]")
+        elif outcome in ("miss", "dup"):
+            report.notes.append(f"the last call of {crate}{when} was a miss; it was compiled and stored")
+        elif outcome == "error":
+            report.notes.append(f"the last call of {crate}{when} hit a store error: {reason or 'unknown'}")
+    if not entries:
+        if ev is None:
+            report.notes.append(f"no cached entries and no recorded calls for {crate} "
+                                "(check the name with `kache list`)")
+        else:
+            report.notes.append(f"{crate} has no cached entries")
+        return report
+    latest = entries[0]  # newest first
+    report.latest = _info(latest)
+    if len(entries) == 1:
+        report.notes.append(f"{crate} has only one entry: there is nothing to compare it with")
+        return report
+    mine = latest.meta.get("components") or {}
+    best = None
+    best_diff: list[str] = []
+    for other in entries[1:]:
+        diff = _diff(mine, other.meta.get("components") or {})
+        if best is None or len(diff) < len(best_diff):
+            best, best_diff = other, diff
+    assert best is not None
+    theirs = best.meta.get("components") or {}
+    report.nearest = _info(best)
+    for label in best_diff:
+        kind, words = describe_component(label, label in mine, label in theirs)
+        report.differences.append(ComponentDiff(label, kind, words, mine.get(label), theirs.get(label)))
+    if not best_diff:
+        report.notes.append("no recorded key component differs from the nearest entry "
+                            "(an entry from another kache version?)")
+    return report

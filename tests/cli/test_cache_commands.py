@@ -1,0 +1,264 @@
+"""`kache list`, `stats`, `why-miss`, `gc`, `purge` over synthetic stores."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kache.cli import main, root
+from kache.store.entries import why_miss
+from kache.store.index import Store
+from tests.synthetic import add_entry, event
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    path = tmp_path / "cache"
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(path))
+    s = Store(str(path))
+    s.db  # noqa: B018 - create the layout
+    yield s
+    s.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str, code: int = 0) -> str:
+    assert main(list(args)) == code
+    return capsys.readouterr().out
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> object:
+    return json.loads(run(capsys, *args))
+
+
+# --------------------------------------------------------------------------- list
+
+
+def test_list_without_a_store_is_empty_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(tmp_path / "none"))
+    assert "the cache is empty" in run(capsys, "list")
+    assert run_json(capsys, "list", "--json") == []
+    assert not (tmp_path / "none").exists()
+
+
+def test_list_sorts(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    now = time.time()
+    add_entry(store, "b", blobs=[b"x" * 300], hits=1, last_used=now - 60)
+    add_entry(store, "a", blobs=[b"y" * 100], hits=5, last_used=now - 3600)
+    add_entry(store, "c", blobs=[b"z" * 200], hits=3, last_used=now - 10)
+
+    def order(sort: str) -> list[str]:
+        return [e["crate"] for e in run_json(capsys, "list", "--json", "--sort", sort)]  # type: ignore[union-attr]
+
+    assert order("name") == ["a", "b", "c"]
+    assert order("size") == ["b", "c", "a"]
+    assert order("hits") == ["a", "c", "b"]
+    assert order("age") == ["c", "b", "a"]
+
+
+def test_list_json_fields(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    e = add_entry(store, "serde", blobs=[b"rlib", b"rmeta!"], hits=2, crate_types="lib", compile_ms=1234,
+                  created=1_700_000_000.0, last_used=1_700_000_060.0)
+    [doc] = run_json(capsys, "list", "--json")  # type: ignore[misc]
+    assert doc == {"crate": "serde", "crate_types": ["lib"], "target": "", "profile": "dev", "size": 10,
+                   "hits": 2, "created": "2023-11-14T22:13:20+00:00", "last_used": "2023-11-14T22:14:20+00:00",
+                   "compile_ms": 1234, "key": e.key}
+
+
+def test_list_table(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    e = add_entry(store, "serde", blobs=[b"x" * 2048], hits=7, last_used=time.time() - 190)
+    lines = run(capsys, "list").splitlines()
+    assert lines[0].split() == ["crate", "types", "profile", "size", "hits", "last", "used", "key"]
+    assert lines[1].split() == ["serde", "lib", "dev", "2.0", "KiB", "7", "3m", "ago", e.key[:12]]
+    assert lines[-1] == "1 entries, 2.0 KiB"
+
+
+def test_list_one_crate_in_detail(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    e = add_entry(store, "proc_macro2", blobs=[b"r" * 3000, b"m" * 10], compile_ms=2500)
+    add_entry(store, "quote")
+    out = run(capsys, "list", "proc-macro2")
+    assert e.key in out and "quote" not in out
+    assert "libproc_macro2-0.rlib  2.9 KiB  link" in out
+    assert "compile time 2.5s" in out
+    [doc] = run_json(capsys, "list", "proc-macro2", "--json")  # type: ignore[misc]
+    assert [(f["name"], f["size"]) for f in doc["files"]] == [("libproc_macro2-0.rlib", 3000),
+                                                              ("libproc_macro2-1.rlib", 10)]
+    assert run(capsys, "list", "nope") == "no cached entries for nope\n"
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def test_stats_json_and_since(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    now = time.time()
+    add_entry(store, "serde")
+    event(store.root, "local_hit", t=now - 10, bytes=100, saved_ms=900)
+    event(store.root, "miss", t=now - 20, bytes=100)
+    event(store.root, "passthrough", t=now - 30, reason="executable")
+    event(store.root, "error", t=now - 86400 * 2, reason="store: OSError")
+    doc = run_json(capsys, "stats", "--json")
+    assert isinstance(doc, dict)
+    assert {k: doc[k] for k in ("hits", "misses", "passthrough", "errors", "entries")} == {
+        "hits": 1, "misses": 1, "passthrough": 1, "errors": 1, "entries": 1}
+    assert doc["hit_rate"] == 0.5 and doc["time_saved_ms"] == 900
+    assert doc["passthrough_reasons"] == {"executable": 1}
+    recent = run_json(capsys, "stats", "--json", "--since", "1d")
+    assert isinstance(recent, dict) and recent["errors"] == 0 and recent["hits"] == 1
+
+
+def test_stats_human(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    for _ in range(3):
+        event(store.root, "local_hit", saved_ms=60_000, root="/ws")
+    event(store.root, "miss", reason="compile-failed", root="/ws")
+    out = run(capsys, "stats")
+    assert "hit rate       75.0% of cacheable calls" in out
+    assert "compile-failed" in out
+    assert "time saved     3m" in out
+    assert "/ws" in out
+
+
+def test_stats_bad_since_is_a_usage_error(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "--since", "soon"]) == 2
+    assert "expected a duration" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- why-miss
+
+BASE = {"toolchain": "t1", "args": "a1", "extern:serde": "s1", "env:CARGO_PKG_VERSION": "v1",
+        "source:<CWD>/src/lib.rs": "f1"}
+
+
+def test_why_miss_picks_the_nearest_entry(store: Store) -> None:
+    now = time.time()
+    far = add_entry(store, "app", created=now - 300, components={**BASE, "toolchain": "t0", "args": "a0"})
+    near = add_entry(store, "app", created=now - 200, components={**BASE, "extern:serde": "s0"})
+    latest = add_entry(store, "app", created=now - 100,
+                       components={**BASE, "source:<CWD>/src/new.rs": "n1"})
+    report = why_miss(store, "app")
+    assert report.latest is not None and report.latest.key == latest.key
+    assert report.nearest is not None and report.nearest.key == near.key != far.key
+    assert [(d.label, d.kind, d.latest, d.nearest) for d in report.differences] == [
+        ("extern:serde", "dependency", "s1", "s0"),
+        ("source:<CWD>/src/new.rs", "source", "n1", None),
+    ]
+    assert report.differences[0].explanation == "dependency changed: serde"
+    assert report.differences[1].explanation == "source file added: <CWD>/src/new.rs"
+
+
+def test_why_miss_cli_names_the_component(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    now = time.time()
+    add_entry(store, "proc_macro2", created=now - 200, components=BASE)
+    add_entry(store, "proc_macro2", created=now - 100,
+              components={**BASE, "env:CARGO_PKG_VERSION": "v2", "source:<CWD>/src/lib.rs": "f2"})
+    event(store.root, "miss", "proc_macro2")
+    out = run(capsys, "why-miss", "proc-macro2")
+    assert "the last call of proc-macro2" in out and "was a miss" in out
+    assert "environment variable changed: CARGO_PKG_VERSION  [env:CARGO_PKG_VERSION: v1 -> v2]" in out
+    assert "source file changed: <CWD>/src/lib.rs" in out
+    doc = run_json(capsys, "why-miss", "proc_macro2", "--json")
+    assert isinstance(doc, dict) and doc["entries"] == 2
+    assert [d["label"] for d in doc["differences"]] == ["env:CARGO_PKG_VERSION", "source:<CWD>/src/lib.rs"]
+
+
+def test_why_miss_passthrough_one_entry_and_unknown(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    add_entry(store, "lonely", components=BASE)
+    assert "only one entry" in run(capsys, "why-miss", "lonely")
+    event(store.root, "passthrough", "mybin", reason="executable")
+    out = run(capsys, "why-miss", "mybin")
+    assert "was not cacheable: it links an executable" in out and "[executable]" in out
+    assert "no cached entries and no recorded calls for ghost" in run(capsys, "why-miss", "ghost")
+
+
+# --------------------------------------------------------------------------- gc, purge
+
+
+def test_gc_uses_the_size_setting(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    now = time.time()
+    keys = [add_entry(store, f"c{i}", blobs=[bytes([i]) * 1000], last_used=now - 3600 * (7 - 2 * i)).key
+            for i in range(4)]
+    monkeypatch.setenv("KACHE_MAX_SIZE", "3000")
+    doc = run_json(capsys, "gc", "--json")
+    assert isinstance(doc, dict)
+    assert doc["evicted"] == {"max-age": 0, "size": 2} and doc["after_bytes"] == 2000
+    assert {r["key"] for r in store.summaries()} == set(keys[2:])
+    out = run(capsys, "gc", "--max-age", "2h")
+    assert "evicted 1 entries (0 over the size limit, 1 unused too long)" in out
+    assert "store: 2.0 KiB -> 1000 B" in out
+
+
+def test_gc_without_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(tmp_path / "none"))
+    assert "evicted 0 entries" in run(capsys, "gc")
+    assert not (tmp_path / "none").exists()
+
+
+def test_purge_all_and_one_crate(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    add_entry(store, "proc_macro2", blobs=[b"p" * 100])
+    add_entry(store, "quote", blobs=[b"q" * 100])
+    add_entry(store, "syn", blobs=[b"s" * 100])
+    assert run(capsys, "purge", "--crate-name", "proc-macro2") == "deleted 1 entries, freed 100 B\n"
+    assert [e["crate"] for e in run_json(capsys, "list", "--json")] == ["quote", "syn"]  # type: ignore[union-attr]
+    assert run(capsys, "purge") == "deleted 2 entries, freed 200 B\n"  # stdin is not a terminal
+    assert run_json(capsys, "list", "--json") == []
+
+
+def test_purge_asks_in_a_terminal(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_entry(store, "serde")
+    monkeypatch.setattr("kache.cli.cache._interactive", lambda: True)
+    result = CliRunner().invoke(root, ["purge"], input="n\n")
+    assert result.exit_code == 1 and "Delete the whole local cache" in result.output
+    assert store.totals()["entries"] == 1
+    result = CliRunner().invoke(root, ["purge"], input="y\n")
+    assert result.exit_code == 0 and "deleted 1 entries" in result.output
+    result = CliRunner().invoke(root, ["purge", "--yes"])
+    assert result.exit_code == 0 and "deleted 0 entries" in result.output
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def test_list_and_stats_on_10000_entries(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """Prints the times (a benchmark, not a test of them): both should stay well under 0.5 s."""
+    import json as _json
+
+    now = time.time()
+    shared = [store.put_blob_bytes(f"blob {i}".encode() * 50)[0] for i in range(100)]
+    rows = []
+    for i in range(10_000):
+        key = f"{i:064x}"
+        files = [{"name": f"libc{i}.rlib", "hash": shared[i % 100], "size": 400, "kind": "link"},
+                 {"name": f"libc{i}.rmeta", "hash": shared[(i + 1) % 100], "size": 400, "kind": "link"}]
+        meta = {"files": files, "stdout": "", "stderr": "x" * 200, "emit": ["link"],
+                "components": {f"source:src/f{j}.rs": "0" * 16 for j in range(20)}}
+        rows.append((key, f"crate{i % 700}", "lib", "", "dev", 800, now - i, now - i, i % 9, 100, 1, key,
+                     _json.dumps(meta), files))
+    with store._write() as db:  # Store.add per entry takes seconds; same rows, one transaction
+        db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [r[:13] for r in rows])
+        db.executemany("INSERT OR IGNORE INTO entry_blobs VALUES (?, ?, ?)",
+                       [(r[0], f["hash"], f["size"]) for r in rows for f in r[13]])
+    for i in range(10_000):
+        event(store.root, ("local_hit", "miss", "passthrough")[i % 3], f"crate{i % 700}", t=now - i,
+              bytes=800, saved_ms=90, reason="executable" if i % 3 == 2 else None, root="/ws")
+    capsys.readouterr()
+    t0 = time.perf_counter()
+    assert main(["list", "--json"]) == 0
+    t_list = time.perf_counter() - t0
+    assert len(json.loads(capsys.readouterr().out)) == 10_000
+    t0 = time.perf_counter()
+    assert main(["stats", "--json"]) == 0
+    t_stats = time.perf_counter() - t0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["entries"] == 10_000 and doc["hits"] == 3334
+    t0 = time.perf_counter()
+    assert main(["list"]) == 0
+    t_table = time.perf_counter() - t0
+    capsys.readouterr()
+    with capsys.disabled():
+        print(f"\n10,000 entries: list --json {t_list:.3f}s, list {t_table:.3f}s, stats --json {t_stats:.3f}s")

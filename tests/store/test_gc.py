@@ -1,0 +1,204 @@
+"""kache.store.gc: age and LRU eviction, pins, orphans, temp files, incremental dirs; purge."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kache.store.gc import gc, purge
+from kache.store.index import PIN_SECS, Store
+from tests.synthetic import add_entry
+
+KB = 1000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(str(tmp_path / "store"))
+    s.db  # noqa: B018 - create the layout
+    yield s
+    s.close()
+
+
+def _keys(store: Store) -> set[str]:
+    return {r["key"] for r in store.summaries()}
+
+
+def _blob(n: int, tag: str) -> bytes:
+    return tag.encode().ljust(n, b".")
+
+
+def _ten_entries(store: Store, now: float) -> list[str]:
+    """Ten entries of 1000 unique bytes each, used 10..1 hours ago (index 0 is the oldest)."""
+    return [add_entry(store, f"c{i}", blobs=[_blob(KB, f"c{i}")], last_used=now - (10 - i) * 3600).key
+            for i in range(10)]
+
+
+def test_under_the_limit_nothing_is_evicted(store: Store) -> None:
+    now = time.time()
+    keys = _ten_entries(store, now)
+    report = gc(store, 10 * KB, max_age=None, clean_incremental=False, now=now)
+    assert report.entries_evicted == 0
+    assert _keys(store) == set(keys)
+    assert report.before_bytes == report.after_bytes == 10 * KB
+
+
+def test_over_the_limit_lru_goes_first_down_to_90_percent(store: Store) -> None:
+    now = time.time()
+    keys = _ten_entries(store, now)
+    report = gc(store, 8 * KB, max_age=None, clean_incremental=False, now=now)
+    # 10 000 > 8 000: evict until <= 7 200, i.e. the three least recently used.
+    assert report.evicted == {"max-age": 0, "size": 3}
+    assert _keys(store) == set(keys[3:])
+    assert report.before_bytes == 10 * KB and report.after_bytes == 7 * KB
+    assert report.evicted_bytes == 3 * KB
+    assert report.pinned == 0
+    for key in keys[:3]:
+        assert store.get(key) is None
+    assert not os.path.exists(store.blob_path(_hash(_blob(KB, "c0"))))
+    assert os.path.exists(store.blob_path(_hash(_blob(KB, "c3"))))
+
+
+def _hash(data: bytes) -> str:
+    from kache.store.blobs import hash_bytes
+
+    return hash_bytes(data)
+
+
+def test_recently_used_entries_are_pinned(store: Store) -> None:
+    now = time.time()
+    old = add_entry(store, "old", blobs=[_blob(KB, "old")], last_used=now - 3600).key
+    fresh = [add_entry(store, f"f{i}", blobs=[_blob(KB, f"f{i}")], last_used=now - PIN_SECS / 2).key
+             for i in range(4)]
+    report = gc(store, 2 * KB, max_age=None, clean_incremental=False, now=now)
+    assert report.evicted["size"] == 1
+    assert _keys(store) == set(fresh)
+    assert report.pinned == 4
+    assert report.after_bytes == 4 * KB
+    assert store.get(old) is None
+
+
+def test_max_age_evicts_unused_entries_even_under_the_limit(store: Store) -> None:
+    now = time.time()
+    stale = add_entry(store, "stale", last_used=now - 40 * 86400).key
+    used = add_entry(store, "used", last_used=now - 86400).key
+    report = gc(store, 10**9, max_age=30 * 86400, clean_incremental=False, now=now)
+    assert report.evicted == {"max-age": 1, "size": 0}
+    assert _keys(store) == {used}
+    assert store.get(stale) is None
+
+
+def test_a_shared_blob_survives_until_its_last_entry_goes(store: Store) -> None:
+    now = time.time()
+    shared = _blob(4 * KB, "shared")
+    a = add_entry(store, "a", blobs=[shared, _blob(KB, "a")], last_used=now - 7200).key
+    b = add_entry(store, "b", blobs=[shared, _blob(KB, "b")], last_used=now - 3600).key
+    assert store.totals()["physical_bytes"] == 6 * KB
+    report = gc(store, int(5.5 * KB), max_age=None, clean_incremental=False, now=now)
+    # Target 4 950. Evicting `a` frees only its own blob (the shared one is still b's),
+    # leaving 5 000: `b` goes too, and the shared blob with it.
+    assert report.evicted["size"] == 2
+    assert not os.path.exists(store.blob_path(_hash(shared)))
+    c = add_entry(store, "c", blobs=[shared, _blob(KB, "c")], last_used=now - 7200).key
+    d = add_entry(store, "d", blobs=[shared, _blob(KB, "d")], last_used=now - 3600).key
+    report = gc(store, int(5.8 * KB), max_age=None, clean_incremental=False, now=now)
+    assert report.evicted["size"] == 1  # 6 000 -> 5 000 <= 5 220
+    assert _keys(store) == {d}
+    assert store.get(c) is None
+    assert os.path.exists(store.blob_path(_hash(shared)))
+    assert not os.path.exists(store.blob_path(_hash(_blob(KB, "c"))))
+    assert store.check() == []
+    assert store.get(a) is None and store.get(b) is None
+
+
+def test_remove_unused_rechecks_last_use(store: Store) -> None:
+    now = time.time()
+    key = add_entry(store, "x", last_used=now - 3600).key
+    store.touch(key)  # a build used it after gc chose it
+    removed, freed = store.remove_unused([key], before=now - PIN_SECS)
+    assert (removed, freed) == ([], 0)
+    assert store.get(key) is not None
+
+
+def test_orphan_blobs_are_removed_only_when_old(store: Store) -> None:
+    now = time.time()
+    kept = add_entry(store, "kept", blobs=[b"used blob"], last_used=now)
+    orphan, _ = store.put_blob_bytes(b"nobody uses me")
+    report = gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    assert report.orphans_removed == 0
+    assert os.path.exists(store.blob_path(orphan))
+    report = gc(store, 10**9, max_age=None, clean_incremental=False, now=now + 2 * 3600)
+    assert (report.orphans_removed, report.orphan_bytes) == (1, len(b"nobody uses me"))
+    assert not os.path.exists(store.blob_path(orphan))
+    assert os.path.exists(store.blob_path(kept.meta["files"][0]["hash"]))
+
+
+def test_stale_temp_files_and_old_stamps_go(store: Store) -> None:
+    now = time.time()
+    tmp = Path(store.root) / "tmp"
+    (tmp / "put-1-abc").write_bytes(b"half a blob")
+    (tmp / "settings-ok").mkdir()
+    (tmp / "settings-ok" / "stamp").touch()
+    (tmp / "purge-1-2").mkdir()
+    (tmp / "purge-1-2" / "ab").mkdir()
+    (tmp / "purge-1-2" / "ab" / "blob").write_bytes(b"12345")
+    (tmp / "someone-elses-dir").mkdir()
+    report = gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    assert report.temp_removed == 0 and (tmp / "put-1-abc").exists()
+    report = gc(store, 10**9, max_age=None, clean_incremental=False, now=now + 2 * 3600)
+    assert (report.temp_removed, report.temp_bytes) == (2, 16)
+    assert not (tmp / "put-1-abc").exists() and not (tmp / "purge-1-2").exists()
+    assert (tmp / "settings-ok" / "stamp").exists() and (tmp / "someone-elses-dir").exists()
+    gc(store, 10**9, max_age=None, clean_incremental=False, now=now + 8 * 86400)
+    assert (tmp / "settings-ok").is_dir() and not (tmp / "settings-ok" / "stamp").exists()
+
+
+def test_incremental_dirs_are_removed_when_asked(store: Store, tmp_path: Path) -> None:
+    inc = tmp_path / "ws" / "target" / "debug" / "incremental"
+    (inc / "foo-1abc" / "s-xyz").mkdir(parents=True)
+    (inc / "foo-1abc" / "s-xyz" / "query-cache.bin").write_bytes(b"q" * 100)
+    store.note_incremental(str(inc))
+    store.note_incremental(str(tmp_path / "gone" / "incremental"))
+    report = gc(store, 10**9, max_age=None, clean_incremental=False)
+    assert report.incremental_removed == 0 and inc.exists()
+    assert len(store.incremental_dirs()) == 2
+    report = gc(store, 10**9, max_age=None, clean_incremental=True)
+    assert (report.incremental_removed, report.incremental_bytes) == (1, 100)
+    assert not inc.exists() and (tmp_path / "ws" / "target" / "debug").exists()
+    assert store.incremental_dirs() == []
+
+
+def test_a_path_that_is_not_incremental_state_is_never_deleted(store: Store, tmp_path: Path) -> None:
+    precious = tmp_path / "src"
+    precious.mkdir()
+    store.note_incremental(str(precious))
+    report = gc(store, 10**9, max_age=None, clean_incremental=True)
+    assert report.incremental_removed == 0 and precious.exists()
+    assert store.incremental_dirs() == []
+
+
+def test_purge_everything_keeps_the_store_usable(store: Store) -> None:
+    for name in ("a", "b", "c"):
+        add_entry(store, name, blobs=[_blob(KB, name), b"shared"])
+    entries, freed = purge(store, None)
+    assert (entries, freed) == (3, 3 * KB + len(b"shared"))
+    assert store.totals() == {"entries": 0, "logical_bytes": 0, "physical_bytes": 0}
+    assert [p for p in Path(store.root, "store").rglob("*") if p.is_file()] == []
+    assert list(Path(store.root, "tmp").iterdir()) == []
+    again = add_entry(store, "a", blobs=[_blob(KB, "a")])
+    assert store.get(again.key) is not None and store.check() == []
+
+
+def test_purge_one_crate_with_dash_or_underscore(store: Store) -> None:
+    pm = [add_entry(store, "proc_macro2", blobs=[_blob(KB, f"pm{i}"), b"shared"]).key for i in range(2)]
+    other = add_entry(store, "quote", blobs=[_blob(KB, "quote"), b"shared"]).key
+    assert purge(store, "proc-macro2") == (2, 2 * KB)
+    assert _keys(store) == {other}
+    assert store.get(pm[0]) is None
+    assert store.check() == []
+    assert purge(store, "proc_macro2") == (0, 0)
+    assert purge(store, "quote") == (1, KB + len(b"shared"))

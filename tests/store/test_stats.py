@@ -1,0 +1,104 @@
+"""kache.store.stats: the event log folded into counts, hit rate, reasons and totals."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kache.store import events
+from kache.store.index import Store
+from kache.store.stats import compute
+from tests.synthetic import add_entry, event
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(str(tmp_path / "store"))
+    s.db  # noqa: B018 - create the layout
+    yield s
+    s.close()
+
+
+def test_counts_hit_rate_reasons_and_bytes(store: Store) -> None:
+    root = store.root
+    for ms in (10, 20, 30, 40):
+        event(root, "local_hit", bytes=1000, saved_ms=500, ms=ms, root="/ws/a")
+    event(root, "remote_hit", bytes=3000, saved_ms=700, ms=100, root="/ws/b")
+    event(root, "miss", bytes=4000, compile_ms=900, root="/ws/a")
+    event(root, "miss", reason="compile-failed", root="/ws/a")
+    event(root, "dup", bytes=50, root="/ws/b")
+    event(root, "passthrough", reason="executable")
+    event(root, "passthrough", reason="executable")
+    event(root, "passthrough", reason="print")
+    event(root, "error", reason="store: OSError", root="/ws/a")
+    st = compute(root, None)
+    assert st.outcomes == {"local_hit": 4, "remote_hit": 1, "miss": 2, "dup": 1, "passthrough": 3, "error": 1}
+    assert (st.hits, st.misses, st.passthrough, st.errors, st.calls) == (5, 3, 3, 1, 12)
+    assert st.hit_rate == pytest.approx(5 / 8)
+    assert st.passthrough_reasons == {"executable": 2, "print": 1}
+    assert st.miss_reasons == {"compile-failed": 1}
+    assert st.error_reasons == {"store: OSError": 1}
+    assert st.bytes_restored == 7000
+    assert st.bytes_stored == 4050
+    assert st.saved_ms == 2700
+    assert st.hit_time() == {"mean": 40.0, "median": 30.0, "p95": 100.0}
+    a, b, none = st.projects["/ws/a"], st.projects["/ws/b"], st.projects[""]
+    assert (a.hits, a.misses, a.errors, a.saved_ms) == (4, 2, 1, 2000)
+    assert (b.hits, b.misses) == (1, 1)
+    assert none.passthrough == 3
+
+
+def test_json_has_the_stable_integer_fields(store: Store) -> None:
+    add_entry(store, "serde", blobs=[b"x" * 100, b"shared"])
+    add_entry(store, "serde_json", blobs=[b"y" * 10, b"shared"])
+    event(store.root, "local_hit", bytes=1)
+    event(store.root, "miss")
+    doc = compute(store.root, None).to_json()
+    for name in ("hits", "misses", "passthrough", "errors", "entries"):
+        assert type(doc[name]) is int, name
+    assert (doc["hits"], doc["misses"], doc["passthrough"], doc["errors"], doc["entries"]) == (1, 1, 0, 0, 2)
+    assert doc["store"] == {"entries": 2, "logical_bytes": 122, "physical_bytes": 116, "dedup_saved_bytes": 6}
+    assert doc["hit_rate"] == 0.5
+
+
+def test_since_counts_only_recent_events(store: Store) -> None:
+    now = time.time()
+    event(store.root, "local_hit", t=now - 7200)
+    event(store.root, "miss", t=now - 7200)
+    event(store.root, "local_hit", t=now - 60)
+    st = compute(store.root, now - 3600)
+    assert (st.hits, st.misses) == (1, 0)
+    assert st.hit_rate == 1.0
+    assert compute(store.root, None).calls == 3
+
+
+def test_rotated_log_and_bad_lines(store: Store) -> None:
+    event(store.root, "local_hit")
+    os.replace(os.path.join(store.root, "events.jsonl"), os.path.join(store.root, "events.1.jsonl"))
+    with open(os.path.join(store.root, "events.jsonl"), "a") as f:
+        f.write('{"outcome": "miss", "t": 1, "bytes": "lots"}\nnot json\n{"outcome": "weird"}\n[1]\n')
+    st = compute(store.root, None)
+    assert (st.hits, st.misses, st.calls) == (1, 1, 2)
+    assert st.bytes_stored == 0
+
+
+def test_no_store_counts_zero_and_creates_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "nothing"
+    st = compute(str(root), None)
+    assert (st.calls, st.entries, st.hit_rate) == (0, 0, None)
+    assert st.hit_time() is None
+    assert not root.exists()
+
+
+def test_events_without_store_index(tmp_path: Path) -> None:
+    root = tmp_path / "events-only"
+    root.mkdir()
+    events.append(str(root), {"t": time.time(), "crate": "x", "outcome": "passthrough", "reason": "emit"})
+    st = compute(str(root), None)
+    assert st.passthrough_reasons == {"emit": 1}
+    assert st.entries == 0
+    assert not (root / "index.db").exists()

@@ -14,9 +14,16 @@ def _readme(root: Path, current: str) -> str:
     return render(current, str(root / "schema" / "config.schema.json"))
 
 
+def _nix_module(root: Path, current: str) -> str:
+    from kache.gen.nix import render_module
+
+    return render_module(str(root / "schema" / "config.schema.json"))
+
+
 # path relative to the project root → function(root, current text) → wanted text
 GENERATED: dict[str, Callable[[Path, str], str]] = {
     "README.md": _readme,
+    "nix/module.nix": _nix_module,
 }
 
 

@@ -156,6 +156,11 @@ in
                   };
                   description = "Inputs that rustc does not report, per crate (`-` and `_` are the same; `*` means every crate): environment variables and files a proc macro or build step reads. Each is folded into that crate's key. Files are relative to the workspace root.";
                 };
+                daemon_autostart = lib.mkOption {
+                  type = lib.types.nullOr (lib.types.bool);
+                  default = null;
+                  description = "Start the daemon in the background when a build needs it (a remote is configured) and none is running. The build never waits for it. null means kache's default: `true`. Environment variable: `KACHE_DAEMON_AUTOSTART`.";
+                };
                 remote = lib.mkOption {
                   default = { };
                   type = lib.types.submodule {
@@ -187,6 +192,11 @@ in
                         type = lib.types.nullOr (lib.types.strMatching "[A-Za-z0-9._/-]*");
                         default = null;
                         description = "Key prefix under which objects are stored, as `{prefix}/{crate}/{key}.tar.zst`. null means kache's default: `artifacts`. Environment variable: `KACHE_S3_PREFIX`.";
+                      };
+                      check_timeout_ms = lib.mkOption {
+                        type = lib.types.nullOr (lib.types.ints.between 0 3000);
+                        default = null;
+                        description = "On a local miss, how long a build waits for the daemon to find the artifact on the remote before compiling it; 0 turns remote checks off (uploads and prefetch still run). null means kache's default: `2000`. Environment variable: `KACHE_REMOTE_CHECK_TIMEOUT_MS`.";
                       };
                       profile = lib.mkOption {
                         type = lib.types.nullOr (lib.types.str);

@@ -148,7 +148,7 @@ def stats(since: str | None, as_json: bool) -> None:
     scope = f" in the last {units.format_duration(window)}" if window is not None else ""
     click.echo(f"calls{scope}: {st.calls}")
     o = st.outcomes
-    click.echo(f"  hits         {st.hits:>8}   (local {o['local_hit']}, remote {o['remote_hit']})")
+    click.echo(f"  hits         {st.hits:>8}   (local {o['local_hit']}, remote {o['remote_hit']}, prefetched {o['prefetch_hit']})")
     click.echo(f"  misses       {st.misses:>8}   (new {o['miss']}, duplicate {o['dup']})")
     for reason, n in st.miss_reasons.items():
         click.echo(f"    {reason:<30} {n:>6}")

@@ -225,7 +225,7 @@ def why_miss(store: Store | None, crate: str, store_root: str | None = None) -> 
         if outcome == "passthrough":
             words = PASSTHROUGH_WORDS.get(str(reason), str(reason or "unknown reason"))
             report.notes.append(f"the last call of {crate}{when} was not cacheable: {words} [{reason}]")
-        elif outcome in ("local_hit", "remote_hit"):
+        elif outcome in ("local_hit", "remote_hit", "prefetch_hit"):
             report.notes.append(f"the last call of {crate}{when} was a hit ({outcome.replace('_', ' ')})")
         elif outcome == "miss" and reason:
             words = MISS_WORDS.get(str(reason), str(reason))

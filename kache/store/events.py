@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["append", "read", "read_all", "OUTCOMES", "MAX_BYTES"]
 
-OUTCOMES = ("local_hit", "remote_hit", "miss", "dup", "passthrough", "error")
+OUTCOMES = ("local_hit", "remote_hit", "prefetch_hit", "miss", "dup", "passthrough", "error")
 MAX_BYTES = 8 << 20
 
 

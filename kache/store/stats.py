@@ -4,7 +4,9 @@ Nothing here takes a lock: the event log is read as it is (``events.read`` skips
 half-written last line), and the index is read in one short query per total. Numbers
 (REFERENCE §8, as ccache ``-s`` and sccache ``--show-stats`` show them):
 
-``hits``         ``local_hit`` + ``remote_hit``: outputs restored, rustc not run.
+``hits``         every hit, wherever it came from: outputs restored, rustc not run.
+``remote_hits``  the hits that came from the remote: fetched on demand (``remote_hit``)
+                 or brought by the daemon's prefetch before the build asked (``prefetch_hit``).
 ``misses``       ``miss`` + ``dup``: rustc ran on a cacheable call (``dup``: every output
                  was already stored under another key). A ``miss`` with a ``reason`` was
                  not stored (``compile-failed``, ``input-changed-during-compile``, …).
@@ -25,6 +27,8 @@ from typing import Any
 from kache.store import events
 from kache.store.entries import iso
 from kache.store.events import OUTCOMES
+
+HIT_OUTCOMES = frozenset({"local_hit", "remote_hit", "prefetch_hit"})
 from kache.store.index import Store, StoreError
 
 __all__ = ["Stats", "ProjectStats", "compute", "store_totals"]
@@ -75,7 +79,11 @@ class Stats:
 
     @property
     def hits(self) -> int:
-        return self.outcomes["local_hit"] + self.outcomes["remote_hit"]
+        return self.outcomes["local_hit"] + self.remote_hits
+
+    @property
+    def remote_hits(self) -> int:
+        return self.outcomes["remote_hit"] + self.outcomes["prefetch_hit"]
 
     @property
     def misses(self) -> int:
@@ -114,6 +122,7 @@ class Stats:
     def to_json(self) -> dict[str, Any]:
         return {
             "hits": self.hits,
+            "remote_hits": self.remote_hits,
             "misses": self.misses,
             "passthrough": self.passthrough,
             "errors": self.errors,
@@ -193,7 +202,7 @@ def compute(store_root: str, since: float | None = None) -> Stats:
         counts = per_root.get(root)
         if counts is None:
             counts = per_root[root] = [0, 0, 0, 0, 0]
-        if outcome == "local_hit" or outcome == "remote_hit":
+        if outcome in HIT_OUTCOMES:
             v = ev.get("bytes")
             if v.__class__ in num:
                 restored += int(v)

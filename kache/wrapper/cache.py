@@ -54,8 +54,9 @@ class Call(Record):
     the workspace root, for events and reports.
     """
 
-    __slots__ = ("call", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root")
-    _defaults = {"mkey": "", "components": dict, "outputs": list, "root": ""}
+    __slots__ = ("call", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root",
+                 "stored_key")
+    _defaults = {"mkey": "", "components": dict, "outputs": list, "root": "", "stored_key": ""}
     call: argvmod.RustcCall
     argv: list[str]
     env: Mapping[str, str]
@@ -452,4 +453,5 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
                   target=rc.target or "", profile=profile, size=total, created=now, last_used=now, hits=0,
                   compile_ms=compile_ms, key_version=KEY_VERSION, mkey=c.mkey, meta=meta)
     c.store.add(entry, {"files": files, "env": env_entries})
+    c.stored_key = key
     return ("miss" if new_blobs else "dup"), total

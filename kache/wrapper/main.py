@@ -9,7 +9,7 @@ import time
 from kache.settings import Settings, env_flag
 from kache.store.index import Store, StoreError
 from kache.wrapper import argv as argvmod
-from kache.wrapper import cache
+from kache.wrapper import cache, remote
 
 __all__ = ["handle"]
 
@@ -48,6 +48,16 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
         hit = _try_hit(c, started)
         if hit is not None:
             return hit
+    use_remote = remote.enabled(settings)
+    if use_remote:
+        try:
+            remote.announce(c)
+            if not recache and remote.check(c, settings):
+                hit = _try_hit(c, started, outcome="remote_hit")
+                if hit is not None:
+                    return hit
+        except Exception as e:  # noqa: BLE001 - the remote is never a reason to fail
+            warn_once(f"remote check failed ({type(e).__name__}: {e}); compiling", suffix="")
 
     lock = cache.KeyLock(store, c.mkey)
     locked = lock.acquire()
@@ -56,13 +66,13 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
             hit = _try_hit(c, started)
             if hit is not None:
                 return hit
-        return _compile(c, started)
+        return _compile(c, started, settings if use_remote else None)
     finally:
         if locked:
             lock.release()
 
 
-def _try_hit(c: cache.Call, started: float) -> int | None:
+def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int | None:
     from kache.wrapper import warn_once
 
     try:
@@ -78,12 +88,13 @@ def _try_hit(c: cache.Call, started: float) -> int | None:
         warn_once(f"cache hit for {c.crate} could not be restored ({e}); compiling", suffix="")
         return None
     ms = (time.monotonic() - started) * 1000
-    c.event("local_hit", started, bytes=size, key=entry.key[:16],
-            saved_ms=max(0, round(entry.compile_ms - ms)))
+    if outcome == "local_hit" and entry.hits == 0 and entry.meta.get("origin") == "prefetch":
+        outcome = "prefetch_hit"  # the daemon brought it before this build asked
+    c.event(outcome, started, bytes=size, key=entry.key[:16], saved_ms=max(0, round(entry.compile_ms - ms)))
     return 0
 
 
-def _compile(c: cache.Call, started: float) -> int:
+def _compile(c: cache.Call, started: float, remote_settings: Settings | None = None) -> int:
     from kache.wrapper import warn_once
 
     cache.unlink_shared_outputs(c.outputs)
@@ -104,8 +115,13 @@ def _compile(c: cache.Call, started: float) -> int:
         return 0
     if outcome.startswith("skip:"):
         c.event("miss", started, reason=outcome[5:], compile_ms=compile_ms)
-    else:
-        c.event(outcome, started, bytes=size, compile_ms=compile_ms)
+        return 0
+    c.event(outcome, started, bytes=size, compile_ms=compile_ms)
+    if remote_settings is not None and c.stored_key:
+        try:
+            remote.queue_upload(c, c.stored_key, remote_settings)
+        except Exception as e:  # noqa: BLE001
+            warn_once(f"could not queue {c.crate} for upload ({type(e).__name__}: {e})", suffix="")
     return 0
 
 

@@ -28,6 +28,7 @@ def test_counts_hit_rate_reasons_and_bytes(store: Store) -> None:
     for ms in (10, 20, 30, 40):
         event(root, "local_hit", bytes=1000, saved_ms=500, ms=ms, root="/ws/a")
     event(root, "remote_hit", bytes=3000, saved_ms=700, ms=100, root="/ws/b")
+    event(root, "prefetch_hit", bytes=500, saved_ms=100, ms=5, root="/ws/b")
     event(root, "miss", bytes=4000, compile_ms=900, root="/ws/a")
     event(root, "miss", reason="compile-failed", root="/ws/a")
     event(root, "dup", bytes=50, root="/ws/b")
@@ -36,19 +37,21 @@ def test_counts_hit_rate_reasons_and_bytes(store: Store) -> None:
     event(root, "passthrough", reason="print")
     event(root, "error", reason="store: OSError", root="/ws/a")
     st = compute(root, None)
-    assert st.outcomes == {"local_hit": 4, "remote_hit": 1, "miss": 2, "dup": 1, "passthrough": 3, "error": 1}
-    assert (st.hits, st.misses, st.passthrough, st.errors, st.calls) == (5, 3, 3, 1, 12)
-    assert st.hit_rate == pytest.approx(5 / 8)
+    assert st.outcomes == {"local_hit": 4, "remote_hit": 1, "prefetch_hit": 1, "miss": 2, "dup": 1,
+                           "passthrough": 3, "error": 1}
+    assert (st.hits, st.remote_hits, st.misses, st.passthrough, st.errors, st.calls) == (6, 2, 3, 3, 1, 13)
+    assert st.to_json()["remote_hits"] == 2 and st.to_json()["hits"] == 6
+    assert st.hit_rate == pytest.approx(6 / 9)
     assert st.passthrough_reasons == {"executable": 2, "print": 1}
     assert st.miss_reasons == {"compile-failed": 1}
     assert st.error_reasons == {"store: OSError": 1}
-    assert st.bytes_restored == 7000
+    assert st.bytes_restored == 7500
     assert st.bytes_stored == 4050
-    assert st.saved_ms == 2700
-    assert st.hit_time() == {"mean": 40.0, "median": 30.0, "p95": 100.0}
+    assert st.saved_ms == 2800
+    assert st.hit_time() == {"mean": 34.2, "median": 25.0, "p95": 100.0}
     a, b, none = st.projects["/ws/a"], st.projects["/ws/b"], st.projects[""]
     assert (a.hits, a.misses, a.errors, a.saved_ms) == (4, 2, 1, 2000)
-    assert (b.hits, b.misses) == (1, 1)
+    assert (b.hits, b.misses) == (2, 1)
     assert none.passthrough == 3
 
 

@@ -1,0 +1,95 @@
+"""What a wrapped rustc call asks of the daemon: remote checks, uploads, prefetch.
+
+The wrapper never talks to S3 itself and never waits on a dead or slow daemon:
+
+- on a local miss it asks the daemon to look for the cheap key on the remote, waiting at
+  most ``cache.remote.check_timeout_ms`` (the daemon imports what it finds into the
+  local store; the wrapper then looks up locally again);
+- it tells the daemon (fire and forget) that a build runs in this workspace, so the
+  daemon prefetches the crates of its Cargo.lock;
+- after storing a new entry it leaves a durable upload intent (an empty file
+  ``uploads/<key>.<crate>`` in the store) and pokes the daemon; intents left while no
+  daemon runs are picked up when one starts;
+- with no daemon running it starts one in the background (at most once a minute), with
+  cargo's variables and file descriptors left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kache.settings import Settings
+    from kache.wrapper.cache import Call
+
+__all__ = ["enabled", "check", "announce", "queue_upload"]
+
+AUTOSTART_INTERVAL_SECS = 60.0
+
+
+def enabled(settings: Settings) -> bool:
+    return bool(settings["cache.remote.bucket"])
+
+
+def check(c: Call, settings: Settings) -> bool:
+    """Ask the daemon to fetch entries for this call's cheap key; True if it imported any."""
+    budget_ms = int(settings["cache.remote.check_timeout_ms"] or 0)
+    if budget_ms <= 0:
+        return False
+    from kache.daemon import client
+
+    reply = client.request(c.store.root, {"v": 1, "op": "fetch", "crate": c.crate, "mkey": c.mkey,
+                                          "budget_ms": budget_ms}, timeout=budget_ms / 1000 + 0.25)
+    if reply is None:
+        start_daemon(c.store.root, settings)
+        return False
+    return bool(reply.get("ok") and reply.get("imported"))
+
+
+def announce(c: Call) -> None:
+    """Tell the daemon a build runs in this workspace (it prefetches its Cargo.lock)."""
+    from kache.daemon import client
+
+    client.notify(c.store.root, {"v": 1, "op": "prefetch", "root": c.root})
+
+
+def queue_upload(c: Call, key: str, settings: Settings) -> None:
+    """Leave a durable upload intent for a new entry and poke the daemon."""
+    from kache.daemon import client
+
+    uploads = os.path.join(c.store.root, "uploads")
+    os.makedirs(uploads, mode=0o700, exist_ok=True)
+    with open(os.path.join(uploads, f"{key}.{c.crate}"), "w"):
+        pass
+    if client.request(c.store.root, {"v": 1, "op": "upload", "key": key, "crate": c.crate}, timeout=0.05) is None:
+        start_daemon(c.store.root, settings)
+
+
+def start_daemon(store_root: str, settings: Settings) -> None:
+    """Start ``kache daemon start`` detached, at most once a minute; never wait for it."""
+    if not settings["cache.daemon_autostart"]:
+        return
+    stamp = os.path.join(store_root, "tmp", "daemon-autostart")
+    try:
+        if time.time() - os.stat(stamp).st_mtime < AUTOSTART_INTERVAL_SECS:
+            return
+    except OSError:
+        pass
+    try:
+        os.makedirs(os.path.dirname(stamp), exist_ok=True)
+        with open(stamp, "w"):
+            pass
+        import subprocess
+
+        # The daemon outlives this build: none of cargo's variables or descriptors.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("CARGO", "RUSTC", "RUSTFLAGS", "RUSTDOC")) and k != "MAKEFLAGS"}
+        env["KACHE_CACHE_DIR"] = store_root
+        subprocess.Popen([sys.executable, "-m", "kache", "daemon", "start"], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+                         start_new_session=True, cwd="/")
+    except OSError:
+        pass

@@ -38,9 +38,9 @@ def root(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from kache.cli import cache, commands, config, dev
+    from kache.cli import cache, commands, config, dev, setup
 
-    for group in (commands, cache, config, dev):
+    for group in (commands, cache, config, dev, setup):
         for command in group.COMMANDS:
             root.add_command(command)
 

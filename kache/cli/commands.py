@@ -86,18 +86,6 @@ def init(dry_run: bool, no_service: bool, yes: bool) -> None:
     _unfinished("init")
 
 
-@click.command()
-@click.argument("directory", required=False, type=click.Path())
-def demo(directory: str | None) -> None:
-    """Build a small bundled workspace twice and show the cache at work.
-
-    \b
-    Example:
-      kache demo /tmp/kache-demo
-    """
-    _unfinished("demo")
-
-
 @click.group(invoke_without_command=True)
 @click.pass_context
 def daemon(ctx: click.Context) -> None:
@@ -130,5 +118,5 @@ for _name, _summary in [
     daemon.add_command(_daemon_command(_name, _summary))
 
 COMMANDS: list[click.Command] = [
-    monitor, sync, clean, doctor, init, demo, daemon,
+    monitor, sync, clean, doctor, init, daemon,
 ]

@@ -1,0 +1,4 @@
+fn main() {
+    println!("{}", demo_greeting::greet("kache"));
+    println!("{}", demo_macros::stamp!());
+}

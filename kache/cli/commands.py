@@ -45,20 +45,6 @@ def sync(pull: bool, push: bool, all_: bool, dry_run: bool) -> None:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def clean(paths: tuple[str, ...], dry_run: bool, yes: bool) -> None:
-    """Find cargo target/ directories and delete them, with a breakdown.
-
-    \b
-    Example:
-      kache clean --dry-run ~/src
-    """
-    _unfinished("clean")
-
-
-@click.command()
 @click.option("--fix", is_flag=True, help="Repair what can be repaired, including a migration from sccache.")
 @click.option("--purge-sccache", is_flag=True, help="With --fix: delete sccache's cache directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -118,5 +104,5 @@ for _name, _summary in [
     daemon.add_command(_daemon_command(_name, _summary))
 
 COMMANDS: list[click.Command] = [
-    monitor, sync, clean, doctor, init, daemon,
+    monitor, sync, doctor, init, daemon,
 ]

@@ -44,7 +44,9 @@ def blob_path(root: str, digest: str) -> str:
 
 
 def _tmp_name(root: str) -> str:
-    return os.path.join(root, "tmp", f"put-{os.getpid()}-{os.urandom(6).hex()}")
+    tmp = os.path.join(root, "tmp")
+    os.makedirs(tmp, mode=0o700, exist_ok=True)
+    return os.path.join(tmp, f"put-{os.getpid()}-{os.urandom(6).hex()}")
 
 
 def put_file(root: str, src: str, digest: str, *, link: bool) -> bool:

@@ -67,6 +67,8 @@ def main(args: list[str] | None = None) -> int:
         for line in str(e).splitlines():
             click.echo(f"kache: error: {line}", err=True)
         return 1
+    except SystemExit as e:  # a command's own exit status
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BrokenPipeError:
         sys.stderr.close()
         return 1

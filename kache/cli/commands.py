@@ -58,20 +58,6 @@ def doctor(fix: bool, purge_sccache: bool, as_json: bool) -> None:
     _unfinished("doctor")
 
 
-@click.command()
-@click.option("--dry-run", is_flag=True, help="Show what would change.")
-@click.option("--no-service", is_flag=True, help="Do not install the daemon service.")
-@click.option("--yes", "-y", is_flag=True, help="Answer yes to every question.")
-def init(dry_run: bool, no_service: bool, yes: bool) -> None:
-    """Set kache up: cargo's rustc-wrapper, a starter config, the daemon service.
-
-    \b
-    Example:
-      kache init --dry-run
-    """
-    _unfinished("init")
-
-
 @click.group(invoke_without_command=True)
 @click.pass_context
 def daemon(ctx: click.Context) -> None:
@@ -104,5 +90,5 @@ for _name, _summary in [
     daemon.add_command(_daemon_command(_name, _summary))
 
 COMMANDS: list[click.Command] = [
-    monitor, sync, doctor, init, daemon,
+    monitor, sync, doctor, daemon,
 ]

@@ -18,11 +18,11 @@ _CLEARED_PREFIXES = ("KACHE_", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARG
 
 @pytest.fixture(autouse=True)
 def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Clear KACHE_*, wrapper, CARGO_*, AWS_* and XDG_* variables; give HOME and XDG dirs in tmp.
+    """Clear KACHE_*, wrapper, CARGO_*, AWS_* and XDG_* variables; give HOME, XDG dirs and
+    CARGO_HOME in tmp, so no test can touch the real ~/.cargo/config.toml.
 
-    CARGO_HOME and RUSTUP_HOME keep pointing at the real toolchain so cargo works offline.
+    RUSTUP_HOME keeps pointing at the real toolchains so cargo and rustc work offline.
     """
-    cargo_home = os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo"))
     rustup_home = os.environ.get("RUSTUP_HOME", os.path.expanduser("~/.rustup"))
     for name in list(os.environ):
         if name.startswith(_CLEARED_PREFIXES):
@@ -34,7 +34,8 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     if os.path.isdir(rustup_home):
         monkeypatch.setenv("RUSTUP_HOME", rustup_home)
-    monkeypatch.setenv("CARGO_HOME", cargo_home)
+    (home / ".cargo").mkdir()
+    monkeypatch.setenv("CARGO_HOME", str(home / ".cargo"))
     yield home
 
 

@@ -29,35 +29,6 @@ def monitor(since: str | None) -> None:
     _unfinished("monitor")
 
 
-@click.command()
-@click.option("--pull", is_flag=True, help="Download only.")
-@click.option("--push", is_flag=True, help="Upload only.")
-@click.option("--all", "all_", is_flag=True, help="Pull everything, not only the crates in Cargo.lock.")
-@click.option("--dry-run", is_flag=True, help="Show what would be transferred.")
-def sync(pull: bool, push: bool, all_: bool, dry_run: bool) -> None:
-    """Synchronise the local store with the S3 remote (pull, then push).
-
-    \b
-    Example:
-      kache sync --pull --dry-run
-    """
-    _unfinished("sync")
-
-
-@click.command()
-@click.option("--fix", is_flag=True, help="Repair what can be repaired, including a migration from sccache.")
-@click.option("--purge-sccache", is_flag=True, help="With --fix: delete sccache's cache directory.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def doctor(fix: bool, purge_sccache: bool, as_json: bool) -> None:
-    """Check the setup, one line per check, with the fix.
-
-    \b
-    Example:
-      kache doctor --fix
-    """
-    _unfinished("doctor")
-
-
 @click.group(invoke_without_command=True)
 @click.pass_context
 def daemon(ctx: click.Context) -> None:
@@ -90,5 +61,5 @@ for _name, _summary in [
     daemon.add_command(_daemon_command(_name, _summary))
 
 COMMANDS: list[click.Command] = [
-    monitor, sync, doctor, daemon,
+    monitor, daemon,
 ]

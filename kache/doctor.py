@@ -1,0 +1,297 @@
+"""``kache doctor``: one check per line, ok / warn / fail, each with the fix.
+
+Checks are plain functions returning :class:`Check`; ``--fix`` calls a check's ``fix``
+when it has one. Nothing here changes anything unless asked to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from kache import __version__
+from kache import settings as settings_mod
+from kache import units
+
+__all__ = ["Check", "run_checks", "sccache_dir", "shell_rc_mentions"]
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix_hint: str = ""
+    fix: Callable[[], str] | None = None
+    """Repairs the problem; returns what it did."""
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix_hint}
+
+
+def _is_kache(path: str | None) -> bool:
+    return bool(path) and os.path.basename(os.path.expanduser(path or "")).startswith("kache")
+
+
+def check_path(exe: str) -> Check:
+    found = shutil.which("kache")
+    if found is None:
+        return Check("kache on PATH", WARN, f"`kache` is not on PATH (this one is {exe})",
+                     f"add {os.path.dirname(exe)} to PATH")
+    if os.path.realpath(found) != os.path.realpath(exe):
+        return Check("kache on PATH", WARN, f"PATH finds {found}, but this is {exe}",
+                     "remove the other installation or reorder PATH")
+    return Check("kache on PATH", OK, found)
+
+
+def effective_wrapper(env: Mapping[str, str], cwd: str) -> tuple[str | None, str]:
+    """The RUSTC_WRAPPER cargo will use here, and where it comes from."""
+    from kache.setup import cargo_config_path, current_wrapper
+
+    for var in ("RUSTC_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"):
+        if env.get(var):
+            return env[var], f"environment variable {var}"
+    d = Path(cwd).resolve()
+    for parent in [d, *d.parents]:
+        for name in ("config.toml", "config"):
+            p = parent / ".cargo" / name
+            try:
+                value = current_wrapper(p) if p.is_file() else None
+            except Exception:  # noqa: BLE001 - a broken file is the cargo-config check's business
+                value = None
+            if value:
+                return value, str(p)
+    p = cargo_config_path(env)
+    try:
+        value = current_wrapper(p)
+    except Exception:  # noqa: BLE001
+        value = None
+    return value, str(p) if value else "nowhere"
+
+
+def check_wrapper(exe: str, env: Mapping[str, str]) -> Check:
+    from kache.setup import wrapper_step
+
+    value, where = effective_wrapper(env, os.getcwd())
+    step = wrapper_step(exe, env)
+
+    def fix() -> str:
+        if step.apply is None:
+            raise RuntimeError(step.detail)
+        step.apply()
+        return step.detail
+
+    if value is None:
+        return Check("cargo wrapper", WARN, "cargo runs rustc without a wrapper (RUSTC_WRAPPER is not set)",
+                     "run `kache init` or `kache doctor --fix`", fix if not step.ok else None)
+    if _is_kache(value):
+        return Check("cargo wrapper", OK, f"cargo runs {value} (from {where})")
+    kind = "sccache" if "sccache" in value else value
+    return Check("cargo wrapper", FAIL, f"cargo runs {kind} as its wrapper (from {where}), not kache",
+                 "`kache doctor --fix` points cargo's config at kache" +
+                 ("; unset it in your shell" if where.startswith("environment") else ""),
+                 None if where.startswith("environment") else fix)
+
+
+def check_config(env: Mapping[str, str]) -> Check:
+    from kache.errors import SettingsError
+
+    try:
+        s = settings_mod.load(env)
+        settings_mod.validate(s)
+    except SettingsError as e:
+        return Check("config", FAIL, "; ".join(e.problems), "edit the file named above, or `kache config`")
+    files = [str(f.path) for f in s.files if f.exists]
+    return Check("config", OK, "valid" + (f" ({', '.join(files)})" if files else " (defaults)"))
+
+
+def check_store(root: str) -> list[Check]:
+    out = []
+    try:
+        os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
+        probe = os.path.join(root, "tmp", f"doctor-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("x")
+        os.unlink(probe)
+        out.append(Check("store writable", OK, root))
+    except OSError as e:
+        out.append(Check("store writable", FAIL, f"{root}: {e.strerror}", "fix the permissions or set KACHE_CACHE_DIR"))
+        return out
+    here = os.getcwd()
+    try:
+        same = os.stat(root).st_dev == os.stat(here).st_dev
+    except OSError:
+        same = True
+    out.append(Check("same filesystem", OK if same else WARN,
+                     f"store and {here} share a filesystem (hits are hardlinks)" if same else
+                     f"store {root} and {here} are on different filesystems: hits are copies, not hardlinks",
+                     "" if same else "put the store (KACHE_CACHE_DIR) on the filesystem of your projects"))
+    return out
+
+
+def check_index(root: str) -> Check:
+    from kache.store.index import Store
+
+    if not os.path.exists(os.path.join(root, "index.db")):
+        return Check("store index", OK, "empty store (no builds yet)")
+    store = Store(root, create=False)
+    try:
+        problems = store.check()
+    except Exception as e:  # noqa: BLE001 - StoreError, sqlite's DatabaseError and friends
+        def rebuild() -> str:
+            s = Store(root)  # opening for writing moves a corrupt index aside and starts anew
+            try:
+                s.db  # noqa: B018
+                return f"moved the corrupt index aside to {s.recovered}" if s.recovered else "index opens again"
+            finally:
+                s.close()
+
+        return Check("store index", FAIL, f"{root}/index.db: {e}", "`kache doctor --fix` rebuilds it", rebuild)
+    finally:
+        store.close()
+    if not problems:
+        return Check("store index", OK, "index and blobs consistent")
+    return _index_problems(root, problems)
+
+
+def _index_problems(root: str, problems: list[str]) -> Check:
+    from kache.store.index import Store
+
+    broken = [p for p in problems if not p.endswith("orphan blob(s) no entry uses")]
+
+    def fix() -> str:
+        s = Store(root)
+        try:
+            bad = {p.split(":")[0].split()[1] for p in broken if p.startswith("entry ")}
+            keys = [e.key for e in s.entries() if e.key[:16] in bad]
+            s.remove(keys)
+            # Blobs younger than 10 minutes may belong to a compile that is recording.
+            count, freed = s.remove_orphans(s.orphan_blobs(older_than=600), older_than=600)
+            return f"removed {len(keys)} broken entries and {count} orphan blobs ({units.format_size(freed)})"
+        finally:
+            s.close()
+
+    status = FAIL if broken else WARN
+    return Check("store index", status, "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""),
+                 "`kache doctor --fix` removes broken entries and orphan blobs", fix)
+
+
+def check_disk(root: str, max_bytes: int) -> Check:
+    from kache.store.stats import store_totals
+
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError as e:
+        return Check("free disk", WARN, f"{root}: {e.strerror}")
+    used = store_totals(root).get("physical_bytes", 0)
+    room = free + used
+    if room < max_bytes:
+        return Check("free disk", WARN, f"{units.format_size(free)} free, but local_max_size is "
+                     f"{units.format_size(max_bytes)} (store holds {units.format_size(used)})",
+                     "lower cache.local_max_size or free disk space")
+    return Check("free disk", OK, f"{units.format_size(free)} free; store {units.format_size(used)} of "
+                 f"{units.format_size(max_bytes)}")
+
+
+def check_daemon(root: str, remote_configured: bool) -> Check:
+    try:
+        from kache.daemon import client
+    except ImportError:
+        return Check("daemon", WARN, "this kache has no daemon")
+    status = client.request(root, {"v": 1, "op": "status"}, timeout=0.5)
+    if status is None or not status.get("ok"):
+        level = WARN if remote_configured else OK
+        return Check("daemon", level, "not running" + ("" if remote_configured else " (only needed with a remote)"),
+                     "`kache daemon start` or `kache daemon install`" if remote_configured else "")
+    version = status.get("version")
+    if version != __version__:
+        return Check("daemon", WARN, f"running version {version}, this is {__version__}", "`kache daemon stop`; "
+                     "it restarts with this version")
+    return Check("daemon", OK, f"running, pid {status.get('pid')}, version {version}")
+
+
+def check_remote(settings: settings_mod.Settings) -> Check | None:
+    if not settings["cache.remote.bucket"]:
+        return None
+    try:
+        from kache.remote.s3 import Remote
+
+        remote = Remote.from_settings(settings)
+        if remote is None:
+            return None
+        detail = remote.check()
+    except ImportError:
+        return Check("remote", WARN, "this kache cannot talk to S3")
+    except Exception as e:  # noqa: BLE001 - RemoteError, credentials, network
+        return Check("remote", FAIL, str(e), "check endpoint, bucket and credentials (`kache config show`)")
+    return Check("remote", OK, detail)
+
+
+def check_rustc() -> Check:
+    rustc = shutil.which("rustc")
+    if rustc is None:
+        return Check("rustc", FAIL, "rustc is not on PATH", "install Rust (https://rustup.rs)")
+    try:
+        version = subprocess.run([rustc, "-V"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return Check("rustc", FAIL, f"{rustc}: {e}")
+    return Check("rustc", OK, f"{version} ({rustc})")
+
+
+def sccache_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("SCCACHE_DIR"):
+        return Path(env["SCCACHE_DIR"])
+    base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
+    return Path(base) / "sccache"
+
+
+def shell_rc_mentions(env: Mapping[str, str] | None = None) -> list[str]:
+    """``file:line: text`` of shell start-up lines that set RUSTC_WRAPPER to sccache."""
+    env = os.environ if env is None else env
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    out = []
+    for rc in (".bashrc", ".bash_profile", ".profile", ".zshrc", ".zprofile", ".config/fish/config.fish"):
+        p = home / rc
+        try:
+            lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for n, line in enumerate(lines, 1):
+            if re.search(r"RUSTC_WRAPPER", line) and "sccache" in line:
+                out.append(f"{p}:{n}: {line.strip()}")
+    return out
+
+
+def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
+    from kache.cli.setup import kache_executable
+
+    env = os.environ if env is None else env
+    exe = kache_executable()
+    checks = [check_path(exe), check_wrapper(exe, env), check_config(env)]
+    try:
+        settings = settings_mod.load(env)
+        root = settings.get("cache.local_store")
+        max_bytes = settings.get("cache.local_max_size")
+    except Exception:  # noqa: BLE001 - reported by the config check
+        return checks + [check_rustc()]
+    checks += check_store(root)
+    checks.append(check_index(root))
+    checks.append(check_disk(root, max_bytes))
+    checks.append(check_daemon(root, bool(settings["cache.remote.bucket"])))
+    remote = check_remote(settings)
+    if remote is not None:
+        checks.append(remote)
+    checks.append(check_rustc())
+    for line in shell_rc_mentions(env):
+        checks.append(Check("shell start-up", WARN, f"{line}", "remove or change this line by hand "
+                            "(kache does not edit shell files)"))
+    return checks
+

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import tomlkit
+
+from kache.cli import main
+from kache.cli.setup import kache_executable
+from kache.store.index import Store
+from tests.synthetic import add_entry
+
+
+def doctor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
+    code = main(["doctor", "--json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def by_name(doc: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in doc["checks"]}
+
+
+@pytest.fixture
+def store_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "store"
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(root))
+    return root
+
+
+def test_doctor_flags_sccache_and_fix_repairs_it(store_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cargo_config = Path(os.environ["CARGO_HOME"]) / "config.toml"
+    cargo_config.write_text('[build]\nrustc-wrapper = "sccache"  # old\njobs = 3\n')
+    sccache = Path(os.environ["XDG_CACHE_HOME"]) / "sccache"
+    (sccache / "a").mkdir(parents=True)
+    (sccache / "a" / "blob").write_bytes(b"z" * 2048)
+    bashrc = Path(os.environ["HOME"]) / ".bashrc"
+    bashrc.write_text("export PATH=$PATH:/opt/bin\nexport RUSTC_WRAPPER=sccache\n")
+    code, doc = doctor(capsys)
+    assert code == 1
+    checks = by_name(doc)
+    assert checks["cargo wrapper"]["status"] == "fail"
+    assert "sccache" in checks["cargo wrapper"]["detail"]
+    assert checks["shell start-up"]["detail"] == f"{bashrc}:2: export RUSTC_WRAPPER=sccache"
+    code, doc = doctor(capsys, "--fix", "--purge-sccache")
+    assert by_name(doc)["cargo wrapper"]["status"] == "ok"
+    doc_toml = tomlkit.parse(cargo_config.read_text())
+    assert doc_toml["build"]["rustc-wrapper"] == kache_executable() and doc_toml["build"]["jobs"] == 3
+    assert not sccache.exists()
+    assert any("freeing 2.0 KiB" in f for f in doc["fixed"])
+    assert bashrc.read_text().endswith("export RUSTC_WRAPPER=sccache\n")  # shell files are never edited
+    assert code == 0
+
+
+def test_doctor_reports_a_missing_blob_and_a_corrupt_index(store_root: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store(str(store_root))
+    entry = add_entry(store, "serde", blobs=[b"a" * 10, b"b" * 20])
+    os.chmod(store.blob_path(entry.meta["files"][0]["hash"]), 0o644)
+    os.unlink(store.blob_path(entry.meta["files"][0]["hash"]))
+    store.close()
+    code, doc = doctor(capsys)
+    index = by_name(doc)["store index"]
+    assert code == 1 and index["status"] == "fail" and "missing" in index["detail"]
+    code, doc = doctor(capsys, "--fix")
+    assert by_name(doc)["store index"]["status"] in ("ok", "warn")  # the other blob may be an orphan
+    assert Store(str(store_root)).entries() == []
+
+    db = store_root / "index.db"
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    db.write_bytes(b"not a database" * 50)
+    code, doc = doctor(capsys)
+    assert code == 1 and by_name(doc)["store index"]["status"] == "fail"
+    assert db.read_bytes().startswith(b"not a database")  # doctor alone changes nothing
+    code, doc = doctor(capsys, "--fix")
+    assert by_name(doc)["store index"]["status"] == "ok"
+    assert any("moved the corrupt index aside" in f for f in doc["fixed"])
+
+
+def test_doctor_human_output_has_one_line_per_check(store_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["doctor"])
+    out = capsys.readouterr().out
+    for name in ("kache on PATH", "cargo wrapper", "config", "store writable", "store index", "free disk",
+                 "daemon", "rustc"):
+        assert f"  {name}: " in out

@@ -155,6 +155,10 @@ def _age(path: str, now: float) -> float:
     return now - max(st.st_mtime, st.st_ctime)
 
 
+# Stamps and reports that live in tmp/ on purpose (wrapper, daemon, gc).
+KEPT_FILES = frozenset({"gc-last.json", "gc-checked", "daemon-autostart"})
+
+
 def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:
     """Remove temp files left by crashed writers and old stamps. Returns (count, bytes).
 
@@ -182,6 +186,8 @@ def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:
                     size = _tree_size(item.path)
                     shutil.rmtree(item.path, ignore_errors=True)
                     count, freed = count + 1, freed + size
+            elif item.name in KEPT_FILES:
+                continue
             elif _age(item.path, now) > TEMP_AGE_SECS:
                 size = item.stat(follow_symlinks=False).st_size
                 os.unlink(item.path)
@@ -200,22 +206,33 @@ def _is_incremental_dir(path: str) -> bool:
     return "incremental" in parts[1:]
 
 
-def clean_incremental_dirs(store: Store) -> tuple[int, int]:
-    """Delete the incremental directories the wrapper noted; drop their rows.
+def clean_incremental_dirs(store: Store, now: float | None = None) -> tuple[int, int]:
+    """Delete stale sessions in the incremental directories the wrapper noted.
 
-    Paths that no longer exist (or do not look like incremental state) are only
-    forgotten. Returns (directories removed, bytes).
+    Only a session directory (``target/<profile>/incremental/<crate>-<hash>``) left
+    untouched for an hour goes: rustc passes through unwrapped calls (your binaries) with
+    incremental compilation on, and a build may be using its session right now. Rows of
+    paths that no longer exist (or do not look like incremental state) are forgotten.
+    Returns (session directories removed, bytes).
     """
+    now = time.time() if now is None else now
     count = freed = 0
     forget = []
     for path, _seen in store.incremental_dirs():
-        forget.append(path)
         if not _is_incremental_dir(path) or not os.path.isdir(path) or os.path.islink(path):
+            forget.append(path)
             continue
-        size = _tree_size(path)
-        shutil.rmtree(path, ignore_errors=True)
-        if not os.path.exists(path):
-            count, freed = count + 1, freed + size
+        for session in os.scandir(path):
+            try:
+                # mtime only: rustc creates files in a session it uses, which bumps it.
+                if not session.is_dir(follow_symlinks=False) or now - os.lstat(session.path).st_mtime <= TEMP_AGE_SECS:
+                    continue
+            except FileNotFoundError:
+                continue
+            size = _tree_size(session.path)
+            shutil.rmtree(session.path, ignore_errors=True)
+            if not os.path.exists(session.path):
+                count, freed = count + 1, freed + size
     if forget:
         store.forget_incremental(forget)
     return count, freed
@@ -241,9 +258,25 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
         store.orphan_blobs(), older_than=ORPHAN_AGE_SECS, now=now)
     report.temp_removed, report.temp_bytes = clean_tmp(store.root, now)
     if clean_incremental:
-        report.incremental_removed, report.incremental_bytes = clean_incremental_dirs(store)
+        report.incremental_removed, report.incremental_bytes = clean_incremental_dirs(store, now)
     report.after_bytes = store.totals()["physical_bytes"]
+    _remember(store.root, report, now)
     return report
+
+
+def _remember(root: str, report: GcReport, now: float) -> None:
+    """Keep the last report in ``tmp/gc-last.json`` (doctor, the monitor and tests read it)."""
+    import json
+
+    try:
+        path = os.path.join(root, "tmp", "gc-last.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"finished": now, **report.to_json()}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def purge(store: Store, crate: str | None = None) -> tuple[int, int]:

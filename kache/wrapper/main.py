@@ -66,7 +66,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
             hit = _try_hit(c, started)
             if hit is not None:
                 return hit
-        return _compile(c, started, settings if use_remote else None)
+        return _compile(c, started, settings, use_remote)
     finally:
         if locked:
             lock.release()
@@ -94,7 +94,7 @@ def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int |
     return 0
 
 
-def _compile(c: cache.Call, started: float, remote_settings: Settings | None = None) -> int:
+def _compile(c: cache.Call, started: float, settings: Settings, use_remote: bool) -> int:
     from kache.wrapper import warn_once
 
     cache.unlink_shared_outputs(c.outputs)
@@ -117,12 +117,44 @@ def _compile(c: cache.Call, started: float, remote_settings: Settings | None = N
         c.event("miss", started, reason=outcome[5:], compile_ms=compile_ms)
         return 0
     c.event(outcome, started, bytes=size, compile_ms=compile_ms)
-    if remote_settings is not None and c.stored_key:
+    if use_remote and c.stored_key:
         try:
-            remote.queue_upload(c, c.stored_key, remote_settings)
+            remote.queue_upload(c, c.stored_key, settings)
         except Exception as e:  # noqa: BLE001
             warn_once(f"could not queue {c.crate} for upload ({type(e).__name__}: {e})", suffix="")
+    _maybe_gc(c.store, settings)
     return 0
+
+
+GC_CHECK_INTERVAL_SECS = 300.0
+GC_TRIGGER = 1.1
+
+
+def _maybe_gc(store: Store, settings: Settings) -> None:
+    """At most every 5 minutes, start `kache gc` in the background if the store passed
+    its limit by 10 % (with or without a daemon: a store must never grow unbounded)."""
+    stamp = os.path.join(store.root, "tmp", "gc-checked")
+    try:
+        if time.time() - os.stat(stamp).st_mtime < GC_CHECK_INTERVAL_SECS:
+            return
+    except OSError:
+        pass
+    try:
+        with open(stamp, "w"):
+            pass
+        limit = settings.get("cache.local_max_size")
+        if store.totals()["physical_bytes"] <= limit * GC_TRIGGER:
+            return
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CARGO", "RUSTC"))}
+        env["KACHE_CACHE_DIR"] = store.root
+        subprocess.Popen([sys.executable, "-m", "kache", "gc"], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+                         start_new_session=True, cwd="/")
+    except Exception:  # noqa: BLE001 - upkeep must never disturb the build
+        pass
 
 
 def _passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, started: float) -> None:

@@ -275,3 +275,43 @@ def test_declared_extra_inputs_are_part_of_the_key(workspace: Workspace, tmp_pat
     ws.clean()
     ws.build(KC_MACRO_MODE="a")
     assert outcomes(ws.take_events())["kc_macros"] in ("miss", "dup")
+
+
+def test_an_over_full_store_is_collected_without_a_daemon(workspace: Workspace) -> None:
+    import json
+    import time
+
+    ws = workspace
+    ws.build(KACHE_MAX_SIZE="1MB")  # the proc-macro alone is larger: over the limit at once
+    report_file = ws.store / "tmp" / "gc-last.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not report_file.exists():
+        time.sleep(0.2)  # the wrapper started `kache gc` in the background
+    report = json.loads(report_file.read_text())
+    # Everything was used seconds ago: pinned (a build may be restoring it), not evicted.
+    assert report["before_bytes"] > 1_000_000 and report["pinned"] >= 1
+
+
+def test_a_build_running_during_gc_succeeds(workspace: Workspace) -> None:
+    ws = workspace
+    ws.build()
+    ws.clean()
+    stop = threading.Event()
+    runs = []
+
+    def collect() -> None:
+        while not stop.is_set():
+            out = subprocess.run([ws.kache, "gc", "--max-age", "1s"], capture_output=True, text=True,
+                                 env={**os.environ, "KACHE_CACHE_DIR": str(ws.store), "KACHE_MAX_SIZE": "1"})
+            runs.append(out.returncode)
+
+    t = threading.Thread(target=collect)
+    t.start()
+    try:
+        ws.build()
+    finally:
+        stop.set()
+        t.join()
+    assert runs and set(runs) == {0}
+    assert ws.app() == EXPECTED_APP
+    assert Store(str(ws.store)).check(verify_hashes=True) == []

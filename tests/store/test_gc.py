@@ -161,15 +161,20 @@ def test_incremental_dirs_are_removed_when_asked(store: Store, tmp_path: Path) -
     inc = tmp_path / "ws" / "target" / "debug" / "incremental"
     (inc / "foo-1abc" / "s-xyz").mkdir(parents=True)
     (inc / "foo-1abc" / "s-xyz" / "query-cache.bin").write_bytes(b"q" * 100)
+    (inc / "app-2def").mkdir()  # a session in use by a build right now
     store.note_incremental(str(inc))
     store.note_incremental(str(tmp_path / "gone" / "incremental"))
     report = gc(store, 10**9, max_age=None, clean_incremental=False)
     assert report.incremental_removed == 0 and inc.exists()
     assert len(store.incremental_dirs()) == 2
     report = gc(store, 10**9, max_age=None, clean_incremental=True)
+    assert report.incremental_removed == 0 and (inc / "foo-1abc").exists()  # recent sessions stay
+    assert [p for p, _ in store.incremental_dirs()] == [str(inc)]  # the vanished one is forgotten
+    old = time.time() - 2 * 3600
+    os.utime(inc / "foo-1abc", (old, old))
+    report = gc(store, 10**9, max_age=None, clean_incremental=True)
     assert (report.incremental_removed, report.incremental_bytes) == (1, 100)
-    assert not inc.exists() and (tmp_path / "ws" / "target" / "debug").exists()
-    assert store.incremental_dirs() == []
+    assert not (inc / "foo-1abc").exists() and (inc / "app-2def").exists()
 
 
 def test_a_path_that_is_not_incremental_state_is_never_deleted(store: Store, tmp_path: Path) -> None:

@@ -38,9 +38,9 @@ def root(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from kache.cli import cache, commands, config, dev, setup
+    from kache.cli import cache, commands, config, daemon, dev, remote, setup
 
-    for group in (commands, cache, config, dev, setup):
+    for group in (commands, cache, config, dev, setup, remote, daemon):
         for command in group.COMMANDS:
             root.add_command(command)
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-__all__ = ["append", "read", "read_all", "OUTCOMES", "MAX_BYTES"]
+__all__ = ["append", "read", "read_all", "Tail", "OUTCOMES", "MAX_BYTES"]
 
 OUTCOMES = ("local_hit", "remote_hit", "prefetch_hit", "miss", "dup", "passthrough", "error")
 MAX_BYTES = 8 << 20
@@ -102,3 +102,71 @@ def _time(ev: dict[str, Any]) -> float:
     t = ev.get("t", 0)
     return t if isinstance(t, (int, float)) else 0
 
+
+class Tail:
+    """Follows the log for a monitor: each :meth:`read` returns the events appended since
+    the previous one, without any lock (writers never wait for a reader).
+
+    The position is ``(inode, offset)`` of ``events.jsonl``; only whole lines are consumed,
+    so a line being written is picked up on the next read. Rotation is seen as a new
+    inode: the rest of the old file is then read from ``events.1.jsonl`` (when it is still
+    that inode), then the new file from its start. A file that shrank (``kache purge``)
+    is read again from its start. The first read returns the rotated file and the current
+    one, like :func:`read`; ``since`` drops older events on every read.
+    """
+
+    __slots__ = ("root", "since", "_ino", "_offset")
+
+    def __init__(self, root: str, since: float | None = None) -> None:
+        self.root = root
+        self.since = since
+        self._ino: int | None = None
+        self._offset = 0
+
+    def read(self) -> list[dict[str, Any]]:
+        """The complete lines appended since the last call, parsed (bad lines skipped)."""
+        out: list[dict[str, Any]] = []
+        try:
+            st = os.stat(_path(self.root))
+        except FileNotFoundError:
+            st = None
+        if self._ino is None:
+            self._chunk(_path(self.root, 1), 0, out, None)  # first read: the rotated file too
+        elif st is None or st.st_ino != self._ino:
+            try:  # rotated: finish the old file, now events.1.jsonl
+                if os.stat(_path(self.root, 1)).st_ino == self._ino:
+                    self._chunk(_path(self.root, 1), self._offset, out, self._ino)
+            except FileNotFoundError:
+                pass
+            self._offset = 0
+        elif st.st_size < self._offset:
+            self._offset = 0  # truncated or replaced in place
+        if st is None:
+            self._ino, self._offset = -1, 0
+            return out
+        self._ino = st.st_ino
+        self._offset += self._chunk(_path(self.root), self._offset, out, st.st_ino)
+        return out
+
+    def _chunk(self, path: str, offset: int, out: list[dict[str, Any]], ino: int | None) -> int:
+        """Parse the whole lines of ``path`` from ``offset`` into ``out``; bytes consumed."""
+        try:
+            with open(path, "rb") as f:
+                if ino is not None and os.fstat(f.fileno()).st_ino != ino:
+                    return 0  # replaced between stat and open: the next read starts over
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return 0
+        end = data.rfind(b"\n") + 1
+        since = self.since
+        for raw in data[:end].split(b"\n"):
+            if not raw:
+                continue
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and (since is None or _time(ev) >= since):
+                out.append(ev)
+        return end

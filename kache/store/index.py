@@ -153,7 +153,8 @@ class Store:
         try:
             return self._connect()
         except StoreError as e:
-            if not isinstance(e.__cause__, sqlite3.DatabaseError) or isinstance(e.__cause__, sqlite3.OperationalError):
+            if not self._create or not isinstance(e.__cause__, sqlite3.DatabaseError) or isinstance(
+                    e.__cause__, sqlite3.OperationalError):
                 raise
         return self._recover()
 
@@ -536,3 +537,34 @@ class Store:
     def forget_incremental(self, paths: Iterable[str]) -> None:
         with self._write() as db:
             db.executemany("DELETE FROM incremental WHERE path = ?", [(p,) for p in paths])
+
+    # --- remote import/export ---
+    # (read-only helpers for kache.remote: packing an entry with its manifest line, and
+    # telling which keys the store already holds before downloading anything)
+
+    def manifest_line(self, key: str) -> tuple[str, Any] | None:
+        """The direct-mode manifest line recorded with an entry: (mkey, inputs), or None.
+
+        ``inputs`` is what :meth:`add` was given (``{"files": [[path, blake3]], "env":
+        [[name, value, normalized]]}``). None when the entry has no line (never recorded,
+        or trimmed by ``MANIFEST_CAP``).
+        """
+        row = self.db.execute(
+            "SELECT mkey, inputs FROM manifests WHERE key = ? ORDER BY created DESC LIMIT 1", (key,)).fetchone()
+        return None if row is None else (str(row["mkey"]), json.loads(row["inputs"]))
+
+    def has_key(self, key: str) -> bool:
+        """Whether an entry with this key exists (no ``meta`` decoded)."""
+        return self.db.execute("SELECT 1 FROM entries WHERE key = ? LIMIT 1", (key,)).fetchone() is not None
+
+    def key_crates(self) -> dict[str, str]:
+        """Every entry's key → crate name (the cheap view sync plans on)."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT key, crate_name FROM entries")}
+
+    # --- daemon ---
+    # (what the daemon asks of the store: which keys a fetch under a cheap key brought in)
+
+    def keys_by_mkey(self, mkey: str) -> list[str]:
+        """Keys of the entries recorded under a cheap (direct-mode) key, newest first."""
+        return [r[0] for r in self.db.execute(
+            "SELECT key FROM entries WHERE mkey = ? ORDER BY created DESC", (mkey,))]

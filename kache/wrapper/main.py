@@ -51,7 +51,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
     use_remote = remote.enabled(settings)
     if use_remote:
         try:
-            remote.announce(c)
+            remote.announce(c, settings)
             if not recache and remote.check(c, settings):
                 hit = _try_hit(c, started, outcome="remote_hit")
                 if hit is not None:

@@ -17,7 +17,6 @@ The wrapper never talks to S3 itself and never waits on a dead or slow daemon:
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -34,42 +33,52 @@ def enabled(settings: Settings) -> bool:
     return bool(settings["cache.remote.bucket"])
 
 
+def _remote(settings: Settings) -> str | None:
+    from kache.daemon import client
+
+    return client.remote_url(settings["cache.remote.bucket"], settings["cache.remote.prefix"])
+
+
 def check(c: Call, settings: Settings) -> bool:
-    """Ask the daemon to fetch entries for this call's cheap key; True if it imported any."""
+    """Ask the daemon to fetch entries for this call's cheap key; True if it imported any.
+
+    A daemon that serves another remote (its own config) refuses; the build compiles.
+    """
     budget_ms = int(settings["cache.remote.check_timeout_ms"] or 0)
     if budget_ms <= 0:
         return False
     from kache.daemon import client
 
-    reply = client.request(c.store.root, {"v": 1, "op": "fetch", "crate": c.crate, "mkey": c.mkey,
-                                          "budget_ms": budget_ms}, timeout=budget_ms / 1000 + 0.25)
-    if reply is None:
+    keys = client.fetch(c.store.root, c.crate, c.mkey, budget_ms, remote=_remote(settings))
+    if keys is None:
         start_daemon(c.store.root, settings)
         return False
-    return bool(reply.get("ok") and reply.get("imported"))
+    return bool(keys)
 
 
-def announce(c: Call) -> None:
+def announce(c: Call, settings: Settings) -> None:
     """Tell the daemon a build runs in this workspace (it prefetches its Cargo.lock)."""
     from kache.daemon import client
 
-    client.notify(c.store.root, {"v": 1, "op": "prefetch", "root": c.root})
+    client.notify(c.store.root, {"v": 1, "op": "prefetch", "root": c.root, "remote": _remote(settings)})
 
 
 def queue_upload(c: Call, key: str, settings: Settings) -> None:
     """Leave a durable upload intent for a new entry and poke the daemon."""
     from kache.daemon import client
 
-    uploads = os.path.join(c.store.root, "uploads")
-    os.makedirs(uploads, mode=0o700, exist_ok=True)
-    with open(os.path.join(uploads, f"{key}.{c.crate}"), "w"):
-        pass
-    if client.request(c.store.root, {"v": 1, "op": "upload", "key": key, "crate": c.crate}, timeout=0.05) is None:
+    client.write_intent(c.store.root, key, c.crate)
+    if not client.notify(c.store.root, {"v": 1, "op": "upload", "key": key, "crate": c.crate}):
         start_daemon(c.store.root, settings)
 
 
 def start_daemon(store_root: str, settings: Settings) -> None:
-    """Start ``kache daemon start`` detached, at most once a minute; never wait for it."""
+    """Start the daemon detached, at most once a minute; never wait for it.
+
+    ``--from-build``: the daemon takes its remote from the config files, not from this
+    build's variables (REFERENCE §7: a daemon that kept one build's remote served it to
+    every later build).
+    """
     if not settings["cache.daemon_autostart"]:
         return
     stamp = os.path.join(store_root, "tmp", "daemon-autostart")
@@ -82,14 +91,8 @@ def start_daemon(store_root: str, settings: Settings) -> None:
         os.makedirs(os.path.dirname(stamp), exist_ok=True)
         with open(stamp, "w"):
             pass
-        import subprocess
-
-        # The daemon outlives this build: none of cargo's variables or descriptors.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("CARGO", "RUSTC", "RUSTFLAGS", "RUSTDOC")) and k != "MAKEFLAGS"}
-        env["KACHE_CACHE_DIR"] = store_root
-        subprocess.Popen([sys.executable, "-m", "kache", "daemon", "start"], env=env, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
-                         start_new_session=True, cwd="/")
     except OSError:
-        pass
+        return
+    from kache.daemon import client
+
+    client.spawn(from_build=True)

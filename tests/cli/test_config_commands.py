@@ -110,13 +110,6 @@ def test_broken_config_file_is_one_clean_error(user_config: Path, capsys: pytest
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", [
-                                     ["daemon"], ["daemon", "start"], ["monitor"], [], ["config"]])
-def test_unfinished_commands_say_so_and_fail(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(command) == 2
-    assert "not implemented yet" in capsys.readouterr().err
-
-
 def test_every_command_has_help_with_an_example() -> None:
     import click
 

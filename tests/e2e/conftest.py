@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,3 +107,26 @@ def workspace(tmp_path: Path, kache_exe: str) -> Workspace:
 def outcomes(events: list[dict]) -> dict[str, str]:
     """crate → outcome, for the events given (the last event of a crate wins)."""
     return {e["crate"]: e["outcome"] for e in events}
+
+
+def make_machine(base: Path, kache_exe: str) -> Workspace:
+    """A machine of its own under ``base``: a checkout at its own path, its own store,
+    HOME, XDG dirs, CARGO_HOME and counting rustc (the same real toolchain)."""
+    path = base / "src" / base.name / "ws"
+    shutil.copytree(FIXTURES / "ws", path)
+    home = base / "home"
+    (home / ".cargo").mkdir(parents=True)
+    log = base / "rustc.log"
+    rustc = make_counting_rustc(base / "toolchain", log)
+    ws = Workspace(path, base / "cache", kache_exe, log)
+    ws.env = {"RUSTC_WRAPPER": kache_exe, "RUSTC": str(rustc), "KACHE_CACHE_DIR": str(ws.store),
+              "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+              "XDG_CACHE_HOME": str(home / ".cache"), "CARGO_HOME": str(home / ".cargo"),
+              "PYTHONDONTWRITEBYTECODE": ""}
+    return ws
+
+
+@pytest.fixture
+def machines(tmp_path: Path, kache_exe: str) -> Callable[[str], Workspace]:
+    """``machines("a")``: a new machine (see :func:`make_machine`) under ``tmp_path/a``."""
+    return lambda name: make_machine(tmp_path / name, kache_exe)

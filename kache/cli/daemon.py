@@ -1,0 +1,261 @@
+"""``kache daemon`` (status), ``run``, ``start``, ``stop``, ``log``, ``install``, ``uninstall``.
+
+Thin over :mod:`kache.daemon.control` (the daemon from the outside),
+:mod:`kache.daemon.server` (``run``) and :mod:`kache.daemon.service` (login services).
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from kache import __version__
+from kache import settings as settings_mod
+from kache import units
+from kache.cli.output import echo_json, warn
+from kache.errors import KacheError
+
+__all__ = ["COMMANDS"]
+
+
+def _settings(*, check: bool = False) -> settings_mod.Settings:
+    s = settings_mod.load()
+    if check:
+        settings_mod.validate(s)
+    for w in s.warnings:
+        warn(w)
+    return s
+
+
+def _root(s: settings_mod.Settings) -> str:
+    return str(s.local_store)
+
+
+def _home_short(path: str) -> str:
+    home = os.path.expanduser("~").rstrip("/")
+    return "~" + path[len(home):] if home and path.startswith(home + "/") else path
+
+
+def _count(n: object, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+_platform_option = click.option("--platform", type=click.Choice(["linux", "macos"]), hidden=True,
+                                help="Service manager to write for (default: this machine's).")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def daemon(ctx: click.Context, as_json: bool) -> None:
+    """Show the daemon's status; subcommands run, start, stop and install it.
+
+    The daemon uploads new entries to the remote, fetches entries for builds and
+    prefetches the crates of a workspace's Cargo.lock. Without a remote it has
+    nothing to do, and the cache works without it.
+
+    \b
+    Example:
+      kache daemon
+      kache daemon --json
+    """
+    if ctx.invoked_subcommand is not None:
+        if as_json:
+            raise click.UsageError("--json applies to `kache daemon` alone (the status)")
+        return
+    from kache.daemon import control
+    from kache.daemon.server import remote_url
+
+    s = _settings()
+    st = control.status(_root(s))
+    if as_json:
+        echo_json(st.to_json())
+        return
+    if st.reply is None:
+        if st.running:
+            click.echo(f"kache daemon: not answering (pid {st.pid or '?'} holds the pid file)")
+            click.echo(f"  it may be starting; otherwise stop it with `kache daemon stop`")
+        else:
+            click.echo("kache daemon: not running (start it with `kache daemon start`)")
+        click.echo(f"  socket   {st.socket}")
+        click.echo(f"  log      {st.log}")
+        return
+    r = st.reply
+    click.echo(f"kache daemon: running (pid {r.get('pid')}, up {units.format_duration(float(r.get('uptime_s', 0)))}, "
+               f"version {r.get('version')})")
+    click.echo(f"  uploads  {r.get('queue', 0)} pending, {r.get('uploads_done', 0)} done, "
+               f"{_count(r.get('uploads_failed', 0), 'failed attempt')}")
+    click.echo(f"  fetched  {_count(r.get('downloads', 0), 'entry', 'entries')} "
+               f"({_count(r.get('prefetches', 0), 'prefetch', 'prefetches')} started)")
+    click.echo(f"  remote   {r.get('remote') or 'none (cache.remote.bucket is not set)'}")
+    click.echo(f"  socket   {r.get('socket')}")
+    click.echo(f"  log      {r.get('log')}")
+    if r.get("last_error"):
+        click.echo(f"  last error: {r['last_error']}")
+    if r.get("version") != __version__:
+        warn(f"the daemon runs kache {r.get('version')}, this is kache {__version__}: it restarts itself when its "
+             "code changes; otherwise `kache daemon stop && kache daemon start`")
+    mine = remote_url(s)
+    if r.get("remote") != mine:
+        warn(f"the daemon uses remote {r.get('remote') or 'none'}, these settings say {mine or 'none'}: a daemon "
+             "started from a build takes its remote from the config files only")
+
+
+@daemon.command()
+@click.option("--detached", is_flag=True, hidden=True, help="Log to the file only (set by `start`).")
+def run(detached: bool) -> int:
+    """Run the daemon in the foreground (what a service runs).
+
+    Logs to stderr and to daemon.log in the store. Exits 0 at once when a daemon
+    already runs for this store, and after cache.daemon_idle_timeout_secs idle.
+
+    \b
+    Example:
+      KACHE_LOG=kache=debug kache daemon run
+    """
+    from kache.daemon import server
+
+    s = _settings(check=True)
+    return server.run(s, foreground=not detached)
+
+
+@daemon.command()
+@click.option("--wait", is_flag=True, help="Wait (up to 5 s) until the daemon answers.")
+@click.option("--from-build", is_flag=True, hidden=True,
+              help="Started by the wrapper: ignore the build's remote variables.")
+def start(wait: bool, from_build: bool) -> None:
+    """Start the daemon in the background and return at once.
+
+    A daemon already running is success. Started this way it keeps your environment
+    minus cargo's variables; started from a build (--from-build, which the wrapper
+    passes) it also ignores the remote variables, so its remote comes from the config
+    files.
+
+    \b
+    Example:
+      kache daemon start --wait
+    """
+    from kache.daemon import control
+
+    s = _settings(check=True)
+    result = control.start(s, from_build=from_build, wait=5.0 if wait else 0.0)
+    if result.already_running:
+        click.echo(f"kache daemon is already running (pid {result.pid or '?'})")
+        return
+    for name in result.stripped:
+        warn(f"the daemon ignores {name} from this build's environment: put the remote in the config file")
+    state = "started" if result.ready else "starting"
+    click.echo(f"kache daemon {state} (pid {result.pid}); log: {result.log}")
+
+
+@daemon.command()
+def stop() -> None:
+    """Stop a running daemon (pending uploads stay queued on disk).
+
+    Asks it over the socket and waits up to 5 s, then sends SIGTERM.
+
+    \b
+    Example:
+      kache daemon stop
+    """
+    from kache.daemon import control
+
+    result = control.stop(_root(_settings()))
+    if not result.was_running:
+        click.echo("kache daemon is not running")
+        return
+    click.echo(f"kache daemon stopped (pid {result.pid or '?'})"
+               + (" with SIGTERM" if result.how == "SIGTERM" else ""))
+
+
+@daemon.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing lines as they are written.")
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=20, show_default=True,
+              help="How many of the last lines to print first.")
+def log(follow: bool, lines: int) -> None:
+    """Print the end of the daemon's log (daemon.log in the store).
+
+    \b
+    Example:
+      kache daemon log -n 50
+      kache daemon log -f
+    """
+    from kache.daemon import control
+    from kache.daemon import protocol as P
+
+    path = os.path.join(_root(_settings()), P.LOG_NAME)
+    try:
+        for line in control.tail(path, lines):
+            click.echo(line)
+    except FileNotFoundError:
+        if not follow:
+            raise KacheError(f"cannot read the daemon log: {path}: it does not exist (the daemon has not run "
+                             "yet; `kache daemon start` starts it)") from None
+    except OSError as e:
+        raise KacheError(f"cannot read the daemon log: {path}: {e.strerror or e}") from None
+    if follow:
+        try:
+            for line in control.follow(path):
+                click.echo(line)
+        except KeyboardInterrupt:
+            pass
+
+
+@daemon.command()
+@click.option("--no-activate", is_flag=True, help="Only write the service file; do not enable or start it.")
+@_platform_option
+def install(no_activate: bool, platform: str | None) -> None:
+    """Install the daemon as a systemd user service (Linux) or launchd agent (macOS).
+
+    Writes ~/.config/systemd/user/kache.service or
+    ~/Library/LaunchAgents/dev.kache.daemon.plist, then enables and starts it.
+    Running it again updates the definition in place.
+
+    \b
+    Example:
+      kache daemon install
+      kache daemon install --no-activate
+    """
+    from kache.daemon import service
+
+    s = _settings()
+    platform = platform or service.current_platform()
+    report = service.install(platform, activate=not no_activate, store_root=_root(s))
+    verb = "wrote" if report.changed else "unchanged:"
+    click.echo(f"{verb} {_home_short(report.path)}")
+    for command in report.commands:
+        click.echo(f"ran: {command}")
+    for note in report.notes:
+        warn(note)
+    if no_activate:
+        hint = ("systemctl --user daemon-reload && systemctl --user enable --now kache.service"
+                if platform == "linux" else f"launchctl bootstrap gui/{os.getuid()} {report.path}")
+        click.echo(f"not activated; to start it: {hint}")
+
+
+@daemon.command()
+@click.option("--no-activate", is_flag=True, help="Only remove the file; do not stop or disable the service.")
+@_platform_option
+def uninstall(no_activate: bool, platform: str | None) -> None:
+    """Remove the daemon service (stopping and disabling it first).
+
+    \b
+    Example:
+      kache daemon uninstall
+    """
+    from kache.daemon import service
+
+    platform = platform or service.current_platform()
+    report = service.uninstall(platform, activate=not no_activate)
+    for command in report.commands:
+        click.echo(f"ran: {command}")
+    if report.changed:
+        click.echo(f"removed {_home_short(report.path)}")
+    else:
+        click.echo(f"nothing to remove: {_home_short(report.path)} does not exist")
+    for note in report.notes:
+        warn(note)
+
+
+COMMANDS: list[click.Command] = [daemon]

@@ -1,0 +1,223 @@
+"""Talking to the daemon: stdlib only, never raises, never waits long.
+
+The wrapper imports this module on its hot path, so it uses ``socket``, ``json``, ``os``
+and ``time`` alone (``subprocess`` and ``sys`` only inside :func:`spawn`). Every function
+swallows its errors: no daemon, a refused or stale socket, a timeout and a reply that is
+not one JSON object all read as "no answer" (``None`` or ``False``). The protocol is
+described in :mod:`kache.daemon.protocol`; the constants below repeat the few that a
+client needs (a test keeps them equal).
+
+Example::
+
+    from kache.daemon import client
+
+    reply = client.request(store_root, {"op": "status"}, timeout=1.0)
+    if reply is None:
+        ...  # no daemon
+    client.write_intent(store_root, key, crate)
+    client.notify(store_root, {"op": "upload", "key": key, "crate": crate})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["request", "notify", "socket_path", "intent_path", "write_intent", "fetch", "spawn", "remote_url",
+           "CONNECT_TIMEOUT", "NOTIFY_WAIT"]
+
+VERSION = 1
+SOCKET_NAME = "daemon.sock"
+INTENTS_DIR = "uploads"
+CONNECT_TIMEOUT = 0.05
+"""Seconds to wait for a connection (a live daemon accepts at once)."""
+NOTIFY_WAIT = 0.02
+"""Seconds :func:`notify` waits for the reply it then ignores."""
+MAX_REPLY = 16 << 20
+_SUN_PATH_MAX = 100  # sun_path is 104 bytes on macOS, 108 on Linux, the NUL included
+_HEX = frozenset("0123456789abcdef")
+_CRATE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def socket_path(store_root: str | os.PathLike[str]) -> str:
+    """``<store_root>/daemon.sock``."""
+    return os.path.join(os.fspath(store_root), SOCKET_NAME)
+
+
+def remote_url(bucket: str | None, prefix: str | None) -> str | None:
+    """``s3://bucket/prefix`` (what ``status`` reports and ``remote`` fields carry), or None
+    without a bucket. Callers pass ``cache.remote.bucket`` and ``cache.remote.prefix``."""
+    if not bucket:
+        return None
+    prefix = (prefix or "").strip("/")
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def _address(path: str) -> tuple[str, int | None]:
+    """An address ``bind``/``connect`` accept for ``path``, and a descriptor to close after.
+
+    A path longer than ``sun_path`` is reached through the directory's descriptor
+    (``/proc/self/fd/N/daemon.sock``, Linux only); elsewhere it is returned as is and
+    the call fails, which reads as "no daemon".
+    """
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX or not os.path.isdir("/proc/self/fd"):
+        return path, None
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_PATH", 0)
+    fd = os.open(os.path.dirname(path) or ".", flags)
+    return f"/proc/self/fd/{fd}/{os.path.basename(path)}", fd
+
+
+def _connect(path: str, timeout: float) -> socket.socket | None:
+    if not os.path.exists(path):
+        return None
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError:
+        return None
+    fd: int | None = None
+    try:
+        address, fd = _address(path)
+        sock.settimeout(max(0.001, timeout))
+        sock.connect(address)
+        return sock
+    except (OSError, ValueError):
+        sock.close()
+        return None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    if "v" not in message:
+        message = {"v": VERSION, **message}
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def request(store_root: str | os.PathLike[str], message: dict[str, Any], timeout: float = 1.0) -> dict[str, Any] | None:
+    """Send one request and return the daemon's reply, or None.
+
+    ``"v"`` is added when missing. None means no daemon, a refused or stale socket, no
+    reply within ``timeout`` seconds (connecting takes at most :data:`CONNECT_TIMEOUT`
+    of it), or a reply that is not a JSON object. Never raises.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        data = _encode(message)
+    except (TypeError, ValueError):
+        return None
+    sock = _connect(socket_path(store_root), min(CONNECT_TIMEOUT, timeout))
+    if sock is None:
+        return None
+    try:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        sock.sendall(data)
+        buf = bytearray()
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+            if len(buf) > MAX_REPLY:
+                return None
+        reply = json.loads(bytes(buf[:buf.index(b"\n")]))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        sock.close()
+    return reply if isinstance(reply, dict) else None
+
+
+def notify(store_root: str | os.PathLike[str], message: dict[str, Any]) -> bool:
+    """Send one request without waiting for its outcome (fire and forget).
+
+    Waits at most :data:`NOTIFY_WAIT` for the reply, which is ignored. True when the
+    message was delivered to a daemon; False otherwise. Never raises.
+    """
+    try:
+        data = _encode(message)
+    except (TypeError, ValueError):
+        return False
+    sock = _connect(socket_path(store_root), CONNECT_TIMEOUT)
+    if sock is None:
+        return False
+    try:
+        sock.sendall(data)
+    except OSError:
+        sock.close()
+        return False
+    try:
+        sock.settimeout(NOTIFY_WAIT)
+        sock.recv(4096)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    return True
+
+
+def intent_path(store_root: str | os.PathLike[str], key: str, crate: str) -> str | None:
+    """``<store_root>/uploads/<key>.<crate>``, or None when key or crate is not valid."""
+    if not (16 <= len(key) <= 128 and _HEX.issuperset(key)):
+        return None
+    if not (1 <= len(crate) <= 128 and _CRATE_CHARS.issuperset(crate) and crate[0] != "-"):
+        return None
+    return os.path.join(os.fspath(store_root), INTENTS_DIR, f"{key}.{crate}")
+
+
+def write_intent(store_root: str | os.PathLike[str], key: str, crate: str) -> bool:
+    """Leave a durable upload intent (an empty file) for the daemon; True on success."""
+    path = intent_path(store_root, key, crate)
+    if path is None:
+        return False
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError:
+        return False
+    return True
+
+
+def fetch(store_root: str | os.PathLike[str], crate: str, mkey: str, budget_ms: int = 2500,
+          remote: str | None = None) -> list[str] | None:
+    """Ask the daemon to import entries recorded under a cheap key; the keys imported.
+
+    Waits about ``budget_ms`` at most (the daemon replies by then). None when there is
+    no daemon or it refused; an empty list when the remote has nothing new.
+    """
+    message: dict[str, Any] = {"op": "fetch", "crate": crate, "mkey": mkey, "budget_ms": budget_ms}
+    if remote is not None:
+        message["remote"] = remote
+    reply = request(store_root, message, timeout=budget_ms / 1000 + 0.25)
+    if reply is None or reply.get("ok") is not True or not isinstance(reply.get("imported"), list):
+        return None
+    return [k for k in reply["imported"] if isinstance(k, str)]
+
+
+def spawn(from_build: bool = True) -> bool:
+    """Run ``kache daemon start`` detached (new session, no inherited descriptors), not waiting.
+
+    With ``from_build`` (the wrapper's case), ``start`` drops the build's variables
+    and the remote-deciding ones, so the daemon takes its remote from the config files.
+    True when the process was launched.
+    """
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "kache", "daemon", "start"] + (["--from-build"] if from_build else [])
+    try:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         close_fds=True, start_new_session=True, cwd="/")
+    except OSError:
+        return False
+    return True

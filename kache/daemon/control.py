@@ -1,0 +1,289 @@
+"""The daemon from the outside: is it running, start it, stop it, read its log.
+
+Used by ``kache daemon …``; each function returns a small record for the CLI to print.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from kache._record import Record
+from kache.daemon import client
+from kache.daemon import protocol as P
+from kache.errors import KacheError
+
+if TYPE_CHECKING:
+    from kache.settings import Settings
+
+__all__ = ["Status", "StartResult", "StopResult", "running_pid", "status", "daemon_env", "start", "stop",
+           "tail", "follow", "BUILD_VARIABLES"]
+
+BUILD_VARIABLES = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTC", "RUSTDOC", "RUSTFLAGS", "RUSTDOCFLAGS",
+                   "OUT_DIR", "MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS")
+"""Variables of a build that a daemon must not keep (with every ``CARGO*`` one)."""
+_CARGO_COMPILE_MARKERS = ("CARGO_PKG_NAME", "CARGO_CRATE_NAME", "CARGO_MANIFEST_DIR", "CARGO_PRIMARY_PACKAGE")
+
+
+class Status(Record):
+    """What ``kache daemon`` shows: ``reply`` is the daemon's status reply when it answered."""
+
+    __slots__ = ("running", "pid", "socket", "log", "reply")
+    _defaults = {"pid": None, "reply": None}
+    running: bool
+    pid: int | None
+    socket: str
+    log: str
+    reply: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.reply is not None:
+            out = {"running": True, "responding": True, **{k: v for k, v in self.reply.items() if k != "ok"}}
+            out["started"] = _iso(out.get("started"))
+            return out
+        return {"running": self.running, "responding": False, "pid": self.pid, "socket": self.socket,
+                "log": self.log}
+
+
+class StartResult(Record):
+    __slots__ = ("already_running", "pid", "ready", "stripped", "log")
+    _defaults = {"ready": False, "stripped": list}
+    already_running: bool
+    pid: int | None
+    ready: bool
+    stripped: list[str]
+    log: str
+
+
+class StopResult(Record):
+    __slots__ = ("was_running", "pid", "how")
+    _defaults = {"how": ""}
+    was_running: bool
+    pid: int | None
+    how: str
+
+
+def _iso(t: Any) -> Any:
+    if not isinstance(t, (int, float)):
+        return t
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def running_pid(store_root: str) -> int | None:
+    """The pid holding the daemon's pid-file lock, or None when no daemon runs.
+
+    A pid file nobody locks is stale (its daemon died): None. A locked file whose pid
+    cannot be read yet gives 0 (running, pid unknown).
+    """
+    path = os.path.join(store_root, P.PID_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def status(store_root: str, timeout: float = 2.0) -> Status:
+    """Ask the daemon for its status; say whether one runs when it does not answer."""
+    reply = client.request(store_root, {"op": "status"}, timeout=timeout)
+    sock = client.socket_path(store_root)
+    log = os.path.join(store_root, P.LOG_NAME)
+    if reply is not None and reply.get("ok") is True:
+        return Status(True, reply.get("pid"), reply.get("socket", sock), reply.get("log", log), reply)
+    pid = running_pid(store_root)
+    return Status(pid is not None, pid, sock, log)
+
+
+def _remote_variables() -> list[str]:
+    from kache.settings import settings_table
+
+    return [s.env for s in settings_table() if s.key.startswith("cache.remote.") and s.env]
+
+
+def daemon_env(env: Mapping[str, str], *, from_build: bool) -> tuple[dict[str, str], list[str]]:
+    """The environment a daemon started now gets, and the remote variables left out.
+
+    Always without cargo's and rustc's variables (``CARGO*``, ``RUSTC_WRAPPER``, …).
+    ``from_build`` (the wrapper's ``start --from-build``, or a ``start`` run inside a
+    compile, seen by cargo's ``CARGO_PKG_NAME``/``CARGO_CRATE_NAME``): also without the
+    variables that choose the remote (``cache.remote.*``: bucket, endpoint, prefix, …),
+    so the daemon takes its remote from the config files, the same for every build.
+    Credentials are kept: they choose no remote.
+    """
+    from_build = from_build or any(k in env for k in _CARGO_COMPILE_MARKERS)
+    out = {k: v for k, v in env.items() if not k.startswith("CARGO") and k not in BUILD_VARIABLES}
+    stripped: list[str] = []
+    if from_build:
+        for name in _remote_variables():
+            if name in out:
+                del out[name]
+                stripped.append(name)
+    return out, stripped
+
+
+def start(settings: Settings, *, from_build: bool = False, wait: float = 0.0,
+          env: Mapping[str, str] | None = None) -> StartResult:
+    """Start ``kache daemon run`` detached (new session, stdin from /dev/null, output to
+    the log), unless one runs; with ``wait`` > 0, wait that long for it to answer.
+
+    Raises KacheError when it exits at once or does not answer within ``wait``.
+    """
+    root = str(settings.local_store)
+    log = os.path.join(root, P.LOG_NAME)
+    current = status(root, timeout=1.0)
+    if current.running:
+        return StartResult(True, current.pid, True, log=log)
+    child_env, stripped = daemon_env(os.environ if env is None else env, from_build=from_build)
+    old = os.umask(0o077)
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise KacheError(f"cannot start the daemon: {e.filename or root}: {e.strerror or e}") from None
+    finally:
+        os.umask(old)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "kache", "daemon", "run", "--detached"],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=child_env, cwd="/",
+                                close_fds=True, start_new_session=True)
+    except OSError as e:
+        raise KacheError(f"cannot start the daemon: {sys.executable}: {e.strerror or e}") from None
+    finally:
+        os.close(out)
+    result = StartResult(False, proc.pid, False, stripped, log)
+    if wait <= 0:
+        return result
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        current = status(root, timeout=0.5)
+        if current.running and current.reply is not None:
+            result.ready = True
+            if current.pid != proc.pid:  # another start won the race: fine
+                result.already_running = True
+                result.pid = current.pid
+            return result
+        code = proc.poll()
+        if code is not None and code != 0:
+            raise KacheError(f"starting the daemon failed: pid {proc.pid} exited with status {code}: "
+                             f"see `kache daemon log` ({log})")
+        time.sleep(0.05)
+    raise KacheError(f"starting the daemon failed: pid {proc.pid}: it did not answer within {wait:g}s: "
+                     f"see `kache daemon log` ({log})")
+
+
+def _wait_gone(root: str, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if running_pid(root) is None:
+            return True
+        time.sleep(0.05)
+    return running_pid(root) is None
+
+
+def stop(store_root: str, *, timeout: float = 5.0) -> StopResult:
+    """Ask the daemon to stop and wait up to ``timeout`` for it; then SIGTERM it.
+
+    Raises KacheError when it is still running after that.
+    """
+    pid = running_pid(store_root)
+    reply = client.request(store_root, {"op": "stop"}, timeout=2.0)
+    if reply is not None and reply.get("ok"):
+        if isinstance(reply.get("pid"), int):
+            pid = reply["pid"]
+        if _wait_gone(store_root, timeout):
+            return StopResult(True, pid, "request")
+        pid = running_pid(store_root)
+        if pid is None:
+            return StopResult(True, None, "request")
+    if pid is None:
+        return StopResult(False, None)
+    if pid <= 0:
+        raise KacheError(f"cannot stop the daemon: {os.path.join(store_root, P.PID_NAME)}: it is locked but holds "
+                         "no pid")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return StopResult(True, pid, "gone")
+    except PermissionError:
+        raise KacheError(f"cannot stop the daemon: pid {pid}: not allowed to signal it") from None
+    if _wait_gone(store_root, 3.0):
+        return StopResult(True, pid, "SIGTERM")
+    raise KacheError(f"cannot stop the daemon: pid {pid}: still running after SIGTERM; `kill -9 {pid}` ends it")
+
+
+def tail(path: str, lines: int) -> list[str]:
+    """The last ``lines`` lines of a text file (read from the end, block by block)."""
+    if lines <= 0:
+        return []
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        pos = f.tell()
+        data = b""
+        while pos > 0 and data.count(b"\n") <= lines:
+            step = min(65536, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    text = data.decode("utf-8", "replace").splitlines()
+    return text[-lines:]
+
+
+def follow(path: str, *, poll: float = 0.25, stop_after: float | None = None) -> Iterator[str]:
+    """Lines appended to a log from now on, across rotation (a new file at the same path).
+
+    Runs until interrupted, or for ``stop_after`` seconds.
+    """
+    end = None if stop_after is None else time.monotonic() + stop_after
+    f = None
+    ident: tuple[int, int] | None = None
+    from_start = False  # the first file is read from its end; a rotated-in one from its start
+    try:
+        while end is None or time.monotonic() < end:
+            if f is None:
+                try:
+                    f = open(path, "rb")
+                except FileNotFoundError:
+                    from_start = True
+                    time.sleep(poll)
+                    continue
+                st = os.fstat(f.fileno())
+                ident = (st.st_dev, st.st_ino)
+                if not from_start:
+                    f.seek(0, os.SEEK_END)
+            line = f.readline()
+            if line.endswith(b"\n"):
+                yield line.decode("utf-8", "replace").rstrip("\n")
+                continue
+            if line:  # a line still being written: read it whole next time
+                f.seek(-len(line), os.SEEK_CUR)
+            try:
+                st = os.stat(path)
+                rotated = (st.st_dev, st.st_ino) != ident or st.st_size < f.tell()
+            except FileNotFoundError:
+                rotated = True
+            if rotated:
+                f.close()
+                f = None
+                from_start = True
+                continue
+            time.sleep(poll)
+    finally:
+        if f is not None:
+            f.close()

@@ -1,0 +1,1050 @@
+"""The daemon: one process, a few threads, one Unix socket (see :mod:`kache.daemon.protocol`).
+
+Threads:
+
+- the *accept loop* (the thread that called :meth:`Daemon.serve`): accepts connections
+  with a short timeout, and between two accepts does the housekeeping: scan upload
+  intents (at start and every 30 s), requeue uploads whose retry time came, check
+  whether kache's code or the config files changed (every ~10 s), check the idle timeout;
+- one short-lived thread per connection, which reads request lines and answers them;
+- ``cache.s3_concurrency`` upload workers fed by a queue (only when there is a remote);
+- one thread per remote fetch (a reply waits for it at most ``budget_ms``) and per
+  prefetch.
+
+Lifecycle. ``<store>/daemon.pid`` holds the pid under an exclusive ``flock`` for the
+daemon's whole life, so two daemons cannot both run: a second one logs nothing and
+returns at once, saying which pid runs. The socket is bound with umask 077 and chmod
+0600. The daemon exits after ``cache.daemon_idle_timeout_secs`` without requests or
+jobs (0: never). SIGTERM, SIGINT and the ``stop`` op end it cleanly: the replies under
+way are finished, uploads not done stay as intents on disk, the socket and the pid
+file are removed. When the kache package's ``.py`` files or the config files change, it
+does the same and then re-executes itself (``sys.executable -m kache daemon run``), so
+a service or a long-lived daemon always runs the installed code and settings.
+
+Environment. The daemon reads its settings like any kache command: the config files
+and its own environment. ``kache daemon start --from-build`` (what the wrapper runs)
+passes it a copy of the environment without cargo's variables and without the
+variables that choose the remote (``cache.remote.*``), so a daemon started from one
+build never serves that build's remote to later builds; a daemon started by hand or by
+a service keeps its environment (see :func:`kache.daemon.control.daemon_env`).
+
+Logging goes to ``<store>/daemon.log`` (rotated at 4 MiB, two old files kept) and, in
+the foreground, to stderr. The level comes from ``KACHE_LOG`` (``kache=debug``,
+``info``, ``warn``, ``error``); the daemon logs at ``info`` when it is unset. Values of
+credential variables are replaced by ``[redacted]`` in every line.
+
+Remote calls go through :class:`kache.remote.s3.Remote` (``upload_entry``,
+``fetch_by_mkey``) and :func:`kache.remote.sync.sync`, imported inside functions; tests
+inject stand-ins through :class:`Daemon`'s ``remote`` and ``sync`` arguments.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kache import __version__
+from kache.daemon import client
+from kache.daemon import protocol as P
+from kache.daemon.protocol import ProtocolError
+from kache.errors import KacheError
+
+if TYPE_CHECKING:
+    from kache.settings import Settings
+    from kache.store.index import Store
+
+__all__ = ["Daemon", "AlreadyRunning", "run", "remote_url", "log_level"]
+
+log = logging.getLogger("kache.daemon")
+
+LOG_MAX_BYTES = 4 << 20
+LOG_BACKUPS = 2
+MAX_CONNECTIONS = 64
+DONE_MEMORY = 10_000
+"""Keys uploaded lately: asked again, only their intent is removed (no second HEAD)."""
+RETRY_MAX_SECS = 600.0
+_AUTO: Any = object()
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds the pid file's lock; ``pid`` is its pid (0 when unreadable)."""
+
+    def __init__(self, pid: int, pid_path: str) -> None:
+        self.pid = pid
+        self.pid_path = pid_path
+        super().__init__(f"kache daemon is already running (pid {pid or '?'})")
+
+
+def remote_url(settings: Settings) -> str | None:
+    """``s3://bucket/prefix`` of the remote the settings describe, or None without a bucket."""
+    return client.remote_url(settings["cache.remote.bucket"], settings["cache.remote.prefix"])
+
+
+def log_level(text: str | None) -> int:
+    """The level of the ``kache`` logger from ``KACHE_LOG`` (``kache=debug``, ``info``, ...).
+
+    A ``kache=<level>`` directive wins over a bare level; anything unreadable is ``info``.
+    """
+    levels = {"error": logging.ERROR, "warn": logging.WARNING, "warning": logging.WARNING,
+              "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG, "off": logging.CRITICAL + 10}
+    bare = named = None
+    for part in (text or "").split(","):
+        name, eq, value = part.strip().partition("=")
+        if eq:
+            if name.strip() == "kache" or name.strip().startswith(("kache.", "kache::")):
+                named = levels.get(value.strip().lower(), named)
+        elif name:
+            bare = levels.get(name.lower(), bare)
+    return named if named is not None else bare if bare is not None else logging.INFO
+
+
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose files are created owner-only (0600)."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
+class _Redact(logging.Filter):
+    """Replace every credential value in a record's message and traceback."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if len(s) >= 4]
+
+    def _scrub(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "[redacted]")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        clean = self._scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._scrub(record.exc_text)
+        return True
+
+
+def _secret_values(env: Any) -> list[str]:
+    from kache.settings import env_settings
+
+    names = [e.name for e in env_settings() if e.secret] + ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+    return [str(env[n]).strip() for n in names if env.get(n)]
+
+
+class _Upload:
+    """One pending upload: tried ``tries`` times, next due at ``next_at`` (monotonic)."""
+
+    __slots__ = ("key", "crate", "tries", "next_at", "queued", "running")
+
+    def __init__(self, key: str, crate: str) -> None:
+        self.key = key
+        self.crate = crate
+        self.tries = 0
+        self.next_at = 0.0
+        self.queued = False
+        self.running = False
+
+
+class _Flight:
+    """A fetch under way; followers asking for the same cheap key wait on the same one."""
+
+    __slots__ = ("done", "result", "before")
+
+    def __init__(self, before: set[str]) -> None:
+        self.done = threading.Event()
+        self.result: list[str] = []
+        self.before = before
+
+
+class Daemon:
+    """One daemon over one local store. :meth:`serve` runs it until it stops.
+
+    ``remote`` is the remote to use (default: ``Remote.from_settings``; None: none);
+    ``sync`` replaces :func:`kache.remote.sync.sync`. ``reexec`` lets a change of code
+    or config re-execute the process (``exec_hook`` replaces ``os.execv`` in tests).
+    The intervals are parameters so tests can shorten them.
+    """
+
+    def __init__(self, settings: Settings, *, foreground: bool = True, remote: Any = _AUTO,
+                 sync: Callable[..., Any] | None = None, reexec: bool = False,
+                 exec_hook: Callable[[list[str]], None] | None = None, handle_signals: bool | None = None,
+                 scan_interval: float = P.INTENT_SCAN_SECS, watch_interval: float = 10.0,
+                 retry_delay: float = 30.0, max_tries: int = P.MAX_TRIES,
+                 prefetch_dedupe_secs: float = P.PREFETCH_DEDUPE_SECS, accept_timeout: float = 0.2,
+                 watch_dir: str | None = None) -> None:
+        self.settings = settings
+        self.foreground = foreground
+        self.root = os.path.abspath(str(settings.local_store))
+        self.socket_path = client.socket_path(self.root)
+        self.pid_path = os.path.join(self.root, P.PID_NAME)
+        self.log_path = os.path.join(self.root, P.LOG_NAME)
+        self.intents_dir = os.path.join(self.root, P.INTENTS_DIR)
+        self.idle_timeout = float(settings["cache.daemon_idle_timeout_secs"] or 0)
+        self.concurrency = max(1, int(settings["cache.s3_concurrency"] or 1))
+        self.reexec = reexec
+        self.scan_interval = scan_interval
+        self.watch_interval = watch_interval
+        self.retry_delay = retry_delay
+        self.max_tries = max_tries
+        self.prefetch_dedupe_secs = prefetch_dedupe_secs
+        self.accept_timeout = accept_timeout
+        self.watch_dir = watch_dir or _PACKAGE_DIR
+        self._remote_arg = remote
+        self._sync_fn = sync
+        self._exec_hook = exec_hook
+        self._handle_signals = handle_signals
+
+        self.remote: Any = None
+        self.fetch_remote: Any = None
+        self.remote_url: str | None = None
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.uploads_done = 0
+        self.uploads_failed = 0
+        self.downloads = 0
+        self.prefetches = 0
+        self.last_error: str | None = None
+        self.restart_reason: str | None = None
+        """Why the daemon stopped to re-execute itself (code or config changed), if it did."""
+
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._pending: dict[str, _Upload] = {}
+        self._given_up: set[str] = set()
+        self._done: OrderedDict[str, None] = OrderedDict()
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._flights: dict[tuple[str, str], _Flight] = {}
+        self._prefetched: dict[str, float] = {}
+        self._active = 0
+        self._conns = 0
+        self._last_activity = time.monotonic()
+        self._sock: socket.socket | None = None
+        self._sock_ino: tuple[int, int] | None = None
+        self._pid_fd: int | None = None
+        self._workers: list[threading.Thread] = []
+        self._conn_threads: set[threading.Thread] = set()
+        self._open: dict[socket.socket, bool] = {}
+        """Open connections → whether one is handling a request right now."""
+        self._handlers: list[logging.Handler] = []
+        self._saved_logger: tuple[int, bool] | None = None
+        self._saved_signals: dict[int, Any] = {}
+        self._code_stamp0 = 0
+        self._config_stamp0: tuple[Any, ...] = ()
+        self._next_scan = self._next_watch = 0.0
+        self.ready = threading.Event()
+        """Set once the socket accepts requests (for tests and ``start --wait``)."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def serve(self) -> int:
+        """Run until stopped; return the exit status. Raises :class:`AlreadyRunning`."""
+        old = os.umask(0o077)
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+        finally:
+            os.umask(old)
+        self._pid_fd = self._lock_pid_file()
+        try:
+            self._setup_logging()
+            self._make_remote()
+            self._bind()
+            self._install_signals()
+            self._start_workers()
+            log.info("started: pid %d, kache %s, store %s, remote %s, idle timeout %s", self.pid, __version__,
+                     self.root, self.remote_url or "none",
+                     f"{self.idle_timeout:g}s" if self.idle_timeout > 0 else "never")
+            self._code_stamp0 = self._code_stamp()
+            self._config_stamp0 = self._config_stamp()
+            self._scan_intents()
+            now = time.monotonic()
+            self._next_scan = now + self.scan_interval
+            self._next_watch = now + self.watch_interval
+            self.ready.set()
+            self._loop()
+        finally:
+            self._shutdown()
+        if self.restart_reason is not None and self.reexec:
+            self._exec()
+        return 0
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask the daemon to stop (thread-safe); :meth:`serve` returns shortly after."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+        self._stop.set()
+
+    def _lock_pid_file(self) -> int:
+        for attempt in range(20):
+            fd = os.open(self.pid_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                if attempt < 2:  # a status probe may hold a shared lock for a moment
+                    time.sleep(0.02)
+                    continue
+                raise AlreadyRunning(pid, self.pid_path) from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.pid_path))
+            except FileNotFoundError:
+                same = False
+            if not same:  # the previous daemon removed it between our open and our lock
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        raise AlreadyRunning(0, self.pid_path)
+
+    def _bind(self) -> None:
+        # We hold the pid lock: a socket file left here is stale (a daemon that died).
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        address, fd = client._address(self.socket_path)
+        old = os.umask(0o077)
+        try:
+            sock.bind(address)
+        finally:
+            os.umask(old)
+            if fd is not None:
+                os.close(fd)
+        os.chmod(self.socket_path, 0o600)
+        st = os.stat(self.socket_path)
+        self._sock_ino = (st.st_dev, st.st_ino)
+        sock.listen(128)
+        sock.settimeout(self.accept_timeout)
+        self._sock = sock
+
+    def _install_signals(self) -> None:
+        wanted = self._handle_signals
+        if wanted is None:
+            wanted = threading.current_thread() is threading.main_thread()
+        if not wanted:
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._saved_signals[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop(f"signal {signal.Signals(signum).name}")
+
+    def _loop(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                conn = None
+            except OSError as e:
+                if self._stop.is_set():
+                    break
+                log.warning("accept failed: %s: %s", self.socket_path, e)
+                time.sleep(0.05)
+                conn = None
+            if conn is not None:
+                self._spawn_connection(conn)
+            try:
+                self._housekeeping()
+            except Exception:  # the loop must survive anything housekeeping meets
+                log.exception("housekeeping failed")
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_scan:
+            self._next_scan = now + self.scan_interval
+            self._scan_intents()
+        self._requeue_due(now)
+        if self.reexec and now >= self._next_watch:
+            self._next_watch = now + self.watch_interval
+            self._check_changes()
+        if self.idle_timeout > 0 and not self._busy() and now - self._last_activity >= self.idle_timeout:
+            self.stop(f"idle for {self.idle_timeout:g}s")
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return bool(self._active or self._conns
+                        or any(j.queued or j.running for j in self._pending.values()))
+
+    def _touch(self) -> None:
+        self._last_activity = time.monotonic()
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        reason = self._stop_reason or "stopping"
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            try:
+                st = os.stat(self.socket_path)
+                if (st.st_dev, st.st_ino) == self._sock_ino:
+                    os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+        with self._lock:  # idle connections end now; the replies under way are finished
+            idle = [c for c, handling in self._open.items() if not handling]
+        for c in idle:
+            try:
+                c.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        deadline = time.monotonic() + P.FETCH_MAX_MS / 1000 + 1.0
+        for t in list(self._conn_threads):
+            t.join(max(0.0, deadline - time.monotonic()))
+        for _ in self._workers:
+            self._queue.put(None)
+        deadline = time.monotonic() + 2.0
+        for t in self._workers:  # an upload cut short stays an intent; the next daemon redoes it
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self._remote_arg is _AUTO:  # ours to close (connection pools)
+            for r in {id(x): x for x in (self.remote, self.fetch_remote) if x is not None}.values():
+                try:
+                    r.close()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+        for sig, handler in self._saved_signals.items():
+            signal.signal(sig, handler)
+        self._saved_signals.clear()
+        with self._lock:
+            left = len(self._pending)
+        if self._handlers:
+            log.info("stopped (%s)%s", reason, f"; {left} upload(s) left as intents" if left else "")
+        if self._pid_fd is not None:  # last: once the lock is free, the daemon is gone
+            try:
+                os.unlink(self.pid_path)  # while we still hold the lock
+            except FileNotFoundError:
+                pass
+            os.close(self._pid_fd)
+            self._pid_fd = None
+        self._teardown_logging()
+
+    def _exec(self) -> None:
+        argv = [sys.executable, "-m", "kache", "daemon", "run"] + ([] if self.foreground else ["--detached"])
+        if self._exec_hook is not None:
+            self._exec_hook(argv)
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, argv)
+
+    # ------------------------------------------------------------------ changes
+
+    def _code_stamp(self) -> int:
+        newest = 0
+        for dirpath, dirnames, filenames in os.walk(self.watch_dir):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            for name in filenames:
+                if name.endswith((".py", ".json")):
+                    try:
+                        newest = max(newest, os.stat(os.path.join(dirpath, name)).st_mtime_ns)
+                    except OSError:
+                        continue
+        return newest
+
+    def _config_stamp(self) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for f in getattr(self.settings, "files", []):
+            try:
+                st = os.stat(f.path)
+                out.append((f.path, st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((f.path, None))
+        return tuple(out)
+
+    def _check_changes(self) -> None:
+        if self._code_stamp() != self._code_stamp0:
+            self.restart_reason = "kache's code changed"
+        elif self._config_stamp() != self._config_stamp0:
+            self.restart_reason = "a config file changed"
+        else:
+            return
+        log.info("%s: restarting", self.restart_reason)
+        self.stop(f"{self.restart_reason}; re-executing")
+
+    # ------------------------------------------------------------------ logging
+
+    def _setup_logging(self) -> None:
+        logger = logging.getLogger("kache")
+        self._saved_logger = (logger.level, logger.propagate)
+        redact = _Redact(_secret_values(self.settings.env))
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+        handler: logging.Handler = _PrivateRotatingFileHandler(
+            self.log_path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
+        handlers = [handler]
+        if self.foreground and not _stderr_is(self.log_path):
+            handlers.append(logging.StreamHandler(sys.stderr))
+        for h in handlers:
+            h.setFormatter(fmt)
+            h.addFilter(redact)
+            logger.addHandler(h)
+        self._handlers = handlers
+        logger.setLevel(log_level(self.settings.env.get("KACHE_LOG")))
+        logger.propagate = False
+
+    def _teardown_logging(self) -> None:
+        logger = logging.getLogger("kache")
+        for h in self._handlers:
+            logger.removeHandler(h)
+            h.close()
+        self._handlers = []
+        if self._saved_logger is not None:
+            logger.setLevel(self._saved_logger[0])
+            logger.propagate = self._saved_logger[1]
+
+    # ------------------------------------------------------------------ remote
+
+    def _make_remote(self) -> None:
+        if self._remote_arg is not _AUTO:
+            self.remote = self.fetch_remote = self._remote_arg
+            url = getattr(self._remote_arg, "url", None)
+            self.remote_url = None if self.remote is None else (url or remote_url(self.settings) or repr(self.remote))
+            return
+        self.remote_url = remote_url(self.settings)
+        if self.remote_url is None:
+            return
+        try:
+            from kache.remote.s3 import Remote
+
+            self.remote = Remote.from_settings(self.settings)
+            # A build waits on a fetch: one short attempt, bounded by its budget anyway.
+            self.fetch_remote = Remote.from_settings(self.settings, connect_timeout=1.0,
+                                                     read_timeout=float(P.FETCH_MAX_MS) / 1000, max_attempts=1)
+        except Exception as e:
+            self.remote = self.fetch_remote = None
+            self.last_error = f"remote unavailable: {self.remote_url}: {e}"
+            log.error("%s", self.last_error)
+            return
+        for w in getattr(self.remote, "warnings", []) or []:
+            log.warning("%s", w)
+
+    def _check_remote(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """A ``remote mismatch`` reply when the request names another remote than ours."""
+        if "remote" not in msg:
+            return None
+        wanted = msg["remote"]
+        if wanted is not None and not isinstance(wanted, str):
+            raise ProtocolError("invalid request: remote: expected a string or null")
+        if wanted == self.remote_url:
+            return None
+        return {"ok": False, "error": f"remote mismatch: this daemon uses {self.remote_url or 'no remote'}, "
+                                      f"the request wants {wanted or 'no remote'}", "remote": self.remote_url}
+
+    # ------------------------------------------------------------------ connections
+
+    def _spawn_connection(self, conn: socket.socket) -> None:
+        with self._lock:
+            busy = self._conns >= MAX_CONNECTIONS
+            if not busy:
+                self._conns += 1
+        self._touch()
+        if busy:
+            try:
+                conn.settimeout(0.1)
+                conn.sendall(_line({"ok": False, "error": f"daemon busy: {MAX_CONNECTIONS} connections open: "
+                                                          "try again"}))
+            except OSError:
+                pass
+            conn.close()
+            return
+        t = threading.Thread(target=self._serve_connection, args=(conn,), name="kache-conn", daemon=True)
+        self._conn_threads.add(t)
+        t.start()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._open[conn] = False
+        try:
+            if self._stop.is_set():
+                return
+            conn.settimeout(P.READ_TIMEOUT)
+            reader = conn.makefile("rb")
+            while True:
+                try:
+                    line = reader.readline(P.MAX_LINE + 2)
+                except (OSError, ValueError):
+                    break
+                if not line:
+                    break
+                body = line[:-1] if line.endswith(b"\n") else line
+                if len(body) > P.MAX_LINE:
+                    self._send(conn, {"ok": False, "error": f"invalid request: the line is longer than "
+                                                            f"{P.MAX_LINE} bytes"})
+                    _drain_and_close(conn)
+                    break
+                self._touch()
+                with self._lock:
+                    self._open[conn] = True
+                reply, close, op = self._handle(body)
+                sent = self._send(conn, reply)
+                with self._lock:
+                    self._open[conn] = False
+                if op == "stop" and reply.get("ok"):
+                    self.stop("stop requested")
+                if close or not sent:
+                    _drain_and_close(conn)
+                    break
+        except Exception:  # a connection must never take the daemon down
+            log.exception("connection failed")
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+            with self._lock:
+                self._conns -= 1
+                self._open.pop(conn, None)
+            self._touch()
+            self._conn_threads.discard(threading.current_thread())
+
+    def _send(self, conn: socket.socket, reply: dict[str, Any]) -> bool:
+        try:
+            conn.sendall(_line(reply))
+            return True
+        except OSError:
+            return False
+
+    def _handle(self, body: bytes) -> tuple[dict[str, Any], bool, str | None]:
+        """The reply to one line, whether to close the connection after it, and the op."""
+        try:
+            msg = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            return {"ok": False, "error": "invalid request: the line is not UTF-8"}, True, None
+        except (ValueError, RecursionError) as e:
+            why = str(e) if isinstance(e, ValueError) else "nested too deeply"
+            return {"ok": False, "error": f"invalid request: not JSON: {why}"}, True, None
+        if not isinstance(msg, dict):
+            return {"ok": False, "error": f"invalid request: expected a JSON object, got {type(msg).__name__}"}, \
+                True, None
+        v = msg.get("v")
+        if v != P.VERSION or isinstance(v, bool):
+            return {"ok": False, "error": f"unsupported protocol version: got {json.dumps(v, default=str)}, "
+                                          f"this daemon speaks {P.VERSION}", "v": P.VERSION}, False, None
+        op = msg.get("op")
+        handler = self._OPS.get(op) if isinstance(op, str) else None
+        if handler is None:
+            return {"ok": False, "error": f"unknown op: {json.dumps(op, default=str)[:80]}: this daemon knows "
+                                          f"{', '.join(P.OPS)}"}, False, None
+        log.debug("request: %s", op)
+        try:
+            return handler(self, msg), False, op
+        except ProtocolError as e:
+            return {"ok": False, "error": str(e)}, False, op
+        except Exception as e:
+            log.exception("%s failed", op)
+            return {"ok": False, "error": f"internal error: {op}: {type(e).__name__}: {e}"}, False, op
+
+    # ------------------------------------------------------------------ ops
+
+    def status(self) -> dict[str, Any]:
+        """The ``status`` reply (also handy in-process)."""
+        with self._lock:
+            pending = len(self._pending)
+            return {"ok": True, "pid": self.pid, "version": __version__, "protocol": P.VERSION,
+                    "started": self.started, "uptime_s": round(time.time() - self.started, 3),
+                    "queue": pending, "uploads_done": self.uploads_done, "uploads_failed": self.uploads_failed,
+                    "downloads": self.downloads, "prefetches": self.prefetches, "last_error": self.last_error,
+                    "socket": self.socket_path, "store": self.root, "remote": self.remote_url,
+                    "log": self.log_path, "idle_timeout_s": self.idle_timeout}
+
+    def _op_status(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    def _op_upload(self, msg: dict[str, Any]) -> dict[str, Any]:
+        key = P.check_key(msg.get("key"))
+        crate = P.check_crate(msg.get("crate"))
+        if self.remote is None:
+            return {"ok": False, "error": f"upload refused: {crate} {key[:16]}: this daemon has no remote "
+                                          "(cache.remote.bucket is not set); the intent stays", "remote": None}
+        if not client.write_intent(self.root, key, crate):
+            log.warning("cannot write the upload intent: %s", client.intent_path(self.root, key, crate))
+        return {"ok": True, "queued": self._enqueue(key, crate, explicit=True)}
+
+    def _op_fetch(self, msg: dict[str, Any]) -> dict[str, Any]:
+        start = time.monotonic()
+        crate = P.check_crate(msg.get("crate"))
+        mkey = P.check_key(msg.get("mkey"), "mkey")
+        budget = msg.get("budget_ms", P.FETCH_BUDGET_MS)
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0 or budget != budget:
+            raise ProtocolError(f"invalid request: budget_ms = {json.dumps(budget, default=str)[:40]}: "
+                                "expected a number of milliseconds, at least 0")
+        mismatch = self._check_remote(msg)
+        if mismatch:
+            return mismatch
+        if self.fetch_remote is None:
+            return {"ok": True, "imported": [], "remote": None}
+        deadline = start + min(float(budget), P.FETCH_MAX_MS) / 1000
+        flight = self._fetch_flight(crate, mkey, deadline)
+        if flight.done.wait(max(0.0, deadline - time.monotonic())):
+            return {"ok": True, "imported": list(flight.result)}
+        return {"ok": True, "imported": self._imported_since(mkey, flight.before), "timed_out": True}
+
+    def _fetch_flight(self, crate: str, mkey: str, deadline: float) -> _Flight:
+        with self._lock:
+            flight = self._flights.get((crate, mkey))
+            if flight is not None:
+                return flight
+        before = set(self._keys_by_mkey(mkey))
+        with self._lock:
+            flight = self._flights.get((crate, mkey))
+            if flight is not None:
+                return flight
+            flight = _Flight(before)
+            self._flights[(crate, mkey)] = flight
+            self._active += 1
+        threading.Thread(target=self._run_fetch, args=(flight, crate, mkey, deadline),
+                         name="kache-fetch", daemon=True).start()
+        return flight
+
+    def _run_fetch(self, flight: _Flight, crate: str, mkey: str, deadline: float) -> None:
+        keys: list[str] = []
+        try:
+            store = self._store()
+            try:
+                found = self.fetch_remote.fetch_by_mkey(store, crate, mkey, limit=3, deadline=deadline,
+                                                        origin="remote")
+                keys = [k for k in found or [] if isinstance(k, str)]
+            finally:
+                store.close()
+            if keys:
+                log.info("fetched %s %s: %d entr%s", crate, mkey[:16], len(keys), "y" if len(keys) == 1 else "ies")
+        except Exception as e:
+            self._error(f"fetch failed: {crate} {mkey[:16]}: {e}")
+        finally:
+            with self._lock:
+                self.downloads += len(keys)
+                flight.result = keys
+                self._flights.pop((crate, mkey), None)
+                self._active -= 1
+            flight.done.set()
+            self._touch()
+
+    def _keys_by_mkey(self, mkey: str) -> list[str]:
+        try:
+            store = self._store()
+            try:
+                return store.keys_by_mkey(mkey)
+            finally:
+                store.close()
+        except Exception as e:
+            log.debug("cannot read the store: %s", e)
+            return []
+
+    def _imported_since(self, mkey: str, before: set[str]) -> list[str]:
+        return [k for k in self._keys_by_mkey(mkey) if k not in before]
+
+    def _op_prefetch(self, msg: dict[str, Any]) -> dict[str, Any]:
+        root = msg.get("root")
+        if not isinstance(root, str) or not root or len(root) > 4096 or "\0" in root or not os.path.isabs(root):
+            raise ProtocolError(f"invalid request: root = {json.dumps(root, default=str)[:80]}: "
+                                "expected an absolute path")
+        mismatch = self._check_remote(msg)
+        if mismatch:
+            return mismatch
+        if self.remote is None:
+            return {"ok": True, "started": False, "reason": "no remote"}
+        root = os.path.normpath(root)
+        if not os.path.isfile(os.path.join(root, "Cargo.lock")):
+            return {"ok": True, "started": False, "reason": f"no Cargo.lock in {root}"}
+        now = time.monotonic()
+        with self._lock:
+            last = self._prefetched.get(root)
+            if last is not None and now - last < self.prefetch_dedupe_secs:
+                return {"ok": True, "started": False,
+                        "reason": f"a prefetch of this root started {now - last:.0f}s ago"}
+            self._prefetched[root] = now
+            self.prefetches += 1
+            self._active += 1
+        threading.Thread(target=self._run_prefetch, args=(root,), name="kache-prefetch", daemon=True).start()
+        return {"ok": True, "started": True}
+
+    def _run_prefetch(self, root: str) -> None:
+        began = time.monotonic()
+        try:
+            sync = self._sync_fn
+            if sync is None:
+                from kache.remote.sync import sync
+            store = self._store()
+            try:
+                report = sync(store, self.remote, pull=True, push=False, all_crates=False, workspace=Path(root),
+                              dry_run=False, concurrency=self.concurrency)
+            finally:
+                store.close()
+            n = _count(report, ("pulled", "downloaded", "imported"))
+            with self._lock:
+                self.downloads += n
+            log.info("prefetched %s in %.1fs: %s", root, time.monotonic() - began, _summary(report))
+            failure = _first_failure(report)
+            if failure:
+                self._error(f"prefetch incomplete: {root}: {failure}")
+        except Exception as e:
+            self._error(f"prefetch failed: {root}: {e}")
+        finally:
+            with self._lock:
+                self._active -= 1
+            self._touch()
+
+    def _op_stop(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "stopping": True, "pid": self.pid}
+
+    _OPS: dict[str, Callable[[Daemon, dict[str, Any]], dict[str, Any]]] = {
+        "status": _op_status, "upload": _op_upload, "fetch": _op_fetch, "prefetch": _op_prefetch, "stop": _op_stop,
+    }
+
+    # ------------------------------------------------------------------ uploads
+
+    def _start_workers(self) -> None:
+        if self.remote is None:
+            return
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._worker, name=f"kache-upload-{i}", daemon=True)
+            self._workers.append(t)
+            t.start()
+
+    def _enqueue(self, key: str, crate: str, *, explicit: bool) -> int:
+        with self._lock:
+            if key in self._done:  # uploaded a moment ago: only the intent is left to remove
+                done = True
+            elif key not in self._pending and (explicit or key not in self._given_up):
+                done = False
+                self._given_up.discard(key)
+                job = _Upload(key, crate)
+                job.queued = True
+                self._pending[key] = job
+                self._queue.put(key)
+            else:
+                done = False
+            n = len(self._pending)
+        if done:
+            self._remove_intent(key, crate)
+        return n
+
+    def _scan_intents(self) -> None:
+        if self.remote is None:
+            return
+        try:
+            names = os.listdir(self.intents_dir)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.warning("cannot read the upload intents: %s: %s", self.intents_dir, e)
+            return
+        before = len(self._pending)
+        for name in names:
+            parsed = P.parse_intent(name)
+            if parsed is not None:
+                self._enqueue(*parsed, explicit=False)
+        added = len(self._pending) - before
+        if added > 0:
+            log.info("queued %d upload(s) from %s", added, self.intents_dir)
+
+    def _requeue_due(self, now: float) -> None:
+        with self._lock:
+            for job in self._pending.values():
+                if not job.queued and not job.running and job.tries and job.next_at <= now:
+                    job.queued = True
+                    self._queue.put(job.key)
+
+    def _worker(self) -> None:
+        store: Store | None = None
+        try:
+            while True:
+                key = self._queue.get()
+                if key is None:
+                    return
+                with self._lock:
+                    job = self._pending.get(key)
+                    if job is None or job.running:
+                        continue
+                    job.queued = False
+                    job.running = True
+                    self._active += 1
+                try:
+                    if store is None:
+                        store = self._store()
+                    self._upload(store, job)
+                finally:
+                    with self._lock:
+                        job.running = False
+                        self._active -= 1
+                    self._touch()
+        finally:
+            if store is not None:
+                store.close()
+
+    def _upload(self, store: Store, job: _Upload) -> None:
+        what = f"{job.crate} {job.key[:16]}"
+        try:
+            if store.get(job.key) is None:
+                log.info("upload skipped: %s: the entry is no longer in the local store", what)
+                self._finish(job)
+                return
+            sent = self.remote.upload_entry(store, job.key)
+        except Exception as e:
+            self._failed(job, f"{e}" or type(e).__name__)
+            return
+        log.info("uploaded %s%s", what, "" if sent else " (the remote had it already)")
+        with self._lock:
+            self.uploads_done += 1
+        self._finish(job)
+
+    def _finish(self, job: _Upload) -> None:
+        self._remove_intent(job.key, job.crate)
+        with self._lock:
+            self._pending.pop(job.key, None)
+            self._done[job.key] = None
+            while len(self._done) > DONE_MEMORY:
+                self._done.popitem(last=False)
+
+    def _remove_intent(self, key: str, crate: str) -> None:
+        path = client.intent_path(self.root, key, crate)
+        if path is None:
+            return
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot remove the upload intent: %s: %s", path, e)
+
+    def _failed(self, job: _Upload, why: str) -> None:
+        what = f"{job.crate} {job.key[:16]}"
+        delay = 0.0
+        with self._lock:
+            job.tries += 1
+            self.uploads_failed += 1
+            self.last_error = f"upload failed: {what}: {why}"
+            give_up = job.tries >= self.max_tries
+            if give_up:
+                self._pending.pop(job.key, None)
+                self._given_up.add(job.key)
+            else:
+                delay = min(self.retry_delay * 2 ** (job.tries - 1), RETRY_MAX_SECS)
+                job.next_at = time.monotonic() + delay
+        if give_up:
+            log.error("upload failed: %s: %s; giving up after %d tries (the intent stays in %s for the next daemon)",
+                      what, why, job.tries, self.intents_dir)
+        else:
+            log.warning("upload failed: %s: %s; retrying in %gs", what, why, delay)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _store(self) -> Store:
+        from kache.store.index import Store
+
+        return Store(self.root)
+
+    def _error(self, text: str) -> None:
+        with self._lock:
+            self.last_error = text
+        log.warning("%s", text)
+
+
+def _line(reply: dict[str, Any]) -> bytes:
+    return json.dumps(reply, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
+
+
+def _drain_and_close(conn: socket.socket) -> None:
+    """Half-close, then read what the peer still sends (briefly), so it gets our reply."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(0.1)
+        end = time.monotonic() + 0.2
+        total = 0
+        while time.monotonic() < end and total < (4 << 20):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            total += len(chunk)
+    except OSError:
+        pass
+
+
+def _read_pid(fd: int) -> int:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else 0
+    except OSError:
+        return 0
+
+
+def _stderr_is(path: str) -> bool:
+    """True when stderr is the log file itself (launchd's StandardErrorPath, ``start``)."""
+    try:
+        return os.path.samestat(os.fstat(2), os.stat(path))
+    except OSError:
+        return False
+
+
+def _count(report: Any, names: tuple[str, ...]) -> int:
+    for name in names:
+        value = report.get(name) if isinstance(report, dict) else getattr(report, name, None)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            return value
+        if isinstance(value, (list, tuple, set, dict)):
+            return len(value)
+    return 0
+
+
+def _summary(report: Any) -> str:
+    """One line about a sync report: counts when it has them, else its text (shortened)."""
+    parts = []
+    for name in ("pulled", "pull_up_to_date", "skipped", "failures"):
+        value = getattr(report, name, None)
+        if isinstance(value, (list, tuple)):
+            parts.append(f"{len(value)} {name.replace('_', ' ')}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            parts.append(f"{value} {name.replace('_', ' ')}")
+    text = ", ".join(parts) if parts else str(report)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _first_failure(report: Any) -> str | None:
+    failures = getattr(report, "failures", None)
+    if isinstance(failures, (list, tuple)) and failures:
+        return str(failures[0])
+    return None
+
+
+def run(settings: Settings, *, foreground: bool = True, remote: Any = _AUTO,
+        sync: Callable[..., Any] | None = None) -> int:
+    """Run a daemon for these settings until it stops; re-execute on code/config changes.
+
+    Returns the exit status: 0 also when another daemon already runs (it says so on
+    stdout). Raises :class:`kache.errors.KacheError` when the socket cannot be set up.
+    """
+    daemon = Daemon(settings, foreground=foreground, remote=remote, sync=sync, reexec=True)
+    try:
+        return daemon.serve()
+    except AlreadyRunning as e:
+        print(str(e), flush=True)
+        return 0
+    except OSError as e:
+        raise KacheError(f"cannot start the daemon: {e.filename or daemon.socket_path}: "
+                         f"{e.strerror or e}") from None

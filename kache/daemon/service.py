@@ -1,0 +1,258 @@
+"""The daemon as a login service: a systemd user unit (Linux) or a launchd agent (macOS).
+
+Both match what ``nix/module.nix`` defines for NixOS and nix-darwin: ``<kache> daemon
+run``, restarted on failure only (an idle exit is a success), umask 077, log level
+``kache=info``. A service does not see the variables of a login shell, so the ones
+that place the store and the system config (``KACHE_CACHE_DIR``, ``KACHE_CONFIG``) are
+written into the definition when they are set at install time; the remote belongs in
+the config file (a note says so when it is set only in the environment). Credentials
+are never written.
+
+``linux``: ``$XDG_CONFIG_HOME/systemd/user/kache.service`` (else ``~/.config/…``), then
+``systemctl --user daemon-reload`` and ``systemctl --user enable --now kache.service``.
+``macos``: ``~/Library/LaunchAgents/dev.kache.daemon.plist``, then ``launchctl bootstrap
+gui/<uid> <plist>``. ``activate=False`` only writes (or removes) the file.
+"""
+
+from __future__ import annotations
+
+import os
+import plistlib
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kache._record import Record
+from kache.daemon import protocol as P
+from kache.errors import KacheError
+
+__all__ = ["PLATFORMS", "LABEL", "UNIT_NAME", "ServiceReport", "current_platform", "kache_command",
+           "unit_path", "plist_path", "render_unit", "render_plist", "install", "uninstall"]
+
+PLATFORMS = ("linux", "macos")
+LABEL = "dev.kache.daemon"
+UNIT_NAME = "kache.service"
+DOCUMENTATION = "https://github.com/kunobi-ninja/kache"
+LOG_LEVEL = "kache=info"
+
+
+class ServiceReport(Record):
+    """What install/uninstall did: the file, the commands run, and notes for the person."""
+
+    __slots__ = ("platform", "path", "changed", "commands", "notes")
+    _defaults = {"changed": False, "commands": list, "notes": list}
+    platform: str
+    path: str
+    changed: bool
+    commands: list[str]
+    notes: list[str]
+
+
+def current_platform() -> str:
+    if sys.platform.startswith("linux"):
+        return "linux"
+    if sys.platform == "darwin":
+        return "macos"
+    raise KacheError(f"cannot install the daemon service: {sys.platform}: only Linux (systemd) and macOS "
+                     "(launchd) are supported; run `kache daemon start` instead")
+
+
+def kache_command() -> list[str]:
+    """How a service runs this kache: the absolute path of the running ``kache`` script,
+    else the one beside this interpreter, else ``<python> -m kache``."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0).startswith("kache") and os.path.isfile(argv0) and os.access(argv0, os.X_OK):
+        return [os.path.abspath(argv0)]
+    beside = os.path.join(os.path.dirname(sys.executable), "kache")
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return [beside]
+    return [sys.executable, "-m", "kache"]
+
+
+def _home(env: Mapping[str, str]) -> str:
+    return env.get("HOME") or os.path.expanduser("~")
+
+
+def unit_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME", "").strip()
+    if not base or not os.path.isabs(base):
+        base = os.path.join(_home(env), ".config")
+    return Path(base, "systemd", "user", UNIT_NAME)
+
+
+def plist_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(_home(env), "Library", "LaunchAgents", f"{LABEL}.plist")
+
+
+def service_environment(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Variables to write into the definition, and notes about the ones left out."""
+    from kache.settings import settings_table, user_config_path
+
+    table = {s.key: s for s in settings_table()}
+    out = {"KACHE_LOG": LOG_LEVEL}
+    for name in ("KACHE_CONFIG", table["cache.local_store"].env):
+        if name and env.get(name, "").strip():
+            out[name] = env[name].strip()
+    notes = []
+    remote_vars = [s.env for s in table.values() if s.key.startswith("cache.remote.") and s.env and s.env in env]
+    if remote_vars:
+        notes.append(f"the service does not see {', '.join(remote_vars)} from this shell: put the remote in "
+                     f"{user_config_path(env)} ([cache.remote]) so the daemon uses it")
+    return out, notes
+
+
+def _systemd_quote(word: str) -> str:
+    text = word.replace("%", "%%").replace("$", "$$")
+    if any(c in text for c in " \t\"'\\;") or not text:
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def render_unit(command: list[str], environment: Mapping[str, str]) -> str:
+    """The text of ``kache.service`` for ``command`` (the kache executable's argv prefix)."""
+    exec_start = " ".join(_systemd_quote(w) for w in [*command, "daemon", "run"])
+    env_lines = [f"Environment={_systemd_quote(f'{k}={v}')}" for k, v in environment.items()]
+    return "\n".join([
+        "# Written by `kache daemon install`; `kache daemon uninstall` removes it.",
+        "[Unit]",
+        "Description=kache build cache daemon",
+        f"Documentation={DOCUMENTATION}",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"ExecStart={exec_start}",
+        "Restart=on-failure",
+        "RestartSec=5s",
+        "UMask=0077",
+        "NoNewPrivileges=yes",
+        *env_lines,
+        "",
+        "[Install]",
+        "WantedBy=default.target",
+        "",
+    ])
+
+
+def render_plist(command: list[str], environment: Mapping[str, str], log_path: str) -> bytes:
+    """The launchd agent ``dev.kache.daemon`` as an XML plist."""
+    doc: dict[str, Any] = {
+        "Label": LABEL,
+        "ProgramArguments": [*command, "daemon", "run"],
+        "EnvironmentVariables": dict(environment),
+        "RunAtLoad": True,
+        "KeepAlive": {"SuccessfulExit": False},
+        "ProcessType": "Background",
+        "ThrottleInterval": 5,
+        "StandardOutPath": log_path,
+        "StandardErrorPath": log_path,
+    }
+    return plistlib.dumps(doc, fmt=plistlib.FMT_XML, sort_keys=False)
+
+
+def _run(argv: list[str], report: ServiceReport, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    report.commands.append(" ".join(argv))
+    out = subprocess.run(argv, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        why = (out.stderr or out.stdout).strip().splitlines()
+        raise KacheError(f"`{' '.join(argv)}` failed: exit status {out.returncode}: "
+                         f"{why[-1] if why else 'no output'}")
+    return out
+
+
+def _need(tool: str, path: Path, fix: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        raise KacheError(f"cannot activate the daemon service: {tool} not found: {path} is written; {fix}, "
+                         "or rerun with --no-activate")
+    return found
+
+
+def _write(path: Path, data: bytes) -> bool:
+    """Write ``path`` atomically; False when it already held exactly this."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def install(platform: str, *, activate: bool = True, store_root: str,
+            command: list[str] | None = None, env: Mapping[str, str] | None = None) -> ServiceReport:
+    """Write the service definition and, with ``activate``, enable and start it.
+
+    ``store_root`` is the local store (the launchd agent logs there).
+    """
+    env = os.environ if env is None else env
+    command = command or kache_command()
+    environment, notes = service_environment(env)
+    if platform == "linux":
+        path = unit_path(env)
+        report = ServiceReport(platform, str(path), notes=notes)
+        report.changed = _write(path, render_unit(command, environment).encode())
+        if activate:
+            fix = "run `systemctl --user daemon-reload && systemctl --user enable --now kache.service` where " \
+                  "systemd runs"
+            systemctl = _need("systemctl", path, fix)
+            _run([systemctl, "--user", "daemon-reload"], report)
+            _run([systemctl, "--user", "enable", "--now", UNIT_NAME], report)
+            if report.changed:  # an upgrade in place: run the new definition now
+                _run([systemctl, "--user", "restart", UNIT_NAME], report)
+        return report
+    if platform == "macos":
+        path = plist_path(env)
+        report = ServiceReport(platform, str(path), notes=notes)
+        log = os.path.join(store_root, P.LOG_NAME)
+        os.makedirs(store_root, mode=0o700, exist_ok=True)
+        report.changed = _write(path, render_plist(command, environment, log))
+        if activate:
+            launchctl = _need("launchctl", path, f"run `launchctl bootstrap gui/{os.getuid()} {path}` on the Mac")
+            _run([launchctl, "bootout", f"gui/{os.getuid()}/{LABEL}"], report, check=False)
+            _run([launchctl, "bootstrap", f"gui/{os.getuid()}", str(path)], report)
+        return report
+    raise KacheError(f"cannot install the daemon service: {platform}: expected one of {', '.join(PLATFORMS)}")
+
+
+def uninstall(platform: str, *, activate: bool = True, env: Mapping[str, str] | None = None) -> ServiceReport:
+    """Stop and disable the service (with ``activate``), then remove its file."""
+    env = os.environ if env is None else env
+    if platform == "linux":
+        path = unit_path(env)
+        report = ServiceReport(platform, str(path))
+        tool = shutil.which("systemctl") if activate else None
+        if tool and path.exists():
+            _run([tool, "--user", "disable", "--now", UNIT_NAME], report, check=False)
+        report.changed = _remove(path)
+        if tool and report.changed:
+            _run([tool, "--user", "daemon-reload"], report, check=False)
+        if activate and tool is None and report.changed:
+            report.notes.append("systemctl not found: if the service still runs, stop it with "
+                                "`systemctl --user disable --now kache.service`")
+        return report
+    if platform == "macos":
+        path = plist_path(env)
+        report = ServiceReport(platform, str(path))
+        tool = shutil.which("launchctl") if activate else None
+        if tool and path.exists():
+            _run([tool, "bootout", f"gui/{os.getuid()}/{LABEL}"], report, check=False)
+        report.changed = _remove(path)
+        return report
+    raise KacheError(f"cannot remove the daemon service: {platform}: expected one of {', '.join(PLATFORMS)}")
+
+
+def _remove(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

@@ -1,0 +1,108 @@
+"""Builders for the daemon tests: entries, a fake remote, an in-process daemon handle."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kache.daemon import client
+from kache.daemon.server import Daemon
+from kache.store.index import Entry, Store
+
+
+def hexkey(seed: str) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()
+
+
+def add_entry(root: str | Path, crate: str, seed: str, mkey: str | None = None) -> str:
+    """A minimal local entry (one blob); returns its key."""
+    store = Store(str(root))
+    try:
+        data = f"rlib of {crate} {seed}".encode()
+        digest, _ = store.put_blob_bytes(data)
+        now = time.time()
+        key = hexkey("key " + seed)
+        meta = {"files": [{"name": f"lib{crate}.rlib", "hash": digest, "size": len(data), "kind": "link"}],
+                "stdout": "", "stderr": "", "emit": ["link"], "components": {}, "target_dir": True}
+        store.add(Entry(key=key, crate_name=crate, crate_types="lib", target="", profile="dev", size=len(data),
+                        created=now, last_used=now, hits=0, compile_ms=5, key_version=1,
+                        mkey=mkey or hexkey("mkey " + seed), meta=meta),
+                  {"files": [["${WS}/src/lib.rs", "a" * 64]], "env": []})
+        return key
+    finally:
+        store.close()
+
+
+class FakeRemote:
+    """Stands in for kache.remote.s3.Remote: records uploads, serves fetches from a table."""
+
+    url = "s3://fake/artifacts"
+
+    def __init__(self) -> None:
+        self.uploaded: list[str] = []
+        self.fail_uploads = False
+        self.upload_delay = 0.0
+        self.entries: dict[str, list[tuple[str, str]]] = {}
+        """mkey → [(crate, seed)] the remote holds; a fetch imports them into the store."""
+        self.fetch_delay = 0.0
+        """Seconds spent before each import (ignoring the deadline: a slow remote)."""
+        self.fetch_calls: list[tuple[str, str, float]] = []
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+        """Set when the test ends: a slow fetch still running gives up."""
+
+    def upload_entry(self, store: Store, key: str) -> bool:
+        time.sleep(self.upload_delay)
+        if self.fail_uploads:
+            raise RuntimeError("remote upload failed: bucket fake: 503 Slow Down")
+        with self.lock:
+            self.uploaded.append(key)
+        return True
+
+    def fetch_by_mkey(self, store: Store, crate: str, mkey: str, *, limit: int = 3, deadline: float | None = None,
+                      origin: str = "remote") -> list[str]:
+        self.fetch_calls.append((crate, mkey, deadline or 0.0))
+        imported = []
+        for c, seed in self.entries.get(mkey, [])[:limit]:
+            if self.closed.wait(self.fetch_delay):
+                break
+            imported.append(add_entry(store.root, c, seed, mkey=mkey))
+        return imported
+
+
+class Running:
+    """A daemon running in a thread of this process."""
+
+    def __init__(self, daemon: Daemon, thread: threading.Thread, result: dict[str, Any]) -> None:
+        self.daemon = daemon
+        self.thread = thread
+        self.result = result
+        self.root = daemon.root
+
+    def request(self, message: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | None:
+        return client.request(self.root, message, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        reply = self.request({"op": "status"})
+        assert reply is not None and reply["ok"] is True, reply
+        return reply
+
+    def stop(self) -> None:
+        self.daemon.stop("test over")
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,0 +1,163 @@
+"""``kache daemon …`` on real processes: start, status, a second run, stop, SIGTERM, log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kache import __version__
+from kache.cli import main
+from kache.daemon import client, control
+from tests.daemon.helpers import hexkey, wait_for
+
+
+@pytest.fixture
+def store_env(store_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(store_root))
+    monkeypatch.setenv("KACHE_DAEMON_IDLE_TIMEOUT", "30")
+    return store_root
+
+
+def test_status_json_when_no_daemon_runs(store_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["daemon", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"running": False, "pid": None, "socket": str(store_env / "daemon.sock"),
+                   "log": str(store_env / "daemon.log"), "responding": False}
+    assert main(["daemon"]) == 0
+    assert capsys.readouterr().out.startswith("kache daemon: not running (start it with `kache daemon start`)\n")
+
+
+def test_start_status_second_run_and_stop(store_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        assert main(["daemon", "start", "--wait"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("kache daemon started (pid ") and out.endswith(f"log: {store_env}/daemon.log\n")
+        pid = control.running_pid(str(store_env))
+        assert pid and pid != os.getpid()
+
+        assert main(["daemon", "start"]) == 0  # already running is success
+        assert capsys.readouterr().out == f"kache daemon is already running (pid {pid})\n"
+
+        assert main(["daemon", "--json"]) == 0
+        st = json.loads(capsys.readouterr().out)
+        assert st["running"] is True and st["pid"] == pid and st["version"] == __version__
+        assert st["remote"] is None and st["queue"] == 0 and st["started"].endswith("+00:00")
+        assert main(["daemon"]) == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"kache daemon: running (pid {pid}, up ") and f"version {__version__})" in text
+        assert "  remote   none (cache.remote.bucket is not set)\n" in text
+
+        second = subprocess.run([sys.executable, "-m", "kache", "daemon", "run"], capture_output=True, text=True,
+                                timeout=20)
+        assert second.returncode == 0
+        assert second.stdout == f"kache daemon is already running (pid {pid})\n"
+        assert client.request(store_env, {"op": "status"})["pid"] == pid  # type: ignore[index]
+    finally:
+        assert main(["daemon", "stop"]) == 0
+    assert capsys.readouterr().out == f"kache daemon stopped (pid {pid})\n"
+    assert not (store_env / "daemon.sock").exists() and not (store_env / "daemon.pid").exists()
+    assert main(["daemon", "stop"]) == 0
+    assert capsys.readouterr().out == "kache daemon is not running\n"
+
+    assert main(["daemon", "log", "-n", "1"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("INFO kache.daemon[%d]: stopped (stop requested)" % pid)
+
+
+def test_sigterm_stops_cleanly_and_leaves_intents(store_env: Path, kache_process) -> None:
+    key = hexkey("sig")
+    client.write_intent(store_env, key, "sig")
+    proc = kache_process()
+    wait_for(lambda: client.request(store_env, {"op": "status"}, timeout=0.5), timeout=10, what="the daemon")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert not (store_env / "daemon.sock").exists() and not (store_env / "daemon.pid").exists()
+    assert os.listdir(store_env / "uploads") == [f"{key}.sig"]
+    assert "stopped (signal SIGTERM)" in (store_env / "daemon.log").read_text()
+    assert "stopped (signal SIGTERM)" in proc.stderr.read()  # in the foreground it logs to stderr too
+
+
+def test_a_daemon_started_from_a_build_takes_its_remote_from_the_config_file(
+        store_env: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    user_config.write_text('[cache.remote]\nbucket = "team-cache"\n')
+    monkeypatch.setenv("KACHE_S3_BUCKET", "one-builds-bucket")
+    monkeypatch.setenv("CARGO_PKG_NAME", "somecrate")
+    monkeypatch.setenv("RUSTC_WRAPPER", "kache")
+    try:
+        assert main(["daemon", "start", "--wait", "--from-build"]) == 0
+        err = capsys.readouterr().err
+        assert ("kache: warning: the daemon ignores KACHE_S3_BUCKET from this build's environment: put the remote "
+                "in the config file\n") in err
+        st = client.request(store_env, {"op": "status"})
+        assert st is not None and st["remote"] == "s3://team-cache/artifacts"
+        reply = client.request(store_env, {"op": "fetch", "crate": "x", "mkey": hexkey("m"),
+                                           "remote": "s3://one-builds-bucket/artifacts", "budget_ms": 10})
+        assert reply is not None and reply["ok"] is False and reply["error"].startswith("remote mismatch")
+        assert main(["daemon"]) == 0
+        assert ("the daemon uses remote s3://team-cache/artifacts, these settings say "
+                "s3://one-builds-bucket/artifacts") in capsys.readouterr().err
+    finally:
+        main(["daemon", "stop"])
+
+
+def test_daemon_env_drops_build_and_remote_variables() -> None:
+    env = {"PATH": "/bin", "HOME": "/h", "RUSTC_WRAPPER": "kache", "CARGO_HOME": "/c", "CARGO_PKG_NAME": "x",
+           "RUSTFLAGS": "-Cfoo", "KACHE_CACHE_DIR": "/s", "KACHE_S3_BUCKET": "b", "KACHE_S3_ENDPOINT": "http://e",
+           "KACHE_S3_ACCESS_KEY": "ak", "AWS_PROFILE": "p", "KACHE_LOG": "kache=debug"}
+    kept, stripped = control.daemon_env(env, from_build=False)  # CARGO_PKG_NAME: a compile started it
+    assert kept == {"PATH": "/bin", "HOME": "/h", "KACHE_CACHE_DIR": "/s", "KACHE_S3_ACCESS_KEY": "ak",
+                    "AWS_PROFILE": "p", "KACHE_LOG": "kache=debug"}
+    assert sorted(stripped) == ["KACHE_S3_BUCKET", "KACHE_S3_ENDPOINT"]
+    by_hand = {k: v for k, v in env.items() if k != "CARGO_PKG_NAME"}
+    kept, stripped = control.daemon_env(by_hand, from_build=False)
+    assert kept["KACHE_S3_BUCKET"] == "b" and stripped == [] and "CARGO_HOME" not in kept
+
+
+def test_log_without_a_log_is_one_clean_error(store_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["daemon", "log"]) == 1
+    assert capsys.readouterr().err == (
+        f"kache: error: cannot read the daemon log: {store_env}/daemon.log: it does not exist (the daemon has not "
+        "run yet; `kache daemon start` starts it)\n")
+
+
+def test_log_tail_and_follow(store_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = store_env / "daemon.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert main(["daemon", "log", "-n", "3"]) == 0
+    assert capsys.readouterr().out == "line 97\nline 98\nline 99\n"
+    got: list[str] = []
+
+    def writer() -> None:
+        time.sleep(0.1)
+        with open(log, "a") as f:
+            f.write("new 1\npart")
+            f.flush()
+            time.sleep(0.1)
+            f.write("ial\n")
+        os.replace(log, store_env / "daemon.log.1")  # rotation
+        log.write_text("after rotation\n")
+
+    import threading
+
+    t = threading.Thread(target=writer)
+    t.start()
+    for line in control.follow(str(log), poll=0.02, stop_after=0.8):
+        got.append(line)
+    t.join()
+    assert got == ["new 1", "partial", "after rotation"]
+
+
+def test_every_daemon_command_has_help_with_an_example() -> None:
+    from kache.cli.daemon import daemon
+
+    assert "Example:" in (daemon.help or "")
+    for name, cmd in daemon.commands.items():
+        assert "Example:" in (cmd.help or ""), name
+        assert f"kache daemon {name}" in (cmd.help or ""), name

@@ -1,0 +1,116 @@
+"""The client the wrapper uses: stdlib only, fast failure, never raises."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kache.daemon import client
+from kache.daemon import protocol as P
+from tests.daemon.helpers import hexkey
+
+
+def test_client_constants_match_the_protocol() -> None:
+    assert (client.VERSION, client.SOCKET_NAME, client.INTENTS_DIR) == (P.VERSION, P.SOCKET_NAME, P.INTENTS_DIR)
+    key, crate = hexkey("k"), "proc-macro2"
+    assert os.path.basename(client.intent_path("/s", key, crate) or "") == P.intent_name(key, crate)
+    for bad_key, bad_crate in [("../x", "a"), (key.upper(), "a"), (key, "a/b"), (key, "a.b"), (key, ""), ("ab", "a")]:
+        assert client.intent_path("/s", bad_key, bad_crate) is None
+        assert P.parse_intent(f"{bad_key}.{bad_crate}") is None
+
+
+def test_the_client_imports_only_the_standard_library() -> None:
+    code = ("import sys; before = set(sys.modules); import kache.daemon.client; "
+            "print(sorted(m for m in set(sys.modules) - before if m.startswith('kache')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['kache', 'kache.daemon', 'kache.daemon.client']"
+
+
+def test_request_without_a_daemon_is_none_at_once(store_root: Path) -> None:
+    began = time.monotonic()
+    assert client.request(store_root, {"op": "status"}, timeout=2.0) is None
+    assert client.notify(store_root, {"op": "status"}) is False
+    assert client.fetch(store_root, "x", hexkey("m")) is None
+    assert time.monotonic() - began < 0.2
+
+
+def test_request_to_a_stale_socket_is_none_at_once(store_root: Path) -> None:
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(client.socket_path(store_root))  # a leftover file: nobody listens
+    dead.close()
+    assert os.path.exists(client.socket_path(store_root))
+    began = time.monotonic()
+    assert client.request(store_root, {"op": "status"}, timeout=2.0) is None
+    assert client.notify(store_root, {"op": "upload"}) is False
+    assert time.monotonic() - began < 0.2
+
+
+def test_request_to_a_silent_daemon_times_out(store_root: Path) -> None:
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    mute.bind(client.socket_path(store_root))
+    mute.listen(8)  # accepts (in the backlog) but never answers
+    try:
+        began = time.monotonic()
+        assert client.request(store_root, {"op": "status"}, timeout=0.15) is None
+        assert 0.1 <= time.monotonic() - began < 0.3
+        began = time.monotonic()
+        assert client.notify(store_root, {"op": "upload"}) is True  # delivered; the reply is not awaited
+        assert time.monotonic() - began < 0.1
+    finally:
+        mute.close()
+
+
+def _serve_once(path: str, reply: bytes) -> threading.Thread:
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+
+    def answer() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(reply)
+        conn.close()
+        srv.close()
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_reply_that_is_not_a_json_object_is_none(store_root: Path) -> None:
+    for reply in (b"not json\n", b"[1]\n", b'{"ok": true'):
+        os.unlink(client.socket_path(store_root)) if os.path.exists(client.socket_path(store_root)) else None
+        t = _serve_once(client.socket_path(store_root), reply)
+        assert client.request(store_root, {"op": "status"}, timeout=1.0) is None
+        t.join(2)
+
+
+def test_unserialisable_messages_are_refused_quietly(store_root: Path) -> None:
+    assert client.request(store_root, {"op": object()}) is None
+    assert client.notify(store_root, {"op": object()}) is False
+
+
+def test_a_socket_path_longer_than_sun_path_still_works(start_daemon, tmp_path: Path, make_settings) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    d = start_daemon({"KACHE_CACHE_DIR": str(deep)})
+    assert len(client.socket_path(deep)) > 108
+    reply = client.request(deep, {"op": "status"})
+    assert reply is not None and reply["socket"] == client.socket_path(deep)
+    d.stop()
+    assert not os.path.exists(client.socket_path(deep))
+
+
+def test_write_intent_makes_an_owner_only_empty_file(store_root: Path) -> None:
+    key = hexkey("w")
+    assert client.write_intent(store_root, key, "serde_json")
+    path = store_root / "uploads" / f"{key}.serde_json"
+    assert path.read_bytes() == b""
+    assert (path.stat().st_mode & 0o777) == 0o600 and (path.parent.stat().st_mode & 0o777) == 0o700
+    assert client.write_intent(store_root, key, "serde_json")  # again: fine
+    assert not client.write_intent(store_root, "../../etc/passwd", "x")

@@ -1,0 +1,84 @@
+"""The daemon with the real remote (kache.remote.s3 and .sync) on a moto S3 server.
+
+Two machines are two stores, each with its own daemon: A uploads what it built,
+B fetches by cheap key, C prefetches from its Cargo.lock.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kache.daemon import client
+from kache.daemon.server import _AUTO
+from kache.store.index import Store
+from tests.daemon.helpers import add_entry, hexkey, wait_for
+
+ACCESS_KEY = "AKIAKACHEDAEMONTEST1"
+SECRET_KEY = "daemon/test+SECRET/value0123456789"
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A moto S3 server on 127.0.0.1 with one bucket, named by KACHE_S3_* variables."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.session.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                              region_name="us-east-1").client("s3", endpoint_url=endpoint).create_bucket(
+                                  Bucket="daemon-test")
+        env = {"KACHE_S3_BUCKET": "daemon-test", "KACHE_S3_ENDPOINT": endpoint,
+               "KACHE_S3_ACCESS_KEY": ACCESS_KEY, "KACHE_S3_SECRET_KEY": SECRET_KEY}
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        yield env
+    finally:
+        server.stop()
+
+
+def test_upload_fetch_and_prefetch_through_the_real_remote(start_daemon, store_root: Path, tmp_path: Path,
+                                                           s3_env: dict[str, str]) -> None:
+    mkey = hexkey("mkey shared")
+    key = add_entry(store_root, "shared_dep", "sd1", mkey=mkey)
+    other = add_entry(store_root, "other_dep", "od1")
+    a = start_daemon(remote=_AUTO)
+    assert a.status()["remote"] == f"s3://{s3_env['KACHE_S3_BUCKET']}/artifacts"
+    for k, crate in ((key, "shared_dep"), (other, "other_dep")):
+        client.write_intent(store_root, k, crate)
+        assert client.notify(store_root, {"op": "upload", "key": k, "crate": crate})
+    wait_for(lambda: a.status()["uploads_done"] == 2, timeout=15, what="two uploads")
+    assert os.listdir(store_root / "uploads") == []
+    a.stop()
+
+    b_root = tmp_path / "machine-b"
+    b = start_daemon({"KACHE_CACHE_DIR": str(b_root)}, remote=_AUTO)
+    assert client.fetch(b_root, "shared_dep", hexkey("mkey nobody")) == []
+    assert client.fetch(b_root, "shared_dep", mkey, budget_ms=2500) == [key]
+    store = Store(str(b_root))
+    assert store.get(key) is not None and store.get(other) is None
+    store.close()
+    assert b.status()["downloads"] == 1
+    b.stop()
+
+    c_root = tmp_path / "machine-c"
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "Cargo.lock").write_text('version = 3\n\n[[package]]\nname = "other-dep"\nversion = "1.0.0"\n')
+    c = start_daemon({"KACHE_CACHE_DIR": str(c_root)}, remote=_AUTO)
+    assert c.request({"op": "prefetch", "root": str(ws)}) == {"ok": True, "started": True}
+    wait_for(lambda: c.status()["downloads"] == 1, timeout=15, what="the prefetch")
+    store = Store(str(c_root))
+    assert store.get(other) is not None and store.get(key) is None  # only what Cargo.lock names
+    store.close()
+    assert c.status()["last_error"] is None
+    c.stop()
+    for root in (store_root, b_root, c_root):
+        assert SECRET_KEY not in (root / "daemon.log").read_text()

@@ -1,0 +1,350 @@
+"""The daemon in this process, with a fake remote: protocol, uploads, fetches, lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from kache import __version__
+from kache.daemon import client
+from kache.daemon import protocol as P
+from kache.daemon.server import AlreadyRunning, Daemon, log_level
+from tests.daemon.helpers import FakeRemote, add_entry, hexkey, wait_for
+
+
+def raw(root: Path | str, data: bytes, *, read: bool = True) -> bytes:
+    """Send bytes as they are; return what the daemon answered before closing."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect(client.socket_path(root))
+    try:
+        s.sendall(data)
+    except OSError:
+        pass
+    out = b""
+    if read:
+        try:
+            while not out.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except OSError:
+            pass
+    s.close()
+    return out
+
+
+def test_status_over_the_socket(start_daemon, store_root: Path) -> None:
+    d = start_daemon()
+    before = time.time()
+    st = d.status()
+    assert st["pid"] == os.getpid()
+    assert st["version"] == __version__ and st["protocol"] == 1
+    assert st["started"] <= before and 0 <= st["uptime_s"] < 10
+    assert (st["queue"], st["uploads_done"], st["uploads_failed"], st["downloads"], st["prefetches"]) == (0, 0, 0, 0, 0)
+    assert st["last_error"] is None
+    assert st["socket"] == str(store_root / "daemon.sock")
+    assert st["log"] == str(store_root / "daemon.log")
+    assert st["remote"] == "s3://fake/artifacts"
+    assert (store_root / "daemon.pid").read_text() == f"{os.getpid()}\n"
+
+
+def test_socket_and_files_are_owner_only(start_daemon, store_root: Path) -> None:
+    start_daemon()
+    sock = os.stat(store_root / "daemon.sock")
+    assert stat.S_ISSOCK(sock.st_mode)
+    assert stat.S_IMODE(sock.st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(store_root / "daemon.pid").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(store_root / "daemon.log").st_mode) == 0o600
+
+
+@pytest.mark.parametrize(("data", "error"), [
+    (b"hello\n", "invalid request: not JSON"),
+    (b"\xff\xfe\x00garbage\n", "invalid request: the line is not UTF-8"),
+    (b"[1, 2]\n", "invalid request: expected a JSON object, got list"),
+    (b"[" * 60000 + b"\n", "invalid request: not JSON: nested too deeply"),
+    (b'{"v": 1, "op": "status"\n', "invalid request: not JSON"),
+    (b"x" * (1 << 20) + b"\n", f"invalid request: the line is longer than {P.MAX_LINE} bytes"),
+], ids=["text", "not-utf8", "array", "deep-nesting", "truncated-json", "1MiB-line"])
+def test_bad_lines_get_an_error_and_the_daemon_lives_on(start_daemon, data: bytes, error: str) -> None:
+    d = start_daemon()
+    reply = raw(d.root, data)
+    if reply:  # a 1 MiB sender may see its connection reset before reading the reply
+        parsed = json.loads(reply)
+        assert parsed["ok"] is False and parsed["error"].startswith(error), parsed
+    else:
+        assert len(data) > P.MAX_LINE
+    assert d.status()["ok"] is True
+
+
+def test_unknown_op_and_version_are_refused_but_the_connection_stays(start_daemon) -> None:
+    d = start_daemon()
+    lines = (b'{"v": 1, "op": "dance"}\n{"v": 2, "op": "status"}\n{"op": "status"}\n'
+             b'{"v": 1, "op": "upload", "key": "../../etc", "crate": "x"}\n{"v": 1, "op": "status"}\n')
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect(client.socket_path(d.root))
+    s.sendall(lines)
+    buf = b""
+    while buf.count(b"\n") < 5:
+        chunk = s.recv(65536)
+        assert chunk
+        buf += chunk
+    s.close()
+    replies = [json.loads(x) for x in buf.splitlines()]
+    assert replies[0] == {"ok": False, "error": 'unknown op: "dance": this daemon knows status, upload, fetch, '
+                                                "prefetch, stop"}
+    assert replies[1]["error"] == "unsupported protocol version: got 2, this daemon speaks 1"
+    assert replies[2]["error"] == "unsupported protocol version: got null, this daemon speaks 1"
+    assert replies[3]["error"] == ('invalid request: key = "../../etc": expected 16 to 128 lowercase hex digits')
+    assert replies[4]["ok"] is True and replies[4]["pid"] == os.getpid()
+
+
+def test_abrupt_disconnects_do_not_kill_the_daemon(start_daemon) -> None:
+    d = start_daemon()
+    raw(d.root, b"", read=False)  # connect and leave
+    raw(d.root, b'{"v": 1, "op": "sta', read=False)  # half a request, then gone
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(client.socket_path(d.root))
+    s.sendall(b'{"v": 1, "op": "status"}\n')
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()  # reset before the reply is read
+    assert d.status()["ok"] is True
+    wait_for(lambda: d.daemon._conns == 0, what="connections to close")
+
+
+def test_uploads_reach_the_remote_and_their_intents_go(start_daemon, fake_remote: FakeRemote,
+                                                       store_root: Path) -> None:
+    d = start_daemon()
+    keys = [add_entry(store_root, "serde", f"s{i}") for i in range(3)]
+    for key in keys:
+        assert client.write_intent(store_root, key, "serde")
+        reply = d.request({"op": "upload", "key": key, "crate": "serde"})
+        assert reply is not None and reply["ok"] is True and reply["queued"] >= 1
+    again = d.request({"op": "upload", "key": keys[0], "crate": "serde"})  # deduplicated by key
+    assert again is not None and again["ok"] is True
+    wait_for(lambda: sorted(fake_remote.uploaded) == sorted(keys) and d.status()["queue"] == 0, what="uploads")
+    assert len(fake_remote.uploaded) == 3
+    assert os.listdir(store_root / "uploads") == []
+    assert d.status()["uploads_done"] == 3
+
+
+def test_an_upload_of_an_entry_no_longer_stored_is_dropped(start_daemon, fake_remote: FakeRemote,
+                                                          store_root: Path) -> None:
+    d = start_daemon()
+    key = hexkey("gone")
+    assert d.request({"op": "upload", "key": key, "crate": "gone"})["ok"] is True  # type: ignore[index]
+    wait_for(lambda: not os.listdir(store_root / "uploads"), what="the intent to go")
+    assert fake_remote.uploaded == [] and d.status()["uploads_failed"] == 0
+
+
+def test_failed_uploads_keep_their_intent_retry_and_give_up(start_daemon, fake_remote: FakeRemote,
+                                                            store_root: Path) -> None:
+    fake_remote.fail_uploads = True
+    d = start_daemon(retry_delay=0.05, max_tries=3)
+    key = add_entry(store_root, "tokio", "t1")
+    client.write_intent(store_root, key, "tokio")
+    d.request({"op": "upload", "key": key, "crate": "tokio"})
+    st = wait_for(lambda: (s := d.status())["uploads_failed"] == 3 and s["queue"] == 0 and s, what="3 failures")
+    assert st["last_error"] == f"upload failed: tokio {key[:16]}: remote upload failed: bucket fake: 503 Slow Down"
+    assert os.listdir(store_root / "uploads") == [f"{key}.tokio"]
+    time.sleep(0.2)
+    assert d.status()["uploads_failed"] == 3  # given up: no more tries from this daemon
+    log = (store_root / "daemon.log").read_text()
+    assert "giving up after 3 tries" in log
+    fake_remote.fail_uploads = False  # an explicit request tries again
+    d.request({"op": "upload", "key": key, "crate": "tokio"})
+    wait_for(lambda: fake_remote.uploaded == [key], what="the upload")
+    wait_for(lambda: not os.listdir(store_root / "uploads"), what="the intent to go")
+
+
+def test_intents_left_while_no_daemon_ran_are_uploaded_at_start(start_daemon, fake_remote: FakeRemote,
+                                                                store_root: Path) -> None:
+    keys = [add_entry(store_root, "rand", f"r{i}") for i in range(4)]
+    for key in keys:
+        client.write_intent(store_root, key, "rand")
+    (store_root / "uploads" / "not-an-intent.txt").write_text("")
+    d = start_daemon()
+    wait_for(lambda: sorted(fake_remote.uploaded) == sorted(keys), what="uploads from intents")
+    wait_for(lambda: os.listdir(store_root / "uploads") == ["not-an-intent.txt"], what="intents to go")
+    assert d.status()["uploads_done"] == 4
+
+
+def test_intents_are_rescanned_periodically(start_daemon, fake_remote: FakeRemote, store_root: Path) -> None:
+    start_daemon(scan_interval=0.1)
+    key = add_entry(store_root, "log", "l1")
+    client.write_intent(store_root, key, "log")  # no notification: the scan finds it
+    wait_for(lambda: fake_remote.uploaded == [key], what="the scan to upload it")
+
+
+def test_without_a_remote_uploads_are_refused_and_intents_stay(start_daemon, store_root: Path) -> None:
+    key = add_entry(store_root, "syn", "y1")
+    client.write_intent(store_root, key, "syn")
+    d = start_daemon(remote=None)
+    st = d.status()
+    assert st["remote"] is None and st["queue"] == 0
+    reply = d.request({"op": "upload", "key": key, "crate": "syn"})
+    assert reply is not None and reply["ok"] is False and "no remote" in reply["error"]
+    assert d.request({"op": "fetch", "crate": "syn", "mkey": hexkey("m")}) == {"ok": True, "imported": [],
+                                                                               "remote": None}
+    assert os.listdir(store_root / "uploads") == [f"{key}.syn"]
+
+
+def test_fetch_imports_what_the_remote_has(start_daemon, fake_remote: FakeRemote, store_root: Path) -> None:
+    mkey = hexkey("mkey anyhow")
+    fake_remote.entries[mkey] = [("anyhow", "a1"), ("anyhow", "a2")]
+    d = start_daemon()
+    reply = d.request({"op": "fetch", "crate": "anyhow", "mkey": mkey, "budget_ms": 2000}, timeout=3)
+    assert reply == {"ok": True, "imported": [hexkey("key a1"), hexkey("key a2")]}
+    assert d.status()["downloads"] == 2
+    empty = d.request({"op": "fetch", "crate": "anyhow", "mkey": hexkey("nothing")})
+    assert empty == {"ok": True, "imported": []}
+
+
+def test_fetch_answers_within_its_budget_with_what_it_has(start_daemon, fake_remote: FakeRemote,
+                                                          store_root: Path) -> None:
+    mkey = hexkey("mkey slow")
+    fake_remote.entries[mkey] = [("slow", "s1"), ("slow", "s2")]
+    fake_remote.fetch_delay = 0.25  # first import at 0.25 s, second at 0.5 s
+    d = start_daemon()
+    began = time.monotonic()
+    reply = d.request({"op": "fetch", "crate": "slow", "mkey": mkey, "budget_ms": 400}, timeout=3)
+    took = time.monotonic() - began
+    assert reply == {"ok": True, "imported": [hexkey("key s1")], "timed_out": True}
+    assert 0.38 <= took < 0.8, took
+    crate, asked, deadline = fake_remote.fetch_calls[0]
+    assert (crate, asked) == ("slow", mkey) and 0.39 <= deadline - began <= 0.45
+    capped = time.monotonic()
+    fake_remote.entries[hexkey("m2")] = [("slow", "s3")] * 3
+    fake_remote.fetch_delay = 5
+    reply = d.request({"op": "fetch", "crate": "slow", "mkey": hexkey("m2"), "budget_ms": 60000}, timeout=5)
+    assert reply == {"ok": True, "imported": [], "timed_out": True}
+    assert time.monotonic() - capped < 3.3  # the hard maximum is 3000 ms
+
+
+def test_fetch_and_prefetch_refuse_another_remote(start_daemon, store_root: Path) -> None:
+    d = start_daemon()
+    reply = d.request({"op": "fetch", "crate": "x", "mkey": hexkey("m"), "remote": "s3://other/cache"})
+    assert reply == {"ok": False, "error": "remote mismatch: this daemon uses s3://fake/artifacts, the request wants "
+                                           "s3://other/cache", "remote": "s3://fake/artifacts"}
+    ok = d.request({"op": "fetch", "crate": "x", "mkey": hexkey("m"), "remote": "s3://fake/artifacts"})
+    assert ok == {"ok": True, "imported": []}
+
+
+def test_prefetch_runs_once_per_root_in_the_background(start_daemon, tmp_path: Path) -> None:
+    calls: list[dict] = []
+
+    def sync(store, remote, **kw):  # noqa: ANN001, ANN003, ANN202
+        calls.append({"store": store.root, **kw})
+        time.sleep(0.2)
+        return {"pulled": ["a", "b"]}
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "Cargo.lock").write_text("version = 3\n")
+    d = start_daemon(sync=sync)
+    began = time.monotonic()
+    assert d.request({"op": "prefetch", "root": str(ws)}) == {"ok": True, "started": True}
+    assert time.monotonic() - began < 0.15  # replied before the pull finished
+    again = d.request({"op": "prefetch", "root": str(ws) + "/"})
+    assert again is not None and again["started"] is False and "started 0s ago" in again["reason"]
+    other = d.request({"op": "prefetch", "root": str(tmp_path)})
+    assert other == {"ok": True, "started": False, "reason": f"no Cargo.lock in {tmp_path}"}
+    bad = d.request({"op": "prefetch", "root": "relative/path"})
+    assert bad == {"ok": False, "error": 'invalid request: root = "relative/path": expected an absolute path'}
+    wait_for(lambda: d.status()["downloads"] == 2, what="the prefetch to finish")
+    assert d.status()["prefetches"] == 1
+    assert calls == [{"store": d.root, "pull": True, "push": False, "all_crates": False, "workspace": ws,
+                      "dry_run": False, "concurrency": 8}]
+
+
+def test_idle_daemon_exits_and_cleans_up(start_daemon, store_root: Path) -> None:
+    d = start_daemon({"KACHE_DAEMON_IDLE_TIMEOUT": "1"})
+    assert d.status()["idle_timeout_s"] == 1
+    d.thread.join(4)
+    assert not d.thread.is_alive() and d.result == {"code": 0}
+    assert not (store_root / "daemon.sock").exists()
+    assert not (store_root / "daemon.pid").exists()
+    assert "stopped (idle for 1s)" in (store_root / "daemon.log").read_text()
+    assert client.request(store_root, {"op": "status"}, timeout=0.5) is None
+
+
+def test_a_second_daemon_refuses_to_start(start_daemon, make_settings, store_root: Path) -> None:
+    d = start_daemon()
+    with pytest.raises(AlreadyRunning) as e:
+        Daemon(make_settings(), remote=None, handle_signals=False).serve()
+    assert e.value.pid == os.getpid()
+    assert str(e.value) == f"kache daemon is already running (pid {os.getpid()})"
+    assert d.status()["ok"] is True  # the first one is untouched
+    assert (store_root / "daemon.sock").exists()
+
+
+def test_stop_replies_then_exits_leaving_pending_intents(start_daemon, fake_remote: FakeRemote,
+                                                         store_root: Path) -> None:
+    fake_remote.fail_uploads = True
+    d = start_daemon(retry_delay=60)
+    key = add_entry(store_root, "pending", "p1")
+    client.write_intent(store_root, key, "pending")
+    d.request({"op": "upload", "key": key, "crate": "pending"})
+    wait_for(lambda: d.status()["uploads_failed"] == 1, what="a failed upload")
+    assert d.request({"op": "stop"}) == {"ok": True, "stopping": True, "pid": os.getpid()}
+    d.thread.join(5)
+    assert not d.thread.is_alive() and d.result == {"code": 0}
+    assert not (store_root / "daemon.sock").exists() and not (store_root / "daemon.pid").exists()
+    assert os.listdir(store_root / "uploads") == [f"{key}.pending"]
+    assert "1 upload(s) left as intents" in (store_root / "daemon.log").read_text()
+
+
+def test_a_stale_socket_and_pid_file_are_taken_over(start_daemon, store_root: Path) -> None:
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(store_root / "daemon.sock"))
+    dead.close()
+    (store_root / "daemon.pid").write_text("999999\n")
+    d = start_daemon()
+    assert d.status()["pid"] == os.getpid()
+
+
+def test_a_code_change_stops_the_daemon_and_re_executes_it(start_daemon, store_root: Path, tmp_path: Path) -> None:
+    code = tmp_path / "pkg"
+    code.mkdir()
+    (code / "mod.py").write_text("x = 1\n")
+    execs: list[list[str]] = []
+    d = start_daemon(reexec=True, exec_hook=execs.append, watch_interval=0.05, watch_dir=str(code))
+    time.sleep(0.15)
+    assert d.thread.is_alive()
+    st = os.stat(code / "mod.py")
+    os.utime(code / "mod.py", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    d.thread.join(3)
+    assert not d.thread.is_alive()
+    assert execs and execs[0][1:] == ["-m", "kache", "daemon", "run"]
+    assert d.daemon.restart_reason == "kache's code changed"
+    assert not (store_root / "daemon.pid").exists()
+
+
+def test_credentials_never_reach_the_log(start_daemon, fake_remote: FakeRemote, store_root: Path) -> None:
+    secret = "kache/test+SECRET/value0123456789"
+
+    def leaky(store, key):  # noqa: ANN001, ANN202
+        raise RuntimeError(f"signature mismatch for {secret}")
+
+    fake_remote.upload_entry = leaky  # type: ignore[method-assign]
+    d = start_daemon({"KACHE_S3_SECRET_KEY": secret}, max_tries=1)
+    key = add_entry(store_root, "leak", "k1")
+    d.request({"op": "upload", "key": key, "crate": "leak"})
+    wait_for(lambda: d.status()["uploads_failed"] == 1, what="the failure")
+    d.stop()
+    log = (store_root / "daemon.log").read_text()
+    assert "signature mismatch for [redacted]" in log and secret not in log
+
+
+@pytest.mark.parametrize(("text", "level"), [(None, 20), ("kache=debug", 10), ("warn", 30),
+                                              ("info,kache=error", 40), ("kache=nonsense", 20), ("off", 60)])
+def test_log_level_from_kache_log(text: str | None, level: int) -> None:
+    assert log_level(text) == level

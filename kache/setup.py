@@ -121,3 +121,33 @@ def starter_config_step(env: Mapping[str, str] | None = None) -> Step:
         path.write_text(starter_config(), encoding="utf-8")
 
     return Step("user config", False, f"write a starter {path} (every setting, commented out)", apply)
+
+
+def service_step(env: Mapping[str, str] | None = None) -> Step:
+    """The daemon as a user service (systemd on Linux, launchd on macOS), where one runs."""
+    import shutil
+
+    from kache.daemon import service
+    from kache.errors import KacheError
+
+    env = os.environ if env is None else env
+    try:
+        platform = service.current_platform()
+    except KacheError as e:
+        return Step("daemon service", True, str(e))
+    manager = "systemctl" if platform == "linux" else "launchctl"
+    if shutil.which(manager) is None:
+        return Step("daemon service", True, f"no {manager} here; builds start the daemon when they need it")
+    path = service.unit_path(env) if platform == "linux" else service.plist_path(env)
+    store_root = settings_mod.load(env).get("cache.local_store")
+    environment, _notes = service.service_environment(env)
+    command = service.kache_command()
+    wanted = (service.render_unit(command, environment).encode() if platform == "linux"
+              else service.render_plist(command, environment, os.path.join(store_root, "daemon.log")))
+    if path.exists() and path.read_bytes() == wanted:
+        return Step("daemon service", True, f"{path} installed")
+
+    def apply() -> None:
+        service.install(platform, activate=True, store_root=store_root, env=env)
+
+    return Step("daemon service", False, f"install and start {path}", apply)

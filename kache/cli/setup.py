@@ -196,13 +196,10 @@ def init(dry_run: bool, no_service: bool, yes: bool) -> None:
 
 
 def service_steps() -> list:
-    """The daemon service step, where the platform has a service manager."""
-    try:
-        from kache.daemon.service import init_step
-    except ImportError:
-        return []
-    step = init_step()
-    return [] if step is None else [step]
+    """The daemon service step (a no-op step where no service manager runs)."""
+    from kache.setup import service_step
+
+    return [service_step()]
 
 
 COMMANDS.append(init)

@@ -57,3 +57,23 @@ def test_init_reports_a_broken_cargo_config(cargo_home: Path, capsys: pytest.Cap
     (cargo_home / "config.toml").write_text("[build\n")
     assert main(["init", "--yes", "--no-service"]) == 1
     assert "cannot be read as TOML" in capsys.readouterr().out
+
+
+def test_init_installs_the_service_where_a_manager_runs(cargo_home: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # A stand-in systemctl that records its calls (this machine runs no user systemd).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "systemctl.log"
+    fake = bin_dir / "systemctl"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    assert main(["init", "--yes"]) == 0
+    out = capsys.readouterr().out
+    unit = Path(__import__("os").environ["XDG_CONFIG_HOME"]) / "systemd" / "user" / "kache.service"
+    assert "changed  daemon service" in out and unit.exists()
+    assert "--user enable --now kache.service" in log.read_text()
+    assert main(["init", "--yes"]) == 0
+    assert "ok       daemon service" in capsys.readouterr().out

@@ -68,6 +68,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Daemon", "AlreadyRunning", "run", "remote_url", "log_level"]
 
+# How often the daemon checks the store against local_max_size.
+GC_CHECK_SECS = 600.0
+
 log = logging.getLogger("kache.daemon")
 
 LOG_MAX_BYTES = 4 << 20
@@ -379,12 +382,40 @@ class Daemon:
         if now >= self._next_scan:
             self._next_scan = now + self.scan_interval
             self._scan_intents()
+        if now >= getattr(self, "_next_gc", 0.0):
+            self._next_gc = now + GC_CHECK_SECS
+            self._start_gc_if_over()
         self._requeue_due(now)
         if self.reexec and now >= self._next_watch:
             self._next_watch = now + self.watch_interval
             self._check_changes()
         if self.idle_timeout > 0 and not self._busy() and now - self._last_activity >= self.idle_timeout:
             self.stop(f"idle for {self.idle_timeout:g}s")
+
+    def _start_gc_if_over(self) -> None:
+        """Collect in a thread when the store passed local_max_size (REFERENCE §7: the
+        limit holds whether or not builds run `kache gc`)."""
+        if getattr(self, "_gc_thread", None) is not None and self._gc_thread.is_alive():
+            return
+
+        def run() -> None:
+            from kache.store.gc import gc
+
+            store = self._store()
+            try:
+                limit = self.settings.get("cache.local_max_size")
+                if store.totals()["physical_bytes"] <= limit:
+                    return
+                report = gc(store, limit, max_age=None,
+                            clean_incremental=bool(self.settings["cache.clean_incremental"]))
+                log.info("gc: store was over %d bytes: %s", limit, report.to_json())
+            except Exception as e:  # noqa: BLE001 - upkeep must not kill the daemon
+                log.warning("gc failed: %s", e)
+            finally:
+                store.close()
+
+        self._gc_thread = threading.Thread(target=run, name="kache-gc", daemon=True)
+        self._gc_thread.start()
 
     def _busy(self) -> bool:
         with self._lock:

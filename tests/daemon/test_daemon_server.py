@@ -348,3 +348,27 @@ def test_credentials_never_reach_the_log(start_daemon, fake_remote: FakeRemote, 
                                               ("info,kache=error", 40), ("kache=nonsense", 20), ("off", 60)])
 def test_log_level_from_kache_log(text: str | None, level: int) -> None:
     assert log_level(text) == level
+
+
+def test_the_daemon_collects_a_store_over_its_limit(tmp_path, monkeypatch) -> None:
+    """The daemon checks the store against local_max_size and runs gc in the background."""
+    import json
+    import time as _time
+
+    from kache import settings as settings_mod
+    from kache.daemon import server
+    from kache.store.index import Store
+    from tests.synthetic import add_entry
+
+    root = tmp_path / "store"
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(root))
+    monkeypatch.setenv("KACHE_MAX_SIZE", "100")
+    store = Store(str(root))
+    add_entry(store, "big", blobs=[b"x" * 5000], last_used=_time.time() - 3600)
+    store.close()
+    d = server.Daemon(settings_mod.load(), remote=None, reexec=False, handle_signals=False)
+    d._start_gc_if_over()
+    d._gc_thread.join(10)
+    report = json.loads((root / "tmp" / "gc-last.json").read_text())
+    assert report["evicted"]["size"] == 1
+    assert Store(str(root)).entries() == []

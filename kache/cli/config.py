@@ -10,7 +10,7 @@ import click
 
 from kache import settings as settings_mod
 from kache.cli.output import echo_json, echo_table, warn
-from kache.errors import NotImplementedYet, SettingsError
+from kache.errors import SettingsError
 
 __all__ = ["COMMANDS"]
 
@@ -20,14 +20,19 @@ __all__ = ["COMMANDS"]
 def config(ctx: click.Context) -> None:
     """Open the configuration editor, or show, check and locate the settings.
 
+    With no subcommand, opens the editor: every setting of the schema with its help and
+    where its value comes from; ctrl+s saves into your own config file.
+
     \b
     Example:
+      kache config
       kache config show
       KACHE_COMPRESSION_LEVEL=7 kache config show --json
     """
     if ctx.invoked_subcommand is None:
-        raise NotImplementedYet("`kache config` (the editor) is not implemented yet; "
-                                "use `kache config show` and edit `kache config path` by hand")
+        from kache.cli.tui import run_editor
+
+        run_editor()
 
 
 def _load_or_fail() -> settings_mod.Settings:

@@ -1,0 +1,3 @@
+"""The terminal UIs (textual): the live monitor and the config editor.
+
+Only this package imports textual."""

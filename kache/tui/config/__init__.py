@@ -1,0 +1,1 @@
+"""``kache config``: the editor generated from the schema."""

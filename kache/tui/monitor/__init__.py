@@ -1,0 +1,1 @@
+"""``kache monitor``: the live dashboard."""

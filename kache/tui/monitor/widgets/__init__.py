@@ -1,0 +1,1 @@
+"""Widgets of the monitor, each with its own DEFAULT_CSS."""

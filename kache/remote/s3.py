@@ -368,6 +368,14 @@ class Remote:
         except self._catchable() as e:
             raise self._error("LIST", prefix or None, e) from e
 
+    def check(self) -> str:
+        """One listing request under the prefix, for ``kache doctor``: reachable, bucket
+        there, credentials accepted. Returns a line saying so; raises RemoteError."""
+        for _ in self.list(self.prefix, page_size=1):
+            break
+        where = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        return f"{where} answers (credentials from {self.credential_source})"
+
     def list_crates(self) -> builtins.list[str]:
         """Crate names that have a folder under the prefix (one delimited listing;
         invalid names are left out)."""

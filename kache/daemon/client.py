@@ -24,7 +24,7 @@ import json
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 if TYPE_CHECKING:
     from typing import Any

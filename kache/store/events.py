@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

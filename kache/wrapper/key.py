@@ -24,7 +24,7 @@ History: 1 — first recipe.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from blake3 import blake3
 

@@ -104,10 +104,15 @@ in
                   default = null;
                   description = "Also cache your own bin, dylib and cdylib outputs and test harnesses. Build scripts are always cached; they are internal to cargo. null means kache's default: `false`. Environment variable: `KACHE_CACHE_EXECUTABLES`.";
                 };
+                incremental = lib.mkOption {
+                  type = lib.types.nullOr (lib.types.enum [ "keep" "drop" ]);
+                  default = null;
+                  description = "What kache does with cargo's incremental compilation (on for your workspace crates in dev builds). `keep`: a miss compiles incrementally as without kache, so the edit-build loop stays as fast as cargo's, and the outputs are cached all the same; a hit needs no incremental state. `drop`: every wrapped compile runs without it (byte-for-byte reproducible outputs; avoids incremental-state trouble such as APFS corruption on macOS), at about twice the cost per edit. null means kache's default: `keep`. Environment variable: `KACHE_INCREMENTAL`.";
+                };
                 clean_incremental = lib.mkOption {
                   type = lib.types.nullOr (lib.types.bool);
                   default = null;
-                  description = "Remove a crate's stale incremental directory when kache compiles it (kache turns incremental compilation off for the calls it wraps), and incremental directories during gc. null means kache's default: `true`. Environment variable: `KACHE_CLEAN_INCREMENTAL`.";
+                  description = "With `incremental = \"drop\"`, remove a crate's stale incremental state when kache compiles it without; gc removes incremental sessions left untouched for an hour. null means kache's default: `true`. Environment variable: `KACHE_CLEAN_INCREMENTAL`.";
                 };
                 compression_level = lib.mkOption {
                   type = lib.types.nullOr (lib.types.ints.between 1 22);

@@ -8,7 +8,7 @@ The order of a call::
         │ no match                                                                    (local_hit)
     lock the cheap key (a twin compile waits here, then finds the twin's entry)
         │
-    run rustc (incremental off, paths remapped), streaming stderr to cargo
+    run rustc (paths remapped; incremental as cache.incremental says), streaming stderr
         │ exit 0
     read the .d, hash inputs and outputs, put blobs, add entry + manifest line (miss / dup)
 
@@ -55,8 +55,9 @@ class Call(Record):
     """
 
     __slots__ = ("call", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root",
-                 "stored_key")
-    _defaults = {"mkey": "", "components": dict, "outputs": list, "root": "", "stored_key": ""}
+                 "stored_key", "keep_incremental")
+    _defaults = {"mkey": "", "components": dict, "outputs": list, "root": "", "stored_key": "",
+                 "keep_incremental": True}
     call: argvmod.RustcCall
     argv: list[str]
     env: Mapping[str, str]
@@ -369,8 +370,11 @@ def run_compiler(cmd: list[str]) -> tuple[int, str, str]:
 
 
 def compiler_command(c: Call) -> list[str]:
+    """The real compile: cargo's arguments, plus the remap flags; ``-C incremental``
+    kept or dropped as ``cache.incremental`` says (it is never part of the key: outputs
+    of an incremental compile are as valid as any, only not byte-identical)."""
     rc = c.call
-    args = argvmod.without_incremental(rc.args)
+    args = rc.args if c.keep_incremental else argvmod.without_incremental(rc.args)
     return [rc.compiler, *rc.compiler_args_prefix, *args, *c.norm.remap_flags()]
 
 

@@ -40,8 +40,11 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
     if store.recovered:
         warn_once(f"the cache index was corrupt; moved it aside to {store.recovered} and started a new one",
                   suffix="")
-    if call.incremental and settings["cache.clean_incremental"]:
+    c.keep_incremental = settings["cache.incremental"] != "drop"
+    if call.incremental and not c.keep_incremental and settings["cache.clean_incremental"]:
         _clean_incremental(c, call.incremental)
+    elif call.incremental:
+        _note_incremental(c, call.incremental)
 
     recache = env_flag("KACHE_RECACHE")
     if not recache:
@@ -172,14 +175,19 @@ def _passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, start
         pass
 
 
+def _note_incremental(c: cache.Call, incremental: str) -> None:
+    """Remember an incremental dir, for gc to remove its sessions once they go stale."""
+    try:
+        c.store.note_incremental(os.path.join(c.cwd, incremental))
+    except Exception:  # noqa: BLE001 - bookkeeping for gc only
+        pass
+
+
 def _clean_incremental(c: cache.Call, incremental: str) -> None:
     """Remove this crate's incremental state (stale: kache compiles without it)."""
     path = os.path.join(c.cwd, incremental)
     prefix = f"{c.crate}-"
-    try:
-        c.store.note_incremental(path)
-    except Exception:  # noqa: BLE001 - bookkeeping for gc only
-        pass
+    _note_incremental(c, incremental)
     try:
         names = os.listdir(path)
     except OSError:

@@ -315,3 +315,21 @@ def test_a_build_running_during_gc_succeeds(workspace: Workspace) -> None:
     assert runs and set(runs) == {0}
     assert ws.app() == EXPECTED_APP
     assert Store(str(ws.store)).check(verify_hashes=True) == []
+
+
+@pytest.mark.parametrize("mode", ["keep", "drop"])
+def test_incremental_is_kept_or_dropped_as_configured(workspace: Workspace, mode: str) -> None:
+    ws = workspace
+    ws.build(KACHE_INCREMENTAL=mode)
+    sessions = {p.name.split("-")[0] for p in (ws.target / "debug" / "incremental").glob("*-*")}
+    if mode == "keep":
+        assert {"kc_core", "kc_util"} <= sessions  # rustc ran incrementally, as cargo asked
+    else:
+        assert not {"kc_core", "kc_util"} & sessions
+    # Either way the outputs were cached: a clean rebuild is served from the store.
+    ws.take_events()
+    ws.clean()
+    ws.build(KACHE_INCREMENTAL=mode)
+    evs = outcomes(ws.take_events())
+    assert evs["kc_core"] == "local_hit" and evs["kc_util"] == "local_hit"
+    assert ws.app() == EXPECTED_APP

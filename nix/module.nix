@@ -105,14 +105,14 @@ in
                   description = "Also cache your own bin, dylib and cdylib outputs and test harnesses. Build scripts are always cached; they are internal to cargo. null means kache's default: `false`. Environment variable: `KACHE_CACHE_EXECUTABLES`.";
                 };
                 incremental = lib.mkOption {
-                  type = lib.types.nullOr (lib.types.enum [ "keep" "drop" ]);
+                  type = lib.types.nullOr (lib.types.enum [ "auto" "keep" "drop" ]);
                   default = null;
-                  description = "What kache does with cargo's incremental compilation (on for your workspace crates in dev builds). `keep`: a miss compiles incrementally as without kache, so the edit-build loop stays as fast as cargo's, and the outputs are cached all the same; a hit needs no incremental state. `drop`: every wrapped compile runs without it (byte-for-byte reproducible outputs; avoids incremental-state trouble such as APFS corruption on macOS), at about twice the cost per edit. null means kache's default: `keep`. Environment variable: `KACHE_INCREMENTAL`.";
+                  description = "What kache does with cargo's incremental compilation (on for your workspace crates in dev builds) when it compiles. `auto`: without it (a full compile beats an incremental one from scratch), until a crate is being edited: once it missed twice in 30 minutes, or already has incremental state, it compiles incrementally, as fast as plain cargo from then on. `keep`: always as cargo asked. `drop`: never (reproducible bytes, no incremental state to go bad, e.g. APFS trouble on macOS). Outputs are cached in every mode; a hit needs no incremental state. null means kache's default: `auto`. Environment variable: `KACHE_INCREMENTAL`.";
                 };
                 clean_incremental = lib.mkOption {
                   type = lib.types.nullOr (lib.types.bool);
                   default = null;
-                  description = "With `incremental = \"drop\"`, remove a crate's stale incremental state when kache compiles it without; gc removes incremental sessions left untouched for an hour. null means kache's default: `true`. Environment variable: `KACHE_CLEAN_INCREMENTAL`.";
+                  description = "With `incremental = \"drop\"`, remove a crate's stale incremental state when kache compiles it without; gc removes incremental sessions left untouched for an hour in every mode. null means kache's default: `true`. Environment variable: `KACHE_CLEAN_INCREMENTAL`.";
                 };
                 compression_level = lib.mkOption {
                   type = lib.types.nullOr (lib.types.ints.between 1 22);

@@ -35,7 +35,7 @@ TEMP_AGE_SECS = 3600.0
 # Stamps in ``tmp/settings-ok`` and ``tmp/warned`` older than this are dropped; the
 # price is one re-validation or one repeated warning.
 STAMP_AGE_SECS = 7 * 86400.0
-STAMP_DIRS = frozenset({"settings-ok", "warned"})
+STAMP_DIRS = frozenset({"settings-ok", "warned", "settings", "units"})
 # Keys deleted per write transaction, so builds never wait long for the lock.
 BATCH = 256
 

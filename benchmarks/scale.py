@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""How the store's operations grow with its size: 1,000 → 100,000 entries (tiny blobs).
+
+For each size it builds a synthetic store (real blob files, entries, manifest lines, an
+event log of the same length), then times, each as its own process where a user would
+run one: a direct-mode lookup plus restore through the real wrapper code path
+(in-process, the part that touches the index), `kache list --json`, `kache stats --json`
+and `kache gc` (over the limit: evicts ~10 %). Prints a table and writes JSON.
+
+    python3 benchmarks/scale.py --sizes 1000 10000 100000 --json benchmarks/results/scale.json
+
+A benchmark, not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def build_store(root: Path, n: int) -> str:
+    """A store with n entries (2 tiny blobs each, 1,000 distinct blobs shared) and n events."""
+    from kache.store.index import Store
+
+    store = Store(str(root))
+    now = time.time()
+    blobs = [store.put_blob_bytes(f"blob {i}".encode() * 8)[0] for i in range(1000)]
+    entries, links, manifests = [], [], []
+    for i in range(n):
+        key = f"{i:064x}"
+        files = [{"name": f"libc{i}.rlib", "hash": blobs[i % 1000], "size": 64, "kind": "link"},
+                 {"name": f"libc{i}.rmeta", "hash": blobs[(i * 7) % 1000], "size": 64, "kind": "link"}]
+        meta = {"files": files, "stdout": "", "stderr": "", "emit": ["link", "metadata"],
+                "components": {"args": "0" * 16, "source:<CWD>/src/lib.rs": "1" * 16}}
+        entries.append((key, f"crate{i % 2000}", "lib", "", "dev", 128, now - n + i, now - n + i, i % 5, 100, 1,
+                        f"{i:064x}"[::-1], json.dumps(meta)))
+        links += [(key, f["hash"], f["size"]) for f in files]
+        manifests.append((f"{i:064x}"[::-1], key, json.dumps({"files": [["<CWD>/src/lib.rs", "ab" * 32]],
+                                                               "env": []}), now - n + i))
+    with store._write() as db:
+        db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", entries)
+        db.executemany("INSERT OR IGNORE INTO entry_blobs VALUES (?, ?, ?)", links)
+        db.executemany("INSERT INTO manifests VALUES (?, ?, ?, ?)", manifests)
+    store.close()
+    with open(root / "events.jsonl", "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"t": now - n + i, "crate": f"crate{i % 2000}",
+                                "outcome": ("local_hit", "miss", "passthrough")[i % 3], "ms": 20.0,
+                                "bytes": 128, "root": "/ws"}) + "\n")
+    return str(root)
+
+
+def time_lookup(root: str, n: int, repeats: int = 200) -> float:
+    """Median seconds of the index work of a hit: manifest + entry + touch."""
+    from kache.store.index import Store
+
+    store = Store(root)
+    samples = []
+    for r in range(repeats):
+        i = (r * 7919) % n
+        t0 = time.perf_counter()
+        lines = store.manifest(f"{i:064x}"[::-1])
+        entry = store.get(lines[0][0])
+        with store._write():
+            store.touch(entry.key)  # type: ignore[union-attr]
+        samples.append(time.perf_counter() - t0)
+    store.close()
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def time_command(args: list[str], root: str, **env: str) -> float:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "kache", *args], capture_output=True, text=True,
+                         env={**os.environ, "KACHE_CACHE_DIR": root, **env})
+    elapsed = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"kache {' '.join(args)} failed: {out.stderr}")
+    return elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    rows = []
+    for n in args.sizes:
+        base = Path(tempfile.mkdtemp(prefix=f"kache-scale-{n}-"))
+        try:
+            t0 = time.perf_counter()
+            root = build_store(base / "store", n)
+            build_s = time.perf_counter() - t0
+            row = {"entries": n, "build_s": round(build_s, 2),
+                   "lookup_ms": round(time_lookup(root, n) * 1000, 3),
+                   "list_json_s": round(time_command(["list", "--json"], root), 3),
+                   "stats_json_s": round(time_command(["stats", "--json"], root), 3),
+                   # 128 B per entry logical, 64 KiB physical in all: a 32 KiB cap evicts by LRU
+                   "gc_s": round(time_command(["gc"], root, KACHE_MAX_SIZE="32KiB"), 3)}
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"\n{'entries':>8} {'lookup':>10} {'list --json':>12} {'stats --json':>13} {'gc':>8}")
+    for r in rows:
+        print(f"{r['entries']:>8} {r['lookup_ms']:>8.2f}ms {r['list_json_s']:>11.3f}s {r['stats_json_s']:>12.3f}s "
+              f"{r['gc_s']:>7.3f}s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

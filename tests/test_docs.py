@@ -29,7 +29,6 @@ def test_readme_has_an_install_and_run_command() -> None:
 
 
 def test_every_command_is_in_the_readme() -> None:
-    import click
 
     from kache.cli import root
 

@@ -75,7 +75,7 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
     if st.reply is None:
         if st.running:
             click.echo(f"kache daemon: not answering (pid {st.pid or '?'} holds the pid file)")
-            click.echo(f"  it may be starting; otherwise stop it with `kache daemon stop`")
+            click.echo("  it may be starting; otherwise stop it with `kache daemon stop`")
         else:
             click.echo("kache daemon: not running (start it with `kache daemon start`)")
         click.echo(f"  socket   {st.socket}")

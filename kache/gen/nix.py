@@ -162,7 +162,7 @@ def _option(name: str, schema: dict[str, Any], indent: str) -> str:
 def _submodule(schema: dict[str, Any], indent: str, *, freeform: bool = True) -> str:
     inner = indent + "  "
     body = inner + "  "
-    parts = [f"lib.types.submodule {{"]
+    parts = ["lib.types.submodule {"]
     if freeform:
         parts.append(f"{inner}freeformType = toml.type;")
     parts.append(f"{inner}options = {{")

@@ -326,24 +326,7 @@ class Store:
 
     def remove(self, keys: Iterable[str]) -> int:
         """Delete entries and any blob no other entry uses; returns bytes freed (physical)."""
-        freed = 0
-        keys = list(keys)
-        with self._write() as db:
-            for key in keys:
-                hashes = [r[0] for r in db.execute("SELECT hash FROM entry_blobs WHERE key = ?", (key,))]
-                db.execute("DELETE FROM entry_blobs WHERE key = ?", (key,))
-                db.execute("DELETE FROM entries WHERE key = ?", (key,))
-                db.execute("DELETE FROM manifests WHERE key = ?", (key,))
-                for h in hashes:
-                    if db.execute("SELECT 1 FROM entry_blobs WHERE hash = ? LIMIT 1", (h,)).fetchone():
-                        continue
-                    path = self.blob_path(h)
-                    try:
-                        freed += os.stat(path).st_size
-                        os.unlink(path)
-                    except FileNotFoundError:
-                        pass
-        return freed
+        return self.remove_unused(keys)[1]
 
     def totals(self) -> dict[str, int]:
         """entries, logical bytes (sum of entries) and physical bytes (each blob once)."""

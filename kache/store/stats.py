@@ -27,9 +27,9 @@ from typing import Any
 from kache.store import events
 from kache.store.entries import iso
 from kache.store.events import OUTCOMES
+from kache.store.index import Store, StoreError
 
 HIT_OUTCOMES = frozenset({"local_hit", "remote_hit", "prefetch_hit"})
-from kache.store.index import Store, StoreError
 
 __all__ = ["Stats", "ProjectStats", "compute", "store_totals"]
 

@@ -32,14 +32,14 @@ from kache.store.index import Entry, Store, StoreError
 from kache.wrapper import argv as argvmod
 from kache.wrapper import depinfo
 from kache.wrapper.filehash import FileHasher
-from kache.wrapper.key import KEY_VERSION, KeyBuilder, env_only_locates_files, full_key, is_within, key_env
+from kache.wrapper.key import KEY_VERSION, KeyBuilder, env_only_locates_files, full_key, key_env
 from kache.wrapper.toolchain import identity
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-__all__ = ["Call", "prepare", "look_up", "restore", "compile_and_record", "OUT_DIR_TOKEN"]
+__all__ = ["Call", "prepare", "look_up", "restore", "record", "run_compiler", "OUT_DIR_TOKEN"]
 
 # Stands for this build's --out-dir in stored stdout/stderr (artifact notifications).
 OUT_DIR_TOKEN = "${KACHE_OUT_DIR}"

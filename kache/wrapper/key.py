@@ -23,7 +23,6 @@ History: 1 — first recipe.
 
 from __future__ import annotations
 
-import os
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from blake3 import blake3
@@ -123,6 +122,3 @@ def env_only_locates_files(var: str, sources: Iterable[str]) -> bool:
             return False
     return True
 
-
-def is_within(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)

@@ -29,7 +29,7 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["request", "notify", "socket_path", "intent_path", "write_intent", "fetch", "spawn", "remote_url",
+__all__ = ["request", "notify", "socket_path", "intent_path", "write_intent", "fetch", "spawn", "spawn_kache", "remote_url",
            "CONNECT_TIMEOUT", "NOTIFY_WAIT"]
 
 VERSION = 1
@@ -211,13 +211,19 @@ def spawn(from_build: bool = True) -> bool:
     and the remote-deciding ones, so the daemon takes its remote from the config files.
     True when the process was launched.
     """
+    return spawn_kache(["daemon", "start"] + (["--from-build"] if from_build else []))
+
+
+def spawn_kache(args: list[str], env: dict[str, str] | None = None) -> bool:
+    """Run ``python -m kache ARGS`` detached (new session, no inherited descriptors, cwd
+    ``/``, no output), not waiting for it. True when the process was launched."""
     import subprocess
     import sys
 
-    argv = [sys.executable, "-m", "kache", "daemon", "start"] + (["--from-build"] if from_build else [])
     try:
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         close_fds=True, start_new_session=True, cwd="/")
+        subprocess.Popen([sys.executable, "-m", "kache", *args], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+                         start_new_session=True, cwd="/")
     except OSError:
         return False
     return True

@@ -90,9 +90,7 @@ def run(argv: list[str]) -> int:
         from kache.settings import env_flag, load_checked
 
         if env_flag("KACHE_DISABLED"):
-            from kache.wrapper.cache import unlink_shared_outputs
-
-            unlink_shared_outputs(_outputs(call))
+            unlink_shared_outputs_quietly(call)
             return exec_compiler(argv)
         try:
             settings = load_checked()
@@ -109,19 +107,13 @@ def run(argv: list[str]) -> int:
     return exec_compiler(argv)
 
 
-def _outputs(call: object) -> list[str]:
-    from kache.wrapper import argv as argvmod
-
-    try:
-        return [os.path.abspath(p) for p in argvmod.expected_outputs(call)]  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001
-        return []
-
-
 def unlink_shared_outputs_quietly(call: object) -> None:
+    """Before rustc runs as if kache were absent: unlink its expected outputs that share an
+    inode with a store blob (rustc may rewrite outputs in place). Never raises."""
     try:
+        from kache.wrapper import argv as argvmod
         from kache.wrapper.cache import unlink_shared_outputs
 
-        unlink_shared_outputs(_outputs(call))
+        unlink_shared_outputs([os.path.abspath(p) for p in argvmod.expected_outputs(call)])  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001
         pass

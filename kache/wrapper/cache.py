@@ -28,6 +28,7 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 from kache._record import Record
 from kache.paths import Normalizer, find_target_dir
 from kache.store import events
+from kache.store.blobs import hash_file
 from kache.store.index import Entry, Store, StoreError
 from kache.wrapper import argv as argvmod
 from kache.wrapper import depinfo
@@ -431,8 +432,6 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
             size = len(data)
             kind = "depinfo"
         else:
-            from kache.store.blobs import hash_file
-
             digest, size = hash_file(p)
             st = os.stat(p)
             kind = "exec" if (st.st_mode & 0o111 or name.endswith((".so", ".dylib", ".dll"))) else "link"

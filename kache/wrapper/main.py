@@ -15,13 +15,13 @@ __all__ = ["handle"]
 
 
 def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started: float) -> int:
-    from kache.wrapper import exec_compiler, warn_once
+    from kache.wrapper import exec_compiler, unlink_shared_outputs_quietly, warn_once
 
     env = os.environ
     store = Store(settings.get("cache.local_store"))
     reason = argvmod.passthrough_reason(call, bool(settings["cache.cache_executables"]))
     if reason is not None:
-        cache.unlink_shared_outputs([os.path.abspath(p) for p in argvmod.expected_outputs(call)])
+        unlink_shared_outputs_quietly(call)
         _passthrough_event(store, call, reason, started)
         return exec_compiler(argv)
 
@@ -29,12 +29,12 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
         c = cache.prepare(call, argv, store, env, settings["cache.extra_inputs"] or {},
                           settings["cache.key_salt"] or "")
     except cache.Uncacheable as e:
-        cache.unlink_shared_outputs([os.path.abspath(p) for p in argvmod.expected_outputs(call)])
+        unlink_shared_outputs_quietly(call)
         _passthrough_event(store, call, str(e), started)
         return exec_compiler(argv)
     except (StoreError, sqlite3.Error, OSError) as e:
         warn_once(f"cache unavailable ({e})")
-        cache.unlink_shared_outputs([os.path.abspath(p) for p in argvmod.expected_outputs(call)])
+        unlink_shared_outputs_quietly(call)
         return exec_compiler(argv)
 
     if store.recovered:
@@ -81,7 +81,6 @@ def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int |
         entry = cache.look_up(c)
         if entry is None:
             return None
-        cache.unlink_shared_outputs(c.outputs)
         size = cache.restore(c, entry)
         with c.store._write():
             c.store.touch(entry.key)
@@ -149,14 +148,11 @@ def _maybe_gc(store: Store, settings: Settings) -> None:
         limit = settings.get("cache.local_max_size")
         if store.totals()["physical_bytes"] <= limit * GC_TRIGGER:
             return
-        import subprocess
-        import sys
+        from kache.daemon.client import spawn_kache
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CARGO", "RUSTC"))}
         env["KACHE_CACHE_DIR"] = store.root
-        subprocess.Popen([sys.executable, "-m", "kache", "gc"], env=env, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
-                         start_new_session=True, cwd="/")
+        spawn_kache(["gc"], env)
     except Exception:  # noqa: BLE001 - upkeep must never disturb the build
         pass
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kache.errors import KacheError
+from kache.store.events import HIT_OUTCOMES
 
 __all__ = ["DemoReport", "run_demo", "WORKSPACE"]
 
 WORKSPACE = Path(__file__).with_name("demo_workspace")
 MARKER = ".kache-demo"
-HIT_OUTCOMES = ("local_hit", "remote_hit", "prefetch_hit")
 
 
 @dataclass

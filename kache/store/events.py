@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-__all__ = ["append", "read", "read_all", "Tail", "OUTCOMES", "MAX_BYTES"]
+__all__ = ["append", "read", "read_all", "Tail", "OUTCOMES", "HIT_OUTCOMES", "MAX_BYTES"]
 
 OUTCOMES = ("local_hit", "remote_hit", "prefetch_hit", "miss", "dup", "passthrough", "error")
+# Outputs restored, rustc not run, wherever the entry came from.
+HIT_OUTCOMES = frozenset({"local_hit", "remote_hit", "prefetch_hit"})
 MAX_BYTES = 8 << 20
 
 

@@ -26,16 +26,35 @@ from typing import Any
 
 from kache.store import events
 from kache.store.entries import iso
-from kache.store.events import OUTCOMES
+from kache.store.events import HIT_OUTCOMES, OUTCOMES
 from kache.store.index import Store, StoreError
 
-HIT_OUTCOMES = frozenset({"local_hit", "remote_hit", "prefetch_hit"})
+__all__ = ["Counts", "Stats", "ProjectStats", "compute", "store_totals", "HIT_OUTCOMES"]
 
-__all__ = ["Stats", "ProjectStats", "compute", "store_totals"]
+
+class Counts:
+    """``calls`` and ``hit_rate`` of anything that counts ``hits``, ``misses``,
+    ``passthrough`` and ``errors`` (the whole log, a project, a crate in the monitor)."""
+
+    __slots__ = ()
+    hits: int
+    misses: int
+    passthrough: int
+    errors: int
+
+    @property
+    def calls(self) -> int:
+        return self.hits + self.misses + self.passthrough + self.errors
+
+    @property
+    def hit_rate(self) -> float | None:
+        """hits / (hits + misses) over cacheable calls; None when there were none."""
+        cacheable = self.hits + self.misses
+        return self.hits / cacheable if cacheable else None
 
 
 @dataclass
-class ProjectStats:
+class ProjectStats(Counts):
     """Counts of one workspace (the event's ``root``; ``""`` when the call did not say)."""
 
     root: str
@@ -45,18 +64,9 @@ class ProjectStats:
     errors: int = 0
     saved_ms: int = 0
 
-    @property
-    def calls(self) -> int:
-        return self.hits + self.misses + self.passthrough + self.errors
-
-    @property
-    def hit_rate(self) -> float | None:
-        cacheable = self.hits + self.misses
-        return self.hits / cacheable if cacheable else None
-
 
 @dataclass
-class Stats:
+class Stats(Counts):
     """What ``kache stats`` shows; ``to_json`` is the ``--json`` document."""
 
     since: float | None
@@ -96,15 +106,6 @@ class Stats:
     @property
     def errors(self) -> int:
         return self.outcomes["error"]
-
-    @property
-    def calls(self) -> int:
-        return sum(self.outcomes.values())
-
-    @property
-    def hit_rate(self) -> float | None:
-        cacheable = self.hits + self.misses
-        return self.hits / cacheable if cacheable else None
 
     @property
     def dedup_saved_bytes(self) -> int:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from kache import units
 from kache.store import events as events_mod
-from kache.store.stats import HIT_OUTCOMES, store_totals
+from kache.store.events import HIT_OUTCOMES
+from kache.store.stats import Counts, store_totals
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -108,7 +109,7 @@ class Event:
 
 
 @dataclass(slots=True)
-class Tally:
+class Tally(Counts):
     """Counts of one project (workspace root) or one crate, or of everything."""
 
     name: str
@@ -118,15 +119,6 @@ class Tally:
     errors: int = 0
     saved_ms: int = 0
     last: float = 0.0
-
-    @property
-    def calls(self) -> int:
-        return self.hits + self.misses + self.passthrough + self.errors
-
-    @property
-    def hit_rate(self) -> float | None:
-        cacheable = self.hits + self.misses
-        return self.hits / cacheable if cacheable else None
 
     def add(self, ev: Event, saved_ms: int) -> None:
         group = ev.group

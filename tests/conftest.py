@@ -57,3 +57,17 @@ def kache_exe() -> str:
             pytest.fail("the kache console script is not installed; run `pip install -e .`")
         return found
     return str(exe)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The reliability summary (issue 9): what the fault, concurrency and hostile-input
+    tests of this run did, counted as they did it (see tests/reliability.py)."""
+    from tests import reliability
+
+    if not reliability.enabled():
+        return
+    terminalreporter.section("kache reliability")
+    terminalreporter.write_line(reliability.summary())
+    path = reliability.env_path()
+    if path:
+        reliability.write_json(path)

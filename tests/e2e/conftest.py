@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests import reliability
 from tests.conftest import FIXTURES
 
 CACHEABLE_CRATES = {"build_script_build", "kc_macros", "kc_core", "kc_util"}
+BUILD_COMMANDS = {"build", "check", "test", "run", "clippy", "doc"}
+
+
+@functools.cache
+def reference_app_output() -> str:
+    """What kc-app prints when the pristine fixture is built by plain cargo (no wrapper)."""
+    with tempfile.TemporaryDirectory(prefix="kache-reference-") as tmp:
+        path = Path(tmp) / "ws"
+        shutil.copytree(FIXTURES / "ws", path)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUSTC_WRAPPER", "KACHE_"))}
+        env["CARGO_TARGET_DIR"] = str(path / "target")
+        subprocess.run(["cargo", "build", "--offline", "-q"], cwd=path, env=env, check=True, capture_output=True)
+        return subprocess.run([path / "target" / "debug" / "kc-app"], capture_output=True, text=True,
+                              check=True).stdout
 
 
 @dataclass
@@ -28,8 +45,15 @@ class Workspace:
     env: dict[str, str] = field(default_factory=dict)
 
     def cargo(self, *args: str, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        """Run cargo here. With ``check``, a build that fails fails the test (and counts
+        as a failed build in the reliability summary)."""
         env = {**os.environ, **self.env, **extra_env}
-        out = subprocess.run(["cargo", *args, "--offline"], cwd=self.path, env=env, capture_output=True, text=True)
+        out = subprocess.run(["cargo", *args, "--offline"], cwd=self.path, env=env, capture_output=True,
+                             text=True, check=False)
+        if check and args and args[0] in BUILD_COMMANDS:
+            reliability.count("builds run")
+            if out.returncode != 0:
+                reliability.count("builds failed")
         if check and out.returncode != 0:
             raise AssertionError(f"cargo {' '.join(args)} failed:\n{out.stderr}")
         return out
@@ -43,6 +67,15 @@ class Workspace:
     def app(self, profile: str = "debug") -> str:
         exe = self.target / profile / "kc-app"
         return subprocess.run([exe], capture_output=True, text=True, check=True).stdout
+
+    def verify_app(self, profile: str = "debug") -> None:
+        """The app this build produced prints what the pristine fixture, built by plain
+        cargo without kache, prints (an artifact check of the reliability summary)."""
+        got = self.app(profile)
+        reliability.count("artifacts checked")
+        if got != reference_app_output():
+            reliability.count("wrong artifacts served")
+            raise AssertionError(f"wrong artifact: kc-app printed {got!r}, expected {reference_app_output()!r}")
 
     @property
     def target(self) -> Path:

@@ -169,12 +169,11 @@ def _index_problems(root: str, problems: list[str]) -> Check:
     def fix() -> str:
         s = Store(root)
         try:
-            bad = {p.split(":")[0].split()[1] for p in broken if p.startswith("entry ")}
-            keys = [e.key for e in s.entries() if e.key[:16] in bad]
-            s.remove(keys)
+            entries, damaged = s.repair()
             # Blobs younger than 10 minutes may belong to a compile that is recording.
             count, freed = s.remove_orphans(s.orphan_blobs(older_than=600), older_than=600)
-            return f"removed {len(keys)} broken entries and {count} orphan blobs ({units.format_size(freed)})"
+            return (f"removed {damaged} damaged blobs, the {entries} entries that used them, and {count} "
+                    f"orphan blobs ({units.format_size(freed)})")
         finally:
             s.close()
 

@@ -214,7 +214,9 @@ def why_miss(crate: str, as_json: bool) -> None:
 @click.option("--max-age", metavar="DUR", help="Also evict entries unused for this long (e.g. 30d).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def gc(max_age: str | None, as_json: bool) -> None:
-    """Evict least recently used entries down to local_max_size; remove orphans.
+    """Repair, evict least recently used entries down to local_max_size; remove orphans.
+
+    Entries whose blobs are missing, truncated or altered are removed first.
 
     Over the limit, entries are evicted until the store is at 90% of it; entries used in
     the last two minutes are kept. Also removes blobs no entry uses, stale temp files and,
@@ -244,6 +246,9 @@ def gc(max_age: str | None, as_json: bool) -> None:
     ev = report.evicted
     click.echo(f"evicted {report.entries_evicted} entries ({ev['size']} over the size limit, "
                f"{ev['max-age']} unused too long), freeing {size(report.evicted_bytes)}")
+    if report.broken_removed or report.damaged_blobs:
+        click.echo(f"removed {report.damaged_blobs} damaged blobs and the {report.broken_removed} entries "
+                   "that used them (missing, truncated or altered since they were stored)")
     click.echo(f"removed {report.orphans_removed} orphan blobs ({size(report.orphan_bytes)}) and "
                f"{report.temp_removed} temp files ({size(report.temp_bytes)})")
     if clean_incremental:

@@ -359,7 +359,7 @@ def _extract_blob(store: Store, src: _Capped, digest: str, size: int, tmp_dir: s
     from blake3 import blake3
 
     dst = store.blob_path(digest)
-    have = os.path.exists(dst)
+    have = os.path.exists(dst) and store.blob_problem(digest, size) is None  # a damaged one is replaced
     h = blake3()
     tmp = None
     out = None
@@ -381,9 +381,9 @@ def _extract_blob(store: Store, src: _Capped, digest: str, size: int, tmp_dir: s
             out.close()
             out = None
             os.chmod(tmp, 0o444)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            if not os.path.exists(dst):
-                os.replace(tmp, dst)
+            os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
+            os.replace(tmp, dst)
+        store.note_verified(digest)
     finally:
         if out is not None:
             out.close()

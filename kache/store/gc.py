@@ -1,5 +1,5 @@
-"""Keeping the store in bounds: ``gc`` (age and LRU eviction, orphans, temp files,
-incremental dirs) and ``purge`` (everything, or one crate).
+"""Keeping the store in bounds: ``gc`` (repair of damaged entries, age and LRU eviction,
+orphans, temp files, incremental dirs) and ``purge`` (everything, or one crate).
 
 gc plans outside any lock on a snapshot of the index, then deletes in short write
 transactions that re-check each choice (``Store.remove_unused``, ``Store.remove_orphans``):
@@ -59,6 +59,9 @@ class GcReport:
     temp_bytes: int = 0
     incremental_removed: int = 0
     incremental_bytes: int = 0
+    broken_removed: int = 0
+    """Entries removed because a blob they need was missing, truncated or altered."""
+    damaged_blobs: int = 0
 
     @property
     def entries_evicted(self) -> int:
@@ -81,6 +84,8 @@ class GcReport:
             "temp_bytes": self.temp_bytes,
             "incremental_removed": self.incremental_removed,
             "incremental_bytes": self.incremental_bytes,
+            "broken_removed": self.broken_removed,
+            "damaged_blobs": self.damaged_blobs,
             "max_bytes": self.max_bytes,
             "target_bytes": self.target_bytes,
             "before_bytes": self.before_bytes,
@@ -243,8 +248,12 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     """Evict, then sweep: see the module docstring. ``max_age`` in seconds (None: no age
     limit); ``now`` is for tests."""
     now = time.time() if now is None else now
+    # Repair first: entries whose blobs are missing or damaged go (a stat per blob; a
+    # blob whose stamp changed is re-hashed), so eviction plans on what is really there.
+    broken, damaged = store.repair()
     before = store.totals()["physical_bytes"]
-    report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=before)
+    report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=before,
+                      broken_removed=broken, damaged_blobs=damaged)
     by_age, by_size, report.pinned, age_cutoff, pin_cutoff = _plan(store, max_bytes, max_age, now)
     n, freed = _evict(store, by_age, age_cutoff)
     report.evicted["max-age"] = n

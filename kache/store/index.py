@@ -21,6 +21,12 @@ rebuilt, never guessed at):
 ``file_hashes``  blake3 memo keyed on (path, dev, inode, size, mtime_ns, ctime_ns).
 ``tool_memo``    memo of tool identities (``rustc -vV``) keyed on the binary's stat.
 ``incremental``  incremental dirs seen on wrapped calls, for gc to remove.
+``blob_stamps``  per blob, the (inode, size, mtime_ns) it had when kache last wrote,
+                 verified or restored it. A blob whose stat still matches is taken as
+                 intact (one ``stat``); any other is re-hashed before it is used, and a
+                 blob that no longer matches its name is removed with its entries. A
+                 write, a truncation or a replacement changes the stamp; ``cargo clean``
+                 (a link count) does not.
 
 Every write is one transaction; an entry is inserted only after all its blobs exist,
 so a crash can leave orphan blobs (gc removes them) but never an entry without data.
@@ -44,8 +50,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Store", "Entry", "StoreError", "SCHEMA_VERSION"]
 
-# History: 1 — first layout; 2 — index on manifests(key) (removal no longer scans).
-SCHEMA_VERSION = 2
+# History: 1 — first layout; 2 — index on manifests(key) (removal no longer scans);
+# 3 — blob_stamps (added in place: a version-2 index keeps its entries).
+SCHEMA_VERSION = 3
+# Versions that become the current one by creating the tables they lack.
+_ADDITIVE = {2}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -93,6 +102,12 @@ CREATE TABLE IF NOT EXISTS incremental (
     path TEXT PRIMARY KEY,
     last_seen REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blob_stamps (
+    hash TEXT PRIMARY KEY,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 # Entries used this recently are never evicted: a build may be restoring them.
@@ -103,6 +118,19 @@ MANIFEST_CAP = 16
 
 class StoreError(Exception):
     """The store cannot be used (unwritable, corrupt); the wrapper then runs rustc plainly."""
+
+
+class DamagedBlob(StoreError):
+    """A blob an entry needs is missing, truncated or no longer matches its hash."""
+
+    def __init__(self, digest: str, problem: str) -> None:
+        super().__init__(f"blob {digest[:16]}: {problem}")
+        self.digest = digest
+        self.problem = problem
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class Entry(Record):
@@ -140,6 +168,8 @@ class Store:
         self._create = create
         self.recovered: str | None = None
         """Where a corrupt index was moved aside by this process, if it was."""
+        self._verified: set[str] = set()
+        """Blobs this process wrote or checked: their stamps are (re)recorded on the next write."""
 
     # ------------------------------------------------------------------ plumbing
 
@@ -193,6 +223,10 @@ class Store:
                 try:
                     for sub in ("", "store", "tmp", "locks"):
                         os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+                    try:  # owner-only index (SQLite gives its -wal and -shm the same mode)
+                        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+                    except FileExistsError:
+                        pass
                 finally:
                     os.umask(old)
             db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -213,8 +247,9 @@ class Store:
             now = db.execute("PRAGMA user_version").fetchone()[0]
             if now == SCHEMA_VERSION:
                 return
-            if now != 0:  # an index of another version: start over (blobs stay; gc sweeps)
-                for table in ("entries", "entry_blobs", "manifests", "file_hashes", "tool_memo", "incremental"):
+            if now != 0 and now not in _ADDITIVE:  # another version: start over (blobs stay; gc sweeps)
+                for table in ("entries", "entry_blobs", "manifests", "file_hashes", "tool_memo", "incremental",
+                              "blob_stamps"):
                     db.execute(f"DROP TABLE IF EXISTS {table}")
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
@@ -286,10 +321,131 @@ class Store:
         return blobs.blob_path(self.root, digest)
 
     def put_blob_file(self, src: str, digest: str, *, link: bool) -> bool:
-        return blobs.put_file(self.root, src, digest, link=link)
+        """Make ``src`` a blob; False when an intact blob was there already (a damaged
+        one is replaced)."""
+        size = os.stat(src).st_size
+        if self._have_intact(digest, size):
+            return False
+        added = blobs.put_file(self.root, src, digest, link=link)
+        self._verified.add(digest)
+        return added
 
     def put_blob_bytes(self, data: bytes) -> tuple[str, bool]:
-        return blobs.put_bytes(self.root, data)
+        digest = blobs.hash_bytes(data)
+        if self._have_intact(digest, len(data)):
+            return digest, False
+        blobs.put_bytes(self.root, data)
+        self._verified.add(digest)
+        return digest, True
+
+    def _have_intact(self, digest: str, size: int) -> bool:
+        """Whether the blob exists and is intact; a damaged one is deleted (its entries
+        notice at their next use)."""
+        path = self.blob_path(digest)
+        if not os.path.exists(path):
+            return False
+        if self.blob_problem(digest, size) is None:
+            return True
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return False
+
+    # ------------------------------------------------------------------ blob checks
+
+    def blob_stamps(self, digests: Iterable[str]) -> dict[str, tuple[int, int, int]]:
+        digests = list(digests)
+        out: dict[str, tuple[int, int, int]] = {}
+        for i in range(0, len(digests), 500):
+            chunk = digests[i:i + 500]
+            q = f"SELECT hash, ino, size, mtime_ns FROM blob_stamps WHERE hash IN ({','.join('?' * len(chunk))})"
+            for r in self.db.execute(q, chunk):
+                out[r[0]] = (r[1], r[2], r[3])
+        return out
+
+    def blob_problem(self, digest: str, size: int, stamp: tuple[int, int, int] | None = None, *,
+                     stamp_known: bool = False, rehash: bool = False) -> str | None:
+        """None when the blob is intact, else what is wrong with it ("missing", "size …",
+        "content does not match its hash").
+
+        Cheap: a blob whose stat matches its recorded stamp is taken as intact; any other
+        is re-hashed (``rehash`` always re-hashes). ``stamp_known`` says the caller looked
+        the stamp up already (``stamp`` None then means there is none).
+        """
+        path = self.blob_path(digest)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return "missing"
+        if st.st_size != size:
+            return f"size {st.st_size}, expected {size}"
+        if not stamp_known:
+            stamp = self.blob_stamps([digest]).get(digest)
+        if rehash or stamp != _stamp(st):
+            try:
+                actual = blobs.hash_file(path)[0]
+            except OSError as e:
+                return f"unreadable ({e.strerror})"
+            if actual != digest:
+                return "content does not match its hash"
+            self._verified.add(digest)  # re-hashed: its new stamp is recorded on the next write
+        return None
+
+    def note_verified(self, digest: str) -> None:
+        """A blob this process just wrote or hashed (e.g. imported from an archive)."""
+        self._verified.add(digest)
+
+    def stamp_blobs(self, digests: Iterable[str] | None = None) -> None:
+        """Record the current stamps of the given blobs, or of those this process wrote
+        or re-hashed (inside a write transaction; after any ``utime`` of a hardlinked
+        output, which moves its blob's mtime)."""
+        rows = []
+        for digest in self._verified if digests is None else digests:
+            try:
+                st = os.stat(self.blob_path(digest))
+            except OSError:
+                continue
+            rows.append((digest, *_stamp(st)))
+        if rows:
+            self.db.executemany("INSERT OR REPLACE INTO blob_stamps VALUES (?, ?, ?, ?)", rows)
+
+    def drop_damaged(self, digest: str) -> list[str]:
+        """Remove a damaged blob and every entry that uses it; returns the keys removed."""
+        with self._write() as db:
+            keys = [r[0] for r in db.execute("SELECT key FROM entry_blobs WHERE hash = ?", (digest,))]
+            db.execute("DELETE FROM blob_stamps WHERE hash = ?", (digest,))
+            try:
+                os.unlink(self.blob_path(digest))
+            except FileNotFoundError:
+                pass
+        self._verified.discard(digest)
+        if keys:
+            self.remove_unused(keys)
+        return keys
+
+    def damaged_blobs(self, *, rehash: bool = False) -> dict[str, str]:
+        """Every referenced blob that is missing, has the wrong size, or (when its stamp
+        changed, or with ``rehash`` always) no longer matches its hash: hash → problem."""
+        sizes = {r[0]: r[1] for r in self.db.execute("SELECT hash, MAX(size) FROM entry_blobs GROUP BY hash")}
+        stamps = self.blob_stamps(sizes)
+        out = {}
+        for digest, size in sizes.items():
+            problem = self.blob_problem(digest, size, stamps.get(digest), stamp_known=True, rehash=rehash)
+            if problem:
+                out[digest] = problem
+        return out
+
+    def repair(self) -> tuple[int, int]:
+        """Remove damaged blobs and the entries that use them; stamp the blobs found
+        intact (so the next check is a ``stat`` each). Returns (entries, blobs) removed."""
+        damaged = self.damaged_blobs()
+        entries = 0
+        for digest in damaged:
+            entries += len(self.drop_damaged(digest))
+        with self._write():
+            self.stamp_blobs()
+        return entries, len(damaged)
 
     def add(self, entry: Entry, inputs: list[Any]) -> None:
         """Record an entry whose blobs are all in place, and its manifest line, atomically."""
@@ -300,6 +456,7 @@ class Store:
             for f in files:
                 if not os.path.exists(self.blob_path(f["hash"])):
                     raise StoreError(f"blob {f['hash']} vanished before the entry was recorded")
+            self.stamp_blobs([f["hash"] for f in files if f["hash"] in self._verified])
             db.execute(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (entry.key, entry.crate_name, entry.crate_types, entry.target, entry.profile, entry.size,
@@ -339,32 +496,19 @@ class Store:
     # ------------------------------------------------------------------ integrity
 
     def check(self, *, verify_hashes: bool = False) -> list[str]:
-        """Problems found: SQLite integrity, entries with missing or wrong-size blobs.
-
-        With ``verify_hashes``, every blob is re-hashed too.
+        """Problems found: SQLite integrity; entries whose blobs are missing, have the wrong
+        size, or no longer match their hash (re-hashed when their stamp changed; with
+        ``verify_hashes``, every blob is re-hashed); orphan blobs. Read-only.
         """
         problems: list[str] = []
         result = self.db.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
             problems.append(f"index.db: {result}")
-        seen: dict[str, str | None] = {}
-        for row in self.db.execute("SELECT key, hash, size FROM entry_blobs"):
-            key, digest, size = row
-            if digest not in seen:
-                path = self.blob_path(digest)
-                try:
-                    st = os.stat(path)
-                except FileNotFoundError:
-                    seen[digest] = "missing"
-                else:
-                    if st.st_size != size:
-                        seen[digest] = f"size {st.st_size}, expected {size}"
-                    elif verify_hashes and blobs.hash_file(path)[0] != digest:
-                        seen[digest] = "content does not match its hash"
-                    else:
-                        seen[digest] = None
-            if seen[digest]:
-                problems.append(f"entry {key[:16]}: blob {digest[:16]}: {seen[digest]}")
+        damaged = self.damaged_blobs(rehash=verify_hashes)
+        if damaged:
+            for key, digest in self.db.execute("SELECT key, hash FROM entry_blobs"):
+                if digest in damaged:
+                    problems.append(f"entry {key[:16]}: blob {digest[:16]}: {damaged[digest]}")
         orphans = self.orphan_blobs()
         if orphans:
             problems.append(f"{len(orphans)} orphan blob(s) no entry uses")

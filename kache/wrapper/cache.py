@@ -29,7 +29,7 @@ from kache._record import Record
 from kache.paths import Normalizer, find_target_dir
 from kache.store import events
 from kache.store.blobs import hash_file
-from kache.store.index import Entry, Store, StoreError
+from kache.store.index import DamagedBlob, Entry, Store
 from kache.wrapper import argv as argvmod
 from kache.wrapper import depinfo
 from kache.wrapper.filehash import FileHasher
@@ -211,12 +211,16 @@ def _env_value(c: Call, name: str, normalized: bool) -> str | None:
 def restore(c: Call, entry: Entry) -> int:
     """Put the entry's files in place, then replay its output. Returns bytes restored.
 
-    Raises ``StoreError`` when a blob is missing (the caller then compiles).
+    Every blob is checked first (a ``stat`` against its stamp; re-hashed when that
+    changed): a missing or damaged one raises ``DamagedBlob`` before anything is placed,
+    and the caller drops it and compiles. The caller records the blobs' new stamps.
     """
     files = entry.meta["files"]
+    stamps = c.store.blob_stamps(f["hash"] for f in files)
     for f in files:
-        if not os.path.exists(c.store.blob_path(f["hash"])):
-            raise StoreError(f"blob {f['hash'][:16]} of {entry.crate_name} is missing")
+        problem = c.store.blob_problem(f["hash"], f["size"], stamps.get(f["hash"]), stamp_known=True)
+        if problem is not None:
+            raise DamagedBlob(f["hash"], problem)
     os.makedirs(c.out_dir, exist_ok=True)
     total = 0
     # .rmeta first (cargo's pipelining starts dependents on it), .d last.

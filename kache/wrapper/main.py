@@ -7,7 +7,7 @@ import sqlite3
 import time
 
 from kache.settings import Settings, env_flag
-from kache.store.index import Store, StoreError
+from kache.store.index import DamagedBlob, Store, StoreError
 from kache.wrapper import argv as argvmod
 from kache.wrapper import cache, remote
 
@@ -84,7 +84,15 @@ def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int |
         size = cache.restore(c, entry)
         with c.store._write():
             c.store.touch(entry.key)
+            c.store.stamp_blobs(f["hash"] for f in entry.meta["files"])
             c.hasher.flush()
+    except DamagedBlob as e:
+        try:
+            c.store.drop_damaged(e.digest)
+        except (StoreError, sqlite3.Error, OSError):
+            pass
+        warn_once(f"the cached {c.crate} was damaged ({e}); removed it and compiling", suffix="")
+        return None
     except (StoreError, sqlite3.Error, OSError, ValueError) as e:
         warn_once(f"cache hit for {c.crate} could not be restored ({e}); compiling", suffix="")
         return None

@@ -31,15 +31,15 @@ def build_store(root: Path, n: int) -> str:
 
     store = Store(str(root))
     now = time.time()
-    blobs = [store.put_blob_bytes(f"blob {i}".encode() * 8)[0] for i in range(1000)]
+    blobs = [store.put_blob_bytes(f"blob {i:04} ".encode() * 6)[0] for i in range(1000)]  # 60 bytes each
     entries, links, manifests = [], [], []
     for i in range(n):
         key = f"{i:064x}"
-        files = [{"name": f"libc{i}.rlib", "hash": blobs[i % 1000], "size": 64, "kind": "link"},
-                 {"name": f"libc{i}.rmeta", "hash": blobs[(i * 7) % 1000], "size": 64, "kind": "link"}]
+        files = [{"name": f"libc{i}.rlib", "hash": blobs[i % 1000], "size": 60, "kind": "link"},
+                 {"name": f"libc{i}.rmeta", "hash": blobs[(i * 7) % 1000], "size": 60, "kind": "link"}]
         meta = {"files": files, "stdout": "", "stderr": "", "emit": ["link", "metadata"],
                 "components": {"args": "0" * 16, "source:<CWD>/src/lib.rs": "1" * 16}}
-        entries.append((key, f"crate{i % 2000}", "lib", "", "dev", 128, now - n + i, now - n + i, i % 5, 100, 1,
+        entries.append((key, f"crate{i % 2000}", "lib", "", "dev", 120, now - n + i, now - n + i, i % 5, 100, 1,
                         f"{i:064x}"[::-1], json.dumps(meta)))
         links += [(key, f["hash"], f["size"]) for f in files]
         manifests.append((f"{i:064x}"[::-1], key, json.dumps({"files": [["<CWD>/src/lib.rs", "ab" * 32]],

@@ -269,6 +269,7 @@ def import_archive(store: Store, data: bytes, *, expected_key: str | None = None
 
     doc: dict[str, Any] | None = None
     needed: dict[str, int] = {}
+    executables: set[str] = set()
     seen: set[str] = set()
     count = 0
     while True:
@@ -318,6 +319,7 @@ def import_archive(store: Store, data: bytes, *, expected_key: str | None = None
             if existing is not None:
                 return existing
             needed = {f["hash"]: f["size"] for f in doc["meta"]["files"]}
+            executables = {f["hash"] for f in doc["meta"]["files"] if f.get("kind") == "exec"}
             continue
         if doc is None:
             raise fail(f"{MANIFEST_NAME} is not the first member")
@@ -328,7 +330,7 @@ def import_archive(store: Store, data: bytes, *, expected_key: str | None = None
             raise fail(f"member {shown}: no file of the entry uses this blob")
         if size != needed[digest]:
             raise fail(f"member {shown}: {size} bytes, but the entry's file has {needed[digest]}")
-        _extract_blob(store, src, digest, size, tmp_dir, shown, fail)
+        _extract_blob(store, src, digest, size, tmp_dir, shown, fail, executable=digest in executables)
         src.exact(padding, shown)
     # After the end-of-archive block only zero padding may follow (read, counted, capped).
     while rest := src.read(_CHUNK):
@@ -353,7 +355,7 @@ def import_archive(store: Store, data: bytes, *, expected_key: str | None = None
 
 
 def _extract_blob(store: Store, src: _Capped, digest: str, size: int, tmp_dir: str, shown: str,
-                  fail: Callable[[str], ArchiveError]) -> None:
+                  fail: Callable[[str], ArchiveError], *, executable: bool = False) -> None:
     """Read one blob member, hashing it; write it to ``tmp/`` and rename it into place
     when it is new and its hash is its name."""
     from blake3 import blake3
@@ -380,7 +382,7 @@ def _extract_blob(store: Store, src: _Capped, digest: str, size: int, tmp_dir: s
         if out is not None and tmp is not None:
             out.close()
             out = None
-            os.chmod(tmp, 0o444)
+            os.chmod(tmp, 0o555 if executable else 0o444)
             os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
             os.replace(tmp, dst)
         store.note_verified(digest)

@@ -3,9 +3,11 @@
 A blob's name is the blake3 of its bytes (64 hex digits). Blobs are put with a temp
 file in ``tmp/`` and ``rename`` (same filesystem), so a reader never sees half a
 blob; a crash leaves at worst a temp file or an orphan blob that gc removes. Blobs
-are mode 0444: whatever is hardlinked into a target dir cannot be rewritten in
-place by a tool that respects permissions, and kache itself unlinks hardlinked
-outputs before rustc writes over them.
+are mode 0444 (0555 for build scripts and proc-macro libraries): whatever is
+hardlinked into a target dir cannot be rewritten in place by a tool that respects
+permissions, and kache itself unlinks hardlinked outputs before rustc writes over
+them. Whatever rewrites one anyway moves its stamp, and the blob is re-hashed before
+its next use (``Store.blob_problem``).
 """
 
 from __future__ import annotations
@@ -49,16 +51,17 @@ def _tmp_name(root: str) -> str:
     return os.path.join(tmp, f"put-{os.getpid()}-{os.urandom(6).hex()}")
 
 
-def put_file(root: str, src: str, digest: str, *, link: bool) -> bool:
+def put_file(root: str, src: str, digest: str, *, link: bool, executable: bool = False) -> bool:
     """Make ``src`` (whose hash is ``digest``) a blob. Returns False if it was there already.
 
-    ``link`` ingests by hardlink (no copy): only for immutable outputs (.rlib/.rmeta),
-    which then share the blob's read-only inode.
+    ``link`` ingests by hardlink (no copy): for outputs nothing rewrites in place
+    (.rlib/.rmeta, build-script executables, proc-macro libraries), which then share the
+    blob's read-only inode. ``executable`` blobs are 0555, so a restore can link them too.
     """
     dst = blob_path(root, digest)
     if os.path.exists(dst):
         return False
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
     tmp = _tmp_name(root)
     try:
         done = False
@@ -72,7 +75,7 @@ def put_file(root: str, src: str, digest: str, *, link: bool) -> bool:
             import shutil
 
             shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o444)
+        os.chmod(tmp, 0o555 if executable else 0o444)
         os.replace(tmp, dst)
     finally:
         if os.path.lexists(tmp):
@@ -86,7 +89,7 @@ def put_bytes(root: str, data: bytes) -> tuple[str, bool]:
     dst = blob_path(root, digest)
     if os.path.exists(dst):
         return digest, False
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
     tmp = _tmp_name(root)
     try:
         with open(tmp, "wb") as f:

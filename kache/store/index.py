@@ -320,13 +320,13 @@ class Store:
     def blob_path(self, digest: str) -> str:
         return blobs.blob_path(self.root, digest)
 
-    def put_blob_file(self, src: str, digest: str, *, link: bool) -> bool:
+    def put_blob_file(self, src: str, digest: str, *, link: bool, executable: bool = False) -> bool:
         """Make ``src`` a blob; False when an intact blob was there already (a damaged
         one is replaced)."""
         size = os.stat(src).st_size
         if self._have_intact(digest, size):
             return False
-        added = blobs.put_file(self.root, src, digest, link=link)
+        added = blobs.put_file(self.root, src, digest, link=link, executable=executable)
         self._verified.add(digest)
         return added
 
@@ -584,27 +584,34 @@ class Store:
         if not keys:
             return removed, freed
         with self._write() as db:
-            for key in keys:
-                row = db.execute("SELECT last_used FROM entries WHERE key = ?", (key,)).fetchone()
-                if row is None or (before is not None and row[0] >= before):
-                    continue
-                removed.append(key)
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, last_used in db.execute(f"SELECT key, last_used FROM entries WHERE key IN ({marks})", chunk):
+                    if before is None or last_used < before:
+                        removed.append(key)
             for i in range(0, len(removed), 500):
                 chunk = removed[i:i + 500]
                 marks = ",".join("?" * len(chunk))
-                hashes = {r[0] for r in db.execute(f"SELECT hash FROM entry_blobs WHERE key IN ({marks})", chunk)}
+                hashes = sorted({r[0] for r in db.execute(f"SELECT hash FROM entry_blobs WHERE key IN ({marks})",
+                                                          chunk)})
                 db.execute(f"DELETE FROM entry_blobs WHERE key IN ({marks})", chunk)
                 db.execute(f"DELETE FROM entries WHERE key IN ({marks})", chunk)
                 db.execute(f"DELETE FROM manifests WHERE key IN ({marks})", chunk)
-                for h in sorted(hashes):
-                    if db.execute("SELECT 1 FROM entry_blobs WHERE hash = ? LIMIT 1", (h,)).fetchone():
-                        continue
-                    path = self.blob_path(h)
-                    try:
-                        freed += os.stat(path).st_size
-                        os.unlink(path)
-                    except FileNotFoundError:
-                        pass
+                for j in range(0, len(hashes), 500):
+                    part = hashes[j:j + 500]
+                    used = {r[0] for r in db.execute(
+                        f"SELECT DISTINCT hash FROM entry_blobs WHERE hash IN ({','.join('?' * len(part))})", part)}
+                    for h in part:
+                        if h in used:
+                            continue
+                        db.execute("DELETE FROM blob_stamps WHERE hash = ?", (h,))
+                        path = self.blob_path(h)
+                        try:
+                            freed += os.stat(path).st_size
+                            os.unlink(path)
+                        except FileNotFoundError:
+                            pass
         return removed, freed
 
     def remove_orphans(self, paths: Iterable[str], older_than: float = 0.0,

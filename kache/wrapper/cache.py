@@ -232,7 +232,7 @@ def restore(c: Call, entry: Entry) -> int:
             with open(blob, encoding="utf-8") as fh:
                 _write_new(dst, _expand_depinfo(c, fh.read()).encode("utf-8"))
         else:
-            _place(blob, dst, private=f["kind"] == "exec")
+            _place(blob, dst, executable=f["kind"] == "exec")
             c.hasher.remember(dst, f["hash"])
         os.utime(dst)  # the kernel's clock, never a Python "now" (REFERENCE §2)
         total += f["size"]
@@ -251,13 +251,20 @@ def _write_new(dst: str, data: bytes) -> None:
     os.replace(tmp, dst)
 
 
-def _place(blob: str, dst: str, *, private: bool) -> None:
-    """Hardlink the blob when nothing else links it; else (and for executables) copy."""
+def _place(blob: str, dst: str, *, executable: bool) -> None:
+    """Hardlink the blob when nothing else links it; else copy.
+
+    One link per blob: two target dirs sharing an inode would share its mtime, and the
+    ``utime`` of one restore could make the other's stale output look fresh to cargo. An
+    executable is linked only when its blob carries the exec bits (0444 blobs written
+    by older versions get a private 0755 copy).
+    """
     tmp = _tmp_beside(dst)
     if os.path.lexists(tmp):
         os.unlink(tmp)
+    st = os.stat(blob)
     linked = False
-    if not private and os.stat(blob).st_nlink == 1:
+    if st.st_nlink == 1 and (not executable or st.st_mode & 0o111 == 0o111):
         try:
             os.link(blob, tmp)
             linked = os.stat(tmp).st_nlink == 2
@@ -269,7 +276,7 @@ def _place(blob: str, dst: str, *, private: bool) -> None:
         import shutil
 
         shutil.copyfile(blob, tmp)
-        os.chmod(tmp, 0o755 if private else 0o644)
+        os.chmod(tmp, 0o755 if executable else 0o644)
     os.replace(tmp, dst)
 
 
@@ -439,7 +446,7 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
             digest, size = hash_file(p)
             st = os.stat(p)
             kind = "exec" if (st.st_mode & 0o111 or name.endswith((".so", ".dylib", ".dll"))) else "link"
-            added = c.store.put_blob_file(p, digest, link=kind == "link")
+            added = c.store.put_blob_file(p, digest, link=True, executable=kind == "exec")
             c.hasher.remember(p, digest)
         new_blobs += added
         total += size

@@ -341,3 +341,26 @@ def test_incremental_is_kept_or_dropped_as_configured(workspace: Workspace, mode
     ws.build(KACHE_INCREMENTAL=mode)
     evs = outcomes(ws.take_events())
     assert evs["kc_core"] == "local_hit" and evs["kc_util"] == "local_hit"
+
+
+def test_build_scripts_and_proc_macros_are_linked_not_copied(workspace: Workspace) -> None:
+    """Executables kache caches (build scripts, proc-macro libraries) are ingested by
+    hardlink as 0555 blobs, and a restore links them back: no copy either way."""
+    ws = workspace
+    ws.build()
+    deps = ws.target / "debug" / "deps"
+    macro = next(deps.glob("libkc_macros-*.so"))
+    script = next(p for p in (ws.target / "debug" / "build").glob("kc-core-*/build_script_build-*")
+                  if p.suffix != ".d")
+    for out in (macro, script):
+        st = out.stat()
+        assert st.st_nlink >= 2, f"{out.name} was copied into the store, not linked"
+        assert st.st_mode & 0o777 == 0o555
+    ws.clean()
+    ws.take_events()
+    ws.build()
+    assert outcomes(ws.take_events())["kc_macros"] == "local_hit"
+    for out in (macro, script):
+        st = out.stat()
+        assert st.st_nlink >= 2 and st.st_mode & 0o111 == 0o111  # + cargo's own uplifted link
+    ws.verify_app()

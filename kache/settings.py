@@ -656,9 +656,16 @@ def load_checked(env: Mapping[str, str] | None = None) -> Settings:
     settings = load(env)
     validate(settings)
     try:
-        os.makedirs(os.path.dirname(memo), mode=0o700, exist_ok=True)
+        # Often the first thing to create the default cache dir (and so the store in it):
+        # every directory it makes is owner-only, whatever the umask.
+        old = os.umask(0o077)
+        try:
+            os.makedirs(os.path.dirname(memo), mode=0o700, exist_ok=True)
+        finally:
+            os.umask(old)
         tmp = f"{memo}.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w",
+                  encoding="utf-8") as f:
             json.dump({"values": settings.values,
                        "sources": {k: [v.kind, v.where] for k, v in settings.sources.items()},
                        "files": [[c.role, c.path, c.exists] for c in settings.files]}, f)

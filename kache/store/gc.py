@@ -279,9 +279,9 @@ def _remember(root: str, report: GcReport, now: float) -> None:
 
     try:
         path = os.path.join(root, "tmp", "gc-last.json")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{path}.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
             json.dump({"finished": now, **report.to_json()}, f)
         os.replace(tmp, path)
     except OSError:

@@ -65,10 +65,13 @@ def _claim(stamp: str) -> bool:
             except OSError:
                 return False
         except OSError:
+            old = os.umask(0o077)  # it may create the default cache dir: owner-only
             try:
                 os.makedirs(os.path.dirname(stamp), mode=0o700, exist_ok=True)
             except OSError:
                 return True  # nowhere to remember: better to warn than to stay silent
+            finally:
+                os.umask(old)
     return False
 
 

@@ -151,8 +151,7 @@ def _maybe_gc(store: Store, settings: Settings) -> None:
     except OSError:
         pass
     try:
-        with open(stamp, "w"):
-            pass
+        os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         limit = settings.get("cache.local_max_size")
         if store.totals()["physical_bytes"] <= limit * GC_TRIGGER:
             return
@@ -190,8 +189,8 @@ def _edit_loop(c: cache.Call) -> bool:
     except (OSError, ValueError):
         recent = []
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(" ".join(str(t) for t in [*recent[-1:], now]))
     except OSError:
         pass
@@ -204,7 +203,7 @@ def _passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, start
 
     try:
         target_dir = find_target_dir(call.out_dir)
-        os.makedirs(store.root, exist_ok=True)
+        os.makedirs(store.root, mode=0o700, exist_ok=True)
         events.append(store.root, {"t": round(time.time(), 3), "crate": call.crate_name or "?",
                                    "outcome": "passthrough", "reason": reason,
                                    "ms": round((time.monotonic() - started) * 1000, 1),

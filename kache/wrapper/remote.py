@@ -88,9 +88,8 @@ def start_daemon(store_root: str, settings: Settings) -> None:
     except OSError:
         pass
     try:
-        os.makedirs(os.path.dirname(stamp), exist_ok=True)
-        with open(stamp, "w"):
-            pass
+        os.makedirs(os.path.dirname(stamp), mode=0o700, exist_ok=True)
+        os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     except OSError:
         return
     from kache.daemon import client

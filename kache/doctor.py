@@ -124,6 +124,7 @@ def check_store(root: str) -> list[Check]:
     except OSError as e:
         out.append(Check("store writable", FAIL, f"{root}: {e.strerror}", "fix the permissions or set KACHE_CACHE_DIR"))
         return out
+    out.append(check_private(root))
     here = os.getcwd()
     try:
         same = os.stat(root).st_dev == os.stat(here).st_dev
@@ -134,6 +135,28 @@ def check_store(root: str) -> list[Check]:
                      f"store {root} and {here} are on different filesystems: hits are copies, not hardlinks",
                      "" if same else "put the store (KACHE_CACHE_DIR) on the filesystem of your projects"))
     return out
+
+
+def check_private(root: str) -> Check:
+    """The store is owner-only (stores made by older versions, or by hand, may not be)."""
+    try:
+        mode = os.stat(root).st_mode & 0o777
+    except OSError as e:
+        return Check("store private", WARN, f"{root}: {e.strerror}")
+    if not mode & 0o077:
+        return Check("store private", OK, f"{root} is mode {mode:04o} (only you can read it)")
+
+    def fix() -> str:
+        os.chmod(root, 0o700)
+        for name in ("index.db", "index.db-wal", "index.db-shm", "events.jsonl", "daemon.log"):
+            try:
+                os.chmod(os.path.join(root, name), 0o600)
+            except FileNotFoundError:
+                pass
+        return f"made {root} owner-only (0700; index, events and log 0600)"
+
+    return Check("store private", WARN, f"{root} is mode {mode:04o}: other local users can read your cache",
+                 "`kache doctor --fix` makes it 0700", fix)
 
 
 def check_index(root: str) -> Check:

@@ -85,3 +85,36 @@ def test_doctor_human_output_has_one_line_per_check(store_root: Path, capsys: py
     for name in ("kache on PATH", "cargo wrapper", "config", "store writable", "store index", "free disk",
                  "daemon", "rustc"):
         assert f"  {name}: " in out
+
+
+def test_doctor_reports_an_altered_blob_and_fix_removes_its_entry(store_root: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store(str(store_root))
+    bad = add_entry(store, "serde", blobs=[b"a" * 64])
+    good = add_entry(store, "log", blobs=[b"b" * 64])
+    path = store.blob_path(bad.meta["files"][0]["hash"])
+    os.chmod(path, 0o644)
+    Path(path).write_bytes(b"c" * 64)  # same size, other bytes
+    store.close()
+    code, doc = doctor(capsys)
+    index = by_name(doc)["store index"]
+    assert code == 1 and "content does not match its hash" in index["detail"]
+    code, doc = doctor(capsys, "--fix")
+    assert by_name(doc)["store index"]["status"] == "ok"
+    assert [e.key for e in Store(str(store_root)).entries()] == [good.key]
+    assert not os.path.exists(path)
+
+
+def test_doctor_fixes_a_store_others_can_read(store_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store(str(store_root))
+    store.totals()  # opens (creates) the index
+    store.close()
+    os.chmod(store_root, 0o755)
+    os.chmod(store_root / "index.db", 0o644)
+    code, doc = doctor(capsys)
+    check = by_name(doc)["store private"]
+    assert check["status"] == "warn" and "0755" in check["detail"]
+    code, doc = doctor(capsys, "--fix")
+    assert by_name(doc)["store private"]["status"] == "ok"
+    assert store_root.stat().st_mode & 0o777 == 0o700
+    assert (store_root / "index.db").stat().st_mode & 0o777 == 0o600

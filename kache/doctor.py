@@ -164,21 +164,25 @@ def check_index(root: str) -> Check:
 
     if not os.path.exists(os.path.join(root, "index.db")):
         return Check("store index", OK, "empty store (no builds yet)")
+    def rebuild() -> str:
+        s = Store(root)  # opening for writing moves an index that cannot open aside
+        try:
+            s.db  # noqa: B018
+            if not s.recovered:
+                s.recover_if_corrupt()  # one that opens but is damaged inside
+            return f"moved the corrupt index aside to {s.recovered}" if s.recovered else "index opens again"
+        finally:
+            s.close()
+
     store = Store(root, create=False)
     try:
         problems = store.check()
     except Exception as e:  # noqa: BLE001 - StoreError, sqlite's DatabaseError and friends
-        def rebuild() -> str:
-            s = Store(root)  # opening for writing moves a corrupt index aside and starts anew
-            try:
-                s.db  # noqa: B018
-                return f"moved the corrupt index aside to {s.recovered}" if s.recovered else "index opens again"
-            finally:
-                s.close()
-
         return Check("store index", FAIL, f"{root}/index.db: {e}", "`kache doctor --fix` rebuilds it", rebuild)
     finally:
         store.close()
+    if any(p.startswith("index.db: ") for p in problems):
+        return Check("store index", FAIL, f"{root}/{problems[0]}", "`kache doctor --fix` rebuilds it", rebuild)
     if not problems:
         return Check("store index", OK, "index and blobs consistent")
     return _index_problems(root, problems)

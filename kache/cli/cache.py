@@ -8,6 +8,7 @@ error: it lists nothing, counts zero and has nothing to collect.
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -41,13 +42,18 @@ def _open_store(root: str, what: str) -> Iterator[Store | None]:
     if not os.path.exists(os.path.join(root, "index.db")):
         yield None
         return
+    from kache.store.index import is_damage
+
     store = Store(root, create=False)
     try:
         try:
             store.db  # noqa: B018 - open now, so a broken index is reported as such
-        except StoreError as e:
+            yield store
+        except (StoreError, sqlite3.DatabaseError) as e:
+            if is_damage(e):
+                raise KacheError(f"{what} failed: the cache index {root}/index.db is damaged ({e}); "
+                                 "`kache gc` or `kache doctor --fix` moves it aside and starts a new one") from None
             raise KacheError(f"{what} failed: {root}: {e}") from None
-        yield store
     finally:
         store.close()
 
@@ -238,6 +244,8 @@ def gc(max_age: str | None, as_json: bool) -> None:
         if store is None:
             report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=0)
         else:
+            if store.recover_if_corrupt():
+                warn(f"the cache index was damaged; moved it aside to {store.recovered} and started a new one")
             report = collect(store, max_bytes, max_age=age, clean_incremental=clean_incremental)
     if as_json:
         echo_json(report.to_json())

@@ -202,6 +202,27 @@ def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:
     return count, freed
 
 
+def clean_moved_aside(root: str, now: float) -> tuple[int, int]:
+    """Remove damaged indexes moved aside (``index.db.corrupt-<time>`` and their -wal/-shm)
+    once they are ``STAMP_AGE_SECS`` old: kept a week for a post-mortem. (count, bytes)."""
+    count = freed = 0
+    try:
+        items = list(os.scandir(root))
+    except FileNotFoundError:
+        return 0, 0
+    for item in items:
+        if not item.name.startswith("index.db.corrupt-") or not item.is_file(follow_symlinks=False):
+            continue
+        try:
+            if _age(item.path, now) > STAMP_AGE_SECS:
+                size = item.stat(follow_symlinks=False).st_size
+                os.unlink(item.path)
+                count, freed = count + 1, freed + size
+        except FileNotFoundError:
+            continue
+    return count, freed
+
+
 def _is_incremental_dir(path: str) -> bool:
     """Only what looks like cargo's incremental state is ever deleted (a guard against a
     bad row): an absolute path with an ``incremental`` component below the top level."""
@@ -251,6 +272,7 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     # Repair first: entries whose blobs are missing or damaged go (a stat per blob; a
     # blob whose stamp changed is re-hashed), so eviction plans on what is really there.
     broken, damaged = store.repair()
+    store.clamp_future(now)
     before = store.totals()["physical_bytes"]
     report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=before,
                       broken_removed=broken, damaged_blobs=damaged)
@@ -266,6 +288,9 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     report.orphans_removed, report.orphan_bytes = store.remove_orphans(
         store.orphan_blobs(), older_than=ORPHAN_AGE_SECS, now=now)
     report.temp_removed, report.temp_bytes = clean_tmp(store.root, now)
+    n, size = clean_moved_aside(store.root, now)
+    report.temp_removed += n
+    report.temp_bytes += size
     if clean_incremental:
         report.incremental_removed, report.incremental_bytes = clean_incremental_dirs(store, now)
     report.after_bytes = store.totals()["physical_bytes"]

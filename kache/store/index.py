@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from typing import Any
 
-__all__ = ["Store", "Entry", "StoreError", "SCHEMA_VERSION"]
+__all__ = ["Store", "Entry", "StoreError", "DamagedBlob", "SCHEMA_VERSION", "is_damage", "index_is_sound"]
 
 # History: 1 — first layout; 2 — index on manifests(key) (removal no longer scans);
 # 3 — blob_stamps (added in place: a version-2 index keeps its entries).
@@ -127,6 +127,29 @@ class DamagedBlob(StoreError):
         super().__init__(f"blob {digest[:16]}: {problem}")
         self.digest = digest
         self.problem = problem
+
+
+def is_damage(e: BaseException) -> bool:
+    """Whether an error says the index file itself is damaged ("database disk image is
+    malformed", "file is not a database"), not that it is busy, missing or read-only."""
+    cause = e.__cause__ if isinstance(e, StoreError) else e
+    return type(cause) is sqlite3.DatabaseError
+
+
+def index_is_sound(path: str) -> bool:
+    """``PRAGMA quick_check`` of an index on a connection of its own (missing counts as sound)."""
+    if not os.path.exists(path):
+        return True
+    try:
+        db = sqlite3.connect(path, timeout=30.0)
+        try:
+            return db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return True  # busy or unreadable: not evidence of damage
+    except sqlite3.DatabaseError:
+        return False
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int]:
@@ -210,6 +233,31 @@ class Store:
                     os.replace(path + suffix, aside + suffix)
             self.recovered = aside
             return self._connect()
+        finally:
+            os.close(fd)
+
+    def recover_if_corrupt(self) -> bool:
+        """After a query failed with "malformed" or "not a database" (an index damaged
+        while in use, or torn so that it still opens): check it on a new connection and,
+        if it really is damaged, move it aside and start a new one, as at open. Returns
+        True when this call moved it aside."""
+        import fcntl
+
+        self.close()
+        path = os.path.join(self.root, "index.db")
+        os.makedirs(os.path.join(self.root, "locks"), mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.root, "locks", "index-recovery"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if index_is_sound(path):
+                return False  # not damaged, or another process recovered it meanwhile
+            aside = f"{path}.corrupt-{int(time.time())}"
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.replace(path + suffix, aside + suffix)
+            self.recovered = aside
+            self._db = self._connect()
+            return True
         finally:
             os.close(fd)
 
@@ -312,6 +360,12 @@ class Store:
     def get(self, key: str) -> Entry | None:
         row = self.db.execute("SELECT * FROM entries WHERE key = ?", (key,)).fetchone()
         return None if row is None else Entry.from_row(row)
+
+    def clamp_future(self, now: float) -> int:
+        """Entries "last used" in the future (a clock that was ahead) become used now:
+        pinned for this round, evictable by age and size from the next. Returns how many."""
+        with self._write() as db:
+            return db.execute("UPDATE entries SET last_used = ? WHERE last_used > ?", (now, now + 60)).rowcount
 
     def touch(self, key: str) -> None:
         """Count a hit and mark the entry used now (LRU)."""

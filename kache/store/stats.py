@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -164,7 +165,7 @@ def store_totals(store_root: str) -> dict[str, int]:
     store = Store(store_root, create=False)
     try:
         return store.totals()
-    except StoreError:
+    except (StoreError, sqlite3.DatabaseError):  # a damaged index: doctor's index check says so
         return {"entries": 0, "logical_bytes": 0, "physical_bytes": 0}
     finally:
         store.close()

@@ -410,8 +410,8 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
     for p in inputs:
         if hashes[p] is None:
             return "skip:input-missing", 0
-        st = os.stat(p)
-        if max(st.st_mtime_ns, st.st_ctime_ns) >= started_ns:
+        # ctime: every write moves it, and unlike mtime nobody can set it to the future.
+        if os.stat(p).st_ctime_ns >= started_ns:
             return "skip:input-changed-during-compile", 0
     files = [(c.norm.path(p), hashes[p] or "") for p in inputs]
     target_dir = find_target_dir(c.out_dir)

@@ -25,17 +25,21 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
         _passthrough_event(store, call, reason, started)
         return exec_compiler(argv)
 
-    try:
-        c = cache.prepare(call, argv, store, env, settings["cache.extra_inputs"] or {},
-                          settings["cache.key_salt"] or "")
-    except cache.Uncacheable as e:
-        unlink_shared_outputs_quietly(call)
-        _passthrough_event(store, call, str(e), started)
-        return exec_compiler(argv)
-    except (StoreError, sqlite3.Error, OSError) as e:
-        warn_once(f"cache unavailable ({e})")
-        unlink_shared_outputs_quietly(call)
-        return exec_compiler(argv)
+    for attempt in (1, 2):
+        try:
+            c = cache.prepare(call, argv, store, env, settings["cache.extra_inputs"] or {},
+                              settings["cache.key_salt"] or "")
+            break
+        except cache.Uncacheable as e:
+            unlink_shared_outputs_quietly(call)
+            _passthrough_event(store, call, str(e), started)
+            return exec_compiler(argv)
+        except (StoreError, sqlite3.Error, OSError) as e:
+            if attempt == 1 and _recovered_damaged_index(store, e):
+                continue  # a new, empty index: this call can still be cached
+            warn_once(f"cache unavailable ({e})")
+            unlink_shared_outputs_quietly(call)
+            return exec_compiler(argv)
 
     if store.recovered:
         warn_once(f"the cache index was corrupt; moved it aside to {store.recovered} and started a new one",
@@ -94,7 +98,8 @@ def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int |
         warn_once(f"the cached {c.crate} was damaged ({e}); removed it and compiling", suffix="")
         return None
     except (StoreError, sqlite3.Error, OSError, ValueError) as e:
-        warn_once(f"cache hit for {c.crate} could not be restored ({e}); compiling", suffix="")
+        if not _recovered_damaged_index(c.store, e):
+            warn_once(f"cache hit for {c.crate} could not be restored ({e}); compiling", suffix="")
         return None
     ms = (time.monotonic() - started) * 1000
     if outcome == "local_hit" and entry.hits == 0 and entry.meta.get("origin") == "prefetch":
@@ -121,7 +126,8 @@ def _compile(c: cache.Call, started: float, settings: Settings, use_remote: bool
         outcome, size = cache.record(c, t0_ns, stdout, stderr, compile_ms)
         c.hasher.flush()
     except Exception as e:  # noqa: BLE001 - rustc succeeded; the build must too
-        warn_once(f"could not store {c.crate} in the cache ({type(e).__name__}: {e})", suffix="")
+        if not _recovered_damaged_index(c.store, e):
+            warn_once(f"could not store {c.crate} in the cache ({type(e).__name__}: {e})", suffix="")
         c.event("error", started, reason=f"store: {type(e).__name__}")
         return 0
     if outcome.startswith("skip:"):
@@ -195,6 +201,24 @@ def _edit_loop(c: cache.Call) -> bool:
     except OSError:
         pass
     return len(recent) >= 2
+
+
+def _recovered_damaged_index(store: Store, e: BaseException) -> bool:
+    """When ``e`` says the index file is damaged (it opened, then a query found it
+    malformed), move it aside so the next calls start a new one; True if it was."""
+    from kache.store.index import is_damage
+    from kache.wrapper import warn_once
+
+    if not is_damage(e):
+        return False
+    try:
+        if not store.recover_if_corrupt():
+            return False
+    except Exception:  # noqa: BLE001 - recovery is best effort; this call compiles anyway
+        return False
+    warn_once(f"the cache index was damaged; moved it aside to {store.recovered} and started a new one",
+              suffix="")
+    return True
 
 
 def _passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, started: float) -> None:

@@ -13,6 +13,11 @@ fault hooks. Spec: faults separated by ``;``, each ``action:when:module:qualname
 Example: ``kill:after:kache.store.blobs:put_file#2`` kills a wrapper right after its second
 blob was written. Each fault that fires first appends ``<pid> <spec>`` to the file named by
 ``KACHE_TEST_FAULTS_LOG`` (when set), so a test knows it really happened.
+
+Two more knobs, read once at start-up: ``KACHE_TEST_SLOW_SECS`` (how long ``slow``
+sleeps; default 2) and ``KACHE_TEST_CLOCK_OFFSET`` (seconds added to ``time.time`` and
+``time.time_ns`` in this process: e.g. a ``kache gc`` that runs "an hour later", when
+temp files and orphan blobs count as left over). Neither needs ``KACHE_TEST_FAULTS``.
 """
 
 import errno
@@ -35,7 +40,7 @@ def _fire(spec: str, action: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(10)  # never reached
     if action == "slow":
-        time.sleep(2)
+        time.sleep(float(os.environ.get("KACHE_TEST_SLOW_SECS") or 2))
         return
     code = {"enospc": errno.ENOSPC, "eio": errno.EIO, "erofs": errno.EROFS}[action]
     raise OSError(code, os.strerror(code) + " (injected)")
@@ -68,6 +73,15 @@ def _install(spec: str) -> None:
         faulty = staticmethod(faulty)
     setattr(owner, name, faulty)
 
+
+def _shift_clock(offset: float) -> None:
+    real_time, real_time_ns = time.time, time.time_ns
+    time.time = lambda: real_time() + offset
+    time.time_ns = lambda: real_time_ns() + round(offset * 1e9)
+
+
+if os.environ.get("KACHE_TEST_CLOCK_OFFSET"):
+    _shift_clock(float(os.environ["KACHE_TEST_CLOCK_OFFSET"]))
 
 for _spec in filter(None, (s.strip() for s in os.environ.get("KACHE_TEST_FAULTS", "").split(";"))):
     try:

@@ -369,6 +369,12 @@ def _read_file(role: str, path: str, env: Mapping[str, str]) -> ConfigFile:
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise SettingsError([f"cannot read config file: {_shown_path(path, env)}: {reason}"]) from None
+    except RecursionError:
+        raise SettingsError([f"cannot read config file: {_shown_path(path, env)}: invalid TOML: "
+                             "nested too deeply"]) from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise SettingsError([f"cannot read config file: {_shown_path(path, env)}: invalid TOML: "
+                             f"{_shorten(str(e))}"]) from None
     return ConfigFile(role, path, exists=True, data=data)
 
 
@@ -504,7 +510,13 @@ def _problem(source: Source, key: str, value: Any, why: str, env: Mapping[str, s
         "env": f"environment variable {source.where}",
         "default": "the schema's default",
     }.get(source.kind, _shown_path(source.where, env))
-    return f"invalid setting in {where}: {key} = {_toml_repr(value)}: {why}"
+    return f"invalid setting in {where}: {key} = {_shorten(_toml_repr(value))}: {why}"
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    """At most ``limit`` characters of a value shown in a message (a 10 MB value must
+    not become a 10 MB error line)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def _toml_repr(value: Any) -> str:
@@ -633,6 +645,13 @@ def _identity(files: list[str], env: Mapping[str, str], schema_path: str | None)
     return blake3("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+def _memo_check(body: dict[str, Any]) -> str:
+    """A checksum over a memo's content: only a memo kache wrote whole is ever used."""
+    from blake3 import blake3
+
+    return blake3(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def load_checked(env: Mapping[str, str] | None = None) -> Settings:
     """Settings for the wrapper: read and validated once per identity, then memoised.
 
@@ -648,10 +667,13 @@ def load_checked(env: Mapping[str, str] | None = None) -> Settings:
     try:
         with open(memo, encoding="utf-8") as f:
             data = json.load(f)
+        body = {k: data[k] for k in ("values", "sources", "files")}
+        if data.get("check") != _memo_check(body):
+            raise ValueError("not a memo kache wrote")  # damaged or written by something else
         return Settings(
-            data["values"], {k: Source(*v) for k, v in data["sources"].items()},
-            [ConfigFile(role, path, exists) for role, path, exists in data["files"]], env)
-    except (OSError, ValueError, KeyError, TypeError):
+            body["values"], {k: Source(*v) for k, v in body["sources"].items()},
+            [ConfigFile(role, path, exists) for role, path, exists in body["files"]], env)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         pass
     settings = load(env)
     validate(settings)
@@ -666,9 +688,10 @@ def load_checked(env: Mapping[str, str] | None = None) -> Settings:
         tmp = f"{memo}.{os.getpid()}"
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w",
                   encoding="utf-8") as f:
-            json.dump({"values": settings.values,
-                       "sources": {k: [v.kind, v.where] for k, v in settings.sources.items()},
-                       "files": [[c.role, c.path, c.exists] for c in settings.files]}, f)
+            body = {"values": settings.values,
+                    "sources": {k: [v.kind, v.where] for k, v in settings.sources.items()},
+                    "files": [[c.role, c.path, c.exists] for c in settings.files]}
+            json.dump({**body, "check": _memo_check(json.loads(json.dumps(body)))}, f)
         os.replace(tmp, memo)
     except OSError:
         pass  # nowhere to remember: validation simply repeats

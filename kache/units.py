@@ -32,10 +32,13 @@ _SIZE_UNITS = {
     "t": 1000**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4,
     "p": 1000**5, "pb": 1000**5, "pib": 1024**5, "pi": 1024**5,
 }
-_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+# ASCII only (re.ASCII): Python's \d and float() also take other scripts' digits ("٣GB",
+# "５0MB"), and \s takes any Unicode space; a config value is written in ASCII.
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", re.ASCII)
 _DURATION_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])", re.IGNORECASE)
-_DURATION_RE = re.compile(r"\s*(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+", re.IGNORECASE)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])", re.IGNORECASE | re.ASCII)
+_DURATION_RE = re.compile(r"\s*(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+", re.IGNORECASE | re.ASCII)
+_SECONDS_RE = re.compile(r"\s*\d+(?:\.\d+)?\s*", re.ASCII)
 
 # Anything past this is a typo, not a disk: 1 EiB.
 MAX_SIZE = 1024**6
@@ -72,9 +75,8 @@ def parse_duration(value: object) -> float:
         return float(value)
     if not isinstance(value, str):
         raise UnitError(f"expected {DURATION_EXPECTED}, got {value!r}")
-    text = value.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
-        seconds = float(text)
+    if _SECONDS_RE.fullmatch(value):
+        seconds = float(value)
     elif _DURATION_RE.fullmatch(value):
         seconds = float(sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PART.findall(value)))
     else:

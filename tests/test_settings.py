@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from kache import settings as S
 from kache.errors import SettingsError
+from tests.hostile import refused, tried
 
 
 def env_with(home: Path, **extra: str) -> dict[str, str]:
@@ -127,12 +128,13 @@ def test_invalid_toml_names_file_line_and_column(clean_env: Path, user_config: P
         ("cache = 3\n", "cache = 3: expected a table"),
     ],
 )
+@pytest.mark.hostile
 def test_invalid_file_values_name_file_key_value_and_expectation(
     clean_env: Path, user_config: Path, toml: str, problem: str
 ) -> None:
     user_config.write_text(toml)
     s = S.load(env_with(clean_env))
-    with pytest.raises(SettingsError) as e:
+    with refused(SettingsError) as e:
         S.validate(s)
     assert e.value.problems == [f"invalid setting in ~/.config/kache/config.toml: {problem}"]
 
@@ -146,9 +148,10 @@ def test_invalid_file_values_name_file_key_value_and_expectation(
         ("KACHE_CACHE_EXECUTABLES", "maybe", 'cache.cache_executables = "maybe": expected true or false'),
     ],
 )
+@pytest.mark.hostile
 def test_invalid_env_values_name_the_variable(clean_env: Path, var: str, value: str, problem: str) -> None:
     s = S.load(env_with(clean_env, **{var: value}))
-    with pytest.raises(SettingsError) as e:
+    with refused(SettingsError) as e:
         S.validate(s)
     assert e.value.problems == [f"invalid setting in environment variable {var}: {problem}"]
 
@@ -251,9 +254,11 @@ def test_load_checked_validates_once_per_identity(clean_env: Path, user_config: 
         S.load_checked(env)
 
 
+@pytest.mark.hostile
 @hsettings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=200))
 def test_any_config_text_loads_or_fails_with_a_settings_error(clean_env: Path, text: str) -> None:
+    tried()
     path = clean_env / "fuzz.toml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass") if "\ud800" not in text else None
     env = env_with(clean_env, KACHE_CONFIG=str(path))
@@ -270,11 +275,14 @@ toml_values = st.recursive(
 )
 
 
+@pytest.mark.hostile
 @hsettings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(st.sampled_from([t.key.split(".")[-1] for t in S.settings_table()] + ["x"]),
                        toml_values, max_size=4))
 def test_any_value_types_fail_cleanly(clean_env: Path, cache_table: dict) -> None:
     import tomlkit
+
+    tried()
 
     doc = {"cache": {k: v for k, v in cache_table.items() if v is not None}}
     try:

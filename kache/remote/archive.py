@@ -400,6 +400,8 @@ def _parse_manifest(raw: bytes, fail: Callable[[str], ArchiveError]) -> dict[str
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise fail(f"{where}: not valid JSON ({e})") from None
+    except RecursionError:  # "[[[[…" within the 1 MiB cap: json gives up before the end
+        raise fail(f"{where}: not valid JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise fail(f"{where}: not a JSON object")
     if doc.get("format") != FORMAT_VERSION:

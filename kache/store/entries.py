@@ -121,6 +121,8 @@ PASSTHROUGH_WORDS = {
     "coverage": "coverage instrumentation is on",
     "target-cpu-native": "-C target-cpu=native depends on this machine",
     "split-debuginfo": "unpacked split debuginfo leaves files kache does not track",
+    "unknown-argument": "an argument kache does not understand (rustc decides)",
+    "unusual-argument": "an argument with a NUL or a byte that is not UTF-8",
     "output-path": "an output is written outside --out-dir",
     "missing-extern": "a dependency (--extern) file is missing",
 }

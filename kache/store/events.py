@@ -60,9 +60,9 @@ def read(root: str, since: float | None = None) -> Iterator[dict[str, Any]]:
                 for raw in f:
                     try:
                         ev = json.loads(raw)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         continue
-                    if isinstance(ev, dict) and (since is None or ev.get("t", 0) >= since):
+                    if _sane(ev) and (since is None or _time(ev) >= since):
                         yield ev
         except FileNotFoundError:
             continue
@@ -86,18 +86,50 @@ def read_all(root: str, since: float | None = None) -> list[dict[str, Any]]:
             lines.pop()
         try:
             parsed = json.loads(b"[" + b",".join(lines) + b"]")
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = []
             for raw in lines:
                 try:
                     parsed.append(json.loads(raw))
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
         if since is None:
-            out.extend(ev for ev in parsed if isinstance(ev, dict))
+            out.extend(ev for ev in parsed if _sane(ev))
         else:
-            out.extend(ev for ev in parsed if isinstance(ev, dict) and _time(ev) >= since)
+            out.extend(ev for ev in parsed if _sane(ev) and _time(ev) >= since)
     return out
+
+
+_NUMBERS = ("ms", "bytes", "saved_ms", "compile_ms", "status")
+_TEXTS = ("crate", "outcome", "reason", "root", "key")
+
+
+def _sane(ev: Any) -> bool:
+    """An event as kache writes them: a dict whose time and known numbers are finite
+    numbers in range and whose known texts are printable strings. Anything else in the
+    log (a damaged or forged line) is skipped like a line that does not parse."""
+    if not isinstance(ev, dict):
+        return False
+    t = ev.get("t", 0)
+    if type(t) not in (int, float) or not 0 <= t < 1e11:  # also false for NaN
+        return False
+    for name in _NUMBERS:
+        v = ev.get(name)
+        if v is not None and (type(v) not in (int, float) or not -1e15 < v < 1e15):
+            return False
+    for name in _TEXTS:
+        v = ev.get(name)
+        if v is not None and (not isinstance(v, str) or not v.isascii() and not _encodable(v)):
+            return False
+    return True
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # a lone surrogate from a forged \ud800 escape
+        return False
 
 
 def _time(ev: dict[str, Any]) -> float:
@@ -167,8 +199,8 @@ class Tail:
                 continue
             try:
                 ev = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
-            if isinstance(ev, dict) and (since is None or _time(ev) >= since):
+            if _sane(ev) and (since is None or _time(ev) >= since):
                 out.append(ev)
         return end

@@ -106,7 +106,7 @@ CACHEABLE_EMIT_KINDS: frozenset[str] = frozenset({"link", "metadata", "dep-info"
 PASSTHROUGH_REASONS: tuple[str, ...] = (
     "version", "help", "print", "stdin", "no-source", "multiple-sources", "probe",
     "explain", "emit", "no-out-dir", "executable", "coverage", "target-cpu-native",
-    "split-debuginfo",
+    "split-debuginfo", "unknown-argument",
 )
 
 _FALSE_WORDS: frozenset[str] = frozenset({"n", "no", "off", "false"})
@@ -116,7 +116,9 @@ _FALSE_WORDS: frozenset[str] = frozenset({"n", "no", "off", "false"})
 
 def _read_argfile(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
+        # newline="": no universal-newline translation; rustc splits at \n only, so a
+        # lone \r is part of an argument (``a\rb`` is one argument, not two).
+        with open(path, encoding="utf-8", newline="") as f:
             return f.read()
     except UnicodeDecodeError as e:
         raise ArgvError(f"cannot read argument file: {path}: not valid UTF-8") from e
@@ -620,6 +622,10 @@ def passthrough_reason(call: RustcCall, cache_executables: bool = False) -> str 
         return "target-cpu-native"
     if cg.get("split-debuginfo") == "unpacked" and _target_family(call) != "apple":
         return "split-debuginfo"
+    if call.other:
+        # Not understood (an option rustc may know and kache does not, or one missing its
+        # value): rustc decides, with cargo's arguments exactly as given.
+        return "unknown-argument"
     return None
 
 
@@ -635,6 +641,10 @@ def without_incremental(args: list[str]) -> list[str]:
     drop: set[int] = set()
     replace: dict[int, str] = {}
     toks = _tokenize(args)
+    groups: dict[int, list[_Tok]] = {}  # start -> the members of a short-flag group there
+    for tok in toks:
+        if tok.group:
+            groups.setdefault(tok.start, []).append(tok)
     for tok in toks:
         if not (tok.kind == "opt" and tok.name == "codegen" and tok.value is not None):
             continue
@@ -642,7 +652,7 @@ def without_incremental(args: list[str]) -> list[str]:
             continue
         drop.update(range(tok.start, tok.stop))
         if tok.group:
-            kept = [t for t in toks if t.start == tok.start and t is not tok]
+            kept = [t for t in groups[tok.start] if t is not tok]
             letters = {v: k for k, v in _SHORT_FLAG.items()}
             replace[tok.start] = "-" + "".join(letters[t.name] for t in kept)
     out: list[str] = []

@@ -105,6 +105,10 @@ def _extra_inputs(settings_extra: Mapping[str, Any], crate: str) -> list[tuple[l
 def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[str, str],
             extra_inputs: Mapping[str, Any], salt: str) -> Call:
     """Compute the cheap key of a cacheable call."""
+    for arg in rc.args:
+        # A NUL or an undecodable byte cannot be a path SQLite or the kernel takes: rustc decides.
+        if "\0" in arg or not arg.isascii() and not _utf8(arg):
+            raise Uncacheable("unusual-argument")
     cwd = os.getcwd()
     out_dir = os.path.join(cwd, rc.out_dir or "")
     target_dir = find_target_dir(out_dir)
@@ -152,6 +156,14 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
     c.mkey = kb.hexdigest()
     c.components = kb.components
     return c
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # surrogate-escaped bytes of a non-UTF-8 argument
+        return False
 
 
 def _static_libs(rc: argvmod.RustcCall, cwd: str) -> list[tuple[str, str]]:

@@ -150,6 +150,8 @@ def _parse_checksum(line: str) -> tuple[str, int, str]:
 
 def _parse_env(line: str) -> tuple[str, str | None]:
     rest = line[len(_ENV):]
+    if "\r" in rest:  # rustc escapes it (\\r): a raw one is not its writing
+        raise DepInfoError(f"malformed dep-info: raw carriage return in env-dep line: {line!r}")
     name, eq, value = rest.partition("=")
     return _unescape_env(name), (_unescape_env(value) if eq else None)
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kache.wrapper.depinfo import DepInfo, DepInfoError, map_paths, parse, render
+from tests.hostile import refused, tried
 
 # An env value with every character rustc escapes, and some it does not.
 WEIRD_VALUE = "a b\\c\nd\re=f#: \\n"
@@ -212,8 +213,9 @@ def test_render_writes_each_file_once() -> None:
         ("\n\nt: \n\n", "expected a rule line"),
     ],
 )
+@pytest.mark.hostile
 def test_malformed_dep_info_is_a_dep_info_error(text: str, message: str) -> None:
-    with pytest.raises(DepInfoError, match=message):
+    with refused(DepInfoError, match=message):
         parse(text)
 
 
@@ -231,8 +233,9 @@ def test_dep_info_error_is_a_value_error() -> None:
         DepInfo(checksums=[("blake3=00", -1, "a")]),
     ],
 )
+@pytest.mark.hostile
 def test_render_refuses_what_the_format_cannot_hold(info: DepInfo) -> None:
-    with pytest.raises(DepInfoError, match="cannot write dep-info"):
+    with refused(DepInfoError, match="cannot write dep-info"):
         render(info)
 
 
@@ -296,9 +299,11 @@ _LINES = st.sampled_from([
 ])
 
 
+@pytest.mark.hostile
 @settings(max_examples=600, deadline=None)
 @given(lines=st.lists(st.one_of(_LINES, st.text(max_size=10)), max_size=10), final_newline=st.booleans())
 def test_parse_never_raises_anything_but_dep_info_error(lines: list[str], final_newline: bool) -> None:
+    tried()
     text = "\n".join(lines) + ("\n" if final_newline else "")
     try:
         info = parse(text)
@@ -312,9 +317,11 @@ def test_parse_never_raises_anything_but_dep_info_error(lines: list[str], final_
     assert parse(again) == info
 
 
+@pytest.mark.hostile
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=60))
 def test_parse_of_arbitrary_text_raises_only_dep_info_error(text: str) -> None:
+    tried()
     try:
         parse(text)
     except DepInfoError:

@@ -159,7 +159,7 @@ def check_private(root: str) -> Check:
                  "`kache doctor --fix` makes it 0700", fix)
 
 
-def check_index(root: str) -> Check:
+def check_index(root: str, *, verify: bool = False) -> Check:
     from kache.store.index import Store
 
     if not os.path.exists(os.path.join(root, "index.db")):
@@ -176,7 +176,7 @@ def check_index(root: str) -> Check:
 
     store = Store(root, create=False)
     try:
-        problems = store.check()
+        problems = store.check(verify_hashes=verify)
     except Exception as e:  # noqa: BLE001 - StoreError, sqlite's DatabaseError and friends
         return Check("store index", FAIL, f"{root}/index.db: {e}", "`kache doctor --fix` rebuilds it", rebuild)
     finally:
@@ -185,10 +185,10 @@ def check_index(root: str) -> Check:
         return Check("store index", FAIL, f"{root}/{problems[0]}", "`kache doctor --fix` rebuilds it", rebuild)
     if not problems:
         return Check("store index", OK, "index and blobs consistent")
-    return _index_problems(root, problems)
+    return _index_problems(root, problems, verify)
 
 
-def _index_problems(root: str, problems: list[str]) -> Check:
+def _index_problems(root: str, problems: list[str], verify: bool = False) -> Check:
     from kache.store.index import Store
 
     broken = [p for p in problems if not p.endswith("orphan blob(s) no entry uses")]
@@ -196,7 +196,7 @@ def _index_problems(root: str, problems: list[str]) -> Check:
     def fix() -> str:
         s = Store(root)
         try:
-            entries, damaged = s.repair()
+            entries, damaged = s.repair(rehash=verify)
             # Blobs younger than 10 minutes may belong to a compile that is recording.
             count, freed = s.remove_orphans(s.orphan_blobs(older_than=600), older_than=600)
             return (f"removed {damaged} damaged blobs, the {entries} entries that used them, and {count} "
@@ -296,7 +296,7 @@ def shell_rc_mentions(env: Mapping[str, str] | None = None) -> list[str]:
     return out
 
 
-def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
+def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) -> list[Check]:
     from kache.cli.setup import kache_executable
 
     env = os.environ if env is None else env
@@ -309,7 +309,7 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
     except Exception:  # noqa: BLE001 - reported by the config check
         return checks + [check_rustc()]
     checks += check_store(root)
-    checks.append(check_index(root))
+    checks.append(check_index(root, verify=verify))
     checks.append(check_disk(root, max_bytes))
     checks.append(check_daemon(root, bool(settings["cache.remote.bucket"])))
     remote = check_remote(settings)

@@ -208,19 +208,23 @@ COMMANDS.append(init)
 @click.command()
 @click.option("--fix", is_flag=True, help="Repair what can be repaired, including a migration from sccache.")
 @click.option("--purge-sccache", is_flag=True, help="With --fix: delete sccache's cache directory.")
+@click.option("--verify", is_flag=True, help="Re-hash every blob of the store (slow on a big store).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def doctor(fix: bool, purge_sccache: bool, as_json: bool) -> None:
+def doctor(fix: bool, purge_sccache: bool, verify: bool, as_json: bool) -> None:
     """Check the setup, one line per check, with the fix.
 
     Checks: kache on PATH, the wrapper cargo will run (kache, not sccache), the
     config, the store (writable, same filesystem as your projects, index and blobs
     consistent, free disk), the daemon, the remote (when configured), rustc. Exits 1
-    when a check fails. --fix repairs what it can.
+    when a check fails. --fix repairs what it can. Blobs are checked by their stamps
+    (re-hashed when they changed since kache last verified them); --verify re-hashes
+    them all.
 
     \b
     Example:
       kache doctor
       kache doctor --fix --purge-sccache
+      kache doctor --verify
     """
     from kache import units
     from kache.cli.output import echo_json
@@ -228,7 +232,7 @@ def doctor(fix: bool, purge_sccache: bool, as_json: bool) -> None:
 
     if purge_sccache and not fix:
         raise click.UsageError("--purge-sccache only goes with --fix")
-    checks = run_checks()
+    checks = run_checks(verify=verify)
     fixed: list[str] = []
     if fix:
         for c in checks:
@@ -246,7 +250,7 @@ def doctor(fix: bool, purge_sccache: bool, as_json: bool) -> None:
             else:
                 fixed.append(f"sccache: no cache directory at {d}")
         if fixed:
-            checks = run_checks()  # report the state after the repairs
+            checks = run_checks(verify=verify)  # report the state after the repairs
     if as_json:
         echo_json({"checks": [c.to_json() for c in checks], "fixed": fixed,
                    "ok": not any(c.status == FAIL for c in checks)})

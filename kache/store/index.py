@@ -490,10 +490,11 @@ class Store:
                 out[digest] = problem
         return out
 
-    def repair(self) -> tuple[int, int]:
+    def repair(self, *, rehash: bool = False) -> tuple[int, int]:
         """Remove damaged blobs and the entries that use them; stamp the blobs found
-        intact (so the next check is a ``stat`` each). Returns (entries, blobs) removed."""
-        damaged = self.damaged_blobs()
+        intact (so the next check is a ``stat`` each). ``rehash`` re-hashes every blob,
+        not only those whose stamp changed. Returns (entries, blobs) removed."""
+        damaged = self.damaged_blobs(rehash=rehash)
         entries = 0
         for digest in damaged:
             entries += len(self.drop_damaged(digest))

@@ -118,3 +118,22 @@ def test_doctor_fixes_a_store_others_can_read(store_root: Path, capsys: pytest.C
     assert by_name(doc)["store private"]["status"] == "ok"
     assert store_root.stat().st_mode & 0o777 == 0o700
     assert (store_root / "index.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_doctor_verify_rehashes_blobs_whose_stamp_was_put_back(store_root: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """An alteration that keeps size and mtime passes the cheap stamp check; --verify
+    re-hashes every blob and --fix --verify removes it."""
+    store = Store(str(store_root))
+    bad = add_entry(store, "serde", blobs=[b"a" * 64])
+    path = store.blob_path(bad.meta["files"][0]["hash"])
+    st = os.stat(path)
+    os.chmod(path, 0o644)
+    Path(path).write_bytes(b"c" * 64)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    store.close()
+    assert by_name(doctor(capsys)[1])["store index"]["status"] == "ok"
+    code, doc = doctor(capsys, "--verify")
+    assert code == 1 and "content does not match its hash" in by_name(doc)["store index"]["detail"]
+    doctor(capsys, "--fix", "--verify")
+    assert Store(str(store_root)).entries() == []

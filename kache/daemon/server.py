@@ -612,11 +612,10 @@ class Daemon:
         try:
             if self._stop.is_set():
                 return
-            conn.settimeout(P.READ_TIMEOUT)
-            reader = conn.makefile("rb")
+            pending = bytearray()
             while True:
                 try:
-                    line = reader.readline(P.MAX_LINE + 2)
+                    line = _read_line(conn, pending)
                 except (OSError, ValueError):
                     break
                 if not line:
@@ -720,15 +719,16 @@ class Daemon:
         crate = P.check_crate(msg.get("crate"))
         mkey = P.check_key(msg.get("mkey"), "mkey")
         budget = msg.get("budget_ms", P.FETCH_BUDGET_MS)
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0 or budget != budget:
+        if (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget != budget
+                or not 0 <= budget <= 1e9):
             raise ProtocolError(f"invalid request: budget_ms = {json.dumps(budget, default=str)[:40]}: "
-                                "expected a number of milliseconds, at least 0")
+                                "expected a number of milliseconds from 0 to 1e9")
         mismatch = self._check_remote(msg)
         if mismatch:
             return mismatch
         if self.fetch_remote is None:
             return {"ok": True, "imported": [], "remote": None}
-        deadline = start + min(float(budget), P.FETCH_MAX_MS) / 1000
+        deadline = start + float(min(budget, P.FETCH_MAX_MS)) / 1000  # min first: 10**400 is an int
         flight = self._fetch_flight(crate, mkey, deadline)
         if flight.done.wait(max(0.0, deadline - time.monotonic())):
             return {"ok": True, "imported": list(flight.result)}
@@ -931,11 +931,13 @@ class Daemon:
         what = f"{job.crate} {job.key[:16]}"
         try:
             if store.get(job.key) is None:
-                log.info("upload skipped: %s: the entry is no longer in the local store", what)
-                self._finish(job)
+                self._skip(store, job)
                 return
             sent = self.remote.upload_entry(store, job.key)
         except Exception as e:
+            if _gone(store, job.key):  # evicted while being packed: nothing to retry
+                self._skip(store, job)
+                return
             self._failed(job, f"{e}" or type(e).__name__)
             return
         log.info("uploaded %s%s", what, "" if sent else " (the remote had it already)")
@@ -943,11 +945,22 @@ class Daemon:
             self.uploads_done += 1
         self._finish(job)
 
-    def _finish(self, job: _Upload) -> None:
+    def _skip(self, store: Store, job: _Upload) -> None:
+        """The entry left the local store (gc, purge) before it was uploaded: drop the job,
+        without remembering the key as uploaded. A build may record the same key again
+        (and ask for its upload while this job ran): then it is queued anew."""
+        log.info("upload skipped: %s %s: the entry is no longer in the local store", job.crate, job.key[:16])
+        self._finish(job, uploaded=False)
+        if not _gone(store, job.key):
+            client.write_intent(self.root, job.key, job.crate)
+            self._enqueue(job.key, job.crate, explicit=True)
+
+    def _finish(self, job: _Upload, *, uploaded: bool = True) -> None:
         self._remove_intent(job.key, job.crate)
         with self._lock:
             self._pending.pop(job.key, None)
-            self._done[job.key] = None
+            if uploaded:
+                self._done[job.key] = None
             while len(self._done) > DONE_MEMORY:
                 self._done.popitem(last=False)
 
@@ -999,6 +1012,32 @@ def _line(reply: dict[str, Any]) -> bytes:
     return json.dumps(reply, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
 
 
+def _read_line(conn: socket.socket, pending: bytearray) -> bytes:
+    """The next line (with its newline), read within ``READ_TIMEOUT`` as a whole: a
+    client trickling bytes cannot hold a connection slot longer than that. Returns what
+    is left at end of stream (b"" if nothing), at most ``MAX_LINE + 2`` bytes of an
+    over-long line (the caller refuses it); raises ``TimeoutError`` (an OSError) when the
+    line is not complete in time."""
+    deadline = time.monotonic() + P.READ_TIMEOUT
+    while True:
+        end = pending.find(b"\n")
+        if end >= 0 or len(pending) > P.MAX_LINE + 1:
+            cut = end + 1 if end >= 0 else P.MAX_LINE + 2
+            line = bytes(pending[:cut])
+            del pending[:cut]
+            return line
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete line within the read timeout")
+        conn.settimeout(left)
+        chunk = conn.recv(65536)
+        if not chunk:
+            line = bytes(pending)
+            pending.clear()
+            return line
+        pending += chunk
+
+
 def _drain_and_close(conn: socket.socket) -> None:
     """Half-close, then read what the peer still sends (briefly), so it gets our reply."""
     try:
@@ -1013,6 +1052,14 @@ def _drain_and_close(conn: socket.socket) -> None:
             total += len(chunk)
     except OSError:
         pass
+
+
+def _gone(store: Store, key: str) -> bool:
+    """Whether the entry is (known to be) no longer in the local store."""
+    try:
+        return store.get(key) is None
+    except Exception:  # noqa: BLE001 - unreadable: not known to be gone
+        return False
 
 
 def _read_pid(fd: int) -> int:

@@ -113,13 +113,14 @@ class Remote:
     a lock; the client is then shared by threads (its pool holds ``concurrency``
     connections at least). ``connect_timeout``, ``read_timeout`` and ``max_attempts``
     (the first try included) bound each request: the daemon's fetch on behalf of a
-    waiting build uses small values.
+    waiting build uses small values. The defaults (5 s to connect, 20 s without a byte,
+    3 tries) keep a stalled S3 from holding ``kache sync`` for minutes per object.
     """
 
     def __init__(self, bucket: str, *, prefix: str | None = "artifacts", endpoint: str | None = None,
                  region: str | None = "us-east-1", profile: str | None = None, access_key: str | None = None,
                  secret_key: str | None = None, concurrency: int = 8, compression_level: int = 3,
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0, max_attempts: int = 3) -> None:
+                 connect_timeout: float = 5.0, read_timeout: float = 20.0, max_attempts: int = 3) -> None:
         self.bucket = bucket
         self.prefix = normalize_prefix(prefix)
         self.endpoint = endpoint or None
@@ -395,10 +396,11 @@ class Remote:
             raise self._error("LIST", base or None, e) from e
         return sorted(out)
 
-    def list_archives(self, crate: str | None = None
+    def list_archives(self, crate: str | None = None, *, mkeys: set[tuple[str, str]] | None = None
                       ) -> tuple[builtins.list[RemoteArchive], builtins.list[BadObject]]:
         """The archives of one crate (or of every crate), and the objects whose names do
-        not fit the layout (skipped; the caller reports them)."""
+        not fit the layout (skipped; the caller reports them). ``mkeys``, when given,
+        receives ``(crate, cheap key)`` of every ``_mkeys`` object listed on the way."""
         if crate is not None:
             self._check(crate, "0" * 64, "key")
         base = self._join(crate or "")
@@ -414,6 +416,8 @@ class Remote:
                 continue
             if kind == "archive":
                 good.append(RemoteArchive(found_crate, key, name, size))
+            elif mkeys is not None:
+                mkeys.add((found_crate, key))
         return good, bad
 
     # ------------------------------------------------------------------ entries
@@ -447,6 +451,16 @@ class Remote:
         What the daemon calls for an upload intent; safe to repeat after any failure.
         """
         return self.upload(store, key) > 0
+
+    def announce(self, store: Store, key: str) -> bool:
+        """List a local entry whose archive is on the remote under its cheap key (repairs
+        an upload that stopped between the archive and its ``_mkeys`` object). False when
+        the entry is gone or has no cheap key. Raises RemoteError."""
+        entry = store.get(key)
+        if entry is None or not valid_key(entry.mkey):
+            return False
+        self._announce(entry)
+        return True
 
     def _announce(self, entry: Entry) -> None:
         """Add the entry to its ``_mkeys`` object (read-modify-write; no write when it is

@@ -4,9 +4,11 @@ Pull lists the remote archives of the crates in the workspace's ``Cargo.lock`` (
 crates with ``all_crates``) — one delimited listing finds which crates the remote has,
 then one listing per wanted crate — and downloads and imports (origin ``prefetch``)
 each archive whose key the local store lacks. Push lists, once per crate that has
-local entries, what the remote holds, and uploads each local entry it lacks. Transfers
-run in a thread pool; each worker thread opens its own :class:`Store` (an SQLite
-connection is not shared by threads that write).
+local entries, what the remote holds, and uploads each local entry it lacks; a local
+entry whose archive is there but whose cheap key has no ``_mkeys`` object in the listing
+(an upload cut short between the two) is announced again, so builds elsewhere find it.
+Transfers run in a thread pool; each worker thread opens its own :class:`Store` (an
+SQLite connection is not shared by threads that write).
 
 Cargo.lock names packages (``proc-macro2``), rustc names crates (``proc_macro2``): names
 are mapped ``-`` → ``_``. Build scripts are compiled as crates ``build_script_build``
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kache.errors import KacheError
-from kache.remote.archive import ArchiveError, import_archive, valid_crate_name
+from kache.remote.archive import ArchiveError, import_archive, valid_crate_name, valid_key
 from kache.remote.s3 import BadObject, RemoteArchive, RemoteError
 from kache.store.index import Store, StoreError
 
@@ -131,6 +133,8 @@ class SyncReport:
     """Remote archives of the wanted crates the local store already had."""
     push_up_to_date: int = 0
     """Local entries the remote already had."""
+    announced: int = 0
+    """Of those, entries whose ``_mkeys`` object was missing and has been written."""
 
     @property
     def pulled_bytes(self) -> int:
@@ -152,6 +156,7 @@ class SyncReport:
                 "up_to_date": self.pull_up_to_date, "entries": [t.to_json() for t in self.pulled]},
             "push": None if not self.push else {
                 "objects": len(self.pushed), "bytes": self.pushed_bytes, "up_to_date": self.push_up_to_date,
+                "announced": self.announced,
                 "entries": [t.to_json() for t in self.pushed]},
             "skipped": [s.to_json() for s in self.skipped],
             "failures": [s.to_json() for s in self.failures],
@@ -229,11 +234,13 @@ class _Listing:
     """What the remote holds, per crate, as far as listed; shared by pull and push.
 
     ``present`` is the set of crates the remote has a folder for (None: not asked);
-    ``complete`` means every crate was listed.
+    ``complete`` means every crate was listed; ``mkeys`` holds ``(crate, cheap key)`` of
+    the ``_mkeys`` objects seen in the listings.
     """
 
     def __init__(self) -> None:
         self.crates: dict[str, dict[str, RemoteArchive]] = {}
+        self.mkeys: set[tuple[str, str]] = set()
         self.present: set[str] | None = None
         self.complete = False
 
@@ -248,7 +255,7 @@ class _Listing:
         if self.present is None:
             self.present = set(remote.list_crates())
         todo = sorted(c for c in set(crates) if c not in self.crates and c in self.present)
-        futures = {pool.submit(remote.list_archives, c): c for c in todo}
+        futures = {pool.submit(remote.list_archives, c, mkeys=self.mkeys): c for c in todo}
         for fut, crate in futures.items():
             good, bad = fut.result()  # a RemoteError here: the remote cannot be listed at all
             self.crates[crate] = {a.key: a for a in good}
@@ -256,7 +263,7 @@ class _Listing:
 
     def fill_all(self, remote: Remote, report: SyncReport) -> None:
         """List every crate (one paginated listing of the prefix)."""
-        good, bad = remote.list_archives()
+        good, bad = remote.list_archives(mkeys=self.mkeys)
         _report_bad(bad, report)
         for a in good:
             self.crates.setdefault(a.crate, {})[a.key] = a
@@ -312,10 +319,14 @@ def _push(store: Store, remote: Remote, pool: ThreadPoolExecutor, stores: _Threa
         by_crate.setdefault(crate, []).append(key)
     listed.fill(remote, pool, by_crate, report)
     todo: list[tuple[str, str, int]] = []
+    unannounced: list[tuple[str, str, int]] = []
     for crate in sorted(by_crate):
         for key in sorted(by_crate[crate]):
             if key in listed.keys(crate):
                 report.push_up_to_date += 1
+                entry = store.get(key)
+                if entry is not None and valid_key(entry.mkey) and (crate, entry.mkey) not in listed.mkeys:
+                    unannounced.append((crate, key, 0))
                 continue
             if store.manifest_line(key) is None:
                 report.skipped.append(Skipped(
@@ -327,6 +338,18 @@ def _push(store: Store, remote: Remote, pool: ThreadPoolExecutor, stores: _Threa
     if report.dry_run:
         report.pushed.extend(Transfer(crate, key, size) for crate, key, size in todo)
         return
+    if unannounced:
+        def announce(item: tuple[str, str, int]) -> Transfer | Skipped:
+            crate, key, _ = item
+            if not remote.announce(stores.get(), key):
+                return Skipped(f"{crate} {key[:16]}", "gone", f"skipped local entry: {crate} {key[:16]}: "
+                                                             "deleted while syncing")
+            return Transfer(crate, key, 0)
+
+        announced: list[Transfer] = []
+        _run(pool, "announce", unannounced, announce, lambda t: 0, lambda t: f"{t[0]} {t[1][:16]}", announced,
+             report, None)
+        report.announced = len(announced)
 
     def upload(item: tuple[str, str, int]) -> Transfer | Skipped:
         crate, key, _ = item

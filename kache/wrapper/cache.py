@@ -450,6 +450,10 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
         if p == dfile:
             norm_info = depinfo.map_paths(info, lambda q: c.norm.path(os.path.normpath(os.path.join(c.cwd, q)))
                                           if os.path.isabs(q) or q.startswith("..") else q)
+            # env-dep values are rewritten from the build's environment on restore; stored
+            # with this machine's paths normalised, one key gives one .d blob everywhere.
+            norm_info.env = [(n, c.norm.path(v) if v is not None and os.path.isabs(v) else v)
+                             for n, v in norm_info.env]
             data = depinfo.render(norm_info).encode("utf-8")
             digest, added = c.store.put_blob_bytes(data)
             size = len(data)

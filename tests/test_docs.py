@@ -37,3 +37,13 @@ def test_every_command_is_in_the_readme() -> None:
         if cmd.hidden:
             continue
         assert f"`kache {name}" in readme, f"README does not mention `kache {name}`"
+
+
+def test_the_reliability_table_names_tests_that_exist() -> None:
+    """Every test docs/reliability.md cites is a real test function (or module)."""
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    cited = re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", text)
+    assert len(cited) > 30
+    for path, name in cited:
+        source = (ROOT / path).read_text()
+        assert not name or re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name} does not exist"

@@ -54,3 +54,44 @@ def test_wrapped_compile_with_validated_config_imports_nothing_heavy(tmp_path: P
     assert (tmp_path / "out" / "libhot.rmeta").exists()
     events = (clean_env / ".cache" / "kache" / "events.jsonl").read_text().splitlines()
     assert [json.loads(e)["outcome"] for e in events] == ["miss", "local_hit"]
+
+
+def test_a_miss_spawns_rustc_without_subprocess_or_threads(tmp_path: Path, clean_env: Path) -> None:
+    """A miss runs rustc through posix_spawn and poll (subprocess and threading cost ~9 ms
+    per miss), with its output passed on and cached."""
+    rustc = shutil.which("rustc")
+    assert rustc
+    src = tmp_path / "lib.rs"
+    src.write_text("pub fn f() {}\n")
+    args = [rustc, "--crate-type", "lib", "--crate-name", "warm", "--emit=dep-info,metadata",
+            "--out-dir", str(tmp_path / "out"), str(src)]
+    imported_modules(args)  # validates the config, fills the memos
+    src.write_text("pub fn f() {}\n#[deprecated] pub fn g() {}\n")
+    second = imported_modules(args)
+    assert not second & {"subprocess", "threading"}, sorted(second & {"subprocess", "threading"})
+    events = [json.loads(e) for e in (clean_env / ".cache" / "kache" / "events.jsonl").read_text().splitlines()]
+    assert [e["outcome"] for e in events] == ["miss", "miss"]
+
+
+def test_run_compiler_passes_output_on_keeps_it_and_inherits_fds(tmp_path: Path, capfd) -> None:  # noqa: ANN001
+    """rustc gets the wrapper's inheritable fds (cargo's jobserver), its stdout and
+    stderr reach the wrapper's own as they come, and both are kept for the cache."""
+    import os
+
+    from kache.wrapper.cache import run_compiler
+
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    script = tmp_path / "fake-rustc"
+    script.write_text(f"#!{sys.executable}\nimport os, sys\nprint('out-line', flush=True)\n"
+                      f"print('err-line', file=sys.stderr, flush=True)\nos.write({w}, b'token\\n')\nsys.exit(3)\n")
+    script.chmod(0o755)
+    try:
+        status, out, err = run_compiler([str(script)])
+    finally:
+        os.close(w)
+    assert (status, out, err) == (3, "out-line\n", "err-line\n")
+    assert os.read(r, 100) == b"token\n"
+    os.close(r)
+    seen = capfd.readouterr()
+    assert seen.out == "out-line\n" and seen.err == "err-line\n"

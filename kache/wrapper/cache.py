@@ -361,36 +361,45 @@ def unlink_shared_outputs(paths: list[str]) -> None:
 
 
 def run_compiler(cmd: list[str]) -> tuple[int, str, str]:
-    """Run rustc with inherited fds (cargo's jobserver), stderr streamed line by line.
+    """Run rustc with inherited fds (cargo's jobserver), its stdout and stderr passed on
+    as they come and kept for the cache.
 
-    Returns (exit status, stdout text, stderr text).
+    ``posix_spawn`` and ``poll``, not ``subprocess`` and a thread (~9 ms of imports on
+    every miss). Returns (exit status, stdout text, stderr text).
     """
-    import subprocess
-    import threading
+    import select
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=False)
-    assert proc.stdout is not None and proc.stderr is not None
-    out_chunks: list[bytes] = []
-
-    def pump_stdout() -> None:
-        assert proc.stdout is not None
-        for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
-            out_chunks.append(chunk)
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
-
-    t = threading.Thread(target=pump_stdout, daemon=True)
-    t.start()
-    err_lines: list[bytes] = []
-    write = sys.stderr.buffer.write
-    for line in proc.stderr:
-        err_lines.append(line)
-        write(line)
-        sys.stderr.flush()
-    rc = proc.wait()
-    t.join()
-    return rc, b"".join(out_chunks).decode("utf-8", "surrogateescape"), \
-        b"".join(err_lines).decode("utf-8", "surrogateescape")
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        pid = os.posix_spawnp(cmd[0], cmd, os.environ, file_actions=[
+            (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    sinks = {out_r: sys.stdout.buffer, err_r: sys.stderr.buffer}
+    poller = select.poll()
+    for fd in chunks:
+        poller.register(fd, select.POLLIN)
+    open_fds = len(chunks)
+    try:
+        while open_fds:
+            for fd, _event in poller.poll():
+                data = os.read(fd, 65536)
+                if not data:
+                    poller.unregister(fd)
+                    open_fds -= 1
+                    continue
+                chunks[fd].append(data)
+                sinks[fd].write(data)
+                sinks[fd].flush()
+    finally:
+        os.close(out_r)
+        os.close(err_r)
+    _, status = os.waitpid(pid, 0)
+    return (os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]).decode("utf-8", "surrogateescape"),
+            b"".join(chunks[err_r]).decode("utf-8", "surrogateescape"))
 
 
 def compiler_command(c: Call) -> list[str]:

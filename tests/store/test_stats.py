@@ -83,8 +83,10 @@ def test_rotated_log_and_bad_lines(store: Store) -> None:
     event(store.root, "local_hit")
     os.replace(os.path.join(store.root, "events.jsonl"), os.path.join(store.root, "events.1.jsonl"))
     with open(os.path.join(store.root, "events.jsonl"), "a") as f:
-        f.write('{"outcome": "miss", "t": 1, "bytes": "lots"}\nnot json\n{"outcome": "weird"}\n[1]\n')
+        f.write('{"outcome": "miss", "t": 1, "bytes": "lots"}\nnot json\n{"outcome": "weird"}\n[1]\n'
+                '{"outcome": "miss", "t": 2}\n')
     st = compute(store.root, None)
+    # A line whose fields have the wrong types is damaged or forged: skipped whole.
     assert (st.hits, st.misses, st.calls) == (1, 1, 2)
     assert st.bytes_stored == 0
 

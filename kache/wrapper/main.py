@@ -216,7 +216,8 @@ def _recovered_damaged_index(store: Store, e: BaseException) -> bool:
             return False
     except Exception:  # noqa: BLE001 - recovery is best effort; this call compiles anyway
         return False
-    warn_once(f"the cache index was damaged; moved it aside to {store.recovered} and started a new one",
+    # The same words as handle()'s warning for an index that could not open: said once.
+    warn_once(f"the cache index was corrupt; moved it aside to {store.recovered} and started a new one",
               suffix="")
     return True
 

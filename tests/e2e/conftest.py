@@ -22,16 +22,22 @@ BUILD_COMMANDS = {"build", "check", "test", "run", "clippy", "doc"}
 
 
 @functools.cache
-def reference_app_output() -> str:
-    """What kc-app prints when the pristine fixture is built by plain cargo (no wrapper)."""
-    with tempfile.TemporaryDirectory(prefix="kache-reference-") as tmp:
-        path = Path(tmp) / "ws"
-        shutil.copytree(FIXTURES / "ws", path)
+def plain_cargo_output(fixture: str, binary: str) -> str:
+    """What ``binary`` prints when tests/fixtures/``fixture`` is built by plain cargo
+    (no wrapper, no kache)."""
+    with tempfile.TemporaryDirectory(prefix=f"kache-reference-{fixture}-") as tmp:
+        path = Path(tmp) / fixture
+        shutil.copytree(FIXTURES / fixture, path)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RUSTC_WRAPPER", "KACHE_"))}
         env["CARGO_TARGET_DIR"] = str(path / "target")
         subprocess.run(["cargo", "build", "--offline", "-q"], cwd=path, env=env, check=True, capture_output=True)
-        return subprocess.run([path / "target" / "debug" / "kc-app"], capture_output=True, text=True,
+        return subprocess.run([path / "target" / "debug" / binary], capture_output=True, text=True,
                               check=True).stdout
+
+
+def reference_app_output() -> str:
+    """What kc-app prints when the pristine fixture is built by plain cargo (no wrapper)."""
+    return plain_cargo_output("ws", "kc-app")
 
 
 @dataclass

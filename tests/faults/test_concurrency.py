@@ -15,13 +15,11 @@ the store passes a full check (but for one known, reported bug: see
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +29,7 @@ import pytest
 
 from tests import reliability
 from tests.conftest import FIXTURES
-from tests.e2e.conftest import Workspace, make_machine, outcomes
+from tests.e2e.conftest import Workspace, make_machine, outcomes, plain_cargo_output
 from tests.faults.remote_helpers import (  # noqa: F401 (fixtures)
     ARCHIVE,
     KACHE_EXE,
@@ -61,17 +59,9 @@ JUNK = 12
 AGE = 3600.0
 
 
-@functools.cache
 def twin_reference() -> str:
     """What kc2-app prints when tests/fixtures/twin is built by plain cargo (no wrapper)."""
-    with tempfile.TemporaryDirectory(prefix="kache-reference-twin-") as tmp:
-        path = Path(tmp) / "twin"
-        shutil.copytree(FIXTURES / "twin", path)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUSTC_WRAPPER", "KACHE_"))}
-        env["CARGO_TARGET_DIR"] = str(path / "target")
-        subprocess.run(["cargo", "build", "--offline", "-q"], cwd=path, env=env, check=True, capture_output=True)
-        return subprocess.run([path / "target" / "debug" / "kc2-app"], capture_output=True, text=True,
-                              check=True).stdout
+    return plain_cargo_output("twin", "kc2-app")
 
 
 def verify_twin(ws: Workspace) -> None:

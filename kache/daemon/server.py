@@ -670,6 +670,9 @@ class Daemon:
         if not isinstance(msg, dict):
             return {"ok": False, "error": f"invalid request: expected a JSON object, got {type(msg).__name__}"}, \
                 True, None
+        if _too_deep(msg, MAX_DEPTH):
+            # Whether json gives up first depends on the thread's stack: refuse by rule instead.
+            return {"ok": False, "error": f"invalid request: nested deeper than {MAX_DEPTH} levels"}, True, None
         v = msg.get("v")
         if v != P.VERSION or isinstance(v, bool):
             return {"ok": False, "error": f"unsupported protocol version: got {json.dumps(v, default=str)}, "
@@ -1010,6 +1013,28 @@ class Daemon:
 
 def _line(reply: dict[str, Any]) -> bytes:
     return json.dumps(reply, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
+
+
+# Requests are flat objects of scalars; anything nested deeper is refused.
+MAX_DEPTH = 8
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value nests lists/objects more than ``limit`` levels (iterative:
+    no recursion limit to hit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _read_line(conn: socket.socket, pending: bytearray) -> bytes:

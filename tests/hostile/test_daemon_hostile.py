@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from kache.daemon import client
 from kache.daemon import protocol as P
-from kache.daemon.server import MAX_CONNECTIONS
+from kache.daemon.server import MAX_CONNECTIONS, MAX_DEPTH
 from tests.daemon.helpers import Running, wait_for
 from tests.hostile import accepted, tried
 
@@ -216,6 +216,23 @@ def test_a_budget_beyond_float_range_is_refused_as_a_bad_request(
     assert status_ok(d.root)
     assert reply is not None and reply["ok"] is False
     assert reply["error"].startswith("invalid request: budget_ms"), reply
+
+
+@pytest.mark.parametrize("depth", [7, 8, 9, 900, 5000])
+def test_requests_nested_deeper_than_the_rule_are_refused_whatever_the_stack(
+    start_daemon: Callable[..., Running], depth: int
+) -> None:
+    """Requests are flat: nesting past the daemon's fixed limit is refused by rule, not by
+    whether json's recursion happens to give up in that thread."""
+    d = _daemon(start_daemon)
+    tried()
+    reply = exchange(d.root, _nest(depth) + b"\n")
+    assert reply is not None
+    if depth + 1 <= MAX_DEPTH:  # the object itself is one level
+        assert reply["ok"] is True, reply
+    else:
+        assert reply["ok"] is False and "nested" in reply["error"], reply
+    assert status_ok(d.root)
 
 
 # --------------------------------------------------------------------------- long lines

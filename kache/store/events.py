@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-__all__ = ["append", "read", "read_all", "Tail", "OUTCOMES", "HIT_OUTCOMES", "MAX_BYTES"]
+__all__ = ["append", "read", "read_all", "Tail", "OUTCOMES", "HIT_OUTCOMES", "MAX_BYTES", "utf8_encodable"]
 
 OUTCOMES = ("local_hit", "remote_hit", "prefetch_hit", "miss", "dup", "passthrough", "error")
 # Outputs restored, rustc not run, wherever the entry came from.
@@ -119,16 +119,18 @@ def _sane(ev: Any) -> bool:
             return False
     for name in _TEXTS:
         v = ev.get(name)
-        if v is not None and (not isinstance(v, str) or not v.isascii() and not _encodable(v)):
+        if v is not None and (not isinstance(v, str) or not v.isascii() and not utf8_encodable(v)):
             return False
     return True
 
 
-def _encodable(text: str) -> bool:
+def utf8_encodable(text: str) -> bool:
+    """False for a string holding lone surrogates: a forged ``\\ud800`` escape in a log
+    line, or the surrogate-escaped bytes of a non-UTF-8 argument (the wrapper's check)."""
     try:
         text.encode("utf-8")
         return True
-    except UnicodeEncodeError:  # a lone surrogate from a forged \ud800 escape
+    except UnicodeEncodeError:
         return False
 
 

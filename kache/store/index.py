@@ -217,49 +217,50 @@ class Store:
         Blobs stay; entries are lost (they are rebuilt by later misses) and gc removes
         the blobs nothing refers to any more.
         """
-        import fcntl
-
-        path = os.path.join(self.root, "index.db")
-        fd = os.open(os.path.join(self.root, "locks", "index-recovery"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._recovery_lock():
             try:
                 return self._connect()  # another process may have recovered it already
             except StoreError:
                 pass
-            aside = f"{path}.corrupt-{int(time.time())}"
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(path + suffix):
-                    os.replace(path + suffix, aside + suffix)
-            self.recovered = aside
+            self._move_aside()
             return self._connect()
-        finally:
-            os.close(fd)
 
     def recover_if_corrupt(self) -> bool:
         """After a query failed with "malformed" or "not a database" (an index damaged
         while in use, or torn so that it still opens): check it on a new connection and,
         if it really is damaged, move it aside and start a new one, as at open. Returns
         True when this call moved it aside."""
+        self.close()
+        with self._recovery_lock():
+            if index_is_sound(os.path.join(self.root, "index.db")):
+                return False  # not damaged, or another process recovered it meanwhile
+            self._move_aside()
+            self._db = self._connect()
+            return True
+
+    @contextmanager
+    def _recovery_lock(self) -> Iterator[None]:
+        """One process at a time decides about a damaged index (an flock the kernel drops
+        when its holder dies)."""
         import fcntl
 
-        self.close()
-        path = os.path.join(self.root, "index.db")
         os.makedirs(os.path.join(self.root, "locks"), mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.root, "locks", "index-recovery"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if index_is_sound(path):
-                return False  # not damaged, or another process recovered it meanwhile
-            aside = f"{path}.corrupt-{int(time.time())}"
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(path + suffix):
-                    os.replace(path + suffix, aside + suffix)
-            self.recovered = aside
-            self._db = self._connect()
-            return True
+            yield
         finally:
             os.close(fd)
+
+    def _move_aside(self) -> None:
+        """Rename index.db and its -wal/-shm to ``index.db.corrupt-<time>`` (gc removes
+        them after a week); call under the recovery lock."""
+        path = os.path.join(self.root, "index.db")
+        aside = f"{path}.corrupt-{int(time.time())}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, aside + suffix)
+        self.recovered = aside
 
     def _connect(self) -> sqlite3.Connection:
         path = os.path.join(self.root, "index.db")

@@ -107,7 +107,7 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
     """Compute the cheap key of a cacheable call."""
     for arg in rc.args:
         # A NUL or an undecodable byte cannot be a path SQLite or the kernel takes: rustc decides.
-        if "\0" in arg or not arg.isascii() and not _utf8(arg):
+        if "\0" in arg or not arg.isascii() and not events.utf8_encodable(arg):
             raise Uncacheable("unusual-argument")
     cwd = os.getcwd()
     out_dir = os.path.join(cwd, rc.out_dir or "")
@@ -156,14 +156,6 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
     c.mkey = kb.hexdigest()
     c.components = kb.components
     return c
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:  # surrogate-escaped bytes of a non-UTF-8 argument
-        return False
 
 
 def _static_libs(rc: argvmod.RustcCall, cwd: str) -> list[tuple[str, str]]:

@@ -29,11 +29,24 @@ def is_wrapper_call(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``kache`` command. Called as a process (no ``argv``), wrapper mode ends with
+    ``os._exit``: the interpreter's teardown (finalising modules and objects) costs each
+    rustc call a few ms and has nothing left to do. Everything the call wrote is written
+    with ``os.write`` or committed and closed by then; the streams are flushed here."""
+    as_process = argv is None
     argv = sys.argv if argv is None else argv
     if is_wrapper_call(argv):
         from kache.wrapper import run
 
-        return run(argv[1:])
+        status = run(argv[1:])
+        if as_process:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass  # cargo went away: nobody is left to read it
+            os._exit(status & 0xFF)
+        return status
     from kache.cli import main as cli_main
 
     return cli_main(argv[1:])

@@ -27,12 +27,10 @@ Schema annotations this module understands:
 
 from __future__ import annotations
 
-import json
 import os
-from functools import cache
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
-from kache import units
+from kache import quickjson, units
 from kache._record import Record
 from kache.errors import SettingsError
 
@@ -58,6 +56,22 @@ __all__ = [
     "env_flag",
 ]
 
+def cache(fn):  # type: ignore[no-untyped-def]
+    """``functools.cache`` for a function of one optional argument (``functools``
+    imports ``collections``: a few ms the wrapper's hot path does not need)."""
+    memo: dict[Any, Any] = {}
+
+    def cached(arg=None):  # type: ignore[no-untyped-def]
+        try:
+            return memo[arg]
+        except KeyError:
+            memo[arg] = value = fn(arg)
+            return value
+
+    cached.__doc__, cached.__name__ = fn.__doc__, fn.__name__
+    return cached
+
+
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.schema.json")
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -71,7 +85,7 @@ _FALSE = {"0", "false", "no", "off"}
 def load_schema(path: str | None = None) -> dict[str, Any]:
     """The schema as a dict (memoised per path)."""
     with open(path or SCHEMA_PATH, "rb") as f:
-        schema: dict[str, Any] = json.load(f)
+        schema: dict[str, Any] = quickjson.loads(f.read())
     return schema
 
 
@@ -292,10 +306,11 @@ class Settings(Record):
     """Effective settings: one value and one source per key, plus what was ignored.
 
     ``extras`` holds keys no schema entry knows, with where they were set (kept, not used).
+    ``formats`` (from the wrapper's memo) saves reading the schema to convert values.
     """
 
-    __slots__ = ("values", "sources", "files", "env", "schema_path", "warnings", "extras")
-    _defaults = {"schema_path": None, "warnings": list, "extras": dict}
+    __slots__ = ("values", "sources", "files", "env", "schema_path", "warnings", "extras", "formats")
+    _defaults = {"schema_path": None, "warnings": list, "extras": dict, "formats": None}
     values: dict[str, Any]
     sources: dict[str, Source]
     files: list[ConfigFile]
@@ -303,6 +318,7 @@ class Settings(Record):
     schema_path: str | None
     warnings: list[str]
     extras: dict[str, tuple[Any, Source]]
+    formats: dict[str, str] | None
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -312,10 +328,13 @@ class Settings(Record):
 
     def get(self, key: str) -> Any:
         """The value converted for use: sizes in bytes, durations in seconds, paths expanded."""
-        setting = _by_key(self.schema_path)[key]
         value = self.values[key]
+        if self.formats is not None and key in self.values:
+            fmt = self.formats.get(key)
+        else:
+            fmt = _by_key(self.schema_path)[key].format
         try:
-            return convert(setting, value, self.env)
+            return _convert(fmt, key, value, self.env)
         except units.UnitError as e:
             raise SettingsError([_problem(self.sources[key], key, value, str(e), self.env)]) from None
 
@@ -336,13 +355,16 @@ def _by_key(schema_path: str | None) -> dict[str, Setting]:
 
 
 def convert(setting: Setting, value: Any, env: Mapping[str, str]) -> Any:
-    fmt = setting.format
+    return _convert(setting.format, setting.key, value, env)
+
+
+def _convert(fmt: str | None, key: str, value: Any, env: Mapping[str, str]) -> Any:
     if fmt == "size" and value is not None:
         return units.parse_size(value)
     if fmt == "duration" and value is not None:
         return units.parse_duration(value)
     if fmt == "path":
-        if value is None and setting.key == "cache.local_store":
+        if value is None and key == "cache.local_store":
             return default_cache_dir(env)
         return None if value is None else os.path.normpath(_expand(str(value), env))
     return value
@@ -490,6 +512,8 @@ def _expected(error: Any, sub: Mapping[str, Any]) -> str:
             return f"must be between {lo} and {hi}"
         return f"must be at least {lo}" if lo is not None else f"must be at most {hi}"
     if kind == "enum":
+        import json
+
         return "must be one of " + ", ".join(json.dumps(v) for v in error.validator_value)
     if kind == "format":
         if error.validator_value == "size":
@@ -522,6 +546,8 @@ def _shorten(text: str, limit: int = 200) -> str:
 def _toml_repr(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    import json
+
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, (int, float)):
@@ -649,7 +675,7 @@ def _memo_check(body: dict[str, Any]) -> str:
     """A checksum over a memo's content: only a memo kache wrote whole is ever used."""
     from blake3 import blake3
 
-    return blake3(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return blake3(quickjson.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def load_checked(env: Mapping[str, str] | None = None) -> Settings:
@@ -666,13 +692,14 @@ def load_checked(env: Mapping[str, str] | None = None) -> Settings:
     memo = os.path.join(default_cache_dir(env), "tmp", "settings", _identity(files, env, None) + ".json")
     try:
         with open(memo, encoding="utf-8") as f:
-            data = json.load(f)
-        body = {k: data[k] for k in ("values", "sources", "files")}
+            data = quickjson.loads(f.read())
+        body = {k: data[k] for k in ("values", "sources", "files", "formats")}
         if data.get("check") != _memo_check(body):
             raise ValueError("not a memo kache wrote")  # damaged or written by something else
         return Settings(
             body["values"], {k: Source(*v) for k, v in body["sources"].items()},
-            [ConfigFile(role, path, exists) for role, path, exists in body["files"]], env)
+            [ConfigFile(role, path, exists) for role, path, exists in body["files"]], env,
+            formats=dict(body["formats"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         pass
     settings = load(env)
@@ -690,8 +717,9 @@ def load_checked(env: Mapping[str, str] | None = None) -> Settings:
                   encoding="utf-8") as f:
             body = {"values": settings.values,
                     "sources": {k: [v.kind, v.where] for k, v in settings.sources.items()},
-                    "files": [[c.role, c.path, c.exists] for c in settings.files]}
-            json.dump({**body, "check": _memo_check(json.loads(json.dumps(body)))}, f)
+                    "files": [[c.role, c.path, c.exists] for c in settings.files],
+                    "formats": {s.key: s.format for s in settings_table() if s.format}}
+            f.write(quickjson.dumps({**body, "check": _memo_check(quickjson.loads(quickjson.dumps(body)))}))
         os.replace(tmp, memo)
     except OSError:
         pass  # nowhere to remember: validation simply repeats

@@ -11,7 +11,9 @@ Durations: a number of seconds (``90``) or one or more number-unit pairs,
 
 from __future__ import annotations
 
-import re
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["UnitError", "parse_size", "parse_duration", "format_size", "format_duration", "format_ago"]
 
@@ -34,11 +36,23 @@ _SIZE_UNITS = {
 }
 # ASCII only (re.ASCII): Python's \d and float() also take other scripts' digits ("٣GB",
 # "５0MB"), and \s takes any Unicode space; a config value is written in ASCII.
-_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", re.ASCII)
 _DURATION_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])", re.IGNORECASE | re.ASCII)
-_DURATION_RE = re.compile(r"\s*(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+", re.IGNORECASE | re.ASCII)
-_SECONDS_RE = re.compile(r"\s*\d+(?:\.\d+)?\s*", re.ASCII)
+_PATTERNS: dict[str, Any] = {}
+
+
+def _pattern(name: str) -> Any:
+    """The compiled regexes, made on first use: ``re`` costs the wrapper's hot path ~6 ms
+    to import, and it reads memoised settings that need no parsing."""
+    if not _PATTERNS:
+        import re
+
+        _PATTERNS.update(
+            size=re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", re.ASCII),
+            duration_part=re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])", re.IGNORECASE | re.ASCII),
+            duration=re.compile(r"\s*(?:\d+(?:\.\d+)?\s*[wdhms]\s*)+", re.IGNORECASE | re.ASCII),
+            seconds=re.compile(r"\s*\d+(?:\.\d+)?\s*", re.ASCII),
+        )
+    return _PATTERNS[name]
 
 # Anything past this is a typo, not a disk: 1 EiB.
 MAX_SIZE = 1024**6
@@ -55,7 +69,7 @@ def parse_size(value: object) -> int:
         return value
     if not isinstance(value, str):
         raise UnitError(f"expected {SIZE_EXPECTED}, got {value!r}")
-    m = _SIZE_RE.fullmatch(value)
+    m = _pattern("size").fullmatch(value)
     unit = m.group(2).lower() if m else None
     if m is None or unit not in _SIZE_UNITS:
         raise UnitError(f"expected {SIZE_EXPECTED}, got {value!r}")
@@ -75,10 +89,10 @@ def parse_duration(value: object) -> float:
         return float(value)
     if not isinstance(value, str):
         raise UnitError(f"expected {DURATION_EXPECTED}, got {value!r}")
-    if _SECONDS_RE.fullmatch(value):
+    if _pattern("seconds").fullmatch(value):
         seconds = float(value)
-    elif _DURATION_RE.fullmatch(value):
-        seconds = float(sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PART.findall(value)))
+    elif _pattern("duration").fullmatch(value):
+        seconds = float(sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _pattern("duration_part").findall(value)))
     else:
         raise UnitError(f"expected {DURATION_EXPECTED}, got {value!r}")
     if seconds > MAX_DURATION:

@@ -34,18 +34,21 @@ so a crash can leave orphan blobs (gc removes them) but never an entry without d
 
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
 import time
-from contextlib import contextmanager
+
+try:  # the C module itself: the `sqlite3` package adds only datetime adapters kache never
+    import _sqlite3 as sqlite3  # uses, and importing `datetime` for them costs a hit ~3 ms
+except ImportError:  # pragma: no cover
+    import sqlite3  # type: ignore[no-redef]
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
+from kache import quickjson
 from kache._record import Record
 from kache.store import blobs
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable
     from typing import Any
 
 __all__ = ["Store", "Entry", "StoreError", "DamagedBlob", "SCHEMA_VERSION", "is_damage", "index_is_sound"]
@@ -116,6 +119,47 @@ PIN_SECS = 120.0
 MANIFEST_CAP = 16
 
 
+class _Transaction:
+    """The context manager behind ``Store._write`` (a class: ``contextlib`` would cost the
+    wrapper's hot path its ``functools`` and ``collections`` imports)."""
+
+    __slots__ = ("db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+class _Flock:
+    """``with _Flock(path):`` an exclusive flock on ``path`` (created owner-only)."""
+
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        os.close(self.fd)
+
+
 class StoreError(Exception):
     """The store cannot be used (unwritable, corrupt); the wrapper then runs rustc plainly."""
 
@@ -178,7 +222,7 @@ class Entry(Record):
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Entry:
         d = dict(row)
-        d["meta"] = json.loads(d["meta"])
+        d["meta"] = quickjson.loads(d["meta"])
         return cls(**d)
 
 
@@ -238,19 +282,10 @@ class Store:
             self._db = self._connect()
             return True
 
-    @contextmanager
-    def _recovery_lock(self) -> Iterator[None]:
+    def _recovery_lock(self) -> _Flock:
         """One process at a time decides about a damaged index (an flock the kernel drops
         when its holder dies)."""
-        import fcntl
-
-        os.makedirs(os.path.join(self.root, "locks"), mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.root, "locks", "index-recovery"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return _Flock(os.path.join(self.root, "locks", "index-recovery"))
 
     def _move_aside(self) -> None:
         """Rename index.db and its -wal/-shm to ``index.db.corrupt-<time>`` (gc removes
@@ -306,16 +341,10 @@ class Store:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("PRAGMA journal_mode = WAL")
 
-    @contextmanager
-    def _write(self, db: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
-        db = db or self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    def _write(self, db: sqlite3.Connection | None = None) -> _Transaction:
+        """``with store._write() as db:`` one ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK``
+        on any exception)."""
+        return _Transaction(db or self.db)
 
     def close(self) -> None:
         if self._db is not None:
@@ -354,7 +383,7 @@ class Store:
         """Recorded compiles for a cheap key, newest first: (full key, inputs)."""
         rows = self.db.execute(
             "SELECT key, inputs FROM manifests WHERE mkey = ? ORDER BY created DESC", (mkey,)).fetchall()
-        return [(r["key"], json.loads(r["inputs"])) for r in rows]
+        return [(r["key"], quickjson.loads(r["inputs"])) for r in rows]
 
     # ------------------------------------------------------------------ entries
 
@@ -517,13 +546,13 @@ class Store:
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (entry.key, entry.crate_name, entry.crate_types, entry.target, entry.profile, entry.size,
                  entry.created, entry.last_used, entry.hits, entry.compile_ms, entry.key_version, entry.mkey,
-                 json.dumps(entry.meta, separators=(",", ":"))),
+                 quickjson.dumps(entry.meta)),
             )
             db.execute("DELETE FROM entry_blobs WHERE key = ?", (entry.key,))
             db.executemany("INSERT OR IGNORE INTO entry_blobs VALUES (?, ?, ?)",
                            [(entry.key, f["hash"], f["size"]) for f in files])
             db.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?)",
-                       (entry.mkey, entry.key, json.dumps(inputs, separators=(",", ":")), time.time()))
+                       (entry.mkey, entry.key, quickjson.dumps(inputs), time.time()))
             db.execute(
                 "DELETE FROM manifests WHERE mkey = ? AND key NOT IN "
                 "(SELECT key FROM manifests WHERE mkey = ? ORDER BY created DESC LIMIT ?)",
@@ -741,7 +770,7 @@ class Store:
         """
         row = self.db.execute(
             "SELECT mkey, inputs FROM manifests WHERE key = ? ORDER BY created DESC LIMIT 1", (key,)).fetchone()
-        return None if row is None else (str(row["mkey"]), json.loads(row["inputs"]))
+        return None if row is None else (str(row["mkey"]), quickjson.loads(row["inputs"]))
 
     def has_key(self, key: str) -> bool:
         """Whether an entry with this key exists (no ``meta`` decoded)."""

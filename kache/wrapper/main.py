@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 
 from kache.settings import Settings, env_flag
-from kache.store.index import DamagedBlob, Store, StoreError
+from kache.store.index import DamagedBlob, Store, StoreError, sqlite3
 from kache.wrapper import argv as argvmod
 from kache.wrapper import cache, remote
 

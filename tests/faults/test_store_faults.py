@@ -205,6 +205,11 @@ def damage_index(ws: Workspace, how: str) -> None:
     bytes of the same size, or only all but its first page ("torn": it still opens, its
     tables are garbage). Counted as a fault."""
     db = ws.store / "index.db"
+    # Wrapper calls end without closing their connection (os._exit): recent pages may still
+    # be in the WAL. Checkpoint first, so the damage hits the entries themselves.
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
     if how == "deleted":
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)

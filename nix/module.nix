@@ -107,12 +107,12 @@ in
                 incremental = lib.mkOption {
                   type = lib.types.nullOr (lib.types.enum [ "auto" "keep" "drop" ]);
                   default = null;
-                  description = "What kache does with cargo's incremental compilation (on for your workspace crates in dev builds) when it compiles. `auto`: without it (a full compile beats an incremental one from scratch), until a crate is being edited: once it missed twice in 30 minutes, or already has incremental state, it compiles incrementally, as fast as plain cargo from then on. `keep`: always as cargo asked. `drop`: never (reproducible bytes, no incremental state to go bad, e.g. APFS trouble on macOS). Outputs are cached in every mode; a hit needs no incremental state. null means kache's default: `auto`. Environment variable: `KACHE_INCREMENTAL`.";
+                  description = "What kache does with cargo's incremental compilation (on for your workspace crates in dev builds) when it compiles. `auto`: compile incrementally as cargo asked, and keep a snapshot of the crate's incremental state with the cached outputs (hardlinks, local store only); a hit restores it when the crate has no state of its own and the build is in the same checkout, so the first edit after `cargo clean` is as fast as with plain cargo. `keep`: incremental as cargo asked, no snapshots. `drop`: never incremental (reproducible bytes, no incremental state to go bad, e.g. APFS trouble on macOS). Outputs are cached in every mode; a hit needs no incremental state. null means kache's default: `auto`. Environment variable: `KACHE_INCREMENTAL`.";
                 };
                 clean_incremental = lib.mkOption {
                   type = lib.types.nullOr (lib.types.bool);
                   default = null;
-                  description = "With `incremental = \"drop\"`, remove a crate's stale incremental state when kache compiles it without; gc removes incremental sessions left untouched for an hour in every mode. null means kache's default: `true`. Environment variable: `KACHE_CLEAN_INCREMENTAL`.";
+                  description = "With `incremental = \"drop\"`, remove a crate's stale incremental state when kache compiles it without, and let gc remove incremental sessions left untouched for an hour (in the other modes that state is what keeps your edit loop fast, and cargo keeps it tidy). null means kache's default: `true`. Environment variable: `KACHE_CLEAN_INCREMENTAL`.";
                 };
                 compression_level = lib.mkOption {
                   type = lib.types.nullOr (lib.types.ints.between 1 22);

@@ -226,19 +226,19 @@ def gc(max_age: str | None, as_json: bool) -> None:
 
     Over the limit, entries are evicted until the store is at 90% of it; entries used in
     the last two minutes are kept. Also removes blobs no entry uses, stale temp files and,
-    with cache.clean_incremental, the incremental directories kache has seen.
+    with cache.incremental = "drop" and cache.clean_incremental, stale incremental sessions.
 
     \b
     Example:
       kache gc --max-age 30d
     """
-    from kache.store.gc import TARGET_FRACTION, GcReport
+    from kache.store.gc import TARGET_FRACTION, GcReport, cleans_incremental
     from kache.store.gc import gc as collect
 
     age = _duration(max_age, "--max-age")
     s = _settings()
     max_bytes = int(s.get("cache.local_max_size"))
-    clean_incremental = bool(s.get("cache.clean_incremental"))
+    clean_incremental = cleans_incremental(s)
     root = _store_root(s)
     with _open_store(root, "garbage collection") as store:
         if store is None:

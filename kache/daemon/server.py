@@ -399,7 +399,7 @@ class Daemon:
             return
 
         def run() -> None:
-            from kache.store.gc import gc
+            from kache.store.gc import cleans_incremental, gc
 
             store = self._store()
             try:
@@ -407,7 +407,7 @@ class Daemon:
                 if store.totals()["physical_bytes"] <= limit:
                     return
                 report = gc(store, limit, max_age=None,
-                            clean_incremental=bool(self.settings["cache.clean_incremental"]))
+                            clean_incremental=cleans_incremental(self.settings))
                 log.info("gc: store was over %d bytes: %s", limit, report.to_json())
             except Exception as e:  # noqa: BLE001 - upkeep must not kill the daemon
                 log.warning("gc failed: %s", e)

@@ -17,7 +17,7 @@ Format version 1 — the object ``{prefix}/{crate}/{key}.tar.zst`` on the remote
       "crate_name": "proc_macro2",  rustc's crate name
       "crate_types": "lib",         comma-separated, as in the local index
       "target": "", "profile": "dev", "compile_ms": 1234, "key_version": 1,
-      "meta": {                     the entry's meta (kache.store.index), minus "origin"
+      "meta": {                     the entry's meta (kache.store.index), minus "origin" and "incremental"
         "files": [{"name": "libproc_macro2-….rlib", "hash": "<blake3>", "size": 123,
                    "kind": "link" | "exec" | "depinfo"}, …],
         "stdout": "…", "stderr": "…", "emit": […], "components": {…}, "target_dir": true
@@ -153,7 +153,8 @@ def pack_entry(store: Store, key: str, level: int = 3) -> bytes:
         raise ArchiveError(f"{what}: no direct-mode manifest line is recorded for it "
                            "(it could never be found by its inputs on another machine)")
     mkey, inputs = line
-    meta = {k: v for k, v in entry.meta.items() if k != "origin"}
+    # (an incremental snapshot stays local: it is only restored in the checkout that made it)
+    meta = {k: v for k, v in entry.meta.items() if k not in ("origin", "incremental")}
     doc = {
         "format": FORMAT_VERSION, "key": entry.key, "mkey": mkey, "crate_name": entry.crate_name,
         "crate_types": entry.crate_types, "target": entry.target, "profile": entry.profile,
@@ -343,7 +344,7 @@ def import_archive(store: Store, data: bytes, *, expected_key: str | None = None
         f = missing[0]
         raise fail(f"file {f['name']!r}: its blob {f['hash'][:16]} is missing from the archive")
 
-    meta = dict(doc["meta"])
+    meta = {k: v for k, v in doc["meta"].items() if k != "incremental"}
     meta["origin"] = origin
     now = time.time()
     entry = Entry(key=doc["key"], crate_name=doc["crate_name"], crate_types=doc["crate_types"],

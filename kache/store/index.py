@@ -13,8 +13,10 @@ rebuilt, never guessed at):
 
 ``entries``      one per cache key: crate, kinds, size, times, hits, and ``meta``, a JSON
                  document with the files (name, blob hash, size, mode), the replayed
-                 stdout/stderr, the normalised dep-info and the key's components.
-``entry_blobs``  which blobs an entry uses (gc's reference count).
+                 stdout/stderr, the normalised dep-info and the key's components; for a
+                 workspace crate, its incremental session (``incremental``: checkout,
+                 directory names, files), which never goes to the remote.
+``entry_blobs``  which blobs an entry uses, the session's too (gc's reference count).
 ``manifests``    direct mode (ccache's name): under a cheap key computed before
                  compiling (``mkey``), the inputs rustc reported (path, blake3) and the
                  env-deps of each recorded compile, newest first.
@@ -534,7 +536,7 @@ class Store:
 
     def add(self, entry: Entry, inputs: list[Any]) -> None:
         """Record an entry whose blobs are all in place, and its manifest line, atomically."""
-        files = entry.meta["files"]
+        files = entry.meta["files"] + entry.meta.get("incremental", {}).get("files", [])
         with self._write() as db:
             # A blob removed by a concurrent gc between put and here would leave a dangling
             # entry: re-check under the write lock (gc deletes only under it).

@@ -56,9 +56,9 @@ class Call(Record):
     """
 
     __slots__ = ("call", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root",
-                 "stored_key", "keep_incremental")
+                 "stored_key", "keep_incremental", "snapshots")
     _defaults = {"mkey": "", "components": dict, "outputs": list, "root": "", "stored_key": "",
-                 "keep_incremental": False}
+                 "keep_incremental": False, "snapshots": False}
     call: argvmod.RustcCall
     argv: list[str]
     env: Mapping[str, str]
@@ -70,6 +70,9 @@ class Call(Record):
     components: dict[str, str]
     outputs: list[str]
     root: str
+    stored_key: str
+    keep_incremental: bool  # this compile runs with cargo's -C incremental
+    snapshots: bool  # its incremental session is stored with the entry and restored on a hit
 
     @property
     def out_dir(self) -> str:
@@ -486,9 +489,107 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
     now = time.time()
     codegen = dict(x.partition("=")[::2] for x in rc.codegen)
     profile = "dev" if codegen.get("opt-level", "0") == "0" else "release"
+    if c.keep_incremental and c.snapshots:
+        snapshot = snapshot_incremental(c, started_ns)
+        if snapshot is not None:
+            meta["incremental"] = snapshot
     entry = Entry(key=key, crate_name=c.crate, crate_types=",".join(argvmod.effective_crate_types(rc)),
                   target=rc.target or "", profile=profile, size=total, created=now, last_used=now, hits=0,
                   compile_ms=compile_ms, key_version=KEY_VERSION, mkey=c.mkey, meta=meta)
     c.store.add(entry, {"files": files, "env": env_entries})
     c.stored_key = key
     return ("miss" if new_blobs else "dup"), total
+
+
+# --------------------------------------------------------------------------- incremental snapshots
+#
+# rustc keeps a crate's incremental state in <incremental>/<crate>-<hash>/s-<time>-<id>-<svh>/
+# (with an empty s-<time>-<id>.lock beside it). cargo clean removes it; a hit that restores
+# the outputs restores the state too, so the first edit after it compiles incrementally,
+# as with plain cargo. Copies both ways, not hardlinks: rustc links a reused object file
+# from the session into deps/ as an output and refuses an output it cannot write ("output
+# file ... is not writeable"), and a blob is read-only.
+
+SNAPSHOT_MAX_BYTES = 512 << 20  # a bigger session is not kept (hashing it costs more than it saves)
+
+
+def snapshot_incremental(c: Call, started_ns: int) -> dict[str, Any] | None:
+    """Ingest (copies) the session rustc finalised during this compile; its
+    description for the entry's meta, or None when there is none to take: no session, or
+    two (a twin unit of the same crate name compiled meanwhile), or too big."""
+    base = os.path.join(c.cwd, c.call.incremental or "")
+    found = []
+    try:
+        for crate_dir in os.scandir(base):
+            if not crate_dir.name.startswith(f"{c.crate}-") or not crate_dir.is_dir(follow_symlinks=False):
+                continue
+            for session in os.scandir(crate_dir.path):
+                if (session.name.startswith("s-") and not session.name.endswith("-working")
+                        and session.is_dir(follow_symlinks=False)
+                        and session.stat(follow_symlinks=False).st_ctime_ns >= started_ns):
+                    found.append((crate_dir.name, session.name, session.path))
+    except OSError:
+        return None
+    if len(found) != 1:
+        return None
+    crate_dir_name, session_name, path = found[0]
+    names = []
+    total = 0
+    for entry in os.scandir(path):
+        st = entry.stat(follow_symlinks=False)
+        if not entry.is_file(follow_symlinks=False):
+            return None  # rustc writes plain files only: anything else is not a session we know
+        names.append(entry.name)
+        total += st.st_size
+        if total > SNAPSHOT_MAX_BYTES:
+            return None
+    files = []
+    for name in sorted(names):
+        p = os.path.join(path, name)
+        digest, size = hash_file(p)
+        c.store.put_blob_file(p, digest, link=False)
+        files.append({"name": name, "hash": digest, "size": size})
+    return {"root": c.root, "dir": crate_dir_name, "session": session_name, "files": files}
+
+
+def restore_incremental(c: Call, entry: Entry) -> bool:
+    """Put the entry's incremental session in place when the crate has no state of its
+    own and this is the checkout that recorded it; True if it did. A damaged or missing
+    blob only means no snapshot (gc's repair drops the entry)."""
+    snap = entry.meta.get("incremental")
+    if not c.call.incremental or not isinstance(snap, dict) or snap.get("root") != c.root:
+        return False
+    crate_dir = os.path.join(c.cwd, c.call.incremental, snap["dir"])
+    session = snap["session"]
+    if os.sep in snap["dir"] or os.sep in session or not session.startswith("s-") or session.count("-") < 3:
+        return False
+    try:
+        if any(name.startswith("s-") for name in os.listdir(crate_dir)):
+            return False  # rustc's own state is newer than any snapshot
+    except FileNotFoundError:
+        pass
+    files = snap["files"]
+    stamps = c.store.blob_stamps(f["hash"] for f in files)
+    if any(c.store.blob_problem(f["hash"], f["size"], stamps.get(f["hash"]), stamp_known=True) is not None
+           for f in files):
+        return False
+    import shutil
+
+    os.makedirs(crate_dir, exist_ok=True)
+    tmp = os.path.join(crate_dir, f".kache-{os.getpid()}")
+    try:
+        os.mkdir(tmp)
+        for f in files:
+            if os.sep in f["name"] or f["name"] in (".", ".."):
+                raise ValueError("not a session file name")
+            dst = os.path.join(tmp, f["name"])
+            shutil.copyfile(c.store.blob_path(f["hash"]), dst)
+            os.chmod(dst, 0o644)
+        # the lock file rustc keeps beside a session (s-<time>-<id>.lock), then the session
+        os.close(os.open(os.path.join(crate_dir, "-".join(session.split("-")[:3]) + ".lock"),
+                         os.O_WRONLY | os.O_CREAT, 0o644))
+        os.rename(tmp, os.path.join(crate_dir, session))
+    except (OSError, ValueError):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    return True

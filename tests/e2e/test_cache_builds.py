@@ -325,16 +325,10 @@ def test_incremental_is_kept_or_dropped_as_configured(workspace: Workspace, mode
         return {p.name.split("-")[0] for p in (ws.target / "debug" / "incremental").glob("*-*")}
 
     ws.build(KACHE_INCREMENTAL=mode)
-    if mode == "keep":
+    if mode in ("keep", "auto"):
         assert {"kc_core", "kc_util"} <= sessions()  # rustc ran incrementally, as cargo asked
     else:
-        assert not {"kc_core", "kc_util"} & sessions()  # a first compile is a full one
-    if mode == "auto":  # editing kc_core: the second edit compiles it incrementally
-        shapes = ws.path / "core" / "src" / "shapes.rs"
-        for n in (1, 2):
-            shapes.write_text(shapes.read_text() + f"\npub fn edit_{n}() {{}}\n")
-            ws.build(KACHE_INCREMENTAL=mode)
-            assert ("kc_core" in sessions()) == (n == 2), (n, sessions())
+        assert not {"kc_core", "kc_util"} & sessions()  # kache compiled without
     # In every mode the outputs were cached: a clean rebuild is served from the store.
     ws.take_events()
     ws.clean()

@@ -166,6 +166,11 @@ in
                   default = null;
                   description = "Start the daemon in the background when a build needs it (a remote is configured) and none is running. The build never waits for it. null means kache's default: `true`. Environment variable: `KACHE_DAEMON_AUTOSTART`.";
                 };
+                daemon_hits = lib.mkOption {
+                  type = lib.types.nullOr (lib.types.bool);
+                  default = null;
+                  description = "When a daemon runs for the local store, let it serve cache hits: the wrapper sends the call over the socket and the daemon, with everything imported and its memos warm, restores the outputs (about half of a hit's cost). Anything but a plain local hit falls back to the wrapper's own path. null means kache's default: `true`. Environment variable: `KACHE_DAEMON_HITS`.";
+                };
                 remote = lib.mkOption {
                   default = { };
                   type = lib.types.submodule {

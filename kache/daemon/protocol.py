@@ -30,6 +30,7 @@ anything that changes the meaning of an existing field bumps ``VERSION``.
     ``started`` (unix time), ``uptime_s``, ``queue`` (uploads pending, including those
     waiting to retry), ``uploads_done``, ``uploads_failed`` (failed attempts),
     ``downloads`` (entries imported), ``prefetches`` (prefetches started),
+    ``hits_served`` (``hit`` requests answered with a hit),
     ``last_error`` (text or null), ``socket``, ``store``, ``remote``
     (``"s3://bucket/prefix"`` or null), ``log`` (path), ``idle_timeout_s``.
 
@@ -55,6 +56,15 @@ anything that changes the meaning of an existing field bumps ``VERSION``.
     is an absolute path), at most once per root every 10 minutes. → ``{"ok": true,
     "started": bool}`` at once, with ``"reason"`` when nothing was started.
 
+``hit`` ``{argv, cwd, env, store, started?}``
+    Serve a wrapped rustc call from the local store, as the wrapper would: ``argv`` is
+    ``[compiler, args...]``, ``cwd`` the caller's absolute working directory, ``env`` its
+    whole environment, ``store`` the local store it uses (the daemon answers only for its
+    own), ``started`` its ``CLOCK_MONOTONIC`` start, for the event's timing. On a plain
+    local hit the daemon restores the outputs, records the hit and replies ``{"ok": true,
+    "hit": true, "stdout": "...", "stderr": "..."}`` (rustc's recorded messages, for the
+    caller to print); anything else is ``{"ok": true, "hit": false}`` and the caller
+    handles the call itself.
 ``stop``
     → ``{"ok": true, "stopping": true, "pid": n}``, then the daemon finishes the replies under
     way, stops taking jobs (pending intents stay on disk), removes the socket and the
@@ -68,7 +78,8 @@ another's.
 Keys and crate names are checked at this boundary: keys are 16–128 lowercase hex
 digits, crate names ASCII letters, digits, ``_`` and ``-`` (at most 128).
 
-History: 1 — first version.
+History: 1 — first version; ``hit`` (and ``hits_served`` in ``status``) added later,
+compatibly (older daemons refuse the op as unknown, which the wrapper treats as a miss).
 """
 
 from __future__ import annotations
@@ -96,7 +107,7 @@ FETCH_MAX_MS = 3000
 PREFETCH_DEDUPE_SECS = 600.0
 INTENT_SCAN_SECS = 30.0
 MAX_TRIES = 5
-OPS = ("status", "upload", "fetch", "prefetch", "stop")
+OPS = ("status", "upload", "fetch", "prefetch", "hit", "stop")
 
 _KEY = re.compile(r"[0-9a-f]{16,128}")
 _CRATE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}")

@@ -228,6 +228,7 @@ class Daemon:
         self.uploads_failed = 0
         self.downloads = 0
         self.prefetches = 0
+        self.hits_served = 0
         self.last_error: str | None = None
         self.restart_reason: str | None = None
         """Why the daemon stopped to re-execute itself (code or config changed), if it did."""
@@ -700,12 +701,36 @@ class Daemon:
             return {"ok": True, "pid": self.pid, "version": __version__, "protocol": P.VERSION,
                     "started": self.started, "uptime_s": round(time.time() - self.started, 3),
                     "queue": pending, "uploads_done": self.uploads_done, "uploads_failed": self.uploads_failed,
-                    "downloads": self.downloads, "prefetches": self.prefetches, "last_error": self.last_error,
+                    "downloads": self.downloads, "prefetches": self.prefetches, "hits_served": self.hits_served,
+                    "last_error": self.last_error,
                     "socket": self.socket_path, "store": self.root, "remote": self.remote_url,
                     "log": self.log_path, "idle_timeout_s": self.idle_timeout}
 
     def _op_status(self, msg: dict[str, Any]) -> dict[str, Any]:
         return self.status()
+
+    def _op_hit(self, msg: dict[str, Any]) -> dict[str, Any]:
+        argv, env, cwd, store = msg.get("argv"), msg.get("env"), msg.get("cwd"), msg.get("store")
+        if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+            raise ProtocolError("invalid request: argv: expected a non-empty list of strings")
+        if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+            raise ProtocolError("invalid request: env: expected an object of strings")
+        if not (isinstance(cwd, str) and os.path.isabs(cwd)):
+            raise ProtocolError("invalid request: cwd: expected an absolute path")
+        if store != self.root:
+            return {"ok": True, "hit": False, "why": "another store"}
+        now = time.monotonic()
+        started = msg.get("started")
+        if isinstance(started, bool) or not isinstance(started, (int, float)) or not now - 60 < started <= now:
+            started = now  # the client's clock start, when it is believable (CLOCK_MONOTONIC is system-wide)
+        from kache.wrapper.main import serve_hit
+
+        served = serve_hit(argv, env, cwd, self.root, float(started))
+        if served is None:
+            return {"ok": True, "hit": False}
+        with self._lock:
+            self.hits_served += 1
+        return {"ok": True, "hit": True, "stdout": served[0], "stderr": served[1]}
 
     def _op_upload(self, msg: dict[str, Any]) -> dict[str, Any]:
         key = P.check_key(msg.get("key"))
@@ -847,6 +872,7 @@ class Daemon:
 
     _OPS: dict[str, Callable[[Daemon, dict[str, Any]], dict[str, Any]]] = {
         "status": _op_status, "upload": _op_upload, "fetch": _op_fetch, "prefetch": _op_prefetch, "stop": _op_stop,
+        "hit": _op_hit,
     }
 
     # ------------------------------------------------------------------ uploads

@@ -16,7 +16,7 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["run", "exec_compiler", "warn_once"]
+__all__ = ["run", "exec_compiler", "warn_once", "write_replay"]
 
 WARN_INTERVAL_SECS = 600.0
 
@@ -31,6 +31,16 @@ def exec_compiler(argv: list[str]) -> int:
         sys.stderr.write(f"kache: error: cannot run {argv[0]}: {e.strerror}\n")
         return 127
     raise AssertionError("unreachable")
+
+
+def write_replay(stdout: str, stderr: str) -> None:
+    """Pass rustc's recorded messages on to cargo, as rustc would have printed them."""
+    if stdout:
+        sys.stdout.buffer.write(stdout.encode("utf-8", "surrogateescape"))
+        sys.stdout.flush()
+    if stderr:
+        sys.stderr.buffer.write(stderr.encode("utf-8", "surrogateescape"))
+        sys.stderr.flush()
 
 
 def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str = "; running rustc directly") -> None:
@@ -101,6 +111,11 @@ def run(argv: list[str]) -> int:
             warn_once("invalid configuration: " + "; ".join(e.problems))
             unlink_shared_outputs_quietly(call)
             return exec_compiler(argv)
+        if settings["cache.daemon_hits"]:
+            from kache.wrapper.daemon_hit import served_by_daemon
+
+            if served_by_daemon(argv, settings, started):
+                return 0
         from kache.wrapper.main import handle
 
         return handle(call, argv, settings, started)

@@ -106,13 +106,13 @@ def _extra_inputs(settings_extra: Mapping[str, Any], crate: str) -> list[tuple[l
 
 
 def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[str, str],
-            extra_inputs: Mapping[str, Any], salt: str) -> Call:
-    """Compute the cheap key of a cacheable call."""
+            extra_inputs: Mapping[str, Any], salt: str, cwd: str | None = None) -> Call:
+    """Compute the cheap key of a cacheable call (made in ``cwd``, default this process's)."""
     for arg in rc.args:
         # A NUL or an undecodable byte cannot be a path SQLite or the kernel takes: rustc decides.
         if "\0" in arg or not arg.isascii() and not events.utf8_encodable(arg):
             raise Uncacheable("unusual-argument")
-    cwd = os.getcwd()
+    cwd = os.getcwd() if cwd is None else cwd
     out_dir = os.path.join(cwd, rc.out_dir or "")
     target_dir = find_target_dir(out_dir)
     norm = Normalizer.for_call(cwd, out_dir, env)
@@ -216,7 +216,7 @@ def _env_value(c: Call, name: str, normalized: bool) -> str | None:
 
 
 def restore(c: Call, entry: Entry) -> int:
-    """Put the entry's files in place, then replay its output. Returns bytes restored.
+    """Put the entry's files in place (the caller replays its output). Returns bytes restored.
 
     Every blob is checked first (a ``stat`` against its stamp; re-hashed when that
     changed): a missing or damaged one raises ``DamagedBlob`` before anything is placed,
@@ -243,7 +243,6 @@ def restore(c: Call, entry: Entry) -> int:
             c.hasher.remember(dst, f["hash"])
         os.utime(dst)  # the kernel's clock, never a Python "now" (REFERENCE §2)
         total += f["size"]
-    _replay(c, entry.meta)
     return total
 
 
@@ -300,16 +299,13 @@ def _expand_depinfo(c: Call, text: str) -> str:
     return depinfo.render(info)
 
 
-def _replay(c: Call, meta: dict[str, Any]) -> None:
+def replay_texts(c: Call, meta: dict[str, Any]) -> tuple[str, str]:
+    """rustc's recorded stdout and stderr, with this build's --out-dir put back."""
     out_dir = quickjson.quote(c.out_dir)[1:-1]
-    stdout = meta.get("stdout", "")
-    stderr = meta.get("stderr", "")
-    if stdout:
-        sys.stdout.buffer.write(stdout.replace(OUT_DIR_TOKEN, out_dir).encode("utf-8", "surrogateescape"))
-        sys.stdout.flush()
-    if stderr:
-        sys.stderr.buffer.write(stderr.replace(OUT_DIR_TOKEN, out_dir).encode("utf-8", "surrogateescape"))
-        sys.stderr.flush()
+    return (meta.get("stdout", "").replace(OUT_DIR_TOKEN, out_dir),
+            meta.get("stderr", "").replace(OUT_DIR_TOKEN, out_dir))
+
+
 
 
 # --------------------------------------------------------------------------- miss

@@ -10,7 +10,11 @@ from kache.store.index import DamagedBlob, Entry, Store, StoreError, sqlite3
 from kache.wrapper import argv as argvmod
 from kache.wrapper import cache, remote
 
-__all__ = ["handle"]
+__all__ = ["handle", "serve_hit"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started: float) -> int:
@@ -79,18 +83,10 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
 
 
 def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int | None:
-    from kache.wrapper import warn_once
+    from kache.wrapper import warn_once, write_replay
 
     try:
-        entry = cache.look_up(c)
-        if entry is None:
-            return None
-        size = cache.restore(c, entry)
-        snapshot = c.snapshots and _restore_snapshot(c, entry)
-        with c.store._write():
-            c.store.touch(entry.key)
-            c.store.stamp_blobs(f["hash"] for f in entry.meta["files"])
-            c.hasher.flush()
+        found = _restore_hit(c)
     except DamagedBlob as e:
         try:
             c.store.drop_damaged(e.digest)
@@ -102,12 +98,81 @@ def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int |
         if not _recovered_damaged_index(c.store, e):
             warn_once(f"cache hit for {c.crate} could not be restored ({e}); compiling", suffix="")
         return None
+    if found is None:
+        return None
+    entry, size, snapshot = found
+    write_replay(*cache.replay_texts(c, entry.meta))
+    _hit_event(c, started, outcome, entry, size, snapshot)
+    return 0
+
+
+def _restore_hit(c: cache.Call) -> tuple[Entry, int, bool] | None:
+    """Look up and restore: (entry, bytes restored, whether its incremental session was
+    restored too), or None on a miss. Prints nothing; raises what the store raises."""
+    entry = cache.look_up(c)
+    if entry is None:
+        return None
+    size = cache.restore(c, entry)
+    snapshot = c.snapshots and _restore_snapshot(c, entry)
+    with c.store._write():
+        c.store.touch(entry.key)
+        c.store.stamp_blobs(f["hash"] for f in entry.meta["files"])
+        c.hasher.flush()
+    return entry, size, snapshot
+
+
+def _hit_event(c: cache.Call, started: float, outcome: str, entry: Entry, size: int, snapshot: bool,
+               via: str | None = None) -> None:
     ms = (time.monotonic() - started) * 1000
     if outcome == "local_hit" and entry.hits == 0 and entry.meta.get("origin") == "prefetch":
         outcome = "prefetch_hit"  # the daemon brought it before this build asked
     c.event(outcome, started, bytes=size, key=entry.key[:16], saved_ms=max(0, round(entry.compile_ms - ms)),
-            incremental="restored" if snapshot else None)
-    return 0
+            incremental="restored" if snapshot else None, via=via)
+
+
+def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str,
+              started: float) -> tuple[str, str] | None:
+    """A plain local hit served whole, for the daemon (op ``hit``, sent by
+    :mod:`kache.wrapper.daemon_hit`): the outputs restored into the caller's target dir,
+    the entry touched, the event written (``via: daemon``); returns rustc's messages for
+    the caller to print. None for anything else (a miss, a passthrough, a setting or a
+    problem the wrapper must see and report itself): the wrapper then takes its own path,
+    which looks up again. Never raises.
+    """
+    from kache.settings import load_checked
+
+    if not argv or not os.path.isabs(argv[0]) or any(a.startswith("@") for a in argv):
+        return None  # a relative compiler or an @argfile would be read relative to the caller
+    store = None
+    try:
+        call = argvmod.parse(argv)
+        if argvmod.passthrough_reason(call) is not None:
+            return None
+        settings = load_checked(env)
+        if env_flag("KACHE_DISABLED", env) or env_flag("KACHE_RECACHE", env):
+            return None
+        mode = settings["cache.incremental"]
+        if call.incremental and mode == "drop" and settings["cache.clean_incremental"]:
+            return None  # the wrapper removes stale state first
+        if argvmod.passthrough_reason(call, bool(settings["cache.cache_executables"])) is not None:
+            return None
+        store = Store(store_root, create=False)
+        c = cache.prepare(call, argv, store, env, settings["cache.extra_inputs"] or {},
+                          settings["cache.key_salt"] or "", cwd=cwd)
+        c.snapshots = bool(call.incremental) and mode == "auto"
+        found = _restore_hit(c)
+        if found is None:
+            return None
+        entry, size, snapshot = found
+        if call.incremental:
+            _note_incremental(c, call.incremental)
+        _hit_event(c, started, "local_hit", entry, size, snapshot, via="daemon")
+        return cache.replay_texts(c, entry.meta)
+    except Exception:  # noqa: BLE001 - the wrapper's own path decides and reports
+        return None
+    finally:
+        if store is not None:
+            store.close()
 
 
 def _restore_snapshot(c: cache.Call, entry: Entry) -> bool:

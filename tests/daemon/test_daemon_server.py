@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import time
@@ -107,7 +108,7 @@ def test_unknown_op_and_version_are_refused_but_the_connection_stays(start_daemo
     s.close()
     replies = [json.loads(x) for x in buf.splitlines()]
     assert replies[0] == {"ok": False, "error": 'unknown op: "dance": this daemon knows status, upload, fetch, '
-                                                "prefetch, stop"}
+                                                "prefetch, hit, stop"}
     assert replies[1]["error"] == "unsupported protocol version: got 2, this daemon speaks 1"
     assert replies[2]["error"] == "unsupported protocol version: got null, this daemon speaks 1"
     assert replies[3]["error"] == ('invalid request: key = "../../etc": expected 16 to 128 lowercase hex digits')
@@ -379,3 +380,29 @@ def test_the_daemon_collects_a_store_over_its_limit(tmp_path, monkeypatch) -> No
     report = json.loads((root / "tmp" / "gc-last.json").read_text())
     assert report["evicted"]["size"] == 1
     assert Store(str(root)).entries() == []
+
+
+def test_hit_requests_are_checked_and_answer_no_for_what_they_cannot_serve(start_daemon, store_root: Path,
+                                                                          tmp_path: Path) -> None:
+    """``hit``: malformed fields are refused; another store, a probe, a relative compiler,
+    an @argfile or a call with nothing cached is a plain "no hit" (the wrapper goes on)."""
+    d = start_daemon()
+    base = {"op": "hit", "cwd": str(tmp_path), "env": dict(os.environ), "store": str(store_root),
+            "started": time.monotonic()}
+    rustc = shutil.which("rustc")
+    assert rustc
+    src = tmp_path / "lib.rs"
+    src.write_text("pub fn f() {}\n")
+    compile_argv = [rustc, "--crate-type", "lib", "--crate-name", "nothing_cached", "--emit=dep-info,metadata",
+                    "--out-dir", str(tmp_path / "out"), str(src)]
+    for bad, why in [({"argv": []}, "argv"), ({"argv": [1]}, "argv"), ({"env": {"A": 1}}, "env"),
+                     ({"cwd": "relative"}, "cwd")]:
+        reply = d.request({**base, "argv": compile_argv, **bad})
+        assert reply is not None and reply["ok"] is False and why in reply["error"], reply
+    for argv, extra in [(compile_argv, {"store": str(tmp_path / "other")}), ([rustc, "-vV"], {}),
+                        (["rustc", *compile_argv[1:]], {}), ([rustc, "@args"], {}), (compile_argv, {})]:
+        reply = d.request({**base, "argv": argv, **extra})
+        assert reply is not None and reply == {"ok": True, "hit": False, **(
+            {"why": "another store"} if "store" in extra else {})}, reply
+    assert not (tmp_path / "out").exists()  # nothing was compiled or restored
+    assert d.status()["hits_served"] == 0

@@ -1,0 +1,75 @@
+"""The wrapper as a thin client: ask a running daemon to serve a hit.
+
+A hit spends most of its time importing (SQLite, blake3, kache's store and key code)
+and opening the index; a daemon has all of that loaded and open. When one runs for the
+local store (``<store>/daemon.sock`` exists) and ``cache.daemon_hits`` is on, the
+wrapper sends the call (argv, working directory, environment) as one ``hit`` request;
+the daemon restores the outputs exactly as the wrapper would (``kache.wrapper.main.serve_hit``)
+and replies with rustc's messages to print. Anything else (no daemon, a miss, a
+timeout, an error, a reply that does not say "hit") falls back to the wrapper's own
+path, which looks up again.
+
+Only the standard library's ``_socket`` (``socket`` itself imports ``enum`` and
+``selectors``) and :mod:`kache.quickjson`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kache import quickjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kache.settings import Settings
+
+__all__ = ["served_by_daemon"]
+
+CONNECT_TIMEOUT = 0.05
+"""Seconds to wait for the daemon to accept (a live one accepts at once)."""
+REPLY_TIMEOUT = 2.0
+"""Seconds to wait for its answer; then the wrapper restores the hit itself."""
+MAX_REPLY = 64 << 20
+_SUN_PATH_MAX = 100
+
+
+def served_by_daemon(argv: list[str], settings: Settings, started: float) -> bool:
+    """True when the daemon restored this call's outputs; its messages are printed."""
+    root = os.path.abspath(settings.get("cache.local_store"))
+    path = os.path.join(root, "daemon.sock")
+    if len(os.fsencode(path)) > _SUN_PATH_MAX or not os.path.exists(path):
+        return False
+    try:
+        import _socket
+
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    except (ImportError, OSError):
+        return False
+    try:
+        request = {"v": 1, "op": "hit", "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+                   "store": root, "started": started}
+        data = quickjson.dumps(request).encode("ascii") + b"\n"
+        sock.settimeout(CONNECT_TIMEOUT)
+        sock.connect(path)
+        sock.settimeout(REPLY_TIMEOUT)
+        sock.sendall(data)
+        reply = bytearray()
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(1 << 16)
+            if not chunk or len(reply) + len(chunk) > MAX_REPLY:
+                return False
+            reply += chunk
+        answer = quickjson.loads(bytes(reply))
+    except (OSError, ValueError, TypeError, RecursionError):
+        return False
+    finally:
+        sock.close()
+    if not isinstance(answer, dict) or answer.get("ok") is not True or answer.get("hit") is not True:
+        return False
+    stdout, stderr = answer.get("stdout"), answer.get("stderr")
+    if not isinstance(stdout, str) or not isinstance(stderr, str):
+        return False
+    from kache.wrapper import write_replay
+
+    write_replay(stdout, stderr)
+    return True

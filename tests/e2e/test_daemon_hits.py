@@ -1,0 +1,128 @@
+"""Hits served by a running daemon (cache.daemon_hits): the wrapper is a thin client
+that sends the call over the socket; anything the daemon does not serve falls back to
+the wrapper's own path. Real cargo, rustc and daemon process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
+from tests.test_hot_imports import LAUNCH
+
+
+def kache(ws: Workspace, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ws.kache, *args], env={**os.environ, **ws.env, **env}, capture_output=True, text=True)
+
+
+@pytest.fixture
+def daemon_ws(workspace: Workspace) -> Iterator[Workspace]:
+    """The fixture workspace, built once (a filled store), with a daemon running on it."""
+    ws = workspace
+    ws.env["KACHE_DAEMON_IDLE_TIMEOUT"] = "120"
+    ws.build()
+    out = kache(ws, "daemon", "start")
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 10
+    while not (ws.store / "daemon.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (ws.store / "daemon.sock").exists()
+    yield ws
+    kache(ws, "daemon", "stop")
+
+
+def test_a_clean_rebuild_is_served_by_the_daemon(daemon_ws: Workspace) -> None:
+    ws = daemon_ws
+    ws.clean()
+    ws.take_events()
+    ws.take_rustc_runs()
+    ws.build()
+    evs = {e["crate"]: e for e in ws.take_events()}
+    for crate in CACHEABLE_CRATES:
+        assert evs[crate]["outcome"] == "local_hit" and evs[crate].get("via") == "daemon", evs[crate]
+    assert ws.take_rustc_runs() == ["kc_app"]  # the bin is not cached: rustc ran for it alone
+    ws.verify_app()
+    status = kache(ws, "daemon", "--json")
+    assert '"hits_served": ' in status.stdout and '"hits_served": 0' not in status.stdout
+
+
+def test_the_daemon_replays_rustcs_warnings(daemon_ws: Workspace) -> None:
+    """kc_util's warning reaches cargo's output through the daemon, as from rustc."""
+    ws = daemon_ws
+    ws.clean()
+    ws.take_events()
+    out = ws.build()
+    assert "unused variable: `x`" in out.stderr
+    assert outcomes(ws.take_events())["kc_util"] == "local_hit"
+
+
+def test_daemon_hits_off_and_misses_take_the_wrappers_path(daemon_ws: Workspace) -> None:
+    ws = daemon_ws
+    ws.clean()
+    ws.take_events()
+    ws.build(KACHE_DAEMON_HITS="0")
+    evs = [e for e in ws.take_events() if e["crate"] in CACHEABLE_CRATES]
+    assert evs and all(e["outcome"] == "local_hit" and "via" not in e for e in evs), evs
+    # A miss: the daemon answers "no hit", the wrapper compiles and records.
+    util = ws.path / "util" / "src" / "lib.rs"
+    util.write_text(util.read_text() + "\npub fn added() -> u8 { 7 }\n")
+    ws.build()
+    evs = outcomes(ws.take_events())
+    assert evs["kc_util"] == "miss", evs
+    ws.verify_app()
+
+
+def test_a_dead_daemon_costs_nothing_but_the_thin_path(daemon_ws: Workspace) -> None:
+    """Killed with its socket left behind: every call falls back and still hits."""
+    ws = daemon_ws
+    pid = int((ws.store / "daemon.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    assert (ws.store / "daemon.sock").exists()  # stale
+    ws.clean()
+    ws.take_events()
+    ws.build()
+    evs = [e for e in ws.take_events() if e["crate"] in CACHEABLE_CRATES]
+    assert evs and all(e["outcome"] == "local_hit" and "via" not in e for e in evs), evs
+    ws.verify_app()
+
+
+def test_a_hit_through_the_daemon_imports_no_store_code(daemon_ws: Workspace) -> None:
+    """The thin client needs neither SQLite nor kache's store, key or restore code."""
+    ws = daemon_ws
+    ws.clean()
+    log = ws.path.parent / "calls"
+    # One real call, captured from cargo (argv, directory, environment), replayed under
+    # -X importtime.
+    logger = ws.path.parent / "log-wrapper"
+    logger.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$PWD\" \"$@\" > {log}.$$.args\nenv -0 > {log}.$$.env\n"
+                      f"exec {ws.kache} \"$@\"\n")
+    logger.chmod(0o755)
+    ws.build(RUSTC_WRAPPER=str(logger))
+    args_file = next(p for p in ws.path.parent.glob("calls.*.args") if b"kc_util" in p.read_bytes())
+    cwd, *argv = args_file.read_bytes().split(b"\0")[:-1]
+    env_file = args_file.with_name(args_file.name.replace(".args", ".env"))
+    env = dict(item.split("=", 1) for item in env_file.read_text().split("\0") if "=" in item)
+    for p in ws.target.glob("debug/deps/libkc_util-*"):
+        p.unlink()
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", LAUNCH, *[a.decode() for a in argv]],
+                         cwd=cwd.decode(), env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    names = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "kache.wrapper.daemon_hit" in names
+    assert not names & {"_sqlite3", "sqlite3", "kache.wrapper.main", "kache.wrapper.cache", "kache.store.index"}, \
+        sorted(names & {"_sqlite3", "sqlite3", "kache.wrapper.main", "kache.wrapper.cache", "kache.store.index"})
+    assert any(p.name.startswith("libkc_util-") for p in ws.target.glob("debug/deps/*"))
+

@@ -31,7 +31,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_BENCH = HERE.parent.parent / "shared" / "bench"
 
 
-def run_bench(bench: Path, corpus: Path, wrapper: str | None, steps: str, events_out: Path | None) -> list[dict]:
+def run_bench(bench: Path, corpus: Path, wrapper: str | None, steps: str, events_out: Path | None,
+              daemon: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         tsv = Path(tmp) / "out.tsv"
         env = {**os.environ, "BENCH_STEPS": steps, "BENCH_TSV": str(tsv)}
@@ -39,6 +40,11 @@ def run_bench(bench: Path, corpus: Path, wrapper: str | None, steps: str, events
             env["BENCH_CACHE_DIR_VAR"] = "KACHE_CACHE_DIR"
             # keep kache's events: the cache dir is removed when bench.sh exits
             env["BENCH_STATS_CMD"] = f'cp "$KACHE_CACHE_DIR/events.jsonl" "{events_out}" 2>/dev/null || true'
+            if daemon:
+                # A daemon on the step's store from the second step on (the cold build runs
+                # without one); it serves hits (cache.daemon_hits) and exits when idle.
+                env["KACHE_DAEMON_IDLE_TIMEOUT"] = "20"
+                env["BENCH_RESET_CMD"] = f'"{wrapper}" daemon start >/dev/null 2>&1; sleep 0.5'
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         cmd = [str(bench / "bench.sh"), str(corpus)] + ([wrapper] if wrapper else [])
         subprocess.run(cmd, env=env, check=True, stdout=sys.stderr)
@@ -50,15 +56,17 @@ def hit_times(events_path: Path) -> dict[str, float | int]:
     if not events_path.exists():
         return {}
     ms = []
+    via_daemon = 0
     for line in events_path.read_text().splitlines():
         ev = json.loads(line)
         if ev.get("outcome") == "local_hit":
             ms.append(float(ev["ms"]))
+            via_daemon += ev.get("via") == "daemon"
     if not ms:
         return {}
     ms.sort()
     return {"hits": len(ms), "median_ms": round(statistics.median(ms), 1),
-            "p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 1)}
+            "p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 1), "via_daemon": via_daemon}
 
 
 def main() -> int:
@@ -67,6 +75,8 @@ def main() -> int:
     ap.add_argument("--bench", type=Path, default=Path(os.environ.get("KACHE_BENCH_DIR", DEFAULT_BENCH)))
     ap.add_argument("--kache", default=shutil.which("kache"))
     ap.add_argument("--sccache", default=shutil.which("sccache"))
+    ap.add_argument("--daemon", action="store_true",
+                    help="also run kache with a daemon serving hits (column kache+daemon)")
     ap.add_argument("--steps", default="cold warm noop")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--json", type=Path)
@@ -75,19 +85,22 @@ def main() -> int:
     wrappers: dict[str, str | None] = {"none": None}
     if args.kache:
         wrappers["kache"] = args.kache
+        if args.daemon:
+            wrappers["kache+daemon"] = args.kache
     if args.sccache:
         wrappers["sccache"] = args.sccache
     results: dict[str, list[list[dict]]] = {name: [] for name in wrappers}
-    hits: list[dict] = []
+    hits: dict[str, list[dict]] = {name: [] for name in wrappers if name.startswith("kache")}
     for r in range(args.rounds):
         order = list(wrappers.items()) if r % 2 == 0 else list(reversed(wrappers.items()))
         for name, wrapper in order:
             print(f"round {r + 1}: {name}", file=sys.stderr)
             with tempfile.TemporaryDirectory() as tmp:
                 ev = Path(tmp) / "events.jsonl"
-                results[name].append(run_bench(args.bench, args.corpus, wrapper, args.steps, ev))
-                if name == "kache":
-                    hits.append(hit_times(ev))
+                results[name].append(run_bench(args.bench, args.corpus, wrapper, args.steps, ev,
+                                               daemon=name == "kache+daemon"))
+                if name in hits:
+                    hits[name].append(hit_times(ev))
 
     steps = args.steps.split()
     print(f"\n{'step':<10}" + "".join(f"{n:>22}" for n in wrappers))
@@ -97,13 +110,16 @@ def main() -> int:
             walls = [row["wall_s"] for run in results[name] for row in run if row["step"] == step]
             cells.append(" / ".join(walls))
         print(f"{step:<10}" + "".join(f"{c:>22}" for c in cells))
-    if "kache" in wrappers and "sccache" in wrappers and "warm" in steps:
-        k = [float(row["wall_s"]) for run in results["kache"] for row in run if row["step"] == "warm"]
+    if "sccache" in wrappers and "warm" in steps:
         s = [float(row["wall_s"]) for run in results["sccache"] for row in run if row["step"] == "warm"]
-        print(f"\nwarm rebuild, kache / sccache: {statistics.mean(k) / statistics.mean(s):.2f}")
-    for h in hits:
-        if h:
-            print(f"kache hits: {h['hits']}, wrapper wall time per hit: median {h['median_ms']} ms, p95 {h['p95_ms']} ms")
+        for name in hits:
+            k = [float(row["wall_s"]) for run in results[name] for row in run if row["step"] == "warm"]
+            print(f"\nwarm rebuild, {name} / sccache: {statistics.mean(k) / statistics.mean(s):.2f}")
+    for name, runs in hits.items():
+        for h in runs:
+            if h:
+                print(f"{name} hits: {h['hits']} ({h['via_daemon']} served by the daemon), wrapper wall time per "
+                      f"hit: median {h['median_ms']} ms, p95 {h['p95_ms']} ms")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

@@ -6,7 +6,7 @@ import os
 import time
 
 from kache.settings import Settings, env_flag
-from kache.store.index import DamagedBlob, Entry, Store, StoreError, sqlite3
+from kache.store.index import DamagedBlob, Entry, Store, StoreError, is_damage, sqlite3
 from kache.wrapper import argv as argvmod
 from kache.wrapper import cache, remote
 
@@ -38,10 +38,14 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
             _passthrough_event(store, call, str(e), started)
             return exec_compiler(argv)
         except (StoreError, sqlite3.Error, OSError) as e:
-            if attempt == 1 and _recovered_damaged_index(store, e):
-                continue  # a new, empty index: this call can still be cached
+            if attempt == 1 and is_damage(e):
+                # Moved aside by this call or, a moment ago, by a parallel one: either way a
+                # new index is in place, and this call can still be cached.
+                _recovered_damaged_index(store, e)
+                continue
             warn_once(f"cache unavailable ({e})")
             unlink_shared_outputs_quietly(call)
+            _passthrough_event(store, call, f"store: {type(e).__name__}", started, outcome="error")
             return exec_compiler(argv)
 
     if store.recovered:
@@ -250,7 +254,6 @@ def _maybe_gc(store: Store, settings: Settings) -> None:
 def _recovered_damaged_index(store: Store, e: BaseException) -> bool:
     """When ``e`` says the index file is damaged (it opened, then a query found it
     malformed), move it aside so the next calls start a new one; True if it was."""
-    from kache.store.index import is_damage
     from kache.wrapper import warn_once
 
     if not is_damage(e):
@@ -266,7 +269,8 @@ def _recovered_damaged_index(store: Store, e: BaseException) -> bool:
     return True
 
 
-def _passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, started: float) -> None:
+def _passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, started: float,
+                       outcome: str = "passthrough") -> None:
     from kache.paths import find_target_dir
     from kache.store import events
 
@@ -274,7 +278,7 @@ def _passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, start
         target_dir = find_target_dir(call.out_dir)
         os.makedirs(store.root, mode=0o700, exist_ok=True)
         events.append(store.root, {"t": round(time.time(), 3), "crate": call.crate_name or "?",
-                                   "outcome": "passthrough", "reason": reason,
+                                   "outcome": outcome, "reason": reason,
                                    "ms": round((time.monotonic() - started) * 1000, 1),
                                    "root": os.path.dirname(target_dir) if target_dir else os.getcwd()})
     except OSError:

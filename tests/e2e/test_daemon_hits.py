@@ -111,7 +111,8 @@ def test_a_hit_through_the_daemon_imports_no_store_code(daemon_ws: Workspace) ->
                       f"exec {ws.kache} \"$@\"\n")
     logger.chmod(0o755)
     ws.build(RUSTC_WRAPPER=str(logger))
-    args_file = next(p for p in ws.path.parent.glob("calls.*.args") if b"kc_util" in p.read_bytes())
+    args_file = next(p for p in ws.path.parent.glob("calls.*.args")
+                     if b"\0--crate-name\0kc_util\0" in p.read_bytes())
     cwd, *argv = args_file.read_bytes().split(b"\0")[:-1]
     env_file = args_file.with_name(args_file.name.replace(".args", ".env"))
     env = dict(item.split("=", 1) for item in env_file.read_text().split("\0") if "=" in item)

@@ -117,10 +117,14 @@ def remote_env(endpoint: str, bucket: str) -> dict[str, str]:
     """The variables that point kache (wrapper, daemon, sync) at a bucket behind ``endpoint``.
 
     The wrapper never starts a daemon by itself here (the tests start and kill it), and
-    waits at most 1 s for a remote check."""
+    waits at most 1 s for a remote check. Workspace crates compile without incremental
+    (``drop``): then every compile of a key gives the same bytes on every machine, which
+    these tests' oracles rely on (a fetch landing after a local compile of the same key
+    orphans nothing; a store is compared blob by blob with the bucket). An incremental
+    compile is not byte-reproducible; tests/e2e/test_incremental_snapshots.py covers it."""
     return {"KACHE_S3_BUCKET": bucket, "KACHE_S3_ENDPOINT": endpoint, "KACHE_S3_ACCESS_KEY": ACCESS_KEY,
             "KACHE_S3_SECRET_KEY": SECRET_KEY, "KACHE_DAEMON_AUTOSTART": "0",
-            "KACHE_REMOTE_CHECK_TIMEOUT_MS": "1000"}
+            "KACHE_REMOTE_CHECK_TIMEOUT_MS": "1000", "KACHE_INCREMENTAL": "drop"}
 
 
 @dataclass

@@ -271,7 +271,9 @@ def test_a_damaged_index_during_a_build_never_fails_it(fault_ws: Callable[..., W
     ws.clean()
     ws.build()
     ws.verify_app()
-    check_served(ws, ws.take_events(), entries)
+    # Against the entries as they are now: a unit compiled again after the damage was
+    # recorded anew, and an incremental compile does not give the same bytes twice.
+    check_served(ws, ws.take_events())
     doctor(ws, "--fix")
     assert index_check(ws)["status"] in ("ok", "warn")  # orphans are gc's, an hour on
     assert_repaired(ws)

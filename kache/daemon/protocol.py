@@ -56,11 +56,12 @@ anything that changes the meaning of an existing field bumps ``VERSION``.
     is an absolute path), at most once per root every 10 minutes. → ``{"ok": true,
     "started": bool}`` at once, with ``"reason"`` when nothing was started.
 
-``hit`` ``{argv, cwd, env, store, started?}``
+``hit`` ``{argv, cwd, env, store, started?, umask?}``
     Serve a wrapped rustc call from the local store, as the wrapper would: ``argv`` is
     ``[compiler, args...]``, ``cwd`` the caller's absolute working directory, ``env`` its
     whole environment, ``store`` the local store it uses (the daemon answers only for its
-    own), ``started`` its ``CLOCK_MONOTONIC`` start, for the event's timing. On a plain
+    own), ``started`` its ``CLOCK_MONOTONIC`` start, for the event's timing, ``umask``
+    its umask, for the modes of the files the daemon creates (default 022). On a plain
     local hit the daemon restores the outputs, records the hit and replies ``{"ok": true,
     "hit": true, "stdout": "...", "stderr": "..."}`` (rustc's recorded messages, for the
     caller to print); anything else is ``{"ok": true, "hit": false}`` and the caller

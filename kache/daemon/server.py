@@ -723,9 +723,12 @@ class Daemon:
         started = msg.get("started")
         if isinstance(started, bool) or not isinstance(started, (int, float)) or not now - 60 < started <= now:
             started = now  # the client's clock start, when it is believable (CLOCK_MONOTONIC is system-wide)
+        umask = msg.get("umask")
+        if isinstance(umask, bool) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
+            umask = 0o022
         from kache.wrapper.main import serve_hit
 
-        served = serve_hit(argv, env, cwd, self.root, float(started))
+        served = serve_hit(argv, env, cwd, self.root, float(started), umask)
         if served is None:
             return {"ok": True, "hit": False}
         with self._lock:

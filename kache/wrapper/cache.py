@@ -56,9 +56,9 @@ class Call(Record):
     """
 
     __slots__ = ("call", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root",
-                 "stored_key", "keep_incremental", "snapshots")
+                 "stored_key", "keep_incremental", "snapshots", "umask")
     _defaults = {"mkey": "", "components": dict, "outputs": list, "root": "", "stored_key": "",
-                 "keep_incremental": False, "snapshots": False}
+                 "keep_incremental": False, "snapshots": False, "umask": None}
     call: argvmod.RustcCall
     argv: list[str]
     env: Mapping[str, str]
@@ -73,6 +73,7 @@ class Call(Record):
     stored_key: str
     keep_incremental: bool  # this compile runs with cargo's -C incremental
     snapshots: bool  # its incremental session is stored with the entry and restored on a hit
+    umask: int | None  # the caller's, when it is not this process's (a hit the daemon serves)
 
     @property
     def out_dir(self) -> str:
@@ -237,7 +238,7 @@ def restore(c: Call, entry: Entry) -> int:
         blob = c.store.blob_path(f["hash"])
         if f["kind"] == "depinfo":
             with open(blob, encoding="utf-8") as fh:
-                _write_new(dst, _expand_depinfo(c, fh.read()).encode("utf-8"))
+                _write_new(dst, _expand_depinfo(c, fh.read()).encode("utf-8"), c.umask)
         else:
             _place(blob, dst, executable=f["kind"] == "exec")
             c.hasher.remember(dst, f["hash"])
@@ -250,10 +251,12 @@ def _tmp_beside(dst: str) -> str:
     return os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.kache-{os.getpid()}")
 
 
-def _write_new(dst: str, data: bytes) -> None:
+def _write_new(dst: str, data: bytes, umask: int | None = None) -> None:
     tmp = _tmp_beside(dst)
     with open(tmp, "wb") as f:
         f.write(data)
+    if umask is not None:
+        os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, dst)
 
 
@@ -571,19 +574,30 @@ def restore_incremental(c: Call, entry: Entry) -> bool:
         return False
     import shutil
 
-    os.makedirs(crate_dir, exist_ok=True)
+    umask = c.umask
+    if umask is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    # rustc's modes under the caller's umask (the daemon's own is 077), the owner's
+    # write bit always: rustc must be able to replace what it finds there.
+    dir_mode, file_mode = (0o777 & ~umask) | 0o700, (0o666 & ~umask) | 0o600
+    if not os.path.isdir(crate_dir):
+        os.makedirs(crate_dir, exist_ok=True)
+        os.chmod(crate_dir, dir_mode)
     tmp = os.path.join(crate_dir, f".kache-{os.getpid()}")
     try:
         os.mkdir(tmp)
+        os.chmod(tmp, dir_mode)
         for f in files:
             if os.sep in f["name"] or f["name"] in (".", ".."):
                 raise ValueError("not a session file name")
             dst = os.path.join(tmp, f["name"])
             shutil.copyfile(c.store.blob_path(f["hash"]), dst)
-            os.chmod(dst, 0o644)
+            os.chmod(dst, file_mode)
         # the lock file rustc keeps beside a session (s-<time>-<id>.lock), then the session
-        os.close(os.open(os.path.join(crate_dir, "-".join(session.split("-")[:3]) + ".lock"),
-                         os.O_WRONLY | os.O_CREAT, 0o644))
+        lock = os.path.join(crate_dir, "-".join(session.split("-")[:3]) + ".lock")
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(lock, file_mode)
         os.rename(tmp, os.path.join(crate_dir, session))
     except (OSError, ValueError):
         shutil.rmtree(tmp, ignore_errors=True)

@@ -46,8 +46,10 @@ def served_by_daemon(argv: list[str], settings: Settings, started: float) -> boo
     except (ImportError, OSError):
         return False
     try:
+        umask = os.umask(0o022)
+        os.umask(umask)
         request = {"v": 1, "op": "hit", "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
-                   "store": root, "started": started}
+                   "store": root, "started": started, "umask": umask}
         data = quickjson.dumps(request).encode("ascii") + b"\n"
         sock.settimeout(CONNECT_TIMEOUT)
         sock.connect(path)

@@ -135,10 +135,11 @@ def _hit_event(c: cache.Call, started: float, outcome: str, entry: Entry, size: 
 
 
 def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str,
-              started: float) -> tuple[str, str] | None:
+              started: float, umask: int | None = None) -> tuple[str, str] | None:
     """A plain local hit served whole, for the daemon (op ``hit``, sent by
     :mod:`kache.wrapper.daemon_hit`): the outputs restored into the caller's target dir,
-    the entry touched, the event written (``via: daemon``); returns rustc's messages for
+    the entry touched, the event written (``via: daemon``), files it creates given the
+    modes the caller's ``umask`` gives (the daemon runs under 077); returns rustc's messages for
     the caller to print. None for anything else (a miss, a passthrough, a setting or a
     problem the wrapper must see and report itself): the wrapper then takes its own path,
     which looks up again. Never raises.
@@ -164,6 +165,7 @@ def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str
         c = cache.prepare(call, argv, store, env, settings["cache.extra_inputs"] or {},
                           settings["cache.key_salt"] or "", cwd=cwd)
         c.snapshots = bool(call.incremental) and mode == "auto"
+        c.umask = umask
         found = _restore_hit(c)
         if found is None:
             return None

@@ -27,7 +27,9 @@ def daemon_ws(workspace: Workspace) -> Iterator[Workspace]:
     ws = workspace
     ws.env["KACHE_DAEMON_IDLE_TIMEOUT"] = "120"
     ws.build()
-    out = kache(ws, "daemon", "start")
+    # Under umask 077, as the systemd unit and the Nix module run it.
+    out = subprocess.run(["sh", "-c", 'umask 077; exec "$0" daemon start', ws.kache],
+                         env={**os.environ, **ws.env}, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     deadline = time.monotonic() + 10
     while not (ws.store / "daemon.sock").exists() and time.monotonic() < deadline:
@@ -48,6 +50,13 @@ def test_a_clean_rebuild_is_served_by_the_daemon(daemon_ws: Workspace) -> None:
         assert evs[crate]["outcome"] == "local_hit" and evs[crate].get("via") == "daemon", evs[crate]
     assert ws.take_rustc_runs() == ["kc_app"]  # the bin is not cached: rustc ran for it alone
     ws.verify_app()
+    # What the daemon wrote into target/ has the modes the build's umask gives, not its own.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    [depinfo] = ws.target.glob("debug/deps/kc_util-*.d")
+    assert depinfo.stat().st_mode & 0o777 == 0o666 & ~umask
+    sessions = [s for s in ws.target.glob("debug/incremental/kc_util-*/s-*") if s.is_dir()]
+    assert sessions and all(s.stat().st_mode & 0o777 == (0o777 & ~umask) | 0o700 for s in sessions)
     status = kache(ws, "daemon", "--json")
     assert '"hits_served": ' in status.stdout and '"hits_served": 0' not in status.stdout
 

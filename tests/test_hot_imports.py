@@ -32,6 +32,17 @@ def imported_modules(args: list[str], env_extra: dict[str, str] | None = None, c
     return names
 
 
+def one_file_lib(tmp_path: Path, name: str) -> list[str]:
+    """``[rustc, args...]`` compiling a one-line library ``tmp_path/lib.rs`` to metadata
+    in ``tmp_path/out``, as cargo would call the wrapper."""
+    rustc = shutil.which("rustc")
+    assert rustc
+    src = tmp_path / "lib.rs"
+    src.write_text("pub fn f() {}\n")
+    return [rustc, "--crate-type", "lib", "--crate-name", name, "--emit=dep-info,metadata",
+            "--out-dir", str(tmp_path / "out"), str(src)]
+
+
 def startup_modules() -> set[str]:
     """Top-level modules this interpreter imports before running any code (site, .pth files)."""
     out = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True)
@@ -48,15 +59,10 @@ def test_version_probe_imports_nothing_heavy() -> None:
 
 
 def test_wrapped_compile_with_validated_config_imports_nothing_heavy(tmp_path: Path, clean_env: Path) -> None:
-    rustc = shutil.which("rustc")
-    assert rustc
-    src = tmp_path / "lib.rs"
-    src.write_text("pub fn f() {}\n")
     config = clean_env / ".config" / "kache" / "config.toml"
     config.parent.mkdir(parents=True)
     config.write_text("[cache]\ncompression_level = 5\n")
-    args = [rustc, "--crate-type", "lib", "--crate-name", "hot", "--emit=dep-info,metadata",
-            "--out-dir", str(tmp_path / "out"), str(src)]
+    args = one_file_lib(tmp_path, "hot")
     first = imported_modules(args)  # the first call validates the config once (jsonschema)
     assert "jsonschema" in first
     second = imported_modules(args)  # the first call's memo is reused: a hit
@@ -76,12 +82,8 @@ def test_wrapped_compile_with_validated_config_imports_nothing_heavy(tmp_path: P
 def test_a_miss_spawns_rustc_without_subprocess_or_threads(tmp_path: Path, clean_env: Path) -> None:
     """A miss runs rustc through posix_spawn and poll (subprocess and threading cost ~9 ms
     per miss), with its output passed on and cached."""
-    rustc = shutil.which("rustc")
-    assert rustc
+    args = one_file_lib(tmp_path, "warm")
     src = tmp_path / "lib.rs"
-    src.write_text("pub fn f() {}\n")
-    args = [rustc, "--crate-type", "lib", "--crate-name", "warm", "--emit=dep-info,metadata",
-            "--out-dir", str(tmp_path / "out"), str(src)]
     imported_modules(args)  # validates the config, fills the memos
     src.write_text("pub fn f() {}\n#[deprecated] pub fn g() {}\n")
     second = imported_modules(args)

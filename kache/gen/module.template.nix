@@ -48,7 +48,7 @@ in
     };
 
     daemon = {
-      enable = lib.mkEnableOption "the kache daemon, a user service that uploads to and prefetches from the remote cache";
+      enable = lib.mkEnableOption "the kache daemon, a user service that serves cache hits and uploads to and prefetches from the remote cache";
 
       logLevel = lib.mkOption {
         type = lib.types.str;

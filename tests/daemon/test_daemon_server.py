@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import stat
 import time
@@ -18,6 +17,7 @@ from kache.daemon import protocol as P
 from kache.daemon.server import AlreadyRunning, Daemon, log_level
 from tests.daemon.helpers import FakeRemote, add_entry, hexkey, wait_for
 from tests.hostile import accepted, tried
+from tests.test_hot_imports import one_file_lib
 
 
 def raw(root: Path | str, data: bytes, *, read: bool = True) -> bytes:
@@ -389,12 +389,8 @@ def test_hit_requests_are_checked_and_answer_no_for_what_they_cannot_serve(start
     d = start_daemon()
     base = {"op": "hit", "cwd": str(tmp_path), "env": dict(os.environ), "store": str(store_root),
             "started": time.monotonic()}
-    rustc = shutil.which("rustc")
-    assert rustc
-    src = tmp_path / "lib.rs"
-    src.write_text("pub fn f() {}\n")
-    compile_argv = [rustc, "--crate-type", "lib", "--crate-name", "nothing_cached", "--emit=dep-info,metadata",
-                    "--out-dir", str(tmp_path / "out"), str(src)]
+    compile_argv = one_file_lib(tmp_path, "nothing_cached")
+    rustc = compile_argv[0]
     for bad, why in [({"argv": []}, "argv"), ({"argv": [1]}, "argv"), ({"env": {"A": 1}}, "env"),
                      ({"cwd": "relative"}, "cwd")]:
         reply = d.request({**base, "argv": compile_argv, **bad})

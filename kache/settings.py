@@ -329,7 +329,7 @@ class Settings(Record):
     def get(self, key: str) -> Any:
         """The value converted for use: sizes in bytes, durations in seconds, paths expanded."""
         value = self.values[key]
-        if self.formats is not None and key in self.values:
+        if self.formats is not None:
             fmt = self.formats.get(key)
         else:
             fmt = _by_key(self.schema_path)[key].format

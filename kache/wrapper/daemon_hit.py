@@ -23,7 +23,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kache.settings import Settings
 
-__all__ = ["served_by_daemon"]
+__all__ = ["served_by_daemon", "SOCKET_NAME"]
+
+SOCKET_NAME = "daemon.sock"
+"""The protocol's (``kache.daemon.protocol``, which imports ``re``; a test keeps them equal)."""
 
 CONNECT_TIMEOUT = 0.05
 """Seconds to wait for the daemon to accept (a live one accepts at once)."""
@@ -36,7 +39,7 @@ _SUN_PATH_MAX = 100
 def served_by_daemon(argv: list[str], settings: Settings, started: float) -> bool:
     """True when the daemon restored this call's outputs; its messages are printed."""
     root = os.path.abspath(settings.get("cache.local_store"))
-    path = os.path.join(root, "daemon.sock")
+    path = os.path.join(root, SOCKET_NAME)
     if len(os.fsencode(path)) > _SUN_PATH_MAX or not os.path.exists(path):
         return False
     try:

@@ -30,8 +30,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
 
     for attempt in (1, 2):
         try:
-            c = cache.prepare(call, argv, store, env, settings["cache.extra_inputs"] or {},
-                              settings["cache.key_salt"] or "")
+            c = _prepare(call, argv, store, env, settings)
             break
         except cache.Uncacheable as e:
             unlink_shared_outputs_quietly(call)
@@ -55,7 +54,6 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
         _clean_incremental(c, call.incremental)
     elif call.incremental:
         _note_incremental(c, call.incremental)
-    c.snapshots = bool(call.incremental) and settings["cache.incremental"] == "auto"
 
     recache = env_flag("KACHE_RECACHE")
     if not recache:
@@ -84,6 +82,16 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
     finally:
         if locked:
             lock.release()
+
+
+def _prepare(call: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[str, str], settings: Settings,
+             cwd: str | None = None) -> cache.Call:
+    """The call's cheap key, under these settings (raises cache.Uncacheable or what the
+    store raises); in ``auto`` a workspace crate's incremental session goes with it."""
+    c = cache.prepare(call, argv, store, env, settings["cache.extra_inputs"] or {}, settings["cache.key_salt"] or "",
+                      cwd=cwd)
+    c.snapshots = bool(call.incremental) and settings["cache.incremental"] == "auto"
+    return c
 
 
 def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int | None:
@@ -151,20 +159,15 @@ def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str
     store = None
     try:
         call = argvmod.parse(argv)
-        if argvmod.passthrough_reason(call) is not None:
-            return None
         settings = load_checked(env)
         if env_flag("KACHE_DISABLED", env) or env_flag("KACHE_RECACHE", env):
             return None
-        mode = settings["cache.incremental"]
-        if call.incremental and mode == "drop" and settings["cache.clean_incremental"]:
+        if call.incremental and settings["cache.incremental"] == "drop" and settings["cache.clean_incremental"]:
             return None  # the wrapper removes stale state first
         if argvmod.passthrough_reason(call, bool(settings["cache.cache_executables"])) is not None:
             return None
         store = Store(store_root, create=False)
-        c = cache.prepare(call, argv, store, env, settings["cache.extra_inputs"] or {},
-                          settings["cache.key_salt"] or "", cwd=cwd)
-        c.snapshots = bool(call.incremental) and mode == "auto"
+        c = _prepare(call, argv, store, env, settings, cwd)
         c.umask = umask
         found = _restore_hit(c)
         if found is None:

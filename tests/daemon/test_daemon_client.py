@@ -12,11 +12,13 @@ from pathlib import Path
 
 from kache.daemon import client
 from kache.daemon import protocol as P
+from kache.wrapper import daemon_hit
 from tests.daemon.helpers import hexkey
 
 
 def test_client_constants_match_the_protocol() -> None:
     assert (client.VERSION, client.SOCKET_NAME, client.INTENTS_DIR) == (P.VERSION, P.SOCKET_NAME, P.INTENTS_DIR)
+    assert daemon_hit.SOCKET_NAME == P.SOCKET_NAME
     key, crate = hexkey("k"), "proc-macro2"
     assert os.path.basename(client.intent_path("/s", key, crate) or "") == P.intent_name(key, crate)
     for bad_key, bad_crate in [("../x", "a"), (key.upper(), "a"), (key, "a/b"), (key, "a.b"), (key, ""), ("ab", "a")]:

@@ -14,11 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
+from tests.faults.remote_helpers import kache
 from tests.test_hot_imports import LAUNCH
-
-
-def kache(ws: Workspace, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ws.kache, *args], env={**os.environ, **ws.env, **env}, capture_output=True, text=True)
 
 
 @pytest.fixture

@@ -121,6 +121,30 @@ PIN_SECS = 120.0
 MANIFEST_CAP = 16
 
 
+WAL_WAIT_SECS = 5.0
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the index to WAL (it stays so; then this is a no-op). The switch needs the
+    database to itself and SQLite does not wait for that (no busy handler): when parallel
+    calls create a new store, the others' connections make it fail with "database is
+    locked" at once. Retry briefly; if it still cannot, go on in rollback-journal mode
+    (correct, only less concurrent) and let a later connection switch."""
+    deadline = time.monotonic() + WAL_WAIT_SECS
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+            if time.monotonic() > deadline:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 class _Transaction:
     """The context manager behind ``Store._write`` (a class: ``contextlib`` would cost the
     wrapper's hot path its ``functools`` and ``collections`` imports)."""
@@ -322,7 +346,7 @@ class Store:
             if version != SCHEMA_VERSION:
                 self._migrate(db, version)
             else:
-                db.execute("PRAGMA journal_mode = WAL")
+                _use_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open the store index {path}: {e}") from e
@@ -341,7 +365,7 @@ class Store:
                 if stmt.strip():
                     db.execute(stmt)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("PRAGMA journal_mode = WAL")
+        _use_wal(db)
 
     def _write(self, db: sqlite3.Connection | None = None) -> _Transaction:
         """``with store._write() as db:`` one ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK``

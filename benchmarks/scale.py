@@ -3,9 +3,11 @@
 
 For each size it builds a synthetic store (real blob files, entries, manifest lines, an
 event log of the same length), then times, each as its own process where a user would
-run one: a direct-mode lookup plus restore through the real wrapper code path
-(in-process, the part that touches the index), `kache list --json`, `kache stats --json`
-and `kache gc` (over the limit: evicts ~10 %). Prints a table and writes JSON.
+run one: the index work of a hit (manifest, entry, touch; in-process), `kache list
+--json`, `kache list` (the table), `kache stats --json` twice (the first folds the whole
+event log, the second only what was appended since: nothing), `kache gc` under the
+limit (nothing to evict) and `kache gc` just over it (evicts the least recently used
+~10 %). Prints a table and writes JSON.
 
     python3 benchmarks/scale.py --sizes 1000 10000 100000 --json benchmarks/results/scale.json
 
@@ -25,18 +27,23 @@ import time
 from pathlib import Path
 
 
+GROUPS = 1000  # entries of the same age share their blobs: 2 per group, 60 bytes each
+
+
 def build_store(root: Path, n: int) -> str:
-    """A store with n entries (2 tiny blobs each, 1,000 distinct blobs shared) and n events."""
+    """A store with n entries (2 tiny blobs each, shared by the entries of one of GROUPS
+    age groups, so evicting the oldest tenth frees a tenth of the bytes) and n events."""
     from kache.store.index import Store
 
     store = Store(str(root))
     now = time.time()
-    blobs = [store.put_blob_bytes(f"blob {i:04} ".encode() * 6)[0] for i in range(1000)]  # 60 bytes each
+    blobs = [store.put_blob_bytes(f"blob {i:04} ".encode() * 6)[0] for i in range(2 * GROUPS)]
     entries, links, manifests = [], [], []
     for i in range(n):
         key = f"{i:064x}"
-        files = [{"name": f"libc{i}.rlib", "hash": blobs[i % 1000], "size": 60, "kind": "link"},
-                 {"name": f"libc{i}.rmeta", "hash": blobs[(i * 7) % 1000], "size": 60, "kind": "link"}]
+        g = i * GROUPS // n
+        files = [{"name": f"libc{i}.rlib", "hash": blobs[2 * g], "size": 60, "kind": "link"},
+                 {"name": f"libc{i}.rmeta", "hash": blobs[2 * g + 1], "size": 60, "kind": "link"}]
         meta = {"files": files, "stdout": "", "stderr": "", "emit": ["link", "metadata"],
                 "components": {"args": "0" * 16, "source:<CWD>/src/lib.rs": "1" * 16}}
         entries.append((key, f"crate{i % 2000}", "lib", "", "dev", 120, now - n + i, now - n + i, i % 5, 100, 1,
@@ -77,13 +84,18 @@ def time_lookup(root: str, n: int, repeats: int = 200) -> float:
 
 
 def time_command(args: list[str], root: str, **env: str) -> float:
+    return run_command(args, root, **env)[0]
+
+
+def run_command(args: list[str], root: str, **env: str) -> tuple[float, str]:
+    """(wall seconds, stdout) of one kache command on the store at root."""
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "kache", *args], capture_output=True, text=True,
                          env={**os.environ, "KACHE_CACHE_DIR": root, **env})
     elapsed = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"kache {' '.join(args)} failed: {out.stderr}")
-    return elapsed
+    return elapsed, out.stdout
 
 
 def main() -> int:
@@ -98,20 +110,26 @@ def main() -> int:
             t0 = time.perf_counter()
             root = build_store(base / "store", n)
             build_s = time.perf_counter() - t0
+            physical = 2 * GROUPS * 60
             row = {"entries": n, "build_s": round(build_s, 2),
                    "lookup_ms": round(time_lookup(root, n) * 1000, 3),
                    "list_json_s": round(time_command(["list", "--json"], root), 3),
+                   "list_s": round(time_command(["list"], root), 3),
+                   "stats_first_s": round(time_command(["stats", "--json"], root), 3),
                    "stats_json_s": round(time_command(["stats", "--json"], root), 3),
-                   # 128 B per entry logical, 64 KiB physical in all: a 32 KiB cap evicts by LRU
-                   "gc_s": round(time_command(["gc"], root, KACHE_MAX_SIZE="32KiB"), 3)}
+                   "gc_idle_s": round(time_command(["gc"], root, KACHE_MAX_SIZE="1GiB"), 3)}
+            # just over the limit: down to 90 % of it, the oldest ~10 % of the entries
+            gc_s, out = run_command(["gc", "--json"], root, KACHE_MAX_SIZE=str(physical - 1))
+            row.update(gc_s=round(gc_s, 3), gc_evicted=json.loads(out)["entries_evicted"])
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
         finally:
             shutil.rmtree(base, ignore_errors=True)
-    print(f"\n{'entries':>8} {'lookup':>10} {'list --json':>12} {'stats --json':>13} {'gc':>8}")
+    print(f"\n{'entries':>8} {'lookup':>9} {'list --json':>12} {'list':>7} {'stats (first)':>14} "
+          f"{'stats':>7} {'gc (idle)':>10} {'gc (10%)':>9}")
     for r in rows:
-        print(f"{r['entries']:>8} {r['lookup_ms']:>8.2f}ms {r['list_json_s']:>11.3f}s {r['stats_json_s']:>12.3f}s "
-              f"{r['gc_s']:>7.3f}s")
+        print(f"{r['entries']:>8} {r['lookup_ms']:>7.2f}ms {r['list_json_s']:>11.3f}s {r['list_s']:>6.3f}s "
+              f"{r['stats_first_s']:>13.3f}s {r['stats_json_s']:>6.3f}s {r['gc_idle_s']:>9.3f}s {r['gc_s']:>8.3f}s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rows": rows}, indent=2))

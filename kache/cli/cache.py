@@ -18,7 +18,7 @@ import click
 
 from kache import settings as settings_mod
 from kache import units
-from kache.cli.output import echo_json, echo_json_list, echo_table, warn
+from kache.cli.output import echo_json, echo_json_lines, echo_json_list, echo_table, warn
 from kache.errors import KacheError
 from kache.store.index import Store, StoreError
 
@@ -90,28 +90,34 @@ def list_(crate: str | None, sort: str, as_json: bool) -> None:
     Example:
       kache list serde --sort hits
     """
-    from kache.store.entries import list_entries
+    from kache.store.entries import list_entries, list_json
 
     root = _store_root(_settings())
+    if crate is None:
+        with _open_store(root, "listing the cache") as store:
+            if as_json:
+                echo_json_lines(list_json(store, sort))
+                return
+            rows = [] if store is None else store.summaries(
+                order=sort, select="crate_name, crate_types, profile, size, hits, last_used, substr(key, 1, 12)")
+        if not rows:
+            click.echo("the cache is empty (no entries yet: build something with RUSTC_WRAPPER=kache)")
+            return
+        now = time.time()
+        size, ago = units.format_size, units.format_ago
+        echo_table(["crate", "types", "profile", "size", "hits", "last used", "key"],
+                   [(c, t, p, size(n), str(h), ago(now - u), k) for c, t, p, n, h, u, k in rows])
+        click.echo(f"{len(rows)} entries, {units.format_size(sum(r[3] for r in rows))}")
+        return
     with _open_store(root, "listing the cache") as store:
         infos = list_entries(store, crate, sort)
     if as_json:
         echo_json_list([i.to_json() for i in infos])
         return
     if not infos:
-        if crate is None:
-            click.echo("the cache is empty (no entries yet: build something with RUSTC_WRAPPER=kache)")
-        else:
-            click.echo(f"no cached entries for {crate}")
+        click.echo(f"no cached entries for {crate}")
         return
     now = time.time()
-    if crate is None:
-        rows = [[i.crate, ",".join(i.crate_types), i.profile, units.format_size(i.size), str(i.hits),
-                 units.format_ago(now - i.last_used), i.key[:12]] for i in infos]
-        echo_table(["crate", "types", "profile", "size", "hits", "last used", "key"], rows)
-        total = sum(i.size for i in infos)
-        click.echo(f"{len(infos)} entries, {units.format_size(total)}")
-        return
     for n, i in enumerate(infos):
         if n:
             click.echo()

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-__all__ = ["echo_json", "echo_json_list", "echo_table", "warn"]
+__all__ = ["echo_json", "echo_json_list", "echo_json_lines", "echo_table", "warn"]
 
 
 def echo_json(document: Any) -> None:
@@ -26,20 +26,24 @@ def echo_json_list(items: Sequence[Any]) -> None:
         click.echo("[]")
         return
     dumps = json.JSONEncoder(default=str, separators=(", ", ": ")).encode
-    click.echo("[\n  " + ",\n  ".join(dumps(item) for item in items) + "\n]")
+    echo_json_lines([dumps(item) for item in items])
+
+
+def echo_json_lines(texts: Sequence[str]) -> None:
+    """Like :func:`echo_json_list`, of objects already written as JSON text (written as
+    is: ``click.echo`` would scan a 25 MB listing for ANSI codes)."""
+    sys.stdout.write("[\n  " + ",\n  ".join(texts) + "\n]\n" if texts else "[]\n")
+    sys.stdout.flush()
 
 
 def echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Left-aligned columns; the last column is never padded."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        head = [c.ljust(w) for c, w in zip(cells[:-1], widths[:-1])]
-        return "  ".join([*head, cells[-1]]).rstrip()
-
-    click.echo(click.style(line(headers), bold=True) if sys.stdout.isatty() else line(headers))
-    for row in rows:
-        click.echo(line(row))
+    template = "  ".join([*(f"{{:<{w}}}" for w in widths[:-1]), "{}"])
+    head = template.format(*headers).rstrip()
+    click.echo(click.style(head, bold=True) if sys.stdout.isatty() else head)
+    if rows:  # one write: a table of 100,000 rows is one string, not 100,000 echo calls
+        click.echo("\n".join([template.format(*row).rstrip() for row in rows]))
 
 
 def warn(message: str) -> None:

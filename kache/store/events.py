@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-__all__ = ["append", "read", "read_all", "Tail", "OUTCOMES", "HIT_OUTCOMES", "MAX_BYTES", "utf8_encodable"]
+__all__ = ["append", "read", "read_all", "parse", "path", "Tail", "OUTCOMES", "HIT_OUTCOMES", "MAX_BYTES", "utf8_encodable"]
 
 OUTCOMES = ("local_hit", "remote_hit", "prefetch_hit", "miss", "dup", "passthrough", "error")
 # Outputs restored, rustc not run, wherever the entry came from.
@@ -30,8 +30,12 @@ HIT_OUTCOMES = frozenset({"local_hit", "remote_hit", "prefetch_hit"})
 MAX_BYTES = 8 << 20
 
 
-def _path(root: str, n: int = 0) -> str:
+def path(root: str, n: int = 0) -> str:
+    """The current log (``n`` 0) or the rotated one (``n`` 1)."""
     return os.path.join(root, "events.jsonl" if n == 0 else f"events.{n}.jsonl")
+
+
+_path = path  # inside this module, where locals are called `path`
 
 
 def append(root: str, event: dict[str, Any]) -> None:
@@ -70,11 +74,7 @@ def read(root: str, since: float | None = None) -> Iterator[dict[str, Any]]:
 
 
 def read_all(root: str, since: float | None = None) -> list[dict[str, Any]]:
-    """Like :func:`read`, as a list, about twice as fast on a full log (for ``kache stats``).
-
-    Each file is parsed as one JSON array (one C call); a file with a line that does not
-    parse falls back to line by line.
-    """
+    """Like :func:`read`, as a list, about twice as fast on a full log (for ``kache stats``)."""
     out: list[dict[str, Any]] = []
     for n in (1, 0):
         try:
@@ -82,23 +82,31 @@ def read_all(root: str, since: float | None = None) -> list[dict[str, Any]]:
                 data = f.read()
         except FileNotFoundError:
             continue
-        lines = data.split(b"\n")
-        if lines and not lines[-1].strip():
-            lines.pop()
-        try:
-            parsed = quickjson.loads(b"[" + b",".join(lines) + b"]")
-        except (ValueError, RecursionError):
-            parsed = []
-            for raw in lines:
-                try:
-                    parsed.append(quickjson.loads(raw))
-                except (ValueError, RecursionError):
-                    continue
-        if since is None:
-            out.extend(ev for ev in parsed if _sane(ev))
-        else:
-            out.extend(ev for ev in parsed if _sane(ev) and _time(ev) >= since)
+        out += parse(data, since)
     return out
+
+
+def parse(data: bytes, since: float | None = None) -> list[dict[str, Any]]:
+    """The sane events (at or after ``since``) of the lines in ``data``.
+
+    The lines are parsed as one JSON array (one C call); when a line does not parse,
+    line by line, skipping it.
+    """
+    lines = data.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()
+    try:
+        parsed = quickjson.loads(b"[" + b",".join(lines) + b"]")
+    except (ValueError, RecursionError):
+        parsed = []
+        for raw in lines:
+            try:
+                parsed.append(quickjson.loads(raw))
+            except (ValueError, RecursionError):
+                continue
+    if since is None:
+        return [ev for ev in parsed if _sane(ev)]
+    return [ev for ev in parsed if _sane(ev) and _time(ev) >= since]
 
 
 _NUMBERS = ("ms", "bytes", "saved_ms", "compile_ms", "status")

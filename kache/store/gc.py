@@ -39,8 +39,11 @@ TEMP_AGE_SECS = 3600.0
 # price is one re-validation or one repeated warning.
 STAMP_AGE_SECS = 7 * 86400.0
 STAMP_DIRS = frozenset({"settings-ok", "warned", "settings", "units"})
-# Keys deleted per write transaction, so builds never wait long for the lock.
+# Keys deleted per write transaction: at first BATCH, then as many as fit in about
+# LOCK_SECS (up to MAX_BATCH), so builds never wait long for the lock.
 BATCH = 256
+MAX_BATCH = 8192
+LOCK_SECS = 0.1
 
 
 @dataclass
@@ -96,19 +99,27 @@ class GcReport:
         }
 
 
-def _plan(store: Store, max_bytes: int, max_age: float | None, now: float
+def _plan(store: Store, max_bytes: int, max_age: float | None, now: float, physical: int
           ) -> tuple[list[str], list[str], int, float, float]:
-    """Choose entries to evict: (by age, by size, pinned count, age cutoff, pin cutoff)."""
+    """Choose entries to evict: (by age, by size, pinned count, age cutoff, pin cutoff).
+
+    ``physical`` is the store's size now: under the limit and with no age limit there is
+    nothing to plan; under the limit, the blob reference counts are not read at all.
+    """
     pin_cutoff = now - PIN_SECS
     age_cutoff = pin_cutoff if max_age is None else min(now - max_age, pin_cutoff)
+    over = physical > max_bytes
+    if not over and max_age is None:
+        return [], [], 0, age_cutoff, pin_cutoff
     users: dict[str, int] = defaultdict(int)
     sizes: dict[str, int] = {}
     blobs_of: dict[str, list[str]] = defaultdict(list)
-    for key, digest, size in store.blob_refs():
-        users[digest] += 1
-        sizes[digest] = max(size, sizes.get(digest, 0))
-        blobs_of[key].append(digest)
-    physical = sum(sizes.values())
+    if over:
+        for key, digest, size in store.blob_refs():
+            users[digest] += 1
+            sizes[digest] = max(size, sizes.get(digest, 0))
+            blobs_of[key].append(digest)
+        physical = sum(sizes.values())
 
     def drop(key: str) -> None:
         nonlocal physical
@@ -117,33 +128,49 @@ def _plan(store: Store, max_bytes: int, max_age: float | None, now: float
             if users[digest] == 0:
                 physical -= sizes[digest]
 
-    rows = store.summaries(order="lru")
+    rows = store.summaries(order="lru", select="key, last_used")
     i = 0
     by_age: list[str] = []
     if max_age is not None:
-        while i < len(rows) and rows[i]["last_used"] < age_cutoff:
-            by_age.append(rows[i]["key"])
-            drop(rows[i]["key"])
+        while i < len(rows) and rows[i][1] < age_cutoff:
+            by_age.append(rows[i][0])
+            drop(rows[i][0])
             i += 1
     by_size: list[str] = []
     pinned = 0
     if physical > max_bytes:
         target = int(max_bytes * TARGET_FRACTION)
-        while physical > target and i < len(rows) and rows[i]["last_used"] < pin_cutoff:
-            by_size.append(rows[i]["key"])
-            drop(rows[i]["key"])
+        while physical > target and i < len(rows) and rows[i][1] < pin_cutoff:
+            by_size.append(rows[i][0])
+            drop(rows[i][0])
             i += 1
         if physical > target:
             pinned = len(rows) - i  # sorted by last use: everything left is pinned
     return by_age, by_size, pinned, age_cutoff, pin_cutoff
 
 
-def _evict(store: Store, keys: list[str], before: float) -> tuple[int, int]:
+def _evict(store: Store, keys: list[str], before: float | None) -> tuple[int, int]:
+    """Delete ``keys`` in write transactions of about ``LOCK_SECS`` each: the batch grows
+    from ``BATCH`` while transactions are quick (a large eviction does not pay a commit
+    per 256 keys) and shrinks when one held the lock too long (builds wait for it). The
+    WAL is checkpointed in bulk (``Store.bulk``), not after every batch."""
     count = freed = 0
-    for i in range(0, len(keys), BATCH):
-        removed, n = store.remove_unused(keys[i:i + BATCH], before=before)
-        count += len(removed)
-        freed += n
+    if not keys:
+        return count, freed
+    batch, i = BATCH, 0
+    with store.bulk() as bulk:
+        while i < len(keys):
+            t0 = time.monotonic()
+            removed, n = store.remove_unused(keys[i:i + batch], before=before)
+            took = time.monotonic() - t0
+            i += batch
+            count += len(removed)
+            freed += n
+            if took < LOCK_SECS / 2:
+                batch = min(batch * 2, MAX_BATCH)
+            elif took > LOCK_SECS:
+                batch = max(batch // 2, BATCH)
+            bulk.maybe_checkpoint()
     return count, freed
 
 
@@ -286,7 +313,7 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     before = store.totals()["physical_bytes"]
     report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=before,
                       broken_removed=broken, damaged_blobs=damaged)
-    by_age, by_size, report.pinned, age_cutoff, pin_cutoff = _plan(store, max_bytes, max_age, now)
+    by_age, by_size, report.pinned, age_cutoff, pin_cutoff = _plan(store, max_bytes, max_age, now, before)
     n, freed = _evict(store, by_age, age_cutoff)
     report.evicted["max-age"] = n
     report.evicted_bytes += freed
@@ -332,11 +359,7 @@ def purge(store: Store, crate: str | None = None) -> tuple[int, int]:
     if crate is not None:
         keys = [r["key"] for r in store.summaries(crate)]
         count = freed = 0
-        for i in range(0, len(keys), BATCH):
-            removed, n = store.remove_unused(keys[i:i + BATCH])
-            count += len(removed)
-            freed += n
-        return count, freed
+        return _evict(store, keys, before=None)
     count, aside = store.clear()
     freed = 0
     if aside is not None:

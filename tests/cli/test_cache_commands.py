@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from kache.cli import main, root
-from kache.store.entries import why_miss
+from kache.store.entries import list_entries, list_json, why_miss
 from kache.store.index import Store
 from tests.synthetic import add_entry, event
 
@@ -68,6 +69,38 @@ def test_list_json_fields(store: Store, capsys: pytest.CaptureFixture[str]) -> N
     assert doc == {"crate": "serde", "crate_types": ["lib"], "target": "", "profile": "dev", "size": 10,
                    "hits": 2, "created": "2023-11-14T22:13:20+00:00", "last_used": "2023-11-14T22:14:20+00:00",
                    "compile_ms": 1234, "key": e.key}
+
+
+@pytest.mark.parametrize("sort", ["name", "size", "hits", "age"])
+def test_list_json_written_by_sqlite_is_entry_info_to_json(store: Store, sort: str) -> None:
+    """`list --json` has SQLite write each object (list_json); it must be what
+    EntryInfo.to_json gives, value for value and in the same order, for any texts."""
+    add_entry(store, "serde", crate_types="lib", hits=3, created=1_700_000_000.75, last_used=1_700_000_099.999)
+    add_entry(store, "proc-macro2", crate_types="proc-macro", created=0.0, last_used=1.5)
+    add_entry(store, "multi", crate_types="rlib,cdylib,staticlib", compile_ms=0)
+    add_entry(store, "none", crate_types="")
+    add_entry(store, 'quo"te\\ü\n\t\x01', crate_types="lib", profile="my-\u00e9\U0001f600", created=253402300799.0)
+    with store.db:
+        store.db.execute("UPDATE entries SET target = ? WHERE crate_name = 'multi'", ('C:\\spec "x".json\x7f',))
+    texts = list_json(store, sort)
+    expected = [i.to_json() for i in list_entries(store, None, sort)]
+    assert [json.loads(t) for t in texts] == expected
+    assert [list(json.loads(t)) for t in texts] == [list(d) for d in expected]  # key order
+    # entries as cargo names them print byte for byte as Python's json would
+    plain = [(t, d) for t, d in zip(texts, expected) if all(str(v).isascii() and str(v).isprintable()
+                                                             and '"' not in str(v) for v in d.values())]
+    assert len(plain) == 3 and all(t == json.dumps(d) for t, d in plain)
+
+
+def test_list_json_without_sqlite_json_functions_builds_the_objects(store: Store,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    add_entry(store, "serde", crate_types="lib,rlib")
+
+    def no_json(*args: object, **kwargs: object) -> list[str]:
+        raise sqlite3.OperationalError("no such function: json_quote")
+
+    monkeypatch.setattr(store, "summary_texts", no_json)
+    assert [json.loads(t) for t in list_json(store)] == [i.to_json() for i in list_entries(store)]
 
 
 def test_list_table(store: Store, capsys: pytest.CaptureFixture[str]) -> None:

@@ -115,6 +115,37 @@ def test_a_shared_blob_survives_until_its_last_entry_goes(store: Store) -> None:
     assert store.get(a) is None and store.get(b) is None
 
 
+def test_a_large_eviction_in_growing_batches_keeps_shared_blobs_of_survivors(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,200 entries evicted in batches that grow from 256 (a blob shared by entries in
+    different batches goes with its last user); the bulk mode's settings are undone."""
+    import kache.store.gc as gc_mod
+
+    monkeypatch.setattr(gc_mod, "LOCK_SECS", 60.0)  # every batch "quick": 256, 512, 1024
+    batches: list[int] = []
+    real = store.remove_unused
+    monkeypatch.setattr(store, "remove_unused", lambda keys, before=None: (
+        batches.append(len(keys)), real(keys, before))[1])
+    now = time.time()
+    shared = [_blob(100, f"shared{j}") for j in range(4)]
+    keys = []
+    for i in range(1300):  # entry i shares blob i % 4 with every fourth entry, oldest first
+        keys.append(add_entry(store, f"c{i}", blobs=[shared[i % 4], _blob(10, f"own{i}")],
+                              last_used=now - 10_000 + i).key)
+    assert store.totals()["physical_bytes"] == 400 + 1300 * 10
+    report = gc(store, 1500, max_age=None, clean_incremental=False, now=now)
+    # Target 1 350: the 4 shared blobs stay while any user does, so only 95 entries remain.
+    assert report.evicted["size"] == 1205 == sum(batches)
+    assert batches[:3] == [256, 512, 437]
+    assert _keys(store) == set(keys[1205:])
+    assert all(os.path.exists(store.blob_path(_hash(b))) for b in shared)
+    assert not os.path.exists(store.blob_path(_hash(_blob(10, "own0"))))
+    assert store.check() == []
+    assert report.after_bytes == 400 + 95 * 10
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    assert store.db.execute("PRAGMA cache_size").fetchone()[0] == -2000
+
+
 def test_remove_unused_rechecks_last_use(store: Store) -> None:
     now = time.time()
     key = add_entry(store, "x", last_used=now - 3600).key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -11,7 +12,8 @@ import pytest
 
 from kache.store import events
 from kache.store.index import Store
-from kache.store.stats import compute
+from kache.store import stats as stats_mod
+from kache.store.stats import FOLD_CACHE, compute
 from tests.synthetic import add_entry, event
 
 
@@ -107,3 +109,80 @@ def test_events_without_store_index(tmp_path: Path) -> None:
     assert st.passthrough_reasons == {"emit": 1}
     assert st.entries == 0
     assert not (root / "index.db").exists()
+
+
+# --------------------------------------------------------------------------- the fold cache
+
+
+def _fresh(root: str) -> dict[str, object]:
+    """The stats of the log folded from scratch (``since`` 0 bypasses the cache)."""
+    return compute(root, 0.0).to_json() | {"since": None}
+
+
+def test_the_fold_cache_folds_only_what_was_appended(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = store.root
+    for i in range(50):
+        event(root, ("local_hit", "miss", "passthrough")[i % 3], ms=float(i), reason="emit", root=f"/ws/{i % 4}")
+    first = compute(root, None).to_json()
+    assert first == _fresh(root)
+    cache = Path(root, FOLD_CACHE)
+    assert cache.exists() and oct(cache.stat().st_mode & 0o777) == "0o600"
+    folded: list[int] = []
+    real_fold = stats_mod._fold
+    monkeypatch.setattr(stats_mod, "_fold", lambda evs, f: (folded.append(len(evs)), real_fold(evs, f)))
+    assert compute(root, None).to_json() == first
+    assert folded == []  # nothing new: nothing parsed
+    event(root, "error", reason="store: OSError")
+    with open(events.path(root), "ab") as f:
+        f.write(b'{"t": 1, "outcome": "miss"')  # a line being written: not folded yet
+    assert compute(root, None).errors == 1
+    assert folded == [1]
+    with open(events.path(root), "ab") as f:
+        f.write(b', "crate": "late"}\n')
+    after = compute(root, None).to_json()
+    assert folded == [1, 1]
+    assert after == _fresh(root) and after["misses"] == first["misses"] + 1
+
+
+def test_the_fold_cache_follows_rotation_and_rewrites(store: Store) -> None:
+    root = store.root
+    for _ in range(5):
+        event(root, "local_hit", bytes=10)
+    compute(root, None)
+    os.replace(events.path(root), events.path(root, 1))  # rotation: the cached inode moves
+    event(root, "miss", bytes=7)
+    st = compute(root, None)
+    assert (st.hits, st.misses, st.bytes_restored, st.bytes_stored) == (5, 1, 50, 7)
+    assert st.to_json() == _fresh(root)
+    # rewritten in place, as long as before: the bytes before the cached offset differ
+    data = Path(events.path(root, 1)).read_bytes()
+    Path(events.path(root, 1)).write_bytes(data.replace(b"\"local_hit\"", b"\"miss\"     "))
+    st = compute(root, None)
+    assert (st.hits, st.misses) == (0, 6)
+    # truncated (kache purge, or by hand): folded afresh
+    Path(events.path(root, 1)).write_bytes(b"")
+    assert compute(root, None).calls == 1
+    os.unlink(events.path(root, 1))
+    os.unlink(events.path(root))
+    assert compute(root, None).calls == 0
+
+
+@pytest.mark.parametrize("cache", [
+    b"not json", b"[]", b'{"version": 99, "files": []}',
+    b'{"version": 1, "files": [{"ino": "x"}]}',
+    b'{"version": 1, "files": [{"ino": INO, "offset": 0, "tail": "", "fold": {"outcomes": 1}}]}',
+    b'{"version": 1, "files": [{"ino": INO, "offset": 0, "tail": "", "fold": FOLD}]}',
+])
+def test_a_damaged_or_forged_fold_cache_is_not_used(store: Store, cache: bytes) -> None:
+    root = store.root
+    event(root, "local_hit")
+    event(root, "miss")
+    fold = stats_mod._new_fold()
+    fold["outcomes"]["local_hit"] = -5  # forged counts
+    fold["hit_ms"] = [float("nan")]
+    text = cache.replace(b"INO", str(os.stat(events.path(root)).st_ino).encode()).replace(
+        b"FOLD", json.dumps(fold).encode())
+    Path(root, FOLD_CACHE).write_bytes(text)
+    st = compute(root, None)
+    assert (st.hits, st.misses) == (1, 1)
+    assert st.to_json() == _fresh(root)

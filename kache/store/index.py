@@ -23,6 +23,8 @@ rebuilt, never guessed at):
 ``file_hashes``  blake3 memo keyed on (path, dev, inode, size, mtime_ns, ctime_ns).
 ``tool_memo``    memo of tool identities (``rustc -vV``) keyed on the binary's stat.
 ``incremental``  incremental dirs seen on wrapped calls, for gc to remove.
+``incremental_files``  per incremental crate dir, the (dev, inode, size, mtime_ns) and
+                 blob hash of each file of the last session snapshotted from it.
 ``blob_stamps``  per blob, the (inode, size, mtime_ns) it had when kache last wrote,
                  verified or restored it. A blob whose stat still matches is taken as
                  intact (one ``stat``); any other is re-hashed before it is used, and a
@@ -58,11 +60,12 @@ __all__ = ["Store", "Entry", "StoreError", "DamagedBlob", "SCHEMA_VERSION", "is_
 # History: 1 — first layout; 2 — index on manifests(key) (removal no longer scans);
 # 3 — blob_stamps (added in place: a version-2 index keeps its entries);
 # 4 — covering indexes for listing, totals and gc (entries_summary, entry_blobs_hash_size),
-#     which replace entries_crate, entries_last_used and entry_blobs_hash (built in place).
-SCHEMA_VERSION = 4
+#     which replace entries_crate, entries_last_used and entry_blobs_hash (built in place);
+# 5 — incremental_files, the memo of incremental session files (added in place).
+SCHEMA_VERSION = 5
 # Versions that become the current one by creating the tables and indexes they lack
 # (and dropping the indexes in _DROPPED).
-_ADDITIVE = {2, 3}
+_ADDITIVE = {2, 3, 4}
 _DROPPED = ("entries_crate", "entries_last_used", "entry_blobs_hash")
 
 _SCHEMA = """
@@ -115,6 +118,17 @@ CREATE TABLE IF NOT EXISTS incremental (
     path TEXT PRIMARY KEY,
     last_seen REAL NOT NULL
 );
+-- The files of the last session snapshotted per incremental crate dir, by inode: rustc
+-- hardlinks what it reuses into the next session, so those are not hashed again.
+CREATE TABLE IF NOT EXISTS incremental_files (
+    dir TEXT NOT NULL,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (dir, dev, ino)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_stamps (
     hash TEXT PRIMARY KEY,
     ino INTEGER NOT NULL,
@@ -406,7 +420,7 @@ class Store:
                 return
             if now != 0 and now not in _ADDITIVE:  # another version: start over (blobs stay; gc sweeps)
                 for table in ("entries", "entry_blobs", "manifests", "file_hashes", "tool_memo", "incremental",
-                              "blob_stamps"):
+                              "blob_stamps", "incremental_files"):
                     db.execute(f"DROP TABLE IF EXISTS {table}")
             for name in _DROPPED:
                 db.execute(f"DROP INDEX IF EXISTS {name}")
@@ -461,6 +475,19 @@ class Store:
     def set_file_hashes(self, rows: list[tuple[str, int, int, int, int, int, str]]) -> None:
         if rows:
             self.db.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def incremental_files(self, crate_dir: str) -> dict[tuple[int, int], tuple[int, int, str]]:
+        """(dev, inode) -> (size, mtime_ns, hash) of the files last snapshotted from the
+        incremental crate dir ``crate_dir``."""
+        return {(r[0], r[1]): (r[2], r[3], r[4]) for r in self.db.execute(
+            "SELECT dev, ino, size, mtime_ns, hash FROM incremental_files WHERE dir = ?", (crate_dir,))}
+
+    def set_incremental_files(self, crate_dir: str, rows: list[tuple[int, int, int, int, str]]) -> None:
+        """Replace the memo of ``crate_dir`` by ``rows`` of (dev, inode, size, mtime_ns, hash)."""
+        with self._write() as db:
+            db.execute("DELETE FROM incremental_files WHERE dir = ?", (crate_dir,))
+            db.executemany("INSERT OR REPLACE INTO incremental_files VALUES (?, ?, ?, ?, ?, ?)",
+                           [(crate_dir, *r) for r in rows])
 
     def note_incremental(self, path: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO incremental (path, last_seen) VALUES (?, ?)", (path, time.time()))
@@ -840,6 +867,7 @@ class Store:
             db.execute("DELETE FROM entry_blobs")
             db.execute("DELETE FROM entries")
             db.execute("DELETE FROM manifests")
+            db.execute("DELETE FROM incremental_files")
             assert aside is not None
             os.makedirs(os.path.dirname(aside), exist_ok=True)
             try:

@@ -532,22 +532,35 @@ def snapshot_incremental(c: Call, started_ns: int) -> dict[str, Any] | None:
     if len(found) != 1:
         return None
     crate_dir_name, session_name, path = found[0]
-    names = []
+    stats = []
     total = 0
     for entry in os.scandir(path):
         st = entry.stat(follow_symlinks=False)
         if not entry.is_file(follow_symlinks=False):
             return None  # rustc writes plain files only: anything else is not a session we know
-        names.append(entry.name)
+        stats.append((entry.name, st))
         total += st.st_size
         if total > SNAPSHOT_MAX_BYTES:
             return None
-    files = []
-    for name in sorted(names):
+    # What rustc reuses from the previous session it hardlinks into the new one: a file
+    # whose inode, size and mtime match the memo, and whose blob is intact, is that blob
+    # (no hashing, no copy). rustc writes new files for everything else.
+    memo_dir = os.path.join(base, crate_dir_name)
+    memo = c.store.incremental_files(memo_dir)
+    stamps = c.store.blob_stamps({m[2] for m in memo.values()})
+    files, rows = [], []
+    for name, st in sorted(stats):
         p = os.path.join(path, name)
-        digest, size = hash_file(p)
-        c.store.put_blob_file(p, digest, link=False)
+        known = memo.get((st.st_dev, st.st_ino))
+        if (known is not None and known[0] == st.st_size and known[1] == st.st_mtime_ns
+                and c.store.blob_problem(known[2], st.st_size, stamps.get(known[2]), stamp_known=True) is None):
+            digest, size = known[2], st.st_size
+        else:
+            digest, size = hash_file(p)
+            c.store.put_blob_file(p, digest, link=False)
         files.append({"name": name, "hash": digest, "size": size})
+        rows.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, digest))
+    c.store.set_incremental_files(memo_dir, rows)
     return {"root": c.root, "dir": crate_dir_name, "session": session_name, "files": files}
 
 
@@ -585,6 +598,7 @@ def restore_incremental(c: Call, entry: Entry) -> bool:
         os.makedirs(crate_dir, exist_ok=True)
         os.chmod(crate_dir, dir_mode)
     tmp = os.path.join(crate_dir, f".kache-{os.getpid()}")
+    rows = []
     try:
         os.mkdir(tmp)
         os.chmod(tmp, dir_mode)
@@ -594,6 +608,8 @@ def restore_incremental(c: Call, entry: Entry) -> bool:
             dst = os.path.join(tmp, f["name"])
             shutil.copyfile(c.store.blob_path(f["hash"]), dst)
             os.chmod(dst, file_mode)
+            st = os.stat(dst)
+            rows.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, f["hash"]))
         # the lock file rustc keeps beside a session (s-<time>-<id>.lock), then the session
         lock = os.path.join(crate_dir, "-".join(session.split("-")[:3]) + ".lock")
         os.close(os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -602,4 +618,8 @@ def restore_incremental(c: Call, entry: Entry) -> bool:
     except (OSError, ValueError):
         shutil.rmtree(tmp, ignore_errors=True)
         return False
+    try:  # the next session hardlinks these copies: its snapshot need not hash them
+        c.store.set_incremental_files(crate_dir, rows)
+    except Exception:  # noqa: BLE001 - only a memo: the next snapshot hashes instead
+        pass
     return True

@@ -60,6 +60,14 @@ def test_a_warm_rebuild_restores_the_state_and_the_next_edit_reuses_it(workspace
         [session] = sessions(ws, crate)
         assert all(p.stat().st_mode & 0o200 for p in session.iterdir())  # rustc must be able to write outputs
         restored[crate] = inodes(session)
+        # the restored copies are in the snapshot memo: the edit's snapshot will not hash
+        # what rustc hardlinks from them
+        store = Store(str(ws.store))
+        try:
+            memo = store.incremental_files(str(session.parent))
+        finally:
+            store.close()
+        assert {ino for _, ino in memo} == restored[crate]
     ws.verify_app()
 
     edit_core(ws, 1)

@@ -29,7 +29,7 @@ def test_a_version_3_index_gains_the_covering_indexes_and_keeps_its_entries(tmp_
     db.commit()
     db.close()
     store = Store(str(root))
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     names = _indexes(store.db)
     assert {"entries_summary", "entry_blobs_hash_size"} <= names
     assert not names & {"entries_crate", "entries_last_used", "entry_blobs_hash"}

@@ -113,8 +113,8 @@ def list_json(store: Store | None, sort: str = "name") -> list[str]:
     """Every entry as the JSON text of ``EntryInfo.to_json()``, in ``list_entries`` order.
 
     For ``kache list --json`` on a large store: SQLite writes the text from the summary
-    index, ~6x faster than building an ``EntryInfo`` per entry (100,000 entries: ~0.35 s
-    against ~2 s). Where SQLite has no JSON functions (older than 3.38 and built
+    index, ~5x faster than building an ``EntryInfo`` per entry (100,000 entries: ~0.45 s
+    against ~2.4 s on a slow 2-core machine). Where SQLite has no JSON functions (older than 3.38 and built
     without them), the objects are built in Python instead.
     """
     import sqlite3

@@ -190,8 +190,9 @@ def _age(path: str, now: float) -> float:
     return now - max(st.st_mtime, st.st_ctime)
 
 
-# Stamps and reports that live in tmp/ on purpose (wrapper, daemon, gc).
-KEPT_FILES = frozenset({"gc-last.json", "gc-checked", "daemon-autostart"})
+# Stamps and reports that live in tmp/ on purpose (wrapper, daemon, gc, and stats'
+# fold of the event log, kache.store.stats.FOLD_CACHE).
+KEPT_FILES = frozenset({"gc-last.json", "gc-checked", "daemon-autostart", "stats-fold.json"})
 
 
 def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:

@@ -13,6 +13,7 @@ import pytest
 from kache.store import events
 from kache.store.index import Store
 from kache.store import stats as stats_mod
+from kache.store.gc import KEPT_FILES
 from kache.store.stats import FOLD_CACHE, compute
 from tests.synthetic import add_entry, event
 
@@ -127,6 +128,7 @@ def test_the_fold_cache_folds_only_what_was_appended(store: Store, monkeypatch: 
     assert first == _fresh(root)
     cache = Path(root, FOLD_CACHE)
     assert cache.exists() and oct(cache.stat().st_mode & 0o777) == "0o600"
+    assert cache.name in KEPT_FILES  # gc's sweep of tmp/ leaves it
     folded: list[int] = []
     real_fold = stats_mod._fold
     monkeypatch.setattr(stats_mod, "_fold", lambda evs, f: (folded.append(len(evs)), real_fold(evs, f)))

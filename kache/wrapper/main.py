@@ -64,8 +64,12 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
     if use_remote:
         try:
             remote.announce(c, settings)
-            if not recache and remote.check(c, settings):
-                hit = _try_hit(c, started, outcome="remote_hit")
+            if not recache:
+                imported = remote.check(c, settings)
+                # Look again even when this fetch imported nothing: the daemon's prefetch may
+                # have landed the entry since the first look-up (the fetch then finds it
+                # already local and reports nothing new). One more index query on a miss.
+                hit = _try_hit(c, started, outcome="remote_hit" if imported else "local_hit")
                 if hit is not None:
                     return hit
         except Exception as e:  # noqa: BLE001 - the remote is never a reason to fail

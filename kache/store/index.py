@@ -591,6 +591,17 @@ class Store:
             self._verified.add(digest)  # re-hashed: its new stamp is recorded on the next write
         return None
 
+    def files_problem(self, files: list[dict[str, Any]]) -> tuple[str, str] | None:
+        """The first of an entry's ``files`` (``hash``, ``size``) whose blob is missing or
+        damaged, as (hash, problem); None when all are intact. One stamp query, then a
+        ``stat`` each (re-hashed when the stamp moved): see :meth:`blob_problem`."""
+        stamps = self.blob_stamps(f["hash"] for f in files)
+        for f in files:
+            problem = self.blob_problem(f["hash"], f["size"], stamps.get(f["hash"]), stamp_known=True)
+            if problem is not None:
+                return f["hash"], problem
+        return None
+
     def note_verified(self, digest: str) -> None:
         """A blob this process just wrote or hashed (e.g. imported from an archive)."""
         self._verified.add(digest)

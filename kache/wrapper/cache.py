@@ -224,11 +224,9 @@ def restore(c: Call, entry: Entry) -> int:
     and the caller drops it and compiles. The caller records the blobs' new stamps.
     """
     files = entry.meta["files"]
-    stamps = c.store.blob_stamps(f["hash"] for f in files)
-    for f in files:
-        problem = c.store.blob_problem(f["hash"], f["size"], stamps.get(f["hash"]), stamp_known=True)
-        if problem is not None:
-            raise DamagedBlob(f["hash"], problem)
+    damaged = c.store.files_problem(files)
+    if damaged is not None:
+        raise DamagedBlob(*damaged)
     os.makedirs(c.out_dir, exist_ok=True)
     total = 0
     # .rmeta first (cargo's pipelining starts dependents on it), .d last.
@@ -307,8 +305,6 @@ def replay_texts(c: Call, meta: dict[str, Any]) -> tuple[str, str]:
     out_dir = quickjson.quote(c.out_dir)[1:-1]
     return (meta.get("stdout", "").replace(OUT_DIR_TOKEN, out_dir),
             meta.get("stderr", "").replace(OUT_DIR_TOKEN, out_dir))
-
-
 
 
 # --------------------------------------------------------------------------- miss
@@ -581,9 +577,7 @@ def restore_incremental(c: Call, entry: Entry) -> bool:
     except FileNotFoundError:
         pass
     files = snap["files"]
-    stamps = c.store.blob_stamps(f["hash"] for f in files)
-    if any(c.store.blob_problem(f["hash"], f["size"], stamps.get(f["hash"]), stamp_known=True) is not None
-           for f in files):
+    if c.store.files_problem(files) is not None:
         return False
     import shutil
 

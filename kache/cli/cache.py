@@ -268,6 +268,8 @@ def gc(max_age: str | None, as_json: bool) -> None:
     if clean_incremental:
         click.echo(f"removed {report.incremental_removed} incremental directories "
                    f"({size(report.incremental_bytes)})")
+    if report.memo_rows_removed:
+        click.echo(f"forgot {report.memo_rows_removed} memo rows of files and incremental directories that are gone")
     click.echo(f"store: {size(report.before_bytes)} -> {size(report.after_bytes)} "
                f"(limit {size(report.max_bytes)})")
     if report.pinned:

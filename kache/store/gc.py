@@ -1,5 +1,5 @@
 """Keeping the store in bounds: ``gc`` (repair of damaged entries, age and LRU eviction,
-orphans, temp files, incremental dirs) and ``purge`` (everything, or one crate).
+orphans, temp files, incremental dirs, memo rows of vanished files) and ``purge`` (everything, or one crate).
 
 gc plans outside any lock on a snapshot of the index, then deletes in short write
 transactions that re-check each choice (``Store.remove_unused``, ``Store.remove_orphans``):
@@ -68,6 +68,8 @@ class GcReport:
     broken_removed: int = 0
     """Entries removed because a blob they need was missing, truncated or altered."""
     damaged_blobs: int = 0
+    memo_rows_removed: int = 0
+    """Memo rows (file hashes, incremental session files) of files and dirs that are gone."""
 
     @property
     def entries_evicted(self) -> int:
@@ -92,6 +94,7 @@ class GcReport:
             "incremental_bytes": self.incremental_bytes,
             "broken_removed": self.broken_removed,
             "damaged_blobs": self.damaged_blobs,
+            "memo_rows_removed": self.memo_rows_removed,
             "max_bytes": self.max_bytes,
             "target_bytes": self.target_bytes,
             "before_bytes": self.before_bytes,
@@ -331,6 +334,7 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     report.temp_bytes += size
     if clean_incremental:
         report.incremental_removed, report.incremental_bytes = clean_incremental_dirs(store, now)
+    report.memo_rows_removed = store.forget_vanished_memos()
     report.after_bytes = store.totals()["physical_bytes"]
     _remember(store.root, report, now)
     return report

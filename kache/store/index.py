@@ -896,6 +896,22 @@ class Store:
         with self._write() as db:
             db.executemany("DELETE FROM incremental WHERE path = ?", [(p,) for p in paths])
 
+    def forget_vanished_memos(self) -> int:
+        """Drop memo rows of what no longer exists: file hashes of vanished files (an old
+        checkout, a deleted temp dir) and session files of vanished incremental crate dirs
+        (a new rustc or new flags give a new ``<crate>-<hash>`` dir). Such a row can never
+        match again, so only its space goes. Returns how many rows were dropped."""
+        paths = [r[0] for r in self.db.execute("SELECT path FROM file_hashes")]
+        dirs = [r[0] for r in self.db.execute("SELECT DISTINCT dir FROM incremental_files")]
+        gone_files = [(p,) for p in paths if not os.path.lexists(p)]
+        gone_dirs = [(d,) for d in dirs if not os.path.isdir(d)]
+        if not gone_files and not gone_dirs:
+            return 0
+        with self._write() as db:
+            n = db.executemany("DELETE FROM file_hashes WHERE path = ?", gone_files).rowcount
+            n += db.executemany("DELETE FROM incremental_files WHERE dir = ?", gone_dirs).rowcount
+        return n
+
     # --- remote import/export ---
     # (read-only helpers for kache.remote: packing an entry with its manifest line, and
     # telling which keys the store already holds before downloading anything)

@@ -217,6 +217,27 @@ def test_a_path_that_is_not_incremental_state_is_never_deleted(store: Store, tmp
     assert store.incremental_dirs() == []
 
 
+def test_memo_rows_of_vanished_files_and_session_dirs_are_forgotten(store: Store, tmp_path: Path) -> None:
+    kept, gone = tmp_path / "src" / "lib.rs", tmp_path / "old-checkout" / "lib.rs"
+    for p in (kept, gone):
+        p.parent.mkdir()
+        p.write_text("fn f() {}")
+    store.set_file_hashes([(str(p), 1, 2, 9, 3, 4, "ab" * 32) for p in (kept, gone)])
+    live, stale = tmp_path / "incremental" / "foo-1abc", tmp_path / "incremental" / "foo-9old"
+    for d in (live, stale):
+        d.mkdir(parents=True)
+        store.set_incremental_files(str(d), [(1, 10, 5, 6, "cd" * 32), (1, 11, 5, 6, "ef" * 32)])
+    report = gc(store, 10**9, max_age=None, clean_incremental=False)
+    assert report.memo_rows_removed == 0  # everything is still there
+    gone.unlink()
+    stale.rmdir()
+    report = gc(store, 10**9, max_age=None, clean_incremental=False)
+    assert report.memo_rows_removed == 3 and report.to_json()["memo_rows_removed"] == 3
+    assert [r[0] for r in store.db.execute("SELECT path FROM file_hashes")] == [str(kept)]
+    assert store.incremental_files(str(live)) == {(1, 10): (5, 6, "cd" * 32), (1, 11): (5, 6, "ef" * 32)}
+    assert store.incremental_files(str(stale)) == {}
+
+
 def test_purge_everything_keeps_the_store_usable(store: Store) -> None:
     for name in ("a", "b", "c"):
         add_entry(store, name, blobs=[_blob(KB, name), b"shared"])

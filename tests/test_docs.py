@@ -30,10 +30,14 @@ def test_readme_has_an_install_and_run_command() -> None:
 
 def test_every_command_is_in_the_readme() -> None:
 
+    import click
+
     from kache.cli import root
 
     readme = (ROOT / "README.md").read_text()
-    for name, cmd in root.commands.items():
+    ctx = click.Context(root)
+    for name in root.list_commands(ctx):
+        cmd = root.get_command(ctx, name)
         if cmd.hidden:
             continue
         assert f"`kache {name}" in readme, f"README does not mention `kache {name}`"

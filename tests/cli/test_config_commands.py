@@ -113,11 +113,13 @@ def test_broken_config_file_is_one_clean_error(user_config: Path, capsys: pytest
 def test_every_command_has_help_with_an_example() -> None:
     import click
 
+    ctx = click.Context(root)
+
     def walk(cmd: click.Command, path: list[str]):
         yield path, cmd
         if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                yield from walk(sub, [*path, name])
+            for name in cmd.list_commands(ctx):
+                yield from walk(cmd.get_command(ctx, name), [*path, name])
 
     for path, cmd in walk(root, []):
         if cmd.hidden or (path and path[0] == "dev"):
@@ -128,3 +130,25 @@ def test_every_command_has_help_with_an_example() -> None:
 def test_python_dash_m_kache_runs_the_cli() -> None:
     out = subprocess.run([sys.executable, "-m", "kache", "config", "schema"], capture_output=True, text=True)
     assert out.returncode == 0 and json.loads(out.stdout)["title"] == "kache configuration"
+
+
+def test_the_lazy_command_map_names_each_command_where_it_is_defined() -> None:
+    """kache.cli.LAZY_COMMANDS is what every module of kache.cli registers, no more, no less."""
+    import importlib
+
+    from kache.cli import LAZY_COMMANDS
+
+    defined = {}
+    for module in sorted(set(LAZY_COMMANDS.values()) | {"cache", "commands", "config", "daemon", "dev", "remote",
+                                                          "setup"}):
+        for command in importlib.import_module(f"kache.cli.{module}").COMMANDS:
+            defined[command.name] = module
+    assert defined == LAZY_COMMANDS
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    code = ("import sys; from kache.cli import main; main(['config', 'schema']); "
+            "print(sorted(m for m in sys.modules if m.startswith('kache.cli.')), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = out.stderr.strip().splitlines()[-1]
+    assert "kache.cli.config" in loaded and "kache.cli.cache" not in loaded and "kache.cli.setup" not in loaded

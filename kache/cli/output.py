@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import click
@@ -29,11 +29,29 @@ def echo_json_list(items: Sequence[Any]) -> None:
     echo_json_lines([dumps(item) for item in items])
 
 
-def echo_json_lines(texts: Sequence[str]) -> None:
+def echo_json_lines(texts: Iterable[str]) -> None:
     """Like :func:`echo_json_list`, of objects already written as JSON text (written as
-    is: ``click.echo`` would scan a 25 MB listing for ANSI codes)."""
-    sys.stdout.write("[\n  " + ",\n  ".join(texts) + "\n]\n" if texts else "[]\n")
-    sys.stdout.flush()
+    is: ``click.echo`` would scan a 25 MB listing for ANSI codes), a few thousand at a
+    time as ``texts`` yields them: a reader works on the start of a long listing while
+    the rest is made."""
+    out = sys.stdout
+    it = iter(texts)
+    first = next(it, None)
+    if first is None:
+        out.write("[]\n")
+    else:
+        out.write("[\n  " + first)
+        batch: list[str] = []
+        for text in it:
+            batch.append(text)
+            if len(batch) == _BATCH:
+                out.write(",\n  " + ",\n  ".join(batch))
+                batch.clear()
+        out.write("".join(",\n  " + t for t in batch) + "\n]\n")
+    out.flush()
+
+
+_BATCH = 4096
 
 
 def echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -12,6 +12,7 @@ entry and not the other counts as differing (a source file added, an env var uns
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,8 +110,9 @@ def _list_json_sql(crate_types: list[str]) -> tuple[str, tuple[str, ...]]:
     return sql, tuple(params)
 
 
-def list_json(store: Store | None, sort: str = "name") -> list[str]:
-    """Every entry as the JSON text of ``EntryInfo.to_json()``, in ``list_entries`` order.
+def list_json(store: Store | None, sort: str = "name") -> Iterable[str]:
+    """Every entry as the JSON text of ``EntryInfo.to_json()``, in ``list_entries`` order,
+    made as it is iterated.
 
     For ``kache list --json`` on a large store: SQLite writes the text from the summary
     index, ~5x faster than building an ``EntryInfo`` per entry (100,000 entries: ~0.45 s

@@ -52,7 +52,7 @@ from kache._record import Record
 from kache.store import blobs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any
 
 __all__ = ["Store", "Entry", "StoreError", "DamagedBlob", "SCHEMA_VERSION", "is_damage", "index_is_sound"]
@@ -765,25 +765,46 @@ class Store:
         ``proc_macro2``). ``order`` is ``name``, ``size``, ``hits``, ``age`` (most recently
         used first) or ``lru`` (least recently used first).
         """
+        return self._summary_cursor(self.db, crate, order, select, select_params).fetchall()
+
+    def _summary_cursor(self, db: sqlite3.Connection, crate: str | None, order: str, select: str | None,
+                        select_params: tuple[str, ...]) -> sqlite3.Cursor:
         sql = f"SELECT {select or ', '.join(self.SUMMARY_COLUMNS)} FROM entries"
         params = select_params
         if crate is not None:
             sql += " WHERE replace(crate_name, '-', '_') = ?"
             params += (crate.replace("-", "_"),)
         sql += f" ORDER BY {self._SUMMARY_ORDER[order]}"
-        return self.db.execute(sql, params).fetchall()
+        return db.execute(sql, params)
 
     def summary_texts(self, expression: Callable[[list[str]], tuple[str, tuple[str, ...]]], *,
-                      order: str = "name") -> list[str]:
+                      order: str = "name") -> Iterator[str]:
         """One text per entry, in ``order``: the SQL ``expression`` over the summary
         columns that ``expression(crate_types)`` returns (with its parameters), given every
-        distinct ``crate_types`` value, both read from one snapshot."""
+        distinct ``crate_types`` value, both read from one snapshot.
+
+        The texts come a few thousand at a time as they are iterated (a listing of 100,000
+        entries is 25 MB), the snapshot held until the last; an expression SQLite cannot
+        run raises here, before anything is yielded.
+        """
+        texts = self._texts(expression, order)
+        next(texts)  # BEGIN and both queries run now: an error is raised by this call
+        return texts  # type: ignore[return-value] - past the primer, only texts
+
+    def _texts(self, expression: Callable[[list[str]], tuple[str, tuple[str, ...]]],
+               order: str) -> Iterator[str | None]:
+        """summary_texts' generator: yields None once the queries run, then the texts."""
         with self._read() as db:
             types = [r[0] for r in db.execute("SELECT DISTINCT crate_types FROM entries")]
             if not types:
-                return []
+                yield None
+                return
             select, params = expression(types)
-            return [r[0] for r in self.summaries(order=order, select=select, select_params=params)]
+            cursor = self._summary_cursor(db, None, order, select, params)
+            yield None
+            while rows := cursor.fetchmany(4096):
+                for row in rows:
+                    yield row[0]
 
     def entries_like(self, crate: str) -> list[Entry]:
         """Full entries (with ``meta``) of one crate, ``-``/``_``-insensitive, newest first."""

@@ -82,7 +82,7 @@ def test_list_json_written_by_sqlite_is_entry_info_to_json(store: Store, sort: s
     add_entry(store, 'quo"te\\ü\n\t\x01', crate_types="lib", profile="my-\u00e9\U0001f600", created=253402300799.0)
     with store.db:
         store.db.execute("UPDATE entries SET target = ? WHERE crate_name = 'multi'", ('C:\\spec "x".json\x7f',))
-    texts = list_json(store, sort)
+    texts = list(list_json(store, sort))
     expected = [i.to_json() for i in list_entries(store, None, sort)]
     assert [json.loads(t) for t in texts] == expected
     assert [list(json.loads(t)) for t in texts] == [list(d) for d in expected]  # key order
@@ -90,6 +90,34 @@ def test_list_json_written_by_sqlite_is_entry_info_to_json(store: Store, sort: s
     plain = [(t, d) for t, d in zip(texts, expected) if all(str(v).isascii() and str(v).isprintable()
                                                              and '"' not in str(v) for v in d.values())]
     assert len(plain) == 3 and all(t == json.dumps(d) for t, d in plain)
+
+
+def test_list_json_holds_one_snapshot_while_it_is_read_and_lets_go_after(store: Store) -> None:
+    for i in range(3):
+        add_entry(store, f"c{i}")
+    texts = iter(list_json(store))
+    first = next(texts)
+    assert store.db.in_transaction  # the rest is read from the snapshot the first came from
+    other = Store(store.root)
+    add_entry(other, "late")  # a build records meanwhile: not in this listing
+    other.close()
+    assert [json.loads(t)["crate"] for t in [first, *texts]] == ["c0", "c1", "c2"]
+    assert not store.db.in_transaction
+    abandoned = iter(list_json(store))
+    next(abandoned)
+    del abandoned  # a reader that stops early (a closed pipe) ends the read too
+    assert not store.db.in_transaction
+    assert [json.loads(t)["crate"] for t in list_json(store)] == ["c0", "c1", "c2", "late"]
+
+
+def test_json_lines_are_written_in_batches_as_one_array(capsys: pytest.CaptureFixture[str]) -> None:
+    from kache.cli.output import echo_json_lines
+
+    for n in (0, 1, 2, 4096, 4097, 10_000):
+        echo_json_lines(f'{{"n": {i}}}' for i in range(n))
+        out = capsys.readouterr().out
+        assert json.loads(out) == [{"n": i} for i in range(n)]
+        assert out == ("[]\n" if not n else "[\n  " + ",\n  ".join(f'{{"n": {i}}}' for i in range(n)) + "\n]\n")
 
 
 def test_list_json_without_sqlite_json_functions_builds_the_objects(store: Store,

@@ -1,5 +1,6 @@
 """Keeping the store in bounds: ``gc`` (repair of damaged entries, age and LRU eviction,
-orphans, temp files, incremental dirs, memo rows of vanished files) and ``purge`` (everything, or one crate).
+orphans, temp files, incremental dirs, memo rows of vanished files) and ``purge``
+(everything, or one crate).
 
 gc plans outside any lock on a snapshot of the index, then deletes in short write
 transactions that re-check each choice (``Store.remove_unused``, ``Store.remove_orphans``):

@@ -926,11 +926,12 @@ class Store:
         dirs = [r[0] for r in self.db.execute("SELECT DISTINCT dir FROM incremental_files")]
         gone_files = [(p,) for p in paths if not os.path.lexists(p)]
         gone_dirs = [(d,) for d in dirs if not os.path.isdir(d)]
-        if not gone_files and not gone_dirs:
-            return 0
-        with self._write() as db:
-            n = db.executemany("DELETE FROM file_hashes WHERE path = ?", gone_files).rowcount
-            n += db.executemany("DELETE FROM incremental_files WHERE dir = ?", gone_dirs).rowcount
+        n = 0
+        for sql, rows in (("DELETE FROM file_hashes WHERE path = ?", gone_files),
+                          ("DELETE FROM incremental_files WHERE dir = ?", gone_dirs)):
+            for i in range(0, len(rows), 2000):  # short transactions: builds wait little
+                with self._write() as db:
+                    n += db.executemany(sql, rows[i:i + 2000]).rowcount
         return n
 
     # --- remote import/export ---

@@ -120,7 +120,7 @@ def env_only_locates_files(var: str, sources: Iterable[str]) -> bool:
         except OSError:
             return False
         # Both patterns need the quoted name: a file without it (nearly all) has no use of
-        # either, and skips the regex scans (~60 ms a crate on big ones like clap's).
+        # either, and skips the regex scans (tens of ms for a big crate's sources).
         if quoted in text and len(uses.findall(text)) != len(in_include.findall(text)):
             return False
     return True

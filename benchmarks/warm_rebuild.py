@@ -103,13 +103,23 @@ def main() -> int:
                     hits[name].append(hit_times(ev))
 
     steps = args.steps.split()
-    print(f"\n{'step':<10}" + "".join(f"{n:>22}" for n in wrappers))
+
+    def walls(name: str, step: str) -> list[str]:
+        return [row["wall_s"] for run in results[name] for row in run if row["step"] == step]
+
+    table = {step: [" / ".join(walls(name, step)) for name in wrappers] for step in steps}
+    width = max([22, *(len(c) + 2 for cells in table.values() for c in cells)])
+    print(f"\n{'step':<10}" + "".join(f"{n:>{width}}" for n in wrappers))
+    for step, cells in table.items():
+        print(f"{step:<10}" + "".join(f"{c:>{width}}" for c in cells))
+    # each wrapper against no wrapper, on the mean of the rounds (the cold bound is +5 %)
     for step in steps:
-        cells = []
-        for name in wrappers:
-            walls = [row["wall_s"] for run in results[name] for row in run if row["step"] == step]
-            cells.append(" / ".join(walls))
-        print(f"{step:<10}" + "".join(f"{c:>22}" for c in cells))
+        base = [float(w) for w in walls("none", step)]
+        if not base or statistics.mean(base) <= 0:
+            continue
+        ratios = [f"{name} {statistics.mean(float(w) for w in walls(name, step)) / statistics.mean(base) - 1:+.1%}"
+                  for name in wrappers if name != "none" and walls(name, step)]
+        print(f"{step}, mean wall time against no wrapper: " + ", ".join(ratios))
     if "sccache" in wrappers and "warm" in steps:
         s = [float(row["wall_s"]) for run in results["sccache"] for row in run if row["step"] == "warm"]
         for name in hits:

@@ -212,14 +212,22 @@ def _compile(c: cache.Call, started: float, settings: Settings, use_remote: bool
     if status != 0:
         c.event("miss", started, reason="compile-failed", status=status)
         return status
-    try:
-        outcome, size = cache.record(c, t0_ns, stdout, stderr, compile_ms)
-        c.hasher.flush()
-    except Exception as e:  # noqa: BLE001 - rustc succeeded; the build must too
-        if not _recovered_damaged_index(c.store, e):
-            warn_once(f"could not store {c.crate} in the cache ({type(e).__name__}: {e})", suffix="")
-        c.event("error", started, reason=f"store: {type(e).__name__}")
-        return 0
+    for attempt in (1, 2):
+        try:
+            outcome, size = cache.record(c, t0_ns, stdout, stderr, compile_ms)
+            c.hasher.flush()
+            break
+        except Exception as e:  # noqa: BLE001 - rustc succeeded; the build must too
+            recovered = _recovered_damaged_index(c.store, e)
+            if attempt == 1 and is_damage(e):
+                # The index this call opened was damaged: moved aside now, by this call or
+                # (while rustc ran) by a parallel one. The store opens the index now in
+                # place; record there (blobs already put are found, not copied again).
+                continue
+            if not recovered:
+                warn_once(f"could not store {c.crate} in the cache ({type(e).__name__}: {e})", suffix="")
+            c.event("error", started, reason=f"store: {type(e).__name__}")
+            return 0
     if outcome.startswith("skip:"):
         c.event("miss", started, reason=outcome[5:], compile_ms=compile_ms)
         return 0

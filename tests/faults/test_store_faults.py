@@ -243,6 +243,23 @@ def test_a_damaged_index_between_builds_costs_only_cache_hits(fault_ws: Callable
     assert_warm_rebuild_is_right(ws)
 
 
+def test_a_compile_whose_index_was_replaced_meanwhile_is_recorded_in_the_new_one(
+        fault_ws: Callable[..., Workspace], faults: Faults) -> None:
+    """Recording after rustc finds the index damaged, and moved aside meanwhile by a
+    parallel call (the race behind an intermittent "error" in the test above): each
+    wrapper's first write of an entry fails as a damaged index's would, and the index in
+    place is sound. Every unit is still recorded, in that index, and serves the next
+    clean build."""
+    ws = fault_ws()
+    ws.build(**faults.env("malformed:before:kache.store.index:Store.add"))
+    assert len(faults.take_fired()) >= len(CACHEABLE_CRATES)
+    events = outcomes(ws.take_events())
+    assert all(events[c] in ("miss", "dup") for c in CACHEABLE_CRATES), events
+    ws.verify_app()
+    assert entry_problems(ws) == []
+    assert_warm_rebuild_is_right(ws)
+
+
 @pytest.mark.parametrize("how", ["truncated", "garbage"])
 def test_a_damaged_index_during_a_build_never_fails_it(fault_ws: Callable[..., Workspace], faults: Faults,
                                                        how: str) -> None:

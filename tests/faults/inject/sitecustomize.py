@@ -6,7 +6,8 @@ named functions at start-up, before kache imports anything, so production code c
 fault hooks. Spec: faults separated by ``;``, each ``action:when:module:qualname[#n]``:
 
 ``action``  ``kill`` (SIGKILL to this process), ``enospc`` / ``eio`` / ``erofs`` (raise
-            that ``OSError``), ``slow`` (sleep 2 s, then go on)
+            that ``OSError``), ``malformed`` (raise SQLite's "database disk image is
+            malformed", as a query on a damaged index does), ``slow`` (sleep 2 s, then go on)
 ``when``    ``before`` or ``after`` the call
 ``#n``      act on the n-th call in this process only (default: the first)
 
@@ -42,6 +43,10 @@ def _fire(spec: str, action: str) -> None:
     if action == "slow":
         time.sleep(float(os.environ.get("KACHE_TEST_SLOW_SECS") or 2))
         return
+    if action == "malformed":
+        import _sqlite3
+
+        raise _sqlite3.DatabaseError("database disk image is malformed (injected)")
     code = {"enospc": errno.ENOSPC, "eio": errno.EIO, "erofs": errno.EROFS}[action]
     raise OSError(code, os.strerror(code) + " (injected)")
 

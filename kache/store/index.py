@@ -41,11 +41,55 @@ from __future__ import annotations
 import os
 import time
 
-try:  # the C module itself: the `sqlite3` package adds only datetime adapters kache never
-    import _sqlite3 as sqlite3  # uses, and importing `datetime` for them costs a hit ~3 ms
+TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
+
+
+def _import_sqlite() -> Any:
+    """The C module ``_sqlite3`` itself: the ``sqlite3`` package adds only datetime
+    adapters kache never uses (importing ``datetime`` for them cost a hit ~3 ms).
+
+    ``_sqlite3`` takes ``functools.lru_cache`` at import, for its statement cache, and
+    ``functools`` brings ``collections``, ``operator``, ``reprlib`` and more: ~4 ms of
+    CPU on every wrapper call. When nothing has imported ``functools`` yet, the import
+    sees a stand-in whose ``lru_cache`` builds the same C cache that ``functools``
+    builds (``_functools._lru_cache_wrapper``); the stand-in is gone from ``sys.modules``
+    right after, so anything importing ``functools`` later gets the real one.
+    """
+    import sys
+
+    if "functools" in sys.modules or "_sqlite3" in sys.modules:
+        import _sqlite3
+
+        return _sqlite3
+    try:
+        from _functools import _lru_cache_wrapper
+    except ImportError:  # pragma: no cover - another interpreter
+        import _sqlite3
+
+        return _sqlite3
+
+    def lru_cache(maxsize: int | None = 128, typed: bool = False) -> Any:
+        return lambda function: _lru_cache_wrapper(function, maxsize, typed, _cache_info)
+
+    stand_in = type(sys)("functools")
+    stand_in.lru_cache = lru_cache  # type: ignore[attr-defined]
+    sys.modules["functools"] = stand_in
+    try:
+        import _sqlite3
+    finally:
+        if sys.modules.get("functools") is stand_in:
+            del sys.modules["functools"]
+    return _sqlite3
+
+
+def _cache_info(hits: int, misses: int, maxsize: int | None, currsize: int) -> tuple[int, int, int | None, int]:
+    return hits, misses, maxsize, currsize
+
+
+try:
+    sqlite3 = _import_sqlite()
 except ImportError:  # pragma: no cover
     import sqlite3  # type: ignore[no-redef]
-TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache import quickjson
 from kache._record import Record

@@ -57,13 +57,11 @@ def _import_sqlite() -> Any:
     """
     import sys
 
-    if "functools" in sys.modules or "_sqlite3" in sys.modules:
-        import _sqlite3
-
-        return _sqlite3
     try:
         from _functools import _lru_cache_wrapper
     except ImportError:  # pragma: no cover - another interpreter
+        _lru_cache_wrapper = None
+    if "functools" in sys.modules or "_sqlite3" in sys.modules or _lru_cache_wrapper is None:
         import _sqlite3
 
         return _sqlite3

@@ -15,7 +15,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["UnitError", "parse_size", "parse_duration", "format_size", "format_duration", "format_ago"]
+__all__ = ["UnitError", "parse_size", "parse_duration", "format_size", "format_duration", "format_ago", "SIZE_UNITS",
+           "AGO_UNITS"]
 
 
 class UnitError(ValueError):
@@ -100,10 +101,15 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+# What format_size and format_ago write (kache.store.entries writes the same in SQL).
+SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+AGO_UNITS = ((365 * 86400, "y"), (7 * 86400, "w"), (86400, "d"), (3600, "h"), (60, "m"))
+
+
 def format_size(n: int | float) -> str:
     """``1536`` → ``"1.5 KiB"``; binary units, one decimal."""
     size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+    for unit in SIZE_UNITS:
         if abs(size) < 1024 or unit == "TiB":
             return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
@@ -128,7 +134,7 @@ def format_duration(seconds: float) -> str:
 def format_ago(seconds: float) -> str:
     """``190`` → ``"3m ago"``: the largest whole unit (``s`` ``m`` ``h`` ``d`` ``w`` ``y``)."""
     seconds = max(0.0, seconds)
-    for size, unit in ((365 * 86400, "y"), (7 * 86400, "w"), (86400, "d"), (3600, "h"), (60, "m")):
+    for size, unit in AGO_UNITS:
         if seconds >= size:
             return f"{int(seconds // size)}{unit} ago"
     return f"{int(seconds)}s ago"

@@ -18,7 +18,7 @@ import click
 
 from kache import settings as settings_mod
 from kache import units
-from kache.cli.output import echo_json, echo_json_lines, echo_json_list, echo_table, warn
+from kache.cli.output import echo_aligned, echo_json, echo_json_lines, echo_json_list, echo_table, warn
 from kache.errors import KacheError
 from kache.store.index import Store, StoreError
 
@@ -90,7 +90,7 @@ def list_(crate: str | None, sort: str, as_json: bool) -> None:
     Example:
       kache list serde --sort hits
     """
-    from kache.store.entries import list_entries, list_json
+    from kache.store.entries import TABLE_HEADERS, list_entries, list_json, list_table
 
     root = _store_root(_settings())
     if crate is None:
@@ -98,16 +98,12 @@ def list_(crate: str | None, sort: str, as_json: bool) -> None:
             if as_json:
                 echo_json_lines(list_json(store, sort))
                 return
-            rows = [] if store is None else store.summaries(
-                order=sort, select="crate_name, crate_types, profile, size, hits, last_used, substr(key, 1, 12)")
-        if not rows:
-            click.echo("the cache is empty (no entries yet: build something with RUSTC_WRAPPER=kache)")
-            return
-        now = time.time()
-        size, ago = units.format_size, units.format_ago
-        echo_table(["crate", "types", "profile", "size", "hits", "last used", "key"],
-                   [(c, t, p, size(n), str(h), ago(now - u), k) for c, t, p, n, h, u, k in rows])
-        click.echo(f"{len(rows)} entries, {units.format_size(sum(r[3] for r in rows))}")
+            table = list_table(store, sort)
+            if table is None:
+                click.echo("the cache is empty (no entries yet: build something with RUSTC_WRAPPER=kache)")
+                return
+            echo_aligned(TABLE_HEADERS, table.widths, table.lines)
+        click.echo(f"{table.entries} entries, {units.format_size(table.size)}")
         return
     with _open_store(root, "listing the cache") as store:
         infos = list_entries(store, crate, sort)

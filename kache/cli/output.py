@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Any
 
 import click
 
-__all__ = ["echo_json", "echo_json_list", "echo_json_lines", "echo_table", "warn"]
+__all__ = ["echo_json", "echo_json_list", "echo_json_lines", "echo_table", "echo_aligned", "warn"]
 
 
 def echo_json(document: Any) -> None:
@@ -41,14 +42,17 @@ def echo_json_lines(texts: Iterable[str]) -> None:
         out.write("[]\n")
     else:
         out.write("[\n  " + first)
-        batch: list[str] = []
-        for text in it:
-            batch.append(text)
-            if len(batch) == _BATCH:
-                out.write(",\n  " + ",\n  ".join(batch))
-                batch.clear()
-        out.write("".join(",\n  " + t for t in batch) + "\n]\n")
+        _write_batches(it, ",\n  ", ",\n  ")
+        out.write("\n]\n")
     out.flush()
+
+
+def _write_batches(texts: Iterable[str], before: str, between: str, after: str = "") -> None:
+    """Write the texts a few thousand per write, as they come: each batch as ``before``,
+    its texts ``between`` one another, then ``after``."""
+    out, it = sys.stdout, iter(texts)
+    while batch := list(islice(it, _BATCH)):
+        out.write(before + between.join(batch) + after)
 
 
 _BATCH = 4096
@@ -59,12 +63,18 @@ def echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     columns = list(zip(*rows))[:-1] if rows else [()] * (len(headers) - 1)
     widths = [max(len(h), max(map(len, col), default=0)) for h, col in zip(headers, columns)]
     template = "  ".join([*(f"{{:<{w}}}" for w in widths), "{}"])
-    head = template.format(*headers).rstrip()
+    echo_aligned(headers, widths, [template.format(*row).rstrip() for row in rows])
+
+
+def echo_aligned(headers: Sequence[str], widths: Sequence[int], lines: Iterable[str]) -> None:
+    """A table whose ``lines`` are already aligned to ``widths`` (each column's but the
+    last, two spaces apart): the header, bold on a terminal, then the lines a few
+    thousand per write as they come (not ``click.echo``, which would scan a 10 MB table
+    for ANSI codes: texts kache formats, no escapes)."""
+    head = "  ".join([*(h.ljust(w) for h, w in zip(headers, widths)), headers[-1]]).rstrip()
     click.echo(click.style(head, bold=True) if sys.stdout.isatty() else head)
-    if rows:  # one write of one string (a table of 100,000 rows: not 100,000 echo calls, and
-        # not click.echo, which would scan 10 MB for ANSI codes): texts kache formats, no escapes
-        sys.stdout.write("\n".join([template.format(*row).rstrip() for row in rows]) + "\n")
-        sys.stdout.flush()
+    _write_batches(lines, "", "\n", "\n")
+    sys.stdout.flush()
 
 
 def warn(message: str) -> None:

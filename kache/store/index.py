@@ -810,7 +810,7 @@ class Store:
         return self._summary_cursor(self.db, crate, order, select, select_params).fetchall()
 
     def _summary_cursor(self, db: sqlite3.Connection, crate: str | None, order: str, select: str | None,
-                        select_params: tuple[str, ...]) -> sqlite3.Cursor:
+                        select_params: tuple[Any, ...]) -> sqlite3.Cursor:
         sql = f"SELECT {select or ', '.join(self.SUMMARY_COLUMNS)} FROM entries"
         params = select_params
         if crate is not None:
@@ -819,34 +819,43 @@ class Store:
         sql += f" ORDER BY {self._SUMMARY_ORDER[order]}"
         return db.execute(sql, params)
 
-    def summary_texts(self, expression: Callable[[list[str]], tuple[str, tuple[str, ...]]], *,
-                      order: str = "name") -> Iterator[str]:
-        """One text per entry, in ``order``: the SQL ``expression`` over the summary
-        columns that ``expression(crate_types)`` returns (with its parameters), given every
-        distinct ``crate_types`` value, both read from one snapshot.
+    def summary_texts(self, expression: Callable[[Callable[..., list[Any]]], tuple[str, tuple[Any, ...]] | None],
+                      *, order: str = "name") -> Iterator[str]:
+        """One text per entry, in ``order``: the SQL expression over the summary columns
+        that ``expression(query)`` returns, with its parameters. ``query(sql, params=())``
+        runs a read (its rows) in the snapshot the texts are read from, for what the
+        expression needs to know first (the distinct ``crate_types``, column widths);
+        ``expression`` returns None when there is nothing to list.
 
-        The texts come a few thousand at a time as they are iterated (a listing of 100,000
-        entries is 25 MB), the snapshot held until the last; an expression SQLite cannot
-        run raises here, before anything is yielded.
+        The texts are read a few thousand at a time as they are iterated (a listing of
+        100,000 entries is 25 MB), the snapshot held until the last; an expression SQLite
+        cannot run raises here, before anything is yielded.
         """
-        texts = self._texts(expression, order)
-        next(texts)  # BEGIN and both queries run now: an error is raised by this call
-        return texts  # type: ignore[return-value] - past the primer, only texts
+        from itertools import chain
 
-    def _texts(self, expression: Callable[[list[str]], tuple[str, tuple[str, ...]]],
-               order: str) -> Iterator[str | None]:
-        """summary_texts' generator: yields None once the queries run, then the texts."""
-        with self._read() as db:
-            types = [r[0] for r in db.execute("SELECT DISTINCT crate_types FROM entries")]
-            if not types:
+        batches = self._text_batches(expression, order)
+        next(batches)  # BEGIN and the queries run now: an error is raised by this call
+        return chain.from_iterable(batches)  # type: ignore[arg-type] - past the primer, only lists
+
+    def _text_batches(self, expression: Callable[[Callable[..., list[Any]]], tuple[str, tuple[Any, ...]] | None],
+                      order: str) -> Iterator[list[str] | None]:
+        """summary_texts' generator: yields None once the queries run, then lists of texts."""
+        try:
+            with self._read() as db:
+                made = expression(lambda sql, params=(): db.execute(sql, params).fetchall())
+                if made is None:
+                    yield None
+                    return
+                cursor = self._summary_cursor(db, None, order, *made)
+                cursor.row_factory = None  # plain tuples: a sqlite3.Row per text cost ~1 µs
                 yield None
-                return
-            select, params = expression(types)
-            cursor = self._summary_cursor(db, None, order, select, params)
-            yield None
-            while rows := cursor.fetchmany(4096):
-                for row in rows:
-                    yield row[0]
+                while rows := cursor.fetchmany(4096):
+                    yield [row[0] for row in rows]
+        except sqlite3.ProgrammingError:
+            if self._db is not None:
+                raise
+            # the store was closed under a reader that stopped early (`kache list | head`):
+            # closing ended the read, there is nothing left to end
 
     def entries_like(self, crate: str) -> list[Entry]:
         """Full entries (with ``meta``) of one crate, ``-``/``_``-insensitive, newest first."""

@@ -110,6 +110,29 @@ def test_list_json_holds_one_snapshot_while_it_is_read_and_lets_go_after(store: 
     assert [json.loads(t)["crate"] for t in list_json(store)] == ["c0", "c1", "c2", "late"]
 
 
+def test_a_listing_stopped_early_ends_quietly_after_its_store_closes(store: Store,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kache list | head -1`: the broken pipe closes the store before the listing's
+    reader is collected; ending the reader then must not fail on the closed index."""
+    import gc
+    import sys
+
+    from kache.store.entries import list_table
+
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    for i in range(2):
+        add_entry(store, f"c{i}")
+    for listing in (list_json, lambda s: list_table(s).lines):  # type: ignore[union-attr]
+        reader = Store(store.root)
+        texts = iter(listing(reader))
+        next(texts)
+        reader.close()
+        del texts
+        gc.collect()
+    assert unraisable == []
+
+
 def test_json_lines_are_written_in_batches_as_one_array(capsys: pytest.CaptureFixture[str]) -> None:
     from kache.cli.output import echo_json_lines
 
@@ -137,6 +160,108 @@ def test_list_table(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0].split() == ["crate", "types", "profile", "size", "hits", "last", "used", "key"]
     assert lines[1].split() == ["serde", "lib", "dev", "2.0", "KiB", "7", "3m", "ago", e.key[:12]]
     assert lines[-1] == "1 entries, 2.0 KiB"
+
+
+def test_sizes_and_ages_written_by_sqlite_are_what_units_writes() -> None:
+    """`kache list` has SQLite write sizes and ages (entries._size_sql, _ago_sql): the
+    same text as units.format_size / format_ago, at every unit's edges, at the halves
+    where `.1f` rounds to even, and across magnitudes."""
+    import random
+
+    from kache import units
+    from kache.store.entries import _ago_sql, _size_sql
+
+    db = sqlite3.connect(":memory:")
+    rng = random.Random(8)
+    sizes = {0, 1, 1023, 1024, 1025, 1075, 1126, 1280, 1331, 1536, 1048575, 1048576, 5 * 2**40 + 2**38}
+    for k in range(1, 5):
+        unit = 1024**k
+        sizes |= {unit - 1, unit, unit + 1, 1024 * unit - 1, unit * 5 // 4, unit * 7 // 4, unit * 21 // 20}
+        sizes |= {unit * t // 20 + d for t in range(20, 20 * 1024, 997) for d in (-1, 0, 1)}
+    sizes |= {rng.randrange(0, 2**50) >> rng.randrange(0, 50) for _ in range(3000)}
+    for n in sorted(sizes):
+        assert db.execute(f"SELECT {_size_sql('?1')}", (n,)).fetchone()[0] == units.format_size(n), n
+    now = 1_700_000_000.25
+    ages = {-30.0, 0.0, 0.4, 59.999, 60.0, 61.0, 3599.9, 3600.0, 86399.0, 86400.0, 604800.0, 31535999.5,
+            31536000.0, 10 * 31536000.0}
+    ages |= {rng.uniform(0, 40 * 31536000) for _ in range(2000)}
+    age = _ago_sql("CAST(max(0, ?1 - ?2) AS INTEGER)")
+    for seconds in sorted(ages):
+        last_used = now - seconds
+        assert db.execute(f"SELECT {age}", (now, last_used)).fetchone()[0] == units.format_ago(now - last_used), seconds
+
+
+@pytest.mark.parametrize("sort", ["name", "size", "hits", "age"])
+def test_list_table_written_by_sqlite_is_the_table_python_would_print(store: Store, sort: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`kache list` streams lines SQLite pads (list_table): they must be the lines
+    echo_table would print for the same rows, in any script, at any width."""
+    from kache import units
+    from kache.cli.output import echo_table
+    from kache.store.entries import TABLE_HEADERS, list_table
+
+    now = time.time()
+    add_entry(store, "serde", blobs=[b"x" * 2048], hits=12345, last_used=now - 190)
+    add_entry(store, "proc-macro2", crate_types="proc-macro", created=now - 9 * 86400)
+    add_entry(store, "z\u00fcrich_\U0001f600", crate_types="rlib,cdylib,staticlib", profile="r\u00e9lease",
+              blobs=[b"y" * (3 << 20)], created=now - 400 * 86400, last_used=now + 50)
+    add_entry(store, "a_crate_name_longer_than_the_rest_of_them", blobs=[b"z" * 1023], hits=0)
+    table = list_table(store, sort, now=now)
+    assert table is not None
+    lines = list(table.lines)
+    expected = [(i.crate, ",".join(i.crate_types), i.profile, units.format_size(i.size), str(i.hits),
+                 units.format_ago(now - i.last_used), i.key[:12]) for i in list_entries(store, None, sort)]
+    echo_table(TABLE_HEADERS, expected)
+    head, *rows = capsys.readouterr().out.splitlines()
+    assert lines == rows and len(rows) == 4
+    assert table.widths == [max(len(h), *(len(r[n]) for r in expected)) for n, h in enumerate(TABLE_HEADERS[:6])]
+    assert table.entries == 4 and table.size == sum(i.size for i in list_entries(store))
+
+
+def test_list_table_widths_fit_the_widest_size_and_age_of_any_mix(store: Store) -> None:
+    """The size and age columns are measured from each unit's largest value alone: over
+    random mixes of sizes and ages, the widths are those of the widest texts."""
+    import random
+
+    from kache import units
+    from kache.store.entries import TABLE_HEADERS, list_table
+
+    rng = random.Random(5)
+    now = 1_800_000_000.5
+    keys = [add_entry(store, f"c{i}").key for i in range(60)]
+    for trial in range(25):
+        with store.db:
+            for key in keys:
+                size = rng.choice([rng.randrange(1024), rng.randrange(2**20), rng.randrange(2**45) >> rng.randrange(45)])
+                age = rng.choice([rng.uniform(0, 120), rng.uniform(0, 8e5), rng.uniform(0, 9e8), -5.0])
+                store.db.execute("UPDATE entries SET size = ?, last_used = ?, hits = ? WHERE key = ?",
+                                 (size, now - age, rng.randrange(10**rng.randrange(1, 7)), key))
+        rows = list_entries(store)
+        table = list_table(store, now=now)
+        assert table is not None
+        texts = [[units.format_size(i.size), str(i.hits), units.format_ago(now - i.last_used)] for i in rows]
+        expected = [max(len(TABLE_HEADERS[n]), *(len(t[c]) for t in texts)) for n, c in ((3, 0), (4, 1), (5, 2))]
+        assert [table.widths[3], table.widths[4], table.widths[5]] == expected, trial
+        assert len(list(table.lines)) == 60
+
+
+def test_list_table_reads_one_snapshot(store: Store) -> None:
+    """The count and widths are measured in the snapshot the lines are read from: an
+    entry recorded meanwhile is in neither."""
+    from kache.store.entries import list_table
+
+    add_entry(store, "short")
+    table = list_table(store)
+    assert table is not None
+    other = Store(store.root)
+    add_entry(other, "a_much_longer_crate_name_recorded_meanwhile")
+    other.close()
+    assert [line.split()[0] for line in table.lines] == ["short"]
+    assert table.entries == 1 and table.widths[0] == len("crate")
+    assert not store.db.in_transaction
+    empty = Store(str(Path(store.root).parent / "empty"))
+    assert list_table(empty) is None and list_table(None) is None
+    empty.close()
 
 
 def test_list_one_crate_in_detail(store: Store, capsys: pytest.CaptureFixture[str]) -> None:

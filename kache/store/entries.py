@@ -173,13 +173,14 @@ def list_table(store: Store | None, sort: str = "name", now: float | None = None
     columns = ["crate_name", "crate_types", "profile", _size_sql("size"), "hits", _ago_sql(age)]
     # A size's (an age's) text is longest at the largest size (age) of its unit, so the
     # widest of those few, formatted here, is the column's width: measuring makes no text
-    # per entry. The largest below each unit's upper bound covers every unit's largest.
+    # per entry. The largest below each unit's upper bound covers every unit's largest
+    # (``now - last_used < b`` is ``age < b`` for a whole b, without the CAST).
     size_bounds = [1024**k for k in range(1, len(units.SIZE_UNITS))]
     age_bounds = [seconds for seconds, _ in units.AGO_UNITS]
     aggregates = ["count(*)", "total(size)", "max(length(crate_name))", "max(length(crate_types))",
                   "max(length(profile))", "length(max(hits))", "max(size)",
                   *(f"max(CASE WHEN size < {b} THEN size END)" for b in size_bounds), "min(last_used)",
-                  *(f"min(CASE WHEN {age} < {b} THEN last_used END)" for b in age_bounds)]
+                  *(f"min(CASE WHEN ?1 - last_used < {b} THEN last_used END)" for b in age_bounds)]
     found: list[Any] = []  # entries, total size, widths
 
     def expression(query: Callable[..., list[Any]]) -> tuple[str, tuple[Any, ...]] | None:

@@ -110,7 +110,7 @@ def format_size(n: int | float) -> str:
     """``1536`` → ``"1.5 KiB"``; binary units, one decimal."""
     size = float(n)
     for unit in SIZE_UNITS:
-        if abs(size) < 1024 or unit == "TiB":
+        if abs(size) < 1024 or unit == SIZE_UNITS[-1]:
             return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")

@@ -160,8 +160,8 @@ def list_table(store: Store | None, sort: str = "name", now: float | None = None
     ``list_entries`` order; None when there are no entries.
 
     SQLite writes each line from the summary index, padded to widths it measured first
-    in the same snapshot: a table of 100,000 entries streams in ~0.3 s and ~25 MB, where
-    formatting rows in Python took ~0.8 s and ~110 MB. Sizes and ages are written as
+    in the same snapshot: a table of 100,000 entries streams in ~0.4 s and ~22 MB, where
+    formatting rows in Python took ~0.7 s and ~113 MB. Sizes and ages are written as
     ``units.format_size`` and ``units.format_ago`` write them (``_size_sql``, ``_ago_sql``).
     """
     if sort not in SORTS:

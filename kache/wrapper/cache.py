@@ -28,7 +28,7 @@ from kache import quickjson
 from kache._record import Record
 from kache.paths import Normalizer, find_target_dir
 from kache.store import events
-from kache.store.blobs import hash_file
+from kache.store.blobs import copy_file, hash_file
 from kache.store.index import DamagedBlob, Entry, Store
 from kache.wrapper import argv as argvmod
 from kache.wrapper import depinfo
@@ -286,9 +286,7 @@ def _place(blob: str, dst: str, *, executable: bool) -> None:
         except OSError:
             linked = False
     if not linked:
-        import shutil
-
-        shutil.copyfile(blob, tmp)
+        copy_file(blob, tmp)
         os.chmod(tmp, 0o755 if executable else 0o644)
     os.replace(tmp, dst)
 
@@ -579,8 +577,6 @@ def restore_incremental(c: Call, entry: Entry) -> bool:
     files = snap["files"]
     if c.store.files_problem(files) is not None:
         return False
-    import shutil
-
     umask = c.umask
     if umask is None:
         umask = os.umask(0o022)
@@ -600,7 +596,7 @@ def restore_incremental(c: Call, entry: Entry) -> bool:
             if os.sep in f["name"] or f["name"] in (".", ".."):
                 raise ValueError("not a session file name")
             dst = os.path.join(tmp, f["name"])
-            shutil.copyfile(c.store.blob_path(f["hash"]), dst)
+            copy_file(c.store.blob_path(f["hash"]), dst)
             os.chmod(dst, file_mode)
             st = os.stat(dst)
             rows.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, f["hash"]))
@@ -610,6 +606,8 @@ def restore_incremental(c: Call, entry: Entry) -> bool:
         os.chmod(lock, file_mode)
         os.rename(tmp, os.path.join(crate_dir, session))
     except (OSError, ValueError):
+        import shutil
+
         shutil.rmtree(tmp, ignore_errors=True)
         return False
     try:  # the next session hardlinks these copies: its snapshot need not hash them

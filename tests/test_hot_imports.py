@@ -50,6 +50,29 @@ def startup_modules() -> set[str]:
             if line.startswith("import time:") and "|" in line}
 
 
+def bare_paths() -> list[str]:
+    """kache's and the venv's import paths, for an interpreter run with ``-S``: no .pth
+    files (an editable install's finder imports functools, re and pathlib itself)."""
+    import site
+
+    import kache
+
+    return [str(Path(kache.__file__).resolve().parent.parent), *site.getsitepackages()]
+
+
+def bare_imported(args: list[str], recache: str, cwd: Path | None = None) -> set[str]:
+    """Every module (dotted names) ``kache …`` imports, run without .pth files, with
+    ``KACHE_RECACHE`` set to ``recache``."""
+    import os
+
+    launch = f"import sys; sys.path[:0] = {bare_paths()!r}; from kache.__main__ import main; sys.exit(main())"
+    out = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", launch, *args], capture_output=True,
+                         text=True, env={**os.environ, "KACHE_RECACHE": recache}, cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    return {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
 def test_version_probe_imports_nothing_heavy() -> None:
     rustc = shutil.which("rustc")
     assert rustc
@@ -122,25 +145,11 @@ def test_a_hit_imports_neither_functools_nor_collections(tmp_path: Path, clean_e
     ``collections`` (~4 ms together on every call). ``_sqlite3`` gets a stand-in
     ``lru_cache`` (``kache.store.index._import_sqlite``); no hot module imports
     ``collections.abc`` at run time."""
-    import site
-
-    import kache
-
-    paths = [str(Path(kache.__file__).resolve().parent.parent), *site.getsitepackages()]
-    launch = f"import sys; sys.path[:0] = {paths!r}; from kache.__main__ import main; sys.exit(main())"
-    import os
-
     args = one_file_lib(tmp_path, "bare")
-    seen = []
     # A call with new settings validates and memoises them (tomllib, typing: once per
     # identity, and KACHE_RECACHE is part of it); then a miss (KACHE_RECACHE compiles and
     # records again) and a hit, each with its settings memoised.
-    for recache in ("", "1", "1", ""):
-        out = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", launch, *args], capture_output=True,
-                             text=True, env={**os.environ, "KACHE_RECACHE": recache})
-        assert out.returncode == 0, out.stderr
-        seen.append({line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines()
-                     if line.startswith("import time:") and "|" in line})
+    seen = [bare_imported(args, recache) for recache in ("", "1", "1", "")]
     events = (clean_env / ".cache" / "kache" / "events.jsonl").read_text().splitlines()
     assert [json.loads(e)["outcome"] for e in events] == ["miss", "dup", "dup", "local_hit"]
     for names in seen[2:]:
@@ -150,14 +159,9 @@ def test_a_hit_imports_neither_functools_nor_collections(tmp_path: Path, clean_e
 def test_the_sqlite_stand_in_leaves_the_real_functools_to_later_imports(tmp_path: Path) -> None:
     """The statement cache built through the stand-in works (the same statement run again,
     many statements), and ``import functools`` afterwards is the real module."""
-    import site
-
-    import kache
-
-    paths = [str(Path(kache.__file__).resolve().parent.parent), *site.getsitepackages()]
     code = f"""
 import sys
-sys.path[:0] = {paths!r}
+sys.path[:0] = {bare_paths()!r}
 from kache.store.index import Store
 assert "functools" not in sys.modules
 store = Store({str(tmp_path / "store")!r})
@@ -178,12 +182,7 @@ def test_incremental_snapshot_and_restore_import_neither_shutil_nor_re(tmp_path:
     after `cargo clean` copies it back: both without ``shutil`` (which brings ``fnmatch``,
     ``re`` and ``enum``, ~10 ms a call). Run without .pth files, as the test above."""
     import os
-    import site
 
-    import kache
-
-    paths = [str(Path(kache.__file__).resolve().parent.parent), *site.getsitepackages()]
-    launch = f"import sys; sys.path[:0] = {paths!r}; from kache.__main__ import main; sys.exit(main())"
     incremental = tmp_path / "incremental"
     args = [*one_file_lib(tmp_path, "inc"), "-C", f"incremental={incremental}"]
     seen = []
@@ -196,12 +195,7 @@ def test_incremental_snapshot_and_restore_import_neither_shutil_nor_re(tmp_path:
         if step == "hit":  # cargo clean: outputs and sessions gone
             shutil.rmtree(tmp_path / "out")
             shutil.rmtree(incremental)
-        env = {**os.environ, "KACHE_RECACHE": recache}
-        out = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", launch, *args], capture_output=True,
-                             text=True, env=env, cwd=tmp_path)
-        assert out.returncode == 0, out.stderr
-        seen.append({line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines()
-                     if line.startswith("import time:") and "|" in line})
+        seen.append(bare_imported(args, recache, cwd=tmp_path))
     events = [json.loads(e) for e in (clean_env / ".cache" / "kache" / "events.jsonl").read_text().splitlines()]
     assert [e["outcome"] for e in events] == ["miss", "dup", "miss", "local_hit"]
     assert events[-1].get("incremental") == "restored"  # the session came back from the store

@@ -37,14 +37,16 @@ def _store_root(s: settings_mod.Settings) -> str:
 
 
 @contextmanager
-def _open_store(root: str, what: str) -> Iterator[Store | None]:
-    """The store at ``root``, or None when there is none yet (nothing is created)."""
+def _open_store(root: str, what: str, *, recover: bool = False) -> Iterator[Store | None]:
+    """The store at ``root``, or None when there is none yet (nothing is created).
+    ``recover``: an index that does not open as one is moved aside and a new one
+    started (``store.recovered`` says where it went), instead of an error."""
     if not os.path.exists(os.path.join(root, "index.db")):
         yield None
         return
     from kache.store.index import is_damage
 
-    store = Store(root, create=False)
+    store = Store(root, create=recover)
     try:
         try:
             store.db  # noqa: B018 - open now, so a broken index is reported as such
@@ -234,21 +236,20 @@ def gc(max_age: str | None, as_json: bool) -> None:
     Example:
       kache gc --max-age 30d
     """
-    from kache.store.gc import TARGET_FRACTION, GcReport, cleans_incremental
-    from kache.store.gc import gc as collect
+    from kache.store.gc import TARGET_FRACTION, GcReport, checked_gc, cleans_incremental
 
     age = _duration(max_age, "--max-age")
     s = _settings()
     max_bytes = int(s.get("cache.local_max_size"))
     clean_incremental = cleans_incremental(s)
     root = _store_root(s)
-    with _open_store(root, "garbage collection") as store:
+    with _open_store(root, "garbage collection", recover=True) as store:
         if store is None:
             report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=0)
         else:
-            if store.recover_if_corrupt():
+            report, moved = checked_gc(store, max_bytes, max_age=age, clean_incremental=clean_incremental)
+            if moved or store.recovered:  # damaged inside, or so that it did not open
                 warn(f"the cache index was damaged; moved it aside to {store.recovered} and started a new one")
-            report = collect(store, max_bytes, max_age=age, clean_incremental=clean_incremental)
     if as_json:
         echo_json(report.to_json())
         return

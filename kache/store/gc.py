@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from kache.store.index import PIN_SECS, Store
 if TYPE_CHECKING:
     from kache.settings import Settings
 
-__all__ = ["GcReport", "gc", "purge", "TARGET_FRACTION", "ORPHAN_AGE_SECS", "TEMP_AGE_SECS", "STAMP_AGE_SECS"]
+__all__ = ["GcReport", "gc", "checked_gc", "purge", "INDEX_CHECK_SECS", "TARGET_FRACTION", "ORPHAN_AGE_SECS", "TEMP_AGE_SECS", "STAMP_AGE_SECS"]
 
 # Evict down to this fraction of the limit.
 TARGET_FRACTION = 0.9
@@ -40,6 +41,10 @@ TEMP_AGE_SECS = 3600.0
 # price is one re-validation or one repeated warning.
 STAMP_AGE_SECS = 7 * 86400.0
 STAMP_DIRS = frozenset({"settings-ok", "warned", "settings", "units"})
+# `kache gc` has SQLite check the index file itself (``PRAGMA quick_check`` reads every
+# page: ~0.25 s at 100,000 entries, seconds from a cold disk) at most this often; in
+# between, a query of gc's that finds the index damaged leads to the same check.
+INDEX_CHECK_SECS = 86400.0
 # Keys deleted per write transaction: at first BATCH, then as many as fit in about
 # LOCK_SECS (up to MAX_BATCH), so builds never wait long for the lock.
 BATCH = 256
@@ -71,6 +76,8 @@ class GcReport:
     damaged_blobs: int = 0
     memo_rows_removed: int = 0
     """Memo rows (file hashes, incremental session files) of files and dirs that are gone."""
+    index_checked: float | None = None
+    """When SQLite last found the index file sound (Unix time; this run or an earlier one)."""
 
     @property
     def entries_evicted(self) -> int:
@@ -100,6 +107,7 @@ class GcReport:
             "target_bytes": self.target_bytes,
             "before_bytes": self.before_bytes,
             "after_bytes": self.after_bytes,
+            "index_checked": self.index_checked,
         }
 
 
@@ -306,18 +314,63 @@ def clean_incremental_dirs(store: Store, now: float | None = None) -> tuple[int,
     return count, freed
 
 
-def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental: bool,
-       now: float | None = None) -> GcReport:
-    """Evict, then sweep: see the module docstring. ``max_age`` in seconds (None: no age
-    limit); ``now`` is for tests."""
+def checked_gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental: bool,
+               now: float | None = None) -> tuple[GcReport, str | None]:
+    """``kache gc``: :func:`gc`, with the index file checked first when its last check is
+    ``INDEX_CHECK_SECS`` old, and whenever one of gc's queries finds it damaged. A
+    damaged index is moved aside and a new one started (then gc runs on that). Returns
+    the report and where the index was moved (None: it was not)."""
+    from kache.store.index import StoreError, is_damage
+
     now = time.time() if now is None else now
+    checked = last_index_check(store.root)
+    moved = None
+    if checked is None or not 0 <= now - checked < INDEX_CHECK_SECS:
+        if store.recover_if_corrupt():
+            moved = store.recovered
+        checked = now
+    try:
+        report = gc(store, max_bytes, max_age=max_age, clean_incremental=clean_incremental, now=now,
+                    index_checked=checked)
+    except (StoreError, sqlite3.DatabaseError) as e:
+        if not is_damage(e) or not store.recover_if_corrupt():
+            raise
+        moved = store.recovered
+        report = gc(store, max_bytes, max_age=max_age, clean_incremental=clean_incremental, now=now,
+                    index_checked=now)
+    return report, moved
+
+
+def last_index_check(root: str) -> float | None:
+    """When `kache gc` last found the index sound, from its last report (None: unknown)."""
+    import json
+
+    try:
+        with open(os.path.join(root, "tmp", "gc-last.json"), encoding="utf-8") as f:
+            checked = json.load(f).get("index_checked")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(checked) if isinstance(checked, (int, float)) and not isinstance(checked, bool) else None
+
+
+def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental: bool,
+       now: float | None = None, index_checked: float | None = None) -> GcReport:
+    """Evict, then sweep: see the module docstring. ``max_age`` in seconds (None: no age
+    limit); ``now`` is for tests. ``index_checked``: when the caller last found the
+    index file sound (else the last report's time is kept)."""
+    now = time.time() if now is None else now
+    if index_checked is None:
+        index_checked = last_index_check(store.root)
     # Repair first: entries whose blobs are missing or damaged go (a stat per blob; a
     # blob whose stamp changed is re-hashed), so eviction plans on what is really there.
-    broken, damaged = store.repair()
+    # One read of the referenced blobs serves repair, the physical size and the orphan
+    # sweep (each a scan of entry_blobs: ~0.05 s per 100,000 entries).
+    sizes = store.blob_sizes()
+    broken, damaged = store.repair(sizes=sizes)
     store.clamp_future(now)
-    before = store.totals()["physical_bytes"]
+    before = store.totals()["physical_bytes"] if broken or damaged else sum(sizes.values())
     report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=before,
-                      broken_removed=broken, damaged_blobs=damaged)
+                      broken_removed=broken, damaged_blobs=damaged, index_checked=index_checked)
     by_age, by_size, report.pinned, age_cutoff, pin_cutoff = _plan(store, max_bytes, max_age, now, before)
     n, freed = _evict(store, by_age, age_cutoff)
     report.evicted["max-age"] = n
@@ -326,9 +379,10 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     report.evicted["size"] = n
     report.evicted_bytes += freed
     # Unreferenced blobs may be puts whose entry is about to be recorded: only old ones go,
-    # and each is re-checked under the write lock.
+    # and each is re-checked under the write lock. (``sizes`` may still name blobs of
+    # entries removed since: those are deleted with their last entry, or left for later.)
     report.orphans_removed, report.orphan_bytes = store.remove_orphans(
-        store.orphan_blobs(), older_than=ORPHAN_AGE_SECS, now=now)
+        store.orphan_blobs(used=sizes), older_than=ORPHAN_AGE_SECS, now=now)
     report.temp_removed, report.temp_bytes = clean_tmp(store.root, now)
     n, size = clean_moved_aside(store.root, now)
     report.temp_removed += n
@@ -336,7 +390,10 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     if clean_incremental:
         report.incremental_removed, report.incremental_bytes = clean_incremental_dirs(store, now)
     report.memo_rows_removed = store.forget_vanished_memos()
-    report.after_bytes = store.totals()["physical_bytes"]
+    # Orphans, temp files and memo rows are outside the physical size: it moved only if
+    # entries went (or a build recorded one meanwhile, which the next gc counts).
+    removed = report.entries_evicted or broken or damaged
+    report.after_bytes = store.totals()["physical_bytes"] if removed else before
     _remember(store.root, report, now)
     return report
 

@@ -94,7 +94,7 @@ from kache._record import Record
 from kache.store import blobs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Container, Iterable, Iterator
     from typing import Any
 
 __all__ = ["Store", "Entry", "StoreError", "DamagedBlob", "SCHEMA_VERSION", "is_damage", "index_is_sound"]
@@ -676,10 +676,16 @@ class Store:
             self.remove_unused(keys)
         return keys
 
-    def damaged_blobs(self, *, rehash: bool = False) -> dict[str, str]:
+    def blob_sizes(self) -> dict[str, int]:
+        """Every blob an entry references, with its size: the physical total is their sum."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT hash, MAX(size) FROM entry_blobs GROUP BY hash")}
+
+    def damaged_blobs(self, *, rehash: bool = False, sizes: dict[str, int] | None = None) -> dict[str, str]:
         """Every referenced blob that is missing, has the wrong size, or (when its stamp
-        changed, or with ``rehash`` always) no longer matches its hash: hash → problem."""
-        sizes = {r[0]: r[1] for r in self.db.execute("SELECT hash, MAX(size) FROM entry_blobs GROUP BY hash")}
+        changed, or with ``rehash`` always) no longer matches its hash: hash → problem.
+        ``sizes``: :meth:`blob_sizes`, when the caller has read it already."""
+        if sizes is None:
+            sizes = self.blob_sizes()
         stamps = self.blob_stamps(sizes)
         out = {}
         for digest, size in sizes.items():
@@ -688,11 +694,12 @@ class Store:
                 out[digest] = problem
         return out
 
-    def repair(self, *, rehash: bool = False) -> tuple[int, int]:
+    def repair(self, *, rehash: bool = False, sizes: dict[str, int] | None = None) -> tuple[int, int]:
         """Remove damaged blobs and the entries that use them; stamp the blobs found
         intact (so the next check is a ``stat`` each). ``rehash`` re-hashes every blob,
-        not only those whose stamp changed. Returns (entries, blobs) removed."""
-        damaged = self.damaged_blobs(rehash=rehash)
+        not only those whose stamp changed; ``sizes`` as for :meth:`damaged_blobs`.
+        Returns (entries, blobs) removed."""
+        damaged = self.damaged_blobs(rehash=rehash, sizes=sizes)
         entries = 0
         for digest in damaged:
             entries += len(self.drop_damaged(digest))
@@ -767,9 +774,12 @@ class Store:
             problems.append(f"{len(orphans)} orphan blob(s) no entry uses")
         return problems
 
-    def orphan_blobs(self, older_than: float = 0.0) -> list[str]:
-        """Blob files that no entry references (older than ``older_than`` seconds)."""
-        used = {r[0] for r in self.db.execute("SELECT DISTINCT hash FROM entry_blobs")}
+    def orphan_blobs(self, older_than: float = 0.0, *, used: Container[str] | None = None) -> list[str]:
+        """Blob files that no entry references (older than ``older_than`` seconds).
+        ``used``: the referenced blobs, when the caller has read them already (read
+        earlier, it can only hold more: fewer files are reported)."""
+        if used is None:
+            used = {r[0] for r in self.db.execute("SELECT DISTINCT hash FROM entry_blobs")}
         out = []
         now = time.time()
         store = os.path.join(self.root, "store")

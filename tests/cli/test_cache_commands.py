@@ -378,6 +378,35 @@ def test_gc_uses_the_size_setting(store: Store, monkeypatch: pytest.MonkeyPatch,
     assert "store: 2.0 KiB -> 1000 B" in out
 
 
+@pytest.mark.parametrize("damage", ["garbage", "torn"])
+def test_gc_moves_a_damaged_index_aside_and_collects_on_a_new_one(
+        store: Store, damage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the error of every other command advises for a damaged index: `kache gc`
+    moves it aside (whether it no longer opens, or opens with its tables garbage) and
+    starts a new one, with a warning naming where the old one went."""
+    add_entry(store, "serde", blobs=[b"s" * 100])
+    store.close()
+    index = Path(store.root) / "index.db"
+    conn = sqlite3.connect(index)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    keep = 4096 if damage == "torn" else 0
+    with open(index, "r+b") as f:
+        f.seek(keep)
+        f.write(b"\x5a" * (index.stat().st_size - keep))
+    assert main(["list"]) == 1
+    assert "`kache gc` or `kache doctor --fix` moves it aside" in capsys.readouterr().err
+    assert main(["gc", "--json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["entries_evicted"] == 0 and doc["after_bytes"] == 0
+    [aside] = Path(store.root).glob("index.db.corrupt-*")
+    assert f"moved it aside to {aside} and started a new one" in err
+    assert run_json(capsys, "list", "--json") == []
+    assert run(capsys, "gc").startswith("evicted 0 entries")
+    assert "moved it aside" not in capsys.readouterr().err
+
+
 def test_gc_without_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("KACHE_CACHE_DIR", str(tmp_path / "none"))

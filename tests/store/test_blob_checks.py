@@ -67,6 +67,7 @@ def test_repair_and_gc_remove_damaged_blobs_and_their_entries_only(tmp_path: Pat
     report = gc(store, 1 << 30, max_age=None, clean_incremental=False)
     assert (report.broken_removed, report.damaged_blobs) == (2, 1)
     assert {x.key for x in store.entries()} == {c.key}
+    assert report.before_bytes == report.after_bytes == c.size  # measured after the repair
     assert not os.path.exists(store.blob_path(a.meta["files"][0]["hash"]))
     assert not os.path.exists(store.blob_path(a.meta["files"][1]["hash"]))  # unused now
     assert store.check() == [] and b.key not in {x.key for x in store.entries()}

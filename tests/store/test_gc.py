@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kache.store.gc import gc, purge
-from kache.store.index import PIN_SECS, Store
+from kache.store.gc import INDEX_CHECK_SECS, checked_gc, gc, last_index_check, purge
+from kache.store.index import PIN_SECS, Store, index_is_sound
 from tests.synthetic import add_entry
 
 KB = 1000
@@ -259,3 +260,99 @@ def test_purge_one_crate_with_dash_or_underscore(store: Store) -> None:
     assert store.check() == []
     assert purge(store, "proc_macro2") == (0, 0)
     assert purge(store, "quote") == (1, KB + len(b"shared"))
+
+
+# --------------------------------------------------------------------------- the index file's check
+
+
+def _damage_pages_of(store: Store, *tables: str) -> None:
+    """Overwrite every page of ``tables`` (b-trees, their indexes included) with random
+    bytes, leaving the rest of index.db whole: damage only a query of those tables, or
+    SQLite's own check, meets. Closes the store first (its WAL checkpointed)."""
+    import sqlite3
+
+    store.close()
+    path = os.path.join(store.root, "index.db")
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            pages = [r[0] for r in db.execute(
+                f"SELECT pageno FROM dbstat WHERE name IN ({','.join('?' * len(tables))})", tables)]
+        except sqlite3.OperationalError:
+            pytest.skip("this SQLite has no dbstat table to find a table's pages")
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        db.close()
+    assert pages
+    with open(path, "r+b") as f:
+        for page in pages:
+            f.seek((page - 1) * page_size)
+            f.write(os.urandom(page_size))
+
+
+def _last_check(store: Store, when: float | None) -> None:
+    """Pretend the last `kache gc` found the index sound at ``when`` (None: no report)."""
+    report = Path(store.root) / "tmp" / "gc-last.json"
+    if when is None:
+        report.unlink(missing_ok=True)
+    else:
+        report.write_text(json.dumps({"finished": when, "index_checked": when}))
+
+
+@pytest.mark.parametrize("last", [None, -2 * 86400, -INDEX_CHECK_SECS, 3 * 3600])
+def test_damage_gc_reads_past_is_found_by_the_index_check_when_one_is_due(store: Store, last: float | None) -> None:
+    """The manifests table torn (gc never reads it while it evicts nothing): `kache gc`
+    finds it when no check is known, when the last is a day old or more, or when the
+    last is in the future (a clock set back); it moves the index aside and collects on
+    a new one, which it records as checked now."""
+    now = time.time()
+    _ten_entries(store, now)
+    _last_check(store, None if last is None else now + last)
+    _damage_pages_of(store, "manifests", "manifests_key")
+    report, moved = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    assert moved is not None and os.path.exists(moved) and moved.startswith(os.path.join(store.root, "index.db.corrupt-"))
+    assert report.index_checked == now
+    assert _keys(store) == set() and report.before_bytes == report.after_bytes == 0
+    assert index_is_sound(os.path.join(store.root, "index.db"))
+    assert json.loads((Path(store.root) / "tmp" / "gc-last.json").read_text())["index_checked"] == now
+
+
+def test_between_checks_gc_does_not_read_the_whole_index(store: Store) -> None:
+    """Checked an hour ago: gc neither checks again nor reads the torn manifests, and
+    keeps the last check's time; the day after, it finds the damage."""
+    now = time.time()
+    keys = _ten_entries(store, now)
+    _last_check(store, now - 3600)
+    _damage_pages_of(store, "manifests", "manifests_key")
+    report, moved = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    assert moved is None and _keys(store) == set(keys)
+    assert report.index_checked == now - 3600 and report.before_bytes == report.after_bytes == 10 * KB
+    report, moved = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now + 86400)
+    assert moved is not None and report.index_checked == now + 86400
+
+
+def test_gc_that_meets_a_damaged_index_between_checks_moves_it_aside(store: Store) -> None:
+    """The blob references torn an hour after a check: gc's first query finds them
+    malformed, and gc checks, moves the index aside and collects on a new one instead
+    of failing."""
+    now = time.time()
+    _ten_entries(store, now)
+    _last_check(store, now - 3600)
+    _damage_pages_of(store, "entry_blobs", "entry_blobs_hash_size")
+    report, moved = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    assert moved is not None and os.path.exists(moved)
+    assert report.index_checked == now and _keys(store) == set()
+    assert index_is_sound(os.path.join(store.root, "index.db"))
+
+
+def test_a_gc_without_a_check_keeps_the_last_checks_time(store: Store) -> None:
+    """The daemon's gc (plain ``gc``) does not check the index: its report carries the
+    time of the last check forward, so it neither hides a due check nor causes one."""
+    now = time.time()
+    _ten_entries(store, now)
+    _last_check(store, now - 5000)
+    assert gc(store, 10**9, max_age=None, clean_incremental=False, now=now).index_checked == now - 5000
+    assert last_index_check(store.root) == now - 5000
+    _last_check(store, None)
+    assert gc(store, 10**9, max_age=None, clean_incremental=False, now=now).index_checked is None

@@ -9,8 +9,8 @@ event log, the second only what was appended since: nothing), `kache gc` under t
 limit (nothing to evict) when its daily check of the index file is due and when it is
 not, and `kache gc` just over it (evicts the least recently used ~10 %). Each command
 but the evicting gc runs `--repeat` times (3) and the median is reported (the first
-`stats` without its kept fold each time, the checking gc without its last report). Prints a table and
-writes JSON.
+`stats` without its kept fold each time, the checking gc without its last report).
+Prints a table and writes JSON.
 
     python3 benchmarks/scale.py --sizes 1000 10000 100000 --json benchmarks/results/scale.json
 

@@ -29,7 +29,8 @@ from kache.store.index import PIN_SECS, Store
 if TYPE_CHECKING:
     from kache.settings import Settings
 
-__all__ = ["GcReport", "gc", "checked_gc", "purge", "INDEX_CHECK_SECS", "TARGET_FRACTION", "ORPHAN_AGE_SECS", "TEMP_AGE_SECS", "STAMP_AGE_SECS"]
+__all__ = ["GcReport", "gc", "checked_gc", "purge", "INDEX_CHECK_SECS", "TARGET_FRACTION", "ORPHAN_AGE_SECS",
+           "TEMP_AGE_SECS", "STAMP_AGE_SECS"]
 
 # Evict down to this fraction of the limit.
 TARGET_FRACTION = 0.9

@@ -776,8 +776,9 @@ class Store:
 
     def orphan_blobs(self, older_than: float = 0.0, *, used: Container[str] | None = None) -> list[str]:
         """Blob files that no entry references (older than ``older_than`` seconds).
-        ``used``: the referenced blobs, when the caller has read them already (read
-        earlier, it can only hold more: fewer files are reported)."""
+        ``used``: the referenced blobs, when the caller has read them already (a set read
+        earlier misses blobs recorded since: ``remove_orphans`` re-checks each under the
+        write lock)."""
         if used is None:
             used = {r[0] for r in self.db.execute("SELECT DISTINCT hash FROM entry_blobs")}
         out = []

@@ -226,7 +226,9 @@ def why_miss(crate: str, as_json: bool) -> None:
 def gc(max_age: str | None, as_json: bool) -> None:
     """Repair, evict least recently used entries down to local_max_size; remove orphans.
 
-    Entries whose blobs are missing, truncated or altered are removed first.
+    Entries whose blobs are missing, truncated or altered are removed first. A damaged
+    index is moved aside and a new one started: SQLite checks the whole file once a day,
+    and whenever gc's own reads find it damaged.
 
     Over the limit, entries are evicted until the store is at 90% of it; entries used in
     the last two minutes are kept. Also removes blobs no entry uses, stale temp files and,

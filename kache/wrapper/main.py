@@ -147,20 +147,21 @@ def _hit_event(c: cache.Call, started: float, outcome: str, entry: Entry, size: 
 
 
 def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str,
-              started: float, umask: int | None = None) -> tuple[str, str] | None:
+              started: float, umask: int | None = None, *, store: Store | None = None) -> tuple[str, str] | None:
     """A plain local hit served whole, for the daemon (op ``hit``, sent by
     :mod:`kache.wrapper.daemon_hit`): the outputs restored into the caller's target dir,
     the entry touched, the event written (``via: daemon``), files it creates given the
     modes the caller's ``umask`` gives (the daemon runs under 077); returns rustc's messages for
     the caller to print. None for anything else (a miss, a passthrough, a setting or a
     problem the wrapper must see and report itself): the wrapper then takes its own path,
-    which looks up again. Never raises.
+    which looks up again. Never raises. ``store``: an open store of ``store_root`` to
+    use and leave open (the daemon keeps a few); it is closed after an error.
     """
     from kache.settings import load_checked
 
     if not argv or not os.path.isabs(argv[0]) or any(a.startswith("@") for a in argv):
         return None  # a relative compiler or an @argfile would be read relative to the caller
-    store = None
+    own = store is None
     try:
         call = argvmod.parse(argv)
         settings = load_checked(env)
@@ -170,7 +171,8 @@ def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str
             return None  # the wrapper removes stale state first
         if argvmod.passthrough_reason(call, bool(settings["cache.cache_executables"])) is not None:
             return None
-        store = Store(store_root, create=False)
+        if store is None:
+            store = Store(store_root, create=False)
         c = _prepare(call, argv, store, env, settings, cwd)
         c.umask = umask
         found = _restore_hit(c)
@@ -182,9 +184,11 @@ def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str
         _hit_event(c, started, "local_hit", entry, size, snapshot, via="daemon")
         return cache.replay_texts(c, entry.meta)
     except Exception:  # noqa: BLE001 - the wrapper's own path decides and reports
+        if store is not None:
+            store.close()  # a connection that failed is not used again (a kept one reopens)
         return None
     finally:
-        if store is not None:
+        if own and store is not None:
             store.close()
 
 

@@ -402,3 +402,46 @@ def test_hit_requests_are_checked_and_answer_no_for_what_they_cannot_serve(start
             {"why": "another store"} if "store" in extra else {})}, reply
     assert not (tmp_path / "out").exists()  # nothing was compiled or restored
     assert d.status()["hits_served"] == 0
+
+
+# --------------------------------------------------------------------------- kept index connections
+
+
+def test_hits_reuse_a_kept_connection_until_the_index_file_is_replaced(store_root: Path) -> None:
+    """The stores that serve hits stay open between requests, one per request at a time;
+    one whose index file was moved aside since (recovery from damage) is closed, not
+    used, and so is one a failed request closed."""
+    from kache.daemon.server import _HitStores
+    from kache.store.index import Store
+
+    def new_index() -> None:
+        s = Store(str(store_root))
+        s.db  # noqa: B018 - created on first use
+        s.close()
+
+    new_index()  # an index in place
+    stores = _HitStores(str(store_root), keep=2)
+    first, inode = stores.take()
+    first.db  # noqa: B018 - a request opens it
+    stores.give(first, inode)
+    again, inode = stores.take()
+    assert again is first and again._db is not None  # the same open connection
+    second, inode2 = stores.take()
+    assert second is not first  # taken while the first is in use: its own
+    second.db  # noqa: B018
+    stores.give(again, inode)
+    stores.give(second, inode2)
+
+    index = store_root / "index.db"
+    for suffix in ("", "-wal", "-shm"):  # moved aside, as Store._move_aside does
+        if Path(f"{index}{suffix}").exists():
+            os.replace(f"{index}{suffix}", f"{index}.corrupt-1{suffix}")
+    new_index()  # and a new one started
+    fresh, inode = stores.take()
+    assert fresh is not first and fresh is not second
+    assert first._db is None and second._db is None  # both were to the old file: closed
+    assert fresh.db.execute("PRAGMA user_version").fetchone()[0] > 0
+    fresh.close()  # a request that failed closes it
+    stores.give(fresh, inode)
+    assert stores.take()[0] is not fresh
+    stores.close()

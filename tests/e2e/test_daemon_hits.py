@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,39 @@ def test_daemon_hits_off_and_misses_take_the_wrappers_path(daemon_ws: Workspace)
     ws.build()
     evs = outcomes(ws.take_events())
     assert evs["kc_util"] == "miss", evs
+    ws.verify_app()
+    # The daemon's kept connections see the entry that wrapper recorded meanwhile.
+    ws.clean()
+    ws.build()
+    evs = {e["crate"]: e for e in ws.take_events()}
+    assert evs["kc_util"]["outcome"] == "local_hit" and evs["kc_util"].get("via") == "daemon", evs["kc_util"]
+    ws.verify_app()
+
+
+def test_an_index_moved_aside_is_never_served_from_the_daemons_kept_connections(daemon_ws: Workspace) -> None:
+    """The daemon keeps its index connections open between hits. When the index is moved
+    aside (as after damage) and a new one started, the next clean build is not served
+    from the old file through a kept connection: every unit compiles and is recorded
+    anew, and the build after that is served by the daemon from the new index."""
+    ws = daemon_ws
+    ws.clean()
+    ws.take_events()
+    ws.build()  # the daemon now holds open connections to this index
+    evs = [e for e in ws.take_events() if e["crate"] in CACHEABLE_CRATES]
+    assert evs and all(e.get("via") == "daemon" for e in evs), evs
+    index = ws.store / "index.db"
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{index}{suffix}").exists():
+            os.replace(f"{index}{suffix}", f"{index}.corrupt-1{suffix}")
+    ws.clean()
+    ws.build()
+    evs = outcomes(ws.take_events())
+    assert all(evs[c] in ("miss", "dup") for c in CACHEABLE_CRATES), evs
+    ws.verify_app()
+    ws.clean()
+    ws.build()
+    evs = [e for e in ws.take_events() if e["crate"] in CACHEABLE_CRATES]
+    assert evs and all(e["outcome"] == "local_hit" and e.get("via") == "daemon" for e in evs), evs
     ws.verify_app()
 
 

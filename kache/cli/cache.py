@@ -249,8 +249,8 @@ def gc(max_age: str | None, as_json: bool) -> None:
         if store is None:
             report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=0)
         else:
-            report, moved = checked_gc(store, max_bytes, max_age=age, clean_incremental=clean_incremental)
-            if moved or store.recovered:  # damaged inside, or so that it did not open
+            report = checked_gc(store, max_bytes, max_age=age, clean_incremental=clean_incremental)
+            if store.recovered:  # damaged so that it did not open, or inside
                 warn(f"the cache index was damaged; moved it aside to {store.recovered} and started a new one")
     if as_json:
         echo_json(report.to_json())

@@ -316,19 +316,17 @@ def clean_incremental_dirs(store: Store, now: float | None = None) -> tuple[int,
 
 
 def checked_gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental: bool,
-               now: float | None = None) -> tuple[GcReport, str | None]:
+               now: float | None = None) -> GcReport:
     """``kache gc``: :func:`gc`, with the index file checked first when its last check is
     ``INDEX_CHECK_SECS`` old, and whenever one of gc's queries finds it damaged. A
-    damaged index is moved aside and a new one started (then gc runs on that). Returns
-    the report and where the index was moved (None: it was not)."""
+    damaged index is moved aside and a new one started (then gc runs on that), and
+    ``store.recovered`` says where it went."""
     from kache.store.index import StoreError, is_damage
 
     now = time.time() if now is None else now
     checked = last_index_check(store.root)
-    moved = None
     if checked is None or not 0 <= now - checked < INDEX_CHECK_SECS:
-        if store.recover_if_corrupt():
-            moved = store.recovered
+        store.recover_if_corrupt()
         checked = now
     try:
         report = gc(store, max_bytes, max_age=max_age, clean_incremental=clean_incremental, now=now,
@@ -336,10 +334,9 @@ def checked_gc(store: Store, max_bytes: int, *, max_age: float | None, clean_inc
     except (StoreError, sqlite3.DatabaseError) as e:
         if not is_damage(e) or not store.recover_if_corrupt():
             raise
-        moved = store.recovered
         report = gc(store, max_bytes, max_age=max_age, clean_incremental=clean_incremental, now=now,
                     index_checked=now)
-    return report, moved
+    return report
 
 
 def last_index_check(root: str) -> float | None:

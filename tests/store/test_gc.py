@@ -310,7 +310,8 @@ def test_damage_gc_reads_past_is_found_by_the_index_check_when_one_is_due(store:
     _ten_entries(store, now)
     _last_check(store, None if last is None else now + last)
     _damage_pages_of(store, "manifests", "manifests_key")
-    report, moved = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    report = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    moved = store.recovered
     assert moved is not None and os.path.exists(moved) and moved.startswith(os.path.join(store.root, "index.db.corrupt-"))
     assert report.index_checked == now
     assert _keys(store) == set() and report.before_bytes == report.after_bytes == 0
@@ -325,10 +326,12 @@ def test_between_checks_gc_does_not_read_the_whole_index(store: Store) -> None:
     keys = _ten_entries(store, now)
     _last_check(store, now - 3600)
     _damage_pages_of(store, "manifests", "manifests_key")
-    report, moved = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    report = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    moved = store.recovered
     assert moved is None and _keys(store) == set(keys)
     assert report.index_checked == now - 3600 and report.before_bytes == report.after_bytes == 10 * KB
-    report, moved = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now + 86400)
+    report = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now + 86400)
+    moved = store.recovered
     assert moved is not None and report.index_checked == now + 86400
 
 
@@ -340,7 +343,8 @@ def test_gc_that_meets_a_damaged_index_between_checks_moves_it_aside(store: Stor
     _ten_entries(store, now)
     _last_check(store, now - 3600)
     _damage_pages_of(store, "entry_blobs", "entry_blobs_hash_size")
-    report, moved = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    report = checked_gc(store, 10**9, max_age=None, clean_incremental=False, now=now)
+    moved = store.recovered
     assert moved is not None and os.path.exists(moved)
     assert report.index_checked == now and _keys(store) == set()
     assert index_is_sound(os.path.join(store.root, "index.db"))

@@ -226,6 +226,31 @@ def check_disk(root: str, max_bytes: int) -> Check:
                  f"{units.format_size(max_bytes)}")
 
 
+def check_native_client(env: Mapping[str, str], root: str) -> Check | None:
+    """When cargo's wrapper is the native client: does it ask this store's daemon, and can
+    it run the kache it hands the rest to?"""
+    from kache.daemon.protocol import SOCKET_NAME
+    from kache.native import OUTPUT_NAME, client_info
+
+    value, where = effective_wrapper(env, os.getcwd())
+    if not value or not os.path.basename(value).startswith(OUTPUT_NAME):
+        return None
+    path = os.path.expanduser(value)
+    info = client_info(path)
+    if info is None:
+        return Check("native client", WARN, f"{path} (from {where}) does not say what it was built with",
+                     "`kache daemon client` builds it again")
+    kache, socket = info["kache"], info["socket"]
+    if not (os.path.isfile(kache) and os.access(kache, os.X_OK)):
+        return Check("native client", FAIL, f"{path} hands what the daemon does not serve to {kache}, which is not "
+                     "there: those calls run rustc without the cache", "`kache daemon client` builds it again")
+    wanted = os.path.join(root, SOCKET_NAME)
+    if socket != wanted:
+        return Check("native client", WARN, f"{path} asks the daemon at {socket}, but the store is {root}: it hands "
+                     "every call to kache (slower, still right)", "`kache daemon client` builds it for this store")
+    return Check("native client", OK, f"{path} asks the daemon at {socket}, else runs {kache}")
+
+
 def check_daemon(root: str, remote_configured: bool) -> Check:
     try:
         from kache.daemon import client
@@ -312,6 +337,9 @@ def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) ->
     checks.append(check_index(root, verify=verify))
     checks.append(check_disk(root, max_bytes))
     checks.append(check_daemon(root, bool(settings["cache.remote.bucket"])))
+    native = check_native_client(env, os.path.abspath(root))
+    if native is not None:
+        checks.append(native)
     remote = check_remote(settings)
     if remote is not None:
         checks.append(remote)

@@ -56,7 +56,7 @@ anything that changes the meaning of an existing field bumps ``VERSION``.
     is an absolute path), at most once per root every 10 minutes. → ``{"ok": true,
     "started": bool}`` at once, with ``"reason"`` when nothing was started.
 
-``hit`` ``{argv, cwd, env, store, started?, umask?}``
+``hit`` ``{argv, cwd, env, store, started?, client_ms?, umask?}``
     Serve a wrapped rustc call from the local store, as the wrapper would: ``argv`` is
     ``[compiler, args...]``, ``cwd`` the caller's absolute working directory, ``env`` its
     whole environment, ``store`` the local store it uses (the daemon answers only for its
@@ -64,8 +64,14 @@ anything that changes the meaning of an existing field bumps ``VERSION``.
     its umask, for the modes of the files the daemon creates (default 022). On a plain
     local hit the daemon restores the outputs, records the hit and replies ``{"ok": true,
     "hit": true, "stdout": "...", "stderr": "..."}`` (rustc's recorded messages, for the
-    caller to print); anything else is ``{"ok": true, "hit": false}`` and the caller
-    handles the call itself.
+    caller to print); anything else is ``{"ok": true, "hit": false}`` (with ``why`` when
+    the store, the settings or ``cache.daemon_hits`` ruled it out) and the caller
+    handles the call itself. A client that knows no settings (the native client,
+    ``kache daemon client``) sends ``store: null``: the daemon reads the settings that
+    ``env`` gives and declines (``why``: ``"another store"``, ``"daemon hits are off"``,
+    ``"invalid settings"``) unless their ``cache.local_store`` is its own store and
+    ``cache.daemon_hits`` is on. Such a client may send
+    ``client_ms`` (the milliseconds it ran before sending) instead of ``started``.
 ``stop``
     → ``{"ok": true, "stopping": true, "pid": n}``, then the daemon finishes the replies under
     way, stops taking jobs (pending intents stay on disk), removes the socket and the
@@ -80,7 +86,9 @@ Keys and crate names are checked at this boundary: keys are 16–128 lowercase h
 digits, crate names ASCII letters, digits, ``_`` and ``-`` (at most 128).
 
 History: 1 — first version; ``hit`` (and ``hits_served`` in ``status``) added later,
-compatibly (older daemons refuse the op as unknown, which the wrapper treats as a miss).
+compatibly (older daemons refuse the op as unknown, which the wrapper treats as a miss);
+``store: null``, ``client_ms`` and ``why`` later still (an older daemon answers
+``"another store"`` to a null store, which sends the native client to kache).
 """
 
 from __future__ import annotations

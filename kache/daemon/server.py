@@ -773,10 +773,28 @@ class Daemon:
             raise ProtocolError("invalid request: env: expected an object of strings")
         if not (isinstance(cwd, str) and os.path.isabs(cwd)):
             raise ProtocolError("invalid request: cwd: expected an absolute path")
+        settings = None
+        if store is None:
+            # The native client knows no settings: read the caller's, from the environment
+            # it sent, and answer only for this store.
+            from kache.errors import SettingsError
+            from kache.settings import load_checked
+
+            try:
+                settings = load_checked(env)
+                if not settings["cache.daemon_hits"]:
+                    return {"ok": True, "hit": False, "why": "daemon hits are off"}
+                store = settings.get("cache.local_store")  # absolute (the schema's check), normalised
+            except SettingsError:
+                return {"ok": True, "hit": False, "why": "invalid settings"}  # the wrapper reports them
         if store != self.root:
             return {"ok": True, "hit": False, "why": "another store"}
         now = time.monotonic()
         started = msg.get("started")
+        client_ms = msg.get("client_ms")
+        if (started is None and not isinstance(client_ms, bool) and isinstance(client_ms, (int, float))
+                and 0 <= client_ms < 60_000):
+            started = now - client_ms / 1000  # a client without CLOCK_MONOTONIC: its time before asking
         if isinstance(started, bool) or not isinstance(started, (int, float)) or not now - 60 < started <= now:
             started = now  # the client's clock start, when it is believable (CLOCK_MONOTONIC is system-wide)
         umask = msg.get("umask")
@@ -786,7 +804,7 @@ class Daemon:
 
         store, inode = self._hit_stores.take()
         try:
-            served = serve_hit(argv, env, cwd, self.root, float(started), umask, store=store)
+            served = serve_hit(argv, env, cwd, self.root, float(started), umask, store=store, settings=settings)
         finally:
             self._hit_stores.give(store, inode)
         if served is None:

@@ -147,7 +147,8 @@ def _hit_event(c: cache.Call, started: float, outcome: str, entry: Entry, size: 
 
 
 def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str,
-              started: float, umask: int | None = None, *, store: Store | None = None) -> tuple[str, str] | None:
+              started: float, umask: int | None = None, *, store: Store | None = None,
+              settings: Settings | None = None) -> tuple[str, str] | None:
     """A plain local hit served whole, for the daemon (op ``hit``, sent by
     :mod:`kache.wrapper.daemon_hit`): the outputs restored into the caller's target dir,
     the entry touched, the event written (``via: daemon``), files it creates given the
@@ -155,7 +156,8 @@ def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str
     the caller to print. None for anything else (a miss, a passthrough, a setting or a
     problem the wrapper must see and report itself): the wrapper then takes its own path,
     which looks up again. Never raises. ``store``: an open store of ``store_root`` to
-    use and leave open (the daemon keeps a few); it is closed after an error.
+    use and leave open (the daemon keeps a few); it is closed after an error. ``settings``:
+    the caller's, when the daemon has read them already (``load_checked(env)``).
     """
     from kache.settings import load_checked
 
@@ -164,7 +166,8 @@ def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str
     own = store is None
     try:
         call = argvmod.parse(argv)
-        settings = load_checked(env)
+        if settings is None:
+            settings = load_checked(env)
         if env_flag("KACHE_DISABLED", env) or env_flag("KACHE_RECACHE", env):
             return None
         if call.incremental and settings["cache.incremental"] == "drop" and settings["cache.clean_incremental"]:

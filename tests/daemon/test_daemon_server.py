@@ -404,6 +404,27 @@ def test_hit_requests_are_checked_and_answer_no_for_what_they_cannot_serve(start
     assert d.status()["hits_served"] == 0
 
 
+def test_a_hit_request_without_a_store_is_answered_for_the_callers_settings(start_daemon, store_root: Path,
+                                                                           tmp_path: Path) -> None:
+    """``store: null`` (the native client): the daemon reads the settings the request's
+    environment gives and answers only for its own store with daemon hits on."""
+    d = start_daemon()
+    compile_argv = one_file_lib(tmp_path, "nothing_cached")
+    base = {"op": "hit", "cwd": str(tmp_path), "store": None, "argv": compile_argv, "client_ms": 0.5}
+    env = dict(os.environ)
+    for extra_env, cwd, why in [
+        ({}, tmp_path, "another store"),  # the default store of this HOME
+        ({"KACHE_CACHE_DIR": str(tmp_path / "other")}, tmp_path, "another store"),
+        ({"KACHE_CACHE_DIR": store_root.name}, store_root.parent, "invalid settings"),  # a relative path
+        ({"KACHE_CACHE_DIR": str(store_root), "KACHE_DAEMON_HITS": "0"}, tmp_path, "daemon hits are off"),
+        ({"KACHE_CACHE_DIR": str(store_root), "KACHE_MAX_SIZE": "lots"}, tmp_path, "invalid settings"),
+        ({"KACHE_CACHE_DIR": str(store_root)}, tmp_path, None),  # its own: nothing cached for this call
+    ]:
+        reply = d.request({**base, "cwd": str(cwd), "env": {**env, **extra_env}})
+        assert reply == {"ok": True, "hit": False, **({"why": why} if why else {})}, (extra_env, reply)
+    assert d.status()["hits_served"] == 0
+
+
 # --------------------------------------------------------------------------- kept index connections
 
 

@@ -8,7 +8,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,3 +170,21 @@ def make_machine(base: Path, kache_exe: str) -> Workspace:
 def machines(tmp_path: Path, kache_exe: str) -> Callable[[str], Workspace]:
     """``machines("a")``: a new machine (see :func:`make_machine`) under ``tmp_path/a``."""
     return lambda name: make_machine(tmp_path / name, kache_exe)
+
+
+@pytest.fixture
+def daemon_ws(workspace: Workspace) -> Iterator[Workspace]:
+    """The fixture workspace, built once (a filled store), with a daemon running on it."""
+    ws = workspace
+    ws.env["KACHE_DAEMON_IDLE_TIMEOUT"] = "120"
+    ws.build()
+    # Under umask 077, as the systemd unit and the Nix module run it.
+    out = subprocess.run(["sh", "-c", 'umask 077; exec "$0" daemon start', ws.kache],
+                         env={**os.environ, **ws.env}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 10
+    while not (ws.store / "daemon.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (ws.store / "daemon.sock").exists()
+    yield ws
+    subprocess.run([ws.kache, "daemon", "stop"], env={**os.environ, **ws.env}, capture_output=True)

@@ -9,32 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
 from tests.faults.remote_helpers import kache
 from tests.test_hot_imports import LAUNCH
-
-
-@pytest.fixture
-def daemon_ws(workspace: Workspace) -> Iterator[Workspace]:
-    """The fixture workspace, built once (a filled store), with a daemon running on it."""
-    ws = workspace
-    ws.env["KACHE_DAEMON_IDLE_TIMEOUT"] = "120"
-    ws.build()
-    # Under umask 077, as the systemd unit and the Nix module run it.
-    out = subprocess.run(["sh", "-c", 'umask 077; exec "$0" daemon start', ws.kache],
-                         env={**os.environ, **ws.env}, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    deadline = time.monotonic() + 10
-    while not (ws.store / "daemon.sock").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (ws.store / "daemon.sock").exists()
-    yield ws
-    kache(ws, "daemon", "stop")
 
 
 def test_a_clean_rebuild_is_served_by_the_daemon(daemon_ws: Workspace) -> None:

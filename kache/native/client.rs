@@ -1,0 +1,417 @@
+//! kache's native thin client: cargo's `RUSTC_WRAPPER` when a kache daemon runs.
+//!
+//! A hit served by the daemon costs the daemon about 3 ms, but a Python wrapper process
+//! spends 20-25 ms starting before it can ask. This program (the standard library only,
+//! built by `kache daemon client` with the rustc it finds) asks the daemon's socket for
+//! the call (protocol 1, op `hit`, with `store: null`: the daemon reads the caller's
+//! settings from the environment sent and answers only for its own store) and prints
+//! rustc's recorded messages from the reply.
+//!
+//! Anything else ends in running the `kache` it was built for with the same arguments,
+//! as if this program were not there: no daemon, a daemon that does not answer in time,
+//! a miss, a reply it cannot read, a panic. When the daemon did answer for its store,
+//! that `kache` is told not to ask again (`cache.daemon_hits` off for the one call). If
+//! even `kache` cannot be run, the compiler is run directly.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The `kache` program that handles whatever the daemon does not serve.
+const KACHE: &str = env!("KACHE_CLIENT_KACHE");
+/// The daemon's socket: `<local_store>/daemon.sock` of the settings at build time.
+const SOCKET: &str = env!("KACHE_CLIENT_SOCKET");
+/// The variable of `cache.daemon_hits`, from kache's schema.
+const HITS_VARIABLE: &str = env!("KACHE_CLIENT_HITS_VARIABLE");
+
+/// `kache-client --kache-client-info` prints what it was built with (for `kache doctor`).
+const INFO_FLAG: &str = "--kache-client-info";
+
+/// A live daemon accepts at once; one that does not (stopped, busy) is not waited for.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(50);
+/// How long the daemon may take to serve the hit (as the Python client waits).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The protocol's longest request line, newline excluded.
+const MAX_LINE: usize = 64 * 1024;
+const MAX_REPLY: usize = 64 << 20;
+/// Nesting the reply reader follows (the daemon's replies are flat objects).
+const MAX_DEPTH: usize = 8;
+
+enum Outcome {
+    /// The daemon restored the outputs and its messages are printed: done.
+    Served,
+    /// The daemon answered for its own store that it does not serve this call.
+    Declined,
+    /// The daemon was not asked, or gave no usable answer.
+    NotAsked,
+}
+
+fn main() {
+    let started = Instant::now();
+    std::panic::set_hook(Box::new(|_| {})); // stderr is rustc's, which cargo reads
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.len() == 1 && args[0] == INFO_FLAG {
+        std::process::exit(if info() { 0 } else { 1 });
+    }
+    let asked = match std::panic::catch_unwind(|| serve(&args, started)) {
+        Ok(Outcome::Served) => std::process::exit(0),
+        Ok(Outcome::Declined) => true,
+        Ok(Outcome::NotAsked) | Err(_) => false,
+    };
+    fall_back(&args, asked)
+}
+
+/// `{"kache": …, "socket": …, "hits_variable": …}` and a newline on stdout.
+fn info() -> bool {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"kache\":");
+    json_text(&mut out, OsStr::new(KACHE));
+    out.extend_from_slice(b",\"socket\":");
+    json_text(&mut out, OsStr::new(SOCKET));
+    out.extend_from_slice(b",\"hits_variable\":");
+    json_text(&mut out, OsStr::new(HITS_VARIABLE));
+    out.extend_from_slice(b"}\n");
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out).is_ok() && stdout.flush().is_ok()
+}
+
+fn serve(args: &[OsString], started: Instant) -> Outcome {
+    // The daemon serves a compiler named by an absolute path, without @argfiles (it would
+    // read either relative to itself): anything else goes straight to kache.
+    match args.first() {
+        Some(compiler) if compiler.as_bytes().first() == Some(&b'/') => {}
+        _ => return Outcome::NotAsked,
+    }
+    if args.iter().any(|a| a.as_bytes().first() == Some(&b'@')) {
+        return Outcome::NotAsked;
+    }
+    let Some(mut stream) = connect() else { return Outcome::NotAsked };
+    let Some(request) = request(args, started) else { return Outcome::NotAsked };
+    if request.len() > MAX_LINE + 1 || stream.write_all(&request).is_err() {
+        return Outcome::NotAsked;
+    }
+    let Some(line) = read_line(&mut stream) else { return Outcome::NotAsked };
+    drop(stream);
+    let Some(reply) = Reader::new(&line).reply() else { return Outcome::NotAsked };
+    let field = |name: &str| reply.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
+    if !matches!(field("ok"), Some(Value::Bool(true))) {
+        return Outcome::NotAsked; // an error (busy, an older protocol): kache asks itself
+    }
+    match (field("hit"), field("stdout"), field("stderr")) {
+        (Some(Value::Bool(true)), Some(Value::Str(out)), Some(Value::Str(err))) => {
+            if print(out, err) {
+                Outcome::Served
+            } else {
+                Outcome::Declined // cargo stopped reading: kache decides what is left
+            }
+        }
+        (Some(Value::Bool(false)), _, _) => match field("why") {
+            Some(Value::Str(why)) if why.as_slice() == b"another store" => Outcome::NotAsked,
+            _ => Outcome::Declined,
+        },
+        _ => Outcome::NotAsked,
+    }
+}
+
+/// Connect within `CONNECT_TIMEOUT` (`UnixStream` has no connect timeout, and a daemon
+/// that is stopped lets connections queue until its backlog is full, then blocks them).
+fn connect() -> Option<UnixStream> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::Builder::new()
+        .spawn(move || {
+            let _ = sender.send(UnixStream::connect(SOCKET));
+        })
+        .ok()?;
+    let stream = receiver.recv_timeout(CONNECT_TIMEOUT).ok()?.ok()?;
+    stream.set_read_timeout(Some(REPLY_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(REPLY_TIMEOUT)).ok()?;
+    Some(stream)
+}
+
+/// `{"v":1,"op":"hit","store":null,"argv":[…],"cwd":…,"env":{…},"umask":…,"client_ms":…}`
+/// and a newline. Texts that are not UTF-8 carry each undecodable byte as `\udcXX`, as
+/// Python's `surrogateescape` reads them (and as the Python client sends them).
+fn request(args: &[OsString], started: Instant) -> Option<Vec<u8>> {
+    let cwd = std::env::current_dir().ok()?;
+    let mut out = Vec::with_capacity(16 * 1024);
+    out.extend_from_slice(b"{\"v\":1,\"op\":\"hit\",\"store\":null,\"argv\":[");
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_text(&mut out, arg);
+    }
+    out.extend_from_slice(b"],\"cwd\":");
+    json_text(&mut out, cwd.as_os_str());
+    out.extend_from_slice(b",\"env\":{");
+    let mut seen = HashSet::new();
+    for (name, value) in std::env::vars_os() {
+        if !seen.insert(name.clone()) {
+            continue; // a name twice in environ: Python's os.environ keeps the first
+        }
+        if seen.len() > 1 {
+            out.push(b',');
+        }
+        json_text(&mut out, &name);
+        out.push(b':');
+        json_text(&mut out, &value);
+    }
+    let client_ms = started.elapsed().as_secs_f64() * 1000.0;
+    write!(out, "}},\"umask\":{},\"client_ms\":{:.3}}}\n", current_umask(), client_ms).ok()?;
+    Some(out)
+}
+
+fn json_text(out: &mut Vec<u8>, text: &OsStr) {
+    out.push(b'"');
+    for chunk in text.as_bytes().utf8_chunks() {
+        for &b in chunk.valid().as_bytes() {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                0..=0x1f => {
+                    let _ = write!(out, "\\u{:04x}", b);
+                }
+                _ => out.push(b),
+            }
+        }
+        for &b in chunk.invalid() {
+            let _ = write!(out, "\\udc{:02x}", b);
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+type Mode = u32;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+type Mode = u16;
+
+extern "C" {
+    fn umask(mask: Mode) -> Mode;
+}
+
+/// This process's umask (the daemon gives the files it creates the modes it gives).
+fn current_umask() -> u32 {
+    // SAFETY: umask(2) cannot fail; the mask is put back at once, and the only other
+    // thread (the connect) creates no files.
+    unsafe {
+        let mask = umask(0o022);
+        umask(mask);
+        u32::from(mask)
+    }
+}
+
+fn read_line(stream: &mut UnixStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut line = Vec::with_capacity(4096);
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 || line.len() + n > MAX_REPLY {
+            return None;
+        }
+        line.extend_from_slice(&buf[..n]);
+        if line.last() == Some(&b'\n') {
+            return Some(line);
+        }
+    }
+}
+
+fn print(out: &[u8], err: &[u8]) -> bool {
+    let written = |mut stream: Box<dyn Write>, bytes: &[u8]| {
+        bytes.is_empty() || (stream.write_all(bytes).is_ok() && stream.flush().is_ok())
+    };
+    written(Box::new(std::io::stdout().lock()), out) && written(Box::new(std::io::stderr().lock()), err)
+}
+
+fn fall_back(args: &[OsString], asked: bool) -> ! {
+    let mut kache = Command::new(KACHE);
+    kache.args(args);
+    if asked {
+        kache.env(HITS_VARIABLE, "0");
+    }
+    let error = kache.exec();
+    let _ = writeln!(std::io::stderr(), "kache: warning: cannot run {KACHE}: {error}; running rustc directly");
+    if let Some(compiler) = args.first() {
+        let error = Command::new(compiler).args(&args[1..]).exec();
+        let _ = writeln!(std::io::stderr(), "kache: error: cannot run {}: {error}", compiler.to_string_lossy());
+    }
+    std::process::exit(127)
+}
+
+/// What the reply reader keeps of a value.
+enum Value {
+    Str(Vec<u8>),
+    Bool(bool),
+    Other,
+}
+
+/// A reader for the daemon's reply line: one JSON object (RFC 8259), whose texts come
+/// back as bytes, `\udcXX` (lone, 80-FF) read as the byte it stands for.
+struct Reader<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(text: &'a [u8]) -> Self {
+        Reader { text, at: 0 }
+    }
+
+    fn reply(mut self) -> Option<Vec<(Vec<u8>, Value)>> {
+        let mut fields = Vec::new();
+        self.space();
+        self.expect(b'{')?;
+        self.space();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+        } else {
+            loop {
+                self.space();
+                self.expect(b'"')?;
+                let name = self.string()?;
+                self.space();
+                self.expect(b':')?;
+                let value = self.value(1)?;
+                fields.push((name, value));
+                self.space();
+                match self.next()? {
+                    b',' => continue,
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        self.space();
+        (self.at == self.text.len()).then_some(fields)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn expect(&mut self, want: u8) -> Option<()> {
+        (self.next()? == want).then_some(())
+    }
+
+    fn space(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn word(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at.checked_add(word.len())?;
+        (self.text.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Value> {
+        self.space();
+        match self.next()? {
+            b'"' => self.string().map(Value::Str),
+            b't' => self.word(b"rue").map(|_| Value::Bool(true)),
+            b'f' => self.word(b"alse").map(|_| Value::Bool(false)),
+            b'n' => self.word(b"ull").map(|_| Value::Other),
+            b'-' | b'0'..=b'9' => {
+                while matches!(self.peek(), Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')) {
+                    self.at += 1;
+                }
+                Some(Value::Other)
+            }
+            open @ (b'[' | b'{') if depth < MAX_DEPTH => {
+                let close = if open == b'[' { b']' } else { b'}' };
+                self.space();
+                if self.peek() == Some(close) {
+                    self.at += 1;
+                    return Some(Value::Other);
+                }
+                loop {
+                    if open == b'{' {
+                        self.space();
+                        self.expect(b'"')?;
+                        self.string()?;
+                        self.space();
+                        self.expect(b':')?;
+                    }
+                    self.value(depth + 1)?;
+                    self.space();
+                    match self.next()? {
+                        b',' => continue,
+                        b if b == close => return Some(Value::Other),
+                        _ => return None,
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The rest of a string whose opening quote is read.
+    fn string(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            match self.next()? {
+                b'"' => return Some(out),
+                b'\\' => match self.next()? {
+                    b'"' => out.push(b'"'),
+                    b'\\' => out.push(b'\\'),
+                    b'/' => out.push(b'/'),
+                    b'b' => out.push(8),
+                    b'f' => out.push(12),
+                    b'n' => out.push(b'\n'),
+                    b'r' => out.push(b'\r'),
+                    b't' => out.push(b'\t'),
+                    b'u' => self.escape(&mut out)?,
+                    _ => return None,
+                },
+                0..=0x1f => return None,
+                b => out.push(b),
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        let unit = self.hex4()?;
+        let code = match unit {
+            0xD800..=0xDBFF => {
+                self.word(b"\\u")?;
+                let low = self.hex4()?;
+                if !(0xDC00..=0xDFFF).contains(&low) {
+                    return None;
+                }
+                0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+            }
+            0xDC80..=0xDCFF => {
+                out.push((unit & 0xFF) as u8); // surrogateescape: a byte that was not UTF-8
+                return Some(());
+            }
+            0xDC00..=0xDFFF => return None,
+            _ => unit,
+        };
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(char::from_u32(code)?.encode_utf8(&mut buf).as_bytes());
+        Some(())
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let end = self.at.checked_add(4)?;
+        let digits = std::str::from_utf8(self.text.get(self.at..end)?).ok()?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        self.at = end;
+        u32::from_str_radix(digits, 16).ok()
+    }
+}

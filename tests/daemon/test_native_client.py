@@ -1,0 +1,254 @@
+"""The native thin client (kache/native/client.rs), built with the real rustc, against a
+stand-in daemon on a real Unix socket: what it sends, how it reads every kind of reply,
+and that everything it does not serve ends in running kache with the same arguments
+(or, when kache itself cannot run, the compiler)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kache.doctor import FAIL, OK, WARN, check_native_client
+from kache.native import BuildError, build_client, client_info
+
+HITS_VARIABLE = "KACHE_DAEMON_HITS"
+FAKE_KACHE = f"""#!{sys.executable}
+import json, os, sys
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(json.dumps({{"argv": sys.argv[1:], "hits": os.environ.get("{HITS_VARIABLE}")}}) + "\\n")
+sys.stdout.write("kache ran\\n")
+sys.exit(3)
+"""
+
+
+class Client:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.socket = base / "daemon.sock"
+        self.kache = base / "kache"
+        self.kache.write_text(FAKE_KACHE)
+        self.kache.chmod(0o755)
+        self.compiler = base / "rustc"
+        self.compiler.write_text("#!/bin/sh\necho compiler ran \"$@\"\n")
+        self.compiler.chmod(0o755)
+        self.exe = base / "kache-client"
+        self.log = base / "fallbacks.jsonl"
+        build_client(str(self.exe), str(self.kache), str(self.socket), HITS_VARIABLE)
+
+    def run(self, *args: str | bytes, timeout: float = 20, **env: str | bytes) -> subprocess.CompletedProcess[bytes]:
+        self.log.unlink(missing_ok=True)
+        return subprocess.run([str(self.exe), *args], env={"PATH": "/usr/bin:/bin", "FAKE_LOG": str(self.log), **env},
+                              cwd=self.base, capture_output=True, timeout=timeout)
+
+    def fallbacks(self) -> list[dict]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Client:
+    return Client(tmp_path_factory.mktemp("native"))
+
+
+class FakeDaemon:
+    """Accepts connections on the client's socket, keeps each request line, answers
+    ``reply`` (nothing at all when None) and closes."""
+
+    def __init__(self, path: Path, reply: bytes | None) -> None:
+        self.reply = reply
+        self.requests: list[bytes] = []
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.path = path
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data)
+                if self.reply is None:
+                    time.sleep(5)  # a daemon that never answers
+                else:
+                    conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def daemon(client: Client) -> Iterator[Callable]:
+    started: list[FakeDaemon] = []
+
+    def start(reply: bytes | dict | None) -> FakeDaemon:
+        if isinstance(reply, dict):
+            reply = json.dumps(reply, separators=(",", ":")).encode() + b"\n"  # as the daemon writes them
+        d = FakeDaemon(client.socket, reply)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.close()
+
+
+def test_the_request_carries_the_call_as_python_reads_it(client: Client, daemon: Callable) -> None:
+    d = daemon({"ok": True, "hit": True, "stdout": "", "stderr": ""})
+    args = [str(client.compiler).encode(), b"--crate-name", "café".encode(), b"\xff\xfe-not-utf8", b'q"uo\\te',
+            b"tab\there\x01"]
+    env = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(client.log), "ODD": b"\xe2\x82\xffend", "EMOJI": "😀",
+           "QUOTE": 'say "hi"\n'}
+    out = subprocess.run([str(client.exe), *args], env=env, cwd=client.base, capture_output=True, umask=0o027,
+                         timeout=20)
+    assert out.returncode == 0, out.stderr
+    [line] = d.requests
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    request = json.loads(line)
+    assert request["v"] == 1 and request["op"] == "hit" and request["store"] is None
+    assert request["argv"] == [os.fsdecode(a) for a in args]  # undecodable bytes as surrogateescape reads them
+    assert request["env"] == {k: os.fsdecode(v) for k, v in env.items()}
+    assert request["cwd"] == str(client.base)
+    assert request["umask"] == 0o027
+    assert isinstance(request["client_ms"], float) and 0 <= request["client_ms"] < 1000
+    assert client.fallbacks() == []
+
+
+def test_a_hit_prints_rustcs_messages_byte_for_byte(client: Client, daemon: Callable) -> None:
+    stdout = 'a"b\\c\n\u00e9 \U0001F600 \udcff tail'  # \udcff: a byte that was not UTF-8
+    stderr = "warning: unused variable: `x`\n\x1b[0m\t\r\n"
+    daemon({"ok": True, "hit": True, "stdout": stdout, "stderr": stderr, "extra": {"a": [1, 2.5e3, {"b": None}]}})
+    out = client.run(str(client.compiler), "--crate-name", "x")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == stdout.encode("utf-8", "surrogateescape")
+    assert out.stderr == stderr.encode()
+    assert client.fallbacks() == []
+
+
+@pytest.mark.parametrize("reply, told", [
+    ({"ok": True, "hit": False}, True),
+    ({"ok": True, "hit": False, "why": "invalid settings"}, True),
+    ({"ok": True, "hit": False, "why": "another store"}, False),
+    ({"ok": False, "error": "daemon busy: 64 connections open: try again"}, False),
+    ({"ok": False, "error": "unknown op: \"hit\""}, False),
+    ({"ok": True, "hit": True, "stdout": "\ud800", "stderr": ""}, False),  # not a text Python could print
+    ({"ok": True, "hit": True, "stdout": "x"}, False),
+    (b"not json\n", False),
+    (b'{"ok":true,"hit":true,"stdout":"","stderr":""} trailing\n', False),
+    (b'{"ok":true,"hit":true,"stdout":"","stderr":""', False),  # closed before the newline
+    (b'[{"ok":true}]\n', False),
+    (b'{"ok":true,"hit":' + b"[" * 50 + b"]" * 50 + b"}\n", False),
+], ids=["miss", "bad-settings", "another-store", "busy", "old-daemon", "lone-surrogate", "no-stderr",
+        "not-json", "trailing", "unterminated", "array", "deep"])
+def test_anything_but_a_hit_runs_kache_with_the_same_arguments(client: Client, daemon: Callable, reply: object,
+                                                               told: bool) -> None:
+    """When the daemon answered for its own store, kache is told not to ask it again."""
+    d = daemon(reply)
+    args = [str(client.compiler), "--crate-name", "x", "--edition=2021"]
+    out = client.run(*args)
+    assert out.returncode == 3 and out.stdout == b"kache ran\n", out
+    assert len(d.requests) == 1
+    assert client.fallbacks() == [{"argv": args, "hits": "0" if told else None}]
+
+
+def test_without_a_daemon_it_is_kache(client: Client) -> None:
+    client.socket.unlink(missing_ok=True)
+    out = client.run(str(client.compiler), "--crate-name", "x", KACHE_DAEMON_HITS="1")
+    assert out.returncode == 3
+    assert client.fallbacks() == [{"argv": [str(client.compiler), "--crate-name", "x"], "hits": "1"}]
+
+
+def test_calls_the_daemon_cannot_serve_are_not_sent(client: Client, daemon: Callable) -> None:
+    d = daemon({"ok": True, "hit": True, "stdout": "", "stderr": ""})
+    for args in (["rustc", "-vV"], [str(client.compiler), "@args.txt"], ["--version"], ["list", "--json"], []):
+        out = client.run(*args)
+        assert out.returncode == 3, args
+        assert client.fallbacks() == [{"argv": args, "hits": None}]
+    assert d.requests == []
+
+
+def test_a_daemon_that_does_not_answer_is_not_waited_for_long(client: Client, daemon: Callable) -> None:
+    d = daemon(None)
+    started = time.monotonic()
+    out = client.run(str(client.compiler), "--crate-name", "x")
+    assert out.returncode == 3 and len(d.requests) == 1
+    assert client.fallbacks() == [{"argv": [str(client.compiler), "--crate-name", "x"], "hits": None}]
+    assert time.monotonic() - started < 15  # the reply timeout (2 s), not the stand-in's 5 s sleep per request
+
+
+def test_when_kache_cannot_run_the_compiler_runs(client: Client) -> None:
+    client.socket.unlink(missing_ok=True)
+    client.kache.chmod(0o644)
+    try:
+        out = client.run(str(client.compiler), "--crate-name", "x")
+    finally:
+        client.kache.chmod(0o755)
+    assert out.returncode == 0
+    assert out.stdout == b"compiler ran --crate-name x\n"
+    assert f"kache: warning: cannot run {client.kache}".encode() in out.stderr
+    assert b"running rustc directly" in out.stderr
+
+
+def test_build_errors_say_what_to_do(tmp_path: Path, client: Client) -> None:
+    with pytest.raises(BuildError, match="no rustc at '/nonexistent/rustc'"):
+        build_client(str(tmp_path / "c"), str(client.kache), str(tmp_path / "d.sock"), HITS_VARIABLE,
+                     "/nonexistent/rustc")
+    with pytest.raises(BuildError, match="does not exist; create it"):
+        build_client(str(tmp_path / "missing" / "c"), str(client.kache), str(tmp_path / "d.sock"), HITS_VARIABLE)
+    with pytest.raises(BuildError, match="not an executable kache"):
+        build_client(str(tmp_path / "c"), str(tmp_path / "nope"), str(tmp_path / "d.sock"), HITS_VARIABLE)
+    with pytest.raises(BuildError, match="longer than a Unix socket address allows"):
+        build_client(str(tmp_path / "c"), str(client.kache), "/" + "x" * 120 + "/daemon.sock", HITS_VARIABLE)
+    failing = tmp_path / "bad-rustc"
+    failing.write_text("#!/bin/sh\necho 'error: no linker' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    with pytest.raises(BuildError, match=r"failed \(exit 1\):\nerror: no linker"):
+        build_client(str(tmp_path / "c"), str(client.kache), str(tmp_path / "d.sock"), HITS_VARIABLE, str(failing))
+    assert not (tmp_path / "c").exists() and list(tmp_path.glob("c.*")) == []
+
+
+def test_it_says_what_it_was_built_with_and_doctor_checks_it(client: Client, tmp_path: Path) -> None:
+    assert client_info(str(client.exe)) == {"kache": str(client.kache), "socket": str(client.socket),
+                                            "hits_variable": HITS_VARIABLE}
+    env = {"RUSTC_WRAPPER": str(client.exe)}
+    ok = check_native_client(env, str(client.base))
+    assert ok is not None and ok.status == OK, ok
+    elsewhere = check_native_client(env, str(tmp_path / "store"))
+    assert elsewhere is not None and elsewhere.status == WARN
+    assert f"asks the daemon at {client.socket}, but the store is {tmp_path / 'store'}" in elsewhere.detail
+    assert elsewhere.fix_hint == "`kache daemon client` builds it for this store"
+    client.kache.chmod(0o644)
+    try:
+        gone = check_native_client(env, str(client.base))
+    finally:
+        client.kache.chmod(0o755)
+    assert gone is not None and gone.status == FAIL and "run rustc without the cache" in gone.detail
+    impostor = tmp_path / "kache-client"
+    impostor.write_text("#!/bin/sh\necho not json\n")
+    impostor.chmod(0o755)
+    assert client_info(str(impostor)) is None
+    unknown = check_native_client({"RUSTC_WRAPPER": str(impostor)}, str(client.base))
+    assert unknown is not None and unknown.status == WARN and "does not say what it was built with" in unknown.detail
+    assert check_native_client({"RUSTC_WRAPPER": str(client.kache)}, str(client.base)) is None  # kache itself

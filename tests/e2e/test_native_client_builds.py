@@ -1,0 +1,96 @@
+"""The native thin client (`kache daemon client`) as cargo's RUSTC_WRAPPER, over real
+cargo builds of the fixture workspace, with and without a real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
+
+
+def build_client(ws: Workspace, output: Path) -> dict:
+    """``kache daemon client --output`` for the workspace's settings; its ``--json``."""
+    out = subprocess.run([ws.kache, "daemon", "client", "--output", str(output), "--json"],
+                         env={**os.environ, **ws.env}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    built = json.loads(out.stdout)
+    assert built["path"] == str(output) and os.access(output, os.X_OK)
+    assert built["socket"] == str(ws.store / "daemon.sock") and built["kache"] == ws.kache
+    return built
+
+
+def hits_served(ws: Workspace) -> int:
+    out = subprocess.run([ws.kache, "daemon", "--json"], env={**os.environ, **ws.env}, capture_output=True,
+                         text=True, check=True)
+    return int(json.loads(out.stdout)["hits_served"])
+
+
+def test_the_daemon_serves_a_clean_rebuild_through_the_native_client(daemon_ws: Workspace, tmp_path: Path) -> None:
+    ws = daemon_ws
+    ws.env["RUSTC_WRAPPER"] = build_client(ws, tmp_path / "kache-client")["path"]
+    ws.clean()
+    ws.take_events()
+    ws.take_rustc_runs()
+    out = ws.build()
+    evs = {e["crate"]: e for e in ws.take_events()}
+    for crate in CACHEABLE_CRATES:
+        assert evs[crate]["outcome"] == "local_hit" and evs[crate].get("via") == "daemon", evs[crate]
+    assert evs["kc_app"]["outcome"] == "passthrough"  # the bin: the daemon declined, kache ran rustc
+    assert ws.take_rustc_runs() == ["kc_app"]
+    assert "unused variable: `x`" in out.stderr  # kc_util's warning, replayed through the client
+    ws.verify_app()
+    # A miss: the daemon declines, kache compiles and records; then the daemon serves it.
+    util = ws.path / "util" / "src" / "lib.rs"
+    util.write_text(util.read_text() + "\npub fn added() -> u8 { 7 }\n")
+    ws.build()
+    assert outcomes(ws.take_events())["kc_util"] == "miss"
+    ws.verify_app()
+    ws.clean()
+    ws.build()
+    evs = {e["crate"]: e for e in ws.take_events()}
+    assert evs["kc_util"]["outcome"] == "local_hit" and evs["kc_util"].get("via") == "daemon", evs["kc_util"]
+    ws.verify_app()
+    # KACHE_DISABLED reaches kache through the daemon's refusal: rustc compiles everything.
+    ws.clean()
+    ws.take_rustc_runs()
+    ws.build(KACHE_DISABLED="1")
+    assert ws.take_events() == []
+    assert set(ws.take_rustc_runs()) >= {"kc_util", "kc_core", "kc_app"}
+    ws.verify_app()
+
+
+def test_without_a_daemon_the_client_is_kache(workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    ws.env["RUSTC_WRAPPER"] = build_client(ws, tmp_path / "kache-client")["path"]
+    ws.env["KACHE_DAEMON_AUTOSTART"] = "0"
+    ws.build()
+    evs = outcomes(ws.take_events())
+    assert all(evs[c] == "miss" for c in CACHEABLE_CRATES), evs
+    ws.verify_app()
+    ws.clean()
+    ws.build()
+    evs = [e for e in ws.take_events() if e["crate"] in CACHEABLE_CRATES]
+    assert len(evs) == len(CACHEABLE_CRATES)
+    assert all(e["outcome"] == "local_hit" and "via" not in e for e in evs), evs
+    ws.verify_app()
+
+
+def test_a_build_with_another_store_is_left_to_kache(daemon_ws: Workspace, tmp_path: Path) -> None:
+    """The client asks the daemon of the store it was built for; a build whose settings
+    name another store gets nothing from that daemon, and kache uses the other store."""
+    ws = daemon_ws
+    ws.env["RUSTC_WRAPPER"] = build_client(ws, tmp_path / "kache-client")["path"]
+    served = hits_served(ws)
+    other = tmp_path / "other-store"
+    ws.clean()
+    ws.take_events()
+    ws.build(KACHE_CACHE_DIR=str(other), KACHE_DAEMON_AUTOSTART="0")
+    ws.verify_app()
+    assert hits_served(ws) == served
+    assert ws.take_events() == []  # nothing served from (or recorded in) the daemon's store
+    recorded = [json.loads(line) for line in (other / "events.jsonl").read_text().splitlines()]
+    assert {e["crate"]: e["outcome"] for e in recorded if e["crate"] in CACHEABLE_CRATES} == \
+        dict.fromkeys(CACHEABLE_CRATES, "miss")

@@ -8,8 +8,10 @@ It builds tests/fixtures/ws once through kache (a private store in a temp dir), 
 - import time: ``python -X importtime`` of a real hit (the kc_util compile), summed;
 - wrapper wall time and peak RSS of that hit, over 20 runs (median);
 - daemon: started on the store, its VmHWM after answering status requests; then the
-  same hit served by it and by the wrapper alone (``KACHE_DAEMON_HITS=0``), interleaved:
-  process wall time and the events' ``ms`` (from kache.wrapper.run to the end), medians;
+  same hit served by it through the Python wrapper, through the native client (``kache
+  daemon client``, built here with the rustc on PATH) and by the wrapper alone
+  (``KACHE_DAEMON_HITS=0``), interleaved: process wall time and the events' ``ms``
+  (from the client's or kache.wrapper.run's start to the end), medians;
 - throughput: moto's threaded S3 server on 127.0.0.1, ``kache sync --push`` then
   ``--pull --all`` into an empty store, bytes per second.
 A benchmark, not a test.
@@ -56,24 +58,27 @@ def capture_call(ws: Path, env: dict[str, str], crate: str) -> tuple[list[str], 
     raise SystemExit(f"no call for {crate}")
 
 
-def daemon_vs_alone(cmd: list[str], cwd: str, env: dict[str, str], events: Path, runs: int) -> dict[str, float]:
-    """The same hit, served by the running daemon and by the wrapper alone, interleaved
-    (alternating which goes first): medians of the process wall time and of the events'
+def daemon_vs_alone(cmds: dict[str, list[str]], cwd: str, env: dict[str, str], events: Path,
+                    runs: int) -> dict[str, float]:
+    """The same hit, served by the running daemon (``daemon``: the Python wrapper asks;
+    ``native``: the native client asks) and by the wrapper alone (``alone``), interleaved
+    (rotating which goes first): medians of the process wall time and of the events'
     ``ms``. Fails when a run meant for the daemon was not served by it."""
-    walls: dict[str, list[float]] = {"daemon": [], "alone": []}
-    ms: dict[str, list[float]] = {"daemon": [], "alone": []}
+    hows = list(cmds)
+    walls: dict[str, list[float]] = {how: [] for how in hows}
+    ms: dict[str, list[float]] = {how: [] for how in hows}
     for i in range(runs):
-        for how in ("daemon", "alone") if i % 2 == 0 else ("alone", "daemon"):
+        for how in hows[i % len(hows):] + hows[:i % len(hows)]:
             t0 = time.perf_counter()
-            subprocess.run(cmd, cwd=cwd, env={**env, "KACHE_DAEMON_HITS": "1" if how == "daemon" else "0"},
+            subprocess.run(cmds[how], cwd=cwd, env={**env, "KACHE_DAEMON_HITS": "0" if how == "alone" else "1"},
                            capture_output=True, check=True)
             walls[how].append(time.perf_counter() - t0)
             event = json.loads(events.read_text().splitlines()[-1])
-            if event.get("outcome") != "local_hit" or (event.get("via") == "daemon") != (how == "daemon"):
+            if event.get("outcome") != "local_hit" or (event.get("via") == "daemon") != (how != "alone"):
                 raise SystemExit(f"a hit meant for {how} was not served that way: {event}")
             ms[how].append(float(event["ms"]))
     out = {}
-    for how in ("alone", "daemon"):
+    for how in hows:
         out[f"hit_{how}_wall_ms_median"] = round(statistics.median(walls[how]) * 1000, 1)
         out[f"hit_{how}_event_ms_median"] = round(statistics.median(ms[how]), 1)
     return out
@@ -125,7 +130,15 @@ def main() -> int:
             status = Path(f"/proc/{pid}/status").read_text()
             results["daemon_peak_rss_kib"] = int(next(x for x in status.splitlines()
                                                       if x.startswith("VmHWM")).split()[1])
-            results.update(daemon_vs_alone(cmd, cwd, call_env, store / "events.jsonl", args.runs))
+            cmds = {"alone": cmd, "daemon": cmd}
+            client = tmp / "kache-client"
+            built = subprocess.run([kache_exe(), "daemon", "client", "--output", str(client)], env=denv,
+                                   capture_output=True, text=True)
+            if built.returncode == 0:
+                cmds["native"] = [str(client), *argv]
+            else:
+                print(f"no native client (kache daemon client failed): {built.stderr.strip()}", file=sys.stderr)
+            results.update(daemon_vs_alone(cmds, cwd, call_env, store / "events.jsonl", args.runs))
         subprocess.run([kache_exe(), "daemon", "stop"], env=denv, capture_output=True)
         # push / pull through a local S3 server
         import logging

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -106,3 +107,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "co
             return value
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def serve_lines(server: socket.socket, answer: Callable[[socket.socket, bytes], None]) -> None:
+    """A stand-in daemon's accept loop: for each connection on the listening ``server``,
+    read up to the first newline (or the end) and let ``answer`` reply; returns once
+    the server socket is closed."""
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            answer(conn, data)

@@ -19,6 +19,7 @@ import pytest
 
 from kache.doctor import FAIL, OK, WARN, check_native_client
 from kache.native import BuildError, build_client, client_info
+from tests.daemon.helpers import serve_lines
 
 HITS_VARIABLE = "KACHE_DAEMON_HITS"
 FAKE_KACHE = f"""#!{sys.executable}
@@ -72,27 +73,15 @@ class FakeDaemon:
         self.sock.bind(str(path))
         self.sock.listen(8)
         self.path = path
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread = threading.Thread(target=serve_lines, args=(self.sock, self._answer), daemon=True)
         self.thread.start()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.requests.append(data)
-                if self.reply is None:
-                    time.sleep(5)  # a daemon that never answers
-                else:
-                    conn.sendall(self.reply)
+    def _answer(self, conn: socket.socket, data: bytes) -> None:
+        self.requests.append(data)
+        if self.reply is None:
+            time.sleep(5)  # a daemon that never answers
+        else:
+            conn.sendall(self.reply)
 
     def close(self) -> None:
         self.sock.close()

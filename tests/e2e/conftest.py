@@ -188,3 +188,19 @@ def daemon_ws(workspace: Workspace) -> Iterator[Workspace]:
     assert (ws.store / "daemon.sock").exists()
     yield ws
     subprocess.run([ws.kache, "daemon", "stop"], env={**os.environ, **ws.env}, capture_output=True)
+
+
+def edit_util_then_miss_then_daemon_hit(ws: Workspace) -> None:
+    """Edit kc_util: the next build misses it (the daemon declines, the wrapper compiles
+    and records); after `cargo clean` the daemon serves the entry just recorded."""
+    util = ws.path / "util" / "src" / "lib.rs"
+    util.write_text(util.read_text() + "\npub fn added() -> u8 { 7 }\n")
+    ws.build()
+    evs = outcomes(ws.take_events())
+    assert evs["kc_util"] == "miss", evs
+    ws.verify_app()
+    ws.clean()
+    ws.build()
+    evs = {e["crate"]: e for e in ws.take_events()}
+    assert evs["kc_util"]["outcome"] == "local_hit" and evs["kc_util"].get("via") == "daemon", evs["kc_util"]
+    ws.verify_app()

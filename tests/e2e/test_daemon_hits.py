@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
+from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, edit_util_then_miss_then_daemon_hit, outcomes
 from tests.faults.remote_helpers import kache
 from tests.test_hot_imports import LAUNCH
 
@@ -56,19 +56,9 @@ def test_daemon_hits_off_and_misses_take_the_wrappers_path(daemon_ws: Workspace)
     ws.build(KACHE_DAEMON_HITS="0")
     evs = [e for e in ws.take_events() if e["crate"] in CACHEABLE_CRATES]
     assert evs and all(e["outcome"] == "local_hit" and "via" not in e for e in evs), evs
-    # A miss: the daemon answers "no hit", the wrapper compiles and records.
-    util = ws.path / "util" / "src" / "lib.rs"
-    util.write_text(util.read_text() + "\npub fn added() -> u8 { 7 }\n")
-    ws.build()
-    evs = outcomes(ws.take_events())
-    assert evs["kc_util"] == "miss", evs
-    ws.verify_app()
-    # The daemon's kept connections see the entry that wrapper recorded meanwhile.
-    ws.clean()
-    ws.build()
-    evs = {e["crate"]: e for e in ws.take_events()}
-    assert evs["kc_util"]["outcome"] == "local_hit" and evs["kc_util"].get("via") == "daemon", evs["kc_util"]
-    ws.verify_app()
+    # A miss: the daemon answers "no hit", the wrapper compiles and records; the daemon's
+    # kept connections see the entry that wrapper recorded meanwhile.
+    edit_util_then_miss_then_daemon_hit(ws)
 
 
 def test_an_index_moved_aside_is_never_served_from_the_daemons_kept_connections(daemon_ws: Workspace) -> None:

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
+from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, edit_util_then_miss_then_daemon_hit, outcomes
 
 
 def build_client(ws: Workspace, output: Path) -> dict:
@@ -43,16 +43,7 @@ def test_the_daemon_serves_a_clean_rebuild_through_the_native_client(daemon_ws: 
     assert "unused variable: `x`" in out.stderr  # kc_util's warning, replayed through the client
     ws.verify_app()
     # A miss: the daemon declines, kache compiles and records; then the daemon serves it.
-    util = ws.path / "util" / "src" / "lib.rs"
-    util.write_text(util.read_text() + "\npub fn added() -> u8 { 7 }\n")
-    ws.build()
-    assert outcomes(ws.take_events())["kc_util"] == "miss"
-    ws.verify_app()
-    ws.clean()
-    ws.build()
-    evs = {e["crate"]: e for e in ws.take_events()}
-    assert evs["kc_util"]["outcome"] == "local_hit" and evs["kc_util"].get("via") == "daemon", evs["kc_util"]
-    ws.verify_app()
+    edit_util_then_miss_then_daemon_hit(ws)
     # KACHE_DISABLED reaches kache through the daemon's refusal: rustc compiles everything.
     ws.clean()
     ws.take_rustc_runs()

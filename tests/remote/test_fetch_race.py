@@ -20,6 +20,7 @@ import pytest
 
 from kache.daemon.client import socket_path
 from kache.remote.archive import import_archive, pack_entry
+from tests.daemon.helpers import serve_lines
 from kache.store.index import Store
 from tests.e2e.conftest import Workspace, machines, outcomes  # noqa: F401 (fixture)
 
@@ -40,36 +41,27 @@ class LateDaemon:
         self.thread.start()
 
     def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                for line in data.splitlines():
-                    msg = json.loads(line)
-                    self.ops.append(f"{msg['op']}:{msg.get('crate', '')}")
-                    reply: dict = {"ok": True}
-                    if msg["op"] == "fetch":
-                        if msg["crate"] == self.crate:
-                            store = Store(str(self.root))
-                            try:
-                                import_archive(store, self.archive, origin="prefetch")
-                            finally:
-                                store.close()
-                        reply["imported"] = []
-                    elif msg["op"] == "hit":
-                        reply["hit"] = False
+        serve_lines(self.server, self._answer)
+
+    def _answer(self, conn: socket.socket, data: bytes) -> None:
+        for line in data.splitlines():
+            msg = json.loads(line)
+            self.ops.append(f"{msg['op']}:{msg.get('crate', '')}")
+            reply: dict = {"ok": True}
+            if msg["op"] == "fetch":
+                if msg["crate"] == self.crate:
+                    store = Store(str(self.root))
                     try:
-                        conn.sendall((json.dumps(reply) + "\n").encode())
-                    except OSError:
-                        pass
+                        import_archive(store, self.archive, origin="prefetch")
+                    finally:
+                        store.close()
+                reply["imported"] = []
+            elif msg["op"] == "hit":
+                reply["hit"] = False
+            try:
+                conn.sendall((json.dumps(reply) + "\n").encode())
+            except OSError:
+                pass
 
     def close(self) -> None:
         self.server.close()

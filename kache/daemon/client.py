@@ -40,7 +40,8 @@ CONNECT_TIMEOUT = 0.05
 NOTIFY_WAIT = 0.02
 """Seconds :func:`notify` waits for the reply it then ignores."""
 MAX_REPLY = 16 << 20
-_SUN_PATH_MAX = 100  # sun_path is 104 bytes on macOS, 108 on Linux, the NUL included
+SUN_PATH_MAX = 100
+"""Longest socket path used as is: ``sun_path`` is 104 bytes on macOS, 108 on Linux, the NUL included."""
 _HEX = frozenset("0123456789abcdef")
 _CRATE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
@@ -66,7 +67,7 @@ def _address(path: str) -> tuple[str, int | None]:
     (``/proc/self/fd/N/daemon.sock``, Linux only); elsewhere it is returned as is and
     the call fails, which reads as "no daemon".
     """
-    if len(os.fsencode(path)) <= _SUN_PATH_MAX or not os.path.isdir("/proc/self/fd"):
+    if len(os.fsencode(path)) <= SUN_PATH_MAX or not os.path.isdir("/proc/self/fd"):
         return path, None
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_PATH", 0)
     fd = os.open(os.path.dirname(path) or ".", flags)

@@ -22,15 +22,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from kache.daemon.client import SUN_PATH_MAX
+
 __all__ = ["SOURCE_NAME", "OUTPUT_NAME", "INFO_FLAG", "ClientBuild", "BuildError", "build_client", "client_info",
            "default_output"]
 
 SOURCE_NAME = "client.rs"
 OUTPUT_NAME = "kache-client"
-SUN_PATH_MAX = 104
-"""The shortest ``sun_path`` of the platforms kache runs on (macOS), terminating NUL included."""
-
-
 INFO_FLAG = "--kache-client-info"
 """The client's one option: print what it was built with, as JSON."""
 
@@ -81,9 +79,9 @@ def build_client(output: str, kache: str, socket: str, hits_variable: str, rustc
     output = os.path.abspath(output)
     if not (os.path.isfile(kache) and os.access(kache, os.X_OK)):
         raise BuildError(f"cannot build the client: {kache} is not an executable kache to fall back to")
-    if len(os.fsencode(socket)) >= SUN_PATH_MAX:
+    if len(os.fsencode(socket)) > SUN_PATH_MAX:
         raise BuildError(f"cannot build the client: the daemon's socket path {socket} is longer than a Unix "
-                         f"socket address allows ({SUN_PATH_MAX - 1} bytes); set cache.local_store to a "
+                         f"socket address allows ({SUN_PATH_MAX} bytes); set cache.local_store to a "
                          "shorter directory")
     compiler = rustc or os.environ.get("RUSTC") or "rustc"
     found = shutil.which(compiler)

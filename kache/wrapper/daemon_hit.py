@@ -34,6 +34,7 @@ REPLY_TIMEOUT = 2.0
 """Seconds to wait for its answer; then the wrapper restores the hit itself."""
 MAX_REPLY = 64 << 20
 _SUN_PATH_MAX = 100
+"""``kache.daemon.client.SUN_PATH_MAX`` (that module is not for the hot path; a test keeps them equal)."""
 
 
 def served_by_daemon(argv: list[str], settings: Settings, started: float) -> bool:

@@ -19,6 +19,7 @@ from tests.daemon.helpers import hexkey
 def test_client_constants_match_the_protocol() -> None:
     assert (client.VERSION, client.SOCKET_NAME, client.INTENTS_DIR) == (P.VERSION, P.SOCKET_NAME, P.INTENTS_DIR)
     assert daemon_hit.SOCKET_NAME == P.SOCKET_NAME
+    assert daemon_hit._SUN_PATH_MAX == client.SUN_PATH_MAX
     key, crate = hexkey("k"), "proc-macro2"
     assert os.path.basename(client.intent_path("/s", key, crate) or "") == P.intent_name(key, crate)
     for bad_key, bad_crate in [("../x", "a"), (key.upper(), "a"), (key, "a/b"), (key, "a.b"), (key, ""), ("ab", "a")]:

@@ -19,6 +19,7 @@ A benchmark, not a test: numbers depend on the machine and on what else runs on 
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import json
 import os
@@ -106,6 +107,7 @@ def main() -> int:
             wrappers["kache+daemon"] = args.kache
         if args.native:
             native_dir = Path(tempfile.mkdtemp(prefix="kache-bench-native-"))
+            atexit.register(shutil.rmtree, native_dir, True)
             wrappers["kache+native"] = str(native_dir / "kache-client")
             subprocess.run([args.kache, "daemon", "client", "--output", wrappers["kache+native"]], check=True,
                            stdout=sys.stderr)

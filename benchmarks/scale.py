@@ -57,9 +57,12 @@ def build_store(root: Path, n: int) -> str:
         manifests.append((f"{i:064x}"[::-1], key, json.dumps({"files": [["<CWD>/src/lib.rs", "ab" * 32]],
                                                                "env": []}), now - n + i))
     with store._write() as db:
-        db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", entries)
+        db.executemany("INSERT INTO entries (key, crate_name, crate_types, target, profile, size, created, last_used, "
+                       "hits, compile_ms, key_version, mkey, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       entries)
         db.executemany("INSERT OR IGNORE INTO entry_blobs VALUES (?, ?, ?)", links)
         db.executemany("INSERT INTO manifests VALUES (?, ?, ?, ?)", manifests)
+    store.rewrite_listing_texts()  # what Store.add writes with each entry
     store.close()
     with open(root / "events.jsonl", "w") as f:
         for i in range(n):

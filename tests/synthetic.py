@@ -12,7 +12,7 @@ from kache.store.index import Entry, Store
 
 def add_entry(store: Store, crate: str, *, blobs: list[bytes] | None = None, key: str | None = None,
               created: float | None = None, last_used: float | None = None, hits: int = 0,
-              crate_types: str = "lib", profile: str = "dev", compile_ms: int = 1000,
+              crate_types: str = "lib", profile: str = "dev", compile_ms: int = 1000, target: str = "",
               components: dict[str, str] | None = None) -> Entry:
     """Put real blob files for ``blobs`` (default: one small unique blob) and record an entry."""
     now = time.time()
@@ -28,7 +28,7 @@ def add_entry(store: Store, crate: str, *, blobs: list[bytes] | None = None, key
         files.append({"name": f"lib{crate}-{i}.rlib", "hash": digest, "size": len(data), "kind": "link"})
     meta: dict[str, Any] = {"files": files, "stdout": "", "stderr": "", "emit": ["dep-info", "link", "metadata"],
                             "components": components or {}, "target_dir": True}
-    entry = Entry(key=key, crate_name=crate, crate_types=crate_types, target="", profile=profile,
+    entry = Entry(key=key, crate_name=crate, crate_types=crate_types, target=target, profile=profile,
                   size=sum(len(b) for b in blobs), created=created, last_used=last_used, hits=hits,
                   compile_ms=compile_ms, key_version=1, mkey=key[::-1], meta=meta)
     store.add(entry, {"files": [], "env": []})

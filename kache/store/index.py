@@ -15,7 +15,8 @@ rebuilt, never guessed at):
                  document with the files (name, blob hash, size, mode), the replayed
                  stdout/stderr, the normalised dep-info and the key's components; for a
                  workspace crate, its incremental session (``incremental``: checkout,
-                 directory names, files), which never goes to the remote.
+                 directory names, files), which never goes to the remote. Beside them,
+                 the entry's ``kache list --json`` text in parts (see listing.py).
 ``entry_blobs``  which blobs an entry uses, the session's too (gc's reference count).
 ``manifests``    direct mode (ccache's name): under a cheap key computed before
                  compiling (``mkey``), the inputs rustc reported (path, blake3) and the
@@ -91,7 +92,7 @@ except ImportError:  # pragma: no cover
 
 from kache import quickjson
 from kache._record import Record
-from kache.store import blobs
+from kache.store import blobs, listing
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Container, Iterable, Iterator
@@ -103,12 +104,18 @@ __all__ = ["Store", "Entry", "StoreError", "DamagedBlob", "SCHEMA_VERSION", "is_
 # 3 — blob_stamps (added in place: a version-2 index keeps its entries);
 # 4 — covering indexes for listing, totals and gc (entries_summary, entry_blobs_hash_size),
 #     which replace entries_crate, entries_last_used and entry_blobs_hash (built in place);
-# 5 — incremental_files, the memo of incremental session files (added in place).
-SCHEMA_VERSION = 5
-# Versions that become the current one by creating the tables and indexes they lack
-# (and dropping the indexes in _DROPPED).
-_ADDITIVE = {2, 3, 4}
-_DROPPED = ("entries_crate", "entries_last_used", "entry_blobs_hash")
+# 5 — incremental_files, the memo of incremental session files (added in place);
+# 6 — each entry's `kache list --json` text in parts (json_head, json_mid, json_used,
+#     json_tail; see listing.py), in entries_listing, which replaces entries_summary
+#     (the columns added and written in place).
+SCHEMA_VERSION = 6
+# Versions that become the current one by creating the tables, columns and indexes they
+# lack (and dropping the indexes in _DROPPED).
+_ADDITIVE = {2, 3, 4, 5}
+_DROPPED = ("entries_crate", "entries_last_used", "entry_blobs_hash", "entries_summary")
+# The columns of ``entries`` an ``Entry`` holds (the listing's texts are derived from them).
+_ENTRY_COLUMNS = ("key", "crate_name", "crate_types", "target", "profile", "size", "created", "last_used", "hits",
+                  "compile_ms", "key_version", "mkey", "meta")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -124,13 +131,18 @@ CREATE TABLE IF NOT EXISTS entries (
     compile_ms INTEGER NOT NULL DEFAULT 0,
     key_version INTEGER NOT NULL,
     mkey TEXT NOT NULL,
-    meta TEXT NOT NULL
+    meta TEXT NOT NULL,
+    json_head TEXT NOT NULL DEFAULT '',
+    json_mid TEXT NOT NULL DEFAULT '',
+    json_used TEXT NOT NULL DEFAULT '',
+    json_tail TEXT NOT NULL DEFAULT ''
 );
--- Every column `kache list` shows, in its default order: listing, totals, gc's LRU plan
--- and its age cut read this index alone, never the rows with their meta (~10x less to
--- read), and other orders sort it. A hit's touch updates this one index.
-CREATE INDEX IF NOT EXISTS entries_summary ON entries(
-    crate_name, created DESC, key, crate_types, target, profile, size, last_used, hits, compile_ms);
+-- Every column `kache list` shows, in its default order, and the --json texts: listing,
+-- totals, gc's LRU plan and its age cut read this index alone, never the rows with their
+-- meta (~10x less to read), and other orders sort it. A hit's touch updates this one index.
+CREATE INDEX IF NOT EXISTS entries_listing ON entries(
+    crate_name, created DESC, key, crate_types, target, profile, size, last_used, hits, compile_ms,
+    json_head, json_mid, json_used, json_tail);
 CREATE TABLE IF NOT EXISTS entry_blobs (
     key TEXT NOT NULL,
     hash TEXT NOT NULL,
@@ -325,6 +337,16 @@ def index_is_sound(path: str) -> bool:
         return False
 
 
+_ENTRY_SELECT = ", ".join(_ENTRY_COLUMNS)
+
+
+def _listing_texts(crate_name: str, crate_types: str, target: str, profile: str, size: int, created: float,
+                   compile_ms: int, key: str, last_used: float) -> tuple[str, str, str, str]:
+    """The values of ``listing.COLUMNS`` for an entry."""
+    head, mid, tail = listing.json_parts(crate_name, crate_types, target, profile, size, created, compile_ms, key)
+    return head, mid, listing.iso(last_used) or "", tail
+
+
 def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -469,9 +491,33 @@ class Store:
             sql = "\n".join(line for line in _SCHEMA.splitlines() if not line.lstrip().startswith("--"))
             for stmt in sql.split(";"):
                 if stmt.strip():
+                    if "INDEX IF NOT EXISTS entries_listing " in stmt:
+                        self._add_listing_columns(db)  # a table from before version 6 lacks them
                     db.execute(stmt)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         _use_wal(db)
+
+    def _add_listing_columns(self, db: sqlite3.Connection) -> None:
+        """Give an ``entries`` table from before version 6 the listing's columns, written
+        for every entry (100,000 entries: ~3 s, once)."""
+        have = {r[1] for r in db.execute("PRAGMA table_info(entries)")}
+        missing = [c for c in listing.COLUMNS if c not in have]
+        for column in missing:
+            db.execute(f"ALTER TABLE entries ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+        if missing:
+            self._write_listing_texts(db)
+
+    def _write_listing_texts(self, db: sqlite3.Connection) -> None:
+        rows = db.execute("SELECT key, crate_name, crate_types, target, profile, size, created, compile_ms, "
+                          "last_used FROM entries").fetchall()
+        db.executemany(f"UPDATE entries SET {' = ?, '.join(listing.COLUMNS)} = ? WHERE key = ?",
+                       [(*_listing_texts(*r[1:8], r[0], r[8]), r[0]) for r in rows])
+
+    def rewrite_listing_texts(self) -> None:
+        """Write every entry's listing texts again from its columns (after an entry's
+        columns were changed by hand; kache itself never changes the ones they show)."""
+        with self._write() as db:
+            self._write_listing_texts(db)
 
     def _write(self, db: sqlite3.Connection | None = None) -> _Transaction:
         """``with store._write() as db:`` one ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK``
@@ -545,18 +591,21 @@ class Store:
     # ------------------------------------------------------------------ entries
 
     def get(self, key: str) -> Entry | None:
-        row = self.db.execute("SELECT * FROM entries WHERE key = ?", (key,)).fetchone()
+        row = self.db.execute(f"SELECT {_ENTRY_SELECT} FROM entries WHERE key = ?", (key,)).fetchone()
         return None if row is None else Entry.from_row(row)
 
     def clamp_future(self, now: float) -> int:
         """Entries "last used" in the future (a clock that was ahead) become used now:
         pinned for this round, evictable by age and size from the next. Returns how many."""
         with self._write() as db:
-            return db.execute("UPDATE entries SET last_used = ? WHERE last_used > ?", (now, now + 60)).rowcount
+            return db.execute("UPDATE entries SET last_used = ?, json_used = ? WHERE last_used > ?",
+                              (now, listing.iso(now), now + 60)).rowcount
 
     def touch(self, key: str) -> None:
         """Count a hit and mark the entry used now (LRU)."""
-        self.db.execute("UPDATE entries SET hits = hits + 1, last_used = ? WHERE key = ?", (time.time(), key))
+        now = time.time()
+        self.db.execute("UPDATE entries SET hits = hits + 1, last_used = ?, json_used = ? WHERE key = ?",
+                        (now, listing.iso(now), key))
 
     def blob_path(self, digest: str) -> str:
         return blobs.blob_path(self.root, digest)
@@ -718,10 +767,13 @@ class Store:
                     raise StoreError(f"blob {f['hash']} vanished before the entry was recorded")
             self.stamp_blobs([f["hash"] for f in files if f["hash"] in self._verified])
             db.execute(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO entries ({_ENTRY_SELECT}, {', '.join(listing.COLUMNS)}) "
+                f"VALUES ({', '.join('?' * (len(_ENTRY_COLUMNS) + len(listing.COLUMNS)))})",
                 (entry.key, entry.crate_name, entry.crate_types, entry.target, entry.profile, entry.size,
                  entry.created, entry.last_used, entry.hits, entry.compile_ms, entry.key_version, entry.mkey,
-                 quickjson.dumps(entry.meta)),
+                 quickjson.dumps(entry.meta),
+                 *_listing_texts(entry.crate_name, entry.crate_types, entry.target, entry.profile, entry.size,
+                                 entry.created, entry.compile_ms, entry.key, entry.last_used)),
             )
             db.execute("DELETE FROM entry_blobs WHERE key = ?", (entry.key,))
             db.executemany("INSERT OR IGNORE INTO entry_blobs VALUES (?, ?, ?)",
@@ -736,9 +788,9 @@ class Store:
 
     def entries(self, crate: str | None = None) -> list[Entry]:
         if crate is None:
-            rows = self.db.execute("SELECT * FROM entries").fetchall()
+            rows = self.db.execute(f"SELECT {_ENTRY_SELECT} FROM entries").fetchall()
         else:
-            rows = self.db.execute("SELECT * FROM entries WHERE crate_name = ?", (crate,)).fetchall()
+            rows = self.db.execute(f"SELECT {_ENTRY_SELECT} FROM entries WHERE crate_name = ?", (crate,)).fetchall()
         return [Entry.from_row(r) for r in rows]
 
     def remove(self, keys: Iterable[str]) -> int:
@@ -871,7 +923,7 @@ class Store:
     def entries_like(self, crate: str) -> list[Entry]:
         """Full entries (with ``meta``) of one crate, ``-``/``_``-insensitive, newest first."""
         rows = self.db.execute(
-            "SELECT * FROM entries WHERE replace(crate_name, '-', '_') = ? ORDER BY created DESC",
+            f"SELECT {_ENTRY_SELECT} FROM entries WHERE replace(crate_name, '-', '_') = ? ORDER BY created DESC",
             (crate.replace("-", "_"),)).fetchall()
         return [Entry.from_row(r) for r in rows]
 

@@ -72,24 +72,24 @@ def test_list_json_fields(store: Store, capsys: pytest.CaptureFixture[str]) -> N
 
 
 @pytest.mark.parametrize("sort", ["name", "size", "hits", "age"])
-def test_list_json_written_by_sqlite_is_entry_info_to_json(store: Store, sort: str) -> None:
-    """`list --json` has SQLite write each object (list_json); it must be what
-    EntryInfo.to_json gives, value for value and in the same order, for any texts."""
+def test_list_json_kept_in_the_index_is_entry_info_to_json(store: Store, sort: str) -> None:
+    """`list --json` reads each object from the index's listing texts (list_json); it
+    must be what EntryInfo.to_json gives, as json.dumps writes it, for any texts, after
+    hits and clamped clocks too."""
     add_entry(store, "serde", crate_types="lib", hits=3, created=1_700_000_000.75, last_used=1_700_000_099.999)
     add_entry(store, "proc-macro2", crate_types="proc-macro", created=0.0, last_used=1.5)
-    add_entry(store, "multi", crate_types="rlib,cdylib,staticlib", compile_ms=0)
+    add_entry(store, "multi", crate_types="rlib,cdylib,staticlib", compile_ms=0, target='C:\\spec "x".json\x7f')
     add_entry(store, "none", crate_types="")
-    add_entry(store, 'quo"te\\ü\n\t\x01', crate_types="lib", profile="my-\u00e9\U0001f600", created=253402300799.0)
-    with store.db:
-        store.db.execute("UPDATE entries SET target = ? WHERE crate_name = 'multi'", ('C:\\spec "x".json\x7f',))
+    add_entry(store, "odd", crate_types=",lib,,", hits=2**40, compile_ms=2**53 + 1)
+    quoted = add_entry(store, 'quo"te\\ü\n\t\x01', crate_types="lib", profile="my-\u00e9\U0001f600",
+                       created=253402300799.0)
+    store.touch(quoted.key)  # a hit: hits and last_used change
+    assert store.clamp_future(time.time() - 3600) >= 1  # and "last used" now, for entries used since an hour ago
     texts = list(list_json(store, sort))
     expected = [i.to_json() for i in list_entries(store, None, sort)]
     assert [json.loads(t) for t in texts] == expected
-    assert [list(json.loads(t)) for t in texts] == [list(d) for d in expected]  # key order
-    # entries as cargo names them print byte for byte as Python's json would
-    plain = [(t, d) for t, d in zip(texts, expected) if all(str(v).isascii() and str(v).isprintable()
-                                                             and '"' not in str(v) for v in d.values())]
-    assert len(plain) == 3 and all(t == json.dumps(d) for t, d in plain)
+    assert texts == [json.dumps(d) for d in expected]  # byte for byte, keys in the same order
+    assert [d["hits"] for d in expected if d["key"] == quoted.key] == [1]
 
 
 def test_list_json_holds_one_snapshot_while_it_is_read_and_lets_go_after(store: Store) -> None:
@@ -141,17 +141,6 @@ def test_json_lines_are_written_in_batches_as_one_array(capsys: pytest.CaptureFi
         out = capsys.readouterr().out
         assert json.loads(out) == [{"n": i} for i in range(n)]
         assert out == ("[]\n" if not n else "[\n  " + ",\n  ".join(f'{{"n": {i}}}' for i in range(n)) + "\n]\n")
-
-
-def test_list_json_without_sqlite_json_functions_builds_the_objects(store: Store,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    add_entry(store, "serde", crate_types="lib,rlib")
-
-    def no_json(*args: object, **kwargs: object) -> list[str]:
-        raise sqlite3.OperationalError("no such function: json_quote")
-
-    monkeypatch.setattr(store, "summary_texts", no_json)
-    assert [json.loads(t) for t in list_json(store)] == [i.to_json() for i in list_entries(store)]
 
 
 def test_list_table(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
@@ -455,9 +444,12 @@ def test_list_and_stats_on_10000_entries(store: Store, capsys: pytest.CaptureFix
         rows.append((key, f"crate{i % 700}", "lib", "", "dev", 800, now - i, now - i, i % 9, 100, 1, key,
                      _json.dumps(meta), files))
     with store._write() as db:  # Store.add per entry takes seconds; same rows, one transaction
-        db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [r[:13] for r in rows])
+        db.executemany("INSERT INTO entries (key, crate_name, crate_types, target, profile, size, created, "
+                       "last_used, hits, compile_ms, key_version, mkey, meta) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [r[:13] for r in rows])
         db.executemany("INSERT OR IGNORE INTO entry_blobs VALUES (?, ?, ?)",
                        [(r[0], f["hash"], f["size"]) for r in rows for f in r[13]])
+    store.rewrite_listing_texts()
     for i in range(10_000):
         event(store.root, ("local_hit", "miss", "passthrough")[i % 3], f"crate{i % 700}", t=now - i,
               bytes=800, saved_ms=90, reason="executable" if i % 3 == 2 else None, root="/ws")

@@ -3,9 +3,13 @@ listing, totals and gc queries read the covering indexes, not the entries' rows.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import time
 from pathlib import Path
 
+from kache.store import listing
+from kache.store.entries import list_entries, list_json
 from kache.store.index import SCHEMA_VERSION, Store
 from tests.synthetic import add_entry
 
@@ -14,12 +18,44 @@ def _indexes(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
 
 
+def _as_version_5(db: sqlite3.Connection) -> None:
+    """Turn a current index into the version-5 layout: no listing texts, entries_summary."""
+    db.execute("DROP INDEX entries_listing")
+    for column in listing.COLUMNS:
+        db.execute(f"ALTER TABLE entries DROP COLUMN {column}")
+    db.execute("CREATE INDEX entries_summary ON entries("
+               "crate_name, created DESC, key, crate_types, target, profile, size, last_used, hits, compile_ms)")
+    db.execute("PRAGMA user_version = 5")
+
+
+def test_a_version_5_index_gains_the_listing_texts_and_keeps_its_entries(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = Store(str(root))
+    now = time.time()
+    add_entry(store, "serde", crate_types="lib", hits=3, created=now - 7200, last_used=now - 60)
+    add_entry(store, "multi", crate_types="rlib,cdylib", compile_ms=0, target="x86_64-unknown-linux-gnu")
+    add_entry(store, 'quo"te\\ü\n', crate_types="", profile="r\u00e9lease")
+    before = [i.to_json() for i in list_entries(store)]
+    store.close()
+    db = sqlite3.connect(root / "index.db")
+    _as_version_5(db)
+    db.commit()
+    db.close()
+    store = Store(str(root))
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    names = _indexes(store.db)
+    assert "entries_listing" in names and "entries_summary" not in names
+    assert [json.loads(t) for t in list_json(store)] == before
+    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_a_version_3_index_gains_the_covering_indexes_and_keeps_its_entries(tmp_path: Path) -> None:
     root = tmp_path / "s"
     store = Store(str(root))
     entries = [add_entry(store, name, blobs=[b"shared", name.encode()]) for name in ("serde", "syn")]
     store.close()
     db = sqlite3.connect(root / "index.db")  # the version-3 layout
+    _as_version_5(db)
     db.execute("DROP INDEX entries_summary")
     db.execute("DROP INDEX entry_blobs_hash_size")
     db.execute("CREATE INDEX entries_crate ON entries(crate_name)")
@@ -29,10 +65,11 @@ def test_a_version_3_index_gains_the_covering_indexes_and_keeps_its_entries(tmp_
     db.commit()
     db.close()
     store = Store(str(root))
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     names = _indexes(store.db)
-    assert {"entries_summary", "entry_blobs_hash_size"} <= names
-    assert not names & {"entries_crate", "entries_last_used", "entry_blobs_hash"}
+    assert {"entries_listing", "entry_blobs_hash_size"} <= names
+    assert not names & {"entries_crate", "entries_last_used", "entry_blobs_hash", "entries_summary"}
+    assert [json.loads(t)["crate"] for t in list_json(store)] == ["serde", "syn"]
     assert sorted(e.key for e in store.entries()) == sorted(e.key for e in entries)
     assert store.totals() == {"entries": 2, "logical_bytes": 2 * 6 + 5 + 3, "physical_bytes": 6 + 5 + 3}
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -47,8 +84,9 @@ def test_listing_totals_and_lru_read_only_the_covering_indexes(tmp_path: Path) -
 
     cols = ", ".join(Store.SUMMARY_COLUMNS)
     for order in Store._SUMMARY_ORDER.values():
-        assert "COVERING INDEX entries_summary" in plan(f"SELECT {cols} FROM entries ORDER BY {order}")
-    assert "COVERING INDEX entries_summary" in plan("SELECT COUNT(*), SUM(size) FROM entries")
+        assert "COVERING INDEX entries_listing" in plan(f"SELECT {cols} FROM entries ORDER BY {order}")
+        assert "COVERING INDEX entries_listing" in plan(f"SELECT {listing.TEXT_SQL} FROM entries ORDER BY {order}")
+    assert "COVERING INDEX entries_listing" in plan("SELECT COUNT(*), SUM(size) FROM entries")
     assert "COVERING INDEX entry_blobs_hash_size" in plan(
         "SELECT hash, MAX(size) FROM entry_blobs GROUP BY hash")
     assert "COVERING INDEX entry_blobs_hash_size" in plan("SELECT 1 FROM entry_blobs WHERE hash = 'x' LIMIT 1")

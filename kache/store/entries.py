@@ -105,6 +105,9 @@ def list_json(store: Store | None, sort: str = "name") -> Iterable[str]:
 
 
 TABLE_HEADERS = ("crate", "types", "profile", "size", "hits", "last used", "key")
+# The widest age ``units.format_ago`` writes below its largest unit (a year): each
+# smaller unit's count stops one short of the next unit. Not wider than "last used".
+AGO_WIDTH_BELOW_A_YEAR = max(len(units.format_ago(larger - 1)) for larger, _ in units.AGO_UNITS)
 
 
 @dataclass
@@ -124,10 +127,11 @@ def list_table(store: Store | None, sort: str = "name", now: float | None = None
     how long ago it was last used at ``now``, the key's first 12 digits) in
     ``list_entries`` order; None when there are no entries.
 
-    SQLite writes each line from the summary index, padded to widths it measured first
+    SQLite writes each line from the listing index, padded to widths it measured first
     in the same snapshot: a table of 100,000 entries streams in ~0.4 s and ~22 MB, where
-    formatting rows in Python took ~0.7 s and ~113 MB. Sizes and ages are written as
-    ``units.format_size`` and ``units.format_ago`` write them (``_size_sql``, ``_ago_sql``).
+    formatting rows in Python took ~0.7 s and ~113 MB. Sizes are the index's
+    ``size_text`` (``units.format_size``), ages written as ``units.format_ago`` writes
+    them (``_ago_sql``).
     """
     if sort not in SORTS:
         raise ValueError(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
@@ -135,27 +139,19 @@ def list_table(store: Store | None, sort: str = "name", now: float | None = None
         return None
     when = time.time() if now is None else now
     age = "CAST(max(0, ?1 - last_used) AS INTEGER)"  # ?1: now
-    columns = ["crate_name", "crate_types", "profile", _size_sql("size"), "hits", _ago_sql(age)]
-    # A size's (an age's) text is longest at the largest size (age) of its unit, so the
-    # widest of those few, formatted here, is the column's width: measuring makes no text
-    # per entry. The largest below each unit's upper bound covers every unit's largest
-    # (``now - last_used < b`` is ``age < b`` for a whole b, without the CAST).
-    size_bounds = [1024**k for k in range(1, len(units.SIZE_UNITS))]
-    age_bounds = [seconds for seconds, _ in units.AGO_UNITS]
+    columns = ["crate_name", "crate_types", "profile", "size_text", "hits", _ago_sql(age)]
     aggregates = ["count(*)", "total(size)", "max(length(crate_name))", "max(length(crate_types))",
-                  "max(length(profile))", "length(max(hits))", "max(size)",
-                  *(f"max(CASE WHEN size < {b} THEN size END)" for b in size_bounds), "min(last_used)",
-                  *(f"min(CASE WHEN ?1 - last_used < {b} THEN last_used END)" for b in age_bounds)]
+                  "max(length(profile))", "max(length(size_text))", "length(max(hits))", "min(last_used)"]
     found: list[Any] = []  # entries, total size, widths
 
     def expression(query: Callable[..., list[Any]]) -> tuple[str, tuple[Any, ...]] | None:
-        [row] = query(f"SELECT {', '.join(aggregates)} FROM entries", (when,))
+        [row] = query(f"SELECT {', '.join(aggregates)} FROM entries")
         if not row[0]:
             return None
-        entries, size, *widths = row[:6]
-        sizes, used = row[6:7 + len(size_bounds)], row[7 + len(size_bounds):]
-        widths.insert(3, max(len(units.format_size(n)) for n in sizes if n is not None))
-        widths.append(max(len(units.format_ago(when - t)) for t in used if t is not None))
+        entries, size, *widths, oldest = row
+        # No age under a year is written wider than its header (AGO_WIDTH_BELOW_A_YEAR),
+        # and in years the oldest entry's is the widest: no text is made per entry.
+        widths.append(max(AGO_WIDTH_BELOW_A_YEAR, len(units.format_ago(when - oldest))))
         widths = [max(len(h), w) for h, w in zip(TABLE_HEADERS, widths)]
         found.extend([entries, int(size), widths])
         # `!`: widths in characters, not bytes (a crate named in any script lines up)
@@ -168,21 +164,6 @@ def list_table(store: Store | None, sort: str = "name", now: float | None = None
         return None
     entries, size, widths = found
     return Table(widths=widths, lines=lines, entries=entries, size=size)
-
-
-def _size_sql(column: str) -> str:
-    """SQL for :func:`units.format_size` of an integer column, in integers: ``n`` bytes
-    in unit ``u`` (1024**k) is n*10/u tenths, rounded half to even as Python's ``.1f``
-    rounds the exact binary quotient (exact up to 800 PiB)."""
-    names = units.SIZE_UNITS
-    cases = [f"WHEN {column} < 1024 THEN {column} || ' {names[0]}'"]
-    for k, name in enumerate(names[1:], 1):
-        unit, half = 1024**k, 1024**k // 2
-        q, r = f"({column} * 10 / {unit})", f"({column} * 10 % {unit})"
-        tenths = f"({q} + ({r} > {half} OR ({r} = {half} AND {q} % 2 = 1)))"
-        text = f"({tenths} / 10) || '.' || ({tenths} % 10) || ' {name}'"
-        cases.append(f"ELSE {text}" if k == len(names) - 1 else f"WHEN {column} < {1024 * unit} THEN {text}")
-    return f"(CASE {' '.join(cases)} END)"
 
 
 def _ago_sql(age: str) -> str:

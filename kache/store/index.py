@@ -16,7 +16,7 @@ rebuilt, never guessed at):
                  stdout/stderr, the normalised dep-info and the key's components; for a
                  workspace crate, its incremental session (``incremental``: checkout,
                  directory names, files), which never goes to the remote. Beside them,
-                 the entry's ``kache list --json`` text in parts (see listing.py).
+                 the entry's ``kache list`` texts (see listing.py).
 ``entry_blobs``  which blobs an entry uses, the session's too (gc's reference count).
 ``manifests``    direct mode (ccache's name): under a cheap key computed before
                  compiling (``mkey``), the inputs rustc reported (path, blake3) and the
@@ -105,9 +105,9 @@ __all__ = ["Store", "Entry", "StoreError", "DamagedBlob", "SCHEMA_VERSION", "is_
 # 4 — covering indexes for listing, totals and gc (entries_summary, entry_blobs_hash_size),
 #     which replace entries_crate, entries_last_used and entry_blobs_hash (built in place);
 # 5 — incremental_files, the memo of incremental session files (added in place);
-# 6 — each entry's `kache list --json` text in parts (json_head, json_mid, json_used,
-#     json_tail; see listing.py), in entries_listing, which replaces entries_summary
-#     (the columns added and written in place).
+# 6 — each entry's `kache list` texts (the --json object in parts: json_head, json_mid,
+#     json_used, json_tail; the table's size_text; see listing.py), in entries_listing,
+#     which replaces entries_summary (the columns added and written in place).
 SCHEMA_VERSION = 6
 # Versions that become the current one by creating the tables, columns and indexes they
 # lack (and dropping the indexes in _DROPPED).
@@ -135,14 +135,15 @@ CREATE TABLE IF NOT EXISTS entries (
     json_head TEXT NOT NULL DEFAULT '',
     json_mid TEXT NOT NULL DEFAULT '',
     json_used TEXT NOT NULL DEFAULT '',
-    json_tail TEXT NOT NULL DEFAULT ''
+    json_tail TEXT NOT NULL DEFAULT '',
+    size_text TEXT NOT NULL DEFAULT ''
 );
 -- Every column `kache list` shows, in its default order, and the --json texts: listing,
 -- totals, gc's LRU plan and its age cut read this index alone, never the rows with their
 -- meta (~10x less to read), and other orders sort it. A hit's touch updates this one index.
 CREATE INDEX IF NOT EXISTS entries_listing ON entries(
     crate_name, created DESC, key, crate_types, target, profile, size, last_used, hits, compile_ms,
-    json_head, json_mid, json_used, json_tail);
+    json_head, json_mid, json_used, json_tail, size_text);
 CREATE TABLE IF NOT EXISTS entry_blobs (
     key TEXT NOT NULL,
     hash TEXT NOT NULL,
@@ -340,13 +341,6 @@ def index_is_sound(path: str) -> bool:
 _ENTRY_SELECT = ", ".join(_ENTRY_COLUMNS)
 
 
-def _listing_texts(crate_name: str, crate_types: str, target: str, profile: str, size: int, created: float,
-                   compile_ms: int, key: str, last_used: float) -> tuple[str, str, str, str]:
-    """The values of ``listing.COLUMNS`` for an entry."""
-    head, mid, tail = listing.json_parts(crate_name, crate_types, target, profile, size, created, compile_ms, key)
-    return head, mid, listing.iso(last_used) or "", tail
-
-
 def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -511,7 +505,7 @@ class Store:
         rows = db.execute("SELECT key, crate_name, crate_types, target, profile, size, created, compile_ms, "
                           "last_used FROM entries").fetchall()
         db.executemany(f"UPDATE entries SET {' = ?, '.join(listing.COLUMNS)} = ? WHERE key = ?",
-                       [(*_listing_texts(*r[1:8], r[0], r[8]), r[0]) for r in rows])
+                       [(*listing.texts(*r[1:8], r[0], r[8]), r[0]) for r in rows])
 
     def rewrite_listing_texts(self) -> None:
         """Write every entry's listing texts again from its columns (after an entry's
@@ -772,8 +766,8 @@ class Store:
                 (entry.key, entry.crate_name, entry.crate_types, entry.target, entry.profile, entry.size,
                  entry.created, entry.last_used, entry.hits, entry.compile_ms, entry.key_version, entry.mkey,
                  quickjson.dumps(entry.meta),
-                 *_listing_texts(entry.crate_name, entry.crate_types, entry.target, entry.profile, entry.size,
-                                 entry.created, entry.compile_ms, entry.key, entry.last_used)),
+                 *listing.texts(entry.crate_name, entry.crate_types, entry.target, entry.profile, entry.size,
+                                entry.created, entry.compile_ms, entry.key, entry.last_used)),
             )
             db.execute("DELETE FROM entry_blobs WHERE key = ?", (entry.key,))
             db.executemany("INSERT OR IGNORE INTO entry_blobs VALUES (?, ?, ?)",

@@ -1,12 +1,13 @@
-"""Each entry's ``kache list --json`` object, as the index keeps it.
+"""Each entry's texts in ``kache list``, as the index keeps them.
 
-The object (``EntryInfo.to_json()`` without ``files``) is written once, when the entry
-is recorded, in three parts around the two values a hit changes: ``hits`` (an integer
-column) and ``last_used`` (kept beside its number as ``json_used``, the text ``iso``
-makes, which every write of ``last_used`` writes too). A listing is then one
+The ``--json`` object (``EntryInfo.to_json()`` without ``files``) is written once, when
+the entry is recorded, in three parts around the two values a hit changes: ``hits`` (an
+integer column) and ``last_used`` (kept beside its number as ``json_used``, the text
+``iso`` makes, which every write of ``last_used`` writes too). A listing is then one
 concatenation per entry, read from the listing index (``TEXT_SQL``): ~0.2 s for 100,000
 entries on a slow 2-core machine, where SQLite formatting each object from its columns
-(``printf``, ``json_quote``, ``datetime``) took ~0.45 s.
+(``printf``, ``json_quote``, ``datetime``) took ~0.45 s. The table's size column
+(``units.format_size``) is kept the same way, as ``size_text``.
 
 Imported by the index on the wrapper's hot path: ``time`` and ``quickjson`` only.
 """
@@ -17,10 +18,10 @@ import time
 
 from kache import quickjson
 
-__all__ = ["iso", "json_parts", "TEXT_SQL", "COLUMNS"]
+__all__ = ["iso", "json_parts", "texts", "TEXT_SQL", "COLUMNS"]
 
-# The columns ``json_parts`` fills and ``TEXT_SQL`` reads (``json_used`` is ``iso(last_used)``).
-COLUMNS = ("json_head", "json_mid", "json_used", "json_tail")
+# The columns ``texts`` fills, in its order; ``TEXT_SQL`` reads the first four.
+COLUMNS = ("json_head", "json_mid", "json_used", "json_tail", "size_text")
 TEXT_SQL = "json_head || hits || json_mid || json_used || json_tail"
 
 
@@ -42,3 +43,12 @@ def json_parts(crate_name: str, crate_types: str, target: str, profile: str, siz
     mid = f', "created": {q(iso(created) or "")}, "last_used": "'
     tail = f'", "compile_ms": {num(compile_ms)}, "key": {q(key)}}}'
     return head, mid, tail
+
+
+def texts(crate_name: str, crate_types: str, target: str, profile: str, size: int, created: float,
+          compile_ms: int, key: str, last_used: float) -> tuple[str, str, str, str, str]:
+    """The values of ``COLUMNS`` for an entry."""
+    from kache.units import format_size
+
+    head, mid, tail = json_parts(crate_name, crate_types, target, profile, size, created, compile_ms, key)
+    return head, mid, iso(last_used) or "", tail, format_size(size)

@@ -89,17 +89,16 @@ def read_all(root: str, since: float | None = None) -> list[dict[str, Any]]:
 def parse(data: bytes, since: float | None = None) -> list[dict[str, Any]]:
     """The sane events (at or after ``since``) of the lines in ``data``.
 
-    The lines are parsed as one JSON array (one C call); when a line does not parse,
-    line by line, skipping it.
+    The lines are parsed as one JSON array (one C call; the newlines become its commas,
+    ~50 ms less than splitting 100,000 lines and joining them); when a line does not
+    parse (an empty one among them), line by line, skipping it.
     """
-    lines = data.split(b"\n")
-    if lines and not lines[-1].strip():
-        lines.pop()
+    body = data[:-1] if data.endswith(b"\n") else data
     try:
-        parsed = quickjson.loads(b"[" + b",".join(lines) + b"]")
+        parsed = quickjson.loads(b"[" + body.replace(b"\n", b",") + b"]") if body.strip() else []
     except (ValueError, RecursionError):
         parsed = []
-        for raw in lines:
+        for raw in data.split(b"\n"):
             try:
                 parsed.append(quickjson.loads(raw))
             except (ValueError, RecursionError):

@@ -188,3 +188,72 @@ def test_a_damaged_or_forged_fold_cache_is_not_used(store: Store, cache: bytes) 
     st = compute(root, None)
     assert (st.hits, st.misses) == (1, 1)
     assert st.to_json() == _fresh(root)
+
+
+def _long_log(root: str) -> None:
+    """~3,000 events in many shapes, damaged and forged lines among them, and a line
+    still being written at the end."""
+    outcomes = ("local_hit", "remote_hit", "prefetch_hit", "miss", "dup", "passthrough", "error")
+    for i in range(3000):
+        event(root, outcomes[i % 7], crate=f"c{i % 13}", t=1_700_000_000.0 + i, ms=float(i % 97),
+              bytes=i, saved_ms=i % 50, compile_ms=i % 70, reason=("emit", None, "x")[i % 3], root=f"/ws/{i % 5}")
+    with open(events.path(root), "ab") as f:
+        f.write(b'not json\n[1, 2]\n\n{"t": -1, "outcome": "local_hit"}\n{"t": 5, "outcome": "miss", "ms": 1e300}\n'
+                b'{"t": 6, "outcome": "dup", "crate": 7}\n{"t": 7, "outcome": "miss", "root": "/ws/\\ud800"}\n')
+    for i in range(50):
+        event(root, "local_hit", ms=1.5, root="/ws/late")
+    with open(events.path(root), "ab") as f:
+        f.write(b'{"t": 8, "outcome": "miss"')
+
+
+def test_a_long_log_is_folded_by_two_processes_as_by_one(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = store.root
+    _long_log(root)
+    monkeypatch.setattr(stats_mod, "PARALLEL_BYTES", 1000)
+    monkeypatch.setattr(stats_mod, "_may_fork", lambda: True)
+    children: list[object] = []
+    real = stats_mod._child_fold
+    monkeypatch.setattr(stats_mod, "_child_fold", lambda pid, fd: children.append(real(pid, fd)) or children[-1])
+    st = compute(root, None)
+    assert len(children) == 1 and stats_mod._is_fold(children[0])  # the child's half came back
+    assert children[0]["outcomes"]["local_hit"] > 0  # type: ignore[index]
+    assert st.to_json() == _fresh(root)
+    assert st.hit_ms == [ev["ms"] for ev in events.read_all(root) if ev["outcome"] in stats_mod.HIT_OUTCOMES]
+
+
+@pytest.mark.parametrize("child", ["fails", "forges", "writes nothing"])
+def test_a_failed_child_s_half_is_folded_by_the_parent(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                       child: str) -> None:
+    root = store.root
+    _long_log(root)
+    monkeypatch.setattr(stats_mod, "PARALLEL_BYTES", 1000)
+    monkeypatch.setattr(stats_mod, "_may_fork", lambda: True)
+
+    def broken(fd: int, data: bytes) -> None:  # runs in the child
+        if child == "fails":
+            raise OSError("disk on fire")
+        if child == "forges":
+            fold = stats_mod._new_fold()
+            fold["outcomes"]["local_hit"] = -1000
+            os.write(fd, json.dumps(fold).encode())
+
+    monkeypatch.setattr(stats_mod, "_write_fold", broken)
+    results: list[object] = []
+    real = stats_mod._child_fold
+    monkeypatch.setattr(stats_mod, "_child_fold", lambda pid, fd: results.append(real(pid, fd)) or results[-1])
+    assert compute(root, None).to_json() == _fresh(root)
+    assert results == [None]
+
+
+def test_no_child_is_forked_beside_other_threads() -> None:
+    import threading
+
+    assert stats_mod._may_fork() == ((os.cpu_count() or 1) > 1 and threading.active_count() == 1)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert stats_mod._may_fork() is False
+    finally:
+        stop.set()
+        t.join()

@@ -858,7 +858,7 @@ class Store:
                   select_params: tuple[str, ...] = ()) -> list[sqlite3.Row]:
         """Entries without their ``meta`` (fast for listing): the ``SUMMARY_COLUMNS``, or
         the SQL expression ``select`` over them (with ``select_params``), read from the
-        ``entries_summary`` index alone.
+        ``entries_listing`` index alone.
 
         ``crate`` compares with ``-`` and ``_`` alike (cargo's ``proc-macro2`` is rustc's
         ``proc_macro2``). ``order`` is ``name``, ``size``, ``hits``, ``age`` (most recently

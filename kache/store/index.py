@@ -113,9 +113,6 @@ SCHEMA_VERSION = 6
 # lack (and dropping the indexes in _DROPPED).
 _ADDITIVE = {2, 3, 4, 5}
 _DROPPED = ("entries_crate", "entries_last_used", "entry_blobs_hash", "entries_summary")
-# The columns of ``entries`` an ``Entry`` holds (the listing's texts are derived from them).
-_ENTRY_COLUMNS = ("key", "crate_name", "crate_types", "target", "profile", "size", "created", "last_used", "hits",
-                  "compile_ms", "key_version", "mkey", "meta")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -338,9 +335,6 @@ def index_is_sound(path: str) -> bool:
         return False
 
 
-_ENTRY_SELECT = ", ".join(_ENTRY_COLUMNS)
-
-
 def _stamp(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -369,6 +363,10 @@ class Entry(Record):
         d = dict(row)
         d["meta"] = quickjson.loads(d["meta"])
         return cls(**d)
+
+
+# The columns of ``entries`` an ``Entry`` holds (the listing's texts are made from them).
+_ENTRY_SELECT = ", ".join(Entry.__slots__)
 
 
 class Store:
@@ -762,7 +760,7 @@ class Store:
             self.stamp_blobs([f["hash"] for f in files if f["hash"] in self._verified])
             db.execute(
                 f"INSERT OR REPLACE INTO entries ({_ENTRY_SELECT}, {', '.join(listing.COLUMNS)}) "
-                f"VALUES ({', '.join('?' * (len(_ENTRY_COLUMNS) + len(listing.COLUMNS)))})",
+                f"VALUES ({', '.join('?' * (len(Entry.__slots__) + len(listing.COLUMNS)))})",
                 (entry.key, entry.crate_name, entry.crate_types, entry.target, entry.profile, entry.size,
                  entry.created, entry.last_used, entry.hits, entry.compile_ms, entry.key_version, entry.mkey,
                  quickjson.dumps(entry.meta),

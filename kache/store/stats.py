@@ -30,7 +30,7 @@ from kache.store.entries import iso
 from kache.store.events import HIT_OUTCOMES, OUTCOMES
 from kache.store.index import Store, StoreError
 
-__all__ = ["Counts", "Stats", "ProjectStats", "compute", "store_totals", "HIT_OUTCOMES"]
+__all__ = ["Counts", "Stats", "ProjectStats", "compute", "refresh_fold", "store_totals", "HIT_OUTCOMES"]
 
 
 class Counts:
@@ -197,6 +197,12 @@ def compute(store_root: str, since: float | None = None) -> Stats:
     s.entries, s.logical_bytes, s.physical_bytes = (
         totals["entries"], totals["logical_bytes"], totals["physical_bytes"])
     return s
+
+
+def refresh_fold(store_root: str) -> None:
+    """Bring the kept fold (``tmp/stats-fold.json``) up to the end of the log, as
+    ``kache stats`` would (the daemon does this while idle)."""
+    _folded_log(store_root)
 
 
 def _by_count(counts: dict[str, int]) -> dict[str, int]:

@@ -466,3 +466,39 @@ def test_hits_reuse_a_kept_connection_until_the_index_file_is_replaced(store_roo
     stores.give(fresh, inode)
     assert stores.take()[0] is not fresh
     stores.close()
+
+
+def test_an_idle_daemon_keeps_the_stats_fold_up_to_date(start_daemon, store_root: Path) -> None:
+    """`kache stats` folds only the events after the daemon's last fold: the daemon folds
+    the log while idle, once it grew by fold_bytes, and not for less."""
+    from kache.store import events, stats
+    from kache.store.index import Store
+    from tests.synthetic import event
+
+    root = str(store_root)
+    store = Store(root)
+    store.db  # noqa: B018 - the layout (tmp/, where the fold is kept)
+    store.close()
+
+    def covered() -> int | None:
+        try:
+            doc = json.loads((store_root / stats.FOLD_CACHE).read_text())
+        except (OSError, ValueError):
+            return None
+        ino = os.stat(events.path(root)).st_ino
+        return next((f["offset"] for f in doc["files"] if f["ino"] == ino), None)
+
+    for i in range(100):
+        event(root, ("local_hit", "miss")[i % 2], crate=f"c{i}", root="/ws")
+    start_daemon(fold_interval=0.05, fold_bytes=2000)
+    wait_for(lambda: covered() == os.path.getsize(events.path(root)), what="the daemon's fold")
+    for i in range(40):
+        event(root, "passthrough", crate=f"late{i}", reason="executable")
+    grown = os.path.getsize(events.path(root))
+    wait_for(lambda: covered() == grown, what="the fold of what was appended")
+    event(root, "local_hit", crate="one more")  # less than fold_bytes: left to kache stats
+    time.sleep(0.4)
+    assert covered() == grown
+    st = stats.compute(root, None)
+    assert (st.hits, st.misses, st.passthrough) == (51, 50, 40)
+    assert st.to_json() == stats.compute(root, 0.0).to_json() | {"since": None}

@@ -46,6 +46,7 @@ __all__ = [
     "Settings",
     "load_schema",
     "settings_table",
+    "setting",
     "env_settings",
     "system_config_path",
     "user_config_path",
@@ -167,6 +168,11 @@ def _table(path: str | None) -> tuple[Setting, ...]:
 def settings_table(schema_path: str | None = None) -> tuple[Setting, ...]:
     """Every setting of the schema, in schema order."""
     return _table(schema_path)
+
+
+def setting(key: str, schema_path: str | None = None) -> Setting:
+    """The setting ``key`` of the schema (``KeyError`` for a key it does not have)."""
+    return _by_key(schema_path)[key]
 
 
 def sections(schema_path: str | None = None) -> list[tuple[str, dict[str, Any]]]:

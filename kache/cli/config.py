@@ -75,8 +75,7 @@ def show(as_json: bool) -> None:
             "files": [{"role": f.role, "path": str(f.path), "exists": f.exists} for f in s.files],
         })
         return
-    by_key = {x.key: x for x in settings_mod.settings_table()}
-    rows = [[key, by_key[key].default_text if s.values[key] is None else settings_mod.display(s.values[key]),
+    rows = [[key, settings_mod.setting(key).default_text if s.values[key] is None else settings_mod.display(s.values[key]),
              str(s.sources[key])] for key in s.values]
     echo_table(["setting", "value", "source"], rows)
     click.echo()

@@ -285,7 +285,7 @@ def client(output: str | None, rustc: str | None, as_json: bool) -> None:
 
     s = _settings(check=True)
     kache = kache_executable()
-    hits = next(setting for setting in settings_mod.settings_table() if setting.key == "cache.daemon_hits")
+    hits = settings_mod.setting("cache.daemon_hits")
     assert hits.env, "cache.daemon_hits has a variable in the schema"
     try:
         built = build_client(output or default_output(kache), kache, os.path.join(_root(s), P.SOCKET_NAME),

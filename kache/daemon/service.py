@@ -91,15 +91,14 @@ def plist_path(env: Mapping[str, str] | None = None) -> Path:
 
 def service_environment(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """Variables to write into the definition, and notes about the ones left out."""
-    from kache.settings import settings_table, user_config_path
+    from kache.settings import setting, settings_table, user_config_path
 
-    table = {s.key: s for s in settings_table()}
     out = {"KACHE_LOG": LOG_LEVEL}
-    for name in ("KACHE_CONFIG", table["cache.local_store"].env):
+    for name in ("KACHE_CONFIG", setting("cache.local_store").env):
         if name and env.get(name, "").strip():
             out[name] = env[name].strip()
     notes = []
-    remote_vars = [s.env for s in table.values() if s.key.startswith("cache.remote.") and s.env and s.env in env]
+    remote_vars = [s.env for s in settings_table() if s.key.startswith("cache.remote.") and s.env and s.env in env]
     if remote_vars:
         notes.append(f"the service does not see {', '.join(remote_vars)} from this shell: put the remote in "
                      f"{user_config_path(env)} ([cache.remote]) so the daemon uses it")

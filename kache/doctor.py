@@ -76,10 +76,11 @@ def effective_wrapper(env: Mapping[str, str], cwd: str) -> tuple[str | None, str
     return value, str(p) if value else "nowhere"
 
 
-def check_wrapper(exe: str, env: Mapping[str, str]) -> Check:
+def check_wrapper(exe: str, env: Mapping[str, str], wrapper: tuple[str | None, str]) -> Check:
+    """``wrapper``: :func:`effective_wrapper` here."""
     from kache.setup import wrapper_step
 
-    value, where = effective_wrapper(env, os.getcwd())
+    value, where = wrapper
     step = wrapper_step(exe, env)
 
     def fix() -> str:
@@ -226,13 +227,13 @@ def check_disk(root: str, max_bytes: int) -> Check:
                  f"{units.format_size(max_bytes)}")
 
 
-def check_native_client(env: Mapping[str, str], root: str) -> Check | None:
-    """When cargo's wrapper is the native client: does it ask this store's daemon, and can
-    it run the kache it hands the rest to?"""
+def check_native_client(wrapper: tuple[str | None, str], root: str) -> Check | None:
+    """When cargo's wrapper (``wrapper``: :func:`effective_wrapper`) is the native client:
+    does it ask this store's daemon, and can it run the kache it hands the rest to?"""
     from kache.daemon.protocol import SOCKET_NAME
     from kache.native import OUTPUT_NAME, client_info
 
-    value, where = effective_wrapper(env, os.getcwd())
+    value, where = wrapper
     if not value or not os.path.basename(value).startswith(OUTPUT_NAME):
         return None
     path = os.path.expanduser(value)
@@ -326,7 +327,8 @@ def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) ->
 
     env = os.environ if env is None else env
     exe = kache_executable()
-    checks = [check_path(exe), check_wrapper(exe, env), check_config(env)]
+    wrapper = effective_wrapper(env, os.getcwd())
+    checks = [check_path(exe), check_wrapper(exe, env, wrapper), check_config(env)]
     try:
         settings = settings_mod.load(env)
         root = settings.get("cache.local_store")
@@ -337,7 +339,7 @@ def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) ->
     checks.append(check_index(root, verify=verify))
     checks.append(check_disk(root, max_bytes))
     checks.append(check_daemon(root, bool(settings["cache.remote.bucket"])))
-    native = check_native_client(env, os.path.abspath(root))
+    native = check_native_client(wrapper, os.path.abspath(root))
     if native is not None:
         checks.append(native)
     remote = check_remote(settings)

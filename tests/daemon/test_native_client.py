@@ -221,16 +221,16 @@ def test_build_errors_say_what_to_do(tmp_path: Path, client: Client) -> None:
 def test_it_says_what_it_was_built_with_and_doctor_checks_it(client: Client, tmp_path: Path) -> None:
     assert client_info(str(client.exe)) == {"kache": str(client.kache), "socket": str(client.socket),
                                             "hits_variable": HITS_VARIABLE}
-    env = {"RUSTC_WRAPPER": str(client.exe)}
-    ok = check_native_client(env, str(client.base))
+    wrapper = (str(client.exe), "environment variable RUSTC_WRAPPER")  # doctor's effective_wrapper
+    ok = check_native_client(wrapper, str(client.base))
     assert ok is not None and ok.status == OK, ok
-    elsewhere = check_native_client(env, str(tmp_path / "store"))
+    elsewhere = check_native_client(wrapper, str(tmp_path / "store"))
     assert elsewhere is not None and elsewhere.status == WARN
     assert f"asks the daemon at {client.socket}, but the store is {tmp_path / 'store'}" in elsewhere.detail
     assert elsewhere.fix_hint == "`kache daemon client` builds it for this store"
     client.kache.chmod(0o644)
     try:
-        gone = check_native_client(env, str(client.base))
+        gone = check_native_client(wrapper, str(client.base))
     finally:
         client.kache.chmod(0o755)
     assert gone is not None and gone.status == FAIL and "run rustc without the cache" in gone.detail
@@ -238,6 +238,6 @@ def test_it_says_what_it_was_built_with_and_doctor_checks_it(client: Client, tmp
     impostor.write_text("#!/bin/sh\necho not json\n")
     impostor.chmod(0o755)
     assert client_info(str(impostor)) is None
-    unknown = check_native_client({"RUSTC_WRAPPER": str(impostor)}, str(client.base))
+    unknown = check_native_client((str(impostor), "environment variable RUSTC_WRAPPER"), str(client.base))
     assert unknown is not None and unknown.status == WARN and "does not say what it was built with" in unknown.detail
-    assert check_native_client({"RUSTC_WRAPPER": str(client.kache)}, str(client.base)) is None  # kache itself
+    assert check_native_client((str(client.kache), "environment variable RUSTC_WRAPPER"), str(client.base)) is None  # kache itself

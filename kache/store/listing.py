@@ -18,7 +18,7 @@ import time
 
 from kache import quickjson
 
-__all__ = ["iso", "json_parts", "texts", "TEXT_SQL", "COLUMNS"]
+__all__ = ["iso", "texts", "TEXT_SQL", "COLUMNS"]
 
 # The columns ``texts`` fills, in its order; ``TEXT_SQL`` reads the first four.
 COLUMNS = ("json_head", "json_mid", "json_used", "json_tail", "size_text")
@@ -30,25 +30,18 @@ def iso(t: float | None) -> str | None:
     return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
 
 
-def json_parts(crate_name: str, crate_types: str, target: str, profile: str, size: int, created: float,
-               compile_ms: int, key: str) -> tuple[str, str, str]:
-    """(head, mid, tail) of an entry's listing object: ``head + str(hits) + mid +
-    iso(last_used) + tail`` is the JSON text of ``EntryInfo.to_json()``, keys in its
-    order and byte for byte as ``json.dumps`` writes it (``crate_types`` is stored
-    comma-separated; empty names are dropped, as ``EntryInfo`` drops them)."""
+def texts(crate_name: str, crate_types: str, target: str, profile: str, size: int, created: float,
+          compile_ms: int, key: str, last_used: float) -> tuple[str, str, str, str, str]:
+    """The values of ``COLUMNS`` for an entry. ``head + str(hits) + mid + used + tail``
+    is the JSON text of ``EntryInfo.to_json()``, keys in its order and byte for byte as
+    ``json.dumps`` writes it (``crate_types`` is stored comma-separated; empty names are
+    dropped, as ``EntryInfo`` drops them)."""
+    from kache.units import format_size
+
     q, num = quickjson.quote, quickjson.dumps
     types = ", ".join(q(t) for t in crate_types.split(",") if t)
     head = (f'{{"crate": {q(crate_name)}, "crate_types": [{types}], "target": {q(target)}, '
             f'"profile": {q(profile)}, "size": {num(size)}, "hits": ')
     mid = f', "created": {q(iso(created) or "")}, "last_used": "'
     tail = f'", "compile_ms": {num(compile_ms)}, "key": {q(key)}}}'
-    return head, mid, tail
-
-
-def texts(crate_name: str, crate_types: str, target: str, profile: str, size: int, created: float,
-          compile_ms: int, key: str, last_used: float) -> tuple[str, str, str, str, str]:
-    """The values of ``COLUMNS`` for an entry."""
-    from kache.units import format_size
-
-    head, mid, tail = json_parts(crate_name, crate_types, target, profile, size, created, compile_ms, key)
     return head, mid, iso(last_used) or "", tail, format_size(size)

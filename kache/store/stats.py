@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 from kache import quickjson
 from kache.store import events
-from kache.store.entries import iso
+from kache.store.listing import iso
 from kache.store.events import HIT_OUTCOMES, OUTCOMES
 from kache.store.index import Store, StoreError
 
@@ -393,10 +393,7 @@ def _fold_lines(data: bytes, fold: dict[str, Any]) -> None:
         return
     _fold(events.parse(data[:mid]), fold)
     theirs = _child_fold(*child)
-    if theirs is None:
-        theirs = _new_fold()
-        _fold(events.parse(data[mid:]), theirs)
-    fold.update(_merge(fold, theirs))
+    fold.update(_merge(fold, theirs if theirs is not None else _fold_of(data[mid:])))
 
 
 def _may_fork() -> bool:
@@ -433,10 +430,14 @@ def _fork_fold(data: bytes) -> tuple[int, int] | None:
     return pid, r
 
 
-def _write_fold(fd: int, data: bytes) -> None:
+def _fold_of(data: bytes) -> dict[str, Any]:
     fold = _new_fold()
     _fold(events.parse(data), fold)
-    out = memoryview(quickjson.dumps(fold).encode())
+    return fold
+
+
+def _write_fold(fd: int, data: bytes) -> None:
+    out = memoryview(quickjson.dumps(_fold_of(data)).encode())
     while out:
         out = out[os.write(fd, out):]
 

@@ -265,31 +265,36 @@ impl<'a> Reader<'a> {
     }
 
     fn reply(mut self) -> Option<Vec<(Vec<u8>, Value)>> {
-        let mut fields = Vec::new();
         self.space();
         self.expect(b'{')?;
+        let fields = self.object(1)?;
+        self.space();
+        (self.at == self.text.len()).then_some(fields)
+    }
+
+    /// The members of an object whose `{` is read, their values read at `depth`.
+    fn object(&mut self, depth: usize) -> Option<Vec<(Vec<u8>, Value)>> {
+        let mut fields = Vec::new();
         self.space();
         if self.peek() == Some(b'}') {
             self.at += 1;
-        } else {
-            loop {
-                self.space();
-                self.expect(b'"')?;
-                let name = self.string()?;
-                self.space();
-                self.expect(b':')?;
-                let value = self.value(1)?;
-                fields.push((name, value));
-                self.space();
-                match self.next()? {
-                    b',' => continue,
-                    b'}' => break,
-                    _ => return None,
-                }
+            return Some(fields);
+        }
+        loop {
+            self.space();
+            self.expect(b'"')?;
+            let name = self.string()?;
+            self.space();
+            self.expect(b':')?;
+            let value = self.value(depth)?;
+            fields.push((name, value));
+            self.space();
+            match self.next()? {
+                b',' => continue,
+                b'}' => return Some(fields),
+                _ => return None,
             }
         }
-        self.space();
-        (self.at == self.text.len()).then_some(fields)
     }
 
     fn peek(&self) -> Option<u8> {
@@ -330,26 +335,19 @@ impl<'a> Reader<'a> {
                 }
                 Some(Value::Other)
             }
-            open @ (b'[' | b'{') if depth < MAX_DEPTH => {
-                let close = if open == b'[' { b']' } else { b'}' };
+            b'{' if depth < MAX_DEPTH => self.object(depth + 1).map(|_| Value::Other),
+            b'[' if depth < MAX_DEPTH => {
                 self.space();
-                if self.peek() == Some(close) {
+                if self.peek() == Some(b']') {
                     self.at += 1;
                     return Some(Value::Other);
                 }
                 loop {
-                    if open == b'{' {
-                        self.space();
-                        self.expect(b'"')?;
-                        self.string()?;
-                        self.space();
-                        self.expect(b':')?;
-                    }
                     self.value(depth + 1)?;
                     self.space();
                     match self.next()? {
                         b',' => continue,
-                        b if b == close => return Some(Value::Other),
+                        b']' => return Some(Value::Other),
                         _ => return None,
                     }
                 }

@@ -20,8 +20,8 @@ import pytest
 
 from kache.daemon.client import socket_path
 from kache.remote.archive import import_archive, pack_entry
-from tests.daemon.helpers import serve_lines
 from kache.store.index import Store
+from tests.daemon.helpers import serve_lines
 from tests.e2e.conftest import Workspace, machines, outcomes  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e

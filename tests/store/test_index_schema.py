@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kache.store import listing
-from kache.store.entries import list_entries, list_json
+from kache.store.entries import SORTS, list_entries, list_json, list_table
 from kache.store.index import SCHEMA_VERSION, Store
 from tests.synthetic import add_entry
 
@@ -18,8 +19,15 @@ def _indexes(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
 
 
+def _as_version_6(db: sqlite3.Connection) -> None:
+    """Turn a current index into the version-6 layout: no entries_table."""
+    db.execute("DROP INDEX entries_table")
+    db.execute("PRAGMA user_version = 6")
+
+
 def _as_version_5(db: sqlite3.Connection) -> None:
     """Turn a current index into the version-5 layout: no listing texts, entries_summary."""
+    _as_version_6(db)
     db.execute("DROP INDEX entries_listing")
     for column in listing.COLUMNS:
         db.execute(f"ALTER TABLE entries DROP COLUMN {column}")
@@ -42,10 +50,31 @@ def test_a_version_5_index_gains_the_listing_texts_and_keeps_its_entries(tmp_pat
     db.commit()
     db.close()
     store = Store(str(root))
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     names = _indexes(store.db)
-    assert "entries_listing" in names and "entries_summary" not in names
+    assert {"entries_listing", "entries_table"} <= names and "entries_summary" not in names
     assert [json.loads(t) for t in list_json(store)] == before
+    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_version_6_index_gains_the_table_index_and_keeps_its_entries(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = Store(str(root))
+    now = time.time()
+    add_entry(store, "serde", hits=3, created=now - 7200, last_used=now - 60)
+    add_entry(store, "syn", crate_types="proc-macro", profile="release")
+    before = [i.to_json() for i in list_entries(store)]
+    store.close()
+    db = sqlite3.connect(root / "index.db")
+    _as_version_6(db)
+    db.commit()
+    db.close()
+    store = Store(str(root))
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert {"entries_listing", "entries_table"} <= _indexes(store.db)
+    assert [json.loads(t) for t in list_json(store)] == before
+    table = list_table(store, now=now)
+    assert table is not None and [line.split()[0] for line in table.lines] == ["serde", "syn"]
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -67,7 +96,7 @@ def test_a_version_3_index_gains_the_covering_indexes_and_keeps_its_entries(tmp_
     store = Store(str(root))
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     names = _indexes(store.db)
-    assert {"entries_listing", "entry_blobs_hash_size"} <= names
+    assert {"entries_listing", "entries_table", "entry_blobs_hash_size"} <= names
     assert not names & {"entries_crate", "entries_last_used", "entry_blobs_hash", "entries_summary"}
     assert [json.loads(t)["crate"] for t in list_json(store)] == ["serde", "syn"]
     assert sorted(e.key for e in store.entries()) == sorted(e.key for e in entries)
@@ -76,17 +105,37 @@ def test_a_version_3_index_gains_the_covering_indexes_and_keeps_its_entries(tmp_
 
 
 def test_listing_totals_and_lru_read_only_the_covering_indexes(tmp_path: Path) -> None:
+    """The queries kache runs (as SQLite traces them) read the narrow table index where
+    it covers them, the listing index for the --json texts, never the rows."""
     store = Store(str(tmp_path / "s"))
     add_entry(store, "serde")
 
     def plan(sql: str) -> str:
         return " | ".join(r[3] for r in store.db.execute(f"EXPLAIN QUERY PLAN {sql}"))
 
-    cols = ", ".join(Store.SUMMARY_COLUMNS)
-    for order in Store._SUMMARY_ORDER.values():
-        assert "COVERING INDEX entries_listing" in plan(f"SELECT {cols} FROM entries ORDER BY {order}")
-        assert "COVERING INDEX entries_listing" in plan(f"SELECT {listing.TEXT_SQL} FROM entries ORDER BY {order}")
-    assert "COVERING INDEX entries_listing" in plan("SELECT COUNT(*), SUM(size) FROM entries")
-    assert "COVERING INDEX entry_blobs_hash_size" in plan(
-        "SELECT hash, MAX(size) FROM entry_blobs GROUP BY hash")
+    def traced(run: Callable[..., object], *args: object, **kwargs: object) -> list[str]:
+        seen: list[str] = []
+        store.db.set_trace_callback(seen.append)
+        try:
+            result = run(*args, **kwargs)
+            if hasattr(result, "lines"):
+                list(result.lines)
+            elif hasattr(result, "__next__"):
+                list(result)
+        finally:
+            store.db.set_trace_callback(None)
+        return [sql for sql in seen if sql.lstrip().upper().startswith("SELECT")]
+
+    for sort in SORTS:
+        table = traced(list_table, store, sort)
+        assert len(table) == 2 and all("COVERING INDEX entries_table" in plan(sql) for sql in table), sort
+        [texts] = traced(list_json, store, sort)[1:]  # after "is there any entry?"
+        assert "COVERING INDEX entries_listing" in plan(texts), sort
+        [rows] = traced(list_entries, store, None, sort)
+        assert "COVERING INDEX entries_listing" in plan(rows), sort
+    [totals, physical] = traced(store.totals)
+    assert "COVERING INDEX entries_table" in plan(totals)
+    assert "COVERING INDEX entry_blobs_hash_size" in plan(physical)
+    [lru] = traced(store.summaries, None, order="lru", select="key, last_used")
+    assert "COVERING INDEX entries_table" in plan(lru)
     assert "COVERING INDEX entry_blobs_hash_size" in plan("SELECT 1 FROM entry_blobs WHERE hash = 'x' LIMIT 1")

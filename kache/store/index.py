@@ -928,7 +928,9 @@ class Store:
 
     def blob_refs(self) -> list[tuple[str, str, int]]:
         """Every (entry key, blob hash, blob size) pair: the reference graph gc plans on."""
-        return [(r[0], r[1], r[2]) for r in self.db.execute("SELECT key, hash, size FROM entry_blobs")]
+        cursor = self.db.execute("SELECT key, hash, size FROM entry_blobs")
+        cursor.row_factory = None  # plain tuples: a sqlite3.Row each cost 0.1-0.3 s at 100,000
+        return cursor.fetchall()
 
     def remove_unused(self, keys: Iterable[str], before: float | None = None) -> tuple[list[str], int]:
         """Delete entries, and the blobs no other entry uses, in one write transaction.

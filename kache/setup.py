@@ -8,6 +8,7 @@ shows the plan without touching anything. ``kache doctor --fix`` reuses the same
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from kache import settings as settings_mod
 
-__all__ = ["Step", "cargo_config_path", "wrapper_step", "starter_config_step", "starter_config"]
+__all__ = ["Step", "cargo_config_path", "wrapper_step", "client_step", "starter_config_step", "starter_config",
+           "service_manager"]
 
 
 @dataclass
@@ -52,31 +54,120 @@ def current_wrapper(path: Path) -> str | None:
     return None if value is None else str(value)
 
 
-def wrapper_step(exe: str, env: Mapping[str, str] | None = None) -> Step:
-    """``[build] rustc-wrapper`` in cargo's own config points at kache (tomlkit keeps the rest)."""
+def _same_file(a: str, b: str) -> bool:
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+
+
+def _client_of(wrapper: str, exe: str) -> dict[str, str] | None:
+    """What the native client ``wrapper`` was built with, when it is one that hands
+    what the daemon does not serve to this kache ``exe``; else None."""
+    from kache.native import OUTPUT_NAME, client_info
+
+    if not os.path.basename(wrapper).startswith(OUTPUT_NAME):
+        return None
+    info = client_info(os.path.expanduser(wrapper))
+    return info if info is not None and _same_file(info["kache"], exe) else None
+
+
+def _set_wrapper(path: Path, wrapper: str) -> None:
+    """Write ``[build] rustc-wrapper`` into cargo's config at ``path`` (tomlkit keeps the
+    rest, comments included), replacing the file atomically."""
     import tomlkit
 
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    doc = tomlkit.parse(text)
+    if "build" not in doc:
+        doc["build"] = tomlkit.table()
+    doc["build"]["rustc-wrapper"] = wrapper  # type: ignore[index]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".kache-tmp")
+    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def wrapper_step(exe: str, env: Mapping[str, str] | None = None) -> Step:
+    """``[build] rustc-wrapper`` in cargo's own config points at kache, or at a native
+    client that hands what the daemon does not serve to this kache (:func:`client_step`)."""
     path = cargo_config_path(env)
     try:
         now = current_wrapper(path)
     except Exception as e:  # noqa: BLE001 - tomlkit raises several kinds for a broken file
         return Step("cargo wrapper", False, f"{path} cannot be read as TOML ({e}); fix it by hand", None)
-    if now is not None and os.path.realpath(os.path.expanduser(now)) == os.path.realpath(exe):
+    if now is not None and _same_file(now, exe):
         return Step("cargo wrapper", True, f"{path}: [build] rustc-wrapper = {now!r}")
+    if now is not None and _client_of(now, exe) is not None:
+        return Step("cargo wrapper", True, f"{path}: [build] rustc-wrapper = {now!r} (the native client, "
+                    "which hands what the daemon does not serve to kache)")
 
     def apply() -> None:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-        doc = tomlkit.parse(text)
-        if "build" not in doc:
-            doc["build"] = tomlkit.table()
-        doc["build"]["rustc-wrapper"] = exe  # type: ignore[index]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".kache-tmp")
-        tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
-        os.replace(tmp, path)
+        _set_wrapper(path, exe)
 
     was = "not set" if now is None else f"{now!r}" + (" (sccache)" if "sccache" in now else "")
     return Step("cargo wrapper", False, f"{path}: set [build] rustc-wrapper = {exe!r} (now {was})", apply)
+
+
+def client_step(exe: str, env: Mapping[str, str] | None = None, output: str | None = None) -> Step:
+    """The native thin client (``kache.native``) as cargo's wrapper in place of kache, for
+    when a daemon runs: built with the user's rustc at ``output`` (default: beside kache),
+    then written into cargo's config. It runs after :func:`wrapper_step` and replaces
+    only kache (or an older client of it) there: skipped or failed, kache stays."""
+    from kache.daemon.protocol import SOCKET_NAME
+    from kache.native import default_output
+
+    env = os.environ if env is None else env
+    output = os.path.abspath(output or default_output(exe))
+    loaded = settings_mod.load(env)
+    socket = os.path.join(loaded.local_store, SOCKET_NAME)
+    path = cargo_config_path(env)
+    name = "native client"
+    if not loaded["cache.daemon_hits"]:
+        where = loaded.sources["cache.daemon_hits"].where or "default"
+        return Step(name, True, f"cache.daemon_hits is off ({where}): the daemon serves no hits, kache stays "
+                    "cargo's wrapper")
+    rustc = env.get("RUSTC") or "rustc"
+    found = shutil.which(rustc, path=env.get("PATH"))
+    if found is None:
+        return Step(name, True, f"no rustc to build it with ({rustc!r} is not on PATH): kache stays cargo's wrapper")
+    if not os.access(os.path.dirname(output), os.W_OK):
+        return Step(name, True, f"{os.path.dirname(output)} is not writable: kache stays cargo's wrapper "
+                    "(`kache daemon client --output PATH` builds it elsewhere)")
+    try:
+        now = current_wrapper(path)
+    except Exception:  # noqa: BLE001 - the wrapper step reports a broken file
+        now = None
+    info = _client_of(now, exe) if now is not None else None
+    if info is not None and info["socket"] == socket:
+        return Step(name, True, f"{path}: [build] rustc-wrapper = {now!r} asks the daemon at {socket}")
+
+    def apply() -> None:
+        from kache.native import build_client
+
+        current = current_wrapper(path)
+        if current is None or not (_same_file(current, exe) or _client_of(current, exe) is not None):
+            raise RuntimeError(f"cargo's wrapper is {current or 'not set'} ({path}), not kache: left as it is")
+        hits = settings_mod.setting("cache.daemon_hits").env
+        assert hits, "cache.daemon_hits has a variable in the schema"
+        build_client(output, exe, socket, hits, found)
+        _set_wrapper(path, output)
+
+    return Step(name, False, f"build {output} with {found} (a few seconds) and make it cargo's wrapper: it asks "
+                f"the daemon without starting Python and hands everything else to kache", apply)
+
+
+_MANAGERS = {"linux": "systemctl", "macos": "launchctl"}
+
+
+def service_manager() -> str | None:
+    """The service manager the daemon service is installed with here (``systemctl``,
+    ``launchctl``), when it is on PATH; else None."""
+    from kache.daemon import service
+    from kache.errors import KacheError
+
+    try:
+        manager = _MANAGERS[service.current_platform()]
+    except KacheError:
+        return None
+    return manager if shutil.which(manager) is not None else None
 
 
 def starter_config(schema_path: str | None = None) -> str:
@@ -125,8 +216,6 @@ def starter_config_step(env: Mapping[str, str] | None = None) -> Step:
 
 def service_step(env: Mapping[str, str] | None = None) -> Step:
     """The daemon as a user service (systemd on Linux, launchd on macOS), where one runs."""
-    import shutil
-
     from kache.daemon import service
     from kache.errors import KacheError
 
@@ -135,7 +224,7 @@ def service_step(env: Mapping[str, str] | None = None) -> Step:
         platform = service.current_platform()
     except KacheError as e:
         return Step("daemon service", True, str(e))
-    manager = "systemctl" if platform == "linux" else "launchctl"
+    manager = _MANAGERS[platform]
     if shutil.which(manager) is None:
         return Step("daemon service", True, f"no {manager} here; builds start the daemon when they need it")
     path = service.unit_path(env) if platform == "linux" else service.plist_path(env)

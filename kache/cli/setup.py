@@ -146,9 +146,15 @@ COMMANDS.append(clean)
 @click.command()
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option("--no-service", is_flag=True, help="Do not install or start the daemon service.")
+@click.option("--no-client", is_flag=True, help="Keep kache as cargo's wrapper; do not build the native client.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask; apply every change.")
-def init(dry_run: bool, no_service: bool, yes: bool) -> None:
-    """Set kache up: cargo's rustc-wrapper, a starter config, the daemon service.
+def init(dry_run: bool, no_service: bool, no_client: bool, yes: bool) -> None:
+    """Set kache up: cargo's rustc-wrapper, a starter config, the daemon service and,
+    with the service, the native client.
+
+    The client (what `kache daemon client` builds, with your rustc, in a few seconds)
+    then becomes cargo's wrapper: it asks the daemon without starting Python and hands
+    everything else to kache.
 
     Safe to run again: it checks each step first, changes only what is not right yet,
     and says what it changed and what already was. Asks before each change when run in
@@ -159,11 +165,14 @@ def init(dry_run: bool, no_service: bool, yes: bool) -> None:
       kache init --dry-run
       kache init --yes --no-service
     """
-    from kache.setup import starter_config_step, wrapper_step
+    from kache.setup import client_step, service_manager, starter_config_step, wrapper_step
 
-    steps = [wrapper_step(kache_executable()), starter_config_step()]
+    exe = kache_executable()
+    steps = [wrapper_step(exe), starter_config_step()]
     if not no_service:
         steps += service_steps()
+        if not no_client and service_manager() is not None:
+            steps.append(client_step(exe))
     interactive = sys.stdin.isatty() and not yes and not dry_run
     changed = failed = 0
     for step in steps:

@@ -59,21 +59,100 @@ def test_init_reports_a_broken_cargo_config(cargo_home: Path, capsys: pytest.Cap
     assert "cannot be read as TOML" in capsys.readouterr().out
 
 
-def test_init_installs_the_service_where_a_manager_runs(cargo_home: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch,
+def test_init_installs_the_service_where_a_manager_runs(cargo_home: Path, service_manager: Path, client_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    # A stand-in systemctl that records its calls (this machine runs no user systemd).
+    assert main(["init", "--yes", "--no-client"]) == 0
+    out = capsys.readouterr().out
+    unit = Path(__import__("os").environ["XDG_CONFIG_HOME"]) / "systemd" / "user" / "kache.service"
+    assert "changed  daemon service" in out and unit.exists()
+    assert "--user enable --now kache.service" in service_manager.read_text()
+    assert main(["init", "--yes", "--no-client"]) == 0
+    assert "ok       daemon service" in capsys.readouterr().out
+
+
+@pytest.fixture
+def service_manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in systemctl that records its calls (this machine runs no user systemd)."""
+    import os
+
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "systemctl.log"
     fake = bin_dir / "systemctl"
     fake.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n')
     fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return log
+
+
+@pytest.fixture
+def client_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where init builds the native client: a temporary directory, not beside the kache
+    of the environment running the tests."""
+    import kache.native
+
+    path = tmp_path / "clients" / kache.native.OUTPUT_NAME
+    path.parent.mkdir()
+    monkeypatch.setattr(kache.native, "default_output", lambda kache: str(path))
+    return path
+
+
+def test_init_with_the_service_makes_the_native_client_cargos_wrapper(
+        cargo_home: Path, service_manager: Path, client_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Built with the real rustc, asking this store's daemon and handing the rest to this
+    kache; a second init finds the client right and changes nothing."""
+    import os
+
+    from kache.native import client_info
+
+    config = cargo_home / "config.toml"
+    assert main(["init", "--dry-run"]) == 0
+    assert "would    native client" in capsys.readouterr().out and not client_path.exists()
     assert main(["init", "--yes"]) == 0
     out = capsys.readouterr().out
-    unit = Path(__import__("os").environ["XDG_CONFIG_HOME"]) / "systemd" / "user" / "kache.service"
-    assert "changed  daemon service" in out and unit.exists()
-    assert "--user enable --now kache.service" in log.read_text()
+    assert "changed  cargo wrapper" in out and "changed  native client" in out, out
+    assert tomlkit.parse(config.read_text())["build"]["rustc-wrapper"] == str(client_path)
+    info = client_info(str(client_path))
+    assert info is not None and info["kache"] == os.path.abspath(kache_executable())
+    assert info["socket"] == os.path.join(S.load().local_store, "daemon.sock")
+    text = config.read_text()
     assert main(["init", "--yes"]) == 0
-    assert "ok       daemon service" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 change(s)" in out and "ok       cargo wrapper" in out and "ok       native client" in out, out
+    assert config.read_text() == text
+
+
+def test_init_keeps_kache_as_the_wrapper_without_the_client(
+        cargo_home: Path, service_manager: Path, client_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--no-client, --no-service, daemon hits turned off, no rustc: kache stays cargo's
+    wrapper and nothing is built; none of them fails init."""
+    config = cargo_home / "config.toml"
+    for args in (["--no-client"], ["--no-service"]):
+        assert main(["init", "--yes", *args]) == 0
+        assert "native client" not in capsys.readouterr().out
+    monkeypatch.setenv(S.setting("cache.daemon_hits").env or "", "false")
+    assert main(["init", "--yes"]) == 0
+    assert "ok       native client: cache.daemon_hits is off" in capsys.readouterr().out
+    monkeypatch.delenv(S.setting("cache.daemon_hits").env or "")
+    monkeypatch.setenv("RUSTC", "no-such-rustc")
+    assert main(["init", "--yes"]) == 0
+    assert "no rustc to build it with ('no-such-rustc'" in capsys.readouterr().out
+    assert tomlkit.parse(config.read_text())["build"]["rustc-wrapper"] == kache_executable()
+    assert not client_path.exists()
+
+
+def test_init_does_not_put_the_client_over_another_wrapper(
+        cargo_home: Path, service_manager: Path, client_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """When the cargo wrapper step is declined, the client step leaves sccache alone."""
+    import click
+
+    config = cargo_home / "config.toml"
+    config.write_text('[build]\nrustc-wrapper = "/usr/bin/sccache"\n')
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr(click, "confirm", lambda text, default=True: not text.startswith("cargo wrapper"))
+    assert main(["init"]) == 1
+    out = capsys.readouterr().out
+    assert "skipped  cargo wrapper" in out and "not kache: left as it is" in out, out
+    assert config.read_text() == '[build]\nrustc-wrapper = "/usr/bin/sccache"\n'

@@ -36,20 +36,36 @@ def _as_version_5(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA user_version = 5")
 
 
+def _as_version_3(db: sqlite3.Connection) -> None:
+    """The version-3 layout: no covering indexes, one index per listing column."""
+    _as_version_5(db)
+    db.execute("DROP INDEX entries_summary")
+    db.execute("DROP INDEX entry_blobs_hash_size")
+    db.execute("CREATE INDEX entries_crate ON entries(crate_name)")
+    db.execute("CREATE INDEX entries_last_used ON entries(last_used)")
+    db.execute("CREATE INDEX entry_blobs_hash ON entry_blobs(hash)")
+    db.execute("PRAGMA user_version = 3")
+
+
+def _reopened_as(store: Store, layout: Callable[[sqlite3.Connection], None]) -> Store:
+    """Close ``store``, turn its index into an older ``layout``, and open it again (which
+    brings it up to date)."""
+    store.close()
+    db = sqlite3.connect(Path(store.root) / "index.db")
+    layout(db)
+    db.commit()
+    db.close()
+    return Store(store.root)
+
+
 def test_a_version_5_index_gains_the_listing_texts_and_keeps_its_entries(tmp_path: Path) -> None:
-    root = tmp_path / "s"
-    store = Store(str(root))
+    store = Store(str(tmp_path / "s"))
     now = time.time()
     add_entry(store, "serde", crate_types="lib", hits=3, created=now - 7200, last_used=now - 60)
     add_entry(store, "multi", crate_types="rlib,cdylib", compile_ms=0, target="x86_64-unknown-linux-gnu")
     add_entry(store, 'quo"te\\ü\n', crate_types="", profile="r\u00e9lease")
     before = [i.to_json() for i in list_entries(store)]
-    store.close()
-    db = sqlite3.connect(root / "index.db")
-    _as_version_5(db)
-    db.commit()
-    db.close()
-    store = Store(str(root))
+    store = _reopened_as(store, _as_version_5)
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     names = _indexes(store.db)
     assert {"entries_listing", "entries_table"} <= names and "entries_summary" not in names
@@ -58,18 +74,12 @@ def test_a_version_5_index_gains_the_listing_texts_and_keeps_its_entries(tmp_pat
 
 
 def test_a_version_6_index_gains_the_table_index_and_keeps_its_entries(tmp_path: Path) -> None:
-    root = tmp_path / "s"
-    store = Store(str(root))
+    store = Store(str(tmp_path / "s"))
     now = time.time()
     add_entry(store, "serde", hits=3, created=now - 7200, last_used=now - 60)
     add_entry(store, "syn", crate_types="proc-macro", profile="release")
     before = [i.to_json() for i in list_entries(store)]
-    store.close()
-    db = sqlite3.connect(root / "index.db")
-    _as_version_6(db)
-    db.commit()
-    db.close()
-    store = Store(str(root))
+    store = _reopened_as(store, _as_version_6)
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert {"entries_listing", "entries_table"} <= _indexes(store.db)
     assert [json.loads(t) for t in list_json(store)] == before
@@ -79,21 +89,9 @@ def test_a_version_6_index_gains_the_table_index_and_keeps_its_entries(tmp_path:
 
 
 def test_a_version_3_index_gains_the_covering_indexes_and_keeps_its_entries(tmp_path: Path) -> None:
-    root = tmp_path / "s"
-    store = Store(str(root))
+    store = Store(str(tmp_path / "s"))
     entries = [add_entry(store, name, blobs=[b"shared", name.encode()]) for name in ("serde", "syn")]
-    store.close()
-    db = sqlite3.connect(root / "index.db")  # the version-3 layout
-    _as_version_5(db)
-    db.execute("DROP INDEX entries_summary")
-    db.execute("DROP INDEX entry_blobs_hash_size")
-    db.execute("CREATE INDEX entries_crate ON entries(crate_name)")
-    db.execute("CREATE INDEX entries_last_used ON entries(last_used)")
-    db.execute("CREATE INDEX entry_blobs_hash ON entry_blobs(hash)")
-    db.execute("PRAGMA user_version = 3")
-    db.commit()
-    db.close()
-    store = Store(str(root))
+    store = _reopened_as(store, _as_version_3)
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     names = _indexes(store.db)
     assert {"entries_listing", "entries_table", "entry_blobs_hash_size"} <= names

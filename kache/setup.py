@@ -151,7 +151,7 @@ def client_step(exe: str, env: Mapping[str, str] | None = None, output: str | No
         _set_wrapper(path, output)
 
     return Step(name, False, f"build {output} with {found} (a few seconds) and make it cargo's wrapper: it asks "
-                f"the daemon without starting Python and hands everything else to kache", apply)
+                "the daemon without starting Python and hands everything else to kache", apply)
 
 
 _MANAGERS = {"linux": "systemctl", "macos": "launchctl"}

@@ -130,9 +130,8 @@ def list_table(store: Store | None, sort: str = "name", now: float | None = None
     SQLite writes each line from the table's index (``entries_table``, without the
     ``--json`` texts), padded to widths it measured first in the same snapshot: a table
     of 100,000 entries streams in ~0.3 s and ~22 MB, where formatting rows in Python took
-    ~0.7 s and ~113 MB. Sizes are the index's
-    ``size_text`` (``units.format_size``), ages written as ``units.format_ago`` writes
-    them (``_ago_sql``).
+    ~0.7 s and ~113 MB. Sizes are the index's ``size_text`` (``units.format_size``), ages
+    written as ``units.format_ago`` writes them (``_ago_sql``).
     """
     if sort not in SORTS:
         raise ValueError(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_init_installs_the_service_where_a_manager_runs(cargo_home: Path, servic
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["init", "--yes", "--no-client"]) == 0
     out = capsys.readouterr().out
-    unit = Path(__import__("os").environ["XDG_CONFIG_HOME"]) / "systemd" / "user" / "kache.service"
+    unit = Path(os.environ["XDG_CONFIG_HOME"]) / "systemd" / "user" / "kache.service"
     assert "changed  daemon service" in out and unit.exists()
     assert "--user enable --now kache.service" in service_manager.read_text()
     assert main(["init", "--yes", "--no-client"]) == 0
@@ -73,8 +74,6 @@ def test_init_installs_the_service_where_a_manager_runs(cargo_home: Path, servic
 @pytest.fixture
 def service_manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A stand-in systemctl that records its calls (this machine runs no user systemd)."""
-    import os
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "systemctl.log"
@@ -101,8 +100,6 @@ def test_init_with_the_service_makes_the_native_client_cargos_wrapper(
         cargo_home: Path, service_manager: Path, client_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Built with the real rustc, asking this store's daemon and handing the rest to this
     kache; a second init finds the client right and changes nothing."""
-    import os
-
     from kache.native import client_info
 
     config = cargo_home / "config.toml"

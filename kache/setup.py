@@ -112,7 +112,7 @@ def client_step(exe: str, env: Mapping[str, str] | None = None, output: str | No
     then written into cargo's config. It runs after :func:`wrapper_step` and replaces
     only kache (or an older client of it) there: skipped or failed, kache stays."""
     from kache.daemon.protocol import SOCKET_NAME
-    from kache.native import default_output
+    from kache.native import default_output, rustc_named
 
     env = os.environ if env is None else env
     output = os.path.abspath(output or default_output(exe))
@@ -124,8 +124,7 @@ def client_step(exe: str, env: Mapping[str, str] | None = None, output: str | No
         where = loaded.sources["cache.daemon_hits"].where or "default"
         return Step(name, True, f"cache.daemon_hits is off ({where}): the daemon serves no hits, kache stays "
                     "cargo's wrapper")
-    rustc = env.get("RUSTC") or "rustc"
-    found = shutil.which(rustc, path=env.get("PATH"))
+    rustc, found = rustc_named(env=env)
     if found is None:
         return Step(name, True, f"no rustc to build it with ({rustc!r} is not on PATH): kache stays cargo's wrapper")
     if not os.access(os.path.dirname(output), os.W_OK):
@@ -145,9 +144,7 @@ def client_step(exe: str, env: Mapping[str, str] | None = None, output: str | No
         current = current_wrapper(path)
         if current is None or not (_same_file(current, exe) or _client_of(current, exe) is not None):
             raise RuntimeError(f"cargo's wrapper is {current or 'not set'} ({path}), not kache: left as it is")
-        hits = settings_mod.setting("cache.daemon_hits").env
-        assert hits, "cache.daemon_hits has a variable in the schema"
-        build_client(output, exe, socket, hits, found)
+        build_client(output, exe, socket, found)
         _set_wrapper(path, output)
 
     return Step(name, False, f"build {output} with {found} (a few seconds) and make it cargo's wrapper: it asks "

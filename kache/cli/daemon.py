@@ -285,11 +285,8 @@ def client(output: str | None, rustc: str | None, as_json: bool) -> None:
 
     s = _settings(check=True)
     kache = kache_executable()
-    hits = settings_mod.setting("cache.daemon_hits")
-    assert hits.env, "cache.daemon_hits has a variable in the schema"
     try:
-        built = build_client(output or default_output(kache), kache, os.path.join(_root(s), P.SOCKET_NAME),
-                             hits.env, rustc)
+        built = build_client(output or default_output(kache), kache, os.path.join(_root(s), P.SOCKET_NAME), rustc)
     except BuildError as e:
         raise KacheError(str(e)) from None
     if as_json:

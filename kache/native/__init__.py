@@ -20,12 +20,13 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kache.daemon.client import SUN_PATH_MAX
 
 __all__ = ["SOURCE_NAME", "OUTPUT_NAME", "INFO_FLAG", "ClientBuild", "BuildError", "build_client", "client_info",
-           "default_output"]
+           "default_output", "rustc_named"]
 
 SOURCE_NAME = "client.rs"
 OUTPUT_NAME = "kache-client"
@@ -71,9 +72,22 @@ def default_output(kache: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(kache)), OUTPUT_NAME)
 
 
-def build_client(output: str, kache: str, socket: str, hits_variable: str, rustc: str | None = None) -> ClientBuild:
+def rustc_named(rustc: str | None = None, env: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """The rustc to build the client with: (what was asked for, its path or None when it
+    is not found). ``rustc``, else ``$RUSTC``, else ``rustc``, looked up on ``env``'s PATH."""
+    env = os.environ if env is None else env
+    compiler = rustc or env.get("RUSTC") or "rustc"
+    return compiler, shutil.which(compiler, path=env.get("PATH"))
+
+
+def build_client(output: str, kache: str, socket: str, rustc: str | None = None) -> ClientBuild:
     """Compile ``client.rs`` into ``output`` (replaced atomically) with ``rustc``
-    (default: ``$RUSTC``, else ``rustc`` on PATH)."""
+    (:func:`rustc_named`), for the ``kache`` it hands what the daemon does not serve to
+    and the daemon's ``socket``. The variable of ``cache.daemon_hits`` is the schema's."""
+    from kache.settings import setting
+
+    hits_variable = setting("cache.daemon_hits").env
+    assert hits_variable, "cache.daemon_hits has a variable in the schema"
     kache = os.path.abspath(kache)
     socket = os.path.abspath(socket)
     output = os.path.abspath(output)
@@ -83,8 +97,7 @@ def build_client(output: str, kache: str, socket: str, hits_variable: str, rustc
         raise BuildError(f"cannot build the client: the daemon's socket path {socket} is longer than a Unix "
                          f"socket address allows ({SUN_PATH_MAX} bytes); set cache.local_store to a "
                          "shorter directory")
-    compiler = rustc or os.environ.get("RUSTC") or "rustc"
-    found = shutil.which(compiler)
+    compiler, found = rustc_named(rustc)
     if found is None:
         raise BuildError(f"cannot build the client: no rustc at {compiler!r}; install Rust or pass --rustc")
     directory = os.path.dirname(output)

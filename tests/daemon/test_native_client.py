@@ -43,7 +43,7 @@ class Client:
         self.compiler.chmod(0o755)
         self.exe = base / "kache-client"
         self.log = base / "fallbacks.jsonl"
-        build_client(str(self.exe), str(self.kache), str(self.socket), HITS_VARIABLE)
+        build_client(str(self.exe), str(self.kache), str(self.socket))
 
     def run(self, *args: str | bytes, timeout: float = 20, **env: str | bytes) -> subprocess.CompletedProcess[bytes]:
         self.log.unlink(missing_ok=True)
@@ -202,19 +202,19 @@ def test_when_kache_cannot_run_the_compiler_runs(client: Client) -> None:
 
 def test_build_errors_say_what_to_do(tmp_path: Path, client: Client) -> None:
     with pytest.raises(BuildError, match="no rustc at '/nonexistent/rustc'"):
-        build_client(str(tmp_path / "c"), str(client.kache), str(tmp_path / "d.sock"), HITS_VARIABLE,
+        build_client(str(tmp_path / "c"), str(client.kache), str(tmp_path / "d.sock"),
                      "/nonexistent/rustc")
     with pytest.raises(BuildError, match="does not exist; create it"):
-        build_client(str(tmp_path / "missing" / "c"), str(client.kache), str(tmp_path / "d.sock"), HITS_VARIABLE)
+        build_client(str(tmp_path / "missing" / "c"), str(client.kache), str(tmp_path / "d.sock"))
     with pytest.raises(BuildError, match="not an executable kache"):
-        build_client(str(tmp_path / "c"), str(tmp_path / "nope"), str(tmp_path / "d.sock"), HITS_VARIABLE)
+        build_client(str(tmp_path / "c"), str(tmp_path / "nope"), str(tmp_path / "d.sock"))
     with pytest.raises(BuildError, match="longer than a Unix socket address allows"):
-        build_client(str(tmp_path / "c"), str(client.kache), "/" + "x" * 120 + "/daemon.sock", HITS_VARIABLE)
+        build_client(str(tmp_path / "c"), str(client.kache), "/" + "x" * 120 + "/daemon.sock")
     failing = tmp_path / "bad-rustc"
     failing.write_text("#!/bin/sh\necho 'error: no linker' >&2\nexit 1\n")
     failing.chmod(0o755)
     with pytest.raises(BuildError, match=r"failed \(exit 1\):\nerror: no linker"):
-        build_client(str(tmp_path / "c"), str(client.kache), str(tmp_path / "d.sock"), HITS_VARIABLE, str(failing))
+        build_client(str(tmp_path / "c"), str(client.kache), str(tmp_path / "d.sock"), str(failing))
     assert not (tmp_path / "c").exists() and list(tmp_path.glob("c.*")) == []
 
 

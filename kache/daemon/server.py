@@ -862,9 +862,7 @@ class Daemon:
         if self.remote is None:
             return {"ok": False, "error": f"upload refused: {crate} {key[:16]}: this daemon has no remote "
                                           "(cache.remote.bucket is not set); the intent stays", "remote": None}
-        if not client.write_intent(self.root, key, crate):
-            log.warning("cannot write the upload intent: %s", client.intent_path(self.root, key, crate))
-        return {"ok": True, "queued": self._enqueue(key, crate, explicit=True)}
+        return {"ok": True, "queued": self._enqueue(key, crate, explicit=True, intent=True)}
 
     def _op_fetch(self, msg: dict[str, Any]) -> dict[str, Any]:
         start = time.monotonic()
@@ -1009,8 +1007,13 @@ class Daemon:
             self._workers.append(t)
             t.start()
 
-    def _enqueue(self, key: str, crate: str, *, explicit: bool) -> int:
+    def _enqueue(self, key: str, crate: str, *, explicit: bool, intent: bool = False) -> int:
+        """Queue the upload of ``key`` unless it is queued or done; the jobs pending.
+        ``intent``: write its upload intent first, under the lock ``_finish`` removes
+        intents under, so an intent is never left behind a job that has just ended."""
         with self._lock:
+            if intent and not client.write_intent(self.root, key, crate):
+                log.warning("cannot write the upload intent: %s", client.intent_path(self.root, key, crate))
             if key in self._done:  # uploaded a moment ago: only the intent is left to remove
                 done = True
             elif key not in self._pending and (explicit or key not in self._given_up):
@@ -1109,8 +1112,8 @@ class Daemon:
             self._enqueue(job.key, job.crate, explicit=True)
 
     def _finish(self, job: _Upload, *, uploaded: bool = True) -> None:
-        self._remove_intent(job.key, job.crate)
-        with self._lock:
+        with self._lock:  # with _enqueue's intent: see there
+            self._remove_intent(job.key, job.crate)
             self._pending.pop(job.key, None)
             if uploaded:
                 self._done[job.key] = None

@@ -15,7 +15,14 @@ _COMPILER_NAMES = ("rustc", "clippy-driver")
 
 
 def is_wrapper_call(argv: list[str]) -> bool:
-    """True when argv[1] names a compiler rather than a kache command or option."""
+    """True when argv[1] names a program (the compiler cargo runs, or a workspace wrapper
+    such as ``clippy-driver`` or ``sccache`` before it) rather than a kache command.
+
+    cargo runs ``$RUSTC_WRAPPER [$RUSTC_WORKSPACE_WRAPPER] $RUSTC …``, and ``RUSTC`` or
+    the workspace wrapper may be a bare name that the shell would find on ``PATH``
+    (``RUSTC=myrustc``, ``RUSTC_WORKSPACE_WRAPPER=sccache``). kache's own command names
+    come first: ``kache init`` is the command even where ``/sbin/init`` is on ``PATH``.
+    """
     if len(argv) < 2 or not argv[1] or argv[1].startswith("-"):
         return False
     first = argv[1]
@@ -24,8 +31,16 @@ def is_wrapper_call(argv: list[str]) -> bool:
         base = base[:-4]
     if base.startswith(_COMPILER_NAMES):
         return True
-    # Any other executable given by path (a renamed or custom rustc, as RUSTC allows).
-    return os.sep in first and os.path.isfile(first) and os.access(first, os.X_OK)
+    if os.sep in first:
+        # Any other executable given by path (a renamed or custom rustc, as RUSTC allows).
+        return os.path.isfile(first) and os.access(first, os.X_OK)
+    from kache.command_names import LAZY_COMMANDS
+
+    if first in LAZY_COMMANDS or len(argv) < 3:
+        return False  # cargo always passes arguments after the compiler
+    from kache.paths import which
+
+    return which(first, os.environ.get("PATH", os.defpath)) is not None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,15 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     yield home
 
 
+def kache_log(directory: Path | str | None = None) -> str:
+    """What the wrapper said in ``directory``'s kache.log (its warnings never go to rustc's
+    stderr); default: the default cache dir of this test's environment."""
+    if directory is None:
+        directory = Path(os.environ["XDG_CACHE_HOME"]) / "kache"
+    path = Path(directory) / "kache.log"
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
 @pytest.fixture
 def user_config(clean_env: Path) -> Path:
     """Path of the user's config.toml (its directory exists; the file does not)."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -29,3 +30,17 @@ def test_custom_compiler_path_is_wrapper_mode(tmp_path: Path) -> None:
     exe = tmp_path / "my-compiler"
     shutil.copy(shutil.which("true") or "/bin/true", exe)
     assert is_wrapper_call(["kache", str(exe), "-vV"])
+
+
+def test_a_bare_program_name_on_path_is_wrapper_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RUSTC=myrustc or RUSTC_WORKSPACE_WRAPPER=sccache: cargo passes the bare name."""
+    for name in ("myrustc", "sccache", "init"):
+        exe = tmp_path / name
+        exe.write_text("#!/bin/sh\nexec \"$@\"\n")
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert is_wrapper_call(["kache", "myrustc", "-vV"])
+    assert is_wrapper_call(["kache", "sccache", "/usr/bin/rustc", "-vV"])
+    assert not is_wrapper_call(["kache", "init", "--dry-run"])  # kache's own command comes first
+    assert not is_wrapper_call(["kache", "no-such-program", "x"])
+    assert not is_wrapper_call(["kache", "myrustc"])  # cargo always passes arguments

@@ -12,6 +12,7 @@ import sys
 import click
 
 from kache import __version__
+from kache.command_names import LAZY_COMMANDS
 from kache.errors import KacheError, NotImplementedYet
 
 __all__ = ["main", "root"]
@@ -19,18 +20,8 @@ __all__ = ["main", "root"]
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-# Which module of kache.cli holds each command: a command's module is imported when the
-# command runs (or for --help), not for every command (`kache --version`: 0.13 -> 0.05 s).
-# tests/cli/test_config_commands.py checks this against each module's COMMANDS.
-LAZY_COMMANDS = {
-    "list": "cache", "stats": "cache", "why-miss": "cache", "gc": "cache", "purge": "cache",
-    "monitor": "commands",
-    "config": "config",
-    "daemon": "daemon",
-    "dev": "dev",
-    "sync": "remote",
-    "demo": "setup", "clean": "setup", "init": "setup", "doctor": "setup",
-}
+# A command's module is imported when the command runs (or for --help), not for every
+# command (`kache --version`: 0.13 -> 0.05 s); kache.command_names says which holds which.
 
 
 class LazyGroup(click.Group):

@@ -1,13 +1,16 @@
-"""The README's configuration table, generated from the schema between two markers."""
+"""The README's generated tables, each between two markers: the configuration table (from
+the schema) and the environment policy of the cache key (from kache.wrapper.envpolicy)."""
 
 from __future__ import annotations
 
 from kache import settings as settings_mod
 
-__all__ = ["BEGIN", "END", "config_table", "render"]
+__all__ = ["BEGIN", "END", "ENV_BEGIN", "ENV_END", "config_table", "env_policy_table", "render"]
 
 BEGIN = "<!-- BEGIN GENERATED: kache dev gen readme -->"
 END = "<!-- END GENERATED: kache dev gen readme -->"
+ENV_BEGIN = "<!-- BEGIN GENERATED: kache dev gen env-policy -->"
+ENV_END = "<!-- END GENERATED: kache dev gen env-policy -->"
 
 
 def _cell(text: str) -> str:
@@ -40,11 +43,26 @@ def config_table(schema_path: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def env_policy_table() -> str:
+    """A Markdown table: variable, whether the cheap key holds it, why."""
+    from kache.wrapper.envpolicy import ENV_POLICY
+
+    lines = ["| Variable | In the key | Why |", "|---|---|---|"]
+    for name, policy, why in ENV_POLICY:
+        shown = "any other" if name == "*" else f"`{name}`"
+        lines.append(f"| {shown} | {policy} | {_cell(why)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fill(text: str, begin: str, end: str, table: str) -> str:
+    start = text.find(begin)
+    stop = text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"README has no '{begin}' … '{end}' block to fill")
+    return text[: start + len(begin)] + "\n" + table + text[stop:]
+
+
 def render(readme: str, schema_path: str | None = None) -> str:
-    """The README with the text between the markers replaced by the current table."""
-    start = readme.find(BEGIN)
-    end = readme.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README has no '{BEGIN}' … '{END}' block to fill")
-    head = readme[: start + len(BEGIN)]
-    return head + "\n" + config_table(schema_path) + readme[end:]
+    """The README with the text between each pair of markers replaced by the current table."""
+    readme = _fill(readme, BEGIN, END, config_table(schema_path))
+    return _fill(readme, ENV_BEGIN, ENV_END, env_policy_table())

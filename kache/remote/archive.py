@@ -24,7 +24,10 @@ Format version 1 — the object ``{prefix}/{crate}/{key}.tar.zst`` on the remote
       },
       "inputs": {                   the direct-mode manifest line recorded with the entry
         "files": [["<normalised path>", "<blake3>"], …],
-        "env": [["NAME", "value" | null, <normalised: bool>], …]
+        "env": [["NAME", "value" | null, <normalised: bool>], …],
+        "local": [["<CWD>", ["/abs/path", …]], …]   only when the outputs hold a path
+                                    of the machine that recorded it: served only where
+                                    each placeholder stands for the same paths
       }
     }
 
@@ -58,6 +61,7 @@ import time
 from typing import TYPE_CHECKING
 
 from kache.errors import KacheError
+from kache.paths import REMAP_TARGETS
 from kache.store import blobs
 from kache.store.index import Entry
 
@@ -473,5 +477,11 @@ def _parse_manifest(raw: bytes, fail: Callable[[str], ArchiveError]) -> dict[str
         need(isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
              and (item[1] is None or isinstance(item[1], str)) and isinstance(item[2], bool),
              f"inputs.env[{i}] is not a [name, value or null, normalised] triple")
+    ilocal = inputs.get("local", [])
+    need(isinstance(ilocal, list), "inputs.local is not a list")
+    for i, item in enumerate(ilocal):
+        need(isinstance(item, list) and len(item) == 2 and item[0] in REMAP_TARGETS and isinstance(item[1], list)
+             and item[1] and all(isinstance(p, str) and p.startswith("/") for p in item[1]),
+             f"inputs.local[{i}] is not a [placeholder, [absolute paths]] pair")
     inputs.setdefault("env", [])
     return doc

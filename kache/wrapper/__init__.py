@@ -16,7 +16,7 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["run", "exec_compiler", "warn_once", "write_replay"]
+__all__ = ["run", "exec_compiler", "warn_once", "write_replay", "LOG_NAME"]
 
 WARN_INTERVAL_SECS = 600.0
 
@@ -43,12 +43,21 @@ def write_replay(stdout: str, stderr: str) -> None:
         sys.stderr.flush()
 
 
-def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str = "; running rustc directly") -> None:
-    """Print ``kache: warning: …`` unless the same warning was printed in the last 10 minutes.
+LOG_NAME = "kache.log"
+LOG_MAX_BYTES = 1 << 20
 
-    cargo runs hundreds of rustc calls per build; a broken config should say so once per
-    build, not once per crate. The memory of what was said lives in the default cache dir
-    (the configured one may be what is broken).
+
+def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str = "; running rustc directly",
+              store: str | None = None) -> None:
+    """Say ``kache: warning: …`` unless the same warning was said in the last 10 minutes.
+
+    Never on rustc's stderr: cargo keeps what a unit printed and replays it on every later
+    build that finds the unit fresh, so a warning said there would outlive its cause. It
+    goes to the terminal (``/dev/tty``, when the build has one) and to ``kache.log`` in
+    the store (``store``, else the default cache dir). cargo runs hundreds of rustc calls
+    per build; a broken config should say so once per build, not once per crate. The
+    memory of what was said lives in the default cache dir (the configured one may be
+    what is broken).
     """
     from blake3 import blake3
 
@@ -56,9 +65,49 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
 
     env = os.environ if env is None else env
     digest = blake3(message.encode()).hexdigest()[:24]
-    stamp = os.path.join(default_cache_dir(env), "tmp", "warned", digest)
-    if _claim(stamp):
-        sys.stderr.write(f"kache: warning: {message}{suffix}\n")
+    default = default_cache_dir(env)
+    stamp = os.path.join(default, "tmp", "warned", digest)
+    if not _claim(stamp):
+        return
+    line = f"kache: warning: {message}{suffix}\n"
+    if not (store and _log(store, line)):
+        _log(default, line)
+    try:
+        fd = os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY)
+    except OSError:
+        return  # no terminal (CI, an IDE): the log has it
+    try:
+        os.write(fd, line.encode("utf-8", "replace"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _log(directory: str, line: str) -> bool:
+    """Append a line to ``<directory>/kache.log`` (kept under 1 MiB: the old half moves to
+    ``kache.log.1``); False if it could not. Never raises."""
+    path = os.path.join(directory, LOG_NAME)
+    try:
+        old = os.umask(0o077)
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        finally:
+            os.umask(old)
+        try:
+            if os.stat(path).st_size > LOG_MAX_BYTES:
+                os.replace(path, path + ".1")
+        except FileNotFoundError:
+            pass
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{stamp} {line}".encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _claim(stamp: str) -> bool:
@@ -98,6 +147,7 @@ def run(argv: list[str]) -> int:
     # cargo's probes (-vV, --print, stdin) never touch settings or the store.
     if reason in ("version", "print", "stdin", "help", "no-source", "probe", "explain"):
         return exec_compiler(argv)
+    store: str | None = None
     try:
         from kache.errors import SettingsError
         from kache.settings import env_flag, load_checked
@@ -108,9 +158,10 @@ def run(argv: list[str]) -> int:
         try:
             settings = load_checked()
         except SettingsError as e:
-            warn_once("invalid configuration: " + "; ".join(e.problems))
+            warn_once("invalid configuration: " + "; ".join(e.problems), store=_store_anyway())
             unlink_shared_outputs_quietly(call)
             return exec_compiler(argv)
+        store = settings.get("cache.local_store")
         if settings["cache.daemon_hits"]:
             from kache.wrapper.daemon_hit import served_by_daemon
 
@@ -120,9 +171,21 @@ def run(argv: list[str]) -> int:
 
         return handle(call, argv, settings, started)
     except Exception as e:  # noqa: BLE001 - nothing in kache may break a build
-        warn_once(f"internal error ({type(e).__name__}: {e})")
+        warn_once(f"internal error ({type(e).__name__}: {e})", store=store)
         unlink_shared_outputs_quietly(call)
     return exec_compiler(argv)
+
+
+def _store_anyway() -> str | None:
+    """The store a configuration names even when another of its settings is invalid (where
+    kache.log goes), or None."""
+    try:
+        from kache.settings import load
+
+        path = load().get("cache.local_store")
+    except Exception:  # noqa: BLE001 - the default cache dir takes the warning
+        return None
+    return path if isinstance(path, str) and os.path.isabs(path) else None
 
 
 def unlink_shared_outputs_quietly(call: object) -> None:

@@ -51,6 +51,7 @@ import sys
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any, ClassVar
 
 from kache._record import Record
@@ -63,9 +64,12 @@ __all__ = [
     "effective_crate_types",
     "expand_argfiles",
     "expected_outputs",
+    "is_clippy",
+    "key_args",
     "is_build_script",
     "parse",
     "passthrough_reason",
+    "target_family",
     "without_incremental",
 ]
 
@@ -390,16 +394,29 @@ class RustcCall(Record):
     # Arguments not understood, in order (unknown options, options missing a value, ``--``).
     has_stdin_src: bool
 
-def _is_clippy(compiler: str) -> bool:
-    return os.path.basename(compiler).startswith("clippy-driver")
+def is_clippy(chain: list[str]) -> bool:
+    """Whether a compiler chain runs clippy-driver (whose lints depend on more than rustc's)."""
+    return any(os.path.basename(p).startswith("clippy-driver") for p in chain)
 
 
-def _looks_like_rustc(arg: str) -> bool:
-    return os.path.basename(arg).startswith("rustc")
+def _is_program(arg: str, env: Mapping[str, str] | None) -> bool:
+    """Whether rustc's first argument is really a program: the compiler that a workspace
+    wrapper (``RUSTC_WORKSPACE_WRAPPER``: clippy-driver, sccache, …) runs. cargo's own
+    calls start with an option (``--crate-name``, ``-vV``, ``-``), never a source file."""
+    if not arg or arg[0] in "-@" or arg.endswith(".rs"):
+        return False
+    if os.path.basename(arg).startswith("rustc"):
+        return True  # clippy-driver's (or any wrapper's) rustc, named as cargo names it
+    if os.sep in arg:
+        return os.path.isfile(arg) and os.access(arg, os.X_OK)
+    from kache.paths import which
+
+    return which(arg, (os.environ if env is None else env).get("PATH", os.defpath)) is not None
 
 
-def parse(argv: list[str]) -> RustcCall:
-    """Parse ``[compiler, *args]`` (kache's argv without its own name).
+def parse(argv: list[str], env: Mapping[str, str] | None = None) -> RustcCall:
+    """Parse ``[compiler, *args]`` (kache's argv without its own name); ``env`` (default
+    this process's) gives the ``PATH`` a workspace wrapper's compiler is found on.
 
     Raises:
         ArgvError: argv is empty or an ``@argfile`` cannot be read. Nothing else, for
@@ -410,7 +427,9 @@ def parse(argv: list[str]) -> RustcCall:
     compiler = argv[0]
     rest = argv[1:]
     prefix: list[str] = []
-    if rest and _is_clippy(compiler) and _looks_like_rustc(rest[0]):
+    # A compiler that is rustc itself takes no program; anything else (clippy-driver,
+    # sccache, a wrapper script) may be a workspace wrapper with cargo's RUSTC after it.
+    if rest and not os.path.basename(compiler).startswith("rustc") and _is_program(rest[0], env):
         prefix = [rest[0]]
         rest = rest[1:]
     args = expand_argfiles(rest)
@@ -551,7 +570,7 @@ def is_build_script(call: RustcCall) -> bool:
     )
 
 
-def _target_family(call: RustcCall) -> str:
+def target_family(call: RustcCall) -> str:
     """"elf", "apple", "windows-msvc", "windows-gnu" or "wasm": decides file names."""
     t = call.target
     if t is None:
@@ -620,7 +639,7 @@ def passthrough_reason(call: RustcCall, cache_executables: bool = False) -> str 
         return "coverage"
     if cg.get("target-cpu") == "native":
         return "target-cpu-native"
-    if cg.get("split-debuginfo") == "unpacked" and _target_family(call) != "apple":
+    if cg.get("split-debuginfo") == "unpacked" and target_family(call) != "apple":
         return "split-debuginfo"
     if call.other:
         # Not understood (an option rustc may know and kache does not, or one missing its
@@ -638,6 +657,17 @@ def without_incremental(args: list[str]) -> list[str]:
     ``--codegen incremental=D``, ``--codegen=incremental=D``, ``incremental`` spelled
     with ``_``, and a short-flag group ending in it (``-gCincremental=D`` keeps ``-g``).
     """
+    return _without(args, diagnostic_width=False)
+
+
+def key_args(args: list[str]) -> list[str]:
+    """``args`` as the key holds them: without ``-C incremental`` (an incremental compile's
+    outputs are as valid as any) and ``--diagnostic-width`` (cargo gives it only when its
+    output is a terminal; it changes how messages wrap, nothing else), in any spelling."""
+    return _without(args, diagnostic_width=True)
+
+
+def _without(args: list[str], *, diagnostic_width: bool) -> list[str]:
     drop: set[int] = set()
     replace: dict[int, str] = {}
     toks = _tokenize(args)
@@ -646,6 +676,9 @@ def without_incremental(args: list[str]) -> list[str]:
         if tok.group:
             groups.setdefault(tok.start, []).append(tok)
     for tok in toks:
+        if diagnostic_width and tok.kind == "opt" and tok.name == "diagnostic-width":
+            drop.update(range(tok.start, tok.stop))
+            continue
         if not (tok.kind == "opt" and tok.name == "codegen" and tok.value is not None):
             continue
         if _option_name(tok.value) != "incremental":
@@ -739,7 +772,7 @@ def expected_outputs(call: RustcCall) -> list[str]:
     else:
         directory = call.out_dir or ""
         filestem = crate_stem
-    family = _target_family(call)
+    family = target_family(call)
     if family == "elf":
         dll, static, exe = ("lib", ".so"), ("lib", ".a"), ""
     elif family == "apple":

@@ -26,18 +26,21 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 
 from kache import quickjson
 from kache._record import Record
-from kache.paths import Normalizer, find_target_dir
+from kache.paths import Normalizer, find_target_dir, resolve
 from kache.store import events
 from kache.store.blobs import copy_file, hash_file
 from kache.store.index import DamagedBlob, Entry, Store
 from kache.wrapper import argv as argvmod
 from kache.wrapper import depinfo
+from kache.wrapper.envpolicy import key_env
 from kache.wrapper.filehash import FileHasher
-from kache.wrapper.key import KEY_VERSION, KeyBuilder, env_only_locates_files, full_key, key_env
-from kache.wrapper.toolchain import identity
+from kache.wrapper.key import KEY_VERSION, KeyBuilder, env_only_locates_files, full_key
+from kache.wrapper.nativelibs import link_inputs, native_inputs
+from kache.wrapper.portable import Scanner
+from kache.wrapper.toolchain import ToolchainError, identity
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 __all__ = ["Call", "prepare", "look_up", "restore", "record", "run_compiler", "OUT_DIR_TOKEN"]
@@ -56,9 +59,9 @@ class Call(Record):
     """
 
     __slots__ = ("call", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root",
-                 "stored_key", "keep_incremental", "snapshots", "umask")
+                 "stored_key", "keep_incremental", "snapshots", "umask", "missing_inputs")
     _defaults = {"mkey": "", "components": dict, "outputs": list, "root": "", "stored_key": "",
-                 "keep_incremental": False, "snapshots": False, "umask": None}
+                 "keep_incremental": False, "snapshots": False, "umask": None, "missing_inputs": list}
     call: argvmod.RustcCall
     argv: list[str]
     env: Mapping[str, str]
@@ -74,6 +77,7 @@ class Call(Record):
     keep_incremental: bool  # this compile runs with cargo's -C incremental
     snapshots: bool  # its incremental session is stored with the entry and restored on a hit
     umask: int | None  # the caller's, when it is not this process's (a hit the daemon serves)
+    missing_inputs: list[str]  # declared extra input files that are not there (worth a warning)
 
     @property
     def out_dir(self) -> str:
@@ -114,28 +118,35 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
         if "\0" in arg or not arg.isascii() and not events.utf8_encodable(arg):
             raise Uncacheable("unusual-argument")
     cwd = os.getcwd() if cwd is None else cwd
-    out_dir = os.path.join(cwd, rc.out_dir or "")
+    raw_out_dir = os.path.join(cwd, rc.out_dir or "")
+    out_dir = resolve(raw_out_dir)
     target_dir = find_target_dir(out_dir)
-    norm = Normalizer.for_call(cwd, out_dir, env)
+    norm = Normalizer.for_call(cwd, raw_out_dir, env, rc.src)
     c = Call(rc, argv, env, cwd, store, norm, FileHasher(store))
     c.root = os.path.dirname(target_dir) if target_dir else cwd
     outputs = [os.path.join(cwd, p) for p in argvmod.expected_outputs(rc)]
     for p in outputs:
-        if os.path.dirname(p) != os.path.normpath(out_dir):
+        if resolve(os.path.dirname(p)) != out_dir:
             raise Uncacheable("output-path")
     c.outputs = outputs
 
     kb = KeyBuilder()
     kb.add("version", str(KEY_VERSION))
-    kb.add("toolchain", identity(store, [rc.compiler, *rc.compiler_args_prefix], env))
+    chain = [rc.compiler, *rc.compiler_args_prefix]
+    try:
+        kb.add("toolchain", identity(store, chain, env, cwd))
+    except ToolchainError as e:
+        raise Uncacheable("compiler-identity") from e
     extern_paths: list[tuple[str, str]] = []
-    for tok in argvmod.without_incremental(rc.args):
+    for tok in argvmod.key_args(rc.args):
         kb.add("args", norm.text(tok))
     for name, path in rc.externs:
         if path:
             extern_paths.append((name, os.path.join(cwd, path)))
-    static_libs = _static_libs(rc, cwd)
-    to_hash = [p for _, p in extern_paths] + [p for _, p in static_libs]
+    libs, lib_dirs = native_inputs(rc, cwd, target_dir, argvmod.target_family(rc))
+    linked = link_inputs(rc, argvmod.effective_crate_types(rc), cwd, env)
+    to_hash = [p for _, p in extern_paths] + [p for _, p in libs] + [p for _, files in lib_dirs for p in files]
+    to_hash += [p for _, p in linked]
     if rc.target and rc.target.endswith(".json"):
         to_hash.append(os.path.join(cwd, rc.target))
     hashes = c.hasher.hashes(to_hash)
@@ -143,44 +154,35 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
         if hashes[path] is None:
             raise Uncacheable("missing-extern")
         kb.add(f"extern:{name}", hashes[path] or "")
-    for spec, path in static_libs:
+    for spec, path in libs:
         kb.add(f"lib:{spec}", hashes[path] or "missing")
+    for d, files in lib_dirs:
+        listing = "".join(f"{os.path.basename(p)}\0{hashes[p] or 'unreadable'}\n" for p in files)
+        kb.add(f"native-dir:{norm.path(d)}", listing)
+    for label, path in linked:
+        kb.add(label, hashes[path] or "unreadable")
     if rc.target and rc.target.endswith(".json"):
         kb.add("target-spec", hashes[os.path.join(cwd, rc.target)] or "missing")
-    for name, value in key_env(env):
+    for name, value in key_env(env, clippy=argvmod.is_clippy(chain)):
         kb.add(f"env:{name}", norm.text(value))
+    kb.add("remap", norm.remap_text())
     if salt:
         kb.add("salt", salt)
     for names, files in _extra_inputs(extra_inputs, c.crate):
         for n in sorted(names):
             kb.add(f"extra-env:{n}", "\0unset" if n not in env else "=" + env[n])
-        paths = [os.path.join(c.root, f) for f in files]
-        for f, digest in zip(files, c.hasher.hashes(paths).values()):
-            kb.add(f"extra-file:{f}", digest or "missing")
+        # Relative to the directory cargo runs rustc in: the workspace root for a member,
+        # the package's own root for any other crate. The kernel resolves what is left.
+        home = env.get("HOME") or os.path.expanduser("~")
+        paths = [os.path.join(cwd, home + f[1:] if f == "~" or f.startswith("~/") else f) for f in files]
+        found = c.hasher.hashes(paths)
+        for f, path in zip(files, paths):
+            kb.add(f"extra-file:{f}", found[path] or "missing")
+            if found[path] is None:
+                c.missing_inputs.append(path)
     c.mkey = kb.hexdigest()
     c.components = kb.components
     return c
-
-
-def _static_libs(rc: argvmod.RustcCall, cwd: str) -> list[tuple[str, str]]:
-    """``-l static=NAME`` resolved in the ``-L`` native/all dirs: (spec, file)."""
-    out = []
-    dirs = [os.path.join(cwd, p) for kind, p in rc.lib_paths if kind in ("native", "all", "")]
-    for spec in rc.libs:
-        kind, _, name = spec.rpartition("=")
-        kind = kind.split(":")[0]
-        if kind not in ("static", ""):
-            continue
-        name = name.split(":")[-1]
-        for d in dirs:
-            p = os.path.join(d, f"lib{name}.a")
-            if os.path.exists(p):
-                out.append((spec, p))
-                break
-        else:
-            if kind == "static":
-                out.append((spec, os.path.join(dirs[0] if dirs else cwd, f"lib{name}.a")))
-    return out
 
 
 class Uncacheable(Exception):
@@ -199,6 +201,9 @@ def look_up(c: Call) -> Entry | None:
         if any(hashes[r] != h for r, (_, h) in zip(real, files)):
             continue
         if not all(_env_value(c, name, normalized) == value for name, value, normalized in inputs.get("env", [])):
+            continue
+        # Outputs that hold one of this machine's paths were pinned to it when recorded.
+        if not all(c.norm.spellings(sentinel) == spellings for sentinel, spellings in inputs.get("local", [])):
             continue
         entry = c.store.get(key)
         if entry is not None:
@@ -238,7 +243,7 @@ def restore(c: Call, entry: Entry) -> int:
             with open(blob, encoding="utf-8") as fh:
                 _write_new(dst, _expand_depinfo(c, fh.read()).encode("utf-8"), c.umask)
         else:
-            _place(blob, dst, executable=f["kind"] == "exec")
+            _place(blob, dst, executable=f["kind"] == "exec", private=_private(c, f["kind"]))
             c.hasher.remember(dst, f["hash"])
         os.utime(dst)  # the kernel's clock, never a Python "now" (REFERENCE §2)
         total += f["size"]
@@ -258,8 +263,20 @@ def _write_new(dst: str, data: bytes, umask: int | None = None) -> None:
     os.replace(tmp, dst)
 
 
-def _place(blob: str, dst: str, *, executable: bool) -> None:
-    """Hardlink the blob when nothing else links it; else copy.
+def _private(c: Call, kind: str) -> bool:
+    """Whether an output is the user's own program or library (a bin, dylib, cdylib or
+    test harness, cached with ``cache_executables``): never hardlinked to a blob, in
+    either direction, so a ``strip`` or a signing tool that rewrites it in place (as
+    root, past the blob's read-only mode) cannot reach the store. Build scripts and
+    proc macros, which only cargo runs, share the blob's read-only inode."""
+    if kind != "exec":
+        return False
+    rc = c.call
+    return not (argvmod.is_build_script(rc) or "proc-macro" in argvmod.effective_crate_types(rc))
+
+
+def _place(blob: str, dst: str, *, executable: bool, private: bool = False) -> None:
+    """Hardlink the blob when nothing else links it; else copy (always, when ``private``).
 
     One link per blob: two target dirs sharing an inode would share its mtime, and the
     ``utime`` of one restore could make the other's stale output look fresh to cargo. An
@@ -269,7 +286,7 @@ def _place(blob: str, dst: str, *, executable: bool) -> None:
     st = os.stat(blob)
     try:
         here = os.stat(dst, follow_symlinks=False)
-        if (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino):
+        if (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino) and not private:
             return  # already this blob (cargo re-ran a unit whose inputs did not change)
     except OSError:
         pass
@@ -277,7 +294,7 @@ def _place(blob: str, dst: str, *, executable: bool) -> None:
     if os.path.lexists(tmp):
         os.unlink(tmp)
     linked = False
-    if st.st_nlink == 1 and (not executable or st.st_mode & 0o111 == 0o111):
+    if not private and st.st_nlink == 1 and (not executable or st.st_mode & 0o111 == 0o111):
         try:
             os.link(blob, tmp)
             linked = os.stat(tmp).st_nlink == 2
@@ -299,10 +316,11 @@ def _expand_depinfo(c: Call, text: str) -> str:
 
 
 def replay_texts(c: Call, meta: dict[str, Any]) -> tuple[str, str]:
-    """rustc's recorded stdout and stderr, with this build's --out-dir put back."""
+    """rustc's recorded stdout and stderr, with this build's --out-dir put back and the
+    file names of its messages made this machine's (kache.paths: Normalizer.diagnostics)."""
     out_dir = quickjson.quote(c.out_dir)[1:-1]
     return (meta.get("stdout", "").replace(OUT_DIR_TOKEN, out_dir),
-            meta.get("stderr", "").replace(OUT_DIR_TOKEN, out_dir))
+            c.norm.diagnostics(meta.get("stderr", "").replace(OUT_DIR_TOKEN, out_dir)))
 
 
 # --------------------------------------------------------------------------- miss
@@ -354,9 +372,10 @@ def unlink_shared_outputs(paths: list[str]) -> None:
             pass
 
 
-def run_compiler(cmd: list[str]) -> tuple[int, str, str]:
+def run_compiler(cmd: list[str], show_stderr: Callable[[str], str] | None = None) -> tuple[int, str, str]:
     """Run rustc with inherited fds (cargo's jobserver), its stdout and stderr passed on
-    as they come and kept for the cache.
+    as they come and kept for the cache; ``show_stderr`` rewrites each whole line of
+    stderr before it is passed on (what is kept is what rustc wrote).
 
     ``posix_spawn`` and ``poll``, not ``subprocess`` and a thread (~9 ms of imports on
     every miss). Returns (exit status, stdout text, stderr text).
@@ -373,6 +392,7 @@ def run_compiler(cmd: list[str]) -> tuple[int, str, str]:
         os.close(err_w)
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
     sinks = {out_r: sys.stdout.buffer, err_r: sys.stderr.buffer}
+    partial = b""  # stderr after its last newline, held back until the line is whole
     poller = select.poll()
     for fd in chunks:
         poller.register(fd, select.POLLIN)
@@ -384,8 +404,18 @@ def run_compiler(cmd: list[str]) -> tuple[int, str, str]:
                 if not data:
                     poller.unregister(fd)
                     open_fds -= 1
+                    if fd == err_r and partial:
+                        sinks[fd].write(_shown(partial, show_stderr))
+                        sinks[fd].flush()
                     continue
                 chunks[fd].append(data)
+                if fd == err_r and show_stderr is not None:
+                    data = partial + data
+                    cut = data.rfind(b"\n") + 1
+                    partial = data[cut:]
+                    data = _shown(data[:cut], show_stderr)
+                    if not data:
+                        continue
                 sinks[fd].write(data)
                 sinks[fd].flush()
     finally:
@@ -396,13 +426,21 @@ def run_compiler(cmd: list[str]) -> tuple[int, str, str]:
             b"".join(chunks[err_r]).decode("utf-8", "surrogateescape"))
 
 
+def _shown(data: bytes, show: Callable[[str], str] | None) -> bytes:
+    if show is None or not data:
+        return data
+    return show(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+
 def compiler_command(c: Call) -> list[str]:
-    """The real compile: cargo's arguments, plus the remap flags; ``-C incremental``
-    kept or dropped as ``cache.incremental`` says (it is never part of the key: outputs
-    of an incremental compile are as valid as any, only not byte-identical)."""
+    """The real compile: kache's remap flags, then cargo's arguments (rustc applies the
+    last matching remap, so the user's own ``--remap-path-prefix`` wins); ``-C
+    incremental`` kept or dropped as ``cache.incremental`` says (it is never part of
+    the key: outputs of an incremental compile are as valid as any, only not
+    byte-identical)."""
     rc = c.call
     args = rc.args if c.keep_incremental else argvmod.without_incremental(rc.args)
-    return [rc.compiler, *rc.compiler_args_prefix, *args, *c.norm.remap_flags()]
+    return [rc.compiler, *rc.compiler_args_prefix, *c.norm.remap_flags(), *args]
 
 
 def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) -> tuple[str, int]:
@@ -415,12 +453,14 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
         return "skip:no-dep-info", 0
     with open(dfile, encoding="utf-8") as fh:
         info = depinfo.parse(fh.read())
-    outputs = set(c.outputs)
+    outputs = {os.path.normpath(p) for p in c.outputs}
     inputs = []
     for p in info.files:
-        absolute = os.path.normpath(os.path.join(c.cwd, p))
-        if absolute not in outputs:
-            inputs.append(absolute)
+        # As rustc opened it: relative to the directory it ran in, and `..` after a
+        # symlink left to the kernel (src/linked/../data.txt is not src/data.txt).
+        path = os.path.join(c.cwd, p)
+        if os.path.normpath(path) not in outputs:
+            inputs.append(path)
     hashes = c.hasher.hashes(inputs)
     for p in inputs:
         if hashes[p] is None:
@@ -439,7 +479,6 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
             if n != value and env_only_locates_files(name, inputs):
                 normalized, keyed = True, n
         env_entries.append((name, keyed, normalized))
-    key, source_components = full_key(c.mkey, files, [(n, v) for n, v, _ in env_entries])
 
     # Outputs: what rustc said it would write, plus anything else with the crate's stem.
     produced = [p for p in c.outputs if os.path.exists(p)]
@@ -448,11 +487,13 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
     stored = []
     new_blobs = 0
     total = 0
+    scanner = Scanner(c.norm)
     for p in produced:
         name = os.path.basename(p)
         if p == dfile:
-            norm_info = depinfo.map_paths(info, lambda q: c.norm.path(os.path.normpath(os.path.join(c.cwd, q)))
-                                          if os.path.isabs(q) or q.startswith("..") else q)
+            # Absolute paths with this machine's prefixes as placeholders; relative ones
+            # (relative to where rustc runs) as they are, `..` and all.
+            norm_info = depinfo.map_paths(info, lambda q: c.norm.path(q) if os.path.isabs(q) else q)
             # env-dep values are rewritten from the build's environment on restore; stored
             # with this machine's paths normalised, one key gives one .d blob everywhere.
             norm_info.env = [(n, c.norm.path(v) if v is not None and os.path.isabs(v) else v)
@@ -462,19 +503,25 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
             size = len(data)
             kind = "depinfo"
         else:
-            digest, size = hash_file(p)
+            digest, size = scanner.hash_file(p)
             st = os.stat(p)
             kind = "exec" if (st.st_mode & 0o111 or name.endswith((".so", ".dylib", ".dll"))) else "link"
-            added = c.store.put_blob_file(p, digest, link=True, executable=kind == "exec")
+            added = c.store.put_blob_file(p, digest, link=not _private(c, kind), executable=kind == "exec")
             c.hasher.remember(p, digest)
         new_blobs += added
         total += size
         stored.append({"name": name, "hash": digest, "size": size, "kind": kind})
     out_dir_text = quickjson.quote(c.out_dir)[1:-1]
+    stdout, stderr = stdout.replace(out_dir_text, OUT_DIR_TOKEN), stderr.replace(out_dir_text, OUT_DIR_TOKEN)
+    for text in (stdout, stderr):  # replayed messages are outputs too
+        scanner.search(text.encode("utf-8", "surrogateescape"))
+    # An output that holds a path of this machine pins the entry to it (kache.wrapper.portable).
+    local = [(sentinel, c.norm.spellings(sentinel)) for sentinel in sorted(scanner.found)]
+    key, source_components = full_key(c.mkey, files, [(n, v) for n, v, _ in env_entries], local)
     meta = {
         "files": stored,
-        "stdout": stdout.replace(out_dir_text, OUT_DIR_TOKEN),
-        "stderr": stderr.replace(out_dir_text, OUT_DIR_TOKEN),
+        "stdout": stdout,
+        "stderr": stderr,
         "emit": sorted(rc.emit),
         "components": {**c.components, **{k: v for k, v in source_components.items() if k != "mkey"}},
         "target_dir": bool(target_dir),
@@ -489,7 +536,10 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
     entry = Entry(key=key, crate_name=c.crate, crate_types=",".join(argvmod.effective_crate_types(rc)),
                   target=rc.target or "", profile=profile, size=total, created=now, last_used=now, hits=0,
                   compile_ms=compile_ms, key_version=KEY_VERSION, mkey=c.mkey, meta=meta)
-    c.store.add(entry, {"files": files, "env": env_entries})
+    line: dict[str, Any] = {"files": files, "env": env_entries}
+    if local:
+        line["local"] = local
+    c.store.add(entry, line)
     c.stored_key = key
     return ("miss" if new_blobs else "dup"), total
 

@@ -42,14 +42,18 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
                 # new index is in place, and this call can still be cached.
                 _recovered_damaged_index(store, e)
                 continue
-            warn_once(f"cache unavailable ({e})")
+            warn_once(f"cache unavailable ({e})", store=store.root)
             unlink_shared_outputs_quietly(call)
             _passthrough_event(store, call, f"store: {type(e).__name__}", started, outcome="error")
             return exec_compiler(argv)
 
     if store.recovered:
         warn_once(f"the cache index was corrupt; moved it aside to {store.recovered} and started a new one",
-                  suffix="")
+                  suffix="", store=store.root)
+    for path in c.missing_inputs:
+        warn_once(f"cache.extra_inputs names {path} for {c.crate}, and there is no such file: its changes "
+                  "cannot be seen (files are relative to the directory cargo runs rustc in: the workspace "
+                  "root for a member, the package root for any other crate)", suffix="", store=store.root)
     if call.incremental and settings["cache.incremental"] == "drop" and settings["cache.clean_incremental"]:
         _clean_incremental(c, call.incremental)
     elif call.incremental:
@@ -73,10 +77,16 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
                 if hit is not None:
                     return hit
         except Exception as e:  # noqa: BLE001 - the remote is never a reason to fail
-            warn_once(f"remote check failed ({type(e).__name__}: {e}); compiling", suffix="")
+            warn_once(f"remote check failed ({type(e).__name__}: {e}); compiling", suffix="", store=store.root)
 
     lock = cache.KeyLock(store, c.mkey)
-    locked = lock.acquire()
+    try:
+        locked = lock.acquire()
+    except OSError as e:  # a store that cannot be written (read-only, full, gone)
+        warn_once(f"cache unavailable ({e})", store=store.root)
+        unlink_shared_outputs_quietly(call)
+        _passthrough_event(store, call, f"store: {type(e).__name__}", started, outcome="error")
+        return exec_compiler(argv)
     try:
         if lock.waited and not recache:  # a twin compile ran meanwhile: take its result
             hit = _try_hit(c, started)
@@ -108,11 +118,12 @@ def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int |
             c.store.drop_damaged(e.digest)
         except (StoreError, sqlite3.Error, OSError):
             pass
-        warn_once(f"the cached {c.crate} was damaged ({e}); removed it and compiling", suffix="")
+        warn_once(f"the cached {c.crate} was damaged ({e}); removed it and compiling", suffix="", store=c.store.root)
         return None
     except (StoreError, sqlite3.Error, OSError, ValueError) as e:
         if not _recovered_damaged_index(c.store, e):
-            warn_once(f"cache hit for {c.crate} could not be restored ({e}); compiling", suffix="")
+            warn_once(f"cache hit for {c.crate} could not be restored ({e}); compiling", suffix="",
+                      store=c.store.root)
         return None
     if found is None:
         return None
@@ -163,9 +174,11 @@ def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str
 
     if not argv or not os.path.isabs(argv[0]) or any(a.startswith("@") for a in argv):
         return None  # a relative compiler or an @argfile would be read relative to the caller
+    if len(argv) > 1 and argv[1][:1] not in ("-", "/"):
+        return None  # a workspace wrapper's compiler by name (or a relative path): the wrapper finds it
     own = store is None
     try:
-        call = argvmod.parse(argv)
+        call = argvmod.parse(argv, env)
         if settings is None:
             settings = load_checked(env)
         if env_flag("KACHE_DISABLED", env) or env_flag("KACHE_RECACHE", env):
@@ -214,7 +227,7 @@ def _compile(c: cache.Call, started: float, settings: Settings, use_remote: bool
     c.keep_incremental = bool(c.call.incremental) and settings["cache.incremental"] != "drop"
     t0_ns = time.time_ns()
     t0 = time.monotonic()
-    status, stdout, stderr = cache.run_compiler(cache.compiler_command(c))
+    status, stdout, stderr = cache.run_compiler(cache.compiler_command(c), c.norm.diagnostics)
     compile_ms = round((time.monotonic() - t0) * 1000)
     if status != 0:
         c.event("miss", started, reason="compile-failed", status=status)
@@ -232,7 +245,8 @@ def _compile(c: cache.Call, started: float, settings: Settings, use_remote: bool
                 # place; record there (blobs already put are found, not copied again).
                 continue
             if not recovered:
-                warn_once(f"could not store {c.crate} in the cache ({type(e).__name__}: {e})", suffix="")
+                warn_once(f"could not store {c.crate} in the cache ({type(e).__name__}: {e})", suffix="",
+                          store=c.store.root)
             c.event("error", started, reason=f"store: {type(e).__name__}")
             return 0
     if outcome.startswith("skip:"):
@@ -243,7 +257,8 @@ def _compile(c: cache.Call, started: float, settings: Settings, use_remote: bool
         try:
             remote.queue_upload(c, c.stored_key, settings)
         except Exception as e:  # noqa: BLE001
-            warn_once(f"could not queue {c.crate} for upload ({type(e).__name__}: {e})", suffix="")
+            warn_once(f"could not queue {c.crate} for upload ({type(e).__name__}: {e})", suffix="",
+                      store=c.store.root)
     _maybe_gc(c.store, settings)
     return 0
 
@@ -289,7 +304,7 @@ def _recovered_damaged_index(store: Store, e: BaseException) -> bool:
         return False
     # The same words as handle()'s warning for an index that could not open: said once.
     warn_once(f"the cache index was corrupt; moved it aside to {store.recovered} and started a new one",
-              suffix="")
+              suffix="", store=store.root)
     return True
 
 

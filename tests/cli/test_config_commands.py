@@ -133,10 +133,10 @@ def test_python_dash_m_kache_runs_the_cli() -> None:
 
 
 def test_the_lazy_command_map_names_each_command_where_it_is_defined() -> None:
-    """kache.cli.LAZY_COMMANDS is what every module of kache.cli registers, no more, no less."""
+    """kache.command_names.LAZY_COMMANDS is what every module of kache.cli registers, no more, no less."""
     import importlib
 
-    from kache.cli import LAZY_COMMANDS
+    from kache.command_names import LAZY_COMMANDS
 
     defined = {}
     for module in sorted(set(LAZY_COMMANDS.values()) | {"cache", "commands", "config", "daemon", "dev", "remote",

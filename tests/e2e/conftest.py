@@ -119,14 +119,19 @@ class Workspace:
 
 
 def make_counting_rustc(directory: Path, log: Path) -> Path:
-    """A `rustc` that logs each command line, then execs the real compiler."""
+    """A `rustc` that logs each command line, then execs the real compiler.
+
+    kache keys the compiler by its content, so the script is the same text on every
+    "machine" (the log's path is read from a file beside it): two machines with the same
+    toolchain share entries, as they would with one real rustc."""
     real = shutil.which("rustc")
     assert real
     real_path = subprocess.run([real, "--print", "sysroot"], capture_output=True, text=True,
                                check=True).stdout.strip() + "/bin/rustc"
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / "log-path").write_text(str(log))
     exe = directory / "rustc"
-    exe.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec "{real_path}" "$@"\n')
+    exe.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "$(cat "${{0%/*}}/log-path")"\nexec "{real_path}" "$@"\n')
     exe.chmod(0o755)
     return exe
 

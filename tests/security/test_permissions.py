@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests import reliability
-from tests.conftest import _CLEARED_PREFIXES, FIXTURES
+from tests.conftest import _CLEARED_PREFIXES, FIXTURES, kache_log
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -244,9 +244,10 @@ def test_a_warning_before_any_store_leaves_the_default_dir_owner_only(tmp_path: 
     if out.returncode != 0:
         reliability.count("builds failed")
     assert out.returncode == 0, out.stderr
-    assert "invalid configuration" in out.stderr
     store = home / ".cache" / "kache"
+    assert "invalid configuration" in kache_log(store)
     assert (store / "tmp" / "warned").is_dir()
+    assert (store / "kache.log").stat().st_mode & 0o077 == 0
     assert_private(store)
 
 

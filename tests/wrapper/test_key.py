@@ -1,4 +1,5 @@
-"""``env_only_locates_files``: when an absolute env-dep value may be keyed normalised."""
+"""``env_only_locates_files``: when an absolute env-dep value may be keyed normalised (only on
+proof from the crate's own sources)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ def _sources(tmp_path: Path, *texts: str) -> list[str]:
 
 @pytest.mark.parametrize(("texts", "expected"), [
     ((INCLUDE, "pub fn f() {}\n"), True),  # only inside include!(concat!(env!(…)))
-    (("pub fn f() {}\n",), True),  # never named at all
+    (("pub fn f() {}\n",), False),  # never named: read through a macro of another crate
+    (('include!(env!("OUT_DIR"));\n',), True),  # include!(env!(…)) alone
+    (('include!(env!("OUT_DIR")); const N: usize = env!("OUT_DIR").len();\n',), False),  # and baked
+    (('const L: usize = env!("OUT_DIR").len();\n',), False),  # transformed, not a file
     (('const S: &str = "OUT_DIR";\n', INCLUDE), True),  # named, but not read by env!
     (('include_str!(concat!(env!("OUT_DIR"), "/a.txt"));\n',), True),
     ((INCLUDE, 'pub const DIR: &str = env!("OUT_DIR");\n'), False),  # baked into the artifact
@@ -34,7 +38,8 @@ def test_which_uses_allow_a_normalised_key(tmp_path: Path, texts: tuple[str, ...
 
 
 def test_another_variable_is_not_this_one(tmp_path: Path) -> None:
-    sources = _sources(tmp_path, 'const D: &str = env!("OUT_DIR_2");\n', 'const E: &str = env!("MY_OUT_DIR");\n')
+    sources = _sources(tmp_path, 'const D: &str = env!("OUT_DIR_2");\n', 'const E: &str = env!("MY_OUT_DIR");\n',
+                       INCLUDE)
     assert env_only_locates_files("OUT_DIR", sources) is True
     assert env_only_locates_files("OUT_DIR_2", sources) is False
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 from blake3 import blake3
 
 from kache.paths import Normalizer
@@ -45,3 +48,33 @@ def test_messages_are_searched_too() -> None:
     scanner = portable.Scanner(_norm())
     scanner.search(b'{"rendered":"note: /tmp/x"}')
     assert scanner.found == {"<TMP>"}
+
+
+def _archive(tmp_path: Path, source: str) -> Path:
+    """A static library of one C object compiled with debug info from an absolute path
+    under tmp_path, as cc-rs compiles a build script's C code."""
+    src = tmp_path / "c" / "x.c"
+    src.parent.mkdir(exist_ok=True)
+    src.write_text(source)
+    obj = tmp_path / "x.o"
+    lib = tmp_path / "libx.a"
+    subprocess.run(["cc", "-g", "-c", str(src), "-o", str(obj)], check=True)
+    subprocess.run(["ar", "rcs", str(lib), str(obj)], check=True)
+    assert str(tmp_path).encode() in lib.read_bytes()  # the debug info names the source
+    return lib
+
+
+@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("ar") is None, reason="needs cc and ar")
+def test_paths_in_the_debug_info_of_c_objects_do_not_pin(tmp_path: Path) -> None:
+    lib = _archive(tmp_path, "int x_value(void) { return 1; }\n")
+    scanner = portable.Scanner(Normalizer({"<CWD>": str(tmp_path)}))
+    scanner.hash_file(str(lib))
+    assert scanner.found == set()
+
+
+@pytest.mark.skipif(shutil.which("cc") is None or shutil.which("ar") is None, reason="needs cc and ar")
+def test_a_path_in_the_data_of_c_objects_pins(tmp_path: Path) -> None:
+    lib = _archive(tmp_path, f'const char *x_dir(void) {{ return "{tmp_path}/data"; }}\n')
+    scanner = portable.Scanner(Normalizer({"<CWD>": str(tmp_path)}))
+    scanner.hash_file(str(lib))
+    assert scanner.found == {"<CWD>"}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from stat import S_IMODE as stat_mode
 import sys
 import time
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
@@ -163,8 +164,11 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
         kb.add(label, hashes[path] or "unreadable")
     if rc.target and rc.target.endswith(".json"):
         kb.add("target-spec", hashes[os.path.join(cwd, rc.target)] or "missing")
-    for name, value in key_env(env, clippy=argvmod.is_clippy(chain)):
+    clippy = argvmod.is_clippy(chain)
+    for name, value in key_env(env, clippy=clippy):
         kb.add(f"env:{name}", norm.text(value))
+    if clippy:
+        kb.add("clippy-conf", _clippy_config(c, env))
     kb.add("remap", norm.remap_text())
     if salt:
         kb.add("salt", salt)
@@ -183,6 +187,24 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
     c.mkey = kb.hexdigest()
     c.components = kb.components
     return c
+
+
+def _clippy_config(c: Call, env: Mapping[str, str]) -> str:
+    """The clippy.toml clippy-driver would read for this call, by path and content, or
+    "none": it looks in ``CLIPPY_CONF_DIR`` (else the package's directory) and each
+    directory above, and takes the first ``.clippy.toml`` or ``clippy.toml`` it finds. A
+    file clippy read is in the dep-info, but one that appears later would not be seen."""
+    start = env.get("CLIPPY_CONF_DIR") or env.get("CARGO_MANIFEST_DIR") or "."
+    d = os.path.realpath(os.path.join(c.cwd, start))
+    while True:
+        found = [os.path.join(d, n) for n in (".clippy.toml", "clippy.toml") if os.path.isfile(os.path.join(d, n))]
+        if found:
+            hashes = c.hasher.hashes(found)
+            return "".join(f"{c.norm.path(p)}\0{hashes[p]}\n" for p in found)
+        parent = os.path.dirname(d)
+        if parent == d:
+            return "none"
+        d = parent
 
 
 class Uncacheable(Exception):
@@ -267,8 +289,8 @@ def _private(c: Call, kind: str) -> bool:
     """Whether an output is the user's own program or library (a bin, dylib, cdylib or
     test harness, cached with ``cache_executables``): never hardlinked to a blob, in
     either direction, so a ``strip`` or a signing tool that rewrites it in place (as
-    root, past the blob's read-only mode) cannot reach the store. Build scripts and
-    proc macros, which only cargo runs, share the blob's read-only inode."""
+    root) cannot reach the store. Build scripts and proc macros, which only cargo runs,
+    share the blob's inode."""
     if kind != "exec":
         return False
     rc = c.call
@@ -281,9 +303,13 @@ def _place(blob: str, dst: str, *, executable: bool, private: bool = False) -> N
     One link per blob: two target dirs sharing an inode would share its mtime, and the
     ``utime`` of one restore could make the other's stale output look fresh to cargo. An
     executable is linked only when its blob carries the exec bits (0444 blobs written
-    by older versions get a private 0755 copy).
+    by older versions get a private 0755 copy). A linked blob gets its owner's write bit
+    (read-only blobs of older versions): rustc without kache refuses to compile over an
+    output it may not write.
     """
     st = os.stat(blob)
+    if not private and not st.st_mode & 0o200:
+        os.chmod(blob, stat_mode(st.st_mode) | 0o200)
     try:
         here = os.stat(dst, follow_symlinks=False)
         if (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino) and not private:
@@ -550,8 +576,8 @@ def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) 
 # (with an empty s-<time>-<id>.lock beside it). cargo clean removes it; a hit that restores
 # the outputs restores the state too, so the first edit after it compiles incrementally,
 # as with plain cargo. Copies both ways, not hardlinks: rustc links a reused object file
-# from the session into deps/ as an output and refuses an output it cannot write ("output
-# file ... is not writeable"), and a blob is read-only.
+# from the session into deps/ as an output, which would give a blob a second link in a
+# target dir behind kache's back.
 
 SNAPSHOT_MAX_BYTES = 512 << 20  # a bigger session is not kept (hashing it costs more than it saves)
 

@@ -132,10 +132,18 @@ _LINKING_TYPES = frozenset({"bin", "dylib", "cdylib", "proc-macro"})
 
 def link_inputs(rc: RustcCall, crate_types: list[str], cwd: str, env: Mapping[str, str]) -> list[tuple[str, str]]:
     """Files a linking call reads besides rustc's own inputs: (label, path). Empty for a
-    call that does not link (an rlib, ``cargo check``)."""
+    call that does not link (an rlib, ``cargo check``).
+
+    The ``-C linker=`` program; and, read from the link arguments (``-C link-arg(s)=``,
+    ``-l link-arg=``, pieces of ``-Wl,a,b``): every piece that names an existing file
+    (an object, an archive, a linker script, ``--script=x.ld``), every response file
+    (``@file``) and what it names, and every library a ``-l<name>`` / ``-l:<file>`` finds in
+    the ``-L`` directories the arguments give and the ``-L native=`` ones rustc has.
+    """
     if "link" not in rc.emit or not _LINKING_TYPES.intersection(crate_types):
         return []
     out: list[tuple[str, str]] = []
+    tokens: list[str] = []
     for value in rc.codegen:
         name, eq, setting = value.partition("=")
         name = name.replace("_", "-")
@@ -146,15 +154,65 @@ def link_inputs(rc: RustcCall, crate_types: list[str], cwd: str, env: Mapping[st
             if path is not None:
                 out.append(("linker", path))
         elif name in ("link-arg", "link-args"):
-            pieces = setting.split() if name == "link-args" else [setting]
-            for piece in pieces:
-                for part in piece.split(","):  # -Wl,--whole-archive,libx.a
-                    _, _, tail = part.rpartition("=")  # -Wl,--script=x.ld, -T=x.ld
-                    for candidate in {part, tail}:
-                        if candidate and ("/" in candidate or "." in candidate):
-                            path = os.path.join(cwd, candidate)
-                            if os.path.isfile(path):
-                                out.append((f"link-arg:{candidate}", path))
+            tokens.extend(_link_pieces(setting.split() if name == "link-args" else [setting]))
+    for spec in rc.libs:
+        kind, eq, arg = spec.partition("=")
+        if eq and kind.partition(":")[0] == "link-arg":
+            tokens.extend(_link_pieces([arg]))
+    dirs = [os.path.join(cwd, p) for kind, p in rc.lib_paths if kind in _SEARCH_KINDS]
+    names: list[str] = []
+    seen: set[str] = set()
+    queue = list(tokens)
+    i = 0
+    while i < len(queue):
+        tok = queue[i]
+        nxt = queue[i + 1] if i + 1 < len(queue) else ""
+        i += 1
+        if tok in ("-L", "-l"):
+            (dirs if tok == "-L" else names).append(os.path.join(cwd, nxt) if tok == "-L" else nxt)
+            i += 1
+            continue
+        if tok.startswith("-L"):
+            dirs.append(os.path.join(cwd, tok[2:]))
+            continue
+        if tok.startswith("-l"):
+            names.append(tok[2:])
+            continue
+        if tok.startswith("@") and tok not in seen:  # a response file: its words are arguments too
+            seen.add(tok)
+            path = os.path.join(cwd, tok[1:])
+            if os.path.isfile(path):
+                out.append((f"link-arg:{tok}", path))
+                try:
+                    with open(path, encoding="utf-8", errors="replace") as f:
+                        queue.extend(_link_pieces(f.read(1 << 20).split()))
+                except OSError:
+                    pass
+            continue
+        _, _, tail = tok.rpartition("=")  # --script=x.ld
+        for candidate in {tok, tail}:
+            if candidate and ("/" in candidate or "." in candidate):
+                path = os.path.join(cwd, candidate)
+                if os.path.isfile(path):
+                    out.append((f"link-arg:{candidate}", path))
+    for name in names:
+        files = [name[1:]] if name.startswith(":") else [f"lib{name}.so", f"lib{name}.a"]
+        for d in dirs:
+            found = [os.path.join(d, f) for f in files if os.path.isfile(os.path.join(d, f))]
+            if found:
+                out.extend((f"link-lib:{name}:{os.path.basename(p)}", p) for p in found)
+                break
+    return out
+
+
+def _link_pieces(args: list[str]) -> list[str]:
+    """Link arguments as the linker sees them: ``-Wl,a,b`` is ``a`` and ``b``."""
+    out = []
+    for a in args:
+        if a.startswith("-Wl,"):
+            out.extend(x for x in a[4:].split(",") if x)
+        else:
+            out.append(a)
     return out
 
 

@@ -92,6 +92,58 @@ def test_clippy_of_a_dependency_then_of_that_package_reports_its_lints(project, 
     assert got == oracle, "the check of `lint` as a dependency was served for linting it"
 
 
+@pytest.mark.parametrize("flags", ["-C link-arg=-L{d} -C link-arg=-lmagic", "-C link-arg=-Wl,@{d}/rsp"])
+def test_a_library_named_by_link_args_is_read(project, tmp_path: Path, flags: str) -> None:
+    """A neighbour of case 2: a build script (always cached) links a C library that only
+    its link arguments name (-L/-l given as link args, or a response file naming an
+    object), in a directory outside the package and the target dir. The library
+    changes; after cargo clean the build script must run the new code."""
+    import subprocess
+
+    lib = tmp_path / "obj"
+    lib.mkdir()
+
+    def make(value: int) -> None:
+        (lib / "m.c").write_text(f"int magic(void) {{ return {value}; }}\n")
+        subprocess.run(["cc", "-c", str(lib / "m.c"), "-o", str(lib / "m.o")], check=True)
+        (lib / "libmagic.a").unlink(missing_ok=True)
+        subprocess.run(["ar", "rcs", str(lib / "libmagic.a"), str(lib / "m.o")], check=True)
+
+    (lib / "rsp").write_text(f"{lib}/m.o\n")
+    rustflags = flags.format(d=lib)
+    p = project([], main='fn main() { println!("magic={}", env!("MAGIC")); }\n', app_files={
+        "app/build.rs": 'extern "C" { fn magic() -> i32; }\n'
+                        'fn main() { println!("cargo:rustc-env=MAGIC={}", unsafe { magic() }); }\n'},
+        RUSTFLAGS=rustflags)
+    manifest = p.path / "app" / "Cargo.toml"
+    manifest.write_text(manifest.read_text().replace('edition = "2021"\n', 'edition = "2021"\nbuild = "build.rs"\n'))
+    make(1)
+    p.build()
+    assert p.printed()["magic"] == "1"
+    make(2)
+    p.clean()
+    p.build()
+    expected = oracle_printed(p.path, tmp_path / "oracle-target", RUSTFLAGS=rustflags)["magic"]
+    assert expected == "2"
+    assert p.printed()["magic"] == expected, "the build script linked with the old library was served"
+
+
+def test_a_clippy_toml_added_later_is_read(project, tmp_path: Path) -> None:
+    """A neighbour of case 5: clippy-driver finds its clippy.toml by walking up from the
+    package; a file that appears where none was is not in any dep-info, yet it changes
+    the lints. Lint the `lint` crate clean, add a clippy.toml that makes ptr_arg's
+    neighbour too_many_arguments fire, clean, lint again: plain cargo's verdict."""
+    p = project(["lint"])
+    (p.path / "lint" / "src" / "lib.rs").write_text("pub fn sum(a: u8, b: u8, c: u8) -> u8 {\n    a + b + c\n}\n")
+    assert p.cargo("clippy", "-p", "lint", "--", "-D", "warnings", check=False).returncode == 0
+    (p.path / "clippy.toml").write_text("too-many-arguments-threshold = 2\n")
+    p.clean()
+    got = p.cargo("clippy", "-p", "lint", "--", "-D", "warnings", check=False)
+    oracle = plain_cargo(p.path, "clippy", "-p", "lint", "--", "-D", "warnings", target_dir=tmp_path / "oracle")
+    assert oracle.returncode == 101 and "too many arguments" in oracle.stderr
+    assert got.returncode == oracle.returncode and "too many arguments" in got.stderr, got.stderr
+
+
 @pytest.mark.parametrize("where", ["target-dir", "build-dir"])
 def test_a_declared_extra_input_counts_when_the_target_dir_is_elsewhere(project, tmp_path: Path,
                                                                         where: str) -> None:

@@ -71,3 +71,18 @@ def test_a_linking_call_reads_its_linker_and_link_arg_files(tmp_path: Path) -> N
     assert ("link-arg:extra.o", str(tmp_path / "extra.o")) in found
     assert ("link-arg:libw.a", str(tmp_path / "libw.a")) in found
     assert link_inputs(call, ["rlib"], str(tmp_path), {}) == []  # an rlib does not link
+
+
+def test_libraries_and_response_files_named_by_link_args_are_read(tmp_path: Path) -> None:
+    """-C link-arg=-L<dir> -C link-arg=-l<name>, and -Wl,@<file> whose words name objects."""
+    libdir = tmp_path / "obj"
+    libdir.mkdir()
+    (libdir / "libmagic.a").write_bytes(b"!<arch>\n")
+    (libdir / "m.o").write_bytes(b"\x7fELF")
+    (libdir / "rsp").write_text(f"{libdir}/m.o\n")
+    args = ["rustc", "--crate-name", "build_script_build", "--crate-type", "bin", "build.rs", "--out-dir", "o",
+            "-C", f"link-arg=-L{libdir}", "-C", "link-arg=-lmagic", "-C", f"link-arg=-Wl,@{libdir}/rsp"]
+    found = dict((label, path) for label, path in link_inputs(parse(args), ["bin"], str(tmp_path), {}))
+    assert found["link-lib:magic:libmagic.a"] == str(libdir / "libmagic.a")
+    assert found[f"link-arg:@{libdir}/rsp"] == str(libdir / "rsp")
+    assert found[f"link-arg:{libdir}/m.o"] == str(libdir / "m.o")

@@ -387,7 +387,7 @@ def _extract_blob(store: Store, src: _Capped, digest: str, size: int, tmp_dir: s
         if out is not None and tmp is not None:
             out.close()
             out = None
-            os.chmod(tmp, 0o555 if executable else 0o444)
+            os.chmod(tmp, blobs.EXEC_BLOB_MODE if executable else blobs.BLOB_MODE)
             os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
             os.replace(tmp, dst)
         store.note_verified(digest)

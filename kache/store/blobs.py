@@ -1,13 +1,16 @@
-"""Content-addressed blobs: ``store/<hash[:2]>/<hash>``, read-only, written atomically.
+"""Content-addressed blobs: ``store/<hash[:2]>/<hash>``, written atomically.
 
 A blob's name is the blake3 of its bytes (64 hex digits). Blobs are put with a temp
 file in ``tmp/`` and ``rename`` (same filesystem), so a reader never sees half a
 blob; a crash leaves at worst a temp file or an orphan blob that gc removes. Blobs
-are mode 0444 (0555 for build scripts and proc-macro libraries): whatever is
-hardlinked into a target dir cannot be rewritten in place by a tool that respects
-permissions, and kache itself unlinks hardlinked outputs before rustc writes over
-them. Whatever rewrites one anyway moves its stamp, and the blob is re-hashed before
-its next use (``Store.blob_problem``).
+are mode 0644 (0755 for build scripts and proc-macro libraries), private by their
+0700 directories. Their owner may write them: a blob hardlinked into a target dir is
+the file cargo sees there, and rustc refuses to compile over an output it may not
+write ("output file … is not writeable"), which would break a build of that target
+dir without kache (an IDE, kache switched off). rustc replaces its outputs (a new
+file, renamed into place), never writes them in place, and kache unlinks hardlinked
+outputs before it compiles. Whatever rewrites one anyway moves its stamp, and the blob
+is re-hashed before its next use (``Store.blob_problem``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ import os
 
 from blake3 import blake3
 
-__all__ = ["hash_file", "blob_path", "put_file", "put_bytes", "copy_file", "is_hash"]
+__all__ = ["BLOB_MODE", "EXEC_BLOB_MODE", "hash_file", "blob_path", "put_file", "put_bytes", "copy_file",
+           "is_hash"]
+
+BLOB_MODE = 0o644
+EXEC_BLOB_MODE = 0o755
 
 _CHUNK = 1 << 20
 _HEX = frozenset("0123456789abcdef")
@@ -57,7 +64,7 @@ def put_file(root: str, src: str, digest: str, *, link: bool, executable: bool =
 
     ``link`` ingests by hardlink (no copy): for outputs nothing rewrites in place
     (.rlib/.rmeta, build-script executables, proc-macro libraries), which then share the
-    blob's read-only inode. ``executable`` blobs are 0555, so a restore can link them too.
+    blob's inode. ``executable`` blobs are 0755, so a restore can link them too.
     """
     dst = blob_path(root, digest)
     if os.path.exists(dst):
@@ -74,7 +81,7 @@ def put_file(root: str, src: str, digest: str, *, link: bool, executable: bool =
                 pass
         if not done:
             copy_file(src, tmp)
-        os.chmod(tmp, 0o555 if executable else 0o444)
+        os.chmod(tmp, EXEC_BLOB_MODE if executable else BLOB_MODE)
         os.replace(tmp, dst)
     finally:
         if os.path.lexists(tmp):
@@ -130,7 +137,7 @@ def put_bytes(root: str, data: bytes) -> tuple[str, bool]:
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o444)
+        os.chmod(tmp, BLOB_MODE)
         os.replace(tmp, dst)
     finally:
         if os.path.lexists(tmp):

@@ -202,6 +202,27 @@ def test_a_cached_executable_is_a_private_copy(project, tmp_path: Path) -> None:
     check("restored from the cache")
 
 
+def test_a_target_dir_kache_filled_builds_without_kache(project, tmp_path: Path) -> None:
+    """A neighbour of case 11: after a hit, the outputs kache restored (hardlinks of its
+    blobs) are in the target dir. A build of that target dir without kache (an IDE, kache
+    switched off) after an edit must work as plain cargo's does: rustc refuses to
+    compile over an output it may not write."""
+    p = project(["lint", "mac", "envlib", "words", "words_macro"])
+    (p.path / "data").mkdir(exist_ok=True)
+    p.build()
+    p.clean()
+    p.build()
+    assert set(p.outcomes().values()) >= {"local_hit"}
+    for crate in ("lint", "words_macro"):
+        lib = p.path / crate / "src" / "lib.rs"
+        lib.write_text(lib.read_text() + "\nfn _added() {}\n")
+    out = subprocess.run(["cargo", "build", "--offline"], cwd=p.path, env=oracle_env(), capture_output=True,
+                         text=True, start_new_session=True)
+    assert out.returncode == 0, out.stderr
+    assert "not writeable" not in out.stderr
+    assert printed(run_exe(p.exe()).stdout)["lint"] == "3"
+
+
 # --------------------------------------------------------------------------- case 12
 
 

@@ -344,7 +344,7 @@ def test_incremental_is_kept_or_dropped_as_configured(workspace: Workspace, mode
 
 def test_build_scripts_and_proc_macros_are_linked_not_copied(workspace: Workspace) -> None:
     """Executables kache caches (build scripts, proc-macro libraries) are ingested by
-    hardlink as 0555 blobs, and a restore links them back: no copy either way."""
+    hardlink as 0755 blobs, and a restore links them back: no copy either way."""
     ws = workspace
     ws.build()
     deps = ws.target / "debug" / "deps"
@@ -354,7 +354,7 @@ def test_build_scripts_and_proc_macros_are_linked_not_copied(workspace: Workspac
     for out in (macro, script):
         st = out.stat()
         assert st.st_nlink >= 2, f"{out.name} was copied into the store, not linked"
-        assert st.st_mode & 0o777 == 0o555
+        assert st.st_mode & 0o777 == 0o755
     ws.clean()
     ws.take_events()
     ws.build()

@@ -54,7 +54,7 @@ def test_pack_then_import_gives_the_same_entry_and_files(store_a: Store, store_b
     for f in got.meta["files"]:
         path = store_b.blob_path(f["hash"])
         assert blobs.hash_file(path) == (f["hash"], f["size"])
-        assert os.stat(path).st_mode & 0o777 == 0o444
+        assert os.stat(path).st_mode & 0o777 == 0o644
     assert store_b.check(verify_hashes=True) == []
     assert os.listdir(os.path.join(store_b.root, "tmp")) == []
 

@@ -79,8 +79,8 @@ def mode(path: Path) -> int:
 def violations(root: Path) -> list[str]:
     """Everything under ``root`` (itself included) that another user could use: a
     directory with any group/other bit, a file or socket with any group/other bit, or a
-    blob (``store/<xx>/<hash>``) that is not read-only (0444, or 0555 for executables):
-    blobs are hardlinked into target dirs, so they are private by their directories."""
+    blob (``store/<xx>/<hash>``) whose mode is not 0644 (0755 for executables): blobs are
+    hardlinked into target dirs, so they are private by their directories."""
     bad = []
     if mode(root) & 0o077:
         bad.append(f"{oct(mode(root))} {root}")
@@ -93,7 +93,7 @@ def violations(root: Path) -> list[str]:
             path = here / name
             rel = path.relative_to(root).parts
             is_blob = len(rel) == 3 and rel[0] == "store" and len(rel[2]) == 64
-            if (mode(path) not in (0o444, 0o555)) if is_blob else (mode(path) & 0o077):
+            if (mode(path) not in (0o644, 0o755)) if is_blob else (mode(path) & 0o077):
                 bad.append(f"{oct(mode(path))} {path}")
     return bad
 

@@ -77,4 +77,4 @@ def test_put_file_copies_when_it_may_not_link(tmp_path: Path) -> None:
     assert blobs.put_file(str(tmp_path / "root"), str(src), digest, link=False)
     blob = Path(blobs.blob_path(str(tmp_path / "root"), digest))
     assert blob.read_bytes() == data and size == len(data)
-    assert blob.stat().st_ino != src.stat().st_ino and blob.stat().st_mode & 0o777 == 0o444
+    assert blob.stat().st_ino != src.stat().st_ino and blob.stat().st_mode & 0o777 == 0o644

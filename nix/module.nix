@@ -159,7 +159,7 @@ in
                       files = [ "schema.sql" ];
                     };
                   };
-                  description = "Inputs that rustc does not report, per crate (`-` and `_` are the same; `*` means every crate): environment variables and files a proc macro or build step reads. Each is folded into that crate's key. Files are relative to the workspace root (for a crate outside the workspace: its package root, where cargo runs rustc for it); absolute and `~/` paths work too.";
+                  description = "Inputs that rustc does not report, per crate (`-` and `_` are the same; `*` means every crate): environment variables and files a proc macro or build step reads. Each is folded into that crate's key. Files are relative to the workspace root (for a crate outside the workspace: its package root, where cargo runs rustc for it); absolute and `~/` paths work too; a directory stands for every file below it, and a glob pattern (`templates/**/*.html`) for every file it matches.";
                 };
                 daemon_autostart = lib.mkOption {
                   type = lib.types.nullOr (lib.types.bool);

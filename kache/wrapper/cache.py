@@ -178,15 +178,39 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
         # Relative to the directory cargo runs rustc in: the workspace root for a member,
         # the package's own root for any other crate. The kernel resolves what is left.
         home = env.get("HOME") or os.path.expanduser("~")
-        paths = [os.path.join(cwd, home + f[1:] if f == "~" or f.startswith("~/") else f) for f in files]
-        found = c.hasher.hashes(paths)
-        for f, path in zip(files, paths):
-            kb.add(f"extra-file:{f}", found[path] or "missing")
-            if found[path] is None:
-                c.missing_inputs.append(path)
+        for f in files:
+            path = os.path.join(cwd, home + f[1:] if f == "~" or f.startswith("~/") else f)
+            kb.add(f"extra-file:{f}", _extra_file(c, path))
     c.mkey = kb.hexdigest()
     c.components = kb.components
     return c
+
+
+def _extra_file(c: Call, path: str) -> str:
+    """What a declared extra input holds: a file's blake3; for a directory, every file
+    below it; for a glob pattern (``*``, ``?``, ``[``, ``**``), every file it matches; by
+    path relative to it and content. "missing" (and a warning) when there is nothing."""
+    if any(ch in path for ch in "*?["):
+        import glob
+
+        listing = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+        base = os.path.dirname(path.split("*")[0].split("?")[0].split("[")[0])
+    elif os.path.isdir(path):
+        listing = []
+        for d, dirs, names in os.walk(path):
+            dirs.sort()
+            listing.extend(os.path.join(d, n) for n in sorted(names) if os.path.isfile(os.path.join(d, n)))
+        base = path
+    else:
+        digest = c.hasher.hashes([path])[path]
+        if digest is None:
+            c.missing_inputs.append(path)
+        return digest or "missing"
+    if not listing:
+        c.missing_inputs.append(path)
+        return "missing"
+    hashes = c.hasher.hashes(listing)
+    return "".join(f"{os.path.relpath(p, base)}\0{hashes[p] or 'unreadable'}\n" for p in listing)
 
 
 def _clippy_config(c: Call, env: Mapping[str, str]) -> str:

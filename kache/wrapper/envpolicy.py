@@ -44,6 +44,7 @@ ENV_POLICY: tuple[tuple[str, str, str], ...] = (
     ("XROS_DEPLOYMENT_TARGET", KEYED, "rustc's minimum OS version on Apple targets"),
     ("CLIPPY_ARGS", KEYED, "clippy-driver's lint options (`cargo clippy -- -D warnings`)"),
     ("CLIPPY_CONF_DIR", KEYED, "where clippy-driver looks for clippy.toml"),
+    ("CLIPPY_DISABLE_DOCS_LINKS", KEYED, "whether clippy-driver's messages link to the lint's documentation"),
     ("CARGO_PRIMARY_PACKAGE", KEYED_UNDER_CLIPPY,
      "clippy-driver lints only the packages named on the command line (`--no-deps`); rustc ignores it"),
     # cargo sets these for the crate it compiles

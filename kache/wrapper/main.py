@@ -51,8 +51,8 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
         warn_once(f"the cache index was corrupt; moved it aside to {store.recovered} and started a new one",
                   suffix="", store=store.root)
     for path in c.missing_inputs:
-        warn_once(f"cache.extra_inputs names {path} for {c.crate}, and there is no such file: its changes "
-                  "cannot be seen (files are relative to the directory cargo runs rustc in: the workspace "
+        warn_once(f"cache.extra_inputs names {path} for {c.crate}, and nothing is there: its changes "
+                  "cannot be seen (paths are relative to the directory cargo runs rustc in: the workspace "
                   "root for a member, the package root for any other crate)", suffix="", store=store.root)
     if call.incremental and settings["cache.incremental"] == "drop" and settings["cache.clean_incremental"]:
         _clean_incremental(c, call.incremental)

@@ -42,8 +42,10 @@ class Scanner:
     """Hashes outputs and collects the sentinels whose prefixes they hold."""
 
     def __init__(self, norm: Normalizer) -> None:
-        spellings = sorted({(p.encode("utf-8", "surrogateescape"), s) for p, s in norm.table},
-                           key=lambda t: len(t[0]), reverse=True)
+        raw = {(p.encode("utf-8", "surrogateescape"), s) for p, s in norm.table}
+        # A path may be baked percent-encoded (a file:// URL a proc macro makes of it).
+        encoded = {(_percent_encoded(p), s) for p, s in raw}
+        spellings = sorted(raw | encoded, key=lambda t: len(t[0]), reverse=True)
         self._table = spellings  # longest first
         # Search only for spellings that no shorter one already finds (a prefix of it).
         needles: list[bytes] = []
@@ -91,6 +93,15 @@ class Scanner:
                         break
                 i = data.find(needle, i + 1)
         return out
+
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
+
+
+def _percent_encoded(path: bytes) -> bytes:
+    """``path`` as a URL holds it (RFC 3986: every byte but the unreserved ones and ``/``
+    as ``%XX``)."""
+    return b"".join(bytes([b]) if b in _UNRESERVED else b"%%%02X" % b for b in path)
 
 
 # --------------------------------------------------------------------------- object files

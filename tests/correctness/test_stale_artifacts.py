@@ -144,15 +144,16 @@ def test_a_clippy_toml_added_later_is_read(project, tmp_path: Path) -> None:
     assert got.returncode == oracle.returncode and "too many arguments" in got.stderr, got.stderr
 
 
-@pytest.mark.parametrize("where", ["target-dir", "build-dir"])
+@pytest.mark.parametrize(("where", "declared"), [("target-dir", "data/words.txt"), ("build-dir", "data/words.txt"),
+                                               ("target-dir", "data"), ("target-dir", "data/**/*.txt")])
 def test_a_declared_extra_input_counts_when_the_target_dir_is_elsewhere(project, tmp_path: Path,
-                                                                        where: str) -> None:
-    """Case 6: cache.extra_inputs declares data/words.txt (workspace-relative) for the
-    crate whose proc macro reads it; the target dir (CARGO_TARGET_DIR) or the build dir
-    (CARGO_BUILD_BUILD_DIR) is outside the workspace. The file changes: after cargo
-    clean the new words are used."""
+                                                                        where: str, declared: str) -> None:
+    """Case 6: cache.extra_inputs declares data/words.txt (workspace-relative; or the
+    directory holding it, or a glob matching it) for the crate whose proc macro reads
+    it; the target dir (CARGO_TARGET_DIR) or the build dir (CARGO_BUILD_BUILD_DIR) is
+    outside the workspace. The file changes: after cargo clean the new words are used."""
     config = tmp_path / "kache.toml"
-    config.write_text('[cache.extra_inputs.words]\nfiles = ["data/words.txt"]\n')
+    config.write_text(f'[cache.extra_inputs.words]\nfiles = ["{declared}"]\n')
     var = "CARGO_TARGET_DIR" if where == "target-dir" else "CARGO_BUILD_BUILD_DIR"
     p = project(["words"], KACHE_CONFIG=str(config), **{var: str(tmp_path / "elsewhere" / where)})
     p.build()

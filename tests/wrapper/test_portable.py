@@ -78,3 +78,13 @@ def test_a_path_in_the_data_of_c_objects_pins(tmp_path: Path) -> None:
     scanner = portable.Scanner(Normalizer({"<CWD>": str(tmp_path)}))
     scanner.hash_file(str(lib))
     assert scanner.found == {"<CWD>"}
+
+
+def test_a_percent_encoded_path_pins(tmp_path: Path) -> None:
+    """A proc macro that bakes a file:// URL of its package: the path, encoded."""
+    norm = Normalizer({"<CWD>": "/home/ann/my dir/ws"})
+    f = tmp_path / "lib.rmeta"
+    f.write_bytes(b"file:///home/ann/my%20dir/ws/assets")
+    scanner = portable.Scanner(norm)
+    scanner.hash_file(str(f))
+    assert scanner.found == {"<CWD>"}

@@ -185,6 +185,13 @@ _KINDS: list[tuple[str, str, str]] = [
     ("args", "flags", "compiler flags changed (profile, features, RUSTFLAGS, cfg)"),
     ("extern:", "dependency", "dependency changed"),
     ("lib:", "native-lib", "native library changed"),
+    ("native-dir:", "native-lib", "a file of a native library directory changed (build script output)"),
+    ("linker", "toolchain", "linker program changed (-C linker)"),
+    ("link-arg:", "native-lib", "a file named by the link arguments changed"),
+    ("link-lib:", "native-lib", "a library named by the link arguments changed"),
+    ("clippy-conf", "clippy-conf", "clippy.toml changed, appeared or went away"),
+    ("remap", "remap", "where paths are remapped changed (a workspace member vs another package)"),
+    ("local:", "local", "the outputs hold this machine's paths, and they differ here"),
     ("target-spec", "target-spec", "target specification file changed"),
     ("env-dep:", "env-dep", "env!/option_env! value read by the crate changed"),
     ("env:", "env", "environment variable changed"),
@@ -214,6 +221,7 @@ PASSTHROUGH_WORDS = {
     "unusual-argument": "an argument with a NUL or a byte that is not UTF-8",
     "output-path": "an output is written outside --out-dir",
     "missing-extern": "a dependency (--extern) file is missing",
+    "compiler-identity": "the compiler chain could not be identified (a program missing, or -vV failed)",
 }
 
 MISS_WORDS = {

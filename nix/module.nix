@@ -208,6 +208,11 @@ in
                         default = null;
                         description = "On a local miss, how long a build waits for the daemon to find the artifact on the remote before compiling it; 0 turns remote checks off (uploads and prefetch still run). null means kache's default: `2000`. Environment variable: `KACHE_REMOTE_CHECK_TIMEOUT_MS`.";
                       };
+                      read_only = lib.mkOption {
+                        type = lib.types.nullOr (lib.types.bool);
+                        default = null;
+                        description = "Pull from the remote, never write to it: no uploads, no use records. For builds that must not publish, such as CI runs of pull requests from forks (give them read-only credentials too). null means kache's default: `false`. Environment variable: `KACHE_REMOTE_READ_ONLY`.";
+                      };
                       profile = lib.mkOption {
                         type = lib.types.nullOr (lib.types.str);
                         default = null;

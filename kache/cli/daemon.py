@@ -65,7 +65,6 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
             raise click.UsageError("--json applies to `kache daemon` alone (the status)")
         return
     from kache.daemon import control
-    from kache.daemon.server import remote_url
 
     s = _settings()
     st = control.status(_root(s))
@@ -88,7 +87,13 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
                f"{_count(r.get('uploads_failed', 0), 'failed attempt')}")
     click.echo(f"  fetched  {_count(r.get('downloads', 0), 'entry', 'entries')} "
                f"({_count(r.get('prefetches', 0), 'prefetch', 'prefetches')} started)")
-    click.echo(f"  remote   {r.get('remote') or 'none (cache.remote.bucket is not set)'}")
+    remotes = [x for x in r.get("remotes") or [] if isinstance(x, dict)]
+    if not remotes:
+        click.echo("  remotes  none yet (each build brings the remote its settings name)")
+    for i, x in enumerate(remotes):
+        where = f" at {x['endpoint']}" if x.get("endpoint") else ""
+        click.echo(f"  {'remotes' if i == 0 else '       '}  {x.get('url')}{where} (credentials from "
+                   f"{x.get('credentials')}, {x.get('queue', 0)} upload(s) pending)")
     click.echo(f"  socket   {r.get('socket')}")
     click.echo(f"  log      {r.get('log')}")
     if r.get("last_error"):
@@ -96,10 +101,6 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
     if r.get("version") != __version__:
         warn(f"the daemon runs kache {r.get('version')}, this is kache {__version__}: it restarts itself when its "
              "code changes; otherwise `kache daemon stop && kache daemon start`")
-    mine = remote_url(s)
-    if r.get("remote") != mine:
-        warn(f"the daemon uses remote {r.get('remote') or 'none'}, these settings say {mine or 'none'}: a daemon "
-             "started from a build takes its remote from the config files only")
 
 
 @daemon.command()
@@ -127,10 +128,9 @@ def run(detached: bool) -> int:
 def start(wait: bool, from_build: bool) -> None:
     """Start the daemon in the background and return at once.
 
-    A daemon already running is success. Started this way it keeps your environment
-    minus cargo's variables; started from a build (--from-build, which the wrapper
-    passes) it also ignores the remote variables, so its remote comes from the config
-    files.
+    A daemon already running is success. It keeps your environment minus cargo's
+    variables. It serves the remote each build asks for (the one that build's settings
+    name, with its credentials), so one daemon serves shells with different remotes.
 
     \b
     Example:
@@ -143,8 +143,6 @@ def start(wait: bool, from_build: bool) -> None:
     if result.already_running:
         click.echo(f"kache daemon is already running (pid {result.pid or '?'})")
         return
-    for name in result.stripped:
-        warn(f"the daemon ignores {name} from this build's environment: put the remote in the config file")
     state = "started" if result.ready else "starting"
     click.echo(f"kache daemon {state} (pid {result.pid}); log: {result.log}")
 

@@ -167,22 +167,34 @@ def notify(store_root: str | os.PathLike[str], message: dict[str, Any]) -> bool:
     return True
 
 
-def intent_path(store_root: str | os.PathLike[str], key: str, crate: str) -> str | None:
-    """``<store_root>/uploads/<key>.<crate>``, or None when key or crate is not valid."""
+def intent_path(store_root: str | os.PathLike[str], key: str, crate: str, remote_id: str | None = None) -> str | None:
+    """``<store_root>/uploads/<remote_id>/<key>.<crate>`` (``uploads/<key>.<crate>``
+    without a remote id: an intent of an older kache), or None when key, crate or
+    remote id is not valid."""
     if not (16 <= len(key) <= 128 and _HEX.issuperset(key)):
         return None
     if not (1 <= len(crate) <= 128 and _CRATE_CHARS.issuperset(crate) and crate[0] != "-"):
         return None
-    return os.path.join(os.fspath(store_root), INTENTS_DIR, f"{key}.{crate}")
+    if remote_id is None:
+        return os.path.join(os.fspath(store_root), INTENTS_DIR, f"{key}.{crate}")
+    if not (len(remote_id) == 16 and _HEX.issuperset(remote_id)):
+        return None
+    return os.path.join(os.fspath(store_root), INTENTS_DIR, remote_id, f"{key}.{crate}")
 
 
-def write_intent(store_root: str | os.PathLike[str], key: str, crate: str) -> bool:
-    """Leave a durable upload intent (an empty file) for the daemon; True on success."""
-    path = intent_path(store_root, key, crate)
+def write_intent(store_root: str | os.PathLike[str], key: str, crate: str, remote: Any) -> bool:
+    """Leave a durable upload intent (an empty file) for the daemon, in the directory of
+    its remote (a :class:`kache.remote.spec.RemoteSpec`, whose ``remote.json`` is written
+    there first, without credentials); True on success."""
+    path = intent_path(store_root, key, crate, remote.id)
     if path is None:
         return False
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        folder = os.path.dirname(path)
+        if not os.path.exists(os.path.join(folder, "remote.json")):
+            from kache.daemon.remotes import write_spec
+
+            write_spec(os.path.dirname(folder), remote)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     except OSError:
         return False
@@ -190,15 +202,15 @@ def write_intent(store_root: str | os.PathLike[str], key: str, crate: str) -> bo
 
 
 def fetch(store_root: str | os.PathLike[str], crate: str, mkey: str, budget_ms: int = 2500,
-          remote: str | None = None) -> list[str] | None:
-    """Ask the daemon to import entries recorded under a cheap key; the keys imported.
+          remote: dict[str, Any] | None = None) -> list[str] | None:
+    """Ask the daemon to import, from ``remote`` (a spec's JSON), the entries recorded
+    under a cheap key; the keys imported.
 
     Waits about ``budget_ms`` at most (the daemon replies by then). None when there is
     no daemon or it refused; an empty list when the remote has nothing new.
     """
-    message: dict[str, Any] = {"op": "fetch", "crate": crate, "mkey": mkey, "budget_ms": budget_ms}
-    if remote is not None:
-        message["remote"] = remote
+    message: dict[str, Any] = {"op": "fetch", "crate": crate, "mkey": mkey, "budget_ms": budget_ms,
+                               "remote": remote}
     reply = request(store_root, message, timeout=budget_ms / 1000 + 0.25)
     if reply is None or reply.get("ok") is not True or not isinstance(reply.get("imported"), list):
         return None

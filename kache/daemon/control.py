@@ -123,9 +123,10 @@ def daemon_env(env: Mapping[str, str], *, from_build: bool) -> tuple[dict[str, s
     Always without cargo's and rustc's variables (``CARGO*``, ``RUSTC_WRAPPER``, …).
     ``from_build`` (the wrapper's ``start --from-build``, or a ``start`` run inside a
     compile, seen by cargo's ``CARGO_PKG_NAME``/``CARGO_CRATE_NAME``): also without the
-    variables that choose the remote (``cache.remote.*``: bucket, endpoint, prefix, …),
-    so the daemon takes its remote from the config files, the same for every build.
-    Credentials are kept: they choose no remote.
+    variables that choose the remote (``cache.remote.*``: bucket, endpoint, prefix, …).
+    Builds name their remote in each request; the daemon's own settings name one only
+    for the upload intents an older kache left, and that one comes from the config
+    files. Credentials are kept: they choose no remote.
     """
     from_build = from_build or any(k in env for k in _CARGO_COMPILE_MARKERS)
     out = {k: v for k, v in env.items() if not k.startswith("CARGO") and k not in BUILD_VARIABLES}

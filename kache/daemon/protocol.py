@@ -31,29 +31,51 @@ anything that changes the meaning of an existing field bumps ``VERSION``.
     waiting to retry), ``uploads_done``, ``uploads_failed`` (failed attempts),
     ``downloads`` (entries imported), ``prefetches`` (prefetches started),
     ``hits_served`` (``hit`` requests answered with a hit),
-    ``last_error`` (text or null), ``socket``, ``store``, ``remote``
-    (``"s3://bucket/prefix"`` or null), ``log`` (path), ``idle_timeout_s``.
+    ``last_error`` (text or null), ``socket``, ``store``, ``remotes`` (one object per
+    remote builds asked for: ``url`` ``"s3://bucket/prefix"``, ``endpoint``, ``region``,
+    ``credentials`` — where they came from, never their values —, ``asked`` (unix
+    time, null when known from intents only) and ``queue``), ``remote`` (the URL of the
+    one asked for last, or null), ``log`` (path), ``idle_timeout_s``.
 
-``upload`` ``{key, crate}``
-    Queue an upload of a local entry to the remote (deduplicated by key) and reply at
-    once: ``{"ok": true, "queued": n}`` with n the uploads now pending. Uploads are
-    durable: the wrapper first creates an empty file ``<local_store>/uploads/<key>.<crate>``
-    (an *intent*); the daemon creates it too if it is missing, scans the directory at
-    start and every 30 s, deletes an intent after a successful upload and keeps it after
-    a failure (retried with backoff; after ``MAX_TRIES`` failures it is left for the next
-    daemon). Without a remote: ``{"ok": false, "error": "upload refused: ...: no remote"}``
-    and the intent stays.
+Remotes
+-------
+The remote follows the build. ``upload``, ``fetch``, ``prefetch`` and ``used`` carry
+``remote``: the remote the asking build's settings name, as an object
+(:class:`kache.remote.spec.RemoteSpec`): ``bucket``, ``prefix``, ``endpoint``,
+``region``, ``profile``, ``read_only``, optional ``files`` (``credentials_file``,
+``config_file``) and optional ``credentials`` (``access_key``, ``secret_key``,
+``session_token``), from the build's environment. The daemon serves each remote a
+request names, with one client per place (endpoint, bucket, prefix, region) made from
+the credentials of the last build that could write to it, and no remote a request
+did not name: without ``remote`` (or with null) there is no remote. A string (what an
+older kache sent) is refused as invalid.
 
-``fetch`` ``{crate, mkey, budget_ms?, remote?}``
+``upload`` ``{key, crate, remote}``
+    Queue an upload of a local entry to the remote (deduplicated by remote and key) and
+    reply at once: ``{"ok": true, "queued": n}`` with n the uploads now pending. Uploads
+    are durable: the wrapper first creates an empty file
+    ``<local_store>/uploads/<remote id>/<key>.<crate>`` (an *intent*; the directory's
+    ``remote.json`` holds the remote without credentials); the daemon creates it too if
+    it is missing, scans the directories at start and every 30 s, deletes an intent after
+    a successful upload and keeps it after a failure (retried with backoff; after
+    ``MAX_TRIES`` failures it is left for the next daemon). An intent no build has asked
+    for since the daemon started is uploaded with the credentials of the daemon's own
+    environment. An older kache's ``uploads/<key>.<crate>`` is moved under the remote of
+    the daemon's own settings, or left when they name none. Without a remote, or with a
+    read-only one: ``{"ok": false, "error": "upload refused: ..."}``.
+
+``fetch`` ``{crate, mkey, budget_ms?, remote}``
     Ask the remote for the entries recorded under a cheap (direct-mode) key and import
     them into the local store, waiting at most ``budget_ms`` (default 2500, at most
     3000). → ``{"ok": true, "imported": [keys]}``; an empty list means nothing. When the
     budget runs out the reply carries what was imported so far and ``"timed_out": true``;
-    the download goes on in the background. Without a remote the list is empty.
+    the download goes on in the background. Without a remote the list is empty (and
+    ``"remote": null``). Each entry imported is then recorded as used (``used``).
 
-``prefetch`` ``{root, remote?}``
+``prefetch`` ``{root, remote}``
     Start a pull, in the background, of the crates named in ``<root>/Cargo.lock`` (root
-    is an absolute path), at most once per root every 10 minutes. → ``{"ok": true,
+    is an absolute path) from the remote, at most once per root and remote every 10
+    minutes. → ``{"ok": true,
     "started": bool}`` at once, with ``"reason"`` when nothing was started.
 
 ``hit`` ``{argv, cwd, env, store, started?, client_ms?, umask?}``
@@ -72,15 +94,16 @@ anything that changes the meaning of an existing field bumps ``VERSION``.
     ``"invalid settings"``) unless their ``cache.local_store`` is its own store and
     ``cache.daemon_hits`` is on. Such a client may send
     ``client_ms`` (the milliseconds it ran before sending) instead of ``started``.
+``used`` ``{key, crate, remote}``
+    An entry that came from the remote served a build (the first hit of a prefetched
+    entry): the daemon records the use on the remote object in the background, at most
+    once a day per entry (``Remote.record_use``: the archive is copied onto itself when
+    it was last refreshed a day ago or more), so ``kache remote gc`` keeps what builds
+    use. → ``{"ok": true, "queued": bool}``; nothing for a read-only remote.
 ``stop``
     → ``{"ok": true, "stopping": true, "pid": n}``, then the daemon finishes the replies under
     way, stops taking jobs (pending intents stay on disk), removes the socket and the
     pid file, and exits 0.
-
-``fetch`` and ``prefetch`` may carry ``remote`` (the client's ``"s3://bucket/prefix"``,
-or null): a daemon serving another remote refuses with ``remote mismatch`` and its own
-``remote`` in the reply, so a daemon started with one build's remote never answers for
-another's.
 
 Keys and crate names are checked at this boundary: keys are 16–128 lowercase hex
 digits, crate names ASCII letters, digits, ``_`` and ``-`` (at most 128).
@@ -88,7 +111,10 @@ digits, crate names ASCII letters, digits, ``_`` and ``-`` (at most 128).
 History: 1 — first version; ``hit`` (and ``hits_served`` in ``status``) added later,
 compatibly (older daemons refuse the op as unknown, which the wrapper treats as a miss);
 ``store: null``, ``client_ms`` and ``why`` later still (an older daemon answers
-``"another store"`` to a null store, which sends the native client to kache).
+``"another store"`` to a null store, which sends the native client to kache); then
+``remote`` as an object naming the build's remote, the ``used`` op, ``remotes`` in
+``status`` and intents under ``uploads/<remote id>/`` (a daemon re-executes itself when
+kache's code changes, so wrapper and daemon agree).
 """
 
 from __future__ import annotations
@@ -116,7 +142,7 @@ FETCH_MAX_MS = 3000
 PREFETCH_DEDUPE_SECS = 600.0
 INTENT_SCAN_SECS = 30.0
 MAX_TRIES = 5
-OPS = ("status", "upload", "fetch", "prefetch", "hit", "stop")
+OPS = ("status", "upload", "fetch", "prefetch", "hit", "used", "stop")
 
 _KEY = re.compile(r"[0-9a-f]{16,128}")
 _CRATE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}")

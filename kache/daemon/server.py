@@ -7,7 +7,8 @@ Threads:
   intents (at start and every 30 s), requeue uploads whose retry time came, check
   whether kache's code or the config files changed (every ~10 s), check the idle timeout;
 - one short-lived thread per connection, which reads request lines and answers them;
-- ``cache.s3_concurrency`` upload workers fed by a queue (only when there is a remote);
+- ``cache.s3_concurrency`` upload workers fed by a queue, which also record uses of
+  remote entries;
 - one thread per remote fetch (a reply waits for it at most ``budget_ms``) and per
   prefetch.
 
@@ -21,12 +22,13 @@ file are removed. When the kache package's ``.py`` files or the config files cha
 does the same and then re-executes itself (``sys.executable -m kache daemon run``), so
 a service or a long-lived daemon always runs the installed code and settings.
 
-Environment. The daemon reads its settings like any kache command: the config files
-and its own environment. ``kache daemon start --from-build`` (what the wrapper runs)
-passes it a copy of the environment without cargo's variables and without the
-variables that choose the remote (``cache.remote.*``), so a daemon started from one
-build never serves that build's remote to later builds; a daemon started by hand or by
-a service keeps its environment (see :func:`kache.daemon.control.daemon_env`).
+Remotes. The remote follows the build: every request that touches one names it (its
+``remote`` field, a :mod:`kache.remote.spec` with the build's credentials), and the
+daemon serves each remote its builds ask for and no other (:mod:`kache.daemon.remotes`).
+Upload intents remember theirs under ``uploads/<id>/``. The daemon's own settings
+choose only its store, limits and log; ``kache daemon start --from-build`` (what the
+wrapper runs) passes it a copy of the environment without cargo's variables and
+without the variables that choose a remote (see :func:`kache.daemon.control.daemon_env`).
 
 Logging goes to ``<store>/daemon.log`` (rotated at 4 MiB, two old files kept) and, in
 the foreground, to stderr. The level comes from ``KACHE_LOG`` (``kache=debug``,
@@ -34,8 +36,9 @@ the foreground, to stderr. The level comes from ``KACHE_LOG`` (``kache=debug``,
 credential variables are replaced by ``[redacted]`` in every line.
 
 Remote calls go through :class:`kache.remote.s3.Remote` (``upload_entry``,
-``fetch_by_mkey``) and :func:`kache.remote.sync.sync`, imported inside functions; tests
-inject stand-ins through :class:`Daemon`'s ``remote`` and ``sync`` arguments.
+``fetch_by_mkey``, ``record_use``) and :func:`kache.remote.sync.sync`, imported inside
+functions; tests inject stand-ins through :class:`Daemon`'s ``remote`` (one stand-in for
+every remote), ``remote_factory`` and ``sync`` arguments.
 """
 
 from __future__ import annotations
@@ -60,13 +63,15 @@ from kache import __version__
 from kache.daemon import client
 from kache.daemon import protocol as P
 from kache.daemon.protocol import ProtocolError
+from kache.daemon.remotes import Remotes, Served, default_factory, valid_id
 from kache.errors import KacheError
+from kache.remote.spec import SpecError
 
 if TYPE_CHECKING:
     from kache.settings import Settings
     from kache.store.index import Store
 
-__all__ = ["Daemon", "AlreadyRunning", "run", "remote_url", "log_level"]
+__all__ = ["Daemon", "AlreadyRunning", "run", "log_level"]
 
 # How often the daemon checks the store against local_max_size.
 GC_CHECK_SECS = 600.0
@@ -94,11 +99,6 @@ class AlreadyRunning(Exception):
         self.pid = pid
         self.pid_path = pid_path
         super().__init__(f"kache daemon is already running (pid {pid or '?'})")
-
-
-def remote_url(settings: Settings) -> str | None:
-    """``s3://bucket/prefix`` of the remote the settings describe, or None without a bucket."""
-    return client.remote_url(settings["cache.remote.bucket"], settings["cache.remote.prefix"])
 
 
 def log_level(text: str | None) -> int:
@@ -134,6 +134,12 @@ class _Redact(logging.Filter):
         super().__init__()
         self.secrets = [s for s in secrets if len(s) >= 4]
 
+    def add(self, secrets: list[str]) -> None:
+        """Credentials a build sent: scrubbed from now on (before anything logs them)."""
+        new = [s for s in secrets if len(s) >= 4 and s not in self.secrets]
+        if new:
+            self.secrets = self.secrets + new  # replaced whole: readers in other threads see one or the other
+
     def _scrub(self, text: str) -> str:
         for s in self.secrets:
             text = text.replace(s, "[redacted]")
@@ -161,11 +167,13 @@ def _secret_values(env: Any) -> list[str]:
 
 
 class _Upload:
-    """One pending upload: tried ``tries`` times, next due at ``next_at`` (monotonic)."""
+    """One pending upload of ``key`` to the remote ``rid``: tried ``tries`` times, next due
+    at ``next_at`` (monotonic)."""
 
-    __slots__ = ("key", "crate", "tries", "next_at", "queued", "running")
+    __slots__ = ("rid", "key", "crate", "tries", "next_at", "queued", "running")
 
-    def __init__(self, key: str, crate: str) -> None:
+    def __init__(self, rid: str, key: str, crate: str) -> None:
+        self.rid = rid
         self.key = key
         self.crate = crate
         self.tries = 0
@@ -242,14 +250,16 @@ class _HitStores:
 class Daemon:
     """One daemon over one local store. :meth:`serve` runs it until it stops.
 
-    ``remote`` is the remote to use (default: ``Remote.from_settings``; None: none);
-    ``sync`` replaces :func:`kache.remote.sync.sync`. ``reexec`` lets a change of code
+    The remotes are those the requests name, made by ``remote_factory(spec, for_fetch)``
+    (default: :class:`kache.remote.s3.Remote`); ``remote``, for tests, is one stand-in
+    used for every remote a request names (None: requests get no remote). ``sync``
+    replaces :func:`kache.remote.sync.sync`. ``reexec`` lets a change of code
     or config re-execute the process (``exec_hook`` replaces ``os.execv`` in tests).
     The intervals are parameters so tests can shorten them.
     """
 
     def __init__(self, settings: Settings, *, foreground: bool = True, remote: Any = _AUTO,
-                 sync: Callable[..., Any] | None = None, reexec: bool = False,
+                 remote_factory: Callable[[Any, bool], Any] | None = None, sync: Callable[..., Any] | None = None, reexec: bool = False,
                  exec_hook: Callable[[list[str]], None] | None = None, handle_signals: bool | None = None,
                  scan_interval: float = P.INTENT_SCAN_SECS, watch_interval: float = 10.0,
                  retry_delay: float = 30.0, max_tries: int = P.MAX_TRIES,
@@ -278,14 +288,21 @@ class Daemon:
         self._next_fold = 0.0
         self._folded: tuple[int, int] | None = None  # (inode, size) of the log when last folded
         self._fold_thread: threading.Thread | None = None
-        self._remote_arg = remote
+        if remote_factory is None:
+            remote_factory = (default_factory(self.concurrency, int(settings["cache.compression_level"] or 3),
+                                              P.FETCH_MAX_MS)
+                              if remote is _AUTO else (lambda spec, for_fetch: remote))
+        self._redact = _Redact(_secret_values(settings.env))
+        self.remotes = Remotes(remote_factory, on_secrets=self._redact.add, env=settings.env)
+        from kache.remote import spec as spec_mod
+
+        self._own_spec = spec_mod.from_settings(settings)
+        """The remote of the daemon's own settings: only for intents an older kache left
+        (``uploads/<key>.<crate>``, which name none)."""
         self._sync_fn = sync
         self._exec_hook = exec_hook
         self._handle_signals = handle_signals
 
-        self.remote: Any = None
-        self.fetch_remote: Any = None
-        self.remote_url: str | None = None
         self.pid = os.getpid()
         self.started = time.time()
         self.uploads_done = 0
@@ -305,8 +322,11 @@ class Daemon:
         self._given_up: set[str] = set()
         self._done: OrderedDict[str, None] = OrderedDict()
         self._queue: queue.Queue[str | None] = queue.Queue()
-        self._flights: dict[tuple[str, str], _Flight] = {}
-        self._prefetched: dict[str, float] = {}
+        self._flights: dict[tuple[str, str, str], _Flight] = {}
+        self._prefetched: dict[tuple[str, str], float] = {}
+        self._uses: queue.Queue[tuple[Served, str, str] | None] = queue.Queue()
+        self._used: dict[tuple[str, str], int] = {}
+        """(remote id, key) → the day (unix time // 86400) its use was last recorded."""
         self._active = 0
         self._conns = 0
         self._last_activity = time.monotonic()
@@ -338,13 +358,11 @@ class Daemon:
         self._pid_fd = self._lock_pid_file()
         try:
             self._setup_logging()
-            self._make_remote()
             self._bind()
             self._install_signals()
             self._start_workers()
-            log.info("started: pid %d, kache %s, store %s, remote %s, idle timeout %s", self.pid, __version__,
-                     self.root, self.remote_url or "none",
-                     f"{self.idle_timeout:g}s" if self.idle_timeout > 0 else "never")
+            log.info("started: pid %d, kache %s, store %s, idle timeout %s; remotes as builds ask", self.pid,
+                     __version__, self.root, f"{self.idle_timeout:g}s" if self.idle_timeout > 0 else "never")
             self._code_stamp0 = self._code_stamp()
             self._config_stamp0 = self._config_stamp()
             self._scan_intents()
@@ -548,15 +566,11 @@ class Daemon:
             t.join(max(0.0, deadline - time.monotonic()))
         for _ in self._workers:
             self._queue.put(None)
+        self._uses.put(None)
         deadline = time.monotonic() + 2.0
         for t in self._workers:  # an upload cut short stays an intent; the next daemon redoes it
             t.join(max(0.0, deadline - time.monotonic()))
-        if self._remote_arg is _AUTO:  # ours to close (connection pools)
-            for r in {id(x): x for x in (self.remote, self.fetch_remote) if x is not None}.values():
-                try:
-                    r.close()
-                except Exception:  # noqa: BLE001 - closing is best effort
-                    pass
+        self.remotes.close()
         self._hit_stores.close()
         for sig, handler in self._saved_signals.items():
             signal.signal(sig, handler)
@@ -622,7 +636,7 @@ class Daemon:
     def _setup_logging(self) -> None:
         logger = logging.getLogger("kache")
         self._saved_logger = (logger.level, logger.propagate)
-        redact = _Redact(_secret_values(self.settings.env))
+        redact = self._redact
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
         handler: logging.Handler = _PrivateRotatingFileHandler(
             self.log_path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
@@ -649,41 +663,15 @@ class Daemon:
 
     # ------------------------------------------------------------------ remote
 
-    def _make_remote(self) -> None:
-        if self._remote_arg is not _AUTO:
-            self.remote = self.fetch_remote = self._remote_arg
-            url = getattr(self._remote_arg, "url", None)
-            self.remote_url = None if self.remote is None else (url or remote_url(self.settings) or repr(self.remote))
-            return
-        self.remote_url = remote_url(self.settings)
-        if self.remote_url is None:
-            return
+    def _asked(self, msg: dict[str, Any]) -> Served | None:
+        """The remote a request names (None: none). Raises ProtocolError for a bad one."""
         try:
-            from kache.remote.s3 import Remote
-
-            self.remote = Remote.from_settings(self.settings)
-            # A build waits on a fetch: one short attempt, bounded by its budget anyway.
-            self.fetch_remote = Remote.from_settings(self.settings, connect_timeout=1.0,
-                                                     read_timeout=float(P.FETCH_MAX_MS) / 1000, max_attempts=1)
-        except Exception as e:
-            self.remote = self.fetch_remote = None
-            self.last_error = f"remote unavailable: {self.remote_url}: {e}"
-            log.error("%s", self.last_error)
-            return
-        for w in getattr(self.remote, "warnings", []) or []:
-            log.warning("%s", w)
-
-    def _check_remote(self, msg: dict[str, Any]) -> dict[str, Any] | None:
-        """A ``remote mismatch`` reply when the request names another remote than ours."""
-        if "remote" not in msg:
+            return self.remotes.asked(msg.get("remote"))
+        except SpecError as e:
+            raise ProtocolError(f"invalid request: {e}") from None
+        except Exception as e:  # a remote that cannot be set up: said once, then no remote
+            self._error(f"remote unavailable: {type(e).__name__}: {e}")
             return None
-        wanted = msg["remote"]
-        if wanted is not None and not isinstance(wanted, str):
-            raise ProtocolError("invalid request: remote: expected a string or null")
-        if wanted == self.remote_url:
-            return None
-        return {"ok": False, "error": f"remote mismatch: this daemon uses {self.remote_url or 'no remote'}, "
-                                      f"the request wants {wanted or 'no remote'}", "remote": self.remote_url}
 
     # ------------------------------------------------------------------ connections
 
@@ -802,8 +790,15 @@ class Daemon:
                     "queue": pending, "uploads_done": self.uploads_done, "uploads_failed": self.uploads_failed,
                     "downloads": self.downloads, "prefetches": self.prefetches, "hits_served": self.hits_served,
                     "last_error": self.last_error,
-                    "socket": self.socket_path, "store": self.root, "remote": self.remote_url,
+                    "socket": self.socket_path, "store": self.root, "remote": self._last_remote(),
+                    "remotes": [{**r.to_json(), "queue": sum(1 for j in self._pending.values() if j.rid == r.id)}
+                                for r in self.remotes.all()],
                     "log": self.log_path, "idle_timeout_s": self.idle_timeout}
+
+    def _last_remote(self) -> str | None:
+        """The URL of the remote a build asked for last (None before any)."""
+        asked = [r for r in self.remotes.all() if r.asked]
+        return max(asked, key=lambda r: r.asked).spec.url if asked else None
 
     def _op_status(self, msg: dict[str, Any]) -> dict[str, Any]:
         return self.status()
@@ -847,7 +842,8 @@ class Daemon:
 
         store, inode = self._hit_stores.take()
         try:
-            served = serve_hit(argv, env, cwd, self.root, float(started), umask, store=store, settings=settings)
+            served = serve_hit(argv, env, cwd, self.root, float(started), umask, store=store, settings=settings,
+                               on_prefetch_hit=self._prefetch_hit)
         finally:
             self._hit_stores.give(store, inode)
         if served is None:
@@ -856,13 +852,52 @@ class Daemon:
             self.hits_served += 1
         return {"ok": True, "hit": True, "stdout": served[0], "stderr": served[1]}
 
+    def _prefetch_hit(self, key: str, crate: str, settings: Settings) -> None:
+        """A hit this daemon served was the first of an entry a prefetch brought: the
+        caller's remote (its settings) is in use."""
+        from kache.remote import spec as spec_mod
+
+        try:
+            found = spec_mod.from_settings(settings)
+            if found is not None and not found.read_only:
+                served = self.remotes.asked(found.to_json())
+                if served is not None:
+                    self._record_use(served, key, crate)
+        except Exception as e:  # noqa: BLE001 - bookkeeping for the remote's gc only
+            log.debug("cannot note the use of %s %s: %s", crate, key[:16], e)
+
     def _op_upload(self, msg: dict[str, Any]) -> dict[str, Any]:
         key = P.check_key(msg.get("key"))
         crate = P.check_crate(msg.get("crate"))
-        if self.remote is None:
-            return {"ok": False, "error": f"upload refused: {crate} {key[:16]}: this daemon has no remote "
-                                          "(cache.remote.bucket is not set); the intent stays", "remote": None}
-        return {"ok": True, "queued": self._enqueue(key, crate, explicit=True, intent=True)}
+        served = self._asked(msg)
+        if served is None:
+            return {"ok": False, "error": f"upload refused: {crate} {key[:16]}: the request names no remote "
+                                          "(cache.remote.bucket is not set)", "remote": None}
+        if msg["remote"].get("read_only") is True:
+            return {"ok": False, "error": f"upload refused: {crate} {key[:16]}: {served.spec.url} is read-only "
+                                          "for this build (cache.remote.read_only)", "remote": served.spec.url}
+        return {"ok": True, "queued": self._enqueue(served, key, crate, explicit=True, intent=True)}
+
+    def _op_used(self, msg: dict[str, Any]) -> dict[str, Any]:
+        key = P.check_key(msg.get("key"))
+        crate = P.check_crate(msg.get("crate"))
+        served = self._asked(msg)
+        if served is None or msg["remote"].get("read_only") is True:
+            return {"ok": True, "queued": False}
+        return {"ok": True, "queued": self._record_use(served, key, crate)}
+
+    def _record_use(self, served: Served, key: str, crate: str) -> bool:
+        """Queue a record of the use of a remote entry, once a day per daemon (the remote
+        object itself says when it was last refreshed: at most one write a day)."""
+        day = int(time.time() // 86400)
+        with self._lock:
+            if self._used.get((served.id, key)) == day:
+                return False
+            self._used[(served.id, key)] = day
+            if len(self._used) > DONE_MEMORY:
+                self._used.pop(next(iter(self._used)))
+        self._uses.put((served, key, crate))
+        return True
 
     def _op_fetch(self, msg: dict[str, Any]) -> dict[str, Any]:
         start = time.monotonic()
@@ -873,56 +908,60 @@ class Daemon:
                 or not 0 <= budget <= 1e9):
             raise ProtocolError(f"invalid request: budget_ms = {json.dumps(budget, default=str)[:40]}: "
                                 "expected a number of milliseconds from 0 to 1e9")
-        mismatch = self._check_remote(msg)
-        if mismatch:
-            return mismatch
-        if self.fetch_remote is None:
+        served = self._asked(msg)
+        if served is None:
             return {"ok": True, "imported": [], "remote": None}
         deadline = start + float(min(budget, P.FETCH_MAX_MS)) / 1000  # min first: 10**400 is an int
-        flight = self._fetch_flight(crate, mkey, deadline)
+        flight = self._fetch_flight(served, crate, mkey, deadline, bool(msg["remote"].get("read_only")))
         if flight.done.wait(max(0.0, deadline - time.monotonic())):
             return {"ok": True, "imported": list(flight.result)}
         return {"ok": True, "imported": self._imported_since(mkey, flight.before), "timed_out": True}
 
-    def _fetch_flight(self, crate: str, mkey: str, deadline: float) -> _Flight:
+    def _fetch_flight(self, served: Served, crate: str, mkey: str, deadline: float, read_only: bool) -> _Flight:
+        ident = (served.id, crate, mkey)
         with self._lock:
-            flight = self._flights.get((crate, mkey))
+            flight = self._flights.get(ident)
             if flight is not None:
                 return flight
         before = set(self._keys_by_mkey(mkey))
         with self._lock:
-            flight = self._flights.get((crate, mkey))
+            flight = self._flights.get(ident)
             if flight is not None:
                 return flight
             flight = _Flight(before)
-            self._flights[(crate, mkey)] = flight
+            self._flights[ident] = flight
             self._active += 1
-        threading.Thread(target=self._run_fetch, args=(flight, crate, mkey, deadline),
+        threading.Thread(target=self._run_fetch, args=(flight, served, crate, mkey, deadline, read_only),
                          name="kache-fetch", daemon=True).start()
         return flight
 
-    def _run_fetch(self, flight: _Flight, crate: str, mkey: str, deadline: float) -> None:
+    def _run_fetch(self, flight: _Flight, served: Served, crate: str, mkey: str, deadline: float,
+                   read_only: bool) -> None:
         keys: list[str] = []
         try:
             store = self._store()
             try:
-                found = self.fetch_remote.fetch_by_mkey(store, crate, mkey, limit=3, deadline=deadline,
-                                                        origin="remote")
+                found = served.fetch_remote.fetch_by_mkey(store, crate, mkey, limit=3, deadline=deadline,
+                                                          origin="remote")
                 keys = [k for k in found or [] if isinstance(k, str)]
             finally:
                 store.close()
             if keys:
-                log.info("fetched %s %s: %d entr%s", crate, mkey[:16], len(keys), "y" if len(keys) == 1 else "ies")
+                log.info("fetched %s %s from %s: %d entr%s", crate, mkey[:16], served.spec.url, len(keys),
+                         "y" if len(keys) == 1 else "ies")
         except Exception as e:
             self._error(f"fetch failed: {crate} {mkey[:16]}: {e}")
         finally:
             with self._lock:
                 self.downloads += len(keys)
                 flight.result = keys
-                self._flights.pop((crate, mkey), None)
+                self._flights.pop((served.id, crate, mkey), None)
                 self._active -= 1
             flight.done.set()
             self._touch()
+        if not read_only:
+            for key in keys:
+                self._record_use(served, key, crate)
 
     def _keys_by_mkey(self, mkey: str) -> list[str]:
         try:
@@ -943,27 +982,26 @@ class Daemon:
         if not isinstance(root, str) or not root or len(root) > 4096 or "\0" in root or not os.path.isabs(root):
             raise ProtocolError(f"invalid request: root = {json.dumps(root, default=str)[:80]}: "
                                 "expected an absolute path")
-        mismatch = self._check_remote(msg)
-        if mismatch:
-            return mismatch
-        if self.remote is None:
+        served = self._asked(msg)
+        if served is None:
             return {"ok": True, "started": False, "reason": "no remote"}
         root = os.path.normpath(root)
         if not os.path.isfile(os.path.join(root, "Cargo.lock")):
             return {"ok": True, "started": False, "reason": f"no Cargo.lock in {root}"}
         now = time.monotonic()
         with self._lock:
-            last = self._prefetched.get(root)
+            last = self._prefetched.get((served.id, root))
             if last is not None and now - last < self.prefetch_dedupe_secs:
                 return {"ok": True, "started": False,
                         "reason": f"a prefetch of this root started {now - last:.0f}s ago"}
-            self._prefetched[root] = now
+            self._prefetched[(served.id, root)] = now
             self.prefetches += 1
             self._active += 1
-        threading.Thread(target=self._run_prefetch, args=(root,), name="kache-prefetch", daemon=True).start()
+        threading.Thread(target=self._run_prefetch, args=(served, root), name="kache-prefetch",
+                         daemon=True).start()
         return {"ok": True, "started": True}
 
-    def _run_prefetch(self, root: str) -> None:
+    def _run_prefetch(self, served: Served, root: str) -> None:
         began = time.monotonic()
         try:
             sync = self._sync_fn
@@ -971,14 +1009,15 @@ class Daemon:
                 from kache.remote.sync import sync
             store = self._store()
             try:
-                report = sync(store, self.remote, pull=True, push=False, all_crates=False, workspace=Path(root),
-                              dry_run=False, concurrency=self.concurrency)
+                report = sync(store, served.remote, pull=True, push=False, all_crates=False,
+                              workspace=Path(root), dry_run=False, concurrency=self.concurrency)
             finally:
                 store.close()
             n = _count(report, ("pulled", "downloaded", "imported"))
             with self._lock:
                 self.downloads += n
-            log.info("prefetched %s in %.1fs: %s", root, time.monotonic() - began, _summary(report))
+            log.info("prefetched %s from %s in %.1fs: %s", root, served.spec.url, time.monotonic() - began,
+                     _summary(report))
             failure = _first_failure(report)
             if failure:
                 self._error(f"prefetch incomplete: {root}: {failure}")
@@ -994,45 +1033,49 @@ class Daemon:
 
     _OPS: dict[str, Callable[[Daemon, dict[str, Any]], dict[str, Any]]] = {
         "status": _op_status, "upload": _op_upload, "fetch": _op_fetch, "prefetch": _op_prefetch, "stop": _op_stop,
-        "hit": _op_hit,
+        "hit": _op_hit, "used": _op_used,
     }
 
     # ------------------------------------------------------------------ uploads
 
     def _start_workers(self) -> None:
-        if self.remote is None:
-            return
         for i in range(self.concurrency):
             t = threading.Thread(target=self._worker, name=f"kache-upload-{i}", daemon=True)
             self._workers.append(t)
             t.start()
+        t = threading.Thread(target=self._use_worker, name="kache-uses", daemon=True)
+        self._workers.append(t)
+        t.start()
 
-    def _enqueue(self, key: str, crate: str, *, explicit: bool, intent: bool = False) -> int:
-        """Queue the upload of ``key`` unless it is queued or done; the jobs pending.
-        ``intent``: write its upload intent first, under the lock ``_finish`` removes
-        intents under, so an intent is never left behind a job that has just ended."""
+    def _enqueue(self, served: Served, key: str, crate: str, *, explicit: bool, intent: bool = False) -> int:
+        """Queue the upload of ``key`` to ``served`` unless it is queued or done; the jobs
+        pending. ``intent``: write its upload intent first, under the lock ``_finish``
+        removes intents under, so an intent is never left behind a job that has just ended."""
+        job_id = f"{served.id}/{key}"
         with self._lock:
-            if intent and not client.write_intent(self.root, key, crate):
-                log.warning("cannot write the upload intent: %s", client.intent_path(self.root, key, crate))
-            if key in self._done:  # uploaded a moment ago: only the intent is left to remove
+            if intent and not client.write_intent(self.root, key, crate, served.spec):
+                log.warning("cannot write the upload intent: %s",
+                            client.intent_path(self.root, key, crate, served.id))
+            if job_id in self._done:  # uploaded a moment ago: only the intent is left to remove
                 done = True
-            elif key not in self._pending and (explicit or key not in self._given_up):
+            elif job_id not in self._pending and (explicit or job_id not in self._given_up):
                 done = False
-                self._given_up.discard(key)
-                job = _Upload(key, crate)
+                self._given_up.discard(job_id)
+                job = _Upload(served.id, key, crate)
                 job.queued = True
-                self._pending[key] = job
-                self._queue.put(key)
+                self._pending[job_id] = job
+                self._queue.put(job_id)
             else:
                 done = False
             n = len(self._pending)
         if done:
-            self._remove_intent(key, crate)
+            self._remove_intent(served.id, key, crate)
         return n
 
     def _scan_intents(self) -> None:
-        if self.remote is None:
-            return
+        """Queue the intents on disk: ``uploads/<remote id>/<key>.<crate>`` for the remote
+        its directory names; an older kache's ``uploads/<key>.<crate>`` is moved under the
+        daemon's own remote (its settings') when it has one, else left."""
         try:
             names = os.listdir(self.intents_dir)
         except FileNotFoundError:
@@ -1041,30 +1084,63 @@ class Daemon:
             log.warning("cannot read the upload intents: %s: %s", self.intents_dir, e)
             return
         before = len(self._pending)
+        legacy = [parsed for parsed in map(P.parse_intent, names) if parsed is not None]
+        if legacy and self._own_spec is not None:
+            self._adopt(legacy)
+            names = os.listdir(self.intents_dir)
         for name in names:
-            parsed = P.parse_intent(name)
-            if parsed is not None:
-                self._enqueue(*parsed, explicit=False)
+            if not valid_id(name) or not os.path.isdir(os.path.join(self.intents_dir, name)):
+                continue
+            try:
+                files = os.listdir(os.path.join(self.intents_dir, name))
+            except OSError:
+                continue
+            intents = [parsed for parsed in map(P.parse_intent, files) if parsed is not None]
+            if not intents:
+                continue
+            served = self.remotes.for_intents(self.intents_dir, name)
+            if served is None:
+                continue
+            for key, crate in intents:
+                self._enqueue(served, key, crate, explicit=False)
         added = len(self._pending) - before
         if added > 0:
             log.info("queued %d upload(s) from %s", added, self.intents_dir)
 
+    def _adopt(self, legacy: list[tuple[str, str]]) -> None:
+        """Move an older kache's intents (they name no remote) under the daemon's own."""
+        from kache.daemon.remotes import write_spec
+
+        assert self._own_spec is not None
+        try:
+            where = write_spec(self.intents_dir, self._own_spec)
+        except OSError as e:
+            log.warning("cannot adopt the upload intents of an older kache: %s: %s", self.intents_dir, e)
+            return
+        for key, crate in legacy:
+            name = P.intent_name(key, crate)
+            try:
+                os.replace(os.path.join(self.intents_dir, name), os.path.join(where, name))
+            except OSError:
+                continue
+        log.info("%d upload intent(s) of an older kache now go to %s", len(legacy), self._own_spec.url)
+
     def _requeue_due(self, now: float) -> None:
         with self._lock:
-            for job in self._pending.values():
+            for job_id, job in self._pending.items():
                 if not job.queued and not job.running and job.tries and job.next_at <= now:
                     job.queued = True
-                    self._queue.put(job.key)
+                    self._queue.put(job_id)
 
     def _worker(self) -> None:
         store: Store | None = None
         try:
             while True:
-                key = self._queue.get()
-                if key is None:
+                job_id = self._queue.get()
+                if job_id is None:
                     return
                 with self._lock:
-                    job = self._pending.get(key)
+                    job = self._pending.get(job_id)
                     if job is None or job.running:
                         continue
                     job.queued = False
@@ -1085,43 +1161,48 @@ class Daemon:
 
     def _upload(self, store: Store, job: _Upload) -> None:
         what = f"{job.crate} {job.key[:16]}"
+        served = self.remotes.get(job.rid) or self.remotes.for_intents(self.intents_dir, job.rid)
+        if served is None:
+            self._failed(job, f"remote {job.rid} unknown: no build asked for it and its "
+                              f"{os.path.join(self.intents_dir, job.rid, 'remote.json')} is unreadable")
+            return
         try:
             if store.get(job.key) is None:
-                self._skip(store, job)
+                self._skip(store, job, served)
                 return
-            sent = self.remote.upload_entry(store, job.key)
+            sent = served.remote.upload_entry(store, job.key)
         except Exception as e:
             if _gone(store, job.key):  # evicted while being packed: nothing to retry
-                self._skip(store, job)
+                self._skip(store, job, served)
                 return
             self._failed(job, f"{e}" or type(e).__name__)
             return
-        log.info("uploaded %s%s", what, "" if sent else " (the remote had it already)")
+        log.info("uploaded %s to %s%s", what, served.spec.url, "" if sent else " (the remote had it already)")
         with self._lock:
             self.uploads_done += 1
         self._finish(job)
 
-    def _skip(self, store: Store, job: _Upload) -> None:
+    def _skip(self, store: Store, job: _Upload, served: Served) -> None:
         """The entry left the local store (gc, purge) before it was uploaded: drop the job,
         without remembering the key as uploaded. A build may record the same key again
         (and ask for its upload while this job ran): then it is queued anew."""
         log.info("upload skipped: %s %s: the entry is no longer in the local store", job.crate, job.key[:16])
         self._finish(job, uploaded=False)
         if not _gone(store, job.key):
-            client.write_intent(self.root, job.key, job.crate)
-            self._enqueue(job.key, job.crate, explicit=True)
+            self._enqueue(served, job.key, job.crate, explicit=True, intent=True)
 
     def _finish(self, job: _Upload, *, uploaded: bool = True) -> None:
+        job_id = f"{job.rid}/{job.key}"
         with self._lock:  # with _enqueue's intent: see there
-            self._remove_intent(job.key, job.crate)
-            self._pending.pop(job.key, None)
+            self._remove_intent(job.rid, job.key, job.crate)
+            self._pending.pop(job_id, None)
             if uploaded:
-                self._done[job.key] = None
+                self._done[job_id] = None
             while len(self._done) > DONE_MEMORY:
                 self._done.popitem(last=False)
 
-    def _remove_intent(self, key: str, crate: str) -> None:
-        path = client.intent_path(self.root, key, crate)
+    def _remove_intent(self, rid: str, key: str, crate: str) -> None:
+        path = client.intent_path(self.root, key, crate, rid)
         if path is None:
             return
         try:
@@ -1133,6 +1214,7 @@ class Daemon:
 
     def _failed(self, job: _Upload, why: str) -> None:
         what = f"{job.crate} {job.key[:16]}"
+        job_id = f"{job.rid}/{job.key}"
         delay = 0.0
         with self._lock:
             job.tries += 1
@@ -1140,16 +1222,37 @@ class Daemon:
             self.last_error = f"upload failed: {what}: {why}"
             give_up = job.tries >= self.max_tries
             if give_up:
-                self._pending.pop(job.key, None)
-                self._given_up.add(job.key)
+                self._pending.pop(job_id, None)
+                self._given_up.add(job_id)
             else:
                 delay = min(self.retry_delay * 2 ** (job.tries - 1), RETRY_MAX_SECS)
                 job.next_at = time.monotonic() + delay
         if give_up:
             log.error("upload failed: %s: %s; giving up after %d tries (the intent stays in %s for the next daemon)",
-                      what, why, job.tries, self.intents_dir)
+                      what, why, job.tries, os.path.join(self.intents_dir, job.rid))
         else:
             log.warning("upload failed: %s: %s; retrying in %gs", what, why, delay)
+
+    def _use_worker(self) -> None:
+        """Record uses of remote entries (``Remote.record_use``: a HEAD, and a copy onto
+        itself when the object was not refreshed today). Best effort: a failure is logged."""
+        while True:
+            item = self._uses.get()
+            if item is None:
+                return
+            served, key, crate = item
+            with self._lock:
+                self._active += 1
+            try:
+                record = getattr(served.remote, "record_use", None)
+                if record is not None and record(crate, key):
+                    log.debug("recorded the use of %s %s on %s", crate, key[:16], served.spec.url)
+            except Exception as e:  # noqa: BLE001 - bookkeeping for the remote's gc only
+                log.info("cannot record the use of %s %s on %s: %s", crate, key[:16], served.spec.url, e)
+            finally:
+                with self._lock:
+                    self._active -= 1
+                self._touch()
 
     # ------------------------------------------------------------------ helpers
 

@@ -14,6 +14,10 @@ always put *before* the ``_mkeys`` object that announces it; the read-modify-wri
 ``_mkeys`` is best effort (two machines writing at once may drop one key from it; the
 archive is still found by ``kache sync``).
 
+An archive's LastModified is its last use, to a day: :meth:`Remote.record_use` copies
+an archive onto itself (new metadata, same bytes) when it is a day old or more, so
+``kache remote gc`` (kache.remote.gc) can delete what no build has used for a while.
+
 Credentials, first found wins: ``KACHE_S3_ACCESS_KEY`` + ``KACHE_S3_SECRET_KEY`` (both;
 one alone is ignored with a warning), then ``cache.remote.profile``, then the AWS
 default chain. A custom endpoint means path-style addressing. Every botocore/boto3
@@ -25,30 +29,38 @@ a miss.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import logging
 import threading
 import time
+from base64 import b64encode
 from typing import TYPE_CHECKING
 
 from kache.errors import KacheError
 from kache.remote.archive import ArchiveError, import_archive, pack_entry, valid_crate_name, valid_key
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from typing import Any
 
+    from kache.remote.spec import RemoteSpec
     from kache.settings import Settings
     from kache.store.index import Entry, Store
 
-__all__ = ["Remote", "RemoteError", "RemoteArchive", "BadObject", "MKEYS_CAP", "ARCHIVE_SUFFIX",
-           "parse_object_name"]
+__all__ = ["Remote", "RemoteError", "RemoteArchive", "RemoteObject", "BadObject", "MKEYS_CAP",
+           "ARCHIVE_SUFFIX", "USE_RESOLUTION_SECS", "DELETE_BATCH", "parse_object_name"]
 
 log = logging.getLogger("kache.remote")
 
 MKEYS_CAP = 8
 ARCHIVE_SUFFIX = ".tar.zst"
 MKEYS_DIR = "_mkeys"
+USE_RESOLUTION_SECS = 86400
+"""An archive's LastModified is refreshed by a use when it is at least this old: at most
+one write per archive per day."""
+DELETE_BATCH = 1000
+"""Most names in one DeleteObjects request (S3's limit)."""
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _REDACTED = "[redacted]"
 
@@ -68,6 +80,52 @@ class RemoteArchive:
 
     def __repr__(self) -> str:
         return f"RemoteArchive({self.crate!r}, {self.key[:16]!r}, size={self.size})"
+
+
+class RemoteObject:
+    """One object as a listing or a HEAD saw it. Times are Unix seconds: ``modified`` is
+    its LastModified, ``seen`` the server's clock when it answered (the reply's Date;
+    this machine's clock when there is none), so :attr:`age` does not depend on the
+    clock of the machine that asks."""
+
+    __slots__ = ("name", "size", "modified", "etag", "seen")
+
+    def __init__(self, name: str, size: int, modified: float, etag: str, seen: float) -> None:
+        self.name, self.size, self.modified, self.etag, self.seen = name, size, modified, etag, seen
+
+    @property
+    def age(self) -> float:
+        """Seconds since it was last written (never negative)."""
+        return max(0.0, self.seen - self.modified)
+
+    def __repr__(self) -> str:
+        return f"RemoteObject({self.name!r}, size={self.size}, age={self.age:.0f}s)"
+
+
+def _server_time(response: dict[str, Any]) -> float:
+    """The Date header of a reply as Unix seconds; this machine's clock without one."""
+    from email.utils import parsedate_to_datetime
+
+    date = ((response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}).get("date")
+    try:
+        return parsedate_to_datetime(date).timestamp() if date else time.time()
+    except (TypeError, ValueError, IndexError):
+        return time.time()
+
+
+def _timestamp(value: Any, default: float) -> float:
+    """A LastModified (a datetime from botocore) as Unix seconds; ``default`` when absent."""
+    return value.timestamp() if hasattr(value, "timestamp") else default
+
+
+def _content_md5(params: dict[str, Any], **_: Any) -> None:
+    """Give a DeleteObjects request a Content-MD5 header: botocore ≥ 1.36 sends only a
+    CRC32 checksum, which S3-compatible servers (MinIO before 2025, Ceph) refuse with
+    MissingContentMD5; AWS takes both."""
+    body = params.get("body")
+    if isinstance(body, (bytes, bytearray)) and "Content-MD5" not in params["headers"]:
+        digest = hashlib.md5(body, usedforsecurity=False).digest()
+        params["headers"]["Content-MD5"] = b64encode(digest).decode("ascii")
 
 
 class BadObject:
@@ -119,8 +177,10 @@ class Remote:
 
     def __init__(self, bucket: str, *, prefix: str | None = "artifacts", endpoint: str | None = None,
                  region: str | None = "us-east-1", profile: str | None = None, access_key: str | None = None,
-                 secret_key: str | None = None, concurrency: int = 8, compression_level: int = 3,
-                 connect_timeout: float = 5.0, read_timeout: float = 20.0, max_attempts: int = 3) -> None:
+                 secret_key: str | None = None, session_token: str | None = None,
+                 files: dict[str, str] | None = None, read_only: bool = False, concurrency: int = 8,
+                 compression_level: int = 3, connect_timeout: float = 5.0, read_timeout: float = 20.0,
+                 max_attempts: int = 3) -> None:
         self.bucket = bucket
         self.prefix = normalize_prefix(prefix)
         self.endpoint = endpoint or None
@@ -128,6 +188,12 @@ class Remote:
         self.profile = profile or None
         self._access_key = access_key or None
         self._secret_key = secret_key or None
+        self._session_token = session_token or None
+        self.files = dict(files or {})
+        """``credentials_file`` and ``config_file``: where boto3 reads profiles (AWS_SHARED_CREDENTIALS_FILE,
+        AWS_CONFIG_FILE of the build that asked)."""
+        self.read_only = bool(read_only)
+        """Never write: ``put``, deletes and use records refuse (``cache.remote.read_only``)."""
         self.concurrency = max(1, int(concurrency))
         self.compression_level = int(compression_level)
         self.connect_timeout = connect_timeout
@@ -135,7 +201,7 @@ class Remote:
         self.max_attempts = max(1, int(max_attempts))
         self.warnings: list[str] = []
         """Problems found while configuring (one credential of two set): for a person."""
-        self._secrets: list[str] = [s for s in (self._access_key, self._secret_key) if s]
+        self._secrets: list[str] = [s for s in (self._access_key, self._secret_key, self._session_token) if s]
         self._lock = threading.Lock()
         self._client: Any = None
 
@@ -157,8 +223,10 @@ class Remote:
 
         ``kwargs`` override constructor arguments (timeouts, ``max_attempts``).
         """
-        bucket = settings["cache.remote.bucket"]
-        if not bucket:
+        from kache.remote import spec as spec_mod
+
+        spec = spec_mod.from_settings(settings)
+        if spec is None:
             return None
         env = settings.env
         access = (env.get("KACHE_S3_ACCESS_KEY") or "").strip()
@@ -169,21 +237,24 @@ class Remote:
                              else ("KACHE_S3_SECRET_KEY", "KACHE_S3_ACCESS_KEY"))
             warnings.append(f"remote credentials: {have} is set but {missing} is not: ignoring it; "
                             "using the profile or the AWS default credentials instead")
-            access = secret = ""
-        args: dict[str, Any] = {
-            "prefix": settings["cache.remote.prefix"],
-            "endpoint": settings["cache.remote.endpoint"],
-            "region": settings["cache.remote.region"],
-            "profile": settings["cache.remote.profile"],
-            "access_key": access or None,
-            "secret_key": secret or None,
-            "concurrency": settings["cache.s3_concurrency"],
-            "compression_level": settings["cache.compression_level"],
-        }
-        args.update(kwargs)
-        remote = cls(bucket, **args)
+        kwargs.setdefault("concurrency", settings["cache.s3_concurrency"])
+        kwargs.setdefault("compression_level", settings["cache.compression_level"])
+        remote = cls.from_spec(spec, **kwargs)
         remote.warnings.extend(warnings)
         return remote
+
+    @classmethod
+    def from_spec(cls, spec: RemoteSpec, **kwargs: Any) -> Remote:
+        """The remote a build asked for (:mod:`kache.remote.spec`); ``kwargs`` add or
+        override constructor arguments (concurrency, compression, timeouts)."""
+        creds = spec.credentials
+        args: dict[str, Any] = {
+            "prefix": spec.prefix, "endpoint": spec.endpoint, "region": spec.region, "profile": spec.profile,
+            "access_key": creds.get("access_key"), "secret_key": creds.get("secret_key"),
+            "session_token": creds.get("session_token"), "files": spec.files, "read_only": spec.read_only,
+        }
+        args.update(kwargs)
+        return cls(spec.bucket, **args)
 
     # ------------------------------------------------------------------ client, errors
 
@@ -200,14 +271,23 @@ class Remote:
         from botocore.config import Config
 
         try:
+            core = None
+            if self.files:  # the asking build's AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE
+                import botocore.session
+
+                core = botocore.session.Session()
+                for name, path in self.files.items():
+                    core.set_config_variable(name, path)
             if self._access_key and self._secret_key:
                 session = boto3.session.Session(aws_access_key_id=self._access_key,
                                                 aws_secret_access_key=self._secret_key,
-                                                region_name=self.region)
+                                                aws_session_token=self._session_token,
+                                                region_name=self.region, botocore_session=core)
             elif self.profile:
-                session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+                session = boto3.session.Session(profile_name=self.profile, region_name=self.region,
+                                                botocore_session=core)
             else:
-                session = boto3.session.Session(region_name=self.region)
+                session = boto3.session.Session(region_name=self.region, botocore_session=core)
             # Learn the credentials in use, so no message can ever show them.
             creds = session.get_credentials()
             if creds is not None:
@@ -319,7 +399,8 @@ class Remote:
     # ------------------------------------------------------------------ objects
 
     def put(self, name: str, data: bytes) -> None:
-        """Write one object."""
+        """Write one object (refused on a read-only remote)."""
+        self._refuse_write("PUT", name)
         try:
             self.client().put_object(Bucket=self.bucket, Key=name, Body=data)
         except self._catchable() as e:
@@ -344,30 +425,114 @@ class Remote:
 
     def exists(self, name: str) -> bool:
         """Whether an object exists (HEAD)."""
+        return self.stat(name) is not None
+
+    def stat(self, name: str) -> RemoteObject | None:
+        """One object's size, LastModified and ETag (HEAD); None when it does not exist."""
         from botocore import exceptions as bx
 
         try:
-            self.client().head_object(Bucket=self.bucket, Key=name)
-            return True
+            resp = self.client().head_object(Bucket=self.bucket, Key=name)
         except self._catchable() as e:
             status = (e.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") \
                 if isinstance(e, bx.ClientError) else None
             if self._is_not_found(e) or status == 404:
-                return False
+                return None
             raise self._error("HEAD", name, e) from e
+        seen = _server_time(resp)
+        return RemoteObject(name, int(resp.get("ContentLength") or 0),
+                            _timestamp(resp.get("LastModified"), seen), str(resp.get("ETag") or ""), seen)
 
     def list(self, prefix: str = "", *, page_size: int | None = None) -> Iterator[tuple[str, int]]:
         """(name, size) of every object whose name starts with ``prefix`` (paginated;
         ``page_size`` names per request, the server's default when None)."""
+        for obj in self.list_objects(prefix, page_size=page_size):
+            yield obj.name, obj.size
+
+    def list_objects(self, prefix: str = "", *, page_size: int | None = None) -> Iterator[RemoteObject]:
+        """Every object whose name starts with ``prefix``, with its LastModified and ETag
+        (paginated like :meth:`list`)."""
         config = {"PageSize": page_size} if page_size else {}
         try:
             pages = self.client().get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix, PaginationConfig=config)
             for page in pages:
+                seen = _server_time(page)
                 for obj in page.get("Contents", []) or []:
-                    yield str(obj["Key"]), int(obj.get("Size", 0))
+                    yield RemoteObject(str(obj["Key"]), int(obj.get("Size", 0)),
+                                       _timestamp(obj.get("LastModified"), seen), str(obj.get("ETag") or ""),
+                                       seen)
         except self._catchable() as e:
             raise self._error("LIST", prefix or None, e) from e
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def is_read_only(self) -> bool:
+        """Whether this remote may only be read (``cache.remote.read_only``)."""
+        return self.read_only
+
+    def _refuse_write(self, op: str, name: str | None) -> None:
+        if self.is_read_only:
+            raise RemoteError(f"remote {op} refused: {self._where(name)}: the remote is read-only "
+                              "(cache.remote.read_only)")
+
+    def record_use(self, crate: str, key: str) -> bool:
+        """Make an archive's LastModified now, if it is ``USE_RESOLUTION_SECS`` old or
+        more: a copy onto itself (same bytes, new metadata ``kache-used``), so at most one
+        small write per archive per day. True when it wrote. A missing archive, or a
+        read-only remote, writes nothing (False). Raises RemoteError."""
+        if self.is_read_only:
+            return False
+        name = self.archive_name(crate, key)
+        found = self.stat(name)
+        if found is None or found.age < USE_RESOLUTION_SECS:
+            return False
+        return self._touch(name)
+
+    def _touch(self, name: str) -> bool:
+        """Copy an object onto itself (CopyObject, metadata replaced): its LastModified
+        becomes now. False when it is gone."""
+        self._refuse_write("COPY", name)
+        used = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            self.client().copy_object(Bucket=self.bucket, Key=name,
+                                      CopySource={"Bucket": self.bucket, "Key": name},
+                                      MetadataDirective="REPLACE", Metadata={"kache-used": used})
+        except self._catchable() as e:
+            if self._is_not_found(e):
+                return False
+            raise self._error("COPY", name, e) from e
+        return True
+
+    def delete(self, names: Sequence[str]) -> dict[str, str]:
+        """Delete objects, ``DELETE_BATCH`` names per DeleteObjects request. Returns the
+        names the server refused to delete, each with its reason (an object already gone
+        is not refused). Raises RemoteError when a request fails, or on a read-only
+        remote."""
+        names = builtins.list(names)
+        if not names:
+            return {}
+        self._refuse_write("DELETE", names[0] if len(names) == 1 else self._many(names))
+        client = self.client()
+        client.meta.events.register("before-call.s3.DeleteObjects", _content_md5,
+                                    unique_id="kache-content-md5")
+        refused: dict[str, str] = {}
+        for start in range(0, len(names), DELETE_BATCH):
+            batch = names[start:start + DELETE_BATCH]
+            try:
+                resp = client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": n} for n in batch], "Quiet": True})
+            except self._catchable() as e:
+                raise self._error("DELETE", self._many(batch), e) from e
+            for err in resp.get("Errors") or []:
+                code, message = str(err.get("Code") or "error"), str(err.get("Message") or "").strip()
+                refused[str(err.get("Key"))] = self._scrub(code + (f" ({message})" if message else ""))
+        return refused
+
+    @staticmethod
+    def _many(names: Sequence[str]) -> str:
+        return names[0] if len(names) == 1 else f"{names[0]} (and {len(names) - 1} more)"
 
     def check(self) -> str:
         """One listing request under the prefix, for ``kache doctor``: reachable, bucket

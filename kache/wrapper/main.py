@@ -14,7 +14,7 @@ __all__ = ["handle", "serve_hit"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 
 def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started: float) -> int:
@@ -61,7 +61,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
 
     recache = env_flag("KACHE_RECACHE")
     if not recache:
-        hit = _try_hit(c, started)
+        hit = _try_hit(c, started, settings=settings)
         if hit is not None:
             return hit
     use_remote = remote.enabled(settings)
@@ -73,7 +73,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
                 # Look again even when this fetch imported nothing: the daemon's prefetch may
                 # have landed the entry since the first look-up (the fetch then finds it
                 # already local and reports nothing new). One more index query on a miss.
-                hit = _try_hit(c, started, outcome="remote_hit" if imported else "local_hit")
+                hit = _try_hit(c, started, outcome="remote_hit" if imported else "local_hit", settings=settings)
                 if hit is not None:
                     return hit
         except Exception as e:  # noqa: BLE001 - the remote is never a reason to fail
@@ -89,7 +89,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
         return exec_compiler(argv)
     try:
         if lock.waited and not recache:  # a twin compile ran meanwhile: take its result
-            hit = _try_hit(c, started)
+            hit = _try_hit(c, started, settings=settings)
             if hit is not None:
                 return hit
         return _compile(c, started, settings, use_remote)
@@ -108,7 +108,8 @@ def _prepare(call: argvmod.RustcCall, argv: list[str], store: Store, env: Mappin
     return c
 
 
-def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int | None:
+def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit", settings: Settings | None = None
+             ) -> int | None:
     from kache.wrapper import warn_once, write_replay
 
     try:
@@ -129,7 +130,8 @@ def _try_hit(c: cache.Call, started: float, outcome: str = "local_hit") -> int |
         return None
     entry, size, snapshot = found
     write_replay(*cache.replay_texts(c, entry.meta))
-    _hit_event(c, started, outcome, entry, size, snapshot)
+    if _hit_event(c, started, outcome, entry, size, snapshot) == "prefetch_hit" and settings is not None:
+        _note_remote_use(c, entry, settings)
     return 0
 
 
@@ -149,17 +151,31 @@ def _restore_hit(c: cache.Call) -> tuple[Entry, int, bool] | None:
 
 
 def _hit_event(c: cache.Call, started: float, outcome: str, entry: Entry, size: int, snapshot: bool,
-               via: str | None = None) -> None:
+               via: str | None = None) -> str:
+    """Write the hit's event; its outcome (``prefetch_hit`` for the first hit of an entry
+    a prefetch brought)."""
     ms = (time.monotonic() - started) * 1000
     if outcome == "local_hit" and entry.hits == 0 and entry.meta.get("origin") == "prefetch":
         outcome = "prefetch_hit"  # the daemon brought it before this build asked
     c.event(outcome, started, bytes=size, key=entry.key[:16], saved_ms=max(0, round(entry.compile_ms - ms)),
             incremental="restored" if snapshot else None, via=via)
+    return outcome
+
+
+def _note_remote_use(c: cache.Call, entry: Entry, settings: Settings) -> None:
+    """A prefetched entry served its first hit: the remote object is in use (the daemon
+    records it there; a fetch on a miss records its own)."""
+    if remote.enabled(settings):
+        try:
+            remote.note_use(c.store.root, entry.key, c.crate, settings)
+        except Exception:  # noqa: BLE001 - bookkeeping for the remote's gc only
+            pass
 
 
 def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str,
               started: float, umask: int | None = None, *, store: Store | None = None,
-              settings: Settings | None = None) -> tuple[str, str] | None:
+              settings: Settings | None = None,
+              on_prefetch_hit: Callable[[str, str, Settings], None] | None = None) -> tuple[str, str] | None:
     """A plain local hit served whole, for the daemon (op ``hit``, sent by
     :mod:`kache.wrapper.daemon_hit`): the outputs restored into the caller's target dir,
     the entry touched, the event written (``via: daemon``), files it creates given the
@@ -169,6 +185,9 @@ def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str
     which looks up again. Never raises. ``store``: an open store of ``store_root`` to
     use and leave open (the daemon keeps a few); it is closed after an error. ``settings``:
     the caller's, when the daemon has read them already (``load_checked(env)``).
+    ``on_prefetch_hit(key, crate, settings)``: called for the first hit of an entry a
+    prefetch brought (the daemon records the use on the remote), instead of notifying
+    the daemon.
     """
     from kache.settings import load_checked
 
@@ -197,7 +216,11 @@ def serve_hit(argv: list[str], env: Mapping[str, str], cwd: str, store_root: str
         entry, size, snapshot = found
         if call.incremental:
             _note_incremental(c, call.incremental)
-        _hit_event(c, started, "local_hit", entry, size, snapshot, via="daemon")
+        if _hit_event(c, started, "local_hit", entry, size, snapshot, via="daemon") == "prefetch_hit":
+            if on_prefetch_hit is not None:
+                on_prefetch_hit(entry.key, c.crate, settings)
+            else:
+                _note_remote_use(c, entry, settings)
         return cache.replay_texts(c, entry.meta)
     except Exception:  # noqa: BLE001 - the wrapper's own path decides and reports
         if store is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
 import time
@@ -12,7 +13,25 @@ from typing import Any
 
 from kache.daemon import client
 from kache.daemon.server import Daemon
+from kache.remote.spec import RemoteSpec
 from kache.store.index import Entry, Store
+
+FAKE = RemoteSpec("fake")
+"""The remote the requests of these tests name (the daemon's stand-in serves every one)."""
+FAKE_DOC = FAKE.to_json()
+
+
+def pending_intents(root: str | Path) -> list[Path]:
+    """Every upload intent waiting in a store, whatever its remote."""
+    uploads = Path(root) / "uploads"
+    found = [p for p in uploads.glob("*/*") if p.name != "remote.json"] if uploads.is_dir() else []
+    return sorted(found + [p for p in (uploads.iterdir() if uploads.is_dir() else []) if p.is_file()])
+
+
+def intents(root: str | Path, spec: RemoteSpec = FAKE) -> list[str]:
+    """The upload intents waiting for ``spec``'s remote (``remote.json`` left out)."""
+    folder = Path(root) / "uploads" / spec.id
+    return sorted(n for n in (os.listdir(folder) if folder.is_dir() else []) if n != "remote.json")
 
 
 def hexkey(seed: str) -> str:
@@ -45,6 +64,7 @@ class FakeRemote:
 
     def __init__(self) -> None:
         self.uploaded: list[str] = []
+        self.used: list[tuple[str, str]] = []
         self.fail_uploads = False
         self.upload_delay = 0.0
         self.entries: dict[str, list[tuple[str, str]]] = {}
@@ -55,6 +75,11 @@ class FakeRemote:
         self.lock = threading.Lock()
         self.closed = threading.Event()
         """Set when the test ends: a slow fetch still running gives up."""
+
+    def record_use(self, crate: str, key: str) -> bool:
+        with self.lock:
+            self.used.append((crate, key))
+        return True
 
     def upload_entry(self, store: Store, key: str) -> bool:
         time.sleep(self.upload_delay)

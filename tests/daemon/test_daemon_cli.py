@@ -15,7 +15,8 @@ import pytest
 from kache import __version__
 from kache.cli import main
 from kache.daemon import client, control
-from tests.daemon.helpers import hexkey, wait_for
+from kache.remote.spec import RemoteSpec
+from tests.daemon.helpers import add_entry, hexkey, intents, wait_for
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_start_status_second_run_and_stop(store_env: Path, capsys: pytest.Captur
         assert main(["daemon"]) == 0
         text = capsys.readouterr().out
         assert text.startswith(f"kache daemon: running (pid {pid}, up ") and f"version {__version__})" in text
-        assert "  remote   none (cache.remote.bucket is not set)\n" in text
+        assert "  remotes  none yet (each build brings the remote its settings name)\n" in text
 
         second = subprocess.run([sys.executable, "-m", "kache", "daemon", "run"], capture_output=True, text=True,
                                 timeout=20)
@@ -71,40 +72,44 @@ def test_start_status_second_run_and_stop(store_env: Path, capsys: pytest.Captur
 
 
 def test_sigterm_stops_cleanly_and_leaves_intents(store_env: Path, kache_process) -> None:
-    key = hexkey("sig")
-    client.write_intent(store_env, key, "sig")
+    key = add_entry(store_env, "sig", "s1")
+    unreachable = RemoteSpec("fake", endpoint="http://127.0.0.1:9")  # the upload fails and waits to retry
+    client.write_intent(store_env, key, "sig", unreachable)
     proc = kache_process()
     wait_for(lambda: client.request(store_env, {"op": "status"}, timeout=0.5), timeout=10, what="the daemon")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     assert not (store_env / "daemon.sock").exists() and not (store_env / "daemon.pid").exists()
-    assert os.listdir(store_env / "uploads") == [f"{key}.sig"]
+    assert intents(store_env, unreachable) == [f"{key}.sig"]
     assert "stopped (signal SIGTERM)" in (store_env / "daemon.log").read_text()
     assert "stopped (signal SIGTERM)" in proc.stderr.read()  # in the foreground it logs to stderr too
 
 
-def test_a_daemon_started_from_a_build_takes_its_remote_from_the_config_file(
+def test_a_daemon_started_from_a_build_serves_the_remote_each_request_names(
         store_env: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     user_config.write_text('[cache.remote]\nbucket = "team-cache"\n')
     monkeypatch.setenv("KACHE_S3_BUCKET", "one-builds-bucket")
     monkeypatch.setenv("CARGO_PKG_NAME", "somecrate")
     monkeypatch.setenv("RUSTC_WRAPPER", "kache")
+    wanted = RemoteSpec("one-builds-bucket", endpoint="http://127.0.0.1:9",
+                        credentials={"access_key": "AKIDBUILD", "secret_key": "build-secret-0123456789"})
     try:
         assert main(["daemon", "start", "--wait", "--from-build"]) == 0
-        err = capsys.readouterr().err
-        assert ("kache: warning: the daemon ignores KACHE_S3_BUCKET from this build's environment: put the remote "
-                "in the config file\n") in err
+        assert capsys.readouterr().err == ""
         st = client.request(store_env, {"op": "status"})
-        assert st is not None and st["remote"] == "s3://team-cache/artifacts"
+        assert st is not None and st["remote"] is None and st["remotes"] == []  # none until a build asks
         reply = client.request(store_env, {"op": "fetch", "crate": "x", "mkey": hexkey("m"),
-                                           "remote": "s3://one-builds-bucket/artifacts", "budget_ms": 10})
-        assert reply is not None and reply["ok"] is False and reply["error"].startswith("remote mismatch")
+                                           "remote": wanted.to_json(), "budget_ms": 10})
+        assert reply is not None and reply["ok"] is True and reply["imported"] == []
         assert main(["daemon"]) == 0
-        assert ("the daemon uses remote s3://team-cache/artifacts, these settings say "
-                "s3://one-builds-bucket/artifacts") in capsys.readouterr().err
+        text = capsys.readouterr().out
+        assert ("  remotes  s3://one-builds-bucket/artifacts at http://127.0.0.1:9 (credentials from environment, "
+                "0 upload(s) pending)\n") in text
+        assert "build-secret" not in text
     finally:
         main(["daemon", "stop"])
+    assert "build-secret-0123456789" not in (store_env / "daemon.log").read_text()
 
 
 def test_daemon_env_drops_build_and_remote_variables() -> None:

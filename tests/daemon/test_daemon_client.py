@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from kache.daemon import client
 from kache.daemon import protocol as P
+from kache.remote.spec import RemoteSpec
 from kache.wrapper import daemon_hit
 from tests.daemon.helpers import hexkey
 
@@ -111,9 +113,14 @@ def test_a_socket_path_longer_than_sun_path_still_works(start_daemon, tmp_path: 
 
 def test_write_intent_makes_an_owner_only_empty_file(store_root: Path) -> None:
     key = hexkey("w")
-    assert client.write_intent(store_root, key, "serde_json")
-    path = store_root / "uploads" / f"{key}.serde_json"
+    spec = RemoteSpec("team", endpoint="http://s3.local", credentials={"access_key": "AK", "secret_key": "SK-123456"})
+    assert client.write_intent(store_root, key, "serde_json", spec)
+    path = store_root / "uploads" / spec.id / f"{key}.serde_json"
     assert path.read_bytes() == b""
     assert (path.stat().st_mode & 0o777) == 0o600 and (path.parent.stat().st_mode & 0o777) == 0o700
-    assert client.write_intent(store_root, key, "serde_json")  # again: fine
-    assert not client.write_intent(store_root, "../../etc/passwd", "x")
+    kept = path.parent / "remote.json"
+    assert json.loads(kept.read_text()) == {"bucket": "team", "prefix": "artifacts", "endpoint": "http://s3.local",
+                                            "region": "us-east-1", "profile": None, "read_only": False}
+    assert (kept.stat().st_mode & 0o777) == 0o600
+    assert client.write_intent(store_root, key, "serde_json", spec)  # again: fine
+    assert not client.write_intent(store_root, "../../etc/passwd", "x", spec)

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from kache import settings as settings_mod
 from kache.daemon import client
 from kache.daemon.server import _AUTO
+from kache.remote import spec as spec_mod
 from kache.store.index import Store
-from tests.daemon.helpers import add_entry, hexkey, wait_for
+from tests.daemon.helpers import add_entry, hexkey, intents, wait_for
 
 ACCESS_KEY = "AKIAKACHEDAEMONTEST1"
 SECRET_KEY = "daemon/test+SECRET/value0123456789"
@@ -50,18 +52,20 @@ def test_upload_fetch_and_prefetch_through_the_real_remote(start_daemon, store_r
     key = add_entry(store_root, "shared_dep", "sd1", mkey=mkey)
     other = add_entry(store_root, "other_dep", "od1")
     a = start_daemon(remote=_AUTO)
-    assert a.status()["remote"] == f"s3://{s3_env['KACHE_S3_BUCKET']}/artifacts"
+    spec = spec_mod.from_settings(settings_mod.load())
+    assert spec is not None and spec.credentials["secret_key"] == SECRET_KEY
     for k, crate in ((key, "shared_dep"), (other, "other_dep")):
-        client.write_intent(store_root, k, crate)
-        assert client.notify(store_root, {"op": "upload", "key": k, "crate": crate})
+        client.write_intent(store_root, k, crate, spec)
+        assert client.notify(store_root, {"op": "upload", "key": k, "crate": crate, "remote": spec.to_json()})
     wait_for(lambda: a.status()["uploads_done"] == 2, timeout=15, what="two uploads")
-    assert os.listdir(store_root / "uploads") == []
+    assert a.status()["remote"] == f"s3://{s3_env['KACHE_S3_BUCKET']}/artifacts"
+    assert intents(store_root, spec) == []
     a.stop()
 
     b_root = tmp_path / "machine-b"
     b = start_daemon({"KACHE_CACHE_DIR": str(b_root)}, remote=_AUTO)
-    assert client.fetch(b_root, "shared_dep", hexkey("mkey nobody")) == []
-    assert client.fetch(b_root, "shared_dep", mkey, budget_ms=2500) == [key]
+    assert client.fetch(b_root, "shared_dep", hexkey("mkey nobody"), remote=spec.to_json()) == []
+    assert client.fetch(b_root, "shared_dep", mkey, budget_ms=2500, remote=spec.to_json()) == [key]
     store = Store(str(b_root))
     assert store.get(key) is not None and store.get(other) is None
     store.close()
@@ -73,7 +77,7 @@ def test_upload_fetch_and_prefetch_through_the_real_remote(start_daemon, store_r
     ws.mkdir()
     (ws / "Cargo.lock").write_text('version = 3\n\n[[package]]\nname = "other-dep"\nversion = "1.0.0"\n')
     c = start_daemon({"KACHE_CACHE_DIR": str(c_root)}, remote=_AUTO)
-    assert c.request({"op": "prefetch", "root": str(ws)}) == {"ok": True, "started": True}
+    assert c.request({"op": "prefetch", "root": str(ws), "remote": spec.to_json()}) == {"ok": True, "started": True}
     wait_for(lambda: c.status()["downloads"] == 1, timeout=15, what="the prefetch")
     store = Store(str(c_root))
     assert store.get(other) is not None and store.get(key) is None  # only what Cargo.lock names

@@ -15,7 +15,8 @@ from kache import __version__
 from kache.daemon import client
 from kache.daemon import protocol as P
 from kache.daemon.server import AlreadyRunning, Daemon, log_level
-from tests.daemon.helpers import FakeRemote, add_entry, hexkey, wait_for
+from kache.remote.spec import RemoteSpec
+from tests.daemon.helpers import FAKE, FAKE_DOC, FakeRemote, add_entry, hexkey, intents, wait_for
 from tests.hostile import accepted, tried
 from tests.test_hot_imports import one_file_lib
 
@@ -54,7 +55,7 @@ def test_status_over_the_socket(start_daemon, store_root: Path) -> None:
     assert st["last_error"] is None
     assert st["socket"] == str(store_root / "daemon.sock")
     assert st["log"] == str(store_root / "daemon.log")
-    assert st["remote"] == "s3://fake/artifacts"
+    assert st["remote"] is None and st["remotes"] == []  # no build asked for one yet
     assert (store_root / "daemon.pid").read_text() == f"{os.getpid()}\n"
 
 
@@ -108,7 +109,7 @@ def test_unknown_op_and_version_are_refused_but_the_connection_stays(start_daemo
     s.close()
     replies = [json.loads(x) for x in buf.splitlines()]
     assert replies[0] == {"ok": False, "error": 'unknown op: "dance": this daemon knows status, upload, fetch, '
-                                                "prefetch, hit, stop"}
+                                                "prefetch, hit, used, stop"}
     assert replies[1]["error"] == "unsupported protocol version: got 2, this daemon speaks 1"
     assert replies[2]["error"] == "unsupported protocol version: got null, this daemon speaks 1"
     assert replies[3]["error"] == ('invalid request: key = "../../etc": expected 16 to 128 lowercase hex digits')
@@ -133,23 +134,24 @@ def test_uploads_reach_the_remote_and_their_intents_go(start_daemon, fake_remote
     d = start_daemon()
     keys = [add_entry(store_root, "serde", f"s{i}") for i in range(3)]
     for key in keys:
-        assert client.write_intent(store_root, key, "serde")
-        reply = d.request({"op": "upload", "key": key, "crate": "serde"})
+        assert client.write_intent(store_root, key, "serde", FAKE)
+        reply = d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "serde"})
         assert reply is not None and reply["ok"] is True and reply["queued"] >= 1
-    again = d.request({"op": "upload", "key": keys[0], "crate": "serde"})  # deduplicated by key
+    again = d.request({"op": "upload", "remote": FAKE_DOC, "key": keys[0], "crate": "serde"})  # deduplicated by key
     assert again is not None and again["ok"] is True
     wait_for(lambda: sorted(fake_remote.uploaded) == sorted(keys) and d.status()["queue"] == 0, what="uploads")
     assert len(fake_remote.uploaded) == 3
-    assert os.listdir(store_root / "uploads") == []
+    assert intents(store_root) == []
     assert d.status()["uploads_done"] == 3
+    assert d.status()["remote"] == "s3://fake/artifacts"
 
 
 def test_an_upload_of_an_entry_no_longer_stored_is_dropped(start_daemon, fake_remote: FakeRemote,
                                                           store_root: Path) -> None:
     d = start_daemon()
     key = hexkey("gone")
-    assert d.request({"op": "upload", "key": key, "crate": "gone"})["ok"] is True  # type: ignore[index]
-    wait_for(lambda: not os.listdir(store_root / "uploads"), what="the intent to go")
+    assert d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "gone"})["ok"] is True  # type: ignore[index]
+    wait_for(lambda: not intents(store_root), what="the intent to go")
     assert fake_remote.uploaded == [] and d.status()["uploads_failed"] == 0
 
 
@@ -158,61 +160,61 @@ def test_failed_uploads_keep_their_intent_retry_and_give_up(start_daemon, fake_r
     fake_remote.fail_uploads = True
     d = start_daemon(retry_delay=0.05, max_tries=3)
     key = add_entry(store_root, "tokio", "t1")
-    client.write_intent(store_root, key, "tokio")
-    d.request({"op": "upload", "key": key, "crate": "tokio"})
+    client.write_intent(store_root, key, "tokio", FAKE)
+    d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "tokio"})
     st = wait_for(lambda: (s := d.status())["uploads_failed"] == 3 and s["queue"] == 0 and s, what="3 failures")
     assert st["last_error"] == f"upload failed: tokio {key[:16]}: remote upload failed: bucket fake: 503 Slow Down"
-    assert os.listdir(store_root / "uploads") == [f"{key}.tokio"]
+    assert intents(store_root) == [f"{key}.tokio"]
     time.sleep(0.2)
     assert d.status()["uploads_failed"] == 3  # given up: no more tries from this daemon
     log = (store_root / "daemon.log").read_text()
     assert "giving up after 3 tries" in log
     fake_remote.fail_uploads = False  # an explicit request tries again
-    d.request({"op": "upload", "key": key, "crate": "tokio"})
+    d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "tokio"})
     wait_for(lambda: fake_remote.uploaded == [key], what="the upload")
-    wait_for(lambda: not os.listdir(store_root / "uploads"), what="the intent to go")
+    wait_for(lambda: not intents(store_root), what="the intent to go")
 
 
 def test_intents_left_while_no_daemon_ran_are_uploaded_at_start(start_daemon, fake_remote: FakeRemote,
                                                                 store_root: Path) -> None:
     keys = [add_entry(store_root, "rand", f"r{i}") for i in range(4)]
     for key in keys:
-        client.write_intent(store_root, key, "rand")
-    (store_root / "uploads" / "not-an-intent.txt").write_text("")
+        client.write_intent(store_root, key, "rand", FAKE)
+    (store_root / "uploads" / FAKE.id / "not-an-intent.txt").write_text("")
     d = start_daemon()
     wait_for(lambda: sorted(fake_remote.uploaded) == sorted(keys), what="uploads from intents")
-    wait_for(lambda: os.listdir(store_root / "uploads") == ["not-an-intent.txt"], what="intents to go")
+    wait_for(lambda: intents(store_root) == ["not-an-intent.txt"], what="intents to go")
     assert d.status()["uploads_done"] == 4
 
 
 def test_intents_are_rescanned_periodically(start_daemon, fake_remote: FakeRemote, store_root: Path) -> None:
     start_daemon(scan_interval=0.1)
     key = add_entry(store_root, "log", "l1")
-    client.write_intent(store_root, key, "log")  # no notification: the scan finds it
+    client.write_intent(store_root, key, "log", FAKE)  # no notification: the scan finds it
     wait_for(lambda: fake_remote.uploaded == [key], what="the scan to upload it")
 
 
 def test_without_a_remote_uploads_are_refused_and_intents_stay(start_daemon, store_root: Path) -> None:
     key = add_entry(store_root, "syn", "y1")
-    client.write_intent(store_root, key, "syn")
+    client.write_intent(store_root, key, "syn", FAKE)
     d = start_daemon(remote=None)
     st = d.status()
     assert st["remote"] is None and st["queue"] == 0
-    reply = d.request({"op": "upload", "key": key, "crate": "syn"})
+    reply = d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "syn"})
     assert reply is not None and reply["ok"] is False and "no remote" in reply["error"]
-    assert d.request({"op": "fetch", "crate": "syn", "mkey": hexkey("m")}) == {"ok": True, "imported": [],
-                                                                               "remote": None}
-    assert os.listdir(store_root / "uploads") == [f"{key}.syn"]
+    no_remote = {"ok": True, "imported": [], "remote": None}
+    assert d.request({"op": "fetch", "remote": FAKE_DOC, "crate": "syn", "mkey": hexkey("m")}) == no_remote
+    assert intents(store_root) == [f"{key}.syn"]
 
 
 def test_fetch_imports_what_the_remote_has(start_daemon, fake_remote: FakeRemote, store_root: Path) -> None:
     mkey = hexkey("mkey anyhow")
     fake_remote.entries[mkey] = [("anyhow", "a1"), ("anyhow", "a2")]
     d = start_daemon()
-    reply = d.request({"op": "fetch", "crate": "anyhow", "mkey": mkey, "budget_ms": 2000}, timeout=3)
+    reply = d.request({"op": "fetch", "remote": FAKE_DOC, "crate": "anyhow", "mkey": mkey, "budget_ms": 2000}, timeout=3)
     assert reply == {"ok": True, "imported": [hexkey("key a1"), hexkey("key a2")]}
     assert d.status()["downloads"] == 2
-    empty = d.request({"op": "fetch", "crate": "anyhow", "mkey": hexkey("nothing")})
+    empty = d.request({"op": "fetch", "remote": FAKE_DOC, "crate": "anyhow", "mkey": hexkey("nothing")})
     assert empty == {"ok": True, "imported": []}
 
 
@@ -223,7 +225,7 @@ def test_fetch_answers_within_its_budget_with_what_it_has(start_daemon, fake_rem
     fake_remote.fetch_delay = 0.25  # first import at 0.25 s, second at 0.5 s
     d = start_daemon()
     began = time.monotonic()
-    reply = d.request({"op": "fetch", "crate": "slow", "mkey": mkey, "budget_ms": 400}, timeout=3)
+    reply = d.request({"op": "fetch", "remote": FAKE_DOC, "crate": "slow", "mkey": mkey, "budget_ms": 400}, timeout=3)
     took = time.monotonic() - began
     assert reply == {"ok": True, "imported": [hexkey("key s1")], "timed_out": True}
     assert 0.38 <= took < 0.8, took
@@ -232,18 +234,87 @@ def test_fetch_answers_within_its_budget_with_what_it_has(start_daemon, fake_rem
     capped = time.monotonic()
     fake_remote.entries[hexkey("m2")] = [("slow", "s3")] * 3
     fake_remote.fetch_delay = 5
-    reply = d.request({"op": "fetch", "crate": "slow", "mkey": hexkey("m2"), "budget_ms": 60000}, timeout=5)
+    reply = d.request({"op": "fetch", "remote": FAKE_DOC, "crate": "slow", "mkey": hexkey("m2"), "budget_ms": 60000}, timeout=5)
     assert reply == {"ok": True, "imported": [], "timed_out": True}
     assert time.monotonic() - capped < 3.3  # the hard maximum is 3000 ms
 
 
-def test_fetch_and_prefetch_refuse_another_remote(start_daemon, store_root: Path) -> None:
+def test_each_request_is_served_by_the_remote_it_names(start_daemon, store_root: Path) -> None:
+    """Two builds with two remotes over one store: each one's uploads and fetches go to its
+    own; a request naming no remote uses none; status shows both, never a credential."""
+    made: dict[str, FakeRemote] = {}
+
+    def factory(spec: RemoteSpec, for_fetch: bool) -> FakeRemote:
+        return made.setdefault(spec.bucket, FakeRemote())
+
+    secret = "secret-of-build-b-0123456789"
+    one = RemoteSpec("bucket-one", endpoint="http://127.0.0.1:1")
+    two = RemoteSpec("bucket-two", prefix="team", credentials={"access_key": "AKIDB", "secret_key": secret})
+    d = start_daemon(remote_factory=factory)
+    k1, k2 = add_entry(store_root, "serde", "s1"), add_entry(store_root, "serde", "s2")
+    assert d.request({"op": "upload", "key": k1, "crate": "serde", "remote": one.to_json()})["ok"] is True
+    assert d.request({"op": "upload", "key": k2, "crate": "serde", "remote": two.to_json()})["ok"] is True
+    wait_for(lambda: set(made) == {"bucket-one", "bucket-two"} and made["bucket-one"].uploaded == [k1]
+             and made["bucket-two"].uploaded == [k2], what="each upload in its own bucket")
+    mkey = hexkey("mkey anyhow")
+    made["bucket-two"].entries[mkey] = [("anyhow", "a1")]
+    assert d.request({"op": "fetch", "crate": "anyhow", "mkey": mkey, "remote": one.to_json()}) == \
+        {"ok": True, "imported": []}
+    assert d.request({"op": "fetch", "crate": "anyhow", "mkey": mkey, "remote": two.to_json()}, timeout=3) == \
+        {"ok": True, "imported": [hexkey("key a1")]}
+    assert d.request({"op": "fetch", "crate": "anyhow", "mkey": mkey}) == {"ok": True, "imported": [],
+                                                                        "remote": None}
+    refused = d.request({"op": "upload", "key": k1, "crate": "serde"})
+    assert refused is not None and refused["ok"] is False and "names no remote" in refused["error"]
+    old = d.request({"op": "fetch", "crate": "x", "mkey": mkey, "remote": "s3://bucket-one/artifacts"})
+    assert old == {"ok": False, "error": 'invalid request: remote = "s3://bucket-one/artifacts": expected an '
+                                         "object with a bucket"}
+    st = d.status()
+    assert [(r["url"], r["endpoint"], r["credentials"]) for r in st["remotes"]] == [
+        ("s3://bucket-one/artifacts", "http://127.0.0.1:1", "default chain"),
+        ("s3://bucket-two/team", None, "environment")]
+    assert st["remote"] == "s3://bucket-two/team"  # the one asked for last
+    assert secret not in json.dumps(st)
+    for spec in (one, two):
+        kept = json.loads((store_root / "uploads" / spec.id / "remote.json").read_text())
+        assert kept["bucket"] == spec.bucket and "credentials" not in kept
+    assert secret not in (store_root / "uploads" / two.id / "remote.json").read_text()
+
+
+def test_a_read_only_build_uploads_nothing_and_records_no_use(start_daemon, fake_remote: FakeRemote,
+                                                              store_root: Path) -> None:
+    ro = RemoteSpec("fake", read_only=True).to_json()
     d = start_daemon()
-    reply = d.request({"op": "fetch", "crate": "x", "mkey": hexkey("m"), "remote": "s3://other/cache"})
-    assert reply == {"ok": False, "error": "remote mismatch: this daemon uses s3://fake/artifacts, the request wants "
-                                           "s3://other/cache", "remote": "s3://fake/artifacts"}
-    ok = d.request({"op": "fetch", "crate": "x", "mkey": hexkey("m"), "remote": "s3://fake/artifacts"})
-    assert ok == {"ok": True, "imported": []}
+    key = add_entry(store_root, "serde", "s1")
+    reply = d.request({"op": "upload", "key": key, "crate": "serde", "remote": ro})
+    assert reply is not None and reply["ok"] is False and "read-only" in reply["error"]
+    assert d.request({"op": "used", "key": key, "crate": "serde", "remote": ro}) == {"ok": True, "queued": False}
+    assert intents(store_root) == [] and fake_remote.uploaded == [] and fake_remote.used == []
+
+
+def test_uses_are_recorded_once_a_day(start_daemon, fake_remote: FakeRemote, store_root: Path) -> None:
+    mkey = hexkey("mkey anyhow")
+    fake_remote.entries[mkey] = [("anyhow", "a1")]
+    d = start_daemon()
+    assert d.request({"op": "fetch", "remote": FAKE_DOC, "crate": "anyhow", "mkey": mkey}, timeout=3)["imported"]
+    wait_for(lambda: fake_remote.used == [("anyhow", hexkey("key a1"))], what="the fetch's use record")
+    key = hexkey("key p1")
+    assert d.request({"op": "used", "remote": FAKE_DOC, "key": key, "crate": "tokio"}) == {"ok": True, "queued": True}
+    assert d.request({"op": "used", "remote": FAKE_DOC, "key": key, "crate": "tokio"}) == {"ok": True,
+                                                                                          "queued": False}
+    wait_for(lambda: len(fake_remote.used) == 2, what="the use record")
+
+
+def test_intents_of_an_older_kache_go_to_the_daemons_own_remote(start_daemon, fake_remote: FakeRemote,
+                                                                store_root: Path) -> None:
+    key = add_entry(store_root, "rand", "r1")
+    (store_root / "uploads").mkdir()
+    (store_root / "uploads" / f"{key}.rand").write_text("")  # no remote named: an older kache's
+    own = RemoteSpec("team-cache")
+    d = start_daemon({"KACHE_S3_BUCKET": "team-cache"})
+    wait_for(lambda: fake_remote.uploaded == [key], what="the adopted intent's upload")
+    wait_for(lambda: intents(store_root, own) == [], what="the intent to go")
+    assert d.status()["remotes"][0]["url"] == "s3://team-cache/artifacts"
 
 
 def test_prefetch_runs_once_per_root_in_the_background(start_daemon, tmp_path: Path) -> None:
@@ -259,13 +330,13 @@ def test_prefetch_runs_once_per_root_in_the_background(start_daemon, tmp_path: P
     (ws / "Cargo.lock").write_text("version = 3\n")
     d = start_daemon(sync=sync)
     began = time.monotonic()
-    assert d.request({"op": "prefetch", "root": str(ws)}) == {"ok": True, "started": True}
+    assert d.request({"op": "prefetch", "remote": FAKE_DOC, "root": str(ws)}) == {"ok": True, "started": True}
     assert time.monotonic() - began < 0.15  # replied before the pull finished
-    again = d.request({"op": "prefetch", "root": str(ws) + "/"})
+    again = d.request({"op": "prefetch", "remote": FAKE_DOC, "root": str(ws) + "/"})
     assert again is not None and again["started"] is False and "started 0s ago" in again["reason"]
-    other = d.request({"op": "prefetch", "root": str(tmp_path)})
+    other = d.request({"op": "prefetch", "remote": FAKE_DOC, "root": str(tmp_path)})
     assert other == {"ok": True, "started": False, "reason": f"no Cargo.lock in {tmp_path}"}
-    bad = d.request({"op": "prefetch", "root": "relative/path"})
+    bad = d.request({"op": "prefetch", "remote": FAKE_DOC, "root": "relative/path"})
     assert bad == {"ok": False, "error": 'invalid request: root = "relative/path": expected an absolute path'}
     wait_for(lambda: d.status()["downloads"] == 2, what="the prefetch to finish")
     assert d.status()["prefetches"] == 1
@@ -299,14 +370,14 @@ def test_stop_replies_then_exits_leaving_pending_intents(start_daemon, fake_remo
     fake_remote.fail_uploads = True
     d = start_daemon(retry_delay=60)
     key = add_entry(store_root, "pending", "p1")
-    client.write_intent(store_root, key, "pending")
-    d.request({"op": "upload", "key": key, "crate": "pending"})
+    client.write_intent(store_root, key, "pending", FAKE)
+    d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "pending"})
     wait_for(lambda: d.status()["uploads_failed"] == 1, what="a failed upload")
     assert d.request({"op": "stop"}) == {"ok": True, "stopping": True, "pid": os.getpid()}
     d.thread.join(5)
     assert not d.thread.is_alive() and d.result == {"code": 0}
     assert not (store_root / "daemon.sock").exists() and not (store_root / "daemon.pid").exists()
-    assert os.listdir(store_root / "uploads") == [f"{key}.pending"]
+    assert intents(store_root) == [f"{key}.pending"]
     assert "1 upload(s) left as intents" in (store_root / "daemon.log").read_text()
 
 
@@ -345,7 +416,7 @@ def test_credentials_never_reach_the_log(start_daemon, fake_remote: FakeRemote, 
     fake_remote.upload_entry = leaky  # type: ignore[method-assign]
     d = start_daemon({"KACHE_S3_SECRET_KEY": secret}, max_tries=1)
     key = add_entry(store_root, "leak", "k1")
-    d.request({"op": "upload", "key": key, "crate": "leak"})
+    d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "leak"})
     wait_for(lambda: d.status()["uploads_failed"] == 1, what="the failure")
     d.stop()
     log = (store_root / "daemon.log").read_text()

@@ -42,6 +42,7 @@ from tests import reliability
 from tests.conftest import ROOT
 from tests.e2e.conftest import Workspace
 from tests.remote.helpers import ACCESS_KEY, SECRET_KEY
+from tests.daemon.helpers import pending_intents
 
 INJECT_DIR = ROOT / "tests" / "faults" / "inject"
 KACHE_EXE = str(Path(sys.executable).with_name("kache"))
@@ -466,8 +467,7 @@ def daemons() -> Iterator[list[DaemonProc]]:
 
 def intents(store: Path) -> set[str]:
     """Keys with an upload intent in the store."""
-    d = store / "uploads"
-    return {name.split(".", 1)[0] for name in os.listdir(d)} if d.is_dir() else set()
+    return {p.name.split(".", 1)[0] for p in pending_intents(store)}
 
 
 def store_keys(store: Path) -> dict[str, str]:
@@ -515,6 +515,22 @@ def damaged_blobs(store: Path) -> list[str]:
 def copy_store(template: Path, dest: Path) -> Path:
     shutil.copytree(template, dest, symlinks=True)
     return dest
+
+
+def retarget_intents(store: Path, endpoint: str, bucket: str) -> None:
+    """Point a copied store's upload intents at another remote, as if the build that left
+    them had asked for that one (intents remember their remote: kache.daemon.remotes)."""
+    from kache import settings as settings_mod
+    from kache.daemon import client
+    from kache.remote import spec as spec_mod
+
+    spec = spec_mod.from_settings(settings_mod.load({**remote_env(endpoint, bucket), "HOME": str(store)}))
+    assert spec is not None
+    for path in pending_intents(store):
+        key, _, crate = path.name.partition(".")
+        assert client.write_intent(store, key, crate, spec)
+        if path.parent.name != spec.id:
+            path.unlink()
 
 
 def kache(ws: Workspace, *args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:

@@ -50,6 +50,7 @@ from tests.faults.remote_helpers import (  # noqa: F401 (fixtures)
     proxy,
     remote_env,
     remote_state,
+    retarget_intents,
     s3,
     s3_client,
     store_keys,
@@ -136,6 +137,7 @@ def test_a_daemon_killed_mid_upload_keeps_the_intent_and_a_restart_finishes_it(
     restarted daemon finishes every upload, and a fresh machine gets a correct app."""
     store = copy_store(prepared.store, tmp_path / "a-cache")
     bucket = new_bucket(s3)
+    retarget_intents(store, proxy.url, bucket)
     env = {"KACHE_CACHE_DIR": str(store), **remote_env(proxy.url, bucket), "KACHE_S3_CONCURRENCY": "1"}
     fault = UPLOAD_KILLS[stage]
     if isinstance(fault, str):

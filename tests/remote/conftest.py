@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,15 +17,31 @@ from tests.remote.helpers import ACCESS_KEY, SECRET_KEY
 _buckets = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 (a free port), in this process: its endpoint."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def second_moto() -> Iterator[str]:
+    """Another S3 server (another endpoint, its own buckets)."""
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

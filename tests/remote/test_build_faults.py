@@ -15,6 +15,7 @@ import pytest
 from kache.store.index import Store
 from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, machines, outcomes  # noqa: F401 (fixture)
 from tests.remote.test_daemon_e2e import configure, kache, started  # noqa: F401 (fixture)
+from tests.daemon.helpers import pending_intents
 
 pytestmark = pytest.mark.e2e
 
@@ -93,7 +94,7 @@ def test_a_bad_remote_never_fails_or_stalls_a_build(kind: str, machines: Callabl
     assert Store(str(ws.store)).check(verify_hashes=True) == []
     # What could not be uploaded is still queued, for a later daemon or `kache sync --push`.
     time.sleep(0.5)
-    assert any((ws.store / "uploads").iterdir())
+    assert pending_intents(ws.store)
 
 
 def test_an_object_with_wrong_content_is_rejected_and_the_build_compiles(
@@ -109,7 +110,7 @@ def test_an_object_with_wrong_content_is_rejected_and_the_build_compiles(
     a.build()
     uploads = a.store / "uploads"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not uploads.exists() or any(uploads.iterdir())):
+    while time.monotonic() < deadline and (not uploads.exists() or pending_intents(a.store)):
         time.sleep(0.2)
     kache(a, "daemon", "stop")
     # Corrupt every archive on the remote: valid-looking names, wrong bytes.

@@ -87,13 +87,17 @@ def test_settings_and_credential_order(s3_env: dict[str, str], monkeypatch: pyte
     with pytest.raises(RemoteError, match="remote setup failed: profile 'nope': not found"):
         make_remote().client()
 
-    # Neither: the AWS default chain.
+    # Neither: AWS's variables, taken explicitly (so a daemon gets a build's own keys).
     monkeypatch.delenv("KACHE_S3_PROFILE")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     r = make_remote()
-    assert r.credential_source == "default chain"
+    assert r.credential_source == "env"
     assert r.get("artifacts/probe") == b"x"
+    # None of these: the AWS default chain (the daemon's own environment, ~/.aws, roles).
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert make_remote().credential_source == "default chain"
 
 
 # --------------------------------------------------------------------------- objects

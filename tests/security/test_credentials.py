@@ -45,6 +45,7 @@ import pytest
 
 from tests import reliability
 from tests.conftest import _CLEARED_PREFIXES, FIXTURES
+from tests.daemon.helpers import pending_intents
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -297,7 +298,7 @@ def test_a_build_and_its_daemon_leak_no_credential(machine: Machine, remotes: Re
     try:
         machine.build(f"build ({which})", env)
         if which == "moto":
-            _wait_for(lambda: "uploaded" in _log(store) and not any((store / "uploads").iterdir()),
+            _wait_for(lambda: "uploaded" in _log(store) and not pending_intents(store),
                       "the uploads to moto")
         else:
             _wait_for(lambda: "upload failed" in _log(store), "an upload failure in the daemon's log")
@@ -314,14 +315,17 @@ def test_a_build_and_its_daemon_leak_no_credential(machine: Machine, remotes: Re
 
 @pytest.fixture(scope="module")
 def filled_store(machine: Machine) -> Path:
-    """A store with entries of the workspace's crates and their upload intents pending
-    (what a build leaves when no daemon runs), made directly: copied for each test."""
-    from kache.daemon import client
+    """A store with entries of the workspace's crates and their upload intents pending,
+    made directly: copied for each test. The intents name no remote, as an older kache
+    left them: the daemon sends them to the remote of its own settings, with its own
+    credentials."""
     from tests.daemon.helpers import add_entry
 
     store = machine.base / "store-filled"
     for crate in ("kc_core", "kc_util", "kc_macros"):
-        assert client.write_intent(store, add_entry(store, crate, f"creds {crate}"), crate)
+        key = add_entry(store, crate, f"creds {crate}")
+        (store / "uploads").mkdir(mode=0o700, exist_ok=True)
+        (store / "uploads" / f"{key}.{crate}").touch(mode=0o600)
     return store
 
 
@@ -355,11 +359,16 @@ def test_the_daemon_at_debug_level_leaks_no_credential(machine: Machine, remotes
 
     with ThreadPoolExecutor(max_workers=len(creds)) as pool:
         list(pool.map(run, creds))
-    run("keys", "moto", remotes.moto, "uploaded")  # and once where uploads succeed
+    # And once where uploads succeed, from a fresh copy: the 403 run moved the intents
+    # under that remote's directory, where they stay (intents remember their remote).
+    echoed = dict(stores)
+    shutil.copytree(filled_store, machine.base / "store-daemon-keys-moto")
+    stores["keys"] = machine.base / "store-daemon-keys-moto"
+    run("keys", "moto", remotes.moto, "uploaded")
     _assert_no_leak(machine)  # the daemon.log files are under the machine's directory
     for kind, (_, access) in creds.items():
         assert remotes.e403.saw(f"Credential={access}/"), kind
-        assert "[redacted]" in _log(stores[kind]), f"{kind}: the echo never came back to the daemon"
+        assert "[redacted]" in _log(echoed[kind]), f"{kind}: the echo never came back to the daemon"
 
 
 # ---------------------------------------------------------------------- commands

@@ -33,6 +33,7 @@ import pytest
 
 from tests import reliability
 from tests.conftest import _CLEARED_PREFIXES, FIXTURES, kache_log
+from tests.daemon.helpers import pending_intents
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -189,7 +190,7 @@ def test_a_store_built_under_umask_022_is_owner_only(built: Built, held_open: No
         assert (store / name).is_file(), f"{name} was not created: nothing to check"
     sock = store / "daemon.sock"
     assert stat.S_ISSOCK(os.lstat(sock).st_mode)
-    intents = list((store / "uploads").iterdir())
+    intents = pending_intents(store)
     blobs = [p for p in (store / "store").glob("*/*") if p.is_file()]
     assert intents and blobs, (intents, blobs)
     assert mode(store) == 0o700
@@ -326,7 +327,7 @@ def test_a_second_user_can_reach_nothing_in_the_store(built: Built, controls: tu
     probe, control_sock = controls
     store = built.store
     blob = next(p for p in (store / "store").glob("*/*") if p.is_file())
-    intent = next((store / "uploads").iterdir())
+    intent = pending_intents(store)[0]
     denied = [("list", store), ("list", store / "store"), ("list", blob.parent), ("read", store / "index.db"),
               ("read", blob), ("read", store / "events.jsonl"), ("read", store / "daemon.log"),
               ("read", intent), ("create", store / "uploads" / f"{'0' * 64}.evil"),
@@ -348,7 +349,7 @@ def test_files_stay_private_even_in_directories_opened_to_others(built: Built) -
     dirs = [store, *(p for p in store.rglob("*") if p.is_dir())]
     before = {d: mode(d) for d in dirs}
     private = [store / "index.db", store / "events.jsonl", store / "daemon.log", store / "daemon.pid",
-               next((store / "uploads").iterdir()), *list((store / "locks").iterdir())[:1]]
+               pending_intents(store)[0], *list((store / "locks").iterdir())[:1]]
     try:
         for d in dirs:
             d.chmod(0o755)

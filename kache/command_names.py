@@ -13,6 +13,6 @@ LAZY_COMMANDS = {
     "config": "config",
     "daemon": "daemon",
     "dev": "dev",
-    "sync": "remote",
+    "sync": "remote", "remote": "remote",
     "demo": "setup", "clean": "setup", "init": "setup", "doctor": "setup",
 }

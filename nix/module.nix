@@ -188,7 +188,7 @@ in
                         description = "Bucket that holds the shared cache. Unset means no remote. Environment variable: `KACHE_S3_BUCKET`.";
                       };
                       endpoint = lib.mkOption {
-                        type = lib.types.nullOr (lib.types.strMatching "https?://.*");
+                        type = lib.types.nullOr (lib.types.strMatching "https?://[^/@]+(/.*)?");
                         default = null;
                         example = "https://s3.example.com";
                         description = "URL of a custom S3 endpoint, needed for Ceph, MinIO and R2 (path-style addressing is used then). Unset means AWS. Environment variable: `KACHE_S3_ENDPOINT`.";

@@ -118,7 +118,11 @@ def test_invalid_toml_names_file_line_and_column(clean_env: Path, user_config: P
         ('[cache.remote]\ntype = "gcs"\n',
          'cache.remote.type = "gcs": must be one of "s3"'),
         ('[cache.remote]\nendpoint = "minio:9000"\n',
-         'cache.remote.endpoint = "minio:9000": expected a URL starting with http:// or https://'),
+         'cache.remote.endpoint = "minio:9000": expected a URL starting with http:// or https://, without '
+         'credentials in it (give them in KACHE_S3_ACCESS_KEY and KACHE_S3_SECRET_KEY or a profile)'),
+        ('[cache.remote]\nendpoint = "http://AK:SECRET@minio:9000"\n',
+         'cache.remote.endpoint = "http://AK:SECRET@minio:9000": expected a URL starting with http:// or https://, '
+         'without credentials in it (give them in KACHE_S3_ACCESS_KEY and KACHE_S3_SECRET_KEY or a profile)'),
         ('[cache.remote]\nprefix = "a b"\n',
          'cache.remote.prefix = "a b": expected letters, digits and . _ / - only'),
         ('[cache.remote]\nbucket = "x"\n',

@@ -92,8 +92,9 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
         click.echo("  remotes  none yet (each build brings the remote its settings name)")
     for i, x in enumerate(remotes):
         where = f" at {x['endpoint']}" if x.get("endpoint") else ""
+        down = "; not answering: builds do not ask it for a minute" if x.get("down") else ""
         click.echo(f"  {'remotes' if i == 0 else '       '}  {x.get('url')}{where} (credentials from "
-                   f"{x.get('credentials')}, {x.get('queue', 0)} upload(s) pending)")
+                   f"{x.get('credentials')}, {x.get('queue', 0)} upload(s) pending{down})")
     click.echo(f"  socket   {r.get('socket')}")
     click.echo(f"  log      {r.get('log')}")
     if r.get("last_error"):

@@ -168,7 +168,8 @@ def notify(store_root: str | os.PathLike[str], message: dict[str, Any]) -> bool:
 
 
 def intent_path(store_root: str | os.PathLike[str], key: str, crate: str, remote_id: str | None = None) -> str | None:
-    """``<store_root>/uploads/<remote_id>/<key>.<crate>`` (``uploads/<key>.<crate>``
+    """``<store_root>/uploads/<remote_id>/<key>.<crate>`` (the remote's queue id:
+    place and access; ``uploads/<key>.<crate>``
     without a remote id: an intent of an older kache), or None when key, crate or
     remote id is not valid."""
     if not (16 <= len(key) <= 128 and _HEX.issuperset(key)):
@@ -177,7 +178,7 @@ def intent_path(store_root: str | os.PathLike[str], key: str, crate: str, remote
         return None
     if remote_id is None:
         return os.path.join(os.fspath(store_root), INTENTS_DIR, f"{key}.{crate}")
-    if not (len(remote_id) == 16 and _HEX.issuperset(remote_id)):
+    if not (len(remote_id) == 24 and _HEX.issuperset(remote_id)):
         return None
     return os.path.join(os.fspath(store_root), INTENTS_DIR, remote_id, f"{key}.{crate}")
 
@@ -186,7 +187,7 @@ def write_intent(store_root: str | os.PathLike[str], key: str, crate: str, remot
     """Leave a durable upload intent (an empty file) for the daemon, in the directory of
     its remote (a :class:`kache.remote.spec.RemoteSpec`, whose ``remote.json`` is written
     there first, without credentials); True on success."""
-    path = intent_path(store_root, key, crate, remote.id)
+    path = intent_path(store_root, key, crate, remote.queue_id)
     if path is None:
         return False
     try:

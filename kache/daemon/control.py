@@ -124,15 +124,20 @@ def daemon_env(env: Mapping[str, str], *, from_build: bool) -> tuple[dict[str, s
     ``from_build`` (the wrapper's ``start --from-build``, or a ``start`` run inside a
     compile, seen by cargo's ``CARGO_PKG_NAME``/``CARGO_CRATE_NAME``): also without the
     variables that choose the remote (``cache.remote.*``: bucket, endpoint, prefix, …).
-    Builds name their remote in each request; the daemon's own settings name one only
-    for the upload intents an older kache left, and that one comes from the config
-    files. Credentials are kept: they choose no remote.
+    Builds name their remote, with their credentials, in each request; the daemon's own
+    settings name one only for the upload intents an older kache left, and that one
+    comes from the config files. The build's credential variables (``KACHE_S3_*`` keys,
+    ``AWS_*`` keys, profile and files) go too: a daemon a build started must not lend
+    that build's keys to another build. A daemon started by hand or by a service keeps
+    them, for the builds that bring none.
     """
     from_build = from_build or any(k in env for k in _CARGO_COMPILE_MARKERS)
     out = {k: v for k, v in env.items() if not k.startswith("CARGO") and k not in BUILD_VARIABLES}
     stripped: list[str] = []
     if from_build:
-        for name in _remote_variables():
+        from kache.remote.spec import CREDENTIAL_VARIABLES
+
+        for name in (*_remote_variables(), *CREDENTIAL_VARIABLES):
             if name in out:
                 del out[name]
                 stripped.append(name)

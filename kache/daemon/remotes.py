@@ -2,15 +2,16 @@
 
 A build names its remote in every request that touches one (``fetch``, ``prefetch``,
 ``upload``, ``used``; :mod:`kache.remote.spec`). The daemon keeps one :class:`Served`
-per place (endpoint, bucket, prefix, region): two clients (one with short timeouts for
-the fetches a build waits on) built from the spec of the last build that could write
-to it, so rotated credentials take over. A read-only build's credentials never replace
-a writer's (they may not be allowed to write).
+per place (endpoint, bucket, prefix, region) *and* access (access key id, profile,
+credential files): two clients (one with short timeouts for the fetches a build waits
+on), made from that build's credentials and remade when they change (a rotated secret,
+a refreshed ``~/.aws/credentials``). An upload goes out with the credentials of the
+build that asked for it, never with another build's.
 
-Upload intents remember their remote under ``<store>/uploads/<id>/`` with the spec,
-without credentials, in ``remote.json``: a daemon that starts later uploads them with
-the credentials the next build sends, or meanwhile with the profile and default AWS
-chain of its own environment.
+Upload intents remember their remote under ``<store>/uploads/<queue id>/`` with the
+spec, without credentials, in ``remote.json``: a daemon that starts later uploads the
+intents of builds that brought no keys with its own credentials, and keeps those of
+builds that brought keys until a build with the same access key asks again.
 """
 
 from __future__ import annotations
@@ -39,12 +40,14 @@ Factory = Callable[[RemoteSpec, bool], Any]
 
 
 def valid_id(name: str) -> bool:
-    return len(name) == 16 and _HEX.issuperset(name)
+    """An intents' directory name: a queue id (:attr:`RemoteSpec.queue_id`)."""
+    return len(name) == 24 and _HEX.issuperset(name)
 
 
 def write_spec(intents_dir: str, spec: RemoteSpec) -> str:
-    """``uploads/<id>/`` with its ``remote.json`` (written once, atomically); the directory."""
-    where = os.path.join(intents_dir, spec.id)
+    """``uploads/<queue id>/`` with its ``remote.json`` (without credentials; written
+    once, atomically); the directory."""
+    where = os.path.join(intents_dir, spec.queue_id)
     path = os.path.join(where, SPEC_NAME)
     if os.path.exists(path):
         return where
@@ -60,28 +63,27 @@ def write_spec(intents_dir: str, spec: RemoteSpec) -> str:
     return where
 
 
-def read_spec(intents_dir: str, rid: str) -> RemoteSpec | None:
-    """The spec an intent directory names (None when missing or unreadable)."""
+def read_spec(intents_dir: str, queue_id: str) -> RemoteSpec | None:
+    """The spec an intents' directory keeps (None when missing or unreadable)."""
+    folder = os.path.join(intents_dir, queue_id)
     try:
-        with open(os.path.join(intents_dir, rid, SPEC_NAME), encoding="utf-8") as f:
-            found = spec_mod.from_json(json.load(f))
+        with open(os.path.join(folder, SPEC_NAME), encoding="utf-8") as f:
+            return spec_mod.from_json(json.load(f))
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError) as e:
-        log.warning("upload intents: %s: cannot read %s: %s", os.path.join(intents_dir, rid), SPEC_NAME, e)
+        log.warning("upload intents: %s: cannot read %s: %s", folder, SPEC_NAME, e)
         return None
-    if found.id != rid:
-        log.warning("upload intents: %s: its %s names another remote (%s)", os.path.join(intents_dir, rid),
-                    SPEC_NAME, found.url)
-        return None
-    return found
 
 
 class Served:
-    """One remote the daemon serves."""
+    """One remote the daemon serves, for one access (who asks: :attr:`RemoteSpec.access_id`)."""
 
-    __slots__ = ("spec", "remote", "fetch_remote", "asked", "old")
+    __slots__ = ("spec", "remote", "fetch_remote", "asked", "old", "stamp", "failures", "down_until")
 
-    def __init__(self, spec: RemoteSpec, remote: Any, fetch_remote: Any) -> None:
+    def __init__(self, spec: RemoteSpec, remote: Any, fetch_remote: Any, stamp: tuple[Any, ...]) -> None:
         self.spec = spec
+        """As the build sent it (its credentials; the daemon's own fill a spec without)."""
         self.remote = remote
         """For uploads, prefetch and use records."""
         self.fetch_remote = fetch_remote
@@ -90,24 +92,54 @@ class Served:
         """When a build last asked for it (``time.time()``; 0: known from intents only)."""
         self.old: list[Any] = []
         """Clients replaced by newer credentials (closed with the daemon)."""
+        self.stamp = stamp
+        """The credentials and the credential files' times its clients were made with."""
+        self.failures = 0
+        """Fetches in a row that failed or ran out of time."""
+        self.down_until = 0.0
+        """Until then (monotonic), fetches are not tried: the remote does not answer."""
 
     @property
     def id(self) -> str:
-        return self.spec.id
+        """The place and the access: the intents' directory."""
+        return self.spec.queue_id
+
+    def fetch_failed(self) -> bool:
+        """Count a fetch that failed or timed out; True when that makes the remote "down"
+        (no fetches for :data:`DOWN_SECS`: a build stops waiting its budget on every miss)."""
+        self.failures += 1
+        if self.failures >= DOWN_AFTER:
+            self.failures = 0
+            self.down_until = time.monotonic() + DOWN_SECS
+            return True
+        return False
 
     def to_json(self) -> dict[str, Any]:
         """What ``status`` shows: never the credentials."""
         return {"url": self.spec.url, "endpoint": self.spec.endpoint, "region": self.spec.region,
                 "credentials": self.spec.credential_source,
-                "asked": round(self.asked, 3) if self.asked else None}
+                "asked": round(self.asked, 3) if self.asked else None,
+                "down": self.down_until > time.monotonic()}
+
+
+DOWN_AFTER = 3
+"""Fetches in a row that fail or time out before a remote counts as down."""
+DOWN_SECS = 60.0
 
 
 class Remotes:
-    """The remotes of one daemon, by id. Thread-safe.
+    """The remotes of one daemon, by place and access. Thread-safe.
 
     ``factory`` makes the clients; ``on_secrets`` learns every credential a build sends
     (for the log's redaction) before anything can log it; ``env`` is the daemon's own
-    environment, whose credentials serve intents no build has asked for yet.
+    environment: its credentials (a service's ``KACHE_S3_*`` or ``AWS_*``; a daemon a
+    build started has none) serve the builds that bring none.
+
+    Each upload goes out with the credentials of the build that asked for it: builds
+    with another access key, profile or credential files have their own clients and
+    queue. An intent left on disk by a build that brought keys waits until a build with
+    the same access key asks again (the daemon keeps no secret on disk); one that
+    brought none is uploaded with the daemon's own.
     """
 
     def __init__(self, factory: Factory, on_secrets: Callable[[list[str]], None] | None = None,
@@ -126,34 +158,31 @@ class Remotes:
         spec = spec_mod.from_json(doc)
         if self._on_secrets is not None and spec.credentials:
             self._on_secrets(spec.secrets())
-        served = self._get(spec, refresh=not spec.read_only)
+        served = self.serve(spec)
         if served is not None:
             served.asked = time.time()
         return served
 
-    def for_intents(self, intents_dir: str, rid: str) -> Served | None:
-        """The remote of an intent directory: the one a build asked for, else built from its
-        ``remote.json`` with the credentials of the daemon's own environment (a service's
-        ``KACHE_S3_*`` or ``AWS_*``, its profile, the default chain)."""
+    def for_intents(self, intents_dir: str, queue_id: str) -> Served | None:
+        """The remote of an intent directory: the one a build asked for; else, when the
+        build that left them brought no keys, built from its ``remote.json``; else None
+        (they wait for a build with the same access key)."""
         with self._lock:
-            served = self._served.get(rid)
+            served = self._served.get(queue_id)
         if served is not None:
             return served
-        spec = read_spec(intents_dir, rid)
-        if spec is None:
+        spec = read_spec(intents_dir, queue_id)
+        if spec is None or spec.queue_id != queue_id:  # its build brought keys: they are not on disk
             return None
-        spec = spec_mod.with_access(spec, self._env)
-        if self._on_secrets is not None and spec.credentials:
-            self._on_secrets(spec.secrets())
-        return self._get(spec, refresh=False)
+        return self.serve(spec)
 
-    def get(self, rid: str) -> Served | None:
+    def get(self, queue_id: str) -> Served | None:
         with self._lock:
-            return self._served.get(rid)
+            return self._served.get(queue_id)
 
     def all(self) -> list[Served]:
         with self._lock:
-            return sorted(self._served.values(), key=lambda s: s.spec.url)
+            return sorted(self._served.values(), key=lambda s: (s.spec.url, s.id))
 
     def close(self) -> None:
         with self._lock:
@@ -171,30 +200,43 @@ class Remotes:
                     except Exception:  # noqa: BLE001 - closing is best effort
                         pass
 
-    def _get(self, spec: RemoteSpec, *, refresh: bool) -> Served | None:
+    def _stamp(self, spec: RemoteSpec) -> tuple[Any, ...]:
+        """What the clients depend on: the credentials and the credential files' times (a
+        rotated key in ``~/.aws/credentials``, a refreshed SSO session)."""
+        times = []
+        for path in sorted(spec.files.values()):
+            try:
+                st = os.stat(path)
+                times.append((path, st.st_mtime_ns, st.st_size))
+            except OSError:
+                times.append((path, None, None))
+        return (tuple(sorted(spec.credentials.items())), tuple(times))
+
+    def serve(self, spec: RemoteSpec) -> Served | None:
+        """The remote of ``spec`` (made, or remade when its credentials changed)."""
+        stamp = self._stamp(spec)
         with self._lock:
-            served = self._served.get(spec.id)
-            if served is not None and (not refresh or _same_access(served.spec, spec)):
+            served = self._served.get(spec.queue_id)
+            if served is not None and served.stamp == stamp:
                 return served
-        remote = self._factory(spec, False)
+        access = spec_mod.with_access(spec, self._env)  # the daemon's own keys for a build without
+        if self._on_secrets is not None and access.credentials:
+            self._on_secrets(access.secrets())
+        remote = self._factory(access, False)
         if remote is None:
             return None
-        fetch_remote = self._factory(spec, True)
+        fetch_remote = self._factory(access, True)
         with self._lock:
-            current = self._served.get(spec.id)
+            current = self._served.get(spec.queue_id)
             if current is None:
-                current = self._served[spec.id] = Served(spec, remote, fetch_remote)
-                log.info("serving remote %s (credentials from %s)", spec.where, spec.credential_source)
-            elif refresh and not _same_access(current.spec, spec):
+                current = self._served[spec.queue_id] = Served(spec, remote, fetch_remote, stamp)
+                log.info("serving remote %s (credentials from %s)", spec.where, access.credential_source)
+            elif current.stamp != stamp:
                 current.old.extend(r for r in (current.remote, current.fetch_remote) if r is not None)
-                current.spec, current.remote, current.fetch_remote = spec, remote, fetch_remote
-                log.info("remote %s: a build sent other credentials (from %s); using them from now on",
-                         spec.where, spec.credential_source)
+                current.spec, current.remote, current.fetch_remote, current.stamp = spec, remote, fetch_remote, stamp
+                log.info("remote %s: the credentials of %s changed; using the new ones", spec.where,
+                         access.credential_source)
             return current
-
-
-def _same_access(a: RemoteSpec, b: RemoteSpec) -> bool:
-    return (a.credentials, a.profile, a.files) == (b.credentials, b.profile, b.files)
 
 
 def default_factory(concurrency: int, compression_level: int, fetch_max_ms: int) -> Factory:

@@ -63,7 +63,7 @@ from kache import __version__
 from kache.daemon import client
 from kache.daemon import protocol as P
 from kache.daemon.protocol import ProtocolError
-from kache.daemon.remotes import Remotes, Served, default_factory, valid_id
+from kache.daemon.remotes import DOWN_SECS, Remotes, Served, default_factory, valid_id
 from kache.errors import KacheError
 from kache.remote.spec import SpecError
 
@@ -365,11 +365,13 @@ class Daemon:
                      __version__, self.root, f"{self.idle_timeout:g}s" if self.idle_timeout > 0 else "never")
             self._code_stamp0 = self._code_stamp()
             self._config_stamp0 = self._config_stamp()
+            self._serve_own_remote()
             self._scan_intents()
             now = time.monotonic()
             self._next_scan = now + self.scan_interval
             self._next_watch = now + self.watch_interval
             self.ready.set()
+            threading.Thread(target=_warm_remote_imports, name="kache-warm", daemon=True).start()
             self._loop()
         finally:
             self._shutdown()
@@ -663,6 +665,18 @@ class Daemon:
 
     # ------------------------------------------------------------------ remote
 
+    def _serve_own_remote(self) -> None:
+        """The remote of the daemon's own settings, with its own credentials (a service's,
+        or those of the shell that ran ``kache daemon start``): the intents builds with
+        the same access left are uploaded at once. No build's request is served by it
+        unless that build names it."""
+        if self._own_spec is None:
+            return
+        try:
+            self.remotes.serve(self._own_spec)
+        except Exception as e:  # noqa: BLE001 - a build that names it reports the problem
+            log.warning("remote unavailable: %s: %s", self._own_spec.where, e)
+
     def _asked(self, msg: dict[str, Any]) -> Served | None:
         """The remote a request names (None: none). Raises ProtocolError for a bad one."""
         try:
@@ -791,9 +805,17 @@ class Daemon:
                     "downloads": self.downloads, "prefetches": self.prefetches, "hits_served": self.hits_served,
                     "last_error": self.last_error,
                     "socket": self.socket_path, "store": self.root, "remote": self._last_remote(),
-                    "remotes": [{**r.to_json(), "queue": sum(1 for j in self._pending.values() if j.rid == r.id)}
-                                for r in self.remotes.all()],
+                    "remotes": self._remotes_status(),
                     "log": self.log_path, "idle_timeout_s": self.idle_timeout}
+
+    def _remotes_status(self) -> list[dict[str, Any]]:
+        """The remotes builds asked for, or that have uploads pending (under ``_lock``)."""
+        out = []
+        for r in self.remotes.all():
+            queued = sum(1 for j in self._pending.values() if j.rid == r.id)
+            if r.asked or queued:
+                out.append({**r.to_json(), "queue": queued})
+        return out
 
     def _last_remote(self) -> str | None:
         """The URL of the remote a build asked for last (None before any)."""
@@ -911,11 +933,23 @@ class Daemon:
         served = self._asked(msg)
         if served is None:
             return {"ok": True, "imported": [], "remote": None}
+        if served.down_until > start:
+            return {"ok": True, "imported": [], "down": True}
         deadline = start + float(min(budget, P.FETCH_MAX_MS)) / 1000  # min first: 10**400 is an int
         flight = self._fetch_flight(served, crate, mkey, deadline, bool(msg["remote"].get("read_only")))
         if flight.done.wait(max(0.0, deadline - time.monotonic())):
             return {"ok": True, "imported": list(flight.result)}
-        return {"ok": True, "imported": self._imported_since(mkey, flight.before), "timed_out": True}
+        imported = self._imported_since(mkey, flight.before)
+        if not imported:
+            self._fetch_failed(served, "no answer within the build's budget")
+        return {"ok": True, "imported": imported, "timed_out": True}
+
+    def _fetch_failed(self, served: Served, why: str) -> None:
+        with self._lock:
+            down = served.fetch_failed()
+        if down:
+            self._error(f"remote unavailable: {served.spec.where}: {why}; builds compile without asking it "
+                        f"for {DOWN_SECS:g}s")
 
     def _fetch_flight(self, served: Served, crate: str, mkey: str, deadline: float, read_only: bool) -> _Flight:
         ident = (served.id, crate, mkey)
@@ -951,6 +985,10 @@ class Daemon:
                          "y" if len(keys) == 1 else "ies")
         except Exception as e:
             self._error(f"fetch failed: {crate} {mkey[:16]}: {e}")
+            self._fetch_failed(served, str(e))
+        else:
+            with self._lock:
+                served.failures = 0
         finally:
             with self._lock:
                 self.downloads += len(keys)
@@ -1112,6 +1150,8 @@ class Daemon:
         from kache.daemon.remotes import write_spec
 
         assert self._own_spec is not None
+        if self.remotes.serve(self._own_spec) is None:
+            return
         try:
             where = write_spec(self.intents_dir, self._own_spec)
         except OSError as e:
@@ -1162,9 +1202,9 @@ class Daemon:
     def _upload(self, store: Store, job: _Upload) -> None:
         what = f"{job.crate} {job.key[:16]}"
         served = self.remotes.get(job.rid) or self.remotes.for_intents(self.intents_dir, job.rid)
-        if served is None:
-            self._failed(job, f"remote {job.rid} unknown: no build asked for it and its "
-                              f"{os.path.join(self.intents_dir, job.rid, 'remote.json')} is unreadable")
+        if served is None:  # its build's keys are gone with the daemon that had them: wait for them
+            with self._lock:
+                self._pending.pop(f"{job.rid}/{job.key}", None)
             return
         try:
             if store.get(job.key) is None:
@@ -1265,6 +1305,18 @@ class Daemon:
         with self._lock:
             self.last_error = text
         log.warning("%s", text)
+
+
+def _warm_remote_imports() -> None:
+    """Import boto3 (~250 ms) while no request waits: a build that started this daemon
+    has a remote, and its first calls wait for their first fetch."""
+    try:
+        import boto3.session  # noqa: F401
+        import botocore.config  # noqa: F401
+
+        import kache.remote.s3  # noqa: F401
+    except Exception:  # noqa: BLE001 - a fetch imports it again and reports
+        pass
 
 
 def _line(reply: dict[str, Any]) -> bytes:

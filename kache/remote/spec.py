@@ -30,13 +30,17 @@ if TYPE_CHECKING:
 
     from kache.settings import Settings
 
-__all__ = ["RemoteSpec", "SpecError", "from_settings", "from_json", "credentials_from_env", "with_access"]
+__all__ = ["RemoteSpec", "SpecError", "from_settings", "from_json", "credentials_from_env", "credential_files",
+           "with_access", "CREDENTIAL_VARIABLES"]
 
 _CREDENTIAL_VARIABLES = (
     ("KACHE_S3_ACCESS_KEY", "KACHE_S3_SECRET_KEY", None),
     ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
 )
 _FILE_VARIABLES = {"AWS_SHARED_CREDENTIALS_FILE": "credentials_file", "AWS_CONFIG_FILE": "config_file"}
+CREDENTIAL_VARIABLES = tuple(v for trio in _CREDENTIAL_VARIABLES for v in trio if v) + (
+    "AWS_PROFILE", *_FILE_VARIABLES)
+"""Every variable through which a build's environment gives credentials."""
 _MAX_TEXT = 2048
 
 
@@ -96,6 +100,20 @@ class RemoteSpec:
         return hashlib.sha256(place.encode()).hexdigest()[:16]
 
     @property
+    def access_id(self) -> str:
+        """8 hex digits naming who asks: the access key id (not the secret), the profile and
+        the credential files. Builds with other access get their own client and their own
+        upload queue: an upload goes out with the credentials of the build that asked."""
+        who = json.dumps([self.credentials.get("access_key", ""), self.profile or "", sorted(self.files.items())],
+                         separators=(",", ":"))
+        return hashlib.sha256(who.encode()).hexdigest()[:8]
+
+    @property
+    def queue_id(self) -> str:
+        """The place and the access: the name of the intents' directory (24 hex digits)."""
+        return self.id + self.access_id
+
+    @property
     def credential_source(self) -> str:
         if self.credentials.get("access_key"):
             return "environment"
@@ -126,10 +144,23 @@ def from_settings(settings: Settings, env: Mapping[str, str] | None = None) -> R
         return None
     env = settings.env if env is None else env
     credentials, profile = credentials_from_env(env, settings["cache.remote.profile"] or None)
-    files = {name: env[var] for var, name in _FILE_VARIABLES.items() if env.get(var)}
     return RemoteSpec(bucket, settings["cache.remote.prefix"], settings["cache.remote.endpoint"],
                       settings["cache.remote.region"], profile, bool(settings["cache.remote.read_only"]),
-                      credentials, files)
+                      credentials, {} if credentials else credential_files(env))
+
+
+def credential_files(env: Mapping[str, str]) -> dict[str, str]:
+    """Where boto3 reads profiles for a build with this environment: its
+    AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE, else ``~/.aws/credentials`` and
+    ``~/.aws/config`` of its HOME (the daemon's HOME may be another)."""
+    home = env.get("HOME") or ""
+    defaults = {"credentials_file": ".aws/credentials", "config_file": ".aws/config"}
+    out = {}
+    for var, name in _FILE_VARIABLES.items():
+        path = env.get(var) or (f"{home.rstrip('/')}/{defaults[name]}" if home.startswith("/") else "")
+        if path:
+            out[name] = path
+    return out
 
 
 def credentials_from_env(env: Mapping[str, str], profile: str | None = None) -> tuple[dict[str, str], str | None]:

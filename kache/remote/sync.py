@@ -23,7 +23,7 @@ are failures: the report's ``ok`` is False.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +61,11 @@ def find_workspace_root(start: Path) -> Path | None:
     return None
 
 
-def lock_crates(workspace_root: Path) -> set[str]:
-    """rustc crate names of every package in ``Cargo.lock``, plus the build-script crates."""
+def lock_crates(workspace_root: Path) -> dict[str, int]:
+    """rustc crate names of every package in ``Cargo.lock``, plus the build-script crates,
+    each with its depth in the dependency graph (0: depends on nothing; the build scripts
+    too): cargo compiles in about that order, so a pull in it brings first what a build
+    asks for first."""
     import tomllib
 
     path = Path(workspace_root) / "Cargo.lock"
@@ -73,12 +76,25 @@ def lock_crates(workspace_root: Path) -> set[str]:
         raise SyncError(f"reading Cargo.lock failed: {path}: it does not exist") from None
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SyncError(f"reading Cargo.lock failed: {path}: {e}") from None
-    names = set(BUILD_SCRIPT_CRATES)
+    deps: dict[str, set[str]] = {}
     for pkg in doc.get("package", []) or []:
         name = pkg.get("name") if isinstance(pkg, dict) else None
         if isinstance(name, str) and name:
-            names.add(name.replace("-", "_"))
-    return names
+            listed = pkg.get("dependencies") or []
+            deps.setdefault(name.replace("-", "_"), set()).update(
+                d.split(" ", 1)[0].replace("-", "_") for d in listed if isinstance(d, str) and d)
+    depth: dict[str, int] = dict.fromkeys(BUILD_SCRIPT_CRATES, 0)
+
+    def walk(name: str, seen: frozenset[str]) -> int:
+        if name in depth:
+            return depth[name]
+        below = [walk(d, seen | {name}) for d in deps.get(name, ()) if d in deps and d not in seen]
+        depth[name] = 1 + max(below) if below else 0
+        return depth[name]
+
+    for name in sorted(deps):
+        walk(name, frozenset())
+    return depth
 
 
 # --------------------------------------------------------------------------- report
@@ -276,14 +292,16 @@ def _report_bad(bad: Iterable[BadObject], report: SyncReport) -> None:
 
 
 def _pull(store: Store, remote: Remote, pool: ThreadPoolExecutor, stores: _ThreadStores,
-          wanted: set[str] | None, listed: _Listing, report: SyncReport, progress: Progress | None) -> None:
+          wanted: Mapping[str, int] | set[str] | None, listed: _Listing, report: SyncReport,
+          progress: Progress | None) -> None:
     if wanted is None:
         listed.fill_all(remote, report)
     else:
         listed.fill(remote, pool, wanted, report)
     have = store.key_crates()
     todo: list[RemoteArchive] = []
-    for crate in sorted(listed.crates):
+    order = wanted if isinstance(wanted, dict) else {}
+    for crate in sorted(listed.crates, key=lambda c: (order.get(c, 0), c)):  # as cargo will ask for them
         if wanted is not None and crate not in wanted:
             continue
         for a in sorted(listed.crates[crate].values(), key=lambda a: a.key):

@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kache.settings import Settings
 
-__all__ = ["served_by_daemon", "SOCKET_NAME"]
+__all__ = ["served_by_daemon", "stalled", "note_stall", "SOCKET_NAME", "STALL_SECS"]
 
 SOCKET_NAME = "daemon.sock"
 """The protocol's (``kache.daemon.protocol``, which imports ``re``; a test keeps them equal)."""
@@ -37,11 +37,37 @@ _SUN_PATH_MAX = 100
 """``kache.daemon.client.SUN_PATH_MAX`` (that module is not for the hot path; a test keeps them equal)."""
 
 
+STALL_SECS = 30.0
+"""After a daemon that accepted a request did not answer in time (stopped, wedged), the
+calls of the next this many seconds do not ask it: a build must not pay a timeout on
+every call."""
+_STALL_NAME = os.path.join("tmp", "daemon-stalled")
+
+
+def stalled(root: str) -> bool:
+    """Whether a daemon of this store failed to answer in the last :data:`STALL_SECS`."""
+    import time
+
+    try:
+        return time.time() - os.stat(os.path.join(root, _STALL_NAME)).st_mtime < STALL_SECS
+    except OSError:
+        return False
+
+
+def note_stall(root: str) -> None:
+    """Say that the daemon accepted a request and did not answer in time."""
+    try:
+        os.makedirs(os.path.join(root, "tmp"), mode=0o700, exist_ok=True)
+        os.close(os.open(os.path.join(root, _STALL_NAME), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    except OSError:
+        pass
+
+
 def served_by_daemon(argv: list[str], settings: Settings, started: float) -> bool:
     """True when the daemon restored this call's outputs; its messages are printed."""
     root = os.path.abspath(settings.get("cache.local_store"))
     path = os.path.join(root, SOCKET_NAME)
-    if len(os.fsencode(path)) > _SUN_PATH_MAX or not os.path.exists(path):
+    if len(os.fsencode(path)) > _SUN_PATH_MAX or not os.path.exists(path) or stalled(root):
         return False
     try:
         import _socket
@@ -66,6 +92,9 @@ def served_by_daemon(argv: list[str], settings: Settings, started: float) -> boo
                 return False
             reply += chunk
         answer = quickjson.loads(bytes(reply))
+    except TimeoutError:  # connected, and no answer in time
+        note_stall(root)
+        return False
     except (OSError, ValueError, TypeError, RecursionError):
         return False
     finally:

@@ -14,7 +14,7 @@ itself:
   ``uploads/<remote id>/<key>.<crate>`` in the store) and pokes the daemon; intents
   left while no daemon runs are picked up when one starts. A read-only remote
   (``cache.remote.read_only``) gets no uploads;
-- with no daemon running it starts one in the background (at most once a minute). The
+- with no daemon running it starts one in the background (at most every 10 s). The
   calls of the first seconds after a start wait for it, within their check budget: a
   fresh machine's first crates come from the remote too (docs/performance.md, "A fresh
   machine").
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
 __all__ = ["enabled", "check", "announce", "queue_upload", "note_use", "start_daemon"]
 
-AUTOSTART_INTERVAL_SECS = 60.0
-"""At most one start per store in this long."""
-STARTUP_WAIT_SECS = 10.0
+AUTOSTART_INTERVAL_SECS = 10.0
+"""At most one start per store in this long (a daemon that died is replaced as soon)."""
+STARTUP_WAIT_SECS = 5.0
 """Calls within this long of a start wait for the daemon (within their budget); later
 ones, if it is still not up, do not."""
 _POLL_SECS = 0.01
@@ -76,12 +76,19 @@ def check(c: Call, settings: Settings) -> bool:
     if budget_ms <= 0:
         return False
     from kache.daemon import client
+    from kache.wrapper.daemon_hit import note_stall, stalled
 
-    deadline = time.monotonic() + budget_ms / 1000
+    if stalled(c.store.root):  # a daemon that does not answer: compile now
+        return False
+    began = time.monotonic()
+    deadline = began + budget_ms / 1000
     doc = _doc(settings)
     keys = client.fetch(c.store.root, c.crate, c.mkey, budget_ms, remote=doc)
     if keys is not None:
         return bool(keys)
+    if time.monotonic() - began >= budget_ms / 1000:  # it took the request and never answered
+        note_stall(c.store.root)
+        return False
     if not start_daemon(c.store.root, settings):
         return False
     sock = client.socket_path(c.store.root)
@@ -136,7 +143,7 @@ def note_use(store_root: str, key: str, crate: str, settings: Settings) -> None:
 
 
 def start_daemon(store_root: str, settings: Settings) -> bool:
-    """Start the daemon detached, at most once a minute; True when one was started in the
+    """Start the daemon detached, at most every 10 s; True when one was started in the
     last :data:`STARTUP_WAIT_SECS` (by this call or another), so waiting for it makes sense.
     """
     if not settings["cache.daemon_autostart"]:

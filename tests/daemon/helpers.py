@@ -30,7 +30,7 @@ def pending_intents(root: str | Path) -> list[Path]:
 
 def intents(root: str | Path, spec: RemoteSpec = FAKE) -> list[str]:
     """The upload intents waiting for ``spec``'s remote (``remote.json`` left out)."""
-    folder = Path(root) / "uploads" / spec.id
+    folder = Path(root) / "uploads" / spec.queue_id
     return sorted(n for n in (os.listdir(folder) if folder.is_dir() else []) if n != "remote.json")
 
 

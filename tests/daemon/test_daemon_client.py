@@ -70,6 +70,33 @@ def test_request_to_a_silent_daemon_times_out(store_root: Path) -> None:
         mute.close()
 
 
+def test_a_daemon_that_takes_requests_and_never_answers_is_left_alone_for_a_while(
+        store_root: Path, make_settings, monkeypatch) -> None:
+    """A stopped or wedged daemon (the kernel still accepts): the first hit request waits
+    its timeout, then the calls of the next 30 s do not ask it at all."""
+    monkeypatch.setattr(daemon_hit, "REPLY_TIMEOUT", 0.2)
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    mute.bind(client.socket_path(store_root))
+    mute.listen(8)
+    settings = make_settings()
+    argv = ["/usr/bin/rustc", "--crate-name", "x", "src/lib.rs"]
+    try:
+        began = time.monotonic()
+        assert daemon_hit.served_by_daemon(argv, settings, began) is False
+        assert 0.15 <= time.monotonic() - began < 1.0
+        assert daemon_hit.stalled(str(store_root))
+        began = time.monotonic()
+        for _ in range(5):
+            assert daemon_hit.served_by_daemon(argv, settings, began) is False
+        assert time.monotonic() - began < 0.1
+    finally:
+        mute.close()
+    stamp = store_root / "tmp" / "daemon-stalled"
+    old = time.time() - daemon_hit.STALL_SECS - 1
+    os.utime(stamp, (old, old))
+    assert not daemon_hit.stalled(str(store_root))  # asked again after a while
+
+
 def _serve_once(path: str, reply: bytes) -> threading.Thread:
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
@@ -115,7 +142,7 @@ def test_write_intent_makes_an_owner_only_empty_file(store_root: Path) -> None:
     key = hexkey("w")
     spec = RemoteSpec("team", endpoint="http://s3.local", credentials={"access_key": "AK", "secret_key": "SK-123456"})
     assert client.write_intent(store_root, key, "serde_json", spec)
-    path = store_root / "uploads" / spec.id / f"{key}.serde_json"
+    path = store_root / "uploads" / spec.queue_id / f"{key}.serde_json"
     assert path.read_bytes() == b""
     assert (path.stat().st_mode & 0o777) == 0o600 and (path.parent.stat().st_mode & 0o777) == 0o700
     kept = path.parent / "remote.json"

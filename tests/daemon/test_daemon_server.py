@@ -180,7 +180,7 @@ def test_intents_left_while_no_daemon_ran_are_uploaded_at_start(start_daemon, fa
     keys = [add_entry(store_root, "rand", f"r{i}") for i in range(4)]
     for key in keys:
         client.write_intent(store_root, key, "rand", FAKE)
-    (store_root / "uploads" / FAKE.id / "not-an-intent.txt").write_text("")
+    (store_root / "uploads" / FAKE.queue_id / "not-an-intent.txt").write_text("")
     d = start_daemon()
     wait_for(lambda: sorted(fake_remote.uploaded) == sorted(keys), what="uploads from intents")
     wait_for(lambda: intents(store_root) == ["not-an-intent.txt"], what="intents to go")
@@ -276,9 +276,54 @@ def test_each_request_is_served_by_the_remote_it_names(start_daemon, store_root:
     assert st["remote"] == "s3://bucket-two/team"  # the one asked for last
     assert secret not in json.dumps(st)
     for spec in (one, two):
-        kept = json.loads((store_root / "uploads" / spec.id / "remote.json").read_text())
+        kept = json.loads((store_root / "uploads" / spec.queue_id / "remote.json").read_text())
         assert kept["bucket"] == spec.bucket and "credentials" not in kept
-    assert secret not in (store_root / "uploads" / two.id / "remote.json").read_text()
+    assert secret not in (store_root / "uploads" / two.queue_id / "remote.json").read_text()
+
+
+def test_each_upload_goes_out_with_the_credentials_of_the_build_that_asked(start_daemon, store_root: Path) -> None:
+    """Two builds, one bucket, two access keys: each one's uploads use its own client;
+    an intent a build with keys left on disk waits for a build with the same key, and
+    is never sent with another build's."""
+    clients: dict[str, FakeRemote] = {}
+
+    def factory(spec: RemoteSpec, for_fetch: bool) -> FakeRemote:
+        return clients.setdefault(spec.credentials.get("access_key", "none"), FakeRemote())
+
+    good = RemoteSpec("team", credentials={"access_key": "AKGOOD", "secret_key": "good-secret-0123"})
+    bad = RemoteSpec("team", credentials={"access_key": "AKBAD", "secret_key": "bad-secret-0123"})
+    assert good.id == bad.id and good.queue_id != bad.queue_id
+    left = add_entry(store_root, "ol", "left by a dead daemon")
+    assert client.write_intent(store_root, left, "ol", bad)
+    d = start_daemon(remote_factory=factory, scan_interval=0.05)
+    k_good, k_bad = add_entry(store_root, "serde", "g"), add_entry(store_root, "serde", "b")
+    assert d.request({"op": "upload", "key": k_good, "crate": "serde", "remote": good.to_json()})["ok"] is True
+    wait_for(lambda: clients["AKGOOD"].uploaded == [k_good], what="the good build's upload")
+    time.sleep(0.3)  # scans ran: the intent of AKBAD's build is not sent with AKGOOD
+    assert clients["AKGOOD"].uploaded == [k_good] and intents(store_root, bad) == [f"{left}.ol"]
+    assert d.request({"op": "upload", "key": k_bad, "crate": "serde", "remote": bad.to_json()})["ok"] is True
+    wait_for(lambda: sorted(clients["AKBAD"].uploaded) == sorted([k_bad, left]), what="AKBAD's uploads")
+    assert clients["AKGOOD"].uploaded == [k_good]
+
+
+def test_a_remote_that_does_not_answer_is_left_alone_for_a_while(start_daemon, fake_remote: FakeRemote,
+                                                                 store_root: Path) -> None:
+    """Three fetches in a row that run out of budget: the next ones answer at once with
+    nothing, for a minute, instead of costing each miss its whole budget."""
+    for i in range(4):
+        fake_remote.entries[hexkey(f"m{i}")] = [("slow", f"s{i}")]
+    fake_remote.fetch_delay = 5  # never within a budget
+    d = start_daemon()
+    for i in range(3):
+        reply = d.request({"op": "fetch", "remote": FAKE_DOC, "crate": "slow", "mkey": hexkey(f"m{i}"),
+                           "budget_ms": 100}, timeout=3)
+        assert reply is not None and reply["imported"] == [] and reply.get("timed_out") is True, reply
+    began = time.monotonic()
+    reply = d.request({"op": "fetch", "remote": FAKE_DOC, "crate": "slow", "mkey": hexkey("m3"), "budget_ms": 2000},
+                      timeout=3)
+    assert reply == {"ok": True, "imported": [], "down": True} and time.monotonic() - began < 0.5
+    st = d.status()
+    assert st["remotes"][0]["down"] is True and "remote unavailable: s3://fake/artifacts" in st["last_error"]
 
 
 def test_a_read_only_build_uploads_nothing_and_records_no_use(start_daemon, fake_remote: FakeRemote,
@@ -314,7 +359,7 @@ def test_intents_of_an_older_kache_go_to_the_daemons_own_remote(start_daemon, fa
     d = start_daemon({"KACHE_S3_BUCKET": "team-cache"})
     wait_for(lambda: fake_remote.uploaded == [key], what="the adopted intent's upload")
     wait_for(lambda: intents(store_root, own) == [], what="the intent to go")
-    assert d.status()["remotes"][0]["url"] == "s3://team-cache/artifacts"
+    assert [r.spec.url for r in d.daemon.remotes.all()] == ["s3://team-cache/artifacts"]
 
 
 def test_prefetch_runs_once_per_root_in_the_background(start_daemon, tmp_path: Path) -> None:

@@ -529,7 +529,7 @@ def retarget_intents(store: Path, endpoint: str, bucket: str) -> None:
     for path in pending_intents(store):
         key, _, crate = path.name.partition(".")
         assert client.write_intent(store, key, crate, spec)
-        if path.parent.name != spec.id:
+        if path.parent.name != spec.queue_id:
             path.unlink()
 
 

@@ -41,8 +41,9 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def test_lock_crates_map_package_names_to_crate_names(workspace: Path) -> None:
-    assert lock_crates(workspace) == {"proc_macro2", "unicode_ident", "my_app", "build_script_build",
-                                      "build_script_main"}
+    # each with its depth: the order a pull brings them in, the order cargo compiles them
+    assert lock_crates(workspace) == {"proc_macro2": 1, "unicode_ident": 0, "my_app": 0, "build_script_build": 0,
+                                      "build_script_main": 0}
     assert find_workspace_root(workspace / "src" / "deep") == workspace.resolve()
     assert find_workspace_root(workspace.parent.parent) is None
 

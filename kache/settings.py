@@ -203,12 +203,23 @@ def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
 
 
 def display(value: Any) -> str:
-    """A value as TOML would spell it (``true``, ``"50GB"`` shown as ``50GB``, ``—`` for none)."""
+    """A value as TOML would spell it (``true``, ``"50GB"`` shown as ``50GB``, ``—`` for none),
+    credentials in a URL masked."""
     if value is None:
         return "—"
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return mask_url_credentials(str(value))
+
+
+def mask_url_credentials(text: str) -> str:
+    """``http://user:secret@host`` → ``http://***@host``: a URL's credentials are never
+    shown, even in the message that refuses them."""
+    if "@" not in text:
+        return text
+    import re
+
+    return re.sub(r"(?i)\b(https?://)[^/@\s\"']+@", r"\1***@", text)
 
 
 # --------------------------------------------------------------------------- files
@@ -555,7 +566,7 @@ def _toml_repr(value: Any) -> str:
     import json
 
     if isinstance(value, str):
-        return json.dumps(value)
+        return json.dumps(mask_url_credentials(value))
     if isinstance(value, (int, float)):
         return repr(value)
     return json.dumps(value, default=str)

@@ -121,7 +121,7 @@ def test_invalid_toml_names_file_line_and_column(clean_env: Path, user_config: P
          'cache.remote.endpoint = "minio:9000": expected a URL starting with http:// or https://, without '
          'credentials in it (give them in KACHE_S3_ACCESS_KEY and KACHE_S3_SECRET_KEY or a profile)'),
         ('[cache.remote]\nendpoint = "http://AK:SECRET@minio:9000"\n',
-         'cache.remote.endpoint = "http://AK:SECRET@minio:9000": expected a URL starting with http:// or https://, '
+         'cache.remote.endpoint = "http://***@minio:9000": expected a URL starting with http:// or https://, '
          'without credentials in it (give them in KACHE_S3_ACCESS_KEY and KACHE_S3_SECRET_KEY or a profile)'),
         ('[cache.remote]\nprefix = "a b"\n',
          'cache.remote.prefix = "a b": expected letters, digits and . _ / - only'),
@@ -302,3 +302,8 @@ def test_any_value_types_fail_cleanly(clean_env: Path, cache_table: dict) -> Non
             s.get(key)
     except SettingsError:
         pass
+
+
+def test_credentials_in_a_url_are_never_shown() -> None:
+    assert S.display("http://AKID:SECRET@minio:9000/x") == "http://***@minio:9000/x"
+    assert S.mask_url_credentials('"https://u@h" and http://plain/a@b') == '"https://***@h" and http://plain/a@b'

@@ -63,7 +63,8 @@ def show(as_json: bool) -> None:
     if as_json:
         echo_json({
             "settings": {
-                key: {"value": s.values[key], "source": s.sources[key].kind,
+                key: {"value": settings_mod.mask_url_credentials(s.values[key]) if isinstance(s.values[key], str)
+                      else s.values[key], "source": s.sources[key].kind,
                       **({"where": s.sources[key].where} if s.sources[key].where else {})}
                 for key in s.values
             },

@@ -94,7 +94,8 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
         where = f" at {x['endpoint']}" if x.get("endpoint") else ""
         down = "; not answering: builds do not ask it for a minute" if x.get("down") else ""
         click.echo(f"  {'remotes' if i == 0 else '       '}  {x.get('url')}{where} (credentials from "
-                   f"{x.get('credentials')}, {x.get('queue', 0)} upload(s) pending{down})")
+                   f"{x.get('credentials')}, access {x.get('access')}, {x.get('queue', 0)} upload(s) "
+                   f"pending{down})")
     click.echo(f"  socket   {r.get('socket')}")
     click.echo(f"  log      {r.get('log')}")
     if r.get("last_error"):
@@ -125,7 +126,7 @@ def run(detached: bool) -> int:
 @daemon.command()
 @click.option("--wait", is_flag=True, help="Wait (up to 5 s) until the daemon answers.")
 @click.option("--from-build", is_flag=True, hidden=True,
-              help="Started by the wrapper: ignore the build's remote variables.")
+              help="Started by the wrapper: drop the build's remote and credential variables.")
 def start(wait: bool, from_build: bool) -> None:
     """Start the daemon in the background and return at once.
 

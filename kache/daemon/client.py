@@ -221,9 +221,9 @@ def fetch(store_root: str | os.PathLike[str], crate: str, mkey: str, budget_ms: 
 def spawn(from_build: bool = True) -> bool:
     """Run ``kache daemon start`` detached (new session, no inherited descriptors), not waiting.
 
-    With ``from_build`` (the wrapper's case), ``start`` drops the build's variables
-    and the remote-deciding ones, so the daemon takes its remote from the config files.
-    True when the process was launched.
+    With ``from_build`` (the wrapper's case), ``start`` drops the build's variables,
+    the remote-deciding ones and its credentials: each build names its remote, with its
+    credentials, in its own requests. True when the process was launched.
     """
     return spawn_kache(["daemon", "start"] + (["--from-build"] if from_build else []))
 

@@ -117,7 +117,7 @@ class Served:
     def to_json(self) -> dict[str, Any]:
         """What ``status`` shows: never the credentials."""
         return {"url": self.spec.url, "endpoint": self.spec.endpoint, "region": self.spec.region,
-                "credentials": self.spec.credential_source,
+                "credentials": self.spec.credential_source, "access": self.spec.access_id,
                 "asked": round(self.asked, 3) if self.asked else None,
                 "down": self.down_until > time.monotonic()}
 
@@ -149,6 +149,8 @@ class Remotes:
         self._env = dict(env or {})
         self._served: dict[str, Served] = {}
         self._lock = threading.Lock()
+        self.new_access = threading.Event()
+        """Set when a build brought an access not seen before: its intents on disk can go now."""
 
     def asked(self, doc: object) -> Served | None:
         """The remote a request's ``remote`` field names (None for null/absent), made or
@@ -160,6 +162,8 @@ class Remotes:
             self._on_secrets(spec.secrets())
         served = self.serve(spec)
         if served is not None:
+            if not served.asked:
+                self.new_access.set()
             served.asked = time.time()
         return served
 

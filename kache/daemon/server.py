@@ -465,6 +465,9 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        if self.remotes.new_access.is_set():  # intents waiting for this build's keys go now
+            self.remotes.new_access.clear()
+            self._next_scan = now
         if now >= self._next_scan:
             self._next_scan = now + self.scan_interval
             self._scan_intents()

@@ -105,7 +105,7 @@ def test_a_daemon_started_from_a_build_serves_the_remote_each_request_names(
         assert main(["daemon"]) == 0
         text = capsys.readouterr().out
         assert ("  remotes  s3://one-builds-bucket/artifacts at http://127.0.0.1:9 (credentials from environment, "
-                "0 upload(s) pending)\n") in text
+                f"access {wanted.access_id}, 0 upload(s) pending)\n") in text
         assert "build-secret" not in text
     finally:
         main(["daemon", "stop"])

@@ -295,11 +295,11 @@ def test_each_upload_goes_out_with_the_credentials_of_the_build_that_asked(start
     assert good.id == bad.id and good.queue_id != bad.queue_id
     left = add_entry(store_root, "ol", "left by a dead daemon")
     assert client.write_intent(store_root, left, "ol", bad)
-    d = start_daemon(remote_factory=factory, scan_interval=0.05)
+    d = start_daemon(remote_factory=factory, scan_interval=3600)  # only a new access triggers a scan
     k_good, k_bad = add_entry(store_root, "serde", "g"), add_entry(store_root, "serde", "b")
     assert d.request({"op": "upload", "key": k_good, "crate": "serde", "remote": good.to_json()})["ok"] is True
     wait_for(lambda: clients["AKGOOD"].uploaded == [k_good], what="the good build's upload")
-    time.sleep(0.3)  # scans ran: the intent of AKBAD's build is not sent with AKGOOD
+    time.sleep(0.3)  # a scan ran (AKGOOD is a new access): AKBAD's intent is not sent with AKGOOD
     assert clients["AKGOOD"].uploaded == [k_good] and intents(store_root, bad) == [f"{left}.ol"]
     assert d.request({"op": "upload", "key": k_bad, "crate": "serde", "remote": bad.to_json()})["ok"] is True
     wait_for(lambda: sorted(clients["AKBAD"].uploaded) == sorted([k_bad, left]), what="AKBAD's uploads")

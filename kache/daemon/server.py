@@ -25,7 +25,7 @@ a service or a long-lived daemon always runs the installed code and settings.
 Remotes. The remote follows the build: every request that touches one names it (its
 ``remote`` field, a :mod:`kache.remote.spec` with the build's credentials), and the
 daemon serves each remote its builds ask for and no other (:mod:`kache.daemon.remotes`).
-Upload intents remember theirs under ``uploads/<id>/``. The daemon's own settings
+Upload intents remember theirs under ``uploads/<queue id>/`` (place and access). The daemon's own settings
 choose only its store, limits and log; ``kache daemon start --from-build`` (what the
 wrapper runs) passes it a copy of the environment without cargo's variables and
 without the variables that choose a remote (see :func:`kache.daemon.control.daemon_env`).
@@ -259,7 +259,8 @@ class Daemon:
     """
 
     def __init__(self, settings: Settings, *, foreground: bool = True, remote: Any = _AUTO,
-                 remote_factory: Callable[[Any, bool], Any] | None = None, sync: Callable[..., Any] | None = None, reexec: bool = False,
+                 remote_factory: Callable[[Any, bool], Any] | None = None,
+                 sync: Callable[..., Any] | None = None, reexec: bool = False,
                  exec_hook: Callable[[list[str]], None] | None = None, handle_signals: bool | None = None,
                  scan_interval: float = P.INTENT_SCAN_SECS, watch_interval: float = 10.0,
                  retry_delay: float = 30.0, max_tries: int = P.MAX_TRIES,
@@ -297,8 +298,10 @@ class Daemon:
         from kache.remote import spec as spec_mod
 
         self._own_spec = spec_mod.from_settings(settings)
-        """The remote of the daemon's own settings: only for intents an older kache left
-        (``uploads/<key>.<crate>``, which name none)."""
+        """The remote of the daemon's own settings, with its own credentials: for the intents
+        of builds with the same access, and those an older kache left
+        (``uploads/<key>.<crate>``, which name none). No build's request uses it unless
+        that build names it."""
         self._sync_fn = sync
         self._exec_hook = exec_hook
         self._handle_signals = handle_signals

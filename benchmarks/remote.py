@@ -111,6 +111,16 @@ def busy_cpu() -> float:
     return (int(v[1]) + int(v[2]) + int(v[3]) + int(v[6]) + int(v[7]) + int(v[8])) / TICK
 
 
+def terminate(p: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds."""
+    p.terminate()
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def proc_cpu(pid: int | None) -> float:
     """utime+stime+cutime+cstime of a process in seconds (0 when it is gone)."""
     if not pid:
@@ -355,12 +365,7 @@ class Machine:
             p.wait(timeout=15)
         except subprocess.TimeoutExpired:
             log(f"{self.name}: the sccache server {p.pid} did not stop: SIGTERM")
-            p.terminate()
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            terminate(p, 5)
 
     def sccache_env_for_stop(self) -> dict[str, str]:
         return {**self.env, "SCCACHE_SERVER_PORT": str(self.sccache_port)}
@@ -464,12 +469,7 @@ class Bench:
     def cleanup(self) -> None:
         p = self.current
         if p is not None and p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            terminate(p, 10)
         for m in self.machines:
             try:
                 m.stop_daemon()

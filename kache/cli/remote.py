@@ -164,8 +164,7 @@ def sync(ctx: click.Context, pull: bool, push: bool, all_: bool, dry_run: bool, 
         pull = push = True
     if push and remote.read_only:
         # A read-only build (a fork's pull request) skips its push: nothing failed.
-        where = f"s3://{remote.bucket}/{remote.prefix}" if remote.prefix else f"s3://{remote.bucket}"
-        warn(f"not pushing: {where} is read-only for this build (cache.remote.read_only, "
+        warn(f"not pushing: {remote.url} is read-only for this build (cache.remote.read_only, "
              "KACHE_REMOTE_READ_ONLY)")
         push = False
         if explicit_push:

@@ -29,7 +29,7 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["request", "notify", "socket_path", "intent_path", "write_intent", "fetch", "spawn", "spawn_kache", "remote_url",
+__all__ = ["request", "notify", "socket_path", "intent_path", "write_intent", "fetch", "spawn", "spawn_kache",
            "CONNECT_TIMEOUT", "NOTIFY_WAIT"]
 
 VERSION = 1
@@ -49,15 +49,6 @@ _CRATE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 def socket_path(store_root: str | os.PathLike[str]) -> str:
     """``<store_root>/daemon.sock``."""
     return os.path.join(os.fspath(store_root), SOCKET_NAME)
-
-
-def remote_url(bucket: str | None, prefix: str | None) -> str | None:
-    """``s3://bucket/prefix`` (what ``status`` reports and ``remote`` fields carry), or None
-    without a bucket. Callers pass ``cache.remote.bucket`` and ``cache.remote.prefix``."""
-    if not bucket:
-        return None
-    prefix = (prefix or "").strip("/")
-    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
 
 def _address(path: str) -> tuple[str, int | None]:

@@ -157,10 +157,7 @@ class Remotes:
         refreshed. Raises SpecError for a field that is not a remote."""
         if doc is None:
             return None
-        spec = spec_mod.from_json(doc)
-        if self._on_secrets is not None and spec.credentials:
-            self._on_secrets(spec.secrets())
-        served = self.serve(spec)
+        served = self.serve(spec_mod.from_json(doc))
         if served is not None:
             if not served.asked:
                 self.new_access.set()

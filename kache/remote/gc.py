@@ -170,7 +170,7 @@ def collect(remote: Remote, *, unused_for: float | None = None, max_size: int | 
     remote is read-only (a dry run is allowed: it writes nothing). Objects the server
     refuses to delete, or ``_mkeys`` objects that cannot be read, are report failures.
     """
-    where = f"s3://{remote.bucket}/{remote.prefix}" if remote.prefix else f"s3://{remote.bucket}"
+    where = remote.url
     if remote.is_read_only and not dry_run:
         raise RemoteError(f"remote gc refused: {where}: the remote is read-only (cache.remote.read_only, "
                           "KACHE_REMOTE_READ_ONLY); "

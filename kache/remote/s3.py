@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING
 
 from kache.errors import KacheError
 from kache.remote.archive import ArchiveError, import_archive, pack_entry, valid_crate_name, valid_key
+from kache.remote.spec import RemoteSpec, normalize_prefix, url_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from typing import Any
 
-    from kache.remote.spec import RemoteSpec
     from kache.settings import Settings
     from kache.store.index import Entry, Store
 
@@ -140,11 +140,6 @@ class BadObject:
         return f"BadObject({self.name!r}, {self.why!r})"
 
 
-def normalize_prefix(prefix: str | None) -> str:
-    """``/a//b/`` → ``a/b``; empty or None → ``""`` (the bucket root)."""
-    return "/".join(p for p in (prefix or "").split("/") if p)
-
-
 def parse_object_name(rest: str) -> tuple[str, str, str]:
     """Classify a name relative to the prefix: (``archive`` | ``mkeys``, crate, key).
 
@@ -204,6 +199,11 @@ class Remote:
         self._secrets: list[str] = [s for s in (self._access_key, self._secret_key, self._session_token) if s]
         self._lock = threading.Lock()
         self._client: Any = None
+
+    @property
+    def url(self) -> str:
+        """``s3://bucket/prefix`` (what messages show)."""
+        return url_of(self.bucket, self.prefix)
 
     def __repr__(self) -> str:  # never the credentials
         return f"Remote(bucket={self.bucket!r}, prefix={self.prefix!r}, endpoint={self.endpoint!r})"
@@ -539,8 +539,7 @@ class Remote:
         there, credentials accepted. Returns a line saying so; raises RemoteError."""
         for _ in self.list(self.prefix, page_size=1):
             break
-        where = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-        return f"{where} answers (credentials from {self.credential_source})"
+        return f"{self.url} answers (credentials from {self.credential_source})"
 
     def list_crates(self) -> builtins.list[str]:
         """Crate names that have a folder under the prefix (one delimited listing;

@@ -5,8 +5,8 @@ environment) name its remote; the wrapper sends that remote, as a :class:`Remote
 in JSON, with every request that touches it (``fetch``, ``prefetch``, ``upload``), and
 the daemon serves each remote its builds ask for, one S3 client per remote, and no
 other. Upload intents remember their remote (without credentials) under
-``uploads/<id>/`` in the store, so a daemon started later uploads them to the right
-bucket.
+``uploads/<queue id>/`` in the store, so a daemon started later uploads them to the
+right bucket, with the right credentials.
 
 Credentials travel the same way, from the build's environment, over the owner-only
 socket, and are never written to disk, shown or logged: ``KACHE_S3_ACCESS_KEY`` and
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from kache.settings import Settings
 
 __all__ = ["RemoteSpec", "SpecError", "from_settings", "from_json", "credentials_from_env", "credential_files",
-           "with_access", "CREDENTIAL_VARIABLES"]
+           "with_access", "normalize_prefix", "url_of", "CREDENTIAL_VARIABLES"]
 
 _CREDENTIAL_VARIABLES = (
     ("KACHE_S3_ACCESS_KEY", "KACHE_S3_SECRET_KEY", None),
@@ -48,16 +48,23 @@ class SpecError(ValueError):
     """A remote description that is not one (its text says which field, and why)."""
 
 
-def _prefix(value: str | None) -> str:
-    return "/".join(p for p in (value or "").split("/") if p)
+def normalize_prefix(prefix: str | None) -> str:
+    """``/a//b/`` → ``a/b``; empty or None → ``""`` (the bucket root)."""
+    return "/".join(p for p in (prefix or "").split("/") if p)
+
+
+def url_of(bucket: str, prefix: str) -> str:
+    """``s3://bucket/prefix`` (``s3://bucket`` at the bucket root): what messages show."""
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
 
 class RemoteSpec:
     """One remote: where it is (bucket, prefix, endpoint, region), how to reach it
     (profile, credentials, credential files) and whether builds may write to it.
 
-    ``id`` names the place alone (endpoint, bucket, prefix, region): two builds with
-    other credentials for the same bucket share its intents and its client's queue.
+    ``id`` names the place (endpoint, bucket, prefix, region); ``queue_id`` the place
+    and the access: builds with other credentials for the same bucket have their own
+    client and intents.
     """
 
     __slots__ = ("bucket", "prefix", "endpoint", "region", "profile", "read_only", "credentials", "files")
@@ -66,7 +73,7 @@ class RemoteSpec:
                  region: str = "us-east-1", profile: str | None = None, read_only: bool = False,
                  credentials: dict[str, str] | None = None, files: dict[str, str] | None = None) -> None:
         self.bucket = bucket
-        self.prefix = _prefix(prefix)
+        self.prefix = normalize_prefix(prefix)
         self.endpoint = endpoint or None
         self.region = region or "us-east-1"
         self.profile = profile or None
@@ -86,7 +93,7 @@ class RemoteSpec:
     @property
     def url(self) -> str:
         """``s3://bucket/prefix`` (what status and messages show)."""
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        return url_of(self.bucket, self.prefix)
 
     @property
     def where(self) -> str:

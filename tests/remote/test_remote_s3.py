@@ -13,7 +13,8 @@ import pytest
 
 from kache import settings as settings_mod
 from kache.remote.archive import ArchiveError, pack_entry
-from kache.remote.s3 import Remote, RemoteError, normalize_prefix
+from kache.remote.s3 import Remote, RemoteError
+from kache.remote.spec import normalize_prefix
 from kache.store.index import Store
 from tests.remote.helpers import ACCESS_KEY, SECRET_KEY, add_entry, failing_server, hexkey
 

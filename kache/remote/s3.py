@@ -118,6 +118,68 @@ def _timestamp(value: Any, default: float) -> float:
     return value.timestamp() if hasattr(value, "timestamp") else default
 
 
+class _Ages:
+    """What this process last learned of archives' ages, from listings and GETs, so that
+    recording the use of an archive just listed or downloaded needs no HEAD. Keyed by
+    (endpoint, bucket, name); bounded; shared by every client of a bucket."""
+
+    LIMIT = 200_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ages: dict[tuple[str, str, str], tuple[float, float]] = {}
+
+    def note(self, where: tuple[str, str], name: str, age: float) -> None:
+        """``name`` was ``age`` seconds old (by the server's clock) just now."""
+        with self._lock:
+            self._ages.pop((*where, name), None)
+            self._ages[(*where, name)] = (age, time.monotonic())
+            if len(self._ages) > self.LIMIT:
+                del self._ages[next(iter(self._ages))]
+
+    def forget(self, where: tuple[str, str], name: str) -> None:
+        with self._lock:
+            self._ages.pop((*where, name), None)
+
+    def age(self, where: tuple[str, str], name: str) -> float | None:
+        """Its age now, or None when not known."""
+        with self._lock:
+            known = self._ages.get((*where, name))
+        return None if known is None else known[0] + (time.monotonic() - known[1])
+
+
+_AGES = _Ages()
+
+
+class _Downloads:
+    """Archives being downloaded by some thread of this process, so that a build's fetch
+    and a prefetch that want the same archive at once download it once: the second waits
+    for the first and reads what it imported."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy: dict[tuple[str, str, str], threading.Event] = {}
+
+    def claim(self, ident: tuple[str, str, str]) -> tuple[bool, threading.Event]:
+        """(True, event) when the caller is to download (then :meth:`release`), else
+        (False, the event that is set when the other download ends)."""
+        with self._lock:
+            busy = self._busy.get(ident)
+            if busy is not None:
+                return False, busy
+            event = self._busy[ident] = threading.Event()
+            return True, event
+
+    def release(self, ident: tuple[str, str, str], event: threading.Event) -> None:
+        with self._lock:
+            if self._busy.get(ident) is event:
+                del self._busy[ident]
+        event.set()
+
+
+_DOWNLOADS = _Downloads()
+
+
 def _content_md5(params: dict[str, Any], **_: Any) -> None:
     """Give a DeleteObjects request a Content-MD5 header: botocore ≥ 1.36 sends only a
     CRC32 checksum, which S3-compatible servers (MinIO before 2025, Ceph) refuse with
@@ -417,6 +479,8 @@ class Remote:
                 raise RemoteError(f"remote GET failed: {self._where(name)}: {length} bytes, "
                                   f"more than the {max_bytes}-byte limit")
             data: bytes = resp["Body"].read()
+            seen = _server_time(resp)
+            _AGES.note(self._ages_where, name, max(0.0, seen - _timestamp(resp.get("LastModified"), seen)))
             return data
         except self._catchable() as e:
             if self._is_not_found(e):
@@ -459,9 +523,12 @@ class Remote:
             for page in pages:
                 seen = _server_time(page)
                 for obj in page.get("Contents", []) or []:
-                    yield RemoteObject(str(obj["Key"]), int(obj.get("Size", 0)),
-                                       _timestamp(obj.get("LastModified"), seen), str(obj.get("ETag") or ""),
-                                       seen)
+                    found = RemoteObject(str(obj["Key"]), int(obj.get("Size", 0)),
+                                         _timestamp(obj.get("LastModified"), seen), str(obj.get("ETag") or ""),
+                                         seen)
+                    if found.name.endswith(ARCHIVE_SUFFIX):
+                        _AGES.note(self._ages_where, found.name, found.age)
+                    yield found
         except self._catchable() as e:
             raise self._error("LIST", prefix or None, e) from e
 
@@ -485,10 +552,23 @@ class Remote:
         if self.is_read_only:
             return False
         name = self.archive_name(crate, key)
-        found = self.stat(name)
-        if found is None or found.age < USE_RESOLUTION_SECS:
+        age = _AGES.age(self._ages_where, name)  # just listed or downloaded: no HEAD
+        if age is None:
+            found = self.stat(name)
+            if found is None:
+                return False
+            age = found.age
+        if age < USE_RESOLUTION_SECS:
             return False
-        return self._touch(name)
+        if not self._touch(name):
+            _AGES.forget(self._ages_where, name)
+            return False
+        _AGES.note(self._ages_where, name, 0.0)
+        return True
+
+    @property
+    def _ages_where(self) -> tuple[str, str]:
+        return (self.endpoint or "", self.bucket)
 
     def _touch(self, name: str) -> bool:
         """Copy an object onto itself (CopyObject, metadata replaced): its LastModified
@@ -660,16 +740,33 @@ class Remote:
         """Full keys announced under a cheap key, newest first (invalid items skipped)."""
         return [i["key"] for i in self._read_mkeys(self.mkeys_name(crate, mkey))]
 
-    def fetch_entry(self, store: Store, crate: str, key: str, origin: str = "remote") -> Entry | None:
-        """Download and import one archive; None when the remote does not have it.
+    def fetch_entry(self, store: Store, crate: str, key: str, origin: str = "remote", *,
+                    wait: float | None = None) -> Entry | None:
+        """Download and import one archive; None when the remote does not have it. When
+        another thread of this process is downloading it already, wait for that (at most
+        ``wait`` seconds; None: as long as it takes) and return what it imported.
 
         Raises RemoteError, or ArchiveError for a bad archive (nothing recorded).
         """
         name = self.archive_name(crate, key)
-        data = self.get(name)
-        if data is None:
-            return None
-        return import_archive(store, data, expected_key=key, expected_crate=crate, origin=origin, name=name)
+        ident = (*self._ages_where, name)
+        mine, done = _DOWNLOADS.claim(ident)
+        if not mine:
+            finished = done.wait(wait)
+            entry = store.get(key)
+            if entry is None and finished:
+                raise RemoteError(f"remote GET failed: {self._where(name)}: the download another request of "
+                                  "this process made at the same time did not import it")
+            return entry
+        try:
+            if store.has_key(key):  # a download that ended just before this one began
+                return store.get(key)
+            data = self.get(name)
+            if data is None:
+                return None
+            return import_archive(store, data, expected_key=key, expected_crate=crate, origin=origin, name=name)
+        finally:
+            _DOWNLOADS.release(ident, done)
 
     def fetch_by_mkey(self, store: Store, crate: str, mkey: str, *, limit: int = 3,
                       deadline: float | None = None, origin: str = "remote") -> builtins.list[str]:
@@ -692,7 +789,8 @@ class Remote:
                 continue
             tried += 1
             try:
-                entry = self.fetch_entry(store, crate, key, origin=origin)
+                entry = self.fetch_entry(store, crate, key, origin=origin,
+                                         wait=None if deadline is None else max(0.0, deadline - time.monotonic()))
             except ArchiveError as e:
                 log.warning("%s", e)
                 errors.append(e)

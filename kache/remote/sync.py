@@ -313,15 +313,23 @@ def _pull(store: Store, remote: Remote, pool: ThreadPoolExecutor, stores: _Threa
         report.pulled.extend(Transfer(a.crate, a.key, a.size) for a in todo)
         return
 
-    def fetch(a: RemoteArchive) -> Transfer | Skipped:
-        data = remote.get(a.name)
-        if data is None:
+    def fetch(a: RemoteArchive) -> Transfer | Skipped | None:
+        store = stores.get()
+        if store.has_key(a.key):  # a build's fetch brought it meanwhile
+            return None
+        if remote.archive_name(a.crate, a.key) != a.name:  # not where fetch_entry looks: as named
+            data = remote.get(a.name)
+            if data is None:
+                return Skipped(a.name, "gone", f"skipped remote object: {a.name}: deleted while syncing")
+            import_archive(store, data, expected_key=a.key, expected_crate=a.crate, origin="prefetch", name=a.name)
+            return Transfer(a.crate, a.key, len(data))
+        # once per process: a fetch of the same archive at the same time is waited for
+        if remote.fetch_entry(store, a.crate, a.key, origin="prefetch") is None:
             return Skipped(a.name, "gone", f"skipped remote object: {a.name}: deleted while syncing")
-        import_archive(stores.get(), data, expected_key=a.key, expected_crate=a.crate, origin="prefetch",
-                       name=a.name)
-        return Transfer(a.crate, a.key, len(data))
+        return Transfer(a.crate, a.key, a.size)
 
-    _run(pool, "pull", todo, fetch, lambda a: a.size, lambda a: a.name, report.pulled, report, progress)
+    already = _run(pool, "pull", todo, fetch, lambda a: a.size, lambda a: a.name, report.pulled, report, progress)
+    report.pull_up_to_date += already
 
 
 def _push(store: Store, remote: Remote, pool: ThreadPoolExecutor, stores: _ThreadStores,
@@ -378,13 +386,16 @@ def _push(store: Store, remote: Remote, pool: ThreadPoolExecutor, stores: _Threa
          progress)
 
 
-def _run(pool: ThreadPoolExecutor, phase: str, todo: list[Any], work: Callable[[Any], Transfer | Skipped],
-         size_of: Callable[[Any], int], name_of: Callable[[Any], str], done: list[Transfer],
-         report: SyncReport, progress: Progress | None) -> None:
-    """Run ``work`` over ``todo`` in the pool; sort each outcome into the report."""
+def _run(pool: ThreadPoolExecutor, phase: str, todo: list[Any],
+         work: Callable[[Any], Transfer | Skipped | None], size_of: Callable[[Any], int],
+         name_of: Callable[[Any], str], done: list[Transfer], report: SyncReport,
+         progress: Progress | None) -> int:
+    """Run ``work`` over ``todo`` in the pool; sort each outcome into the report. Returns
+    how many items needed nothing (``work`` gave None)."""
+    nothing = 0
     if progress is not None:
         progress.start(phase, len(todo), sum(size_of(t) for t in todo))
-    pending: dict[Future[Transfer | Skipped], Any] = {pool.submit(work, t): t for t in todo}
+    pending: dict[Future[Transfer | Skipped | None], Any] = {pool.submit(work, t): t for t in todo}
     try:
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -401,7 +412,9 @@ def _run(pool: ThreadPoolExecutor, phase: str, todo: list[Any], work: Callable[[
                     report.failures.append(Skipped(name, "error", f"{phase} failed: {name}: "
                                                                   f"{type(e).__name__}: {e}"))
                 else:
-                    if isinstance(result, Skipped):
+                    if result is None:
+                        nothing += 1
+                    elif isinstance(result, Skipped):
                         report.skipped.append(result)
                     else:
                         done.append(result)
@@ -413,3 +426,4 @@ def _run(pool: ThreadPoolExecutor, phase: str, todo: list[Any], work: Callable[[
         if progress is not None:
             progress.finish(phase)
     done.sort(key=lambda t: (t.crate, t.key))
+    return nothing

@@ -146,11 +146,13 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
             extern_paths.append((name, os.path.join(cwd, path)))
     libs, lib_dirs = native_inputs(rc, cwd, target_dir, argvmod.target_family(rc))
     linked = link_inputs(rc, argvmod.effective_crate_types(rc), cwd, env)
-    to_hash = [p for _, p in extern_paths] + [p for _, p in libs] + [p for _, files in lib_dirs for p in files]
-    to_hash += [p for _, p in linked]
+    to_hash = [p for _, p in extern_paths] + [p for _, p in linked]
     if rc.target and rc.target.endswith(".json"):
         to_hash.append(os.path.join(cwd, rc.target))
     hashes = c.hasher.hashes(to_hash)
+    # a build script's C objects hold its machine's paths in their debug strings only
+    hashes.update(c.hasher.native_hashes([p for _, p in libs] + [p for _, files in lib_dirs for p in files],
+                                         norm))
     for name, path in extern_paths:
         if hashes[path] is None:
             raise Uncacheable("missing-extern")

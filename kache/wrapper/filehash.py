@@ -19,9 +19,17 @@ import time
 from kache.store import blobs
 from kache.store.index import Store
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from kache.paths import Normalizer
+
 __all__ = ["FileHasher", "MIN_AGE_SECS"]
 
 MIN_AGE_SECS = 2.0
+NATIVE_READ_MAX = 256 << 20
+"""A native library larger than this is keyed by its bytes, without reading it whole."""
 
 
 class FileHasher:
@@ -34,32 +42,57 @@ class FileHasher:
 
     def hashes(self, paths: list[str]) -> dict[str, str | None]:
         """Absolute path → blake3 hex, or None when the file is missing or unreadable."""
-        out: dict[str, str | None] = {}
-        todo = [p for p in paths if p not in self._known]
-        memo = self.store.file_hash_rows(todo) if todo else {}
+        found = self._memoised([p for p in paths if p not in self._known], "", lambda p, st: blobs.hash_file(p)[0])
+        self._known.update((p, d) for p, d in found.items() if d is not None)
+        return {p: self._known.get(p, found.get(p)) for p in paths}
+
+    def native_hashes(self, paths: list[str], norm: Normalizer) -> dict[str, str | None]:
+        """Like :meth:`hashes`, for native libraries: an object or archive that holds a
+        path of this machine in its debug strings gets :func:`objdigest.portable_digest`
+        (the same on every machine whose copy differs only there); any other file its
+        blake3. Memoised under the path and the normaliser's table, since the digest
+        depends on both."""
+        if not paths:
+            return {}
+        from blake3 import blake3
+
+        from kache.wrapper.objdigest import VERSION, portable_digest
+
+        def digest(path: str, st: os.stat_result) -> str:
+            if st.st_size > NATIVE_READ_MAX:  # not read whole: keyed by its bytes
+                return blobs.hash_file(path)[0]
+            with open(path, "rb") as f:
+                data = f.read()
+            return portable_digest(data, norm) or blake3(data).hexdigest()
+
+        table = "\n".join(f"{p}\0{s}" for p, s in norm.table)
+        return self._memoised(paths, f"\0{VERSION}:{blake3(table.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}",
+                              digest)
+
+    def _memoised(self, paths: list[str], tag: str,
+                  compute: Callable[[str, os.stat_result], str]) -> dict[str, str | None]:
+        """``compute(path, stat)`` of each path, through the memo (rows keyed ``path + tag``)."""
+        memo = self.store.file_hash_rows([p + tag for p in paths]) if paths else {}
         now_ns = time.time_ns()
+        out: dict[str, str | None] = {}
         for p in paths:
-            if p in self._known:
-                out[p] = self._known[p]
-                continue
             try:
                 st = os.stat(p)
             except OSError:
                 out[p] = None
                 continue
             stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            row = memo.get(p)
+            row = memo.get(p + tag)
             if row is not None and row[:5] == stamp:
-                digest = row[5]
-            else:
-                try:
-                    digest, _ = blobs.hash_file(p)
-                except OSError:
-                    out[p] = None
-                    continue
-                if now_ns - max(st.st_mtime_ns, st.st_ctime_ns) > MIN_AGE_SECS * 1e9:
-                    self._pending.append((p, *stamp, digest))
-            self._known[p] = digest
+                out[p] = row[5]
+                continue
+            try:
+                digest = compute(p, st)
+            except OSError:
+                out[p] = None
+                continue
+            if now_ns - max(st.st_mtime_ns, st.st_ctime_ns) > MIN_AGE_SECS * 1e9:
+                self._pending.append((p + tag, *stamp, digest))
             out[p] = digest
         return out
 

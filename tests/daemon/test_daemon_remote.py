@@ -6,7 +6,6 @@ B fetches by cheap key, C prefetches from its Cargo.lock.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 

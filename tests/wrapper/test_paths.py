@@ -4,7 +4,6 @@ file names of rustc's messages turned back into this machine's paths."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

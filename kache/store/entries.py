@@ -221,6 +221,7 @@ PASSTHROUGH_WORDS = {
     "unusual-argument": "an argument with a NUL or a byte that is not UTF-8",
     "output-path": "an output is written outside --out-dir",
     "missing-extern": "a dependency (--extern) file is missing",
+    "native-library": "a thin archive among its native libraries cannot be read",
     "compiler-identity": "the compiler chain could not be identified (a program missing, or -vV failed)",
 }
 

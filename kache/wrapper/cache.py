@@ -36,6 +36,7 @@ from kache.wrapper import depinfo
 from kache.wrapper.envpolicy import key_env
 from kache.wrapper.filehash import FileHasher
 from kache.wrapper.key import KEY_VERSION, KeyBuilder, env_only_locates_files, full_key
+from kache.wrapper.filehash import ThinArchiveError
 from kache.wrapper.nativelibs import link_inputs, native_inputs
 from kache.wrapper.portable import Scanner
 from kache.wrapper.toolchain import ToolchainError, identity
@@ -146,13 +147,18 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
             extern_paths.append((name, os.path.join(cwd, path)))
     libs, lib_dirs = native_inputs(rc, cwd, target_dir, argvmod.target_family(rc))
     linked = link_inputs(rc, argvmod.effective_crate_types(rc), cwd, env)
-    to_hash = [p for _, p in extern_paths] + [p for _, p in linked]
+    to_hash = [p for _, p in extern_paths]
     if rc.target and rc.target.endswith(".json"):
         to_hash.append(os.path.join(cwd, rc.target))
     hashes = c.hasher.hashes(to_hash)
-    # a build script's C objects hold its machine's paths in their debug strings only
-    hashes.update(c.hasher.native_hashes([p for _, p in libs] + [p for _, files in lib_dirs for p in files],
-                                         norm))
+    # objects and archives, keyed so that a build script's C objects, which hold its
+    # machine's paths in their debug strings, match across machines; thin archives by
+    # their members
+    native = [p for _, p in libs] + [p for _, files in lib_dirs for p in files] + [p for _, p in linked]
+    try:
+        hashes.update(c.hasher.native_hashes(native, norm))
+    except ThinArchiveError as e:
+        raise Uncacheable("native-library") from e
     for name, path in extern_paths:
         if hashes[path] is None:
             raise Uncacheable("missing-extern")

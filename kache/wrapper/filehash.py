@@ -25,11 +25,23 @@ if TYPE_CHECKING:
 
     from kache.paths import Normalizer
 
-__all__ = ["FileHasher", "MIN_AGE_SECS"]
+__all__ = ["FileHasher", "MIN_AGE_SECS", "ThinArchiveError"]
 
 MIN_AGE_SECS = 2.0
 NATIVE_READ_MAX = 256 << 20
 """A native library larger than this is keyed by its bytes, without reading it whole."""
+
+
+class ThinArchiveError(Exception):
+    """A thin archive whose members cannot be listed: the call cannot be keyed."""
+
+
+def _starts_with(path: str, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 class FileHasher:
@@ -56,7 +68,7 @@ class FileHasher:
             return {}
         from blake3 import blake3
 
-        from kache.wrapper.objdigest import VERSION, portable_digest
+        from kache.wrapper.objdigest import THIN_MAGIC, VERSION, portable_digest
 
         def digest(path: str, st: os.stat_result) -> str:
             if st.st_size > NATIVE_READ_MAX:  # not read whole: keyed by its bytes
@@ -66,8 +78,43 @@ class FileHasher:
             return portable_digest(data, norm) or blake3(data).hexdigest()
 
         table = "\n".join(f"{p}\0{s}" for p, s in norm.table)
-        return self._memoised(paths, f"\0{VERSION}:{blake3(table.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}",
-                              digest)
+        tag = f"\0{VERSION}:{blake3(table.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
+        out = self._memoised(paths, tag, digest)
+        # A thin archive's own bytes do not change with its members' code: it is keyed by
+        # what it names, read every time (no memo can see a member change through it).
+        for p in paths:
+            if out.get(p) is not None and _starts_with(p, THIN_MAGIC):
+                out[p] = self._thin_digest(p, norm, tag, digest)
+        return out
+
+    def _thin_digest(self, path: str, norm: Normalizer, tag: str,
+                     digest: Callable[[str, os.stat_result], str]) -> str:
+        """blake3 of a thin archive and of every member file it names (each by its own
+        native digest); raises ThinArchiveError when it cannot be read."""
+        from blake3 import blake3
+
+        from kache.wrapper.objdigest import THIN_MAGIC, thin_members
+
+        try:
+            with open(path, "rb") as f:
+                data = f.read(NATIVE_READ_MAX)
+        except OSError as e:
+            raise ThinArchiveError(f"{path}: {e}") from None
+        members = thin_members(data)
+        if members is None:
+            raise ThinArchiveError(f"{path}: not a thin archive kache can read")
+        h = blake3(b"thin\0" + blake3(data).digest())
+        base = os.path.dirname(path)
+        for name in members:
+            member = os.path.join(base, name)
+            if _starts_with(member, THIN_MAGIC):  # ar flattens these; one that is not, is not keyed
+                raise ThinArchiveError(f"{path}: its member {name} is a thin archive too")
+            try:
+                d = digest(member, os.stat(member))
+            except OSError:
+                d = "missing"
+            h.update(f"{name}\0{d}\n".encode("utf-8", "surrogateescape"))
+        return f"thin:{h.hexdigest()}"
 
     def _memoised(self, paths: list[str], tag: str,
                   compute: Callable[[str, os.stat_result], str]) -> dict[str, str | None]:

@@ -42,11 +42,12 @@ from blake3 import blake3
 if TYPE_CHECKING:
     from kache.paths import Normalizer
 
-__all__ = ["portable_digest", "VERSION"]
+__all__ = ["portable_digest", "thin_members", "THIN_MAGIC", "VERSION"]
 
 VERSION = "portable-1"
 
 _AR_MAGIC = b"!<arch>\n"
+THIN_MAGIC = b"!<thin>\n"
 _ELF_MAGIC = b"\x7fELF"
 _STRING_SECTIONS = (b".debug_str", b".debug_line_str")
 _SHT_SYMTAB, _SHT_RELA, _SHT_NOBITS, _SHT_REL = 2, 4, 8, 9
@@ -79,6 +80,39 @@ def portable_digest(data: bytes, norm: Normalizer) -> str | None:
     except _ERRORS:
         return None
     return f"{VERSION}:{h.hexdigest()}"
+
+
+def thin_members(data: bytes) -> list[str] | None:
+    """The member files a GNU thin archive (``ar crsT``) names, as written (relative to
+    the archive's directory, or absolute), in order; None when ``data`` is not one or
+    cannot be read. A thin archive holds no member's bytes, only where it lies: the
+    linker (and rustc, bundling it into an rlib) reads those files."""
+    if not data.startswith(THIN_MAGIC):
+        return None
+    pos, long_names, out = len(THIN_MAGIC), b"", []
+    try:
+        while pos < len(data):
+            header = data[pos:pos + 60]
+            if len(header) < 60 or header[58:60] != b"`\n":
+                return None
+            name = header[:16].rstrip(b" ")
+            size = int(header[48:58].decode("ascii").strip() or "0")
+            if name in (b"/", b"/SYM64/", b"//"):  # the index and the name table are inside
+                if pos + 60 + size > len(data):
+                    return None
+                if name == b"//":
+                    long_names = data[pos + 60:pos + 60 + size]
+                pos += 60 + size + (size & 1)
+                continue
+            if name.startswith(b"/") and name[1:].isdigit():
+                off = int(name[1:])
+                stop = long_names.find(b"\n", off)
+                name = long_names[off:stop if stop >= 0 else len(long_names)]
+            out.append(name.rstrip(b"/").decode("utf-8", "surrogateescape"))
+            pos += 60  # a member's bytes are not in a thin archive
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return out
 
 
 def _field(h: blake3, tag: bytes, value: bytes) -> None:

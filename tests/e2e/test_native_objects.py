@@ -26,8 +26,10 @@ fn main() {
     let pkg = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let mut objects = Vec::new();
+    let objdir = out.join(OBJ_DIR);
+    std::fs::create_dir_all(&objdir).unwrap();
     for (src, obj) in SOURCES {
-        let o = out.join(obj);
+        let o = objdir.join(obj);
         let ok = Command::new("cc").args(["-g", "-O1", "-fPIC", "-c"]).arg(pkg.join(src)).arg("-o").arg(&o)
             .status().unwrap().success();
         assert!(ok, "cc failed");
@@ -36,23 +38,26 @@ fn main() {
     }
     let lib = out.join("libcnat_c.a");
     let _ = std::fs::remove_file(&lib);
-    assert!(Command::new("ar").arg("crs").arg(&lib).args(&objects).status().unwrap().success());
+    assert!(Command::new("ar").arg(AR_FLAGS).arg(&lib).args(&objects).status().unwrap().success());
     println!("cargo:rustc-link-search=native={}", out.display());
     println!("cargo:rustc-link-lib=static=cnat_c");
 }
 '''
 
 
-def sources() -> str:
+def sources(thin: bool) -> str:
+    """The build script's constants: its sources, and where and how it archives them (a
+    thin archive, ``ar crsT``, names objects it does not hold, here in a subdirectory)."""
     pairs = [("c/value.c", "value.o")] + ([("c/asm.S", "asm.o")] if ASM else [])
-    return "const SOURCES: &[(&str, &str)] = &[" + ", ".join(f'("{s}", "{o}")' for s, o in pairs) + "];\n"
+    return ("const SOURCES: &[(&str, &str)] = &[" + ", ".join(f'("{s}", "{o}")' for s, o in pairs) + "];\n"
+            + f'const OBJ_DIR: &str = "{"obj" if thin else ""}";\nconst AR_FLAGS: &str = "{"crsT" if thin else "crs"}";\n')
 
 
-def write_workspace(root: Path, c_value: int = 40) -> None:
+def write_workspace(root: Path, c_value: int = 40, thin: bool = False) -> None:
     files = {
         "Cargo.toml": '[workspace]\nmembers = ["cnat", "mid", "app"]\nresolver = "2"\n',
         "cnat/Cargo.toml": '[package]\nname = "cnat"\nversion = "0.1.0"\nedition = "2021"\n',
-        "cnat/build.rs": sources() + BUILD_RS,
+        "cnat/build.rs": sources(thin) + BUILD_RS,
         "cnat/src/lib.rs": 'extern "C" { fn c_value() -> i32; }\n'
                            + ('extern "C" { fn asm_value() -> i32; }\n' if ASM else "")
                            + "pub fn value() -> i32 { unsafe { c_value()"
@@ -77,9 +82,9 @@ def set_c(root: Path, value: int, lead: str = "") -> None:
     (root / "cnat/c/value.c").write_text(f"{lead}int c_value(void) {{ return {value}; }}\n")
 
 
-def machine(base: Path, store: Path, kache_exe: str) -> Workspace:
+def machine(base: Path, store: Path, kache_exe: str, thin: bool = False) -> Workspace:
     path = base / "src" / "workspace"
-    write_workspace(path)
+    write_workspace(path, thin=thin)
     home = base / "home"
     (home / ".cargo").mkdir(parents=True)
     log = base / "rustc.log"
@@ -129,3 +134,22 @@ def test_c_code_built_elsewhere_is_shared_and_changes_still_miss(tmp_path: Path,
     set_c(b.path, 50, lead="\n\n")
     b.build()
     assert outcomes(b.take_events())["cnat"] == "miss"
+
+
+def test_a_thin_archive_is_keyed_by_the_objects_it_names(tmp_path: Path, kache_exe: str) -> None:
+    """``ar crsT`` writes only the members' names: a changed object leaves the archive's
+    bytes as they were (found by an adversarial review: kache served the old code)."""
+    ws = machine(tmp_path / "a", tmp_path / "store", kache_exe, thin=True)
+    ws.build()
+    lib = next((ws.target / "debug" / "build").glob("cnat-*/out/libcnat_c.a"))
+    assert lib.read_bytes().startswith(b"!<thin>\n")
+    assert run_app(ws) == "answer=42\n"
+    ws.take_events()
+    set_c(ws.path, 41)
+    ws.build()
+    assert outcomes(ws.take_events())["cnat"] == "miss"
+    assert run_app(ws) == plain_output(ws.path, tmp_path / "oracle") == "answer=43\n"
+    ws.clean()
+    ws.build()  # and the entry recorded for the new objects is served for them
+    assert outcomes(ws.take_events())["cnat"] == "local_hit"
+    assert run_app(ws) == "answer=43\n"

@@ -107,20 +107,25 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
 
 @daemon.command()
 @click.option("--detached", is_flag=True, hidden=True, help="Log to the file only (set by `start`).")
-def run(detached: bool) -> int:
+@click.option("--service", is_flag=True,
+              help="Run as a service (systemd, launchd): never exit when idle, and replace a daemon "
+                   "that a build started before the service did.")
+def run(detached: bool, service: bool) -> int:
     """Run the daemon in the foreground (what a service runs).
 
     Logs to stderr and to daemon.log in the store. Exits 0 at once when a daemon
-    already runs for this store, and after cache.daemon_idle_timeout_secs idle.
+    already runs for this store, and after cache.daemon_idle_timeout_secs idle
+    (neither with --service).
 
     \b
     Example:
       KACHE_LOG=kache=debug kache daemon run
+      kache daemon run --service      # ExecStart of a systemd user unit
     """
     from kache.daemon import server
 
     s = _settings(check=True)
-    return server.run(s, foreground=not detached)
+    return server.run(s, foreground=not detached, service=service)
 
 
 @daemon.command()

@@ -220,13 +220,15 @@ def spawn(from_build: bool = True) -> bool:
 
 
 def spawn_kache(args: list[str], env: dict[str, str] | None = None) -> bool:
-    """Run ``python -m kache ARGS`` detached (new session, no inherited descriptors, cwd
-    ``/``, no output), not waiting for it. True when the process was launched."""
+    """Run ``kache ARGS`` with this interpreter and import path (:mod:`kache.selfexec`)
+    detached (new session, no inherited descriptors, cwd ``/``, no output), not waiting
+    for it. True when the process was launched."""
     import subprocess
-    import sys
+
+    from kache import selfexec
 
     try:
-        subprocess.Popen([sys.executable, "-m", "kache", *args], env=env, stdin=subprocess.DEVNULL,
+        subprocess.Popen(selfexec.command(*args), env=selfexec.environ(env), stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
                          start_new_session=True, cwd="/")
     except OSError:

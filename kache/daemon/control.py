@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from kache import selfexec
 from kache._record import Record
 from kache.daemon import client
 from kache.daemon import protocol as P
@@ -166,9 +167,9 @@ def start(settings: Settings, *, from_build: bool = False, wait: float = 0.0,
     finally:
         os.umask(old)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "kache", "daemon", "run", "--detached"],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=child_env, cwd="/",
-                                close_fds=True, start_new_session=True)
+        proc = subprocess.Popen(selfexec.command("daemon", "run", "--detached"),
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=selfexec.environ(child_env),
+                                cwd="/", close_fds=True, start_new_session=True)
     except OSError as e:
         raise KacheError(f"cannot start the daemon: {sys.executable}: {e.strerror or e}") from None
     finally:

@@ -19,7 +19,7 @@ returns at once, saying which pid runs. The socket is bound with umask 077 and c
 jobs (0: never). SIGTERM, SIGINT and the ``stop`` op end it cleanly: the replies under
 way are finished, uploads not done stay as intents on disk, the socket and the pid
 file are removed. When the kache package's ``.py`` files or the config files change, it
-does the same and then re-executes itself (``sys.executable -m kache daemon run``), so
+does the same and then re-executes itself (:mod:`kache.selfexec`), so
 a service or a long-lived daemon always runs the installed code and settings.
 
 Remotes. The remote follows the build: every request that touches one names it (its
@@ -85,6 +85,7 @@ log = logging.getLogger("kache.daemon")
 LOG_MAX_BYTES = 4 << 20
 LOG_BACKUPS = 2
 MAX_CONNECTIONS = 64
+TAKE_OVER_SECS = 15.0  # how long a service waits for the daemon it replaces
 DONE_MEMORY = 10_000
 """Keys uploaded lately: asked again, only their intent is removed (no second HEAD)."""
 RETRY_MAX_SECS = 600.0
@@ -266,15 +267,17 @@ class Daemon:
                  retry_delay: float = 30.0, max_tries: int = P.MAX_TRIES,
                  prefetch_dedupe_secs: float = P.PREFETCH_DEDUPE_SECS, accept_timeout: float = 0.2,
                  watch_dir: str | None = None, fold_interval: float = STATS_FOLD_SECS,
-                 fold_bytes: int = STATS_FOLD_BYTES) -> None:
+                 fold_bytes: int = STATS_FOLD_BYTES, service: bool = False) -> None:
         self.settings = settings
         self.foreground = foreground
+        self.service = service
+        """Run by a service manager: never idles out (re-executes with ``--service``)."""
         self.root = os.path.abspath(str(settings.local_store))
         self.socket_path = client.socket_path(self.root)
         self.pid_path = os.path.join(self.root, P.PID_NAME)
         self.log_path = os.path.join(self.root, P.LOG_NAME)
         self.intents_dir = os.path.join(self.root, P.INTENTS_DIR)
-        self.idle_timeout = float(settings["cache.daemon_idle_timeout_secs"] or 0)
+        self.idle_timeout = 0.0 if service else float(settings["cache.daemon_idle_timeout_secs"] or 0)
         self.concurrency = max(1, int(settings["cache.s3_concurrency"] or 1))
         self.reexec = reexec
         self.scan_interval = scan_interval
@@ -597,13 +600,16 @@ class Daemon:
         self._teardown_logging()
 
     def _exec(self) -> None:
-        argv = [sys.executable, "-m", "kache", "daemon", "run"] + ([] if self.foreground else ["--detached"])
+        from kache import selfexec
+
+        argv = selfexec.command("daemon", "run", *([] if self.foreground else ["--detached"]),
+                                *(["--service"] if self.service else []))
         if self._exec_hook is not None:
             self._exec_hook(argv)
             return
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(sys.executable, argv)
+        os.execve(sys.executable, argv, selfexec.environ())
 
     # ------------------------------------------------------------------ changes
 
@@ -1401,6 +1407,21 @@ def _gone(store: Store, key: str) -> bool:
         return False
 
 
+def _take_over(daemon: Daemon, running: AlreadyRunning) -> None:
+    """Ask the daemon that holds the store to stop, and wait until it has (its uploads
+    not done stay as intents, which the new one takes up)."""
+    from kache.daemon import control
+
+    print(f"{running}; asking it to stop, to run as the service", flush=True)
+    control.stop(daemon.root, timeout=TAKE_OVER_SECS)
+    deadline = time.monotonic() + TAKE_OVER_SECS
+    while control.running_pid(daemon.root) is not None:
+        if time.monotonic() > deadline:
+            raise KacheError(f"cannot start the daemon: the one running for {daemon.root} (pid {running.pid}) "
+                             f"did not stop within {TAKE_OVER_SECS:g}s; stop it with `kache daemon stop`")
+        time.sleep(0.1)
+
+
 def _read_pid(fd: int) -> int:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
@@ -1450,18 +1471,24 @@ def _first_failure(report: Any) -> str | None:
 
 
 def run(settings: Settings, *, foreground: bool = True, remote: Any = _AUTO,
-        sync: Callable[..., Any] | None = None) -> int:
+        sync: Callable[..., Any] | None = None, service: bool = False) -> int:
     """Run a daemon for these settings until it stops; re-execute on code/config changes.
 
     Returns the exit status: 0 also when another daemon already runs (it says so on
-    stdout). Raises :class:`kache.errors.KacheError` when the socket cannot be set up.
+    stdout). As a ``service``, the daemon never idles out, and one already running (a
+    build started it before the service manager did) is asked to stop and replaced:
+    the service is the one that stays. Raises :class:`kache.errors.KacheError` when the
+    socket cannot be set up, or when a running daemon does not make way.
     """
-    daemon = Daemon(settings, foreground=foreground, remote=remote, sync=sync, reexec=True)
+    daemon = Daemon(settings, foreground=foreground, remote=remote, sync=sync, reexec=True, service=service)
     try:
         return daemon.serve()
     except AlreadyRunning as e:
-        print(str(e), flush=True)
-        return 0
+        if not service:
+            print(str(e), flush=True)
+            return 0
+        _take_over(daemon, e)
+        return daemon.serve()
     except OSError as e:
         raise KacheError(f"cannot start the daemon: {e.filename or daemon.socket_path}: "
                          f"{e.strerror or e}") from None

@@ -114,7 +114,7 @@ def _systemd_quote(word: str) -> str:
 
 def render_unit(command: list[str], environment: Mapping[str, str]) -> str:
     """The text of ``kache.service`` for ``command`` (the kache executable's argv prefix)."""
-    exec_start = " ".join(_systemd_quote(w) for w in [*command, "daemon", "run"])
+    exec_start = " ".join(_systemd_quote(w) for w in [*command, "daemon", "run", "--service"])
     env_lines = [f"Environment={_systemd_quote(f'{k}={v}')}" for k, v in environment.items()]
     return "\n".join([
         "# Written by `kache daemon install`; `kache daemon uninstall` removes it.",
@@ -125,7 +125,7 @@ def render_unit(command: list[str], environment: Mapping[str, str]) -> str:
         "[Service]",
         "Type=simple",
         f"ExecStart={exec_start}",
-        "Restart=on-failure",
+        "Restart=always",
         "RestartSec=5s",
         "UMask=0077",
         "NoNewPrivileges=yes",
@@ -141,10 +141,10 @@ def render_plist(command: list[str], environment: Mapping[str, str], log_path: s
     """The launchd agent ``dev.kache.daemon`` as an XML plist."""
     doc: dict[str, Any] = {
         "Label": LABEL,
-        "ProgramArguments": [*command, "daemon", "run"],
+        "ProgramArguments": [*command, "daemon", "run", "--service"],
         "EnvironmentVariables": dict(environment),
         "RunAtLoad": True,
-        "KeepAlive": {"SuccessfulExit": False},
+        "KeepAlive": True,
         "ProcessType": "Background",
         "ThrottleInterval": 5,
         "StandardOutPath": log_path,

@@ -447,7 +447,26 @@ def test_a_code_change_stops_the_daemon_and_re_executes_it(start_daemon, store_r
     os.utime(code / "mod.py", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     d.thread.join(3)
     assert not d.thread.is_alive()
-    assert execs and execs[0][1:] == ["-m", "kache", "daemon", "run"]
+    assert execs and execs[0][3:] == ["daemon", "run"]
+    assert d.daemon.restart_reason == "kache's code changed"
+    assert not (store_root / "daemon.pid").exists()
+
+
+def test_a_service_never_idles_out_and_re_executes_as_a_service(start_daemon, store_root: Path, tmp_path: Path
+                                                                 ) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "mod.py").write_text("x = 1\n")
+    execs: list[list[str]] = []
+    d = start_daemon(reexec=True, exec_hook=execs.append, watch_interval=0.05, watch_dir=str(code), service=True,
+                     env={"KACHE_DAEMON_IDLE_TIMEOUT": "1"})
+    assert d.daemon.idle_timeout == 0
+    time.sleep(1.5)
+    assert d.thread.is_alive()  # past the setting's idle timeout
+    st = os.stat(code / "mod.py")
+    os.utime(code / "mod.py", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    d.thread.join(3)
+    assert execs and execs[0][3:] == ["daemon", "run", "--service"]
     assert d.daemon.restart_reason == "kache's code changed"
     assert not (store_root / "daemon.pid").exists()
 

@@ -35,7 +35,7 @@ def test_install_writes_a_systemd_unit_that_verifies(clean_env: Path, store_env:
         "wrote ~/.config/systemd/user/kache.service",
         "not activated; to start it: systemctl --user daemon-reload && systemctl --user enable --now kache.service"]
     text = unit.read_text()
-    for line in (f"ExecStart={kache_script()} daemon run", "Restart=on-failure", "RestartSec=5s", "UMask=0077",
+    for line in (f"ExecStart={kache_script()} daemon run --service", "Restart=always", "RestartSec=5s", "UMask=0077",
                  "NoNewPrivileges=yes", "Environment=KACHE_LOG=kache=info", f"Environment=KACHE_CACHE_DIR={store_env}",
                  "WantedBy=default.target", "Type=simple", "Description=kache build cache daemon"):
         assert line in text.splitlines(), line
@@ -75,11 +75,11 @@ def test_install_writes_a_launchd_plist(clean_env: Path, store_env: Path, monkey
         doc = plistlib.load(f)
     assert doc == {
         "Label": "dev.kache.daemon",
-        "ProgramArguments": [kache_script(), "daemon", "run"],
+        "ProgramArguments": [kache_script(), "daemon", "run", "--service"],
         "EnvironmentVariables": {"KACHE_LOG": "kache=info", "KACHE_CONFIG": str(clean_env / "etc-config.toml"),
                                  "KACHE_CACHE_DIR": str(store_env)},
         "RunAtLoad": True,
-        "KeepAlive": {"SuccessfulExit": False},
+        "KeepAlive": True,
         "ProcessType": "Background",
         "ThrottleInterval": 5,
         "StandardOutPath": str(store_env / "daemon.log"),
@@ -125,5 +125,5 @@ def test_activation_runs_systemctl(clean_env: Path, store_env: Path, tmp_path: P
 
 def test_unit_quotes_paths_with_spaces_and_specifiers() -> None:
     text = service.render_unit(["/opt/my tools/kache%1"], {"KACHE_CONFIG": "/etc/a b.toml"})
-    assert 'ExecStart="/opt/my tools/kache%%1" daemon run' in text.splitlines()
+    assert 'ExecStart="/opt/my tools/kache%%1" daemon run --service' in text.splitlines()
     assert 'Environment="KACHE_CONFIG=/etc/a b.toml"' in text.splitlines()

@@ -1,0 +1,50 @@
+"""Running this kache again: the daemon a build or ``kache daemon start`` launches, and
+the daemon's re-execution of itself after an upgrade or a config change.
+
+``<this python> -m kache`` alone is not enough: a launcher may add kache's directory
+and its dependencies' at run time, inside the script — nixpkgs' Python applications
+do (``site.addsitedir`` in ``.kache-wrapped``), so do pipx-style and hand-made
+wrappers — and the bare interpreter then finds no ``kache``. ``PYTHONPATH`` would not
+do either: it skips the ``.pth`` files of those directories (an editable install's
+import hook, namespace packages). So the child runs a two-line bootstrap that does
+what the launcher did: ``site.addsitedir`` on every directory this process imports
+from (passed in ``_KACHE_SITE_DIRS``, removed from the environment before kache
+starts), then kache's own entry point.
+
+Standard library only: the wrapper calls this when it starts a daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["command", "environ", "SITE_DIRS_VARIABLE"]
+
+SITE_DIRS_VARIABLE = "_KACHE_SITE_DIRS"
+
+_BOOTSTRAP = (
+    "import os, site, sys\n"
+    f"for d in os.environ.pop({SITE_DIRS_VARIABLE!r}, '').split(os.pathsep):\n"
+    "    d and site.addsitedir(d)\n"
+    "from kache.__main__ import main\n"
+    "sys.argv[0] = 'kache'\n"
+    "sys.exit(main())\n"
+)
+
+
+def command(*args: str) -> list[str]:
+    """The argv that runs ``kache ARGS`` with this interpreter; its environment must
+    come from :func:`environ`."""
+    return [sys.executable, "-c", _BOOTSTRAP, *args]
+
+
+def environ(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) plus the directories this process imports from."""
+    out = dict(os.environ if env is None else env)
+    out[SITE_DIRS_VARIABLE] = os.pathsep.join(dict.fromkeys(p for p in sys.path if p and os.path.isabs(p)))
+    return out

@@ -1,8 +1,9 @@
 # NixOS and nix-darwin module for kache, the Rust build cache.
 #
-# The same file works on both: a systemd user service on NixOS, a launchd user agent on
-# nix-darwin. `settings` follows RFC 42: freeform TOML written to /etc/kache/config.toml
-# (named by KACHE_CONFIG), with typed options for every key of kache's schema. A typed
+# The same file works on both: a systemd user service on NixOS, a launchd agent for
+# every user on nix-darwin. `settings` follows RFC 42: freeform TOML written to
+# /etc/kache/config.toml (named by KACHE_CONFIG, for shells and the daemon alike), with
+# typed options for every key of kache's schema, checked as kache checks them. A typed
 # option left at null means kache's built-in default; nulls are not written.
 {
   config,
@@ -16,11 +17,31 @@ let
   toml = pkgs.formats.toml { };
   stripNulls = lib.filterAttrsRecursive (_: v: v != null);
   configFile = toml.generate "kache-config.toml" (stripNulls cfg.settings);
+  configPath = "/etc/kache/config.toml";
   kache = lib.getExe cfg.package;
   daemonEnvironment = {
     KACHE_LOG = cfg.daemon.logLevel;
-    KACHE_CONFIG = "${configFile}";
+    KACHE_CONFIG = configPath;
   };
+  # Settings keys that look like secrets: the file is world-readable in the Nix store.
+  secretLooking = lib.filter (p: builtins.match "(.*[._])?(secret|secret_key|password|token|access_key|session_token|credentials?)" (lib.toLower p) != null) (settingPaths "" cfg.settings);
+  settingPaths =
+    prefix: set:
+    lib.concatLists (
+      map (
+        n:
+        let
+          v = set.${n};
+        in
+        if builtins.isAttrs v then settingPaths "${prefix}${n}." v else lib.optional (v != null) "${prefix}${n}"
+      ) (builtins.attrNames set)
+    );
+  # launchd has no EnvironmentFile: a shell reads it, then becomes the daemon.
+  darwinCommand = lib.concatStringsSep "; " (
+    [ ''mkdir -p "$HOME/Library/Logs/kache"'' ]
+    ++ lib.optional (cfg.daemon.environmentFile != null) "set -a; . ${lib.escapeShellArg cfg.daemon.environmentFile}; set +a"
+    ++ [ ''exec ${lib.escapeShellArg kache} daemon run --service >>"$HOME/Library/Logs/kache/daemon.log" 2>&1'' ]
+  );
   # Which service manager exists is read from the option tree, not from pkgs, so that
   # the module does not depend on its own config (NixOS has systemd, nix-darwin launchd).
   hasSystemd = options ? systemd;
@@ -42,8 +63,10 @@ in
       default = true;
       example = false;
       description = ''
-        Set `RUSTC_WRAPPER` to kache for every user, so that every cargo build on this
-        machine goes through the cache.
+        Set `RUSTC_WRAPPER` to kache for every user and every session (shells, graphical
+        sessions, IDEs: NixOS session variables; on nix-darwin shell variables and
+        launchd's environment), so that every cargo build on this machine goes through
+        the cache.
       '';
     };
 
@@ -55,6 +78,20 @@ in
         default = "kache=info";
         example = "kache=debug";
         description = "How much the daemon logs (its `KACHE_LOG`).";
+      };
+
+      environmentFile = lib.mkOption {
+        type = lib.types.nullOr (lib.types.strMatching "/.*");
+        default = null;
+        example = "/run/secrets/kache.env";
+        description = ''
+          A file of `NAME=value` lines read when the daemon starts, outside the Nix
+          store: the remote's credentials (`KACHE_S3_ACCESS_KEY`, `KACHE_S3_SECRET_KEY`,
+          or `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). The
+          daemon uploads with them for builds that bring no credentials of their own.
+          Give it to agenix, sops-nix or a file only root and the users can read; never a
+          Nix path (it would be copied to the world-readable store).
+        '';
       };
     };
 
@@ -87,42 +124,80 @@ in
         {
           environment.systemPackages = [ cfg.package ];
           environment.etc."kache/config.toml".source = configFile;
-          environment.variables.KACHE_CONFIG = lib.mkDefault "/etc/kache/config.toml";
+          environment.variables.KACHE_CONFIG = lib.mkDefault configPath;
+          warnings = lib.optional (secretLooking != [ ]) (
+            "services.kache.settings has ${lib.concatStringsSep ", " secretLooking}, which looks like a secret: "
+            + "the settings file is world-readable in the Nix store. Put credentials in "
+            + "services.kache.daemon.environmentFile or an AWS profile instead."
+          );
         }
         (lib.mkIf cfg.rustcWrapper {
           environment.variables.RUSTC_WRAPPER = lib.mkDefault kache;
         })
       ]
       ++ lib.optionals hasSystemd [
+        {
+          # PAM sets these for every session, graphical ones and their IDEs included.
+          environment.sessionVariables = {
+            KACHE_CONFIG = lib.mkDefault configPath;
+          }
+          // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault kache; };
+        }
         (lib.mkIf cfg.daemon.enable {
           systemd.user.services.kache = {
             description = "kache build cache daemon";
-            documentation = [ "https://github.com/kunobi-ninja/kache" ];
             wantedBy = [ "default.target" ];
             environment = daemonEnvironment;
             restartTriggers = [ configFile ];
+            unitConfig.ConditionUser = "!@system";
             serviceConfig = {
               Type = "simple";
-              ExecStart = "${kache} daemon run";
-              Restart = "on-failure";
+              # --service: never idles out, and takes over from a daemon a build started
+              ExecStart = "${kache} daemon run --service";
+              Restart = "always";
               RestartSec = "5s";
               UMask = "0077";
+              # It reads the user's sources and writes the user's cache (anywhere
+              # cache.local_store says), so no ProtectHome/ProtectSystem.
               NoNewPrivileges = true;
+              LockPersonality = true;
+              RestrictRealtime = true;
+              RestrictSUIDSGID = true;
+              RestrictNamespaces = true;
+              SystemCallArchitectures = "native";
+              RestrictAddressFamilies = [
+                "AF_UNIX"
+                "AF_INET"
+                "AF_INET6"
+              ];
+            }
+            // lib.optionalAttrs (cfg.daemon.environmentFile != null) {
+              EnvironmentFile = cfg.daemon.environmentFile;
             };
           };
         })
       ]
       ++ lib.optionals hasLaunchd [
+        {
+          # GUI applications (IDEs) get launchd's environment, not the shell's.
+          launchd.envVariables = {
+            KACHE_CONFIG = lib.mkDefault configPath;
+          }
+          // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault kache; };
+        }
         (lib.mkIf cfg.daemon.enable {
-          launchd.user.agents.kache.serviceConfig = {
+          # launchd.agents: for every user who logs in (launchd.user.agents would need
+          # system.primaryUser and serve that one user).
+          launchd.agents.kache.serviceConfig = {
+            Label = "org.nixos.kache";
             ProgramArguments = [
-              kache
-              "daemon"
-              "run"
+              "/bin/sh"
+              "-c"
+              darwinCommand
             ];
             EnvironmentVariables = daemonEnvironment;
             RunAtLoad = true;
-            KeepAlive.SuccessfulExit = false;
+            KeepAlive = true;
             ProcessType = "Background";
             ThrottleInterval = 5;
           };

@@ -13,7 +13,9 @@ integer, minimum 1 / 0 / none              ``types.ints.positive`` / ``unsigned`
 string with ``enum``                       ``types.enum [ … ]``
 string with ``pattern``                    ``types.strMatching`` (anchored for builtins.match)
 string with min/maxLength                  ``types.addCheck types.str (length check)``
-string or integer (sizes)                  ``types.either types.str types.ints.unsigned``
+string or integer                          ``types.either types.str types.ints.unsigned``
+``x-format`` size / duration               ``types.either (strMatching <unit text>) (ints.between 0 max)``
+``x-format`` path                          ``types.strMatching`` absolute, ``~/…`` or ``$VAR…``
 array                                      ``types.listOf <items>``
 object with properties                     ``types.submodule { options = … }``
 object with additionalProperties           ``types.attrsOf <that>``
@@ -75,7 +77,28 @@ def _nix_regex(pattern: str) -> str:
     return body
 
 
+# x-format as kache reads it (kache/units.py, settings._format_problems), so the module
+# rejects at evaluation what kache would reject at run time: a size or duration as text
+# (ASCII digits, an optional fraction, a known unit; case-insensitive) or a whole number.
+_SIZE_TEXT = r"[[:space:]]*[0-9]+(\.[0-9]+)?[[:space:]]*([bB]|[kKmMgGtTpP][iI]?[bB]?)?[[:space:]]*"
+_DURATION_TEXT = (r"[[:space:]]*[0-9]+(\.[0-9]+)?[[:space:]]*|"
+                  r"[[:space:]]*([0-9]+(\.[0-9]+)?[[:space:]]*[wWdDhHmMsS][[:space:]]*)+")
+_MAX_SIZE = 1024**6  # kache.units.MAX_SIZE
+_MAX_DURATION = 100 * 365 * 86400  # kache.units.MAX_DURATION
+_FORMATS = {
+    "size": f"lib.types.either (lib.types.strMatching {nix_string(_SIZE_TEXT)}) "
+            f"(lib.types.ints.between 0 {_MAX_SIZE})",
+    "duration": f"lib.types.either (lib.types.strMatching {nix_string(_DURATION_TEXT)}) "
+                f"(lib.types.ints.between 0 {_MAX_DURATION})",
+    # absolute once kache expands ~ and $VAR
+    "path": 'lib.types.strMatching "(/|~/|~$|[$][A-Za-z_{]).*"',
+}
+
+
 def _type(schema: dict[str, Any], indent: str) -> str:
+    fmt = schema.get("x-format")
+    if fmt in _FORMATS:
+        return _FORMATS[fmt]
     types = schema.get("type", "string")
     types = [types] if isinstance(types, str) else [t for t in types if t != "null"]
     if types == ["string", "integer"] or types == ["integer", "string"]:

@@ -97,10 +97,19 @@ def client_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_init_with_the_service_makes_the_native_client_cargos_wrapper(
-        cargo_home: Path, service_manager: Path, client_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        cargo_home: Path, service_manager: Path, client_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Built with the real rustc, asking this store's daemon and handing the rest to this
     kache; a second init finds the client right and changes nothing."""
+    import shutil
+    import tempfile
+
     from kache.native import client_info
+
+    # a store whose socket path fits in a Unix address wherever TMPDIR lies (Nix: /build)
+    store = tempfile.mkdtemp(prefix="ks-", dir="/tmp")
+    request.addfinalizer(lambda: shutil.rmtree(store, ignore_errors=True))
+    monkeypatch.setenv("KACHE_CACHE_DIR", store)
 
     config = cargo_home / "config.toml"
     assert main(["init", "--dry-run"]) == 0

@@ -16,7 +16,8 @@
 let
   real = libPath != null;
   lib = if real then import libPath else import ./lib-double.nix;
-  module = import ../../nix/module.nix;
+  modulePath = ../../nix/module.nix;
+  module = import modulePath;
   fakePackage = {
     outPath = package;
     name = "kache-0.1.0";
@@ -58,22 +59,32 @@ let
               systemPackages = lib.mkOption { type = lib.types.listOf lib.types.package; default = [ ]; };
               etc = lib.mkOption { type = lib.types.attrsOf (lib.types.attrsOf lib.types.anything); default = { }; };
               variables = lib.mkOption { type = lib.types.attrsOf lib.types.str; default = { }; };
+            }
+            // lib.optionalAttrs (host != "darwin") {
+              sessionVariables = lib.mkOption { type = lib.types.attrsOf lib.types.str; default = { }; };
             };
+            warnings = lib.mkOption { type = lib.types.listOf lib.types.str; default = [ ]; };
           }
           // (
             if host == "darwin" then
-              { launchd.user.agents = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; }; }
+              {
+                launchd.agents = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; };
+                launchd.envVariables = lib.mkOption { type = lib.types.attrsOf lib.types.str; default = { }; };
+              }
             else
-              { systemd.user.services = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; }; }
+              {
+                systemd.user.services = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; };
+              }
           );
           config._module.args.pkgs = pkgs;
         };
-      e = lib.evalModules { modules = [ module stubs userConfig ]; };
+      # imported twice, by path, as a configuration may: the module system keeps one
+      e = lib.evalModules { modules = [ modulePath modulePath stubs userConfig ]; };
       docs = lib.filter (o: lib.hasPrefix "services.kache." o.name) (lib.optionAttrSetToDocList e.options);
     in
     {
       config =
-        { inherit (e.config) environment; }
+        { inherit (e.config) environment warnings; }
         // (if host == "darwin" then { inherit (e.config) launchd; } else { inherit (e.config) systemd; });
       options = lib.listToAttrs (
         map (o: {

@@ -29,6 +29,8 @@ let
   isType = v: isAttrs v && (v._type or "") == "type";
   isOption = v: isAttrs v && (v._type or "") == "option";
   absent = { _type = "absent"; };
+  lib_upper = [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ];
+  lib_lower = [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];
 in
 rec {
   mkOption = attrs: attrs // { _type = "option"; };
@@ -43,6 +45,12 @@ rec {
   mkMerge = contents: { _type = "merge"; inherit contents; };
   mkDefault = content: { _type = "override"; priority = 1000; inherit content; };
   optionals = cond: list: if cond then list else [ ];
+  optional = cond: x: if cond then [ x ] else [ ];
+  optionalAttrs = cond: set: if cond then set else { };
+  inherit filter concatStringsSep;
+  concatLists = builtins.concatLists;
+  toLower = builtins.replaceStrings (lib_upper) (lib_lower);
+  escapeShellArg = arg: "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] (toString arg)}'";
   getExe = pkg: "${pkg}/bin/${pkg.meta.mainProgram}";
   filterAttrsRecursive =
     pred: set:

@@ -114,33 +114,75 @@ def test_option_tree_covers_every_schema_key(lib: str) -> None:
         assert options["settings.cache.compression_level"]["default"] == "null"
 
 
+PKG = "/nix/store/00000000000000000000000000000000-kache-0.1.0"
+
+
 @pytest.mark.parametrize("lib", LIBS)
 def test_nixos_host_gets_wrapper_config_and_a_systemd_user_service(lib: str) -> None:
     r = result(ENABLED, lib=lib)
-    pkg = "/nix/store/00000000000000000000000000000000-kache-0.1.0"
-    assert r["systemPackages"] == [pkg]
+    assert r["systemPackages"] == [PKG]
     env = r["config"]["environment"]
-    assert env["variables"] == {"KACHE_CONFIG": "/etc/kache/config.toml", "RUSTC_WRAPPER": f"{pkg}/bin/kache"}
+    wanted = {"KACHE_CONFIG": "/etc/kache/config.toml", "RUSTC_WRAPPER": f"{PKG}/bin/kache"}
+    assert env["variables"] == wanted
+    assert env["sessionVariables"] == wanted  # graphical sessions and IDEs too (PAM)
     config_file = env["etc"]["kache/config.toml"]["source"]
     service = r["config"]["systemd"]["user"]["services"]["kache"]
-    assert service["serviceConfig"]["ExecStart"] == f"{pkg}/bin/kache daemon run"
-    assert service["serviceConfig"]["Restart"] == "on-failure"
+    assert service["serviceConfig"]["ExecStart"] == f"{PKG}/bin/kache daemon run --service"
+    assert service["serviceConfig"]["Restart"] == "always"
+    assert "EnvironmentFile" not in service["serviceConfig"]
+    assert service["unitConfig"] == {"ConditionUser": "!@system"}
     assert service["wantedBy"] == ["default.target"]
-    assert service["environment"] == {"KACHE_CONFIG": config_file, "KACHE_LOG": "kache=info"}
+    # the same KACHE_CONFIG as shells, so the daemon sees the file a switch replaces
+    assert service["environment"] == {"KACHE_CONFIG": "/etc/kache/config.toml", "KACHE_LOG": "kache=info"}
     assert service["restartTriggers"] == [config_file]
+    assert r["config"]["warnings"] == []
     assert "launchd" not in r["config"]
 
 
 @pytest.mark.parametrize("lib", LIBS)
-def test_darwin_host_gets_a_launchd_agent(lib: str) -> None:
+def test_darwin_host_gets_an_agent_for_every_user(lib: str) -> None:
     r = result(ENABLED, host="darwin", lib=lib)
-    agent = r["config"]["launchd"]["user"]["agents"]["kache"]["serviceConfig"]
-    pkg = "/nix/store/00000000000000000000000000000000-kache-0.1.0"
-    assert agent["ProgramArguments"] == [f"{pkg}/bin/kache", "daemon", "run"]
-    assert agent["EnvironmentVariables"]["KACHE_LOG"] == "kache=info"
-    assert agent["EnvironmentVariables"]["KACHE_CONFIG"] == r["config"]["environment"]["etc"]["kache/config.toml"]["source"]
-    assert agent["RunAtLoad"] is True and agent["KeepAlive"] == {"SuccessfulExit": False}
+    launchd = r["config"]["launchd"]
+    assert "user" not in launchd  # launchd.user.agents would need system.primaryUser
+    agent = launchd["agents"]["kache"]["serviceConfig"]
+    assert agent["Label"] == "org.nixos.kache"
+    assert agent["ProgramArguments"][:2] == ["/bin/sh", "-c"]
+    command = agent["ProgramArguments"][2]
+    assert command.replace(f"'{PKG}/bin/kache'", f"{PKG}/bin/kache").count(f"exec {PKG}/bin/kache daemon run --service") == 1
+    assert '>>"$HOME/Library/Logs/kache/daemon.log" 2>&1' in command
+    assert agent["EnvironmentVariables"] == {"KACHE_CONFIG": "/etc/kache/config.toml", "KACHE_LOG": "kache=info"}
+    assert agent["RunAtLoad"] is True and agent["KeepAlive"] is True
+    assert launchd["envVariables"] == {"KACHE_CONFIG": "/etc/kache/config.toml",
+                                       "RUSTC_WRAPPER": f"{PKG}/bin/kache"}
     assert "systemd" not in r["config"]
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("host", ["nixos", "darwin"])
+def test_credentials_come_from_an_environment_file(lib: str, host: str) -> None:
+    conf = {"services": {"kache": {"enable": True, "daemon": {
+        "enable": True, "environmentFile": "/run/secrets/kache env"}}}}
+    r = result(conf, host=host, lib=lib)
+    if host == "nixos":
+        service = r["config"]["systemd"]["user"]["services"]["kache"]["serviceConfig"]
+        assert service["EnvironmentFile"] == "/run/secrets/kache env"
+    else:
+        command = r["config"]["launchd"]["agents"]["kache"]["serviceConfig"]["ProgramArguments"][2]
+        assert "set -a; . '/run/secrets/kache env'; set +a; exec " in command
+    bad = {"services": {"kache": {"enable": True, "daemon": {"enable": True, "environmentFile": "secrets.env"}}}}
+    out = evaluate(bad, host=host, lib=lib, check=False)
+    assert out.returncode != 0 and "environmentFile" in out.stderr
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_secret_looking_settings_get_a_warning(lib: str) -> None:
+    conf = {"services": {"kache": {"enable": True, "settings": {"cache": {"remote": {
+        "bucket": "build-cache", "secret_key": "hunter2", "aws_access_key": "AKIA"}}}}}}
+    warnings = result(conf, lib=lib)["config"]["warnings"]
+    assert len(warnings) == 1
+    assert "cache.remote.aws_access_key, cache.remote.secret_key" in warnings[0]
+    assert "daemon.environmentFile" in warnings[0] and "hunter2" not in warnings[0]
+    assert result(ENABLED, lib=lib)["config"]["warnings"] == []
 
 
 @pytest.mark.parametrize("lib", LIBS)
@@ -162,12 +204,33 @@ def test_disabled_module_changes_nothing_and_switches_work(lib: str) -> None:
         ({"cache": {"cache_executables": "yes"}}, "cache_executables"),
         ({"cache": {"s3_concurrency": 0}}, "s3_concurrency"),
         ({"cache": {"remote": {"endpoint": "minio:9000"}}}, "endpoint"),
+        # checked as kache checks them (x-format), not only by type
+        ({"cache": {"local_max_size": "banana"}}, "local_max_size"),
+        ({"cache": {"local_max_size": "5 parsecs"}}, "local_max_size"),
+        ({"cache": {"local_max_size": -1}}, "local_max_size"),
+        ({"cache": {"local_store": "relative/dir"}}, "local_store"),
+        ({"cache": {"local_store": "~someone/cache"}}, "local_store"),
     ],
 )
 def test_a_wrong_type_fails_evaluation(lib: str, settings: dict, option: str) -> None:
     out = evaluate({"services": {"kache": {"enable": True, "settings": settings}}}, lib=lib, check=False)
     assert out.returncode != 0
     assert option in out.stderr
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("cache", [
+    {"local_max_size": "512MiB"}, {"local_max_size": " 1.5 TB "}, {"local_max_size": "20gib"},
+    {"local_max_size": 1000}, {"local_max_size": "7k"}, {"local_store": "/var/cache/kache"},
+    {"local_store": "~/.cache/kache"}, {"local_store": "$HOME/.cache/kache"}, {"local_store": "${HOME}/k"},
+])
+def test_what_kache_accepts_the_module_accepts(lib: str, cache: dict, tmp_path: Path, kache_exe: str) -> None:
+    r = result({"services": {"kache": {"enable": True, "settings": {"cache": cache}}}}, lib=lib)
+    written = settings_from(r["config"]["environment"]["etc"]["kache/config.toml"]["source"])
+    path = tmp_path / "config.toml"
+    path.write_text(tomlkit.dumps(written))
+    out = subprocess.run([kache_exe, "config", "validate", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 @pytest.mark.parametrize("lib", LIBS)
@@ -192,9 +255,12 @@ def test_written_settings_validate_against_the_schema(lib: str, tmp_path: Path, 
 def render_unit(service: dict) -> str:
     """A NixOS-style unit file from the module's systemd.user.services.kache."""
     def value(v: object) -> str:
+        if isinstance(v, list):
+            return " ".join(value(x) for x in v)
         return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
     unit = [f"Description={service['description']}"] + [f"Documentation={d}" for d in service.get("documentation", [])]
+    unit += [f"{k}={value(v)}" for k, v in sorted(service.get("unitConfig", {}).items())]
     svc = [f'Environment="{k}={v.split("#settings=")[0]}"' for k, v in sorted(service["environment"].items())]
     svc += [f"{k}={value(v)}" for k, v in sorted(service["serviceConfig"].items())]
     install = [f"WantedBy={t}" for t in service["wantedBy"]]
@@ -214,4 +280,4 @@ def test_rendered_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> 
     unit.write_text(render_unit(service))
     out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr + unit.read_text()
-    assert f"ExecStart={prefix}/bin/kache daemon run" in unit.read_text()
+    assert f"ExecStart={prefix}/bin/kache daemon run --service" in unit.read_text()

@@ -247,8 +247,10 @@ def check_native_client(wrapper: tuple[str | None, str], root: str) -> Check | N
                      "there: those calls run rustc without the cache", "`kache daemon client` builds it again")
     wanted = os.path.join(root, SOCKET_NAME)
     if socket != wanted:
-        return Check("native client", WARN, f"{path} asks the daemon at {socket}, but the store is {root}: it hands "
-                     "every call to kache (slower, still right)", "`kache daemon client` builds it for this store")
+        return Check("native client", WARN, f"{path} asks the daemon at {socket or 'no socket'}, but the store is "
+                     f"{root}: it hands every call to kache (slower, still right)",
+                     "`kache daemon client` builds it again (an older client had its socket built in); it reads "
+                     "cache.local_store as a one-line string under [cache], or KACHE_CACHE_DIR")
     return Check("native client", OK, f"{path} asks the daemon at {socket}, else runs {kache}")
 
 

@@ -21,6 +21,9 @@ let
   configFile = toml.generate "kache-config.toml" (stripNulls cfg.settings);
   configPath = "/etc/kache/config.toml";
   kache = lib.getExe cfg.package;
+  # With the daemon, cargo's wrapper is the package's native client: it asks the daemon
+  # (a hit without starting Python) and hands everything else to kache.
+  wrapperProgram = if cfg.daemon.enable then "${cfg.package}/bin/kache-client" else kache;
   daemonEnvironment = {
     KACHE_LOG = cfg.daemon.logLevel;
     KACHE_CONFIG = configPath;
@@ -65,10 +68,11 @@ in
       default = true;
       example = false;
       description = ''
-        Set `RUSTC_WRAPPER` to kache for every user and every session (shells, graphical
+        Set `RUSTC_WRAPPER` for every user and every session (shells, graphical
         sessions, IDEs: NixOS session variables; on nix-darwin shell variables and
         launchd's environment), so that every cargo build on this machine goes through
-        the cache.
+        the cache: the package's native client `kache-client` when the daemon runs
+        (hits without starting Python), else `kache`.
       '';
     };
 
@@ -283,7 +287,7 @@ in
           );
         }
         (lib.mkIf cfg.rustcWrapper {
-          environment.variables.RUSTC_WRAPPER = lib.mkDefault kache;
+          environment.variables.RUSTC_WRAPPER = lib.mkDefault wrapperProgram;
         })
       ]
       ++ lib.optionals hasSystemd [
@@ -292,7 +296,7 @@ in
           environment.sessionVariables = {
             KACHE_CONFIG = lib.mkDefault configPath;
           }
-          // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault kache; };
+          // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault wrapperProgram; };
         }
         (lib.mkIf cfg.daemon.enable {
           systemd.user.services.kache = {
@@ -334,7 +338,7 @@ in
           launchd.envVariables = {
             KACHE_CONFIG = lib.mkDefault configPath;
           }
-          // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault kache; };
+          // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault wrapperProgram; };
         }
         (lib.mkIf cfg.daemon.enable {
           # launchd.agents: for every user who logs in (launchd.user.agents would need

@@ -37,6 +37,15 @@ python3Packages.buildPythonApplication {
 
   build-system = [ python3Packages.setuptools ];
 
+  # The native client (kache/native/client.rs): a small program that asks the daemon and
+  # hands everything else to this kache; it finds each user's store when it runs. Built
+  # here with this rustc; the module makes it RUSTC_WRAPPER when the daemon runs.
+  nativeBuildInputs = [ rustc ];
+  postInstall = ''
+    PYTHONPATH="$out/${python3Packages.python.sitePackages}:$PYTHONPATH" HOME="$TMPDIR" \
+      python -m kache daemon client --kache "$out/bin/kache" --output "$out/bin/kache-client" --rustc rustc
+  '';
+
   dependencies = with python3Packages; [
     blake3
     boto3

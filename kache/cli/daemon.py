@@ -267,8 +267,11 @@ def uninstall(no_activate: bool, platform: str | None) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="PATH",
               help="Where to write it (default: kache-client beside the kache program).")
 @click.option("--rustc", metavar="PATH", help="The rustc to build it with (default: $RUSTC, else rustc on PATH).")
+@click.option("--kache", "kache_path", metavar="PATH",
+              help="The kache it hands what the daemon does not serve to (default: this one; a package "
+                   "passes its own installed path).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was built as JSON.")
-def client(output: str | None, rustc: str | None, as_json: bool) -> None:
+def client(output: str | None, rustc: str | None, kache_path: str | None, as_json: bool) -> None:
     """Build the native thin client, a faster RUSTC_WRAPPER while the daemon runs.
 
     A hit the daemon serves costs it about 3 ms, but a Python wrapper process spends
@@ -276,8 +279,8 @@ def client(output: str | None, rustc: str | None, as_json: bool) -> None:
     here with your rustc in a few seconds: it asks the daemon, prints the reply, and
     hands anything the daemon does not serve (no daemon, a miss, another store) to
     this kache. So it is always safe as cargo's wrapper, and never slower than kache
-    by more than a look at the socket. It asks the daemon of the store configured now:
-    build it again after moving cache.local_store (until then it is only slower).
+    by more than a look at the socket. It finds the daemon of the store configured
+    when it runs (variable, user file, system file, default), as kache does.
 
     \b
     Example:
@@ -289,7 +292,7 @@ def client(output: str | None, rustc: str | None, as_json: bool) -> None:
     from kache.native import BuildError, build_client, default_output
 
     s = _settings(check=True)
-    kache = kache_executable()
+    kache = kache_path or kache_executable()
     try:
         built = build_client(output or default_output(kache), kache, os.path.join(_root(s), P.SOCKET_NAME), rustc)
     except BuildError as e:

@@ -7,11 +7,12 @@ reply, and runs the ``kache`` it was built for whenever the daemon does not serv
 call. Every kache user has a rustc, so kache builds it there (``kache daemon client``)
 instead of shipping a binary per platform.
 
-What it needs is compiled in (``env!``): the path of the ``kache`` to fall back to, the
-daemon's socket for the settings in effect when it was built, and the variable of
-``cache.daemon_hits`` (from the schema). The daemon checks every request against the
-caller's own settings, so a client built for other settings is never wrong, only slower
-(it falls back).
+What it needs is compiled in (``env!``): the path of the ``kache`` to fall back to and
+the variables of ``cache.daemon_hits`` and ``cache.local_store`` (from the schema). It
+finds the daemon's socket at run time from the same layers kache reads (the variable,
+the user's file, the system file, the default), so one client serves every user and
+store (a package builds it once). The daemon checks every request against the caller's
+own settings, so a socket found wrongly is never wrong, only slower (it falls back).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ INFO_FLAG = "--kache-client-info"
 
 
 def client_info(path: str) -> dict[str, str] | None:
-    """What the native client at ``path`` was built with (``kache``, ``socket``,
-    ``hits_variable``), or None when it is not one or cannot say."""
+    """What the native client at ``path`` says of itself: the ``kache`` it was built for,
+    the ``socket`` it would ask in this process's environment, ``hits_variable``; None
+    when it is not one or cannot say."""
     import json
 
     try:
@@ -82,12 +84,14 @@ def rustc_named(rustc: str | None = None, env: Mapping[str, str] | None = None) 
 
 def build_client(output: str, kache: str, socket: str, rustc: str | None = None) -> ClientBuild:
     """Compile ``client.rs`` into ``output`` (replaced atomically) with ``rustc``
-    (:func:`rustc_named`), for the ``kache`` it hands what the daemon does not serve to
-    and the daemon's ``socket``. The variable of ``cache.daemon_hits`` is the schema's."""
+    (:func:`rustc_named`), for the ``kache`` it hands what the daemon does not serve to.
+    ``socket`` is the daemon's socket for the settings in effect now (checked to fit in a
+    Unix address; the client finds it again at run time)."""
     from kache.settings import setting
 
     hits_variable = setting("cache.daemon_hits").env
-    assert hits_variable, "cache.daemon_hits has a variable in the schema"
+    store_variable = setting("cache.local_store").env
+    assert hits_variable and store_variable, "cache.daemon_hits and cache.local_store have variables in the schema"
     kache = os.path.abspath(kache)
     socket = os.path.abspath(socket)
     output = os.path.abspath(output)
@@ -107,8 +111,8 @@ def build_client(output: str, kache: str, socket: str, rustc: str | None = None)
         raise BuildError(f"cannot build the client: {directory} is not writable; pass --output")
     source = os.path.join(os.path.dirname(__file__), SOURCE_NAME)
     tmp = f"{output}.{os.getpid()}.tmp"
-    env = {**os.environ, "KACHE_CLIENT_KACHE": kache, "KACHE_CLIENT_SOCKET": socket,
-           "KACHE_CLIENT_HITS_VARIABLE": hits_variable}
+    env = {**os.environ, "KACHE_CLIENT_KACHE": kache, "KACHE_CLIENT_HITS_VARIABLE": hits_variable,
+           "KACHE_CLIENT_STORE_VARIABLE": store_variable}
     command = [found, "--edition", "2021", "--crate-name", "kache_client", "--crate-type", "bin",
                "-C", "opt-level=2", "-C", "strip=symbols", "-C", "debuginfo=0", "-o", tmp, source]
     started = time.monotonic()

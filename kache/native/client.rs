@@ -7,6 +7,12 @@
 //! settings from the environment sent and answers only for its own store) and prints
 //! rustc's recorded messages from the reply.
 //!
+//! The socket is found at run time, as kache finds the store: `cache.local_store` from the
+//! environment, else the user's config file, else the system file (`KACHE_CONFIG`), else
+//! `$XDG_CACHE_HOME/kache` or `~/.cache/kache`; `~` and `$VAR` expanded. The daemon checks
+//! every request against the caller's own settings, so a socket found wrongly (a config
+//! file this small reader misreads) costs a fallback, never a wrong answer.
+//!
 //! Anything else ends in running the `kache` it was built for with the same arguments,
 //! as if this program were not there: no daemon, a daemon that does not answer in time,
 //! a miss, a reply it cannot read, a panic. When the daemon did answer for its store,
@@ -19,16 +25,21 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The `kache` program that handles whatever the daemon does not serve.
 const KACHE: &str = env!("KACHE_CLIENT_KACHE");
-/// The daemon's socket: `<local_store>/daemon.sock` of the settings at build time.
-const SOCKET: &str = env!("KACHE_CLIENT_SOCKET");
 /// The variable of `cache.daemon_hits`, from kache's schema.
 const HITS_VARIABLE: &str = env!("KACHE_CLIENT_HITS_VARIABLE");
+/// The variable of `cache.local_store`, from kache's schema.
+const STORE_VARIABLE: &str = env!("KACHE_CLIENT_STORE_VARIABLE");
+/// The daemon's socket in the store.
+const SOCKET_NAME: &str = "daemon.sock";
+/// A config file longer than this is not read (kache then decides).
+const MAX_CONFIG: u64 = 1 << 20;
 
 /// `kache-client --kache-client-info` prints what it was built with (for `kache doctor`).
 const INFO_FLAG: &str = "--kache-client-info";
@@ -73,7 +84,7 @@ fn info() -> bool {
     out.extend_from_slice(b"{\"kache\":");
     json_text(&mut out, OsStr::new(KACHE));
     out.extend_from_slice(b",\"socket\":");
-    json_text(&mut out, OsStr::new(SOCKET));
+    json_text(&mut out, socket_path().unwrap_or_default().as_os_str());
     out.extend_from_slice(b",\"hits_variable\":");
     json_text(&mut out, OsStr::new(HITS_VARIABLE));
     out.extend_from_slice(b"}\n");
@@ -122,10 +133,11 @@ fn serve(args: &[OsString], started: Instant) -> Outcome {
 /// Connect within `CONNECT_TIMEOUT` (`UnixStream` has no connect timeout, and a daemon
 /// that is stopped lets connections queue until its backlog is full, then blocks them).
 fn connect() -> Option<UnixStream> {
+    let socket = socket_path()?;
     let (sender, receiver) = mpsc::channel();
     std::thread::Builder::new()
         .spawn(move || {
-            let _ = sender.send(UnixStream::connect(SOCKET));
+            let _ = sender.send(UnixStream::connect(socket));
         })
         .ok()?;
     let stream = receiver.recv_timeout(CONNECT_TIMEOUT).ok()?.ok()?;
@@ -165,6 +177,107 @@ fn request(args: &[OsString], started: Instant) -> Option<Vec<u8>> {
     let client_ms = started.elapsed().as_secs_f64() * 1000.0;
     write!(out, "}},\"umask\":{},\"client_ms\":{:.3}}}\n", current_umask(), client_ms).ok()?;
     Some(out)
+}
+
+/// `<local_store>/daemon.sock` of the settings in effect (see the top of this file).
+fn socket_path() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let home = var("HOME").map(PathBuf::from)?;
+    let from_env = var(STORE_VARIABLE).map(|v| v.to_string_lossy().into_owned());
+    let user_file = match var("XDG_CONFIG_HOME").map(PathBuf::from).filter(|p| p.is_absolute()) {
+        Some(base) => base.join("kache/config.toml"),
+        None => home.join(".config/kache/config.toml"),
+    };
+    let system_file = var("KACHE_CONFIG").map(|v| expand(v.to_string_lossy().trim(), &home));
+    let store = from_env
+        .or_else(|| configured_store(&user_file))
+        .or_else(|| system_file.and_then(|f| configured_store(Path::new(&f))));
+    let store = match store {
+        Some(raw) => PathBuf::from(expand(&raw, &home)),
+        None => match var("XDG_CACHE_HOME").map(PathBuf::from).filter(|p| p.is_absolute()) {
+            Some(base) => base.join("kache"),
+            None => home.join(".cache/kache"),
+        },
+    };
+    store.is_absolute().then(|| store.join(SOCKET_NAME))
+}
+
+/// `~`, `~/…`, `$VAR` and `${VAR}` as kache expands them (an unknown variable stays).
+fn expand(raw: &str, home: &Path) -> String {
+    let mut text = if raw == "~" || raw.starts_with("~/") {
+        format!("{}{}", home.display(), &raw[1..])
+    } else {
+        raw.to_string()
+    };
+    let mut out = String::with_capacity(text.len());
+    while let Some(at) = text.find('$') {
+        out.push_str(&text[..at]);
+        let rest = &text[at + 1..];
+        let (name, used) = if let Some(inner) = rest.strip_prefix('{') {
+            match inner.find('}') {
+                Some(end) => (&inner[..end], end + 2),
+                None => ("", 0),
+            }
+        } else {
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            (&rest[..end], end)
+        };
+        match std::env::var(name).ok().filter(|_| !name.is_empty()) {
+            Some(value) => out.push_str(&value),
+            None => out.push_str(&text[at..at + 1 + used]),
+        }
+        text = text[at + 1 + used..].to_string();
+    }
+    out.push_str(&text);
+    out
+}
+
+/// `cache.local_store` of a TOML file: `local_store = "…"` under `[cache]`, or
+/// `cache.local_store = "…"` at the top; basic or literal one-line strings. None when the
+/// file is absent, too long, or says it otherwise (kache reads it properly then).
+fn configured_store(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path).ok()?.take(MAX_CONFIG).read_to_string(&mut text).ok()?;
+    let mut table = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            table = match header.split_once(']') {
+                Some((name, _)) if !name.starts_with('[') => name.replace([' ', '\t', '"'], ""),
+                _ => "[array]".to_string(), // [[…]] or a header this reader does not follow
+            };
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let key = key.trim().replace([' ', '\t', '"'], "");
+        let full = if table.is_empty() { key } else { format!("{table}.{key}") };
+        if full == "cache.local_store" {
+            return toml_string(value.trim());
+        }
+    }
+    None
+}
+
+fn toml_string(value: &str) -> Option<String> {
+    if let Some(rest) = value.strip_prefix('\'') {
+        return rest.find('\'').map(|end| rest[..end].to_string());
+    }
+    let rest = value.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                '\\' => out.push('\\'),
+                '"' => out.push('"'),
+                _ => return None, // rarer escapes: kache reads the file properly
+            },
+            _ => out.push(c),
+        }
+    }
+    None
 }
 
 fn json_text(out: &mut Vec<u8>, text: &OsStr) {

@@ -47,8 +47,10 @@ class Client:
 
     def run(self, *args: str | bytes, timeout: float = 20, **env: str | bytes) -> subprocess.CompletedProcess[bytes]:
         self.log.unlink(missing_ok=True)
-        return subprocess.run([str(self.exe), *args], env={"PATH": "/usr/bin:/bin", "FAKE_LOG": str(self.log), **env},
-                              cwd=self.base, capture_output=True, timeout=timeout)
+        base = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(self.log), "HOME": str(self.base),
+                "KACHE_CACHE_DIR": str(self.base)}
+        return subprocess.run([str(self.exe), *args], env={**base, **env}, cwd=self.base, capture_output=True,
+                              timeout=timeout)
 
     def fallbacks(self) -> list[dict]:
         if not self.log.exists():
@@ -109,7 +111,7 @@ def test_the_request_carries_the_call_as_python_reads_it(client: Client, daemon:
     args = [str(client.compiler).encode(), b"--crate-name", "café".encode(), b"\xff\xfe-not-utf8", b'q"uo\\te',
             b"tab\there\x01"]
     env = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(client.log), "ODD": b"\xe2\x82\xffend", "EMOJI": "😀",
-           "QUOTE": 'say "hi"\n'}
+           "QUOTE": 'say "hi"\n', "HOME": str(client.base), "KACHE_CACHE_DIR": str(client.base)}
     out = subprocess.run([str(client.exe), *args], env=env, cwd=client.base, capture_output=True, umask=0o027,
                          timeout=20)
     assert out.returncode == 0, out.stderr
@@ -218,7 +220,9 @@ def test_build_errors_say_what_to_do(tmp_path: Path, client: Client) -> None:
     assert not (tmp_path / "c").exists() and list(tmp_path.glob("c.*")) == []
 
 
-def test_it_says_what_it_was_built_with_and_doctor_checks_it(client: Client, tmp_path: Path) -> None:
+def test_it_says_what_it_was_built_with_and_doctor_checks_it(client: Client, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(client.base))
     assert client_info(str(client.exe)) == {"kache": str(client.kache), "socket": str(client.socket),
                                             "hits_variable": HITS_VARIABLE}
     wrapper = (str(client.exe), "environment variable RUSTC_WRAPPER")  # doctor's effective_wrapper
@@ -227,7 +231,7 @@ def test_it_says_what_it_was_built_with_and_doctor_checks_it(client: Client, tmp
     elsewhere = check_native_client(wrapper, str(tmp_path / "store"))
     assert elsewhere is not None and elsewhere.status == WARN
     assert f"asks the daemon at {client.socket}, but the store is {tmp_path / 'store'}" in elsewhere.detail
-    assert elsewhere.fix_hint == "`kache daemon client` builds it for this store"
+    assert elsewhere.fix_hint.startswith("`kache daemon client` builds it again")
     client.kache.chmod(0o644)
     try:
         gone = check_native_client(wrapper, str(client.base))
@@ -241,3 +245,55 @@ def test_it_says_what_it_was_built_with_and_doctor_checks_it(client: Client, tmp
     unknown = check_native_client((str(impostor), "environment variable RUSTC_WRAPPER"), str(client.base))
     assert unknown is not None and unknown.status == WARN and "does not say what it was built with" in unknown.detail
     assert check_native_client((str(client.kache), "environment variable RUSTC_WRAPPER"), str(client.base)) is None  # kache itself
+
+
+@pytest.mark.parametrize("case", ["variable", "user file", "user file, dotted key", "system file", "xdg default",
+                                  "home default", "expanded", "user file wins over system file",
+                                  "a form it does not read"])
+def test_it_finds_the_socket_at_run_time_as_kache_finds_the_store(client: Client, tmp_path: Path, case: str
+                                                                   ) -> None:
+    """Nothing about the store is built in (a package builds one client for every user):
+    the socket comes from the same layers as kache's settings, read when it runs."""
+    home = tmp_path / "home"
+    (home / ".config" / "kache").mkdir(parents=True)
+    user = home / ".config" / "kache" / "config.toml"
+    system = tmp_path / "etc" / "kache.toml"
+    system.parent.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    if case == "variable":
+        env["KACHE_CACHE_DIR"] = "/srv/cache/kache"
+        want = "/srv/cache/kache"
+    elif case == "user file":
+        user.write_text('# my settings\n[cache.remote]\nlocal_store = "/not/this"\n'
+                        '[cache]  # the store\nlocal_store = "/data/kache"  # fast disk\n')
+        want = "/data/kache"
+    elif case == "user file, dotted key":
+        user.write_text("cache.local_store = '/data/literal'\n")
+        want = "/data/literal"
+    elif case == "system file":
+        system.write_text('[cache]\nlocal_store = "/var/cache/kache-$USER"\n')
+        env.update(KACHE_CONFIG=str(system), USER="ann")
+        want = "/var/cache/kache-ann"
+    elif case == "xdg default":
+        env["XDG_CACHE_HOME"] = "/xdg/cache"
+        want = "/xdg/cache/kache"
+    elif case == "home default":
+        want = f"{home}/.cache/kache"
+    elif case == "expanded":
+        user.write_text('[cache]\nlocal_store = "~/stores/${NAME}/x"\n')
+        env["NAME"] = "one"
+        want = f"{home}/stores/one/x"
+    elif case == "user file wins over system file":
+        user.write_text('[cache]\nlocal_store = "/user/store"\n')
+        system.write_text('[cache]\nlocal_store = "/system/store"\n')
+        env["KACHE_CONFIG"] = str(system)
+        want = "/user/store"
+    else:  # an inline table: it does not read it, and says no socket rather than a wrong one
+        user.write_text('cache = { local_store = "/inline" }\n')
+        want = f"{home}/.cache/kache"
+    out = subprocess.run([str(client.exe), "--kache-client-info"], env=env, capture_output=True, text=True)
+    assert json.loads(out.stdout)["socket"] == f"{want}/daemon.sock"
+    if case != "a form it does not read":
+        from kache import settings as S
+
+        assert str(S.load(env=env).local_store) == want  # what kache itself reads there

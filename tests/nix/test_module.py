@@ -122,7 +122,8 @@ def test_nixos_host_gets_wrapper_config_and_a_systemd_user_service(lib: str) -> 
     r = result(ENABLED, lib=lib)
     assert r["systemPackages"] == [PKG]
     env = r["config"]["environment"]
-    wanted = {"KACHE_CONFIG": "/etc/kache/config.toml", "RUSTC_WRAPPER": f"{PKG}/bin/kache"}
+    # with the daemon, the package's native client (it hands the rest to kache)
+    wanted = {"KACHE_CONFIG": "/etc/kache/config.toml", "RUSTC_WRAPPER": f"{PKG}/bin/kache-client"}
     assert env["variables"] == wanted
     assert env["sessionVariables"] == wanted  # graphical sessions and IDEs too (PAM)
     config_file = env["etc"]["kache/config.toml"]["source"]
@@ -153,7 +154,7 @@ def test_darwin_host_gets_an_agent_for_every_user(lib: str) -> None:
     assert agent["EnvironmentVariables"] == {"KACHE_CONFIG": "/etc/kache/config.toml", "KACHE_LOG": "kache=info"}
     assert agent["RunAtLoad"] is True and agent["KeepAlive"] is True
     assert launchd["envVariables"] == {"KACHE_CONFIG": "/etc/kache/config.toml",
-                                       "RUSTC_WRAPPER": f"{PKG}/bin/kache"}
+                                       "RUSTC_WRAPPER": f"{PKG}/bin/kache-client"}
     assert "systemd" not in r["config"]
 
 
@@ -190,6 +191,8 @@ def test_disabled_module_changes_nothing_and_switches_work(lib: str) -> None:
     r = result({}, lib=lib)
     assert r["systemPackages"] == []
     assert not r["config"]["environment"].get("variables")
+    r = result({"services": {"kache": {"enable": True}}}, lib=lib)
+    assert r["config"]["environment"]["variables"]["RUSTC_WRAPPER"] == f"{PKG}/bin/kache"  # no daemon: kache
     r = result({"services": {"kache": {"enable": True, "rustcWrapper": False}}}, lib=lib)
     assert "RUSTC_WRAPPER" not in r["config"]["environment"]["variables"]
     assert not r["config"].get("systemd", {}).get("user", {}).get("services")  # daemon off by default

@@ -15,14 +15,14 @@ PROCESSES = 8
 ROUNDS = 30
 
 
-def _open_and_write(args: tuple[str, float]) -> str | None:
-    root, start = args
+def _open_and_write(args: tuple[str, float, int]) -> str | None:
+    root, start, task = args
     while time.time() < start:  # all at once, as cargo's parallel jobs do
         pass
     store = Store(root)
     try:
         with store._write():
-            store.set_tool_memo(f"probe-{os.getpid()}", "v")
+            store.set_tool_memo(f"probe-{task}", "v")  # not the pid: a pool worker may run two tasks
         return None
     except Exception as e:  # noqa: BLE001 - reported to the test
         return f"{type(e).__name__}: {e}"
@@ -36,7 +36,7 @@ def test_parallel_calls_creating_a_store_all_open_it(tmp_path: Path) -> None:
         for n in range(ROUNDS):
             root = str(tmp_path / f"store-{n}")
             start = time.time() + 0.05
-            failures += [f for f in pool.map(_open_and_write, [(root, start)] * PROCESSES) if f]
+            failures += [f for f in pool.map(_open_and_write, [(root, start, i) for i in range(PROCESSES)]) if f]
             db = sqlite3.connect(os.path.join(root, "index.db"))
             try:
                 assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -86,6 +86,7 @@ LOG_MAX_BYTES = 4 << 20
 LOG_BACKUPS = 2
 MAX_CONNECTIONS = 64
 TAKE_OVER_SECS = 15.0  # how long a service waits for the daemon it replaces
+TAKE_OVER_TRIES = 3  # a build may start another daemon between the stop and the start
 DONE_MEMORY = 10_000
 """Keys uploaded lately: asked again, only their intent is removed (no second HEAD)."""
 RETRY_MAX_SECS = 600.0
@@ -1481,14 +1482,17 @@ def run(settings: Settings, *, foreground: bool = True, remote: Any = _AUTO,
     socket cannot be set up, or when a running daemon does not make way.
     """
     daemon = Daemon(settings, foreground=foreground, remote=remote, sync=sync, reexec=True, service=service)
-    try:
-        return daemon.serve()
-    except AlreadyRunning as e:
-        if not service:
-            print(str(e), flush=True)
-            return 0
-        _take_over(daemon, e)
-        return daemon.serve()
-    except OSError as e:
-        raise KacheError(f"cannot start the daemon: {e.filename or daemon.socket_path}: "
-                         f"{e.strerror or e}") from None
+    for attempt in range(TAKE_OVER_TRIES + 1):
+        try:
+            return daemon.serve()
+        except AlreadyRunning as e:
+            if not service:
+                print(str(e), flush=True)
+                return 0
+            if attempt == TAKE_OVER_TRIES:  # builds keep starting daemons: let the manager retry
+                raise KacheError(f"cannot start the daemon: {e}, again after {TAKE_OVER_TRIES} take-overs") from None
+            _take_over(daemon, e)
+        except OSError as e:
+            raise KacheError(f"cannot start the daemon: {e.filename or daemon.socket_path}: "
+                             f"{e.strerror or e}") from None
+    raise AssertionError("unreachable")

@@ -84,11 +84,11 @@ class FileHasher:
         # what it names, read every time (no memo can see a member change through it).
         for p in paths:
             if out.get(p) is not None and _starts_with(p, THIN_MAGIC):
-                out[p] = self._thin_digest(p, norm, tag, digest)
+                out[p] = self._thin_digest(p, digest)
         return out
 
-    def _thin_digest(self, path: str, norm: Normalizer, tag: str,
-                     digest: Callable[[str, os.stat_result], str]) -> str:
+    @staticmethod
+    def _thin_digest(path: str, digest: Callable[[str, os.stat_result], str]) -> str:
         """blake3 of a thin archive and of every member file it names (each by its own
         native digest); raises ThinArchiveError when it cannot be read."""
         from blake3 import blake3

@@ -284,3 +284,39 @@ def test_rendered_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> 
     out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr + unit.read_text()
     assert f"ExecStart={prefix}/bin/kache daemon run --service" in unit.read_text()
+
+
+def every_setting() -> dict:
+    """Every key of the schema with a value kache accepts (its first example, else its
+    default, else a plain string)."""
+    out: dict = {}
+    for s in S.settings_table():
+        value = (s.schema.get("examples") or [None])[0]
+        if value is None:
+            value = s.schema.get("default")
+        if value in (None, ""):
+            value = "x-value"
+        node = out
+        *parents, last = s.key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return out
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("host", ["nixos", "darwin"])
+def test_every_option_set_evaluates_and_kache_accepts_what_is_written(
+        lib: str, host: str, tmp_path: Path, kache_exe: str) -> None:
+    conf = {"services": {"kache": {
+        "enable": True, "rustcWrapper": True,
+        "daemon": {"enable": True, "logLevel": "kache=debug", "environmentFile": "/run/secrets/kache.env"},
+        "settings": every_setting()}}}
+    r = result(conf, host=host, lib=lib)
+    written = settings_from(r["config"]["environment"]["etc"]["kache/config.toml"]["source"])
+    assert written == every_setting()
+    assert r["config"]["warnings"] == []
+    path = tmp_path / "config.toml"
+    path.write_text(tomlkit.dumps(written))
+    out = subprocess.run([kache_exe, "config", "validate", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -154,7 +154,7 @@
         {
           package = self.packages.${system}.kache;
           module-nixos = toJSONFile "kache-module-nixos.json" {
-            inherit (nixos.config.environment) variables sessionVariables;
+            inherit (nixos.config.environment) sessionVariables;
             service = nixos.config.systemd.user.services.kache;
           };
           module-darwin = toJSONFile "kache-module-darwin.json" {

@@ -579,8 +579,9 @@ def _format_problems(
     from jsonschema import Draft202012Validator, FormatChecker
 
     checker = FormatChecker()
-    checker.checks("size", raises=units.UnitError)(units.parse_size)
-    checker.checks("duration", raises=units.UnitError)(units.parse_duration)
+    # jsonschema takes a falsy result for "invalid": a size of "0" parses to 0
+    checker.checks("size", raises=units.UnitError)(lambda v: units.parse_size(v) is not None)
+    checker.checks("duration", raises=units.UnitError)(lambda v: units.parse_duration(v) is not None)
     check_schema = dict(sub)
     if sub.get("x-format") in ("size", "duration"):
         check_schema["format"] = sub["x-format"]

@@ -28,25 +28,43 @@ let
     KACHE_LOG = cfg.daemon.logLevel;
     KACHE_CONFIG = configPath;
   };
-  # Settings keys that look like secrets: the file is world-readable in the Nix store.
-  secretLooking = lib.filter (p: builtins.match "(.*[._])?(secret|secret_key|password|token|access_key|session_token|credentials?)" (lib.toLower p) != null) (settingPaths "" cfg.settings);
-  settingPaths =
-    prefix: set:
-    lib.concatLists (
-      map (
-        n:
-        let
-          v = set.${n};
-        in
-        if builtins.isAttrs v then settingPaths "${prefix}${n}." v else lib.optional (v != null) "${prefix}${n}"
-      ) (builtins.attrNames set)
-    );
-  # launchd has no EnvironmentFile: a shell reads it, then becomes the daemon.
-  darwinCommand = lib.concatStringsSep "; " (
-    [ ''mkdir -p "$HOME/Library/Logs/kache"'' ]
-    ++ lib.optional (cfg.daemon.environmentFile != null) "set -a; . ${lib.escapeShellArg cfg.daemon.environmentFile}; set +a"
-    ++ [ ''exec ${lib.escapeShellArg kache} daemon run --service >>"$HOME/Library/Logs/kache/daemon.log" 2>&1'' ]
+  # Settings that look like secrets (a key naming one, with a text value that is not a
+  # path): the settings file is world-readable in the Nix store.
+  secretLooking = map (f: f.path) (
+    lib.filter (
+      f:
+      builtins.isString f.value
+      && builtins.match "(/|~/).*" f.value == null
+      && builtins.match ".*(secret|password|passwd|token|api_?key|access_?key|private_?key|credential).*" (
+        lib.toLower f.path
+      ) != null
+    ) (settingLeaves "" cfg.settings)
   );
+  settingLeaves =
+    prefix: v:
+    if builtins.isAttrs v then
+      lib.concatLists (map (n: settingLeaves "${prefix}${n}." v.${n}) (builtins.attrNames v))
+    else if builtins.isList v then
+      lib.concatLists (map (x: settingLeaves prefix x) v)
+    else
+      [ { path = lib.removeSuffix "." prefix; value = v; } ];
+  # launchd has no EnvironmentFile (kache reads it: --environment-file) and does not
+  # expand ~ in log paths: a shell sends the output to the user's log, then becomes kache.
+  agentArguments =
+    [
+      "/bin/sh"
+      "-c"
+      ''mkdir -p "$HOME/Library/Logs/kache" && exec >>"$HOME/Library/Logs/kache/daemon.log" 2>&1; exec "$@"''
+      "kache-agent"
+      kache
+      "daemon"
+      "run"
+      "--service"
+    ]
+    ++ lib.optionals (cfg.daemon.environmentFile != null) [
+      "--environment-file"
+      cfg.daemon.environmentFile
+    ];
   # Which service manager exists is read from the option tree, not from pkgs, so that
   # the module does not depend on its own config (NixOS has systemd, nix-darwin launchd).
   hasSystemd = options ? systemd;
@@ -87,7 +105,8 @@ in
       };
 
       environmentFile = lib.mkOption {
-        type = lib.types.nullOr (lib.types.strMatching "/.*");
+        # absolute; no % (a systemd specifier) and no line break (it would end the line)
+        type = lib.types.nullOr (lib.types.strMatching "/[^%\n]*");
         default = null;
         example = "/run/secrets/kache.env";
         description = ''
@@ -129,13 +148,13 @@ in
               freeformType = toml.type;
               options = {
                 local_store = lib.mkOption {
-                  type = lib.types.nullOr (lib.types.strMatching "(/|~/|~$|[$][A-Za-z_{]).*");
+                  type = lib.types.nullOr (lib.types.strMatching "(/|~/|~$|[$]([A-Za-z_][A-Za-z0-9_]*|[{][A-Za-z_][A-Za-z0-9_]*[}])).*");
                   default = null;
                   example = "~/.cache/kache";
                   description = "Directory of the local store: the SQLite index and the content-addressed blobs. Keep it on the same filesystem as your target/ directories so hits are hardlinks, not copies. `~` and `$VAR` are expanded. null means kache's default: `$XDG_CACHE_HOME/kache, else ~/.cache/kache`. Environment variable: `KACHE_CACHE_DIR`.";
                 };
                 local_max_size = lib.mkOption {
-                  type = lib.types.nullOr (lib.types.either (lib.types.strMatching "[[:space:]]*[0-9]+(\\.[0-9]+)?[[:space:]]*([bB]|[kKmMgGtTpP][iI]?[bB]?)?[[:space:]]*") (lib.types.ints.between 0 1152921504606846976));
+                  type = lib.types.nullOr (lib.types.either (lib.types.addCheck lib.types.str (s: let m = builtins.match "[[:space:]]*0*([0-9]+)(\\.[0-9]+)?[[:space:]]*([a-zA-Z]*)[[:space:]]*" s; factors = { "" = 1; "b" = 1; "k" = 1000; "kb" = 1000; "kib" = 1024; "ki" = 1024; "m" = 1000000; "mb" = 1000000; "mib" = 1048576; "mi" = 1048576; "g" = 1000000000; "gb" = 1000000000; "gib" = 1073741824; "gi" = 1073741824; "t" = 1000000000000; "tb" = 1000000000000; "tib" = 1099511627776; "ti" = 1099511627776; "p" = 1000000000000000; "pb" = 1000000000000000; "pib" = 1125899906842624; "pi" = 1125899906842624; }; unit = lib.toLower (builtins.elemAt m 2); frac = if builtins.elemAt m 1 == null then ".0" else builtins.elemAt m 1; in m != null && factors ? ${unit} && builtins.fromJSON "${builtins.elemAt m 0}${frac}" * factors.${unit} <= 1152921504606846976)) (lib.types.ints.between 0 1152921504606846976));
                   default = null;
                   example = "50GB";
                   description = "Largest size the local store may grow to before gc evicts the least recently used entries. A number of bytes or a size such as `50GB` or `512MiB`. null means kache's default: `50GB`. Environment variable: `KACHE_MAX_SIZE`.";
@@ -279,20 +298,23 @@ in
         {
           environment.systemPackages = [ cfg.package ];
           environment.etc."kache/config.toml".source = configFile;
-          environment.variables.KACHE_CONFIG = lib.mkDefault configPath;
-          warnings = lib.optional (secretLooking != [ ]) (
-            "services.kache.settings has ${lib.concatStringsSep ", " secretLooking}, which looks like a secret: "
-            + "the settings file is world-readable in the Nix store. Put credentials in "
-            + "services.kache.daemon.environmentFile or an AWS profile instead."
-          );
+          warnings =
+            lib.optional (secretLooking != [ ]) (
+              "services.kache.settings: ${lib.concatStringsSep ", " secretLooking} look like secrets, and the "
+              + "settings file is world-readable in the Nix store. Put credentials in "
+              + "services.kache.daemon.environmentFile or an AWS profile instead."
+            )
+            ++ lib.optional (lib.hasPrefix "/nix/store/" (toString cfg.daemon.environmentFile)) (
+              "services.kache.daemon.environmentFile is in the Nix store, which every user can read: "
+              + "give a path outside it (agenix, sops-nix, a root-owned file)."
+            );
         }
-        (lib.mkIf cfg.rustcWrapper {
-          environment.variables.RUSTC_WRAPPER = lib.mkDefault wrapperProgram;
-        })
       ]
       ++ lib.optionals hasSystemd [
         {
-          # PAM sets these for every session, graphical ones and their IDEs included.
+          # PAM sets these for every session, graphical ones and their IDEs included (and
+          # NixOS copies them to the shells' variables). To use another wrapper, set
+          # rustcWrapper = false.
           environment.sessionVariables = {
             KACHE_CONFIG = lib.mkDefault configPath;
           }
@@ -303,13 +325,24 @@ in
             description = "kache build cache daemon";
             wantedBy = [ "default.target" ];
             environment = daemonEnvironment;
-            restartTriggers = [ configFile ];
-            unitConfig.ConditionUser = "!@system";
+            # a switch that changes the settings or the package restarts it (NixOS
+            # versions that restart user units; the daemon also re-reads a changed file)
+            restartTriggers = [
+              configFile
+              cfg.package
+            ];
+            unitConfig = {
+              ConditionUser = "!@system";
+              # a daemon that cannot start (a bad user config) stops being retried
+              StartLimitIntervalSec = 120;
+              StartLimitBurst = 5;
+            };
             serviceConfig = {
               Type = "simple";
-              # --service: never idles out, and takes over from a daemon a build started
+              # --service: never exits when idle (it exits 0 only when asked to stop),
+              # replaces a daemon a build started, stands by behind another service
               ExecStart = "${kache} daemon run --service";
-              Restart = "always";
+              Restart = "on-failure";
               RestartSec = "5s";
               UMask = "0077";
               # It reads the user's sources and writes the user's cache (anywhere
@@ -334,6 +367,12 @@ in
       ]
       ++ lib.optionals hasLaunchd [
         {
+          environment.variables = {
+            KACHE_CONFIG = lib.mkDefault configPath;
+          }
+          // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault wrapperProgram; };
+        }
+        {
           # GUI applications (IDEs) get launchd's environment, not the shell's.
           launchd.envVariables = {
             KACHE_CONFIG = lib.mkDefault configPath;
@@ -345,15 +384,11 @@ in
           # system.primaryUser and serve that one user).
           launchd.agents.kache.serviceConfig = {
             Label = "org.nixos.kache";
-            ProgramArguments = [
-              "/bin/sh"
-              "-c"
-              darwinCommand
-            ];
+            ProgramArguments = agentArguments;
             EnvironmentVariables = daemonEnvironment;
             RunAtLoad = true;
-            KeepAlive = true;
-            ProcessType = "Background";
+            KeepAlive.SuccessfulExit = false; # it exits 0 only when asked to stop
+            ProcessType = "Standard"; # it serves hits builds wait for: no background throttling
             ThrottleInterval = 5;
           };
         })

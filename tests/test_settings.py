@@ -196,6 +196,15 @@ def test_env_sizes_accept_bytes_and_units(clean_env: Path) -> None:
     assert S.load(env_with(clean_env, KACHE_MAX_SIZE="512MiB")).get("cache.local_max_size") == 512 * 2**20
 
 
+@pytest.mark.parametrize("zero", ["0", "0GB", " 0 "])
+def test_a_size_of_zero_written_as_text_is_valid(clean_env: Path, user_config: Path, zero: str) -> None:
+    """jsonschema takes a format check's falsy result for "invalid"; 0 bytes is a size."""
+    user_config.write_text(f'[cache]\nlocal_max_size = "{zero}"\n')
+    s = S.load(env_with(clean_env))
+    S.validate(s)
+    assert s.get("cache.local_max_size") == 0
+
+
 def test_empty_env_unsets_a_nullable_setting_and_is_ignored_otherwise(clean_env: Path, user_config: Path) -> None:
     user_config.write_text('[cache]\ncompression_level = 4\n[cache.remote]\nbucket = "team-cache"\n')
     s = S.load(env_with(clean_env, KACHE_S3_BUCKET="", KACHE_COMPRESSION_LEVEL=""))

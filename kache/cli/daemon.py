@@ -108,9 +108,12 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
 @daemon.command()
 @click.option("--detached", is_flag=True, hidden=True, help="Log to the file only (set by `start`).")
 @click.option("--service", is_flag=True,
-              help="Run as a service (systemd, launchd): never exit when idle, and replace a daemon "
-                   "that a build started before the service did.")
-def run(detached: bool, service: bool) -> int:
+              help="Run as a service (systemd, launchd): never exit when idle, replace a daemon that a "
+                   "build started before the service did, and stand by behind another service's.")
+@click.option("--environment-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Read NAME=value lines (credentials) into the daemon's environment first, as systemd's "
+                   "EnvironmentFile= does; never run as shell code (for launchd, which has no such key).")
+def run(detached: bool, service: bool, environment_file: str | None) -> int:
     """Run the daemon in the foreground (what a service runs).
 
     Logs to stderr and to daemon.log in the store. Exits 0 at once when a daemon
@@ -124,6 +127,10 @@ def run(detached: bool, service: bool) -> int:
     """
     from kache.daemon import server
 
+    if environment_file:
+        from kache.daemon.service import read_environment_file
+
+        os.environ.update(read_environment_file(environment_file))
     s = _settings(check=True)
     return server.run(s, foreground=not detached, service=service)
 

@@ -87,6 +87,7 @@ LOG_BACKUPS = 2
 MAX_CONNECTIONS = 64
 TAKE_OVER_SECS = 15.0  # how long a service waits for the daemon it replaces
 TAKE_OVER_TRIES = 3  # a build may start another daemon between the stop and the start
+STAND_BY_SECS = 2.0  # how often a service behind another service looks whether it is gone
 DONE_MEMORY = 10_000
 """Keys uploaded lately: asked again, only their intent is removed (no second HEAD)."""
 RETRY_MAX_SECS = 600.0
@@ -819,7 +820,7 @@ class Daemon:
                     "last_error": self.last_error,
                     "socket": self.socket_path, "store": self.root, "remote": self._last_remote(),
                     "remotes": self._remotes_status(),
-                    "log": self.log_path, "idle_timeout_s": self.idle_timeout}
+                    "log": self.log_path, "idle_timeout_s": self.idle_timeout, "service": self.service}
 
     def _remotes_status(self) -> list[dict[str, Any]]:
         """The remotes builds asked for, or that have uploads pending (under ``_lock``)."""
@@ -1408,6 +1409,24 @@ def _gone(store: Store, key: str) -> bool:
         return False
 
 
+def _is_service(root: str) -> bool:
+    from kache.daemon import client
+
+    reply = client.request(root, {"op": "status"}, timeout=2.0)
+    return bool(reply and reply.get("service"))
+
+
+def _stand_by(daemon: Daemon, running: AlreadyRunning) -> None:
+    """Wait, without exiting (a service manager would restart it in a loop), until the
+    other service's daemon is gone; two services (say a module's and `kache daemon
+    install`'s) then take turns instead of evicting each other."""
+    from kache.daemon import control
+
+    print(f"{running}, as a service too; standing by until it stops", flush=True)
+    while control.running_pid(daemon.root) is not None:
+        time.sleep(STAND_BY_SECS)
+
+
 def _take_over(daemon: Daemon, running: AlreadyRunning) -> None:
     """Ask the daemon that holds the store to stop, and wait until it has (its uploads
     not done stay as intents, which the new one takes up)."""
@@ -1482,17 +1501,21 @@ def run(settings: Settings, *, foreground: bool = True, remote: Any = _AUTO,
     socket cannot be set up, or when a running daemon does not make way.
     """
     daemon = Daemon(settings, foreground=foreground, remote=remote, sync=sync, reexec=True, service=service)
-    for attempt in range(TAKE_OVER_TRIES + 1):
+    take_overs = 0
+    while True:
         try:
             return daemon.serve()
         except AlreadyRunning as e:
             if not service:
                 print(str(e), flush=True)
                 return 0
-            if attempt == TAKE_OVER_TRIES:  # builds keep starting daemons: let the manager retry
+            if _is_service(daemon.root):
+                _stand_by(daemon, e)  # another service manager's daemon: never evict it
+                continue
+            if take_overs == TAKE_OVER_TRIES:  # builds keep starting daemons: let the manager retry
                 raise KacheError(f"cannot start the daemon: {e}, again after {TAKE_OVER_TRIES} take-overs") from None
+            take_overs += 1
             _take_over(daemon, e)
         except OSError as e:
             raise KacheError(f"cannot start the daemon: {e.filename or daemon.socket_path}: "
                              f"{e.strerror or e}") from None
-    raise AssertionError("unreachable")

@@ -121,11 +121,15 @@ def render_unit(command: list[str], environment: Mapping[str, str]) -> str:
         "[Unit]",
         "Description=kache build cache daemon",
         f"Documentation={DOCUMENTATION}",
+        # --service exits 0 only when asked to stop; one that cannot start (a bad config)
+        # is retried five times, not forever
+        "StartLimitIntervalSec=120",
+        "StartLimitBurst=5",
         "",
         "[Service]",
         "Type=simple",
         f"ExecStart={exec_start}",
-        "Restart=always",
+        "Restart=on-failure",
         "RestartSec=5s",
         "UMask=0077",
         "NoNewPrivileges=yes",
@@ -144,7 +148,7 @@ def render_plist(command: list[str], environment: Mapping[str, str], log_path: s
         "ProgramArguments": [*command, "daemon", "run", "--service"],
         "EnvironmentVariables": dict(environment),
         "RunAtLoad": True,
-        "KeepAlive": True,
+        "KeepAlive": {"SuccessfulExit": False},
         "ProcessType": "Background",
         "ThrottleInterval": 5,
         "StandardOutPath": log_path,
@@ -255,3 +259,35 @@ def _remove(path: Path) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def read_environment_file(path: str) -> dict[str, str]:
+    """``NAME=value`` lines, as systemd's ``EnvironmentFile=`` reads them (the part kache's
+    services need): blank lines and ``#`` / ``;`` comments skipped, an optional
+    ``export``, the value trimmed and, when quoted, unquoted (``"…"`` with ``\\"`` and
+    ``\\\\`` escapes, ``'…'`` as is). Never run as shell code: ``$``, ``;`` and spaces are
+    part of the value. Raises KacheError naming the file and line."""
+    import re
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise KacheError(f"cannot read the environment file {path}: {getattr(e, 'strerror', None) or e}") from None
+    out: dict[str, str] = {}
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        name, eq, value = line.partition("=")
+        name, value = name.strip(), value.strip()
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise KacheError(f"{path}:{number}: expected NAME=value, got {raw.strip()[:60]!r}")
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = re.sub(r'\\(["\\])', r"\1", value[1:-1])
+        elif len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1]
+        out[name] = value
+    return out

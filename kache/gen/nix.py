@@ -79,26 +79,44 @@ def _nix_regex(pattern: str) -> str:
 
 # x-format as kache reads it (kache/units.py, settings._format_problems), so the module
 # rejects at evaluation what kache would reject at run time: a size or duration as text
-# (ASCII digits, an optional fraction, a known unit; case-insensitive) or a whole number.
-_SIZE_TEXT = r"[[:space:]]*[0-9]+(\.[0-9]+)?[[:space:]]*([bB]|[kKmMgGtTpP][iI]?[bB]?)?[[:space:]]*"
+# (ASCII digits, an optional fraction, a known unit; case-insensitive) or a whole number,
+# a size no larger than kache's limit; a path absolute once ~ and $VAR are expanded.
+_SIZE_TEXT = r"[[:space:]]*0*([0-9]+)(\.[0-9]+)?[[:space:]]*([a-zA-Z]*)[[:space:]]*"
 _DURATION_TEXT = (r"[[:space:]]*[0-9]+(\.[0-9]+)?[[:space:]]*|"
                   r"[[:space:]]*([0-9]+(\.[0-9]+)?[[:space:]]*[wWdDhHmMsS][[:space:]]*)+")
-_MAX_SIZE = 1024**6  # kache.units.MAX_SIZE
-_MAX_DURATION = 100 * 365 * 86400  # kache.units.MAX_DURATION
-_FORMATS = {
-    "size": f"lib.types.either (lib.types.strMatching {nix_string(_SIZE_TEXT)}) "
-            f"(lib.types.ints.between 0 {_MAX_SIZE})",
-    "duration": f"lib.types.either (lib.types.strMatching {nix_string(_DURATION_TEXT)}) "
-                f"(lib.types.ints.between 0 {_MAX_DURATION})",
-    # absolute once kache expands ~ and $VAR
-    "path": 'lib.types.strMatching "(/|~/|~$|[$][A-Za-z_{]).*"',
-}
+_PATH_TEXT = r"(/|~/|~$|[$]([A-Za-z_][A-Za-z0-9_]*|[{][A-Za-z_][A-Za-z0-9_]*[}])).*"
+
+
+def _size_type() -> str:
+    from kache.units import _SIZE_UNITS, MAX_SIZE
+
+    factors = "{ " + " ".join(f"{nix_string(u)} = {f};" for u, f in _SIZE_UNITS.items()) + " }"
+    fits = (f"(s: let m = builtins.match {nix_string(_SIZE_TEXT)} s; factors = {factors}; "
+            "unit = lib.toLower (builtins.elemAt m 2); "
+            "frac = if builtins.elemAt m 1 == null then \".0\" else builtins.elemAt m 1; "
+            "in m != null && factors ? ${unit} "
+            f"&& builtins.fromJSON \"${{builtins.elemAt m 0}}${{frac}}\" * factors.${{unit}} <= {MAX_SIZE})")
+    return (f"lib.types.either (lib.types.addCheck lib.types.str {fits}) "
+            f"(lib.types.ints.between 0 {MAX_SIZE})")
+
+
+def _format_type(fmt: str) -> str | None:
+    from kache.units import MAX_DURATION
+
+    if fmt == "size":
+        return _size_type()
+    if fmt == "duration":
+        return (f"lib.types.either (lib.types.strMatching {nix_string(_DURATION_TEXT)}) "
+                f"(lib.types.ints.between 0 {MAX_DURATION})")
+    if fmt == "path":
+        return f"lib.types.strMatching {nix_string(_PATH_TEXT)}"
+    return None
 
 
 def _type(schema: dict[str, Any], indent: str) -> str:
     fmt = schema.get("x-format")
-    if fmt in _FORMATS:
-        return _FORMATS[fmt]
+    if isinstance(fmt, str) and (typed := _format_type(fmt)) is not None:
+        return typed
     types = schema.get("type", "string")
     types = [types] if isinstance(types, str) else [t for t in types if t != "null"]
     if types == ["string", "integer"] or types == ["integer", "string"]:

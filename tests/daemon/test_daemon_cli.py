@@ -165,3 +165,33 @@ def test_every_daemon_command_has_help_with_an_example() -> None:
     for name, cmd in daemon.commands.items():
         assert "Example:" in (cmd.help or ""), name
         assert f"kache daemon {name}" in (cmd.help or ""), name
+
+
+def test_a_service_stands_by_behind_another_service_and_follows_it(store_env: Path) -> None:
+    """Two service managers (a module's agent and `kache daemon install`'s) each run a
+    service for one store: the second never evicts the first (they would take turns
+    forever); it waits, and serves once the first stops."""
+    from kache import selfexec
+
+    env = selfexec.environ({**os.environ, "KACHE_CACHE_DIR": str(store_env), "KACHE_DAEMON_IDLE_TIMEOUT": "1"})
+    run = selfexec.command("daemon", "run", "--service")
+    first = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/")
+    second = None
+    try:
+        wait_for(lambda: control.running_pid(str(store_env)) == first.pid, timeout=20, what="the first service")
+        second = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/")
+        time.sleep(3)  # past the idle timeout and a few stand-by looks
+        assert first.poll() is None and second.poll() is None
+        assert control.running_pid(str(store_env)) == first.pid
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+        wait_for(lambda: control.running_pid(str(store_env)) == second.pid, timeout=20, what="the second to serve")
+        assert client.request(store_env, {"op": "status"})["service"] is True  # type: ignore[index]
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=20)
+    assert second is not None
+    out = second.stdout.read() if second.stdout else ""
+    assert f"kache daemon is already running (pid {first.pid}), as a service too; standing by until it stops" in out

@@ -34,7 +34,12 @@ pytestmark = pytest.mark.skipif(_bare_interpreter_finds_kache(),
 @pytest.fixture
 def nix_kache(tmp_path: Path) -> Path:
     """``<fake store>/kache-0.1.0/bin/kache``, as makeWrapper and wrapPythonPrograms write it."""
-    site_dirs = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    # every directory this process imports from (kache may come from a source tree, as in
+    # a Nix check phase, or from site-packages)
+    import kache
+
+    kache_root = os.path.dirname(os.path.dirname(os.path.abspath(kache.__file__)))
+    site_dirs = list(dict.fromkeys([kache_root] + [p for p in sys.path if os.path.isabs(p) and os.path.isdir(p)]))
     bindir = tmp_path / "nix" / "store" / "0000-kache-0.1.0" / "bin"
     bindir.mkdir(parents=True)
     wrapped = bindir / ".kache-wrapped"
@@ -46,7 +51,7 @@ def nix_kache(tmp_path: Path) -> Path:
         "if __name__ == '__main__':\n"
         "    sys.exit(main())\n")
     script = bindir / "kache"
-    script.write_text(f'#!/usr/bin/env bash\nexec -a "$0" "{wrapped}" "$@"\n')
+    script.write_text(f'#!{shutil.which("bash")}\nexec -a "$0" "{wrapped}" "$@"\n')
     for f in (wrapped, script):
         f.chmod(0o755)
     return script

@@ -46,6 +46,14 @@ rec {
   mkDefault = content: { _type = "override"; priority = 1000; inherit content; };
   optionals = cond: list: if cond then list else [ ];
   optional = cond: x: if cond then [ x ] else [ ];
+  hasPrefix = pre: s: builtins.substring 0 (builtins.stringLength pre) s == pre;
+  removeSuffix =
+    suf: s:
+    let
+      n = builtins.stringLength s;
+      k = builtins.stringLength suf;
+    in
+    if k <= n && builtins.substring (n - k) k s == suf then builtins.substring 0 (n - k) s else s;
   optionalAttrs = cond: set: if cond then set else { };
   inherit filter concatStringsSep;
   concatLists = builtins.concatLists;

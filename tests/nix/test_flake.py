@@ -60,8 +60,8 @@ def test_flake_outputs_and_module_checks(flake: tuple[Path, Path]) -> None:
     # (the checks import the module twice, as a configuration may)
     nixos = json.loads(json.loads(nix(flake, "eval", "--json", ".#checks.x86_64-linux.module-nixos.text")))
     assert nixos["service"]["serviceConfig"]["ExecStart"].endswith("/bin/kache daemon run --service")
-    assert nixos["variables"]["KACHE_CONFIG"] == nixos["sessionVariables"]["KACHE_CONFIG"] == "/etc/kache/config.toml"
+    assert nixos["sessionVariables"]["KACHE_CONFIG"] == "/etc/kache/config.toml"
     darwin = json.loads(json.loads(nix(flake, "eval", "--json", ".#checks.aarch64-darwin.module-darwin.text")))
     assert darwin["agent"]["serviceConfig"]["ProgramArguments"][:2] == ["/bin/sh", "-c"]
-    assert "daemon run --service" in darwin["agent"]["serviceConfig"]["ProgramArguments"][2]
+    assert darwin["agent"]["serviceConfig"]["ProgramArguments"][-3:] == ["daemon", "run", "--service"]
     assert darwin["envVariables"]["KACHE_CONFIG"] == "/etc/kache/config.toml"

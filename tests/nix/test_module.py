@@ -122,20 +122,24 @@ def test_nixos_host_gets_wrapper_config_and_a_systemd_user_service(lib: str) -> 
     r = result(ENABLED, lib=lib)
     assert r["systemPackages"] == [PKG]
     env = r["config"]["environment"]
-    # with the daemon, the package's native client (it hands the rest to kache)
-    wanted = {"KACHE_CONFIG": "/etc/kache/config.toml", "RUSTC_WRAPPER": f"{PKG}/bin/kache-client"}
-    assert env["variables"] == wanted
-    assert env["sessionVariables"] == wanted  # graphical sessions and IDEs too (PAM)
+    # for every session (PAM; NixOS copies them to the shells' variables), with the daemon
+    # the package's native client (it hands the rest to kache)
+    assert env["sessionVariables"] == {"KACHE_CONFIG": "/etc/kache/config.toml",
+                                       "RUSTC_WRAPPER": f"{PKG}/bin/kache-client"}
+    assert not env.get("variables")  # not twice: a user's own RUSTC_WRAPPER would conflict
     config_file = env["etc"]["kache/config.toml"]["source"]
     service = r["config"]["systemd"]["user"]["services"]["kache"]
     assert service["serviceConfig"]["ExecStart"] == f"{PKG}/bin/kache daemon run --service"
-    assert service["serviceConfig"]["Restart"] == "always"
+    # --service exits 0 only when asked to stop: restart on failure, and give up on one
+    # that cannot start at all (a bad user config) instead of looping
+    assert service["serviceConfig"]["Restart"] == "on-failure"
+    assert service["unitConfig"] == {"ConditionUser": "!@system", "StartLimitIntervalSec": 120,
+                                     "StartLimitBurst": 5}
     assert "EnvironmentFile" not in service["serviceConfig"]
-    assert service["unitConfig"] == {"ConditionUser": "!@system"}
     assert service["wantedBy"] == ["default.target"]
     # the same KACHE_CONFIG as shells, so the daemon sees the file a switch replaces
     assert service["environment"] == {"KACHE_CONFIG": "/etc/kache/config.toml", "KACHE_LOG": "kache=info"}
-    assert service["restartTriggers"] == [config_file]
+    assert service["restartTriggers"][0] == config_file and len(service["restartTriggers"]) == 2
     assert r["config"]["warnings"] == []
     assert "launchd" not in r["config"]
 
@@ -147,41 +151,53 @@ def test_darwin_host_gets_an_agent_for_every_user(lib: str) -> None:
     assert "user" not in launchd  # launchd.user.agents would need system.primaryUser
     agent = launchd["agents"]["kache"]["serviceConfig"]
     assert agent["Label"] == "org.nixos.kache"
+    # a shell only sends the output to the user's log (launchd does not expand ~), then
+    # becomes kache, whose arguments are never shell text
     assert agent["ProgramArguments"][:2] == ["/bin/sh", "-c"]
-    command = agent["ProgramArguments"][2]
-    assert command.replace(f"'{PKG}/bin/kache'", f"{PKG}/bin/kache").count(f"exec {PKG}/bin/kache daemon run --service") == 1
-    assert '>>"$HOME/Library/Logs/kache/daemon.log" 2>&1' in command
+    assert '>>"$HOME/Library/Logs/kache/daemon.log" 2>&1; exec "$@"' in agent["ProgramArguments"][2]
+    assert agent["ProgramArguments"][3:] == ["kache-agent", f"{PKG}/bin/kache", "daemon", "run", "--service"]
     assert agent["EnvironmentVariables"] == {"KACHE_CONFIG": "/etc/kache/config.toml", "KACHE_LOG": "kache=info"}
-    assert agent["RunAtLoad"] is True and agent["KeepAlive"] is True
-    assert launchd["envVariables"] == {"KACHE_CONFIG": "/etc/kache/config.toml",
-                                       "RUSTC_WRAPPER": f"{PKG}/bin/kache-client"}
+    assert agent["RunAtLoad"] is True and agent["KeepAlive"] == {"SuccessfulExit": False}
+    assert agent["ProcessType"] == "Standard"
+    wanted = {"KACHE_CONFIG": "/etc/kache/config.toml", "RUSTC_WRAPPER": f"{PKG}/bin/kache-client"}
+    assert launchd["envVariables"] == wanted  # GUI applications, IDEs
+    assert r["config"]["environment"]["variables"] == wanted  # shells
     assert "systemd" not in r["config"]
 
 
 @pytest.mark.parametrize("lib", LIBS)
 @pytest.mark.parametrize("host", ["nixos", "darwin"])
 def test_credentials_come_from_an_environment_file(lib: str, host: str) -> None:
-    conf = {"services": {"kache": {"enable": True, "daemon": {
-        "enable": True, "environmentFile": "/run/secrets/kache env"}}}}
+    path = "/run/secrets/kache env $x;y'z"
+    conf = {"services": {"kache": {"enable": True, "daemon": {"enable": True, "environmentFile": path}}}}
     r = result(conf, host=host, lib=lib)
     if host == "nixos":
         service = r["config"]["systemd"]["user"]["services"]["kache"]["serviceConfig"]
-        assert service["EnvironmentFile"] == "/run/secrets/kache env"
-    else:
-        command = r["config"]["launchd"]["agents"]["kache"]["serviceConfig"]["ProgramArguments"][2]
-        assert "set -a; . '/run/secrets/kache env'; set +a; exec " in command
-    bad = {"services": {"kache": {"enable": True, "daemon": {"enable": True, "environmentFile": "secrets.env"}}}}
-    out = evaluate(bad, host=host, lib=lib, check=False)
-    assert out.returncode != 0 and "environmentFile" in out.stderr
+        assert service["EnvironmentFile"] == path
+    else:  # kache reads it (never as shell code): an argument, not part of the shell text
+        args = r["config"]["launchd"]["agents"]["kache"]["serviceConfig"]["ProgramArguments"]
+        assert args[-2:] == ["--environment-file", path] and path not in args[2]
+    assert r["config"]["warnings"] == []
+    for bad in ("secrets.env", "/run/secrets/100%.env", "/run/a\nExecStartPre=/bin/evil"):
+        out = evaluate({"services": {"kache": {"enable": True, "daemon": {"enable": True, "environmentFile": bad}}}},
+                       host=host, lib=lib, check=False)
+        assert out.returncode != 0 and "environmentFile" in out.stderr, bad
+    in_store = {"services": {"kache": {"enable": True, "daemon": {
+        "enable": True, "environmentFile": "/nix/store/0000-kache.env"}}}}
+    [warning] = result(in_store, host=host, lib=lib)["config"]["warnings"]
+    assert "environmentFile is in the Nix store" in warning
 
 
 @pytest.mark.parametrize("lib", LIBS)
 def test_secret_looking_settings_get_a_warning(lib: str) -> None:
-    conf = {"services": {"kache": {"enable": True, "settings": {"cache": {"remote": {
-        "bucket": "build-cache", "secret_key": "hunter2", "aws_access_key": "AKIA"}}}}}}
+    conf = {"services": {"kache": {"enable": True, "settings": {
+        "cache": {"remote": {"bucket": "build-cache", "secret_key": "hunter2", "aws_access_key": "AKIA",
+                             "credentials": "/home/u/.aws/credentials", "token": False}},
+        "mirrors": [{"SecretAccessKey": "s3cr3t"}], "api": {"apikey": "k"}}}}}
     warnings = result(conf, lib=lib)["config"]["warnings"]
     assert len(warnings) == 1
-    assert "cache.remote.aws_access_key, cache.remote.secret_key" in warnings[0]
+    assert warnings[0].startswith("services.kache.settings: api.apikey, cache.remote.aws_access_key, "
+                                  "cache.remote.secret_key, mirrors.SecretAccessKey look like secrets")
     assert "daemon.environmentFile" in warnings[0] and "hunter2" not in warnings[0]
     assert result(ENABLED, lib=lib)["config"]["warnings"] == []
 
@@ -192,9 +208,9 @@ def test_disabled_module_changes_nothing_and_switches_work(lib: str) -> None:
     assert r["systemPackages"] == []
     assert not r["config"]["environment"].get("variables")
     r = result({"services": {"kache": {"enable": True}}}, lib=lib)
-    assert r["config"]["environment"]["variables"]["RUSTC_WRAPPER"] == f"{PKG}/bin/kache"  # no daemon: kache
+    assert r["config"]["environment"]["sessionVariables"]["RUSTC_WRAPPER"] == f"{PKG}/bin/kache"  # no daemon
     r = result({"services": {"kache": {"enable": True, "rustcWrapper": False}}}, lib=lib)
-    assert "RUSTC_WRAPPER" not in r["config"]["environment"]["variables"]
+    assert "RUSTC_WRAPPER" not in r["config"]["environment"]["sessionVariables"]
     assert not r["config"].get("systemd", {}).get("user", {}).get("services")  # daemon off by default
 
 
@@ -213,6 +229,10 @@ def test_disabled_module_changes_nothing_and_switches_work(lib: str) -> None:
         ({"cache": {"local_max_size": -1}}, "local_max_size"),
         ({"cache": {"local_store": "relative/dir"}}, "local_store"),
         ({"cache": {"local_store": "~someone/cache"}}, "local_store"),
+        ({"cache": {"local_store": "${"}}, "local_store"),
+        ({"cache": {"local_max_size": "2000PB"}}, "local_max_size"),  # more than kache's 1 EiB
+        ({"cache": {"local_max_size": "99999999999999999999"}}, "local_max_size"),
+        ({"cache": {"local_max_size": "1025PiB"}}, "local_max_size"),
     ],
 )
 def test_a_wrong_type_fails_evaluation(lib: str, settings: dict, option: str) -> None:
@@ -224,7 +244,8 @@ def test_a_wrong_type_fails_evaluation(lib: str, settings: dict, option: str) ->
 @pytest.mark.parametrize("lib", LIBS)
 @pytest.mark.parametrize("cache", [
     {"local_max_size": "512MiB"}, {"local_max_size": " 1.5 TB "}, {"local_max_size": "20gib"},
-    {"local_max_size": 1000}, {"local_max_size": "7k"}, {"local_store": "/var/cache/kache"},
+    {"local_max_size": 1000}, {"local_max_size": "7k"}, {"local_max_size": "1024PiB"},
+    {"local_max_size": "0"}, {"local_max_size": "007.50 KB"}, {"local_store": "/var/cache/kache"},
     {"local_store": "~/.cache/kache"}, {"local_store": "$HOME/.cache/kache"}, {"local_store": "${HOME}/k"},
 ])
 def test_what_kache_accepts_the_module_accepts(lib: str, cache: dict, tmp_path: Path, kache_exe: str) -> None:

@@ -331,6 +331,7 @@ class Daemon:
         self._done: OrderedDict[str, None] = OrderedDict()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._flights: dict[tuple[str, str, str], _Flight] = {}
+        self._current = threading.local()  # the connection whose request a thread handles
         self._prefetched: dict[tuple[str, str], float] = {}
         self._uses: queue.Queue[tuple[Served, str, str] | None] = queue.Queue()
         self._used: dict[tuple[str, str], int] = {}
@@ -745,7 +746,11 @@ class Daemon:
                 self._touch()
                 with self._lock:
                     self._open[conn] = True
-                reply, close, op = self._handle(body)
+                self._current.conn = conn
+                try:
+                    reply, close, op = self._handle(body)
+                finally:
+                    self._current.conn = None
                 sent = self._send(conn, reply)
                 with self._lock:
                     self._open[conn] = False
@@ -863,6 +868,12 @@ class Daemon:
                 return {"ok": True, "hit": False, "why": "invalid settings"}  # the wrapper reports them
         if store != self.root:
             return {"ok": True, "hit": False, "why": "another store"}
+        conn = getattr(self._current, "conn", None)
+        if conn is not None and _peer_gone(conn):
+            # The caller gave up waiting (this daemon was stopped or slow) and compiled by
+            # itself: restoring now would replace its outputs and count one compile twice.
+            log.info("not serving %s: the caller gave up waiting", argv[1:2])
+            return {"ok": True, "hit": False, "why": "the caller gave up"}
         now = time.monotonic()
         started = msg.get("started")
         client_ms = msg.get("client_ms")
@@ -1440,6 +1451,25 @@ def _take_over(daemon: Daemon, running: AlreadyRunning) -> None:
             raise KacheError(f"cannot start the daemon: the one running for {daemon.root} (pid {running.pid}) "
                              f"did not stop within {TAKE_OVER_SECS:g}s; stop it with `kache daemon stop`")
         time.sleep(0.1)
+
+
+def _peer_gone(conn: socket.socket) -> bool:
+    """Whether the other end has closed the connection (EOF waiting to be read). Never
+    waits: a socket with a timeout would make even a MSG_DONTWAIT recv poll first."""
+    import select
+
+    try:
+        if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
+            poller = select.poll()
+            poller.register(conn, select.POLLIN)
+            readable = bool(poller.poll(0))
+        else:  # macOS builds without poll()
+            readable = bool(select.select([conn], [], [], 0)[0])
+        return readable and conn.recv(1, socket.MSG_PEEK) == b""
+    except ValueError:  # a descriptor select() cannot watch: assume the caller waits
+        return False
+    except OSError:
+        return True
 
 
 def _read_pid(fd: int) -> int:

@@ -637,3 +637,32 @@ def test_an_idle_daemon_keeps_the_stats_fold_up_to_date(start_daemon, store_root
     st = stats.compute(root, None)
     assert (st.hits, st.misses, st.passthrough) == (51, 50, 40)
     assert st.to_json() == stats.compute(root, 0.0).to_json() | {"since": None}
+
+
+def test_a_hit_the_caller_gave_up_on_is_not_served(start_daemon, store_root: Path, tmp_path: Path) -> None:
+    """A wrapper that waited its budget for a stopped or slow daemon compiles by itself
+    and hangs up; the daemon, reading the request later, must not restore over the
+    outputs just compiled (nor count that compile twice)."""
+    import socket as socketmod
+
+    from kache.daemon.server import _peer_gone
+
+    mine, theirs = socketmod.socketpair()
+    try:
+        assert not _peer_gone(mine)  # connected and quiet: waiting for the answer
+        theirs.sendall(b"more")
+        assert not _peer_gone(mine)  # data still to read: not gone
+        mine.recv(4)
+        theirs.close()
+        assert _peer_gone(mine)
+        d = start_daemon()
+        msg = {"op": "hit", "cwd": str(tmp_path), "env": dict(os.environ), "store": str(store_root),
+               "argv": one_file_lib(tmp_path, "given_up"), "started": time.monotonic()}
+        d.daemon._current.conn = mine  # as if this thread were reading that connection
+        try:
+            assert d.daemon._op_hit(msg) == {"ok": True, "hit": False, "why": "the caller gave up"}
+        finally:
+            d.daemon._current.conn = None
+        assert d.status()["hits_served"] == 0
+    finally:
+        mine.close()

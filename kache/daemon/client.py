@@ -39,7 +39,8 @@ CONNECT_TIMEOUT = 0.05
 """Seconds to wait for a connection (a live daemon accepts at once)."""
 NOTIFY_WAIT = 0.02
 """Seconds :func:`notify` waits for the reply it then ignores."""
-MAX_REPLY = 16 << 20
+MAX_REPLY = 64 << 20
+"""``kache.daemon.protocol.MAX_REPLY`` (a test keeps them equal)."""
 SUN_PATH_MAX = 100
 """Longest socket path used as is: ``sun_path`` is 104 bytes on macOS, 108 on Linux, the NUL included."""
 _HEX = frozenset("0123456789abcdef")

@@ -122,7 +122,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "VERSION", "SOCKET_NAME", "PID_NAME", "LOG_NAME", "INTENTS_DIR", "MAX_LINE", "READ_TIMEOUT",
+    "VERSION", "SOCKET_NAME", "PID_NAME", "LOG_NAME", "INTENTS_DIR", "MAX_LINE", "MAX_REPLY", "READ_TIMEOUT",
     "FETCH_BUDGET_MS", "FETCH_MAX_MS", "PREFETCH_DEDUPE_SECS", "INTENT_SCAN_SECS", "MAX_TRIES", "OPS",
     "ProtocolError", "valid_key", "valid_crate", "check_key", "check_crate", "intent_name", "parse_intent",
 ]
@@ -135,6 +135,10 @@ LOG_NAME = "daemon.log"
 INTENTS_DIR = "uploads"
 MAX_LINE = 64 * 1024
 """Most bytes in one request line, newline excluded."""
+MAX_REPLY = 64 << 20
+"""Most bytes a client reads of one reply (a hit's messages can be long). The clients,
+which do not import this module (the hot path, the native client), repeat it; a test
+keeps them equal."""
 READ_TIMEOUT = 10.0
 """Seconds a connection may take to send one complete line."""
 FETCH_BUDGET_MS = 2500

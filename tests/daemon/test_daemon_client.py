@@ -22,6 +22,15 @@ def test_client_constants_match_the_protocol() -> None:
     assert (client.VERSION, client.SOCKET_NAME, client.INTENTS_DIR) == (P.VERSION, P.SOCKET_NAME, P.INTENTS_DIR)
     assert daemon_hit.SOCKET_NAME == P.SOCKET_NAME
     assert daemon_hit._SUN_PATH_MAX == client.SUN_PATH_MAX
+    assert client.MAX_REPLY == daemon_hit.MAX_REPLY == P.MAX_REPLY
+    # the native client's copies (kache/native/client.rs)
+    import re
+
+    from kache import native
+
+    rs = (Path(native.__file__).parent / native.SOURCE_NAME).read_text()
+    assert re.search(r"const MAX_LINE: usize = 64 \* 1024;", rs) and P.MAX_LINE == 64 * 1024
+    assert re.search(r"const MAX_REPLY: usize = 64 << 20;", rs) and P.MAX_REPLY == 64 << 20
     key, crate = hexkey("k"), "proc-macro2"
     assert os.path.basename(client.intent_path("/s", key, crate) or "") == P.intent_name(key, crate)
     for bad_key, bad_crate in [("../x", "a"), (key.upper(), "a"), (key, "a/b"), (key, "a.b"), (key, ""), ("ab", "a")]:

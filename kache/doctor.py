@@ -168,7 +168,7 @@ def check_index(root: str, *, verify: bool = False) -> Check:
     def rebuild() -> str:
         s = Store(root)  # opening for writing moves an index that cannot open aside
         try:
-            s.db  # noqa: B018
+            s.open()
             if not s.recovered:
                 s.recover_if_corrupt()  # one that opens but is damaged inside
             return f"moved the corrupt index aside to {s.recovered}" if s.recovered else "index opens again"

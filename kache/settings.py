@@ -277,7 +277,7 @@ def _expand(raw: str, env: Mapping[str, str]) -> str:
     return raw
 
 
-def _shown_path(path: Path | str, env: Mapping[str, str]) -> str:
+def shown_path(path: Path | str, env: Mapping[str, str]) -> str:
     """A path as an error shows it: ``~/.config/kache/config.toml``."""
     text = str(path)
     home = _home(env).rstrip("/")
@@ -403,16 +403,16 @@ def _read_file(role: str, path: str, env: Mapping[str, str]) -> ConfigFile:
         return ConfigFile(role, path, exists=False)
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(
-            [f"cannot read config file: {_shown_path(path, env)}: invalid TOML: {e}"]
+            [f"cannot read config file: {shown_path(path, env)}: invalid TOML: {e}"]
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise SettingsError([f"cannot read config file: {_shown_path(path, env)}: {reason}"]) from None
+        raise SettingsError([f"cannot read config file: {shown_path(path, env)}: {reason}"]) from None
     except RecursionError:
-        raise SettingsError([f"cannot read config file: {_shown_path(path, env)}: invalid TOML: "
+        raise SettingsError([f"cannot read config file: {shown_path(path, env)}: invalid TOML: "
                              "nested too deeply"]) from None
     except ValueError as e:  # e.g. an integer of more than 4300 digits
-        raise SettingsError([f"cannot read config file: {_shown_path(path, env)}: invalid TOML: "
+        raise SettingsError([f"cannot read config file: {shown_path(path, env)}: invalid TOML: "
                              f"{_shorten(str(e))}"]) from None
     return ConfigFile(role, path, exists=True, data=data)
 
@@ -493,7 +493,7 @@ def load(env: Mapping[str, str] | None = None, *, schema_path: str | None = None
             _, value = _lookup(f.data, key)
             extras[key] = (value, src)
             warnings.append(
-                f"unknown setting in {_shown_path(f.path, env)}: {key} (ignored; "
+                f"unknown setting in {shown_path(f.path, env)}: {key} (ignored; "
                 "`kache config schema` lists the known ones)"
             )
 
@@ -550,7 +550,7 @@ def _problem(source: Source, key: str, value: Any, why: str, env: Mapping[str, s
     where = {
         "env": f"environment variable {source.where}",
         "default": "the schema's default",
-    }.get(source.kind, _shown_path(source.where, env))
+    }.get(source.kind, shown_path(source.where, env))
     return f"invalid setting in {where}: {key} = {_shorten(_toml_repr(value))}: {why}"
 
 
@@ -572,7 +572,7 @@ def _toml_repr(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def _format_problems(
+def value_problems(
     sub: Mapping[str, Any], key: str, value: Any, source: Source, env: Mapping[str, str]
 ) -> list[str]:
     """Validate one value against its sub-schema; return problem lines."""
@@ -615,10 +615,10 @@ def validate(settings: Settings) -> None:
     for src, layer in layers:
         for s in table:
             if s.key in layer:
-                problems += _format_problems(s.schema, s.key, layer[s.key], src, settings.env)
+                problems += value_problems(s.schema, s.key, layer[s.key], src, settings.env)
     for s in table:
         if s.key in env_layer:
-            problems += _format_problems(s.schema, s.key, env_layer[s.key], settings.sources[s.key],
+            problems += value_problems(s.schema, s.key, env_layer[s.key], settings.sources[s.key],
                                          settings.env)
     for f in settings.files:
         if f.exists:
@@ -662,7 +662,7 @@ def validate_file(path: Path, env: Mapping[str, str] | None = None,
     settings = Settings(values, sources, [f], {k: v for k, v in env.items() if k == "HOME"}, schema_path)
     validate(settings)
     return [
-        f"unknown setting in {_shown_path(path, env)}: {key} (ignored; `kache config schema` lists the known ones)"
+        f"unknown setting in {shown_path(path, env)}: {key} (ignored; `kache config schema` lists the known ones)"
         for key in _unknown_keys(f.data, load_schema(schema_path), "")
     ]
 

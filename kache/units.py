@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["UnitError", "parse_size", "parse_duration", "format_size", "format_duration", "format_ago", "SIZE_UNITS",
+__all__ = ["UnitError", "parse_size", "parse_duration", "format_size", "format_duration", "format_ago", "SIZE_UNITS", "SIZE_FACTORS",
            "AGO_UNITS"]
 
 
@@ -26,7 +26,7 @@ class UnitError(ValueError):
 SIZE_EXPECTED = "a size such as 50GB, 512MiB or a number of bytes"
 DURATION_EXPECTED = "a duration such as 7d, 24h, 30m, 1h30m or a number of seconds"
 
-_SIZE_UNITS = {
+SIZE_FACTORS = {
     "": 1,
     "b": 1,
     "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024,
@@ -72,9 +72,9 @@ def parse_size(value: object) -> int:
         raise UnitError(f"expected {SIZE_EXPECTED}, got {value!r}")
     m = _pattern("size").fullmatch(value)
     unit = m.group(2).lower() if m else None
-    if m is None or unit not in _SIZE_UNITS:
+    if m is None or unit not in SIZE_FACTORS:
         raise UnitError(f"expected {SIZE_EXPECTED}, got {value!r}")
-    number = float(m.group(1)) * _SIZE_UNITS[unit]
+    number = float(m.group(1)) * SIZE_FACTORS[unit]
     if number > MAX_SIZE:
         raise UnitError(f"expected {SIZE_EXPECTED} up to 1EiB, got {value!r}")
     return int(number)

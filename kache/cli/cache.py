@@ -49,7 +49,7 @@ def _open_store(root: str, what: str, *, recover: bool = False) -> Iterator[Stor
     store = Store(root, create=recover)
     try:
         try:
-            store.db  # noqa: B018 - open now, so a broken index is reported as such
+            store.open()  # now, so a broken index is reported as such
             yield store
         except (StoreError, sqlite3.DatabaseError) as e:
             if is_damage(e):

@@ -182,7 +182,7 @@ def sync(ctx: click.Context, pull: bool, push: bool, all_: bool, dry_run: bool, 
     progress = _RichProgress() if (sys.stderr.isatty() and not as_json and not dry_run) else None
     try:
         try:
-            store.db  # noqa: B018 - open (and create) now, so a broken store is reported as such
+            store.open()  # (and create) now, so a broken store is reported as such
         except StoreError as e:
             raise KacheError(f"sync failed: {s.local_store}: {e}") from None
         report = run_sync(store, remote, pull=pull, push=push, all_crates=all_, workspace=workspace,

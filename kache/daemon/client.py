@@ -52,7 +52,7 @@ def socket_path(store_root: str | os.PathLike[str]) -> str:
     return os.path.join(os.fspath(store_root), SOCKET_NAME)
 
 
-def _address(path: str) -> tuple[str, int | None]:
+def address(path: str) -> tuple[str, int | None]:
     """An address ``bind``/``connect`` accept for ``path``, and a descriptor to close after.
 
     A path longer than ``sun_path`` is reached through the directory's descriptor
@@ -75,9 +75,9 @@ def _connect(path: str, timeout: float) -> socket.socket | None:
         return None
     fd: int | None = None
     try:
-        address, fd = _address(path)
+        where, fd = address(path)
         sock.settimeout(max(0.001, timeout))
-        sock.connect(address)
+        sock.connect(where)
         return sock
     except (OSError, ValueError):
         sock.close()

@@ -226,7 +226,7 @@ class _HitStores:
                 if not self._idle:
                     break
                 store, inode = self._idle.pop()
-            if inode == current and store._db is not None:
+            if inode == current and store.is_open:
                 return store, inode
             store.close()
         return Store(self.root, create=False), current
@@ -235,8 +235,8 @@ class _HitStores:
         """Back after a request: kept for the next one while the index file in place is
         still the one it was taken with (so its connection cannot be to one replaced
         since), else closed."""
-        store._verified.clear()  # a hit stamps its own blobs in its own transaction
-        if inode >= 0 and store._db is not None and self._inode() == inode:
+        store.forget_verified()  # a hit stamps its own blobs in its own transaction
+        if inode >= 0 and store.is_open and self._inode() == inode:
             with self._lock:
                 if len(self._idle) < self.keep:
                     self._idle.append((store, inode))
@@ -425,7 +425,7 @@ class Daemon:
         except FileNotFoundError:
             pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        address, fd = client._address(self.socket_path)
+        address, fd = client.address(self.socket_path)
         old = os.umask(0o077)
         try:
             sock.bind(address)

@@ -77,7 +77,7 @@ def _nix_regex(pattern: str) -> str:
     return body
 
 
-# x-format as kache reads it (kache/units.py, settings._format_problems), so the module
+# x-format as kache reads it (kache/units.py, settings.value_problems), so the module
 # rejects at evaluation what kache would reject at run time: a size or duration as text
 # (ASCII digits, an optional fraction, a known unit; case-insensitive) or a whole number,
 # a size no larger than kache's limit; a path absolute once ~ and $VAR are expanded.
@@ -88,9 +88,9 @@ _PATH_TEXT = r"(/|~/|~$|[$]([A-Za-z_][A-Za-z0-9_]*|[{][A-Za-z_][A-Za-z0-9_]*[}])
 
 
 def _size_type() -> str:
-    from kache.units import _SIZE_UNITS, MAX_SIZE
+    from kache.units import SIZE_FACTORS, MAX_SIZE
 
-    factors = "{ " + " ".join(f"{nix_string(u)} = {f};" for u, f in _SIZE_UNITS.items()) + " }"
+    factors = "{ " + " ".join(f"{nix_string(u)} = {f};" for u, f in SIZE_FACTORS.items()) + " }"
     fits = (f"(s: let m = builtins.match {nix_string(_SIZE_TEXT)} s; factors = {factors}; "
             "unit = lib.toLower (builtins.elemAt m 2); "
             "frac = if builtins.elemAt m 1 == null then \".0\" else builtins.elemAt m 1; "

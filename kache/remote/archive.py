@@ -264,7 +264,7 @@ def import_archive(store: Store, data: bytes, *, expected_key: str | None = None
     if expected_crate is not None and not valid_crate_name(expected_crate):
         raise fail(f"expected crate name {expected_crate!r} is not a valid crate name")
     member_cap = max_bytes if max_member_bytes is None else max_member_bytes
-    store.db  # noqa: B018 - the store's layout (tmp/, store/) exists from here on
+    store.open()  # the store's layout (tmp/, store/) exists from here on
     tmp_dir = os.path.join(store.root, "tmp")
     try:
         stream = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)

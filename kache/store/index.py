@@ -395,6 +395,27 @@ class Store:
             self._db = self._open()
         return self._db
 
+    def open(self) -> Store:
+        """Open (and, unless ``create=False``, create) the index now rather than on first
+        use, so that a broken store is reported where the caller can say so."""
+        _ = self.db
+        return self
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the index connection is open (a closed store opens again on use)."""
+        return self._db is not None
+
+    def transaction(self) -> _Transaction:
+        """``with store.transaction() as db:`` one ``BEGIN IMMEDIATE`` … ``COMMIT`` that
+        several writes share (see :meth:`_write`)."""
+        return self._write()
+
+    def forget_verified(self) -> None:
+        """Drop the memo of blobs this connection checked (a long-lived store between
+        requests: each request stamps its own blobs)."""
+        self._verified.clear()
+
     def _open(self) -> sqlite3.Connection:
         try:
             return self._connect()

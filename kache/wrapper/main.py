@@ -143,7 +143,7 @@ def _restore_hit(c: cache.Call) -> tuple[Entry, int, bool] | None:
         return None
     size = cache.restore(c, entry)
     snapshot = c.snapshots and _restore_snapshot(c, entry)
-    with c.store._write():
+    with c.store.transaction():
         c.store.touch(entry.key)
         c.store.stamp_blobs(f["hash"] for f in entry.meta["files"])
         c.hasher.flush()

@@ -149,7 +149,7 @@ class EditorState:
 
     def shown(self, path: Path | str) -> str:
         """A path as messages show it (``~/.config/kache/config.toml``)."""
-        return settings_mod._shown_path(path, self.env)
+        return settings_mod.shown_path(path, self.env)
 
     def env_var(self, key: str) -> str | None:
         """The variable that overrides ``key`` now, if one does."""
@@ -191,7 +191,7 @@ class EditorState:
             source = settings_mod.Source("default")
         else:
             source = settings_mod.Source("user", str(self.user_path))
-        problems = settings_mod._format_problems(self.by_key[key].schema, key, value, source, self.env)
+        problems = settings_mod.value_problems(self.by_key[key].schema, key, value, source, self.env)
         return problems[0] if problems else None
 
     def initial_problems(self) -> dict[str, str]:

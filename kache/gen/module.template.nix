@@ -22,6 +22,11 @@ let
   # With the daemon, cargo's wrapper is the package's native client: it asks the daemon
   # (a hit without starting Python) and hands everything else to kache.
   wrapperProgram = if cfg.daemon.enable then "${cfg.package}/bin/kache-client" else kache;
+  # What every session gets (shells, graphical sessions, IDEs).
+  sessionEnvironment = {
+    KACHE_CONFIG = lib.mkDefault configPath;
+  }
+  // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault wrapperProgram; };
   daemonEnvironment = {
     KACHE_LOG = cfg.daemon.logLevel;
     KACHE_CONFIG = configPath;
@@ -164,10 +169,7 @@ in
           # PAM sets these for every session, graphical ones and their IDEs included (and
           # NixOS copies them to the shells' variables). To use another wrapper, set
           # rustcWrapper = false.
-          environment.sessionVariables = {
-            KACHE_CONFIG = lib.mkDefault configPath;
-          }
-          // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault wrapperProgram; };
+          environment.sessionVariables = sessionEnvironment;
         }
         (lib.mkIf cfg.daemon.enable {
           systemd.user.services.kache = {
@@ -216,17 +218,11 @@ in
       ]
       ++ lib.optionals hasLaunchd [
         {
-          environment.variables = {
-            KACHE_CONFIG = lib.mkDefault configPath;
-          }
-          // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault wrapperProgram; };
+          environment.variables = sessionEnvironment;
         }
         {
           # GUI applications (IDEs) get launchd's environment, not the shell's.
-          launchd.envVariables = {
-            KACHE_CONFIG = lib.mkDefault configPath;
-          }
-          // lib.optionalAttrs cfg.rustcWrapper { RUSTC_WRAPPER = lib.mkDefault wrapperProgram; };
+          launchd.envVariables = sessionEnvironment;
         }
         (lib.mkIf cfg.daemon.enable {
           # launchd.agents: for every user who logs in (launchd.user.agents would need

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kache.errors import KacheError
-from kache.remote.archive import ArchiveError, import_archive, valid_crate_name, valid_key
+from kache.remote.archive import ArchiveError, valid_crate_name, valid_key
 from kache.remote.s3 import BadObject, RemoteArchive, RemoteError
 from kache.store.index import Store, StoreError
 
@@ -317,13 +317,8 @@ def _pull(store: Store, remote: Remote, pool: ThreadPoolExecutor, stores: _Threa
         store = stores.get()
         if store.has_key(a.key):  # a build's fetch brought it meanwhile
             return None
-        if remote.archive_name(a.crate, a.key) != a.name:  # not where fetch_entry looks: as named
-            data = remote.get(a.name)
-            if data is None:
-                return Skipped(a.name, "gone", f"skipped remote object: {a.name}: deleted while syncing")
-            import_archive(store, data, expected_key=a.key, expected_crate=a.crate, origin="prefetch", name=a.name)
-            return Transfer(a.crate, a.key, len(data))
-        # once per process: a fetch of the same archive at the same time is waited for
+        # a.name is archive_name(crate, key): the listing parsed it from that layout.
+        # Once per process: a fetch of the same archive at the same time is waited for.
         if remote.fetch_entry(store, a.crate, a.key, origin="prefetch") is None:
             return Skipped(a.name, "gone", f"skipped remote object: {a.name}: deleted while syncing")
         return Transfer(a.crate, a.key, a.size)

@@ -34,9 +34,8 @@ from kache.store.index import DamagedBlob, Entry, Store
 from kache.wrapper import argv as argvmod
 from kache.wrapper import depinfo
 from kache.wrapper.envpolicy import key_env
-from kache.wrapper.filehash import FileHasher
+from kache.wrapper.filehash import FileHasher, ThinArchiveError
 from kache.wrapper.key import KEY_VERSION, KeyBuilder, env_only_locates_files, full_key
-from kache.wrapper.filehash import ThinArchiveError
 from kache.wrapper.nativelibs import link_inputs, native_inputs
 from kache.wrapper.portable import Scanner
 from kache.wrapper.toolchain import ToolchainError, identity

@@ -36,12 +36,8 @@ class ThinArchiveError(Exception):
     """A thin archive whose members cannot be listed: the call cannot be keyed."""
 
 
-def _starts_with(path: str, magic: bytes) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(magic)) == magic
-    except OSError:
-        return False
+THIN_ARCHIVE = "thin-archive"
+"""What the memo holds for a thin archive: its digest is made anew on every call."""
 
 
 class FileHasher:
@@ -71,19 +67,24 @@ class FileHasher:
         from kache.wrapper.objdigest import THIN_MAGIC, VERSION, portable_digest
 
         def digest(path: str, st: os.stat_result) -> str:
-            if st.st_size > NATIVE_READ_MAX:  # not read whole: keyed by its bytes
-                return blobs.hash_file(path)[0]
+            """The file's native digest, or THIN_ARCHIVE for a thin archive (memoised as
+            such: whether a file is one follows from its bytes; its digest does not)."""
             with open(path, "rb") as f:
+                if st.st_size > NATIVE_READ_MAX:  # not read whole: keyed by its bytes
+                    thin = f.read(len(THIN_MAGIC)) == THIN_MAGIC
+                    return THIN_ARCHIVE if thin else blobs.hash_file(path)[0]
                 data = f.read()
+            if data.startswith(THIN_MAGIC):
+                return THIN_ARCHIVE
             return portable_digest(data, norm) or blake3(data).hexdigest()
 
         table = "\n".join(f"{p}\0{s}" for p, s in norm.table)
-        tag = f"\0{VERSION}:{blake3(table.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
+        tag = f"\0{VERSION}+thin:{blake3(table.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
         out = self._memoised(paths, tag, digest)
         # A thin archive's own bytes do not change with its members' code: it is keyed by
         # what it names, read every time (no memo can see a member change through it).
         for p in paths:
-            if out.get(p) is not None and _starts_with(p, THIN_MAGIC):
+            if out.get(p) == THIN_ARCHIVE:
                 out[p] = self._thin_digest(p, digest)
         return out
 
@@ -93,7 +94,7 @@ class FileHasher:
         native digest); raises ThinArchiveError when it cannot be read."""
         from blake3 import blake3
 
-        from kache.wrapper.objdigest import THIN_MAGIC, thin_members
+        from kache.wrapper.objdigest import thin_members
 
         try:
             with open(path, "rb") as f:
@@ -107,12 +108,12 @@ class FileHasher:
         base = os.path.dirname(path)
         for name in members:
             member = os.path.join(base, name)
-            if _starts_with(member, THIN_MAGIC):  # ar flattens these; one that is not, is not keyed
-                raise ThinArchiveError(f"{path}: its member {name} is a thin archive too")
             try:
                 d = digest(member, os.stat(member))
             except OSError:
                 d = "missing"
+            if d == THIN_ARCHIVE:  # ar flattens these; one that is not, is not keyed
+                raise ThinArchiveError(f"{path}: its member {name} is a thin archive too")
             h.update(f"{name}\0{d}\n".encode("utf-8", "surrogateescape"))
         return f"thin:{h.hexdigest()}"
 

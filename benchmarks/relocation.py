@@ -5,7 +5,7 @@ Machine B has another checkout path, another HOME and another CARGO_HOME; everyt
 else (toolchain, the corpus's directory source of Debian's crates) is the same, as on a
 CI runner or a new laptop that pulls the team's cache. Prints how many cacheable units
 B served from the cache, which it compiled and why (`kache why-miss`), and how many
-entries A's build pinned to its own paths (kache.wrapper.portable).
+entries A's build pinned to its own paths (kache.engine.portable).
 
     python3 benchmarks/relocation.py /tmp/kc-corpus --kache "$(command -v kache)" \\
         --json benchmarks/results/relocation.json

@@ -25,7 +25,7 @@ The ``<CWD>`` and ``<TARGET>`` targets follow cargo's trim-paths conventions (RF
 panics and debug info name a member's files relative to the workspace root and another
 package's files as ``<name>-<version>/src/…``. The remap covers every scope (rustc's
 default), so no path of this machine is left in an artifact unless the code itself put
-it there (an ``env!`` value, a proc macro), which :mod:`kache.wrapper.portable` looks
+it there (an ``env!`` value, a proc macro), which :mod:`kache.engine.portable` looks
 for after each compile. Diagnostics are turned back into this machine's paths
 (:meth:`Normalizer.diagnostics`) before anyone reads them.
 

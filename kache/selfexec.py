@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["command", "environ", "SITE_DIRS_VARIABLE"]
+__all__ = ["command", "environ", "spawn_detached", "SITE_DIRS_VARIABLE"]
 
 SITE_DIRS_VARIABLE = "_KACHE_SITE_DIRS"
 
@@ -48,3 +48,17 @@ def environ(env: Mapping[str, str] | None = None) -> dict[str, str]:
     out = dict(os.environ if env is None else env)
     out[SITE_DIRS_VARIABLE] = os.pathsep.join(dict.fromkeys(p for p in sys.path if p and os.path.isabs(p)))
     return out
+
+
+def spawn_detached(args: list[str], env: Mapping[str, str] | None = None) -> bool:
+    """Run ``kache ARGS`` with this interpreter and import path, detached (new session, no
+    inherited descriptors, cwd ``/``, no output), not waiting for it. True when the
+    process was launched."""
+    import subprocess
+
+    try:
+        subprocess.Popen(command(*args), env=environ(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd="/")
+    except OSError:
+        return False
+    return True

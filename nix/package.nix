@@ -80,6 +80,7 @@ python3Packages.buildPythonApplication {
   pythonImportsCheck = [
     "kache"
     "kache.wrapper"
+    "kache.engine"
     "kache.cli"
   ];
 

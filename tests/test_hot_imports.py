@@ -120,7 +120,7 @@ def test_run_compiler_passes_output_on_keeps_it_and_inherits_fds(tmp_path: Path,
     stderr reach the wrapper's own as they come, and both are kept for the cache."""
     import os
 
-    from kache.wrapper.cache import run_compiler
+    from kache.engine.record import run_compiler
 
     r, w = os.pipe()
     os.set_inheritable(w, True)

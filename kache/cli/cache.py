@@ -238,12 +238,13 @@ def gc(max_age: str | None, as_json: bool) -> None:
     Example:
       kache gc --max-age 30d
     """
-    from kache.store.gc import TARGET_FRACTION, GcReport, checked_gc, cleans_incremental
+    from kache.engine.decide import drops_incremental
+    from kache.store.gc import TARGET_FRACTION, GcReport, checked_gc
 
     age = _duration(max_age, "--max-age")
     s = _settings()
     max_bytes = int(s.get("cache.local_max_size"))
-    clean_incremental = cleans_incremental(s)
+    clean_incremental = drops_incremental(s)
     root = _store_root(s)
     with _open_store(root, "garbage collection", recover=True) as store:
         if store is None:

@@ -29,7 +29,7 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["request", "notify", "socket_path", "intent_path", "write_intent", "fetch", "spawn", "spawn_kache",
+__all__ = ["request", "notify", "socket_path", "intent_path", "write_intent", "fetch", "spawn",
            "CONNECT_TIMEOUT", "NOTIFY_WAIT"]
 
 VERSION = 1
@@ -217,21 +217,6 @@ def spawn(from_build: bool = True) -> bool:
     the remote-deciding ones and its credentials: each build names its remote, with its
     credentials, in its own requests. True when the process was launched.
     """
-    return spawn_kache(["daemon", "start"] + (["--from-build"] if from_build else []))
-
-
-def spawn_kache(args: list[str], env: dict[str, str] | None = None) -> bool:
-    """Run ``kache ARGS`` with this interpreter and import path (:mod:`kache.selfexec`)
-    detached (new session, no inherited descriptors, cwd ``/``, no output), not waiting
-    for it. True when the process was launched."""
-    import subprocess
-
     from kache import selfexec
 
-    try:
-        subprocess.Popen(selfexec.command(*args), env=selfexec.environ(env), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
-                         start_new_session=True, cwd="/")
-    except OSError:
-        return False
-    return True
+    return selfexec.spawn_detached(["daemon", "start"] + (["--from-build"] if from_build else []))

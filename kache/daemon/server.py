@@ -500,7 +500,8 @@ class Daemon:
             return
 
         def run() -> None:
-            from kache.store.gc import cleans_incremental, gc
+            from kache.engine.decide import drops_incremental
+            from kache.store.gc import gc
 
             store = self._store()
             try:
@@ -508,7 +509,7 @@ class Daemon:
                 if store.totals()["physical_bytes"] <= limit:
                     return
                 report = gc(store, limit, max_age=None,
-                            clean_incremental=cleans_incremental(self.settings))
+                            clean_incremental=drops_incremental(self.settings))
                 log.info("gc: store was over %d bytes: %s", limit, report.to_json())
             except Exception as e:  # noqa: BLE001 - upkeep must not kill the daemon
                 log.warning("gc failed: %s", e)
@@ -885,7 +886,7 @@ class Daemon:
         umask = msg.get("umask")
         if isinstance(umask, bool) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
             umask = 0o022
-        from kache.wrapper.main import serve_hit
+        from kache.engine.hit import serve_hit
 
         store, inode = self._hit_stores.take()
         try:

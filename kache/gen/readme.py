@@ -1,5 +1,5 @@
 """The README's generated tables, each between two markers: the configuration table (from
-the schema) and the environment policy of the cache key (from kache.wrapper.envpolicy)."""
+the schema) and the environment policy of the cache key (from kache.engine.envpolicy)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def config_table(schema_path: str | None = None) -> str:
 
 def env_policy_table() -> str:
     """A Markdown table: variable, whether the cheap key holds it, why."""
-    from kache.wrapper.envpolicy import ENV_POLICY
+    from kache.engine.envpolicy import ENV_POLICY
 
     lines = ["| Variable | In the key | Why |", "|---|---|---|"]
     for name, policy, why in ENV_POLICY:

@@ -81,7 +81,7 @@ MAX_MANIFEST_BYTES = 1 << 20
 MAX_MEMBERS = 4096
 DEFAULT_MAX_BYTES = 4 << 30
 FILE_KINDS = frozenset({"link", "exec", "depinfo"})
-"""Kinds of stored files the wrapper knows how to restore (kache.wrapper.cache)."""
+"""Kinds of stored files the wrapper knows how to restore (kache.engine.restore)."""
 
 _BLOCK = 512
 _CHUNK = 1 << 20

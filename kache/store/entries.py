@@ -178,7 +178,7 @@ def _ago_sql(now: str, then: str) -> str:
 # --------------------------------------------------------------------------- why-miss
 
 # Label prefix → (kind, what a difference means). Labels are KeyBuilder's
-# (kache.wrapper.key): the cheap key's fields, then source:<path> and env-dep:<NAME>.
+# (kache.engine.key): the cheap key's fields, then source:<path> and env-dep:<NAME>.
 _KINDS: list[tuple[str, str, str]] = [
     ("version", "key-version", "kache's key recipe changed (a kache upgrade)"),
     ("toolchain", "toolchain", "compiler changed (another rustc version or binary)"),
@@ -201,7 +201,7 @@ _KINDS: list[tuple[str, str, str]] = [
     ("source:", "source", "source file changed"),
 ]
 
-# Plain words for the pass-through reasons of kache.wrapper.argv and cache.Uncacheable.
+# Plain words for the pass-through reasons of kache.engine.argv and cache.Uncacheable.
 PASSTHROUGH_WORDS = {
     "version": "a version query",
     "help": "a help query",

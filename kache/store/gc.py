@@ -22,12 +22,9 @@ import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kache.store.index import PIN_SECS, Store
-
-if TYPE_CHECKING:
-    from kache.settings import Settings
 
 __all__ = ["GcReport", "gc", "checked_gc", "purge", "INDEX_CHECK_SECS", "TARGET_FRACTION", "ORPHAN_AGE_SECS",
            "TEMP_AGE_SECS", "STAMP_AGE_SECS"]
@@ -274,13 +271,6 @@ def _is_incremental_dir(path: str) -> bool:
         return False
     parts = [p for p in os.path.normpath(path).split(os.sep) if p]
     return "incremental" in parts[1:]
-
-
-def cleans_incremental(settings: Settings) -> bool:
-    """Whether gc deletes incremental sessions left untouched for an hour: only with
-    ``cache.incremental = "drop"`` (kache then never compiles incrementally). In the other
-    modes that state is what keeps the edit loop fast, and rustc tidies it itself."""
-    return bool(settings["cache.clean_incremental"]) and settings["cache.incremental"] == "drop"
 
 
 def clean_incremental_dirs(store: Store, now: float | None = None) -> tuple[int, int]:

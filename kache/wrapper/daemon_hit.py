@@ -4,7 +4,7 @@ A hit spends most of its time importing (SQLite, blake3, kache's store and key c
 and opening the index; a daemon has all of that loaded and open. When one runs for the
 local store (``<store>/daemon.sock`` exists) and ``cache.daemon_hits`` is on, the
 wrapper sends the call (argv, working directory, environment) as one ``hit`` request;
-the daemon restores the outputs exactly as the wrapper would (``kache.wrapper.main.serve_hit``)
+the daemon restores the outputs exactly as the wrapper would (``kache.engine.hit.serve_hit``)
 and replies with rustc's messages to print. Anything else (no daemon, a miss, a
 timeout, an error, a reply that does not say "hit") falls back to the wrapper's own
 path, which looks up again.
@@ -104,7 +104,7 @@ def served_by_daemon(argv: list[str], settings: Settings, started: float) -> boo
     stdout, stderr = answer.get("stdout"), answer.get("stderr")
     if not isinstance(stdout, str) or not isinstance(stderr, str):
         return False
-    from kache.wrapper import write_replay
+    from kache.engine.notices import write_replay
 
     write_replay(stdout, stderr)
     return True

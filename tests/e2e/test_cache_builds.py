@@ -247,7 +247,7 @@ def test_exception_inside_kache_still_builds(workspace: Workspace, tmp_path: Pat
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
-        "import kache.wrapper.cache as c\n"
+        "import kache.engine.call as c\n"
         "def boom(*a, **k):\n"
         "    raise RuntimeError('injected fault')\n"
         "c.prepare = boom\n"

@@ -83,9 +83,9 @@ KILL_STAGES = [
     ("miss-inside-add", "kill:after:kache.store.index:Store.stamp_blobs", False, "orphans"),
     # after the entry is recorded, before its event (or a passthrough's) is logged
     ("miss-before-event", "kill:before:kache.store.events:append", False, ""),
-    ("hit-before-place", "kill:before:kache.wrapper.cache:_place", True, ""),
-    ("hit-after-place", "kill:after:kache.wrapper.cache:_place", True, ""),
-    ("hit-after-restore", "kill:after:kache.wrapper.cache:restore", True, ""),
+    ("hit-before-place", "kill:before:kache.engine.restore:_place", True, ""),
+    ("hit-after-place", "kill:after:kache.engine.restore:_place", True, ""),
+    ("hit-after-restore", "kill:after:kache.engine.restore:restore", True, ""),
     # inside the touch transaction (hit counted and blobs stamped, not committed)
     ("hit-inside-touch", "kill:after:kache.store.index:Store.touch", True, ""),
 ]
@@ -272,7 +272,7 @@ def test_a_damaged_index_during_a_build_never_fails_it(fault_ws: Callable[..., W
     and the next clean build is right; doctor --fix and gc leave a sound, warm store."""
     ws = fault_ws(warm=True)
     entries = store_entries(ws)  # what the build can restore, read while the index is whole
-    env = {**os.environ, **ws.env, **faults.env("slow:after:kache.wrapper.cache:look_up", KACHE_TEST_SLOW_SECS="0.5")}
+    env = {**os.environ, **ws.env, **faults.env("slow:after:kache.engine.restore:look_up", KACHE_TEST_SLOW_SECS="0.5")}
     proc = subprocess.Popen(["cargo", "build", "--offline"], cwd=ws.path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

@@ -7,7 +7,7 @@ What must hold:
 * ``parse`` raises only ``ArgvError`` (its documented error); ``passthrough_reason``
   returns None or one of ``PASSTHROUGH_REASONS``; the helpers the wrapper calls on a
   parsed call (``expected_outputs``, ``without_incremental``…) raise nothing;
-* the cheap-key preparation (``cache.prepare``) raises only what ``wrapper.main.handle``
+* the cheap-key preparation (``cache.prepare``) raises only what ``engine.handle.handle``
   turns into a plain rustc run: ``Uncacheable``, ``StoreError``, ``sqlite3.Error``,
   ``OSError``; anything else ends in an "internal error" warning;
 * the real wrapper, given a hostile command line, exits with rustc's own status and
@@ -29,16 +29,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kache.store.index import Store, StoreError
-from kache.wrapper import argv as A
-from kache.wrapper import cache
-from kache.wrapper.argv import ArgvError, RustcCall, parse, passthrough_reason
+from kache.engine import argv as A
+from kache.engine import call as cache
+from kache.engine.argv import ArgvError, RustcCall, parse, passthrough_reason
 from tests.hostile import accepted, tried
 
 pytestmark = pytest.mark.hostile
 
 RUSTC = shutil.which("rustc") or "rustc"
 PREPARE_ERRORS = (cache.Uncacheable, StoreError, sqlite3.Error, OSError)
-"""What ``wrapper.main.handle`` catches around ``cache.prepare`` (then runs rustc plainly)."""
+"""What ``engine.handle.handle`` catches around ``cache.prepare`` (then runs rustc plainly)."""
 
 # fmt: off
 _TOKENS = st.sampled_from([

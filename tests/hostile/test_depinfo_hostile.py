@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kache.paths import Normalizer
-from kache.wrapper import cache
-from kache.wrapper.depinfo import DepInfo, DepInfoError, map_paths, parse, render
+from kache.engine import restore
+from kache.engine.depinfo import DepInfo, DepInfoError, map_paths, parse, render
 from tests.hostile import refused, tried
 
 pytestmark = pytest.mark.hostile
@@ -53,7 +53,7 @@ def _normalizer(tmp: str) -> Normalizer:
 
 
 def _restore_like_a_hit(text: str, tmp: str) -> str:
-    """What the hit path does with a stored ``.d`` (kache.wrapper.cache._expand_depinfo):
+    """What the hit path does with a stored ``.d`` (kache.engine.restore.expand_depinfo):
     parse, expand the sentinels to this machine's paths, take env values from this
     environment, render."""
 
@@ -61,7 +61,7 @@ def _restore_like_a_hit(text: str, tmp: str) -> str:
         norm = _normalizer(tmp)
         env = {"CARGO_PKG_NAME": "util", "WEIRD": "x"}
 
-    return cache._expand_depinfo(_Call(), text)  # type: ignore[arg-type]
+    return restore.expand_depinfo(_Call(), text)  # type: ignore[arg-type]
 
 
 def _check(text: str, tmp: str = "/w") -> None:

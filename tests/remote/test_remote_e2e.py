@@ -43,7 +43,7 @@ def test_push_on_one_machine_pull_and_hit_on_another(machines: Callable[[str], W
     assert pulled["ok"] and {e["crate"] for e in pulled["pull"]["entries"]} >= CACHEABLE_CRATES
     b.build()
     evs = outcomes(b.take_events())
-    # First uses of entries that sync brought count as prefetch hits (kache.wrapper.main).
+    # First uses of entries that sync brought count as prefetch hits (kache.engine.hit).
     assert {c: evs[c] in HITS for c in CACHEABLE_CRATES} == dict.fromkeys(CACHEABLE_CRATES, True), evs
     assert b.take_rustc_runs() == ["kc_app"]  # only the binary (not cached by default) compiled
     assert b.app() == expected

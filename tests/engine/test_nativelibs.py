@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kache.wrapper.argv import parse
-from kache.wrapper.nativelibs import link_inputs, native_inputs, parse_lib, static_candidates
+from kache.engine.argv import parse
+from kache.engine.nativelibs import link_inputs, native_inputs, parse_lib, static_candidates
 
 
 @pytest.mark.parametrize(("spec", "kind", "verbatim", "name"), [

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from kache.store.index import Store
-from kache.wrapper import toolchain
-from kache.wrapper.toolchain import ToolchainError, identity
+from kache.engine import toolchain
+from kache.engine.toolchain import ToolchainError, identity
 
 
 def _real_rustc() -> str:

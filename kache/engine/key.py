@@ -4,13 +4,13 @@ Stage 1, the *cheap key* (``mkey``), is computed before compiling, from what the
 command line and environment say: the compiler chain (every program by content, and
 ``-vV``), arguments with paths normalised (``-C incremental`` and
 ``--diagnostic-width`` left out: they change no output), every ``--extern`` and native
-library by content, the environment variables of :mod:`kache.wrapper.envpolicy`, where
+library by content, the environment variables of :mod:`kache.engine.envpolicy`, where
 rustc's remap puts this machine's paths, declared extra inputs, the salt.
 
 Stage 2, the *full key*, adds what only a compile reveals: every file rustc read and
 every ``env!``/``option_env!`` value, as listed in the dep-info (``.d``) that cargo
 always asks for, and the machine-local prefixes the outputs turned out to hold
-(:mod:`kache.wrapper.portable`). A miss records, under the cheap key, that list of
+(:mod:`kache.engine.portable`). A miss records, under the cheap key, that list of
 (path, blake3), env values and prefixes; a later lookup re-hashes those files
 (stat-memoised), compares the values and prefixes and, when all match, has the full key
 without running rustc. A file that did not exist at compile time is not in the list:

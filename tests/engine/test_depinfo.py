@@ -1,4 +1,4 @@
-"""kache.wrapper.depinfo: rustc's .d files, parsed and written back byte for byte."""
+"""kache.engine.depinfo: rustc's .d files, parsed and written back byte for byte."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kache.wrapper.depinfo import DepInfo, DepInfoError, map_paths, parse, render
+from kache.engine.depinfo import DepInfo, DepInfoError, map_paths, parse, render
 from tests.hostile import refused, tried
 
 # An env value with every character rustc escapes, and some it does not.

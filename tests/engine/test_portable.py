@@ -10,7 +10,7 @@ import pytest
 from blake3 import blake3
 
 from kache.paths import Normalizer
-from kache.wrapper import portable
+from kache.engine import portable
 
 
 def _norm() -> Normalizer:

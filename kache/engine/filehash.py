@@ -64,7 +64,7 @@ class FileHasher:
             return {}
         from blake3 import blake3
 
-        from kache.wrapper.objdigest import THIN_MAGIC, VERSION, portable_digest
+        from kache.engine.objdigest import THIN_MAGIC, VERSION, portable_digest
 
         def digest(path: str, st: os.stat_result) -> str:
             """The file's native digest, or THIN_ARCHIVE for a thin archive (memoised as
@@ -94,7 +94,7 @@ class FileHasher:
         native digest); raises ThinArchiveError when it cannot be read."""
         from blake3 import blake3
 
-        from kache.wrapper.objdigest import thin_members
+        from kache.engine.objdigest import thin_members
 
         try:
             with open(path, "rb") as f:

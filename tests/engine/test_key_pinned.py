@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from kache.store.index import Store
-from kache.wrapper import argv as argvmod
-from kache.wrapper.cache import prepare
-from kache.wrapper.key import KEY_VERSION, KeyBuilder, full_key
+from kache.engine import argv as argvmod
+from kache.engine.call import prepare
+from kache.engine.key import KEY_VERSION, KeyBuilder, full_key
 
 FAKE_RUSTC = """#!/bin/sh
 if [ "$1" = "-vV" ]; then

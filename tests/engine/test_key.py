@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kache.wrapper.key import env_only_locates_files
+from kache.engine.key import env_only_locates_files
 
 INCLUDE = 'include!(concat!(env!("OUT_DIR"), "/generated.rs"));\n'
 

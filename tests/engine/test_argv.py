@@ -1,4 +1,4 @@
-"""kache.wrapper.argv: parsing rustc command lines the way rustc and cargo mean them.
+"""kache.engine.argv: parsing rustc command lines the way rustc and cargo mean them.
 
 The CARGO_* fixtures are real argv lines logged from cargo 1.95 (build, check, test,
 clippy, release, a vendored registry crate with RUSTFLAGS), with paths made generic.
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kache.wrapper import argv as A
-from kache.wrapper import depinfo
-from kache.wrapper.argv import ArgvError, RustcCall, parse, passthrough_reason
+from kache.engine import argv as A
+from kache.engine import depinfo
+from kache.engine.argv import ArgvError, RustcCall, parse, passthrough_reason
 from tests.hostile import refused, tried
 
 RUSTC = "/opt/rust/toolchains/stable-x86_64-unknown-linux-gnu/bin/rustc"

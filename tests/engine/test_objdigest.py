@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kache.paths import Normalizer
-from kache.wrapper.objdigest import portable_digest
+from kache.engine.objdigest import portable_digest
 
 pytestmark = pytest.mark.skipif(not (shutil.which("cc") and shutil.which("ar")), reason="needs cc and ar")
 
@@ -90,7 +90,7 @@ def test_files_without_a_machine_path_or_not_understood_are_left_to_their_bytes(
 
 
 def test_a_thin_archive_lists_the_objects_it_names(tmp_path: Path) -> None:
-    from kache.wrapper.objdigest import thin_members
+    from kache.engine.objdigest import thin_members
 
     obj = tmp_path / "obj"
     obj.mkdir()

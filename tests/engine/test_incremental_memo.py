@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import kache.wrapper.cache as cache_mod
+import kache.engine.incremental as cache_mod
 from kache.store.blobs import hash_bytes
 from kache.store.index import Store
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from kache.remote.spec import RemoteSpec
     from kache.settings import Settings
-    from kache.wrapper.cache import Call
+    from kache.engine.call import Call
 
 __all__ = ["enabled", "check", "announce", "queue_upload", "note_use", "start_daemon"]
 

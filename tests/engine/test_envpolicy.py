@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kache.wrapper.envpolicy import ENV_POLICY, KEYED, KEYED_UNDER_CLIPPY, NOT_KEYED, key_env, policy
+from kache.engine.envpolicy import ENV_POLICY, KEYED, KEYED_UNDER_CLIPPY, NOT_KEYED, key_env, policy
 
 
 @pytest.mark.parametrize(("name", "expected"), [

@@ -40,7 +40,7 @@ from kache.paths import which
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from kache.wrapper.argv import RustcCall
+    from kache.engine.argv import RustcCall
 
 __all__ = ["LibSpec", "parse_lib", "static_candidates", "native_inputs", "link_inputs"]
 

@@ -33,6 +33,7 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULT = Path(__file__).resolve().parent / "results" / "differential.json"  # this benchmark's one results file
 sys.path.insert(0, str(ROOT))
 
 from hypothesis.errors import FlakyFailure  # noqa: E402
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repro-dir", type=Path, default=None,
                     help="where reproduction scripts are written (default: <workdir>/repro)")
     ap.add_argument("--keep", action="store_true", help="keep every run directory")
-    ap.add_argument("--json", type=Path, default=None, help="also write the summary and reports as JSON")
+    ap.add_argument("--json", type=Path, default=RESULT,
+                    help="where the results go (default: benchmarks/results/differential.json, overwritten by each run; history is in git)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
 

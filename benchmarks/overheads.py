@@ -2,7 +2,7 @@
 """kache's own costs, apart from any build: import time of the hit path, peak memory of
 the wrapper on a hit and of the daemon, and push/pull throughput to a local S3 server.
 
-    python3 benchmarks/overheads.py --json benchmarks/results/overheads.json
+    python3 benchmarks/overheads.py
 
 It builds tests/fixtures/ws once through kache (a private store in a temp dir), then:
 - import time: ``python -X importtime`` of a real hit (the kc_util compile), summed;
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULT = Path(__file__).resolve().parent / "results" / "overheads.json"  # this benchmark's one results file
 
 
 def kache_exe() -> str:
@@ -86,7 +87,8 @@ def daemon_vs_alone(cmds: dict[str, list[str]], cwd: str, env: dict[str, str], e
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("--json", type=Path, default=RESULT,
+                    help="where the results go (default: benchmarks/results/overheads.json, overwritten by each run; history is in git)")
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kache-overheads-"))

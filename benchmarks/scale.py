@@ -12,7 +12,7 @@ but the evicting gc runs `--repeat` times (3) and the median is reported (the fi
 `stats` without its kept fold each time, the checking gc without its last report).
 Prints a table and writes JSON.
 
-    python3 benchmarks/scale.py --sizes 1000 10000 100000 --json benchmarks/results/scale.json
+    python3 benchmarks/scale.py --sizes 1000 10000 100000
 
 A benchmark, not a test: numbers depend on the machine.
 """
@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+
+RESULT = Path(__file__).resolve().parent / "results" / "scale.json"  # this benchmark's one results file
 
 GROUPS = 1000  # entries of the same age share their blobs: 2 per group, 60 bytes each
 
@@ -109,7 +111,8 @@ def run_command(args: list[str], root: str, **env: str) -> tuple[float, str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("--json", type=Path, default=RESULT,
+                    help="where the results go (default: benchmarks/results/scale.json, overwritten by each run; history is in git)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each command; the median is reported")
     args = ap.parse_args()
     rows = []

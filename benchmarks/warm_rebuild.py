@@ -7,7 +7,7 @@ wall time of each step per wrapper, and kache's per-hit wrapper wall time (media
 p95) from its own event log.
 
     python3 benchmarks/warm_rebuild.py /tmp/kc-corpus --kache "$(command -v kache)" \
-        --rounds 2 --steps "cold warm noop" --json benchmarks/results/warm_rebuild.json
+        --rounds 2 --steps "cold warm noop" --native
 
 --daemon adds kache with its daemon serving the hits to the Python wrapper, --native
 the same daemon serving the native client (`kache daemon client`, built here).
@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+RESULT = Path(__file__).resolve().parent / "results" / "warm_rebuild.json"  # this benchmark's one results file
 DEFAULT_BENCH = HERE.parent.parent / "shared" / "bench"
 
 
@@ -97,7 +98,8 @@ def main() -> int:
                          "client`, as the wrapper (column kache+native)")
     ap.add_argument("--steps", default="cold warm noop")
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("--json", type=Path, default=RESULT,
+                    help="where the results go (default: benchmarks/results/warm_rebuild.json, overwritten by each run; history is in git)")
     args = ap.parse_args()
 
     wrappers: dict[str, str | None] = {"none": None}

@@ -1,4 +1,4 @@
-"""README carries the two commands, and .ci/run runs the README's test command."""
+"""What README and docs/ say holds in the repository: its commands, cited tests and results files."""
 
 from __future__ import annotations
 
@@ -51,3 +51,37 @@ def test_the_reliability_table_names_tests_that_exist() -> None:
     for path, name in cited:
         source = (ROOT / path).read_text()
         assert not name or re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name} does not exist"
+
+
+_DOCS = ("README.md", "docs/performance.md", "docs/remote.md", "docs/reliability.md", "docs/correctness.md")
+
+
+def test_cited_results_files_exist() -> None:
+    """Every results file README and docs/ cite (but the decisions log, which cites earlier runs
+    by the commit that holds them) is in benchmarks/results/."""
+    cited = {(doc, name) for doc in _DOCS
+             for name in re.findall(r"results/([\w.-]+\.json)", (ROOT / doc).read_text())}
+    assert len(cited) > 5
+    for doc, name in cited:
+        assert (ROOT / "benchmarks" / "results" / name).is_file(), f"{doc} cites results/{name}"
+
+
+def test_one_results_file_per_benchmark() -> None:
+    """Each benchmark writes one fixed file, results/<script>.json, which benchmarks/README names,
+    and no other file is kept."""
+    scripts = sorted((ROOT / "benchmarks").glob("*.py"))
+    guide = (ROOT / "benchmarks" / "README.md").read_text()
+    assert scripts
+    for script in scripts:
+        assert f'"results" / "{script.stem}.json"' in script.read_text(), f"{script.name} writes elsewhere"
+        assert f"`results/{script.stem}.json`" in guide, f"benchmarks/README.md does not name {script.name}'s results"
+    names = {script.stem + ".json" for script in scripts}
+    for kept in (ROOT / "benchmarks" / "results").iterdir():
+        assert kept.name in names, f"benchmarks/results/{kept.name} is no benchmark's results file"
+
+
+def test_docs_cite_nothing_outside_the_repository() -> None:
+    for doc in (*_DOCS, "docs/decisions.md"):
+        text = (ROOT / doc).read_text()
+        for outside in ("REFERENCE", "shared/bench", "research/"):
+            assert outside not in text, f"{doc} cites {outside!r}, which is not in the repository"

@@ -325,7 +325,7 @@ def shell_rc_mentions(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) -> list[Check]:
-    from kache.cli.setup import kache_executable
+    from kache.selfexec import kache_executable
 
     env = os.environ if env is None else env
     exe = kache_executable()

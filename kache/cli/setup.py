@@ -10,21 +10,9 @@ from pathlib import Path
 
 import click
 
+from kache.selfexec import kache_executable
+
 __all__ = ["COMMANDS"]
-
-
-def kache_executable() -> str:
-    """The path of the `kache` program running now (what RUSTC_WRAPPER should name)."""
-    argv0 = sys.argv[0] if sys.argv else ""
-    if os.path.basename(argv0).startswith("kache") and os.path.isfile(argv0):
-        return os.path.abspath(argv0)
-    beside = Path(sys.executable).with_name("kache")
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("kache")
-    if found is None:
-        raise click.ClickException("cannot find the `kache` program on PATH; install kache first")
-    return found
 
 
 @click.command()

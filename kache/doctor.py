@@ -53,7 +53,7 @@ def check_path(exe: str) -> Check:
 
 def effective_wrapper(env: Mapping[str, str], cwd: str) -> tuple[str | None, str]:
     """The RUSTC_WRAPPER cargo will use here, and where it comes from."""
-    from kache.setup import cargo_config_path, current_wrapper
+    from kache.init_steps import cargo_config_path, current_wrapper
 
     for var in ("RUSTC_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"):
         if env.get(var):
@@ -78,7 +78,7 @@ def effective_wrapper(env: Mapping[str, str], cwd: str) -> tuple[str | None, str
 
 def check_wrapper(exe: str, env: Mapping[str, str], wrapper: tuple[str | None, str]) -> Check:
     """``wrapper``: :func:`effective_wrapper` here."""
-    from kache.setup import wrapper_step
+    from kache.init_steps import wrapper_step
 
     value, where = wrapper
     step = wrapper_step(exe, env)

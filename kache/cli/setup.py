@@ -83,7 +83,7 @@ def clean(paths: tuple[Path, ...], dry_run: bool, yes: bool, as_json: bool) -> N
     from kache import settings as settings_mod
     from kache import units
     from kache.cli.output import echo_json, echo_table
-    from kache.clean import delete, find_target_dirs, measure, store_inodes
+    from kache.target_dirs import delete, find_target_dirs, measure, store_inodes
 
     roots = [str(p) for p in paths] or [os.getcwd()]
     store_root = settings_mod.load().get("cache.local_store")
@@ -153,7 +153,7 @@ def init(dry_run: bool, no_service: bool, no_client: bool, yes: bool) -> None:
       kache init --dry-run
       kache init --yes --no-service
     """
-    from kache.setup import client_step, service_manager, starter_config_step, wrapper_step
+    from kache.init_steps import client_step, service_manager, starter_config_step, wrapper_step
 
     exe = kache_executable()
     steps = [wrapper_step(exe), starter_config_step()]
@@ -194,7 +194,7 @@ def init(dry_run: bool, no_service: bool, no_client: bool, yes: bool) -> None:
 
 def service_steps() -> list:
     """The daemon service step (a no-op step where no service manager runs)."""
-    from kache.setup import service_step
+    from kache.init_steps import service_step
 
     return [service_step()]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from kache import settings as settings_mod
 
-__all__ = ["Step", "cargo_config_path", "wrapper_step", "client_step", "starter_config_step", "starter_config",
-           "service_manager"]
+__all__ = ["Step", "cargo_home", "cargo_config_path", "current_wrapper", "wrapper_step", "client_step",
+           "starter_config_step", "starter_config", "service_manager", "service_step"]
 
 
 @dataclass

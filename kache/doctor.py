@@ -333,8 +333,8 @@ def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) ->
     checks = [check_path(exe), check_wrapper(exe, env, wrapper), check_config(env)]
     try:
         settings = settings_mod.load(env)
-        root = settings.get("cache.local_store")
-        max_bytes = settings.get("cache.local_max_size")
+        root = settings.converted("cache.local_store")
+        max_bytes = settings.converted("cache.local_max_size")
     except Exception:  # noqa: BLE001 - reported by the config check
         return checks + [check_rustc()]
     checks += check_store(root)

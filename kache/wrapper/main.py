@@ -21,7 +21,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
     from kache.wrapper import exec_compiler, unlink_shared_outputs_quietly, warn_once
 
     env = os.environ
-    store = Store(settings.get("cache.local_store"))
+    store = Store(settings.converted("cache.local_store"))
     reason = argvmod.passthrough_reason(call, bool(settings["cache.cache_executables"]))
     if reason is not None:
         unlink_shared_outputs_quietly(call)
@@ -301,7 +301,7 @@ def _maybe_gc(store: Store, settings: Settings) -> None:
         pass
     try:
         os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-        limit = settings.get("cache.local_max_size")
+        limit = settings.converted("cache.local_max_size")
         if store.totals()["physical_bytes"] <= limit * GC_TRIGGER:
             return
         from kache.daemon.client import spawn_kache

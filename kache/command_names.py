@@ -9,10 +9,10 @@ __all__ = ["LAZY_COMMANDS"]
 # tests/cli/test_config_commands.py checks this against each module's COMMANDS.
 LAZY_COMMANDS = {
     "list": "cache", "stats": "cache", "why-miss": "cache", "gc": "cache", "purge": "cache",
-    "monitor": "commands",
+    "monitor": "monitor",
     "config": "config",
     "daemon": "daemon",
     "dev": "dev",
     "sync": "remote", "remote": "remote",
-    "demo": "setup", "clean": "setup", "init": "setup", "doctor": "setup",
+    "demo": "demo", "clean": "clean", "init": "init", "doctor": "doctor",
 }

@@ -53,7 +53,7 @@ def check_path(exe: str) -> Check:
 
 def effective_wrapper(env: Mapping[str, str], cwd: str) -> tuple[str | None, str]:
     """The RUSTC_WRAPPER cargo will use here, and where it comes from."""
-    from kache.setup import cargo_config_path, current_wrapper
+    from kache.init_steps import cargo_config_path, current_wrapper
 
     for var in ("RUSTC_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"):
         if env.get(var):
@@ -78,7 +78,7 @@ def effective_wrapper(env: Mapping[str, str], cwd: str) -> tuple[str | None, str
 
 def check_wrapper(exe: str, env: Mapping[str, str], wrapper: tuple[str | None, str]) -> Check:
     """``wrapper``: :func:`effective_wrapper` here."""
-    from kache.setup import wrapper_step
+    from kache.init_steps import wrapper_step
 
     value, where = wrapper
     step = wrapper_step(exe, env)
@@ -325,7 +325,7 @@ def shell_rc_mentions(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) -> list[Check]:
-    from kache.cli.setup import kache_executable
+    from kache.selfexec import kache_executable
 
     env = os.environ if env is None else env
     exe = kache_executable()
@@ -333,8 +333,8 @@ def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) ->
     checks = [check_path(exe), check_wrapper(exe, env, wrapper), check_config(env)]
     try:
         settings = settings_mod.load(env)
-        root = settings.get("cache.local_store")
-        max_bytes = settings.get("cache.local_max_size")
+        root = settings.converted("cache.local_store")
+        max_bytes = settings.converted("cache.local_max_size")
     except Exception:  # noqa: BLE001 - reported by the config check
         return checks + [check_rustc()]
     checks += check_store(root)

@@ -1,5 +1,6 @@
 """Running this kache again: the daemon a build or ``kache daemon start`` launches, and
-the daemon's re-execution of itself after an upgrade or a config change.
+the daemon's re-execution of itself after an upgrade or a config change; and the path of
+the ``kache`` program itself, which cargo's config and the native client name.
 
 ``<this python> -m kache`` alone is not enough: a launcher may add kache's directory
 and its dependencies' at run time, inside the script — nixpkgs' Python applications
@@ -23,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["command", "environ", "spawn_detached", "SITE_DIRS_VARIABLE"]
+__all__ = ["command", "environ", "kache_executable", "spawn_detached", "SITE_DIRS_VARIABLE"]
 
 SITE_DIRS_VARIABLE = "_KACHE_SITE_DIRS"
 
@@ -62,3 +63,23 @@ def spawn_detached(args: list[str], env: Mapping[str, str] | None = None) -> boo
     except OSError:
         return False
     return True
+
+
+def kache_executable() -> str:
+    """The path of the ``kache`` program running now (what ``RUSTC_WRAPPER`` should name):
+    ``argv[0]`` when it is kache, else the ``kache`` beside this interpreter, else the one
+    on ``PATH``. Raises :class:`~kache.errors.ProgramNotFound` when there is none."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0).startswith("kache") and os.path.isfile(argv0):
+        return os.path.abspath(argv0)
+    beside = os.path.join(os.path.dirname(sys.executable), "kache") if sys.executable else ""
+    if beside and os.path.isfile(beside):
+        return beside
+    import shutil
+
+    found = shutil.which("kache")
+    if found is None:
+        from kache.errors import ProgramNotFound
+
+        raise ProgramNotFound("cannot find the `kache` program on PATH; install kache first")
+    return found

@@ -338,13 +338,15 @@ class Settings(Record):
     formats: dict[str, str] | None
 
     def __getitem__(self, key: str) -> Any:
+        """The value as written (``"50GB"``, ``"~/cache"``); :meth:`converted` is the value for use."""
         return self.values[key]
 
     def source(self, key: str) -> Source:
         return self.sources[key]
 
-    def get(self, key: str) -> Any:
-        """The value converted for use: sizes in bytes, durations in seconds, paths expanded."""
+    def converted(self, key: str) -> Any:
+        """The value converted for use: sizes in bytes, durations in seconds, paths expanded
+        (``settings[key]`` is the value as written)."""
         value = self.values[key]
         if self.formats is not None:
             fmt = self.formats.get(key)
@@ -359,7 +361,7 @@ class Settings(Record):
     def local_store(self) -> Path:
         from pathlib import Path
 
-        return Path(self.get("cache.local_store"))
+        return Path(self.converted("cache.local_store"))
 
     @property
     def disabled(self) -> bool:

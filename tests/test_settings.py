@@ -26,7 +26,7 @@ def test_defaults_come_from_the_schema(clean_env: Path) -> None:
     assert s["cache.compression_level"] == cache["compression_level"]["default"]
     assert s["cache.remote.prefix"] == cache["remote"]["properties"]["prefix"]["default"]
     assert all(src.kind == "default" for src in s.sources.values())
-    assert s.get("cache.local_max_size") == 50 * 10**9
+    assert s.converted("cache.local_max_size") == 50 * 10**9
     assert s.local_store == clean_env / ".cache" / "kache"
 
 
@@ -59,7 +59,7 @@ def test_layers_stack_default_system_user_env(clean_env: Path, user_config: Path
     assert str(s.source("cache.compression_level")) == "env KACHE_COMPRESSION_LEVEL"
     assert s["cache.s3_concurrency"] == 2
     assert str(s.source("cache.s3_concurrency")) == f"user file {user_config}"
-    assert s.get("cache.local_max_size") == 10 * 10**9
+    assert s.converted("cache.local_max_size") == 10 * 10**9
     assert str(s.source("cache.local_max_size")) == f"system file {system}"
     assert s["cache.remote.bucket"] == "from-system"
     assert s.source("cache.remote.region") == S.Source("default")
@@ -192,8 +192,8 @@ def test_env_booleans(clean_env: Path, raw: str, value: bool) -> None:
 
 
 def test_env_sizes_accept_bytes_and_units(clean_env: Path) -> None:
-    assert S.load(env_with(clean_env, KACHE_MAX_SIZE="1048576")).get("cache.local_max_size") == 2**20
-    assert S.load(env_with(clean_env, KACHE_MAX_SIZE="512MiB")).get("cache.local_max_size") == 512 * 2**20
+    assert S.load(env_with(clean_env, KACHE_MAX_SIZE="1048576")).converted("cache.local_max_size") == 2**20
+    assert S.load(env_with(clean_env, KACHE_MAX_SIZE="512MiB")).converted("cache.local_max_size") == 512 * 2**20
 
 
 @pytest.mark.parametrize("zero", ["0", "0GB", " 0 "])
@@ -202,7 +202,7 @@ def test_a_size_of_zero_written_as_text_is_valid(clean_env: Path, user_config: P
     user_config.write_text(f'[cache]\nlocal_max_size = "{zero}"\n')
     s = S.load(env_with(clean_env))
     S.validate(s)
-    assert s.get("cache.local_max_size") == 0
+    assert s.converted("cache.local_max_size") == 0
 
 
 def test_empty_env_unsets_a_nullable_setting_and_is_ignored_otherwise(clean_env: Path, user_config: Path) -> None:
@@ -308,7 +308,7 @@ def test_any_value_types_fail_cleanly(clean_env: Path, cache_table: dict) -> Non
         s = S.load(env_with(clean_env, KACHE_CONFIG=str(path)))
         S.validate(s)
         for key in s.values:
-            s.get(key)
+            s.converted(key)
     except SettingsError:
         pass
 

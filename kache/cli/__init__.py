@@ -13,7 +13,7 @@ import click
 
 from kache import __version__
 from kache.command_names import LAZY_COMMANDS
-from kache.errors import KacheError, NotImplementedYet
+from kache.errors import KacheError, NotImplementedYet, ProgramNotFound
 
 __all__ = ["main", "root"]
 
@@ -71,6 +71,9 @@ def main(args: list[str] | None = None) -> int:
     except click.ClickException as e:
         e.show()
         return e.exit_code
+    except ProgramNotFound as e:  # click's own format: the CLI used to raise this one as a click error
+        click.ClickException(str(e)).show()
+        return 1
     except NotImplementedYet as e:
         click.echo(f"kache: {e}", err=True)
         return 2

@@ -243,7 +243,7 @@ def gc(max_age: str | None, as_json: bool) -> None:
 
     age = _duration(max_age, "--max-age")
     s = _settings()
-    max_bytes = int(s.get("cache.local_max_size"))
+    max_bytes = int(s.converted("cache.local_max_size"))
     clean_incremental = drops_incremental(s)
     root = _store_root(s)
     with _open_store(root, "garbage collection", recover=True) as store:

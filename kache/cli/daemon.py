@@ -294,7 +294,7 @@ def client(output: str | None, rustc: str | None, kache_path: str | None, as_jso
       kache daemon client
       export RUSTC_WRAPPER=~/.local/share/kache-venv/bin/kache-client
     """
-    from kache.cli.setup import kache_executable
+    from kache.selfexec import kache_executable
     from kache.daemon import protocol as P
     from kache.native import BuildError, build_client, default_output
 

@@ -33,7 +33,7 @@ def run_monitor(since: str | None) -> None:
     _require_terminal("kache monitor", "for numbers in a script, use `kache stats --json`")
     s = settings_mod.load()
     try:
-        max_size = s.get("cache.local_max_size")
+        max_size = s.converted("cache.local_max_size")
     except SettingsError:
         max_size = None  # a bad size only costs the bar; `kache config validate` names it
     from kache.tui.monitor.app import MonitorApp

@@ -505,7 +505,7 @@ class Daemon:
 
             store = self._store()
             try:
-                limit = self.settings.get("cache.local_max_size")
+                limit = self.settings.converted("cache.local_max_size")
                 if store.totals()["physical_bytes"] <= limit:
                     return
                 report = gc(store, limit, max_age=None,
@@ -864,7 +864,7 @@ class Daemon:
                 settings = load_checked(env)
                 if not settings["cache.daemon_hits"]:
                     return {"ok": True, "hit": False, "why": "daemon hits are off"}
-                store = settings.get("cache.local_store")  # absolute (the schema's check), normalised
+                store = settings.converted("cache.local_store")  # absolute (the schema's check), normalised
             except SettingsError:
                 return {"ok": True, "hit": False, "why": "invalid settings"}  # the wrapper reports them
         if store != self.root:

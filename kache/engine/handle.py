@@ -59,7 +59,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
            remote: RemoteAsks, env: Mapping[str, str] | None = None) -> int:
     """Handle one call that settings allow kache to see; rustc's exit status or PASSTHROUGH."""
     env = os.environ if env is None else env
-    store = Store(settings.get("cache.local_store"))
+    store = Store(settings.converted("cache.local_store"))
     plan = decide(call, settings, env)
     if plan.passthrough is not None:
         unlink_expected_outputs(call)
@@ -186,7 +186,7 @@ def _maybe_gc(store: Store, settings: Settings) -> None:
         pass
     try:
         os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-        limit = settings.get("cache.local_max_size")
+        limit = settings.converted("cache.local_max_size")
         if store.totals()["physical_bytes"] <= limit * GC_TRIGGER:
             return
         from kache import selfexec

@@ -58,7 +58,7 @@ def run(argv: list[str]) -> int:
         except SettingsError as e:
             warn_once("invalid configuration: " + "; ".join(e.problems), store=_store_anyway())
             return _pass_through(call, argv)
-        store = settings.get("cache.local_store")
+        store = settings.converted("cache.local_store")
         if settings["cache.daemon_hits"]:
             from kache.wrapper.daemon_hit import served_by_daemon
 
@@ -95,7 +95,7 @@ def _store_anyway() -> str | None:
     try:
         from kache.settings import load
 
-        path = load().get("cache.local_store")
+        path = load().converted("cache.local_store")
     except Exception:  # noqa: BLE001 - the default cache dir takes the warning
         return None
     return path if isinstance(path, str) and os.path.isabs(path) else None

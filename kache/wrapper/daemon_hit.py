@@ -65,7 +65,7 @@ def note_stall(root: str) -> None:
 
 def served_by_daemon(argv: list[str], settings: Settings, started: float) -> bool:
     """True when the daemon restored this call's outputs; its messages are printed."""
-    root = os.path.abspath(settings.get("cache.local_store"))
+    root = os.path.abspath(settings.converted("cache.local_store"))
     path = os.path.join(root, SOCKET_NAME)
     if len(os.fsencode(path)) > _SUN_PATH_MAX or not os.path.exists(path) or stalled(root):
         return False

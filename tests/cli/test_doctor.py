@@ -8,7 +8,7 @@ import pytest
 import tomlkit
 
 from kache.cli import main
-from kache.cli.setup import kache_executable
+from kache.selfexec import kache_executable
 from kache.store.index import Store
 from tests.synthetic import add_entry
 

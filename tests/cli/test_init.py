@@ -8,7 +8,7 @@ import tomlkit
 
 from kache import settings as S
 from kache.cli import main
-from kache.cli.setup import kache_executable
+from kache.selfexec import kache_executable
 
 
 @pytest.fixture
@@ -162,3 +162,15 @@ def test_init_does_not_put_the_client_over_another_wrapper(
     out = capsys.readouterr().out
     assert "skipped  cargo wrapper" in out and "not kache: left as it is" in out, out
     assert config.read_text() == '[build]\nrustc-wrapper = "/usr/bin/sccache"\n'
+
+
+def test_init_without_a_kache_program_is_one_click_style_line(
+        cargo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The library raises ProgramNotFound; the CLI shows it as click's ``Error: …``, exit 1."""
+    monkeypatch.setattr("sys.argv", ["python"])
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["init", "--dry-run", "--no-service"]) == 1
+    err = capsys.readouterr().err
+    assert err == "Error: cannot find the `kache` program on PATH; install kache first\n"
+    assert not (cargo_home / "config.toml").exists()

@@ -80,7 +80,7 @@ def test_a_garbage_memo_is_ignored_and_rebuilt(
     tried()
     got = S.load_checked(env)
     assert got.values == fresh.values
-    assert got.get("cache.local_store") == env["KACHE_CACHE_DIR"]
+    assert got.converted("cache.local_store") == env["KACHE_CACHE_DIR"]
     assert json.loads(memo.read_text())["values"] == fresh.values  # rewritten
 
 
@@ -163,7 +163,7 @@ def test_a_memo_of_the_wrong_shape_is_ignored_and_rebuilt(
     try:
         same = (
             got.values == fresh.values
-            and all(got.get(k) == fresh.get(k) for k in fresh.values)
+            and all(got.converted(k) == fresh.converted(k) for k in fresh.values)
             and {k: str(v) for k, v in got.sources.items()} == {k: str(v) for k, v in fresh.sources.items()}
         )
     except Exception:  # noqa: BLE001 - what the wrapper would meet later

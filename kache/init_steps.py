@@ -16,8 +16,8 @@ from pathlib import Path
 
 from kache import settings as settings_mod
 
-__all__ = ["Step", "cargo_config_path", "wrapper_step", "client_step", "starter_config_step", "starter_config",
-           "service_manager"]
+__all__ = ["Step", "cargo_home", "cargo_config_path", "current_wrapper", "wrapper_step", "client_step",
+           "starter_config_step", "starter_config", "service_manager", "service_step"]
 
 
 @dataclass
@@ -225,7 +225,7 @@ def service_step(env: Mapping[str, str] | None = None) -> Step:
     if shutil.which(manager) is None:
         return Step("daemon service", True, f"no {manager} here; builds start the daemon when they need it")
     path = service.unit_path(env) if platform == "linux" else service.plist_path(env)
-    store_root = settings_mod.load(env).get("cache.local_store")
+    store_root = settings_mod.load(env).converted("cache.local_store")
     environment, _notes = service.service_environment(env)
     command = service.kache_command()
     wanted = (service.render_unit(command, environment).encode() if platform == "linux"

@@ -1,4 +1,4 @@
-"""``kache clean``: find cargo target directories and what deleting them would free.
+"""Cargo target directories: finding them, and what deleting them would free (``kache clean``).
 
 A target dir is recognised by cargo's own markers: a ``CACHEDIR.TAG`` whose comment
 says cargo created it, or a ``.rustc_info.json`` next to a profile dir. The walk never

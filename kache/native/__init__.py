@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kache.daemon.client import SUN_PATH_MAX
+from kache.daemon.wire import SUN_PATH_MAX
 
 __all__ = ["SOURCE_NAME", "OUTPUT_NAME", "INFO_FLAG", "ClientBuild", "BuildError", "build_client", "client_info",
            "default_output", "rustc_named"]

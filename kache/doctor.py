@@ -230,7 +230,7 @@ def check_disk(root: str, max_bytes: int) -> Check:
 def check_native_client(wrapper: tuple[str | None, str], root: str) -> Check | None:
     """When cargo's wrapper (``wrapper``: :func:`effective_wrapper`) is the native client:
     does it ask this store's daemon, and can it run the kache it hands the rest to?"""
-    from kache.daemon.protocol import SOCKET_NAME
+    from kache.daemon.wire import SOCKET_NAME
     from kache.native import OUTPUT_NAME, client_info
 
     value, where = wrapper

@@ -111,7 +111,7 @@ def client_step(exe: str, env: Mapping[str, str] | None = None, output: str | No
     when a daemon runs: built with the user's rustc at ``output`` (default: beside kache),
     then written into cargo's config. It runs after :func:`wrapper_step` and replaces
     only kache (or an older client of it) there: skipped or failed, kache stays."""
-    from kache.daemon.protocol import SOCKET_NAME
+    from kache.daemon.wire import SOCKET_NAME
     from kache.native import default_output, rustc_named
 
     env = os.environ if env is None else env

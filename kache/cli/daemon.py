@@ -194,9 +194,9 @@ def log(follow: bool, lines: int) -> None:
       kache daemon log -f
     """
     from kache.daemon import control
-    from kache.daemon import protocol as P
+    from kache.daemon import wire
 
-    path = os.path.join(_root(_settings()), P.LOG_NAME)
+    path = os.path.join(_root(_settings()), wire.LOG_NAME)
     try:
         for line in control.tail(path, lines):
             click.echo(line)
@@ -294,14 +294,14 @@ def client(output: str | None, rustc: str | None, kache_path: str | None, as_jso
       kache daemon client
       export RUSTC_WRAPPER=~/.local/share/kache-venv/bin/kache-client
     """
+    from kache.daemon import wire
     from kache.selfexec import kache_executable
-    from kache.daemon import protocol as P
     from kache.native import BuildError, build_client, default_output
 
     s = _settings(check=True)
     kache = kache_path or kache_executable()
     try:
-        built = build_client(output or default_output(kache), kache, os.path.join(_root(s), P.SOCKET_NAME), rustc)
+        built = build_client(output or default_output(kache), kache, os.path.join(_root(s), wire.SOCKET_NAME), rustc)
     except BuildError as e:
         raise KacheError(str(e)) from None
     if as_json:

@@ -20,7 +20,8 @@ def dev() -> None:
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=".",
               show_default=True, help="The kache source tree.")
 def gen(check: bool, root: Path) -> None:
-    """Regenerate the files made from schema/config.schema.json (README table, Nix module).
+    """Regenerate the files made from schema/config.schema.json (README table, Nix module)
+    and from kache/daemon/wire.py (the native client's constants, kache/native/wire.rs).
 
     \b
     Example:

@@ -1,11 +1,10 @@
 """Talking to the daemon: stdlib only, never raises, never waits long.
 
-The wrapper imports this module on its hot path, so it uses ``socket``, ``json``, ``os``
-and ``time`` alone (``subprocess`` and ``sys`` only inside :func:`spawn`). Every function
-swallows its errors: no daemon, a refused or stale socket, a timeout and a reply that is
-not one JSON object all read as "no answer" (``None`` or ``False``). The protocol is
-described in :mod:`kache.daemon.protocol`; the constants below repeat the few that a
-client needs (a test keeps them equal).
+The wrapper imports this module on its hot path, so it uses ``socket``, ``os``, ``time``
+and :mod:`kache.daemon.wire` alone (``subprocess`` and ``sys`` only inside :func:`spawn`).
+Every function swallows its errors: no daemon, a refused or stale socket, a timeout and a
+reply that is not one JSON object all read as "no answer" (``None`` or ``False``). The
+protocol, its constants and its framing are :mod:`kache.daemon.wire`.
 
 Example::
 
@@ -20,36 +19,27 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
+
+from kache.daemon import wire
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["request", "notify", "socket_path", "intent_path", "write_intent", "fetch", "spawn",
-           "CONNECT_TIMEOUT", "NOTIFY_WAIT"]
+__all__ = ["request", "notify", "socket_path", "address", "intent_path", "write_intent", "fetch", "spawn",
+           "NOTIFY_WAIT"]
 
-VERSION = 1
-SOCKET_NAME = "daemon.sock"
-INTENTS_DIR = "uploads"
-CONNECT_TIMEOUT = 0.05
-"""Seconds to wait for a connection (a live daemon accepts at once)."""
 NOTIFY_WAIT = 0.02
 """Seconds :func:`notify` waits for the reply it then ignores."""
-MAX_REPLY = 64 << 20
-"""``kache.daemon.protocol.MAX_REPLY`` (a test keeps them equal)."""
-SUN_PATH_MAX = 100
-"""Longest socket path used as is: ``sun_path`` is 104 bytes on macOS, 108 on Linux, the NUL included."""
-_HEX = frozenset("0123456789abcdef")
-_CRATE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
 def socket_path(store_root: str | os.PathLike[str]) -> str:
     """``<store_root>/daemon.sock``."""
-    return os.path.join(os.fspath(store_root), SOCKET_NAME)
+    return os.path.join(os.fspath(store_root), wire.SOCKET_NAME)
 
 
 def address(path: str) -> tuple[str, int | None]:
@@ -59,7 +49,7 @@ def address(path: str) -> tuple[str, int | None]:
     (``/proc/self/fd/N/daemon.sock``, Linux only); elsewhere it is returned as is and
     the call fails, which reads as "no daemon".
     """
-    if len(os.fsencode(path)) <= SUN_PATH_MAX or not os.path.isdir("/proc/self/fd"):
+    if len(os.fsencode(path)) <= wire.SUN_PATH_MAX or not os.path.isdir("/proc/self/fd"):
         return path, None
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_PATH", 0)
     fd = os.open(os.path.dirname(path) or ".", flags)
@@ -87,48 +77,29 @@ def _connect(path: str, timeout: float) -> socket.socket | None:
             os.close(fd)
 
 
-def _encode(message: dict[str, Any]) -> bytes:
-    if "v" not in message:
-        message = {"v": VERSION, **message}
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-
-
 def request(store_root: str | os.PathLike[str], message: dict[str, Any], timeout: float = 1.0) -> dict[str, Any] | None:
     """Send one request and return the daemon's reply, or None.
 
     ``"v"`` is added when missing. None means no daemon, a refused or stale socket, no
-    reply within ``timeout`` seconds (connecting takes at most :data:`CONNECT_TIMEOUT`
-    of it), or a reply that is not a JSON object. Never raises.
+    reply within ``timeout`` seconds (connecting takes at most
+    :data:`~kache.daemon.wire.CONNECT_TIMEOUT` of it), or a reply that is not a JSON object. Never raises.
     """
     deadline = time.monotonic() + timeout
     try:
-        data = _encode(message)
+        data = wire.request_line(message)
     except (TypeError, ValueError):
         return None
-    sock = _connect(socket_path(store_root), min(CONNECT_TIMEOUT, timeout))
+    sock = _connect(socket_path(store_root), min(wire.CONNECT_TIMEOUT, timeout))
     if sock is None:
         return None
     try:
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         sock.sendall(data)
-        buf = bytearray()
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            sock.settimeout(left)
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            buf += chunk
-            if len(buf) > MAX_REPLY:
-                return None
-        reply = json.loads(bytes(buf[:buf.index(b"\n")]))
-    except (OSError, ValueError, RecursionError):
+        return wire.read_reply(sock, deadline - time.monotonic())
+    except OSError:
         return None
     finally:
         sock.close()
-    return reply if isinstance(reply, dict) else None
 
 
 def notify(store_root: str | os.PathLike[str], message: dict[str, Any]) -> bool:
@@ -138,10 +109,10 @@ def notify(store_root: str | os.PathLike[str], message: dict[str, Any]) -> bool:
     message was delivered to a daemon; False otherwise. Never raises.
     """
     try:
-        data = _encode(message)
+        data = wire.request_line(message)
     except (TypeError, ValueError):
         return False
-    sock = _connect(socket_path(store_root), CONNECT_TIMEOUT)
+    sock = _connect(socket_path(store_root), wire.CONNECT_TIMEOUT)
     if sock is None:
         return False
     try:
@@ -164,15 +135,13 @@ def intent_path(store_root: str | os.PathLike[str], key: str, crate: str, remote
     place and access; ``uploads/<key>.<crate>``
     without a remote id: an intent of an older kache), or None when key, crate or
     remote id is not valid."""
-    if not (16 <= len(key) <= 128 and _HEX.issuperset(key)):
-        return None
-    if not (1 <= len(crate) <= 128 and _CRATE_CHARS.issuperset(crate) and crate[0] != "-"):
+    if not (wire.valid_key(key) and wire.valid_crate(crate)):
         return None
     if remote_id is None:
-        return os.path.join(os.fspath(store_root), INTENTS_DIR, f"{key}.{crate}")
-    if not (len(remote_id) == 24 and _HEX.issuperset(remote_id)):
+        return os.path.join(os.fspath(store_root), wire.INTENTS_DIR, f"{key}.{crate}")
+    if not wire.valid_queue_id(remote_id):
         return None
-    return os.path.join(os.fspath(store_root), INTENTS_DIR, remote_id, f"{key}.{crate}")
+    return os.path.join(os.fspath(store_root), wire.INTENTS_DIR, remote_id, f"{key}.{crate}")
 
 
 def write_intent(store_root: str | os.PathLike[str], key: str, crate: str, remote: Any) -> bool:
@@ -194,7 +163,7 @@ def write_intent(store_root: str | os.PathLike[str], key: str, crate: str, remot
     return True
 
 
-def fetch(store_root: str | os.PathLike[str], crate: str, mkey: str, budget_ms: int = 2500,
+def fetch(store_root: str | os.PathLike[str], crate: str, mkey: str, budget_ms: int = wire.FETCH_BUDGET_MS,
           remote: dict[str, Any] | None = None) -> list[str] | None:
     """Ask the daemon to import, from ``remote`` (a spec's JSON), the entries recorded
     under a cheap key; the keys imported.

@@ -1,4 +1,4 @@
-"""The daemon: one process, a few threads, one Unix socket (see :mod:`kache.daemon.protocol`).
+"""The daemon: one process, a few threads, one Unix socket (see :mod:`kache.daemon.wire`).
 
 Threads:
 
@@ -61,8 +61,8 @@ from typing import TYPE_CHECKING, Any
 
 from kache import __version__
 from kache.daemon import client
-from kache.daemon import protocol as P
-from kache.daemon.protocol import ProtocolError
+from kache.daemon import wire as P
+from kache.daemon.wire import ProtocolError
 from kache.daemon.remotes import DOWN_SECS, Remotes, Served, default_factory, valid_id
 from kache.errors import KacheError
 from kache.remote.spec import SpecError
@@ -714,8 +714,8 @@ class Daemon:
         if busy:
             try:
                 conn.settimeout(0.1)
-                conn.sendall(_line({"ok": False, "error": f"daemon busy: {MAX_CONNECTIONS} connections open: "
-                                                          "try again"}))
+                conn.sendall(P.reply_line({"ok": False, "error": f"daemon busy: {MAX_CONNECTIONS} connections open: "
+                                                                  "try again"}))
             except OSError:
                 pass
             conn.close()
@@ -733,7 +733,7 @@ class Daemon:
             pending = bytearray()
             while True:
                 try:
-                    line = _read_line(conn, pending)
+                    line = P.read_line(conn, pending)
                 except (OSError, ValueError):
                     break
                 if not line:
@@ -775,7 +775,7 @@ class Daemon:
 
     def _send(self, conn: socket.socket, reply: dict[str, Any]) -> bool:
         try:
-            conn.sendall(_line(reply))
+            conn.sendall(P.reply_line(reply))
             return True
         except OSError:
             return False
@@ -792,9 +792,9 @@ class Daemon:
         if not isinstance(msg, dict):
             return {"ok": False, "error": f"invalid request: expected a JSON object, got {type(msg).__name__}"}, \
                 True, None
-        if _too_deep(msg, MAX_DEPTH):
+        if P.too_deep(msg):
             # Whether json gives up first depends on the thread's stack: refuse by rule instead.
-            return {"ok": False, "error": f"invalid request: nested deeper than {MAX_DEPTH} levels"}, True, None
+            return {"ok": False, "error": f"invalid request: nested deeper than {P.MAX_DEPTH} levels"}, True, None
         v = msg.get("v")
         if v != P.VERSION or isinstance(v, bool):
             return {"ok": False, "error": f"unsupported protocol version: got {json.dumps(v, default=str)}, "
@@ -1343,58 +1343,6 @@ def _warm_remote_imports() -> None:
         import kache.remote.s3  # noqa: F401
     except Exception:  # noqa: BLE001 - a fetch imports it again and reports
         pass
-
-
-def _line(reply: dict[str, Any]) -> bytes:
-    return json.dumps(reply, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
-
-
-# Requests are flat objects of scalars; anything nested deeper is refused.
-MAX_DEPTH = 8
-
-
-def _too_deep(value: Any, limit: int) -> bool:
-    """Whether a decoded JSON value nests lists/objects more than ``limit`` levels (iterative:
-    no recursion limit to hit)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
-def _read_line(conn: socket.socket, pending: bytearray) -> bytes:
-    """The next line (with its newline), read within ``READ_TIMEOUT`` as a whole: a
-    client trickling bytes cannot hold a connection slot longer than that. Returns what
-    is left at end of stream (b"" if nothing), at most ``MAX_LINE + 2`` bytes of an
-    over-long line (the caller refuses it); raises ``TimeoutError`` (an OSError) when the
-    line is not complete in time."""
-    deadline = time.monotonic() + P.READ_TIMEOUT
-    while True:
-        end = pending.find(b"\n")
-        if end >= 0 or len(pending) > P.MAX_LINE + 1:
-            cut = end + 1 if end >= 0 else P.MAX_LINE + 2
-            line = bytes(pending[:cut])
-            del pending[:cut]
-            return line
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("no complete line within the read timeout")
-        conn.settimeout(left)
-        chunk = conn.recv(65536)
-        if not chunk:
-            line = bytes(pending)
-            pending.clear()
-            return line
-        pending += chunk
 
 
 def _drain_and_close(conn: socket.socket) -> None:

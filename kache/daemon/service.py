@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kache._record import Record
-from kache.daemon import protocol as P
+from kache.daemon import wire
 from kache.errors import KacheError
 
 __all__ = ["PLATFORMS", "LABEL", "UNIT_NAME", "ServiceReport", "current_platform", "kache_command",
@@ -215,7 +215,7 @@ def install(platform: str, *, activate: bool = True, store_root: str,
     if platform == "macos":
         path = plist_path(env)
         report = ServiceReport(platform, str(path), notes=notes)
-        log = os.path.join(store_root, P.LOG_NAME)
+        log = os.path.join(store_root, wire.LOG_NAME)
         os.makedirs(store_root, mode=0o700, exist_ok=True)
         report.changed = _write(path, render_plist(command, environment, log))
         if activate:

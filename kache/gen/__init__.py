@@ -1,4 +1,5 @@
-"""Files generated from ``schema/config.schema.json``; ``kache dev gen`` writes them."""
+"""Files generated from ``schema/config.schema.json`` and :mod:`kache.daemon.wire`; ``kache dev gen``
+writes them."""
 
 from __future__ import annotations
 
@@ -20,10 +21,17 @@ def _nix_module(root: Path, current: str) -> str:
     return render_module(str(root / "schema" / "config.schema.json"))
 
 
+def _native_wire(root: Path, current: str) -> str:
+    from kache.gen.native import render_wire
+
+    return render_wire()
+
+
 # path relative to the project root → function(root, current text) → wanted text
 GENERATED: dict[str, Callable[[Path, str], str]] = {
     "README.md": _readme,
     "nix/module.nix": _nix_module,
+    "kache/native/wire.rs": _native_wire,
 }
 
 

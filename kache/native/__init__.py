@@ -13,6 +13,9 @@ finds the daemon's socket at run time from the same layers kache reads (the vari
 the user's file, the system file, the default), so one client serves every user and
 store (a package builds it once). The daemon checks every request against the caller's
 own settings, so a socket found wrongly is never wrong, only slower (it falls back).
+
+The protocol's constants come from ``wire.rs`` beside it (``mod wire;``), which ``kache dev
+gen`` writes from :mod:`kache.daemon.wire`; both files are package data.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kache.daemon.client import SUN_PATH_MAX
+from kache.daemon.wire import SUN_PATH_MAX
 
 __all__ = ["SOURCE_NAME", "OUTPUT_NAME", "INFO_FLAG", "ClientBuild", "BuildError", "build_client", "client_info",
            "default_output", "rustc_named"]

@@ -18,6 +18,11 @@
 //! a miss, a reply it cannot read, a panic. When the daemon did answer for its store,
 //! that `kache` is told not to ask again (`cache.daemon_hits` off for the one call). If
 //! even `kache` cannot be run, the compiler is run directly.
+//!
+//! The protocol's constants are in `wire.rs`, which `kache dev gen` writes from
+//! kache/daemon/wire.py (the Python side of the protocol).
+
+mod wire;
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -28,7 +33,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use wire::{CONNECT_TIMEOUT, HIT_TIMEOUT, MAX_DEPTH, MAX_LINE, MAX_REPLY, SOCKET_NAME, VERSION};
 
 /// The `kache` program that handles whatever the daemon does not serve.
 const KACHE: &str = env!("KACHE_CLIENT_KACHE");
@@ -36,23 +43,11 @@ const KACHE: &str = env!("KACHE_CLIENT_KACHE");
 const HITS_VARIABLE: &str = env!("KACHE_CLIENT_HITS_VARIABLE");
 /// The variable of `cache.local_store`, from kache's schema.
 const STORE_VARIABLE: &str = env!("KACHE_CLIENT_STORE_VARIABLE");
-/// The daemon's socket in the store.
-const SOCKET_NAME: &str = "daemon.sock";
 /// A config file longer than this is not read (kache then decides).
 const MAX_CONFIG: u64 = 1 << 20;
 
 /// `kache-client --kache-client-info` prints what it was built with (for `kache doctor`).
 const INFO_FLAG: &str = "--kache-client-info";
-
-/// A live daemon accepts at once; one that does not (stopped, busy) is not waited for.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(50);
-/// How long the daemon may take to serve the hit (as the Python client waits).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
-/// The protocol's longest request line, newline excluded.
-const MAX_LINE: usize = 64 * 1024;
-const MAX_REPLY: usize = 64 << 20;
-/// Nesting the reply reader follows (the daemon's replies are flat objects).
-const MAX_DEPTH: usize = 8;
 
 enum Outcome {
     /// The daemon restored the outputs and its messages are printed: done.
@@ -141,8 +136,8 @@ fn connect() -> Option<UnixStream> {
         })
         .ok()?;
     let stream = receiver.recv_timeout(CONNECT_TIMEOUT).ok()?.ok()?;
-    stream.set_read_timeout(Some(REPLY_TIMEOUT)).ok()?;
-    stream.set_write_timeout(Some(REPLY_TIMEOUT)).ok()?;
+    stream.set_read_timeout(Some(HIT_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(HIT_TIMEOUT)).ok()?;
     Some(stream)
 }
 
@@ -152,7 +147,7 @@ fn connect() -> Option<UnixStream> {
 fn request(args: &[OsString], started: Instant) -> Option<Vec<u8>> {
     let cwd = std::env::current_dir().ok()?;
     let mut out = Vec::with_capacity(16 * 1024);
-    out.extend_from_slice(b"{\"v\":1,\"op\":\"hit\",\"store\":null,\"argv\":[");
+    write!(out, "{{\"v\":{VERSION},\"op\":\"hit\",\"store\":null,\"argv\":[").ok()?;
     for (i, arg) in args.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -326,7 +321,7 @@ fn read_line(stream: &mut UnixStream) -> Option<Vec<u8>> {
     let mut buf = [0u8; 64 * 1024];
     loop {
         let n = stream.read(&mut buf).ok()?;
-        if n == 0 || line.len() + n > MAX_REPLY {
+        if n == 0 || line.len() + n > MAX_REPLY + 1 {
             return None;
         }
         line.extend_from_slice(&buf[..n]);

@@ -10,32 +10,20 @@ timeout, an error, a reply that does not say "hit") falls back to the wrapper's 
 path, which looks up again.
 
 Only the standard library's ``_socket`` (``socket`` itself imports ``enum`` and
-``selectors``) and :mod:`kache.quickjson`.
+``selectors``) and the protocol's :mod:`kache.daemon.wire` (stdlib only, and cheap).
 """
 
 from __future__ import annotations
 
 import os
 
-from kache import quickjson
+from kache.daemon import wire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kache.settings import Settings
 
-__all__ = ["served_by_daemon", "stalled", "note_stall", "SOCKET_NAME", "STALL_SECS"]
-
-SOCKET_NAME = "daemon.sock"
-"""The protocol's (``kache.daemon.protocol``, which imports ``re``; a test keeps them equal)."""
-
-CONNECT_TIMEOUT = 0.05
-"""Seconds to wait for the daemon to accept (a live one accepts at once)."""
-REPLY_TIMEOUT = 2.0
-"""Seconds to wait for its answer; then the wrapper restores the hit itself."""
-MAX_REPLY = 64 << 20
-_SUN_PATH_MAX = 100
-"""``kache.daemon.client.SUN_PATH_MAX`` (that module is not for the hot path; a test keeps them equal)."""
-
+__all__ = ["served_by_daemon", "stalled", "note_stall", "STALL_SECS"]
 
 STALL_SECS = 30.0
 """After a daemon that accepted a request did not answer in time (stopped, wedged), the
@@ -66,8 +54,8 @@ def note_stall(root: str) -> None:
 def served_by_daemon(argv: list[str], settings: Settings, started: float) -> bool:
     """True when the daemon restored this call's outputs; its messages are printed."""
     root = os.path.abspath(settings.converted("cache.local_store"))
-    path = os.path.join(root, SOCKET_NAME)
-    if len(os.fsencode(path)) > _SUN_PATH_MAX or not os.path.exists(path) or stalled(root):
+    path = os.path.join(root, wire.SOCKET_NAME)
+    if len(os.fsencode(path)) > wire.SUN_PATH_MAX or not os.path.exists(path) or stalled(root):
         return False
     try:
         import _socket
@@ -78,20 +66,14 @@ def served_by_daemon(argv: list[str], settings: Settings, started: float) -> boo
     try:
         umask = os.umask(0o022)
         os.umask(umask)
-        request = {"v": 1, "op": "hit", "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+        request = {"v": wire.VERSION, "op": "hit", "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
                    "store": root, "started": started, "umask": umask}
-        data = quickjson.dumps(request).encode("ascii") + b"\n"
-        sock.settimeout(CONNECT_TIMEOUT)
+        data = wire.request_line(request)
+        sock.settimeout(wire.CONNECT_TIMEOUT)
         sock.connect(path)
-        sock.settimeout(REPLY_TIMEOUT)
+        sock.settimeout(wire.HIT_TIMEOUT)
         sock.sendall(data)
-        reply = bytearray()
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(1 << 16)
-            if not chunk or len(reply) + len(chunk) > MAX_REPLY:
-                return False
-            reply += chunk
-        answer = quickjson.loads(bytes(reply))
+        answer = wire.read_reply(sock, wire.HIT_TIMEOUT)
     except TimeoutError:  # connected, and no answer in time
         note_stall(root)
         return False
@@ -99,7 +81,7 @@ def served_by_daemon(argv: list[str], settings: Settings, started: float) -> boo
         return False
     finally:
         sock.close()
-    if not isinstance(answer, dict) or answer.get("ok") is not True or answer.get("hit") is not True:
+    if answer is None or answer.get("ok") is not True or answer.get("hit") is not True:
         return False
     stdout, stderr = answer.get("stdout"), answer.get("stderr")
     if not isinstance(stdout, str) or not isinstance(stderr, str):

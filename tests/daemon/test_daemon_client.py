@@ -12,25 +12,13 @@ import time
 from pathlib import Path
 
 from kache.daemon import client
-from kache.daemon import protocol as P
+from kache.daemon import wire as P
 from kache.remote.spec import RemoteSpec
 from kache.wrapper import daemon_hit
 from tests.daemon.helpers import hexkey
 
 
-def test_client_constants_match_the_protocol() -> None:
-    assert (client.VERSION, client.SOCKET_NAME, client.INTENTS_DIR) == (P.VERSION, P.SOCKET_NAME, P.INTENTS_DIR)
-    assert daemon_hit.SOCKET_NAME == P.SOCKET_NAME
-    assert daemon_hit._SUN_PATH_MAX == client.SUN_PATH_MAX
-    assert client.MAX_REPLY == daemon_hit.MAX_REPLY == P.MAX_REPLY
-    # the native client's copies (kache/native/client.rs)
-    import re
-
-    from kache import native
-
-    rs = (Path(native.__file__).parent / native.SOURCE_NAME).read_text()
-    assert re.search(r"const MAX_LINE: usize = 64 \* 1024;", rs) and P.MAX_LINE == 64 * 1024
-    assert re.search(r"const MAX_REPLY: usize = 64 << 20;", rs) and P.MAX_REPLY == 64 << 20
+def test_intent_paths_follow_the_protocol() -> None:
     key, crate = hexkey("k"), "proc-macro2"
     assert os.path.basename(client.intent_path("/s", key, crate) or "") == P.intent_name(key, crate)
     for bad_key, bad_crate in [("../x", "a"), (key.upper(), "a"), (key, "a/b"), (key, "a.b"), (key, ""), ("ab", "a")]:
@@ -42,7 +30,7 @@ def test_the_client_imports_only_the_standard_library() -> None:
     code = ("import sys; before = set(sys.modules); import kache.daemon.client; "
             "print(sorted(m for m in set(sys.modules) - before if m.startswith('kache')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['kache', 'kache.daemon', 'kache.daemon.client']"
+    assert out.stdout.strip() == "['kache', 'kache.daemon', 'kache.daemon.client', 'kache.daemon.wire', 'kache.quickjson']"
 
 
 def test_request_without_a_daemon_is_none_at_once(store_root: Path) -> None:
@@ -83,7 +71,7 @@ def test_a_daemon_that_takes_requests_and_never_answers_is_left_alone_for_a_whil
         store_root: Path, make_settings, monkeypatch) -> None:
     """A stopped or wedged daemon (the kernel still accepts): the first hit request waits
     its timeout, then the calls of the next 30 s do not ask it at all."""
-    monkeypatch.setattr(daemon_hit, "REPLY_TIMEOUT", 0.2)
+    monkeypatch.setattr(P, "HIT_TIMEOUT", 0.2)
     mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     mute.bind(client.socket_path(store_root))
     mute.listen(8)

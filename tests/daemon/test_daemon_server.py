@@ -13,7 +13,7 @@ import pytest
 
 from kache import __version__
 from kache.daemon import client
-from kache.daemon import protocol as P
+from kache.daemon import wire as P
 from kache.daemon.server import AlreadyRunning, Daemon, log_level
 from kache.remote.spec import RemoteSpec
 from tests.daemon.helpers import FAKE, FAKE_DOC, FakeRemote, add_entry, hexkey, intents, wait_for

@@ -3,7 +3,7 @@ random JSON values, requests with fields of the wrong type, huge numbers, unknow
 deep nesting), lines past the protocol's limit, and many connections that send half a
 line and hang.
 
-What must hold (kache.daemon.protocol): every line gets one reply, ``{"ok": false,
+What must hold (kache.daemon.wire): every line gets one reply, ``{"ok": false,
 "error": …}`` for anything the protocol refuses, or the connection is closed; an ``ok``
 reply only for a well-formed request; no "internal error" for bad input; the daemon keeps
 answering a well-formed ``status`` afterwards, with its threads and memory bounded.
@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kache.daemon import client
-from kache.daemon import protocol as P
-from kache.daemon.server import MAX_CONNECTIONS, MAX_DEPTH
+from kache.daemon import wire as P
+from kache.daemon.server import MAX_CONNECTIONS
 from tests.daemon.helpers import Running, wait_for
 from tests.hostile import accepted, tried
 
@@ -228,7 +228,7 @@ def test_requests_nested_deeper_than_the_rule_are_refused_whatever_the_stack(
     tried()
     reply = exchange(d.root, _nest(depth) + b"\n")
     assert reply is not None
-    if depth + 1 <= MAX_DEPTH:  # the object itself is one level
+    if depth + 1 <= P.MAX_DEPTH:  # the object itself is one level
         assert reply["ok"] is True, reply
     else:
         assert reply["ok"] is False and "nested" in reply["error"], reply

@@ -1,5 +1,15 @@
 """The daemon's socket protocol, version 1: public and versioned.
 
+This module is the protocol in code, for every side of the socket: its constants, the
+framing (:func:`request_line`, :func:`reply_line`, :func:`read_line`, :func:`read_reply`,
+:func:`too_deep`) and the checks of keys and crate names. The daemon
+(:mod:`kache.daemon.server`), :mod:`kache.daemon.client` and the wrapper's own client
+(:mod:`kache.wrapper.daemon_hit`) import it; the native client's constants
+(``kache/native/wire.rs``) are generated from it by ``kache dev gen``. The wrapper imports
+it on every call, so it imports only the standard library, and cheaply: no ``re``,
+``json`` or ``socket`` (JSON goes through :mod:`kache.quickjson`, which calls the
+standard library's ``_json`` directly).
+
 Transport
 ---------
 A Unix stream socket at ``<local_store>/daemon.sock``, owner-only: the daemon sets its
@@ -9,8 +19,10 @@ longer than ``sun_path`` allows, about 104 bytes, both sides reach the same file
 
 Framing
 -------
-One JSON object per line, UTF-8, each line ending in ``\\n``. A line holds at most
-``MAX_LINE`` (65,536) bytes before its newline. A client may send several requests on one
+One JSON object per line, UTF-8, each line ending in ``\\n``. A request line holds at
+most ``MAX_LINE`` (65,536) bytes before its newline, a reply line at most ``MAX_REPLY``
+(64 MiB: a hit's messages can be long), and neither nests lists and objects deeper than
+``MAX_DEPTH`` (8) levels. A client may send several requests on one
 connection, one after another; each gets exactly one reply line, in order. A line that
 is too long, not UTF-8, not JSON or not an object gets an error reply and the
 connection is closed. The daemon never dies of bad input, and drops a connection that
@@ -119,28 +131,52 @@ kache's code changes, so wrapper and daemon agree).
 
 from __future__ import annotations
 
-import re
+import time
+
+from kache import quickjson
+
+TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any, Protocol
+
+    class Connection(Protocol):
+        """What :func:`read_line` needs of a socket (``socket.socket`` or ``_socket.socket``)."""
+
+        def settimeout(self, value: float | None, /) -> None: ...
+
+        def recv(self, bufsize: int, /) -> bytes: ...
 
 __all__ = [
-    "VERSION", "SOCKET_NAME", "PID_NAME", "LOG_NAME", "INTENTS_DIR", "MAX_LINE", "MAX_REPLY", "READ_TIMEOUT",
-    "FETCH_BUDGET_MS", "FETCH_MAX_MS", "PREFETCH_DEDUPE_SECS", "INTENT_SCAN_SECS", "MAX_TRIES", "OPS",
-    "ProtocolError", "valid_key", "valid_crate", "check_key", "check_crate", "intent_name", "parse_intent",
+    "VERSION", "SOCKET_NAME", "PID_NAME", "LOG_NAME", "INTENTS_DIR", "MAX_LINE", "MAX_REPLY", "MAX_DEPTH",
+    "READ_TIMEOUT", "CONNECT_TIMEOUT", "HIT_TIMEOUT", "SUN_PATH_MAX", "FETCH_BUDGET_MS", "FETCH_MAX_MS",
+    "PREFETCH_DEDUPE_SECS", "INTENT_SCAN_SECS", "MAX_TRIES", "OPS",
+    "ProtocolError", "request_line", "reply_line", "read_line", "read_reply", "too_deep",
+    "valid_key", "valid_crate", "valid_queue_id", "check_key", "check_crate", "intent_name", "parse_intent",
 ]
 
 VERSION = 1
 """The protocol version every request carries as ``v``."""
 SOCKET_NAME = "daemon.sock"
+"""The daemon's socket, in the local store."""
 PID_NAME = "daemon.pid"
 LOG_NAME = "daemon.log"
 INTENTS_DIR = "uploads"
 MAX_LINE = 64 * 1024
 """Most bytes in one request line, newline excluded."""
 MAX_REPLY = 64 << 20
-"""Most bytes a client reads of one reply (a hit's messages can be long). The clients,
-which do not import this module (the hot path, the native client), repeat it; a test
-keeps them equal."""
+"""Most bytes in one reply line, newline excluded (a hit's messages can be long)."""
+MAX_DEPTH = 8
+"""Most levels of lists and objects in a line: requests are flat objects of scalars, and
+anything nested deeper is refused; replies are flat objects too."""
 READ_TIMEOUT = 10.0
 """Seconds a connection may take to send one complete line."""
+CONNECT_TIMEOUT = 0.05
+"""Seconds a client waits for a connection (a live daemon accepts at once)."""
+HIT_TIMEOUT = 2.0
+"""Seconds a client waits for the reply to a ``hit``; then it handles the call itself."""
+SUN_PATH_MAX = 100
+"""Longest socket path used as is: ``sun_path`` is 104 bytes on macOS, 108 on Linux, the NUL included."""
 FETCH_BUDGET_MS = 2500
 FETCH_MAX_MS = 3000
 PREFETCH_DEDUPE_SECS = 600.0
@@ -148,20 +184,121 @@ INTENT_SCAN_SECS = 30.0
 MAX_TRIES = 5
 OPS = ("status", "upload", "fetch", "prefetch", "hit", "used", "stop")
 
-_KEY = re.compile(r"[0-9a-f]{16,128}")
-_CRATE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}")
+_HEX = frozenset("0123456789abcdef")
+_CRATE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
 class ProtocolError(ValueError):
     """A request that breaks the protocol; its text is the reply's ``error``."""
 
 
+# ---------------------------------------------------------------------- framing
+
+
+def request_line(message: dict[str, Any]) -> bytes:
+    """One request as a line: ``message`` with ``"v"`` added when missing, as ASCII JSON
+    (texts that are not UTF-8, kept by ``surrogateescape``, travel as ``\\udcXX``) and a
+    newline. Raises ``TypeError`` for an object JSON cannot hold, ``ValueError`` for a
+    circular one."""
+    if "v" not in message:
+        message = {"v": VERSION, **message}
+    return quickjson.dumps(message).encode("ascii") + b"\n"
+
+
+def reply_line(reply: dict[str, Any]) -> bytes:
+    """One reply as a line: ASCII JSON (anything JSON cannot hold written as its ``str``)
+    and a newline."""
+    return quickjson.dumps(reply, default=str).encode("ascii") + b"\n"
+
+
+def read_line(conn: Connection, pending: bytearray, limit: int | None = None, timeout: float | None = None) -> bytes:
+    """The next line from ``conn`` (with its newline), read within ``timeout`` seconds
+    (:data:`READ_TIMEOUT` when None) as a whole: a peer trickling bytes cannot hold the
+    reader longer than that. ``limit`` is :data:`MAX_LINE` when None.
+
+    ``pending`` holds what was read past the line, for the next call (a client may send
+    several requests on one connection). Returns what is left at end of stream (b"" if
+    nothing). A line longer than ``limit`` comes back whole when its newline came in the
+    same read, else as its first ``limit + 2`` bytes, without a newline: the caller
+    refuses any line longer than ``limit``. Raises ``TimeoutError`` (an ``OSError``) when the
+    line is not complete in time, and the socket's other ``OSError``\\ s.
+    """
+    limit = MAX_LINE if limit is None else limit
+    deadline = time.monotonic() + (READ_TIMEOUT if timeout is None else timeout)
+    scanned = 0
+    while True:
+        end = pending.find(b"\n", scanned)
+        if end >= 0 or len(pending) > limit + 1:
+            cut = end + 1 if end >= 0 else limit + 2
+            line = bytes(pending[:cut])
+            del pending[:cut]
+            return line
+        scanned = len(pending)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete line within the read timeout")
+        conn.settimeout(left)
+        chunk = conn.recv(65536)
+        if not chunk:
+            line = bytes(pending)
+            pending.clear()
+            return line
+        pending += chunk
+
+
+def read_reply(conn: Connection, timeout: float) -> dict[str, Any] | None:
+    """The daemon's reply to the request just sent, read within ``timeout`` seconds; None
+    when the connection ends first, or the line is longer than :data:`MAX_REPLY` or is
+    not a JSON object. Raises ``TimeoutError`` when no whole line came in time, and the
+    socket's other ``OSError``\\ s."""
+    line = read_line(conn, bytearray(), MAX_REPLY, timeout)
+    if not line.endswith(b"\n") or len(line) > MAX_REPLY + 1:
+        return None
+    try:
+        reply = quickjson.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return reply if isinstance(reply, dict) else None
+
+
+def too_deep(value: Any, limit: int | None = None) -> bool:
+    """Whether a decoded JSON value nests lists/objects more than ``limit`` levels
+    (:data:`MAX_DEPTH` when None; iterative: no recursion limit to hit)."""
+    limit = MAX_DEPTH if limit is None else limit
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[Any]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+# ---------------------------------------------------------------------- fields
+
+
 def valid_key(value: object) -> bool:
-    return isinstance(value, str) and _KEY.fullmatch(value) is not None
+    """A cache key: 16 to 128 lowercase hex digits."""
+    return isinstance(value, str) and 16 <= len(value) <= 128 and _HEX.issuperset(value)
 
 
 def valid_crate(value: object) -> bool:
-    return isinstance(value, str) and _CRATE.fullmatch(value) is not None
+    """A crate name: ASCII letters, digits, ``_`` and ``-``, not first; at most 128."""
+    return (isinstance(value, str) and 1 <= len(value) <= 128 and _CRATE_CHARS.issuperset(value)
+            and value[0] != "-")
+
+
+def valid_queue_id(value: object) -> bool:
+    """The name of a remote's intents directory (``uploads/<queue id>/``): 24 lowercase
+    hex digits (:attr:`kache.remote.spec.RemoteSpec.queue_id`)."""
+    return isinstance(value, str) and len(value) == 24 and _HEX.issuperset(value)
 
 
 def check_key(value: object, field: str = "key") -> str:
@@ -193,7 +330,7 @@ def parse_intent(name: str) -> tuple[str, str] | None:
 
 
 def _short(value: object) -> str:
-    import json
+    import json  # an error's text only: not on the hot path
 
     text = json.dumps(value, default=str)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -37,8 +37,8 @@ credential variables are replaced by ``[redacted]`` in every line.
 
 Remote calls go through :class:`kache.remote.s3.Remote` (``upload_entry``,
 ``fetch_by_mkey``, ``record_use``) and :func:`kache.remote.sync.sync`, imported inside
-functions; tests inject stand-ins through :class:`Daemon`'s ``remote`` (one stand-in for
-every remote), ``remote_factory`` and ``sync`` arguments.
+functions; tests inject stand-ins through :class:`DaemonOptions`' ``remote_factory``
+(:func:`kache.daemon.options.stand_in`: one stand-in for every remote) and ``sync``.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from kache import __version__
 from kache.daemon import client
 from kache.daemon import protocol as P
+from kache.daemon.options import DaemonOptions
 from kache.daemon.protocol import ProtocolError
 from kache.daemon.remotes import DOWN_SECS, Remotes, Served, default_factory, valid_id
 from kache.errors import KacheError
@@ -75,10 +76,6 @@ __all__ = ["Daemon", "AlreadyRunning", "run", "log_level"]
 
 # How often the daemon checks the store against local_max_size.
 GC_CHECK_SECS = 600.0
-# While idle, the event log is folded into `kache stats`'s kept fold once it grew this
-# much (checked this often): a stats after a long build then folds minutes, not hours.
-STATS_FOLD_SECS = 60.0
-STATS_FOLD_BYTES = 1 << 20
 
 log = logging.getLogger("kache.daemon")
 
@@ -91,7 +88,6 @@ STAND_BY_SECS = 2.0  # how often a service behind another service looks whether 
 DONE_MEMORY = 10_000
 """Keys uploaded lately: asked again, only their intent is removed (no second HEAD)."""
 RETRY_MAX_SECS = 600.0
-_AUTO: Any = object()
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -253,24 +249,15 @@ class _HitStores:
 class Daemon:
     """One daemon over one local store. :meth:`serve` runs it until it stops.
 
-    The remotes are those the requests name, made by ``remote_factory(spec, for_fetch)``
-    (default: :class:`kache.remote.s3.Remote`); ``remote``, for tests, is one stand-in
-    used for every remote a request names (None: requests get no remote). ``sync``
-    replaces :func:`kache.remote.sync.sync`. ``reexec`` lets a change of code
-    or config re-execute the process (``exec_hook`` replaces ``os.execv`` in tests).
-    The intervals are parameters so tests can shorten them.
+    ``options`` (:class:`DaemonOptions`) say where its remotes come from, whether it
+    re-executes itself on a change of code or config, and its intervals (tests shorten
+    them). ``foreground`` also logs to stderr; a ``service`` never idles out.
     """
 
-    def __init__(self, settings: Settings, *, foreground: bool = True, remote: Any = _AUTO,
-                 remote_factory: Callable[[Any, bool], Any] | None = None,
-                 sync: Callable[..., Any] | None = None, reexec: bool = False,
-                 exec_hook: Callable[[list[str]], None] | None = None, handle_signals: bool | None = None,
-                 scan_interval: float = P.INTENT_SCAN_SECS, watch_interval: float = 10.0,
-                 retry_delay: float = 30.0, max_tries: int = P.MAX_TRIES,
-                 prefetch_dedupe_secs: float = P.PREFETCH_DEDUPE_SECS, accept_timeout: float = 0.2,
-                 watch_dir: str | None = None, fold_interval: float = STATS_FOLD_SECS,
-                 fold_bytes: int = STATS_FOLD_BYTES, service: bool = False) -> None:
+    def __init__(self, settings: Settings, options: DaemonOptions = DaemonOptions(), *,
+                 foreground: bool = True, service: bool = False) -> None:
         self.settings = settings
+        self.options = options
         self.foreground = foreground
         self.service = service
         """Run by a service manager: never idles out (re-executes with ``--service``)."""
@@ -281,23 +268,23 @@ class Daemon:
         self.intents_dir = os.path.join(self.root, P.INTENTS_DIR)
         self.idle_timeout = 0.0 if service else float(settings["cache.daemon_idle_timeout_secs"] or 0)
         self.concurrency = max(1, int(settings["cache.s3_concurrency"] or 1))
-        self.reexec = reexec
-        self.scan_interval = scan_interval
-        self.watch_interval = watch_interval
-        self.retry_delay = retry_delay
-        self.max_tries = max_tries
-        self.prefetch_dedupe_secs = prefetch_dedupe_secs
-        self.accept_timeout = accept_timeout
-        self.watch_dir = watch_dir or _PACKAGE_DIR
-        self.fold_interval = fold_interval
-        self.fold_bytes = fold_bytes
+        self.reexec = options.reexec
+        self.scan_interval = options.scan_interval
+        self.watch_interval = options.watch_interval
+        self.retry_delay = options.retry_delay
+        self.max_tries = options.max_tries
+        self.prefetch_dedupe_secs = options.prefetch_dedupe_secs
+        self.accept_timeout = options.accept_timeout
+        self.watch_dir = options.watch_dir or _PACKAGE_DIR
+        self.fold_interval = options.fold_interval
+        self.fold_bytes = options.fold_bytes
         self._next_fold = 0.0
         self._folded: tuple[int, int] | None = None  # (inode, size) of the log when last folded
         self._fold_thread: threading.Thread | None = None
+        remote_factory = options.remote_factory
         if remote_factory is None:
-            remote_factory = (default_factory(self.concurrency, int(settings["cache.compression_level"] or 3),
-                                              P.FETCH_MAX_MS)
-                              if remote is _AUTO else (lambda spec, for_fetch: remote))
+            remote_factory = default_factory(self.concurrency, int(settings["cache.compression_level"] or 3),
+                                             P.FETCH_MAX_MS)
         self._redact = _Redact(_secret_values(settings.env))
         self.remotes = Remotes(remote_factory, on_secrets=self._redact.add, env=settings.env)
         from kache.remote import spec as spec_mod
@@ -307,9 +294,9 @@ class Daemon:
         of builds with the same access, and those an older kache left
         (``uploads/<key>.<crate>``, which name none). No build's request uses it unless
         that build names it."""
-        self._sync_fn = sync
-        self._exec_hook = exec_hook
-        self._handle_signals = handle_signals
+        self._sync_fn = options.sync
+        self._exec_hook = options.exec_hook
+        self._handle_signals = options.handle_signals
 
         self.pid = os.getpid()
         self.started = time.time()
@@ -1520,8 +1507,7 @@ def _first_failure(report: Any) -> str | None:
     return None
 
 
-def run(settings: Settings, *, foreground: bool = True, remote: Any = _AUTO,
-        sync: Callable[..., Any] | None = None, service: bool = False) -> int:
+def run(settings: Settings, *, foreground: bool = True, service: bool = False) -> int:
     """Run a daemon for these settings until it stops; re-execute on code/config changes.
 
     Returns the exit status: 0 also when another daemon already runs (it says so on
@@ -1530,7 +1516,7 @@ def run(settings: Settings, *, foreground: bool = True, remote: Any = _AUTO,
     the service is the one that stays. Raises :class:`kache.errors.KacheError` when the
     socket cannot be set up, or when a running daemon does not make way.
     """
-    daemon = Daemon(settings, foreground=foreground, remote=remote, sync=sync, reexec=True, service=service)
+    daemon = Daemon(settings, DaemonOptions(reexec=True), foreground=foreground, service=service)
     take_overs = 0
     while True:
         try:

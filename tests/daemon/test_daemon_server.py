@@ -14,6 +14,7 @@ import pytest
 from kache import __version__
 from kache.daemon import client
 from kache.daemon import protocol as P
+from kache.daemon.options import DaemonOptions, stand_in
 from kache.daemon.server import AlreadyRunning, Daemon, log_level
 from kache.remote.spec import RemoteSpec
 from tests.daemon.helpers import FAKE, FAKE_DOC, FakeRemote, add_entry, hexkey, intents, wait_for
@@ -406,7 +407,7 @@ def test_idle_daemon_exits_and_cleans_up(start_daemon, store_root: Path) -> None
 def test_a_second_daemon_refuses_to_start(start_daemon, make_settings, store_root: Path) -> None:
     d = start_daemon()
     with pytest.raises(AlreadyRunning) as e:
-        Daemon(make_settings(), remote=None, handle_signals=False).serve()
+        Daemon(make_settings(), DaemonOptions(remote_factory=stand_in(None), handle_signals=False)).serve()
     assert e.value.pid == os.getpid()
     assert str(e.value) == f"kache daemon is already running (pid {os.getpid()})"
     assert d.status()["ok"] is True  # the first one is untouched
@@ -512,7 +513,7 @@ def test_the_daemon_collects_a_store_over_its_limit(tmp_path, monkeypatch) -> No
     store = Store(str(root))
     add_entry(store, "big", blobs=[b"x" * 5000], last_used=_time.time() - 3600)
     store.close()
-    d = server.Daemon(settings_mod.load(), remote=None, reexec=False, handle_signals=False)
+    d = server.Daemon(settings_mod.load(), DaemonOptions(remote_factory=stand_in(None), handle_signals=False))
     d._start_gc_if_over()
     d._gc_thread.join(10)
     report = json.loads((root / "tmp" / "gc-last.json").read_text())

@@ -187,7 +187,9 @@ class Fetches:
         try:
             sync = self._sync_fn
             if sync is None:
-                from kache.remote.sync import sync
+                from kache.remote.sync import sync as real_sync
+
+                sync = real_sync
             store = state.open_store()
             try:
                 report = sync(store, served.remote, pull=True, push=False, all_crates=False,

@@ -84,6 +84,7 @@ from kache.daemon.remotes import Remotes, default_factory
 from kache.daemon.state import DaemonState
 from kache.daemon.uploads import Uploads
 from kache.errors import KacheError
+from kache.remote import spec as spec_mod
 
 if TYPE_CHECKING:
     from kache.settings import Settings
@@ -125,14 +126,12 @@ class Daemon:
         self.ready = threading.Event()
         """Set once the socket accepts requests (for tests and ``start --wait``)."""
 
-        self.log = DaemonLog(self.log_path, settings.env)
+        self.logs = DaemonLog(self.log_path, settings.env)
         remote_factory = options.remote_factory
         if remote_factory is None:
             remote_factory = default_factory(self.concurrency, int(settings["cache.compression_level"] or 3),
                                              P.FETCH_MAX_MS)
-        self.remotes = Remotes(remote_factory, on_secrets=self.log.redact.add, env=settings.env)
-        from kache.remote import spec as spec_mod
-
+        self.remotes = Remotes(remote_factory, on_secrets=self.logs.redact.add, env=settings.env)
         self.state = DaemonState(self.root, self.remotes)
         self.uploads = Uploads(self.state, options, self.concurrency, spec_mod.from_settings(settings))
         self.fetches = Fetches(self.state, options, self.concurrency, self.uploads.record_use)
@@ -172,7 +171,7 @@ class Daemon:
             os.umask(old)
         self.pid_file.lock()
         try:
-            self.log.start(self.foreground)
+            self.logs.start(self.foreground)
             self._bind()
             self.signals.install(self.options.handle_signals)
             self.uploads.start()
@@ -304,10 +303,10 @@ class Daemon:
         self.signals.restore()
         with self.state.lock:
             left = len(self.uploads.pending)
-        if self.log.active:
+        if self.logs.active:
             log.info("stopped (%s)%s", reason, f"; {left} upload(s) left as intents" if left else "")
         self.pid_file.release()  # last: once the lock is free, the daemon is gone
-        self.log.stop()
+        self.logs.stop()
 
     # ------------------------------------------------------------------ connections
 

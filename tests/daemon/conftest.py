@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from kache import settings as settings_mod
+from kache.daemon.options import DaemonOptions, stand_in
 from kache.daemon.server import Daemon
-from tests.daemon.helpers import FakeRemote, Running
+from tests.daemon.helpers import REAL_REMOTES, FakeRemote, Running
 
 
 @pytest.fixture
@@ -47,11 +48,15 @@ def start_daemon(make_settings: Callable[..., settings_mod.Settings],
     """Start an in-process daemon (fake remote unless ``remote=`` says otherwise)."""
     started: list[Running] = []
 
-    def start(env: dict[str, str] | None = None, **kw: Any) -> Running:
-        kw.setdefault("remote", fake_remote)
+    def start(env: dict[str, str] | None = None, *, remote: Any = fake_remote, service: bool = False,
+              **kw: Any) -> Running:
+        """``remote``: the stand-in for every remote (``REAL_REMOTES``: real ones); ``kw``:
+        :class:`DaemonOptions` fields."""
+        if remote is not REAL_REMOTES:
+            kw.setdefault("remote_factory", stand_in(remote))
         kw.setdefault("handle_signals", False)
         kw.setdefault("accept_timeout", 0.05)
-        daemon = Daemon(make_settings(**(env or {})), **kw)
+        daemon = Daemon(make_settings(**(env or {})), DaemonOptions(**kw), service=service)
         result: dict[str, Any] = {}
 
         def target() -> None:

@@ -19,6 +19,8 @@ from kache.store.index import Entry, Store
 FAKE = RemoteSpec("fake")
 """The remote the requests of these tests name (the daemon's stand-in serves every one)."""
 FAKE_DOC = FAKE.to_json()
+REAL_REMOTES: Any = object()
+"""``start_daemon(remote=REAL_REMOTES)``: the daemon makes real remotes (no stand-in)."""
 
 
 def pending_intents(root: str | Path) -> list[Path]:

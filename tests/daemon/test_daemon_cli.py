@@ -186,7 +186,9 @@ def test_a_service_stands_by_behind_another_service_and_follows_it(store_env: Pa
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=20) == 0
         wait_for(lambda: control.running_pid(str(store_env)) == second.pid, timeout=20, what="the second to serve")
-        assert client.request(store_env, {"op": "status"})["service"] is True  # type: ignore[index]
+        # It holds the pid file before its socket is bound: wait for its first answer.
+        reply = wait_for(lambda: client.request(store_env, {"op": "status"}), timeout=20, what="its status")
+        assert reply["service"] is True
     finally:
         for p in (first, second):
             if p is not None and p.poll() is None:

@@ -13,10 +13,9 @@ import pytest
 
 from kache import settings as settings_mod
 from kache.daemon import client
-from kache.daemon.server import _AUTO
 from kache.remote import spec as spec_mod
 from kache.store.index import Store
-from tests.daemon.helpers import add_entry, hexkey, intents, wait_for
+from tests.daemon.helpers import REAL_REMOTES, add_entry, hexkey, intents, wait_for
 
 ACCESS_KEY = "AKIAKACHEDAEMONTEST1"
 SECRET_KEY = "daemon/test+SECRET/value0123456789"
@@ -50,7 +49,7 @@ def test_upload_fetch_and_prefetch_through_the_real_remote(start_daemon, store_r
     mkey = hexkey("mkey shared")
     key = add_entry(store_root, "shared_dep", "sd1", mkey=mkey)
     other = add_entry(store_root, "other_dep", "od1")
-    a = start_daemon(remote=_AUTO)
+    a = start_daemon(remote=REAL_REMOTES)
     spec = spec_mod.from_settings(settings_mod.load())
     assert spec is not None and spec.credentials["secret_key"] == SECRET_KEY
     for k, crate in ((key, "shared_dep"), (other, "other_dep")):
@@ -62,7 +61,7 @@ def test_upload_fetch_and_prefetch_through_the_real_remote(start_daemon, store_r
     a.stop()
 
     b_root = tmp_path / "machine-b"
-    b = start_daemon({"KACHE_CACHE_DIR": str(b_root)}, remote=_AUTO)
+    b = start_daemon({"KACHE_CACHE_DIR": str(b_root)}, remote=REAL_REMOTES)
     assert client.fetch(b_root, "shared_dep", hexkey("mkey nobody"), remote=spec.to_json()) == []
     assert client.fetch(b_root, "shared_dep", mkey, budget_ms=2500, remote=spec.to_json()) == [key]
     store = Store(str(b_root))
@@ -75,7 +74,7 @@ def test_upload_fetch_and_prefetch_through_the_real_remote(start_daemon, store_r
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "Cargo.lock").write_text('version = 3\n\n[[package]]\nname = "other-dep"\nversion = "1.0.0"\n')
-    c = start_daemon({"KACHE_CACHE_DIR": str(c_root)}, remote=_AUTO)
+    c = start_daemon({"KACHE_CACHE_DIR": str(c_root)}, remote=REAL_REMOTES)
     assert c.request({"op": "prefetch", "root": str(ws), "remote": spec.to_json()}) == {"ok": True, "started": True}
     wait_for(lambda: c.status()["downloads"] == 1, timeout=15, what="the prefetch")
     store = Store(str(c_root))

@@ -14,7 +14,10 @@ import pytest
 from kache import __version__
 from kache.daemon import client
 from kache.daemon import wire as P
-from kache.daemon.server import AlreadyRunning, Daemon, log_level
+from kache.daemon.options import DaemonOptions, stand_in
+from kache.daemon.lifecycle import AlreadyRunning
+from kache.daemon.logs import log_level
+from kache.daemon.server import Daemon
 from kache.remote.spec import RemoteSpec
 from tests.daemon.helpers import FAKE, FAKE_DOC, FakeRemote, add_entry, hexkey, intents, wait_for
 from tests.hostile import accepted, tried
@@ -406,7 +409,7 @@ def test_idle_daemon_exits_and_cleans_up(start_daemon, store_root: Path) -> None
 def test_a_second_daemon_refuses_to_start(start_daemon, make_settings, store_root: Path) -> None:
     d = start_daemon()
     with pytest.raises(AlreadyRunning) as e:
-        Daemon(make_settings(), remote=None, handle_signals=False).serve()
+        Daemon(make_settings(), DaemonOptions(remote_factory=stand_in(None), handle_signals=False)).serve()
     assert e.value.pid == os.getpid()
     assert str(e.value) == f"kache daemon is already running (pid {os.getpid()})"
     assert d.status()["ok"] is True  # the first one is untouched
@@ -512,9 +515,10 @@ def test_the_daemon_collects_a_store_over_its_limit(tmp_path, monkeypatch) -> No
     store = Store(str(root))
     add_entry(store, "big", blobs=[b"x" * 5000], last_used=_time.time() - 3600)
     store.close()
-    d = server.Daemon(settings_mod.load(), remote=None, reexec=False, handle_signals=False)
-    d._start_gc_if_over()
-    d._gc_thread.join(10)
+    d = server.Daemon(settings_mod.load(), DaemonOptions(remote_factory=stand_in(None), handle_signals=False))
+    d.upkeep.start_gc_if_over()
+    assert d.upkeep.gc_thread is not None
+    d.upkeep.gc_thread.join(10)
     report = json.loads((root / "tmp" / "gc-last.json").read_text())
     assert report["evicted"]["size"] == 1
     assert Store(str(root)).entries() == []
@@ -570,7 +574,7 @@ def test_hits_reuse_a_kept_connection_until_the_index_file_is_replaced(store_roo
     """The stores that serve hits stay open between requests, one per request at a time;
     one whose index file was moved aside since (recovery from damage) is closed, not
     used, and so is one a failed request closed."""
-    from kache.daemon.server import _HitStores
+    from kache.daemon.hits import HitStores
     from kache.store.index import Store
 
     def new_index() -> None:
@@ -579,7 +583,7 @@ def test_hits_reuse_a_kept_connection_until_the_index_file_is_replaced(store_roo
         s.close()
 
     new_index()  # an index in place
-    stores = _HitStores(str(store_root), keep=2)
+    stores = HitStores(str(store_root), keep=2)
     first, inode = stores.take()
     first.db  # noqa: B018 - a request opens it
     stores.give(first, inode)
@@ -648,24 +652,20 @@ def test_a_hit_the_caller_gave_up_on_is_not_served(start_daemon, store_root: Pat
     outputs just compiled (nor count that compile twice)."""
     import socket as socketmod
 
-    from kache.daemon.server import _peer_gone
+    from kache.daemon.hits import peer_gone
 
     mine, theirs = socketmod.socketpair()
     try:
-        assert not _peer_gone(mine)  # connected and quiet: waiting for the answer
+        assert not peer_gone(mine)  # connected and quiet: waiting for the answer
         theirs.sendall(b"more")
-        assert not _peer_gone(mine)  # data still to read: not gone
+        assert not peer_gone(mine)  # data still to read: not gone
         mine.recv(4)
         theirs.close()
-        assert _peer_gone(mine)
+        assert peer_gone(mine)
         d = start_daemon()
         msg = {"op": "hit", "cwd": str(tmp_path), "env": dict(os.environ), "store": str(store_root),
                "argv": one_file_lib(tmp_path, "given_up"), "started": time.monotonic()}
-        d.daemon._current.conn = mine  # as if this thread were reading that connection
-        try:
-            assert d.daemon._op_hit(msg) == {"ok": True, "hit": False, "why": "the caller gave up"}
-        finally:
-            d.daemon._current.conn = None
+        assert d.daemon.hits.serve(msg, mine) == {"ok": True, "hit": False, "why": "the caller gave up"}
         assert d.status()["hits_served"] == 0
     finally:
         mine.close()

@@ -124,7 +124,7 @@ UPLOAD_KILLS: dict[str, str | tuple[str, str, str]] = {
     "put-in-flight": ("hold", "PUT", ARCHIVE),
     "put-stored-reply-lost": ("hold-reply", "PUT", ARCHIVE),
     "archive-put-before-announce": "kill:after:kache.remote.s3:Remote.put#1",
-    "uploaded-before-intent-removed": "kill:before:kache.daemon.server:Daemon._remove_intent#1",
+    "uploaded-before-intent-removed": "kill:before:kache.daemon.uploads:Uploads._remove_intent#1",
 }
 
 

@@ -8,12 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.launch import LAUNCH, one_file_lib
+
 HEAVY = ("click", "jsonschema", "tomlkit", "boto3", "botocore", "textual", "rich", "zstandard")
-
-
-# What the console script does (``-m kache`` would add runpy's imports: contextlib,
-# functools, collections).
-LAUNCH = "import sys; from kache.__main__ import main; sys.exit(main())"
 
 
 def imported_modules(args: list[str], env_extra: dict[str, str] | None = None, cwd: Path | None = None) -> set[str]:
@@ -30,17 +27,6 @@ def imported_modules(args: list[str], env_extra: dict[str, str] | None = None, c
             if not name.startswith("imported"):
                 names.add(name.split(".")[0])
     return names
-
-
-def one_file_lib(tmp_path: Path, name: str) -> list[str]:
-    """``[rustc, args...]`` compiling a one-line library ``tmp_path/lib.rs`` to metadata
-    in ``tmp_path/out``, as cargo would call the wrapper."""
-    rustc = shutil.which("rustc")
-    assert rustc
-    src = tmp_path / "lib.rs"
-    src.write_text("pub fn f() {}\n")
-    return [rustc, "--crate-type", "lib", "--crate-name", name, "--emit=dep-info,metadata",
-            "--out-dir", str(tmp_path / "out"), str(src)]
 
 
 def startup_modules() -> set[str]:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from kache import settings as S
 from kache.errors import SettingsError
-from tests.hostile import refused, tried
+from tests.support.hostile import refused, tried
 
 
 def env_with(home: Path, **extra: str) -> dict[str, str]:

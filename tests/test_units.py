@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kache.units import UnitError, format_duration, format_size, parse_duration, parse_size
-from tests.hostile import refused, tried
+from tests.support.hostile import refused, tried
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import tomlkit
 from kache.cli import main
 from kache.cli.setup import kache_executable
 from kache.store.index import Store
-from tests.synthetic import add_entry
+from tests.support.entries import add_entry
 
 
 def doctor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:

@@ -19,7 +19,7 @@ import pytest
 
 from kache.doctor import FAIL, OK, WARN, check_native_client
 from kache.native import BuildError, build_client, client_info
-from tests.daemon.helpers import serve_lines
+from tests.support.daemon import serve_lines
 
 HITS_VARIABLE = "KACHE_DAEMON_HITS"
 FAKE_KACHE = f"""#!{sys.executable}

@@ -27,28 +27,25 @@ from pathlib import Path
 
 import pytest
 
-from tests import reliability
-from tests.conftest import FIXTURES
-from tests.e2e.conftest import Workspace, make_machine, outcomes, plain_cargo_output
-from tests.faults.remote_helpers import (  # noqa: F401 (fixtures)
+from tests.support import reliability
+from tests.support.env import FIXTURES
+from tests.support.workspace import Workspace, make_machine, outcomes, plain_cargo_output
+from tests.support.remote_faults import (
     ARCHIVE,
     KACHE_EXE,
     DaemonProc,
     FaultProxy,
     assert_whole,
     build,
-    daemons,
     intents,
-    kache,
     new_bucket,
-    proxy,
     remote_env,
     remote_state,
-    s3,
     store_keys,
-    wait_for,
 )
-from tests.remote.helpers import add_entry
+from tests.support.entries import add_wrapper_entry
+from tests.support.waiting import wait_for
+from tests.support.workspace import kache
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.e2e]
 
@@ -118,7 +115,7 @@ def seed_junk(store: Path, round_: str) -> None:
     try:
         old = time.time() - 2 * AGE
         for i in range(JUNK):
-            add_entry(s, f"junk_{round_}_{i}", seed=f"{round_}-{i}", created=old,
+            add_wrapper_entry(s, f"junk_{round_}_{i}", seed=f"{round_}-{i}", created=old,
                       blobs=[os.urandom(96 << 10), f"rmeta {round_} {i}".encode(), f"d {round_} {i}\n".encode()])
     finally:
         s.close()

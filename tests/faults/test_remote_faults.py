@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import reliability
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, make_machine, outcomes
-from tests.faults.remote_helpers import (  # noqa: F401 (fixtures)
+from tests.support import reliability
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, make_machine, outcomes
+from tests.support.remote_faults import (
     ARCHIVE,
     KACHE_EXE,
     LISTING,
@@ -40,23 +40,20 @@ from tests.faults.remote_helpers import (  # noqa: F401 (fixtures)
     FaultProxy,
     assert_whole,
     build,
-    clean_environ,
     copy_store,
-    daemons,
     damaged_blobs,
     intents,
-    kache,
     new_bucket,
-    proxy,
     remote_env,
     remote_state,
     retarget_intents,
-    s3,
-    s3_client,
     store_keys,
     store_problems,
-    wait_for,
 )
+from tests.support.env import clean_environ
+from tests.support.s3 import s3_client
+from tests.support.waiting import wait_for
+from tests.support.workspace import kache
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 

@@ -32,7 +32,7 @@ from kache.store.index import Store, StoreError
 from kache.wrapper import argv as A
 from kache.wrapper import cache
 from kache.wrapper.argv import ArgvError, RustcCall, parse, passthrough_reason
-from tests.hostile import accepted, tried
+from tests.support.hostile import accepted, tried
 
 pytestmark = pytest.mark.hostile
 

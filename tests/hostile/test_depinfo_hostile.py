@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from kache.paths import Normalizer
 from kache.wrapper import cache
 from kache.wrapper.depinfo import DepInfo, DepInfoError, map_paths, parse, render
-from tests.hostile import refused, tried
+from tests.support.hostile import refused, tried
 
 pytestmark = pytest.mark.hostile
 

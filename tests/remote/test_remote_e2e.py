@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, machines, outcomes  # noqa: F401 (fixture)
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
 
 pytestmark = pytest.mark.e2e
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.daemon.helpers import pending_intents
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, machines, outcomes  # noqa: F401 (fixture)
-from tests.remote.helpers import ACCESS_KEY, SECRET_KEY
-from tests.remote.test_daemon_e2e import configure, kache, started  # noqa: F401 (fixture)
+from tests.support.daemon import pending_intents
+from tests.support.s3 import ACCESS_KEY, SECRET_KEY
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
+from tests.support.workspace import configure_remote, kache
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +69,7 @@ def test_a_fresh_machine_is_served_by_the_remote_from_its_first_call(
     if where == "environment":
         b.env.update(env_remote(bucket, moto_endpoint))
     else:
-        configure(b, bucket, moto_endpoint)
+        configure_remote(b, bucket, moto_endpoint)
     assert not (b.store / "daemon.sock").exists()
     b.build()  # no daemon yet: the first call starts one and waits for it, within its budget
     evs = outcomes(b.take_events())

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from kache.wrapper import argv as A
 from kache.wrapper import depinfo
 from kache.wrapper.argv import ArgvError, RustcCall, parse, passthrough_reason
-from tests.hostile import refused, tried
+from tests.support.hostile import refused, tried
 
 RUSTC = "/opt/rust/toolchains/stable-x86_64-unknown-linux-gnu/bin/rustc"
 CLIPPY = "/opt/rust/toolchains/stable-x86_64-unknown-linux-gnu/bin/clippy-driver"

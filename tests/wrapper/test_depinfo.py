@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kache.wrapper.depinfo import DepInfo, DepInfoError, map_paths, parse, render
-from tests.hostile import refused, tried
+from tests.support.hostile import refused, tried
 
 # An env value with every character rustc escapes, and some it does not.
 WEIRD_VALUE = "a b\\c\nd\re=f#: \\n"

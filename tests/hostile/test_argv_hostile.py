@@ -83,6 +83,7 @@ def test_any_argv_parses_or_is_an_argv_error(compiler: str, args: list[str]) -> 
         call = parse([compiler, *args])
     except ArgvError:
         return
+    assert call.compiler_args_prefix + call.args == args or any(a.startswith("@") for a in args)
     _check_call(call, args)
 
 

@@ -105,6 +105,18 @@ def test_arbitrary_text_is_refused_with_a_dep_info_error_or_round_trips(text: st
     _check(text)
 
 
+_LINES = st.sampled_from([
+    "", "t: a", "t: ", "a:", "b:", "a\\ b:", "# env-dep:X", "# env-dep:X=1", "# env-dep:X=\\",
+    "# checksum:b=0 file_len:3 a", "# checksum:b=0 file_len:99999999999999999999999 a", ": ", "\\", " ",
+])
+
+
+@settings(max_examples=600, deadline=None)
+@given(lines=st.lists(st.one_of(_LINES, st.text(max_size=10)), max_size=10), final_newline=st.booleans())
+def test_lines_of_dep_info_pieces_are_refused_or_round_trip(lines: list[str], final_newline: bool) -> None:
+    _check("\n".join(lines) + ("\n" if final_newline else ""))
+
+
 _EDITS = st.lists(
     st.tuples(
         st.sampled_from(["delete", "insert", "replace", "duplicate-line", "drop-line"]),

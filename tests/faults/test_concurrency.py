@@ -10,7 +10,7 @@ old entries seeded in the store in the cold round, and in the warm round (target
 deleted, every entry aged past gc's two-minute pin) the very entries the builds are
 restoring. Every build must succeed and print what a plain cargo build prints; at the end
 the store passes a full check (but for one known, reported bug: see
-``remote_helpers.assert_whole``), the uploads drain and the remote holds only valid archives.
+``remote_faults.assert_whole``), the uploads drain and the remote holds only valid archives.
 """
 
 from __future__ import annotations

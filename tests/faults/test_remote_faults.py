@@ -1,5 +1,5 @@
 """The daemon and S3 under faults, on real builds, a real ``kache daemon run`` process and a
-real S3 server (moto) behind an HTTP fault proxy (tests/faults/remote_helpers.py).
+real S3 server (moto) behind an HTTP fault proxy (tests/support/remote_faults.py).
 
 1. The daemon is killed with SIGKILL at each stage of an upload and of a fetch for a
    build: the upload intent survives until an upload really completed, a restarted daemon

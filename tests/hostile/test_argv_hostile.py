@@ -339,6 +339,7 @@ def e2e_dir(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", E2E_PARAMS)
 def test_the_wrapper_given_a_hostile_argv_exits_with_rustcs_status_and_message(
     case: str, e2e_dir: Path, shared_caches: dict[str, str], kache_exe: str

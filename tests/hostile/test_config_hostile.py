@@ -496,6 +496,7 @@ WRAPPER_CONFIGS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", sorted(WRAPPER_CONFIGS))
 def test_the_wrapper_under_an_unreadable_config_runs_rustc_after_one_warning(
     case: str, user_config: Path, tmp_path: Path, kache_exe: str

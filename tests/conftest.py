@@ -56,6 +56,14 @@ def user_config(clean_env: Path) -> Path:
 
 
 @pytest.fixture
+def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """KACHE_CACHE_DIR set to tmp/store (not created): the store every kache command uses."""
+    root = tmp_path / "store"
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(root))
+    return root
+
+
+@pytest.fixture
 def kache_exe() -> str:
     """The installed ``kache`` console script of the interpreter running the tests."""
     return kache_executable()

@@ -84,7 +84,7 @@ def _compiles(rest: Sequence[str]) -> bool:
 
 
 def _from_kache_code() -> bool:
-    frame = sys._getframe(2)
+    frame: Any = sys._getframe(2)
     while frame is not None:
         if frame.f_globals.get("__name__", "").startswith("kache."):
             return True
@@ -134,7 +134,7 @@ class Guard:
                         guard.found.append(found)
             original(popen, args, *rest, **kw)
 
-        subprocess.Popen.__init__ = __init__  # type: ignore[method-assign]
+        subprocess.Popen.__init__ = __init__  # type: ignore[method-assign, assignment]
 
     def watch(self, item: pytest.Item) -> None:
         """Watch ``item`` (a test without the marker) until :meth:`verdict`."""

@@ -122,7 +122,7 @@ def seed_junk(store: Path, round_: str) -> None:
 
 
 def test_builds_the_daemon_and_gc_at_once_over_one_store_stay_correct(
-        s3: str, daemons: list[DaemonProc], tmp_path: Path) -> None:  # noqa: F811
+        s3: str, daemons: list[DaemonProc], tmp_path: Path) -> None:
     """Two rounds of 4 copies of one workspace and a look-alike second workspace building
     at once, with the daemon uploading and gc evicting: every build succeeds and is
     correct, the store passes a full check, and every upload lands, valid, on S3."""
@@ -182,7 +182,7 @@ def test_builds_the_daemon_and_gc_at_once_over_one_store_stay_correct(
 
 
 def test_entries_evicted_during_their_upload_are_skipped_and_uploaded_when_built_again(
-        s3: str, proxy: FaultProxy, daemons: list[DaemonProc], tmp_path: Path) -> None:  # noqa: F811
+        s3: str, proxy: FaultProxy, daemons: list[DaemonProc], tmp_path: Path) -> None:
     """The store is purged while the daemon is uploading from it (its HEAD request held
     in the fault proxy): each upload is skipped, not failed and retried later; then a
     build records the same keys again and asks for their upload: they are uploaded, not

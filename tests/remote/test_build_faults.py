@@ -73,9 +73,9 @@ def closed_port() -> str:
 
 
 @pytest.mark.parametrize("kind", ["unreachable", "http-500", "slow"])
-def test_a_bad_remote_never_fails_or_stalls_a_build(kind: str, machines: Callable[[str], Workspace],  # noqa: F811
+def test_a_bad_remote_never_fails_or_stalls_a_build(kind: str, machines: Callable[[str], Workspace],
                                                    bad_server: Callable[[float, int], str],
-                                                   started: list[Workspace]) -> None:  # noqa: F811
+                                                   started: list[Workspace]) -> None:
     endpoint = {"unreachable": closed_port, "http-500": lambda: bad_server(0.0, 500),
                 "slow": lambda: bad_server(10.0, 200)}[kind]()
     ws = machines(f"m-{kind}")
@@ -98,8 +98,8 @@ def test_a_bad_remote_never_fails_or_stalls_a_build(kind: str, machines: Callabl
 
 
 def test_an_object_with_wrong_content_is_rejected_and_the_build_compiles(
-        machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,  # noqa: F811
-        started: list[Workspace]) -> None:  # noqa: F811
+        machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,
+        started: list[Workspace]) -> None:
     import boto3
 
     from tests.support.s3 import ACCESS_KEY, SECRET_KEY

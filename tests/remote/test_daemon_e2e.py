@@ -24,7 +24,7 @@ def daemon_status(ws: Workspace) -> dict:
 
 
 def test_uploads_in_the_background_and_remote_hits_elsewhere(
-        machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,  # noqa: F811
+        machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,
         started: list[Workspace]) -> None:
     a = machines("machine-a")
     configure_remote(a, bucket, moto_endpoint)

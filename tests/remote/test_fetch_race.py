@@ -76,7 +76,7 @@ def late_daemon() -> Iterator[list[LateDaemon]]:
 
 
 def test_a_prefetch_landing_during_the_remote_check_is_a_hit(
-        machines: Callable[[str], Workspace], late_daemon: list[LateDaemon]) -> None:  # noqa: F811
+        machines: Callable[[str], Workspace], late_daemon: list[LateDaemon]) -> None:
     a = machines("machine-a")
     a.build(KACHE_INCREMENTAL="drop")
     store = Store(str(a.store))

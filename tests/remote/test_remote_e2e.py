@@ -26,7 +26,7 @@ def kache_sync(ws: Workspace, s3: dict[str, str], *args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def test_push_on_one_machine_pull_and_hit_on_another(machines: Callable[[str], Workspace],  # noqa: F811
+def test_push_on_one_machine_pull_and_hit_on_another(machines: Callable[[str], Workspace],
                                                      s3_vars: dict[str, str]) -> None:
     a = machines("machine-a")
     a.build()

@@ -13,5 +13,7 @@ another test module or a conftest.py (conftest files hold only fixtures, built f
 ``remote_faults``  a fault proxy in front of moto, real daemon processes, bucket checks
 ``hostile``     ``tried``/``accepted``/``refused``: hostile inputs counted
 ``reliability`` the counts behind the reliability summary of a run
+``launch``      the console script's code, a one-file library for rustc
+``tui``         a store seeded at a frozen time, a headless pilot
 ``e2e``         which tests run cargo: the rule ``tests/conftest.py`` enforces
 """

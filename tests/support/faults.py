@@ -9,12 +9,11 @@
 * ``kache_cli`` / :func:`doctor` / :func:`gc_later` — the real CLI on a workspace's store;
   ``gc_later`` runs ``kache gc`` with its clock moved on (gc spares temp files and orphan
   blobs younger than an hour: they may belong to a build that is still recording).
-* ``tmpfs`` — mounts a small tmpfs (real ENOSPC, real EROFS), unmounted at teardown;
-  returns False where mounting is not allowed, so a test can fall back to injection.
 * :func:`check_served` — every output a build restored from the store has exactly the
   bytes of the blob it came from (an artifact check each).
 
-Fixtures built from these: tests/faults/conftest.py.
+Fixtures built from these (``prepared_store``, ``fault_ws``, ``faults``, ``tmpfs``):
+tests/faults/conftest.py.
 """
 
 from __future__ import annotations

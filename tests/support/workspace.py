@@ -1,6 +1,6 @@
 """The fixture workspace (tests/fixtures/ws) built through kache with a counting rustc:
-``Workspace``, machines of their own, a daemon on a built workspace, and the plain-cargo
-oracle its artifacts are checked against."""
+``Workspace``, machines of their own, a daemon on a built workspace, a remote in a
+machine's config, and the plain-cargo oracle its artifacts are checked against."""
 
 from __future__ import annotations
 

@@ -8,12 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.support.launch import LAUNCH, one_file_lib
+
 HEAVY = ("click", "jsonschema", "tomlkit", "boto3", "botocore", "textual", "rich", "zstandard")
-
-
-# What the console script does (``-m kache`` would add runpy's imports: contextlib,
-# functools, collections).
-LAUNCH = "import sys; from kache.__main__ import main; sys.exit(main())"
 
 
 def imported_modules(args: list[str], env_extra: dict[str, str] | None = None, cwd: Path | None = None) -> set[str]:
@@ -30,17 +29,6 @@ def imported_modules(args: list[str], env_extra: dict[str, str] | None = None, c
             if not name.startswith("imported"):
                 names.add(name.split(".")[0])
     return names
-
-
-def one_file_lib(tmp_path: Path, name: str) -> list[str]:
-    """``[rustc, args...]`` compiling a one-line library ``tmp_path/lib.rs`` to metadata
-    in ``tmp_path/out``, as cargo would call the wrapper."""
-    rustc = shutil.which("rustc")
-    assert rustc
-    src = tmp_path / "lib.rs"
-    src.write_text("pub fn f() {}\n")
-    return [rustc, "--crate-type", "lib", "--crate-name", name, "--emit=dep-info,metadata",
-            "--out-dir", str(tmp_path / "out"), str(src)]
 
 
 def startup_modules() -> set[str]:
@@ -81,6 +69,7 @@ def test_version_probe_imports_nothing_heavy() -> None:
     assert not mods & set(HEAVY), sorted(mods & set(HEAVY))
 
 
+@pytest.mark.e2e  # compiles through kache
 def test_wrapped_compile_with_validated_config_imports_nothing_heavy(tmp_path: Path, clean_env: Path) -> None:
     config = clean_env / ".config" / "kache" / "config.toml"
     config.parent.mkdir(parents=True)
@@ -102,6 +91,7 @@ def test_wrapped_compile_with_validated_config_imports_nothing_heavy(tmp_path: P
     assert [json.loads(e)["outcome"] for e in events] == ["miss", "local_hit"]
 
 
+@pytest.mark.e2e  # compiles through kache
 def test_a_miss_spawns_rustc_without_subprocess_or_threads(tmp_path: Path, clean_env: Path) -> None:
     """A miss runs rustc through posix_spawn and poll (subprocess and threading cost ~9 ms
     per miss), with its output passed on and cached."""
@@ -139,6 +129,7 @@ def test_run_compiler_passes_output_on_keeps_it_and_inherits_fds(tmp_path: Path,
     assert seen.out == "out-line\n" and seen.err == "err-line\n"
 
 
+@pytest.mark.e2e  # compiles through kache
 def test_a_hit_imports_neither_functools_nor_collections(tmp_path: Path, clean_env: Path) -> None:
     """Without .pth files (an editable install's finder imports functools itself, so the
     test above cannot see it): a miss and a hit import neither ``functools`` nor
@@ -177,6 +168,7 @@ print("ok")
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+@pytest.mark.e2e  # compiles through kache
 def test_incremental_snapshot_and_restore_import_neither_shutil_nor_re(tmp_path: Path, clean_env: Path) -> None:
     """A workspace crate's miss copies its incremental session into the store, and a hit
     after `cargo clean` copies it back: both without ``shutil`` (which brings ``fnmatch``,

@@ -5,12 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings
-from hypothesis import strategies as st
 
 from kache import settings as S
 from kache.errors import SettingsError
-from tests.hostile import refused, tried
+from tests.support.hostile import refused
 
 
 def env_with(home: Path, **extra: str) -> dict[str, str]:
@@ -265,52 +263,6 @@ def test_load_checked_validates_once_per_identity(clean_env: Path, user_config: 
     os.utime(user_config, ns=(1, 1))  # a new identity even within the mtime granularity
     with pytest.raises(SettingsError):
         S.load_checked(env)
-
-
-@pytest.mark.hostile
-@hsettings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.text(max_size=200))
-def test_any_config_text_loads_or_fails_with_a_settings_error(clean_env: Path, text: str) -> None:
-    tried()
-    path = clean_env / "fuzz.toml"
-    path.write_text(text, encoding="utf-8", errors="surrogatepass") if "\ud800" not in text else None
-    env = env_with(clean_env, KACHE_CONFIG=str(path))
-    try:
-        S.validate(S.load(env))
-    except SettingsError:
-        pass
-
-
-toml_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-    max_leaves=8,
-)
-
-
-@pytest.mark.hostile
-@hsettings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.dictionaries(st.sampled_from([t.key.split(".")[-1] for t in S.settings_table()] + ["x"]),
-                       toml_values, max_size=4))
-def test_any_value_types_fail_cleanly(clean_env: Path, cache_table: dict) -> None:
-    import tomlkit
-
-    tried()
-
-    doc = {"cache": {k: v for k, v in cache_table.items() if v is not None}}
-    try:
-        text = tomlkit.dumps(doc)
-    except Exception:
-        return
-    path = clean_env / "typed.toml"
-    path.write_text(text)
-    try:
-        s = S.load(env_with(clean_env, KACHE_CONFIG=str(path)))
-        S.validate(s)
-        for key in s.values:
-            s.converted(key)
-    except SettingsError:
-        pass
 
 
 def test_credentials_in_a_url_are_never_shown() -> None:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from kache.cli import main, root
 from kache.store.entries import list_entries, list_json, why_miss
 from kache.store.index import Store
-from tests.synthetic import add_entry, event
+from tests.support.entries import add_entry, event
 
 
 @pytest.fixture

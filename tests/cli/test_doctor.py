@@ -10,7 +10,7 @@ import tomlkit
 from kache.cli import main
 from kache.selfexec import kache_executable
 from kache.store.index import Store
-from tests.synthetic import add_entry
+from tests.support.entries import add_entry
 
 
 def doctor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
@@ -22,14 +22,7 @@ def by_name(doc: dict) -> dict[str, dict]:
     return {c["name"]: c for c in doc["checks"]}
 
 
-@pytest.fixture
-def store_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "store"
-    monkeypatch.setenv("KACHE_CACHE_DIR", str(root))
-    return root
-
-
-def test_doctor_flags_sccache_and_fix_repairs_it(store_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_flags_sccache_and_fix_repairs_it(store_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cargo_config = Path(os.environ["CARGO_HOME"]) / "config.toml"
     cargo_config.write_text('[build]\nrustc-wrapper = "sccache"  # old\njobs = 3\n')
     sccache = Path(os.environ["XDG_CACHE_HOME"]) / "sccache"
@@ -53,9 +46,9 @@ def test_doctor_flags_sccache_and_fix_repairs_it(store_root: Path, capsys: pytes
     assert code == 0
 
 
-def test_doctor_reports_a_missing_blob_and_a_corrupt_index(store_root: Path,
+def test_doctor_reports_a_missing_blob_and_a_corrupt_index(store_env: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    store = Store(str(store_root))
+    store = Store(str(store_env))
     entry = add_entry(store, "serde", blobs=[b"a" * 10, b"b" * 20])
     os.chmod(store.blob_path(entry.meta["files"][0]["hash"]), 0o644)
     os.unlink(store.blob_path(entry.meta["files"][0]["hash"]))
@@ -65,9 +58,9 @@ def test_doctor_reports_a_missing_blob_and_a_corrupt_index(store_root: Path,
     assert code == 1 and index["status"] == "fail" and "missing" in index["detail"]
     code, doc = doctor(capsys, "--fix")
     assert by_name(doc)["store index"]["status"] in ("ok", "warn")  # the other blob may be an orphan
-    assert Store(str(store_root)).entries() == []
+    assert Store(str(store_env)).entries() == []
 
-    db = store_root / "index.db"
+    db = store_env / "index.db"
     for suffix in ("-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     db.write_bytes(b"not a database" * 50)
@@ -79,7 +72,7 @@ def test_doctor_reports_a_missing_blob_and_a_corrupt_index(store_root: Path,
     assert any("moved the corrupt index aside" in f for f in doc["fixed"])
 
 
-def test_doctor_human_output_has_one_line_per_check(store_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_human_output_has_one_line_per_check(store_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main(["doctor"])
     out = capsys.readouterr().out
     for name in ("kache on PATH", "cargo wrapper", "config", "store writable", "store index", "free disk",
@@ -87,9 +80,9 @@ def test_doctor_human_output_has_one_line_per_check(store_root: Path, capsys: py
         assert f"  {name}: " in out
 
 
-def test_doctor_reports_an_altered_blob_and_fix_removes_its_entry(store_root: Path,
+def test_doctor_reports_an_altered_blob_and_fix_removes_its_entry(store_env: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    store = Store(str(store_root))
+    store = Store(str(store_env))
     bad = add_entry(store, "serde", blobs=[b"a" * 64])
     good = add_entry(store, "log", blobs=[b"b" * 64])
     path = store.blob_path(bad.meta["files"][0]["hash"])
@@ -101,30 +94,30 @@ def test_doctor_reports_an_altered_blob_and_fix_removes_its_entry(store_root: Pa
     assert code == 1 and "content does not match its hash" in index["detail"]
     code, doc = doctor(capsys, "--fix")
     assert by_name(doc)["store index"]["status"] == "ok"
-    assert [e.key for e in Store(str(store_root)).entries()] == [good.key]
+    assert [e.key for e in Store(str(store_env)).entries()] == [good.key]
     assert not os.path.exists(path)
 
 
-def test_doctor_fixes_a_store_others_can_read(store_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    store = Store(str(store_root))
+def test_doctor_fixes_a_store_others_can_read(store_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store(str(store_env))
     store.totals()  # opens (creates) the index
     store.close()
-    os.chmod(store_root, 0o755)
-    os.chmod(store_root / "index.db", 0o644)
+    os.chmod(store_env, 0o755)
+    os.chmod(store_env / "index.db", 0o644)
     code, doc = doctor(capsys)
     check = by_name(doc)["store private"]
     assert check["status"] == "warn" and "0755" in check["detail"]
     code, doc = doctor(capsys, "--fix")
     assert by_name(doc)["store private"]["status"] == "ok"
-    assert store_root.stat().st_mode & 0o777 == 0o700
-    assert (store_root / "index.db").stat().st_mode & 0o777 == 0o600
+    assert store_env.stat().st_mode & 0o777 == 0o700
+    assert (store_env / "index.db").stat().st_mode & 0o777 == 0o600
 
 
-def test_doctor_verify_rehashes_blobs_whose_stamp_was_put_back(store_root: Path,
+def test_doctor_verify_rehashes_blobs_whose_stamp_was_put_back(store_env: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """An alteration that keeps size and mtime passes the cheap stamp check; --verify
     re-hashes every blob and --fix --verify removes it."""
-    store = Store(str(store_root))
+    store = Store(str(store_env))
     bad = add_entry(store, "serde", blobs=[b"a" * 64])
     path = store.blob_path(bad.meta["files"][0]["hash"])
     st = os.stat(path)
@@ -136,4 +129,4 @@ def test_doctor_verify_rehashes_blobs_whose_stamp_was_put_back(store_root: Path,
     code, doc = doctor(capsys, "--verify")
     assert code == 1 and "content does not match its hash" in by_name(doc)["store index"]["detail"]
     doctor(capsys, "--fix", "--verify")
-    assert Store(str(store_root)).entries() == []
+    assert Store(str(store_env)).entries() == []

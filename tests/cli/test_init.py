@@ -96,6 +96,7 @@ def client_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.mark.e2e  # builds the native client with rustc
 def test_init_with_the_service_makes_the_native_client_cargos_wrapper(
         cargo_home: Path, service_manager: Path, client_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:

@@ -16,7 +16,9 @@ from kache import __version__
 from kache.cli import main
 from kache.daemon import client, control
 from kache.remote.spec import RemoteSpec
-from tests.daemon.helpers import add_entry, hexkey, intents, wait_for
+from tests.support.daemon import intents
+from tests.support.entries import add_seeded_entry, hexkey
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ def test_start_status_second_run_and_stop(store_env: Path, capsys: pytest.Captur
 
 
 def test_sigterm_stops_cleanly_and_leaves_intents(store_env: Path, kache_process) -> None:
-    key = add_entry(store_env, "sig", "s1")
+    key = add_seeded_entry(store_env, "sig", "s1")
     unreachable = RemoteSpec("fake", endpoint="http://127.0.0.1:9")  # the upload fails and waits to retry
     client.write_intent(store_env, key, "sig", unreachable)
     proc = kache_process()

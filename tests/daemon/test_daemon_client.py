@@ -15,7 +15,7 @@ from kache.daemon import client
 from kache.daemon import wire as P
 from kache.remote.spec import RemoteSpec
 from kache.wrapper import daemon_hit
-from tests.daemon.helpers import hexkey
+from tests.support.entries import hexkey
 
 
 def test_intent_paths_follow_the_protocol() -> None:

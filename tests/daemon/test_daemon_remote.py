@@ -6,49 +6,24 @@ B fetches by cheap key, C prefetches from its Cargo.lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from kache import settings as settings_mod
 from kache.daemon import client
 from kache.remote import spec as spec_mod
 from kache.store.index import Store
-from tests.daemon.helpers import REAL_REMOTES, add_entry, hexkey, intents, wait_for
-
-ACCESS_KEY = "AKIAKACHEDAEMONTEST1"
-SECRET_KEY = "daemon/test+SECRET/value0123456789"
-
-
-@pytest.fixture
-def s3_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """A moto S3 server on 127.0.0.1 with one bucket, named by KACHE_S3_* variables."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.session.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-                              region_name="us-east-1").client("s3", endpoint_url=endpoint).create_bucket(
-                                  Bucket="daemon-test")
-        env = {"KACHE_S3_BUCKET": "daemon-test", "KACHE_S3_ENDPOINT": endpoint,
-               "KACHE_S3_ACCESS_KEY": ACCESS_KEY, "KACHE_S3_SECRET_KEY": SECRET_KEY}
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        yield env
-    finally:
-        server.stop()
+from tests.support.daemon import REAL_REMOTES, intents
+from tests.support.entries import add_seeded_entry, hexkey
+from tests.support.s3 import SECRET_KEY
+from tests.support.waiting import wait_for
 
 
 def test_upload_fetch_and_prefetch_through_the_real_remote(start_daemon, store_root: Path, tmp_path: Path,
                                                            s3_env: dict[str, str]) -> None:
     mkey = hexkey("mkey shared")
-    key = add_entry(store_root, "shared_dep", "sd1", mkey=mkey)
-    other = add_entry(store_root, "other_dep", "od1")
+    key = add_seeded_entry(store_root, "shared_dep", "sd1", mkey=mkey)
+    other = add_seeded_entry(store_root, "other_dep", "od1")
     a = start_daemon(remote=REAL_REMOTES)
     spec = spec_mod.from_settings(settings_mod.load())
     assert spec is not None and spec.credentials["secret_key"] == SECRET_KEY

@@ -19,9 +19,11 @@ from kache.daemon.lifecycle import AlreadyRunning
 from kache.daemon.logs import log_level
 from kache.daemon.server import Daemon
 from kache.remote.spec import RemoteSpec
-from tests.daemon.helpers import FAKE, FAKE_DOC, FakeRemote, add_entry, hexkey, intents, wait_for
-from tests.hostile import accepted, tried
-from tests.test_hot_imports import one_file_lib
+from tests.support.daemon import FAKE, FAKE_DOC, FakeRemote, intents
+from tests.support.entries import add_seeded_entry, hexkey
+from tests.support.hostile import accepted, tried
+from tests.support.launch import one_file_lib
+from tests.support.waiting import wait_for
 
 
 def raw(root: Path | str, data: bytes, *, read: bool = True) -> bytes:
@@ -135,7 +137,7 @@ def test_abrupt_disconnects_do_not_kill_the_daemon(start_daemon) -> None:
 def test_uploads_reach_the_remote_and_their_intents_go(start_daemon, fake_remote: FakeRemote,
                                                        store_root: Path) -> None:
     d = start_daemon()
-    keys = [add_entry(store_root, "serde", f"s{i}") for i in range(3)]
+    keys = [add_seeded_entry(store_root, "serde", f"s{i}") for i in range(3)]
     for key in keys:
         assert client.write_intent(store_root, key, "serde", FAKE)
         reply = d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "serde"})
@@ -165,7 +167,7 @@ def test_failed_uploads_keep_their_intent_retry_and_give_up(start_daemon, fake_r
                                                             store_root: Path) -> None:
     fake_remote.fail_uploads = True
     d = start_daemon(retry_delay=0.05, max_tries=3)
-    key = add_entry(store_root, "tokio", "t1")
+    key = add_seeded_entry(store_root, "tokio", "t1")
     client.write_intent(store_root, key, "tokio", FAKE)
     d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "tokio"})
     st = wait_for(lambda: (s := d.status())["uploads_failed"] == 3 and s["queue"] == 0 and s, what="3 failures")
@@ -183,7 +185,7 @@ def test_failed_uploads_keep_their_intent_retry_and_give_up(start_daemon, fake_r
 
 def test_intents_left_while_no_daemon_ran_are_uploaded_at_start(start_daemon, fake_remote: FakeRemote,
                                                                 store_root: Path) -> None:
-    keys = [add_entry(store_root, "rand", f"r{i}") for i in range(4)]
+    keys = [add_seeded_entry(store_root, "rand", f"r{i}") for i in range(4)]
     for key in keys:
         client.write_intent(store_root, key, "rand", FAKE)
     (store_root / "uploads" / FAKE.queue_id / "not-an-intent.txt").write_text("")
@@ -195,13 +197,13 @@ def test_intents_left_while_no_daemon_ran_are_uploaded_at_start(start_daemon, fa
 
 def test_intents_are_rescanned_periodically(start_daemon, fake_remote: FakeRemote, store_root: Path) -> None:
     start_daemon(scan_interval=0.1)
-    key = add_entry(store_root, "log", "l1")
+    key = add_seeded_entry(store_root, "log", "l1")
     client.write_intent(store_root, key, "log", FAKE)  # no notification: the scan finds it
     wait_for(lambda: fake_remote.uploaded == [key], what="the scan to upload it")
 
 
 def test_without_a_remote_uploads_are_refused_and_intents_stay(start_daemon, store_root: Path) -> None:
-    key = add_entry(store_root, "syn", "y1")
+    key = add_seeded_entry(store_root, "syn", "y1")
     client.write_intent(store_root, key, "syn", FAKE)
     d = start_daemon(remote=None)
     st = d.status()
@@ -257,7 +259,7 @@ def test_each_request_is_served_by_the_remote_it_names(start_daemon, store_root:
     one = RemoteSpec("bucket-one", endpoint="http://127.0.0.1:1")
     two = RemoteSpec("bucket-two", prefix="team", credentials={"access_key": "AKIDB", "secret_key": secret})
     d = start_daemon(remote_factory=factory)
-    k1, k2 = add_entry(store_root, "serde", "s1"), add_entry(store_root, "serde", "s2")
+    k1, k2 = add_seeded_entry(store_root, "serde", "s1"), add_seeded_entry(store_root, "serde", "s2")
     assert d.request({"op": "upload", "key": k1, "crate": "serde", "remote": one.to_json()})["ok"] is True
     assert d.request({"op": "upload", "key": k2, "crate": "serde", "remote": two.to_json()})["ok"] is True
     wait_for(lambda: set(made) == {"bucket-one", "bucket-two"} and made["bucket-one"].uploaded == [k1]
@@ -299,10 +301,10 @@ def test_each_upload_goes_out_with_the_credentials_of_the_build_that_asked(start
     good = RemoteSpec("team", credentials={"access_key": "AKGOOD", "secret_key": "good-secret-0123"})
     bad = RemoteSpec("team", credentials={"access_key": "AKBAD", "secret_key": "bad-secret-0123"})
     assert good.id == bad.id and good.queue_id != bad.queue_id
-    left = add_entry(store_root, "ol", "left by a dead daemon")
+    left = add_seeded_entry(store_root, "ol", "left by a dead daemon")
     assert client.write_intent(store_root, left, "ol", bad)
     d = start_daemon(remote_factory=factory, scan_interval=3600)  # only a new access triggers a scan
-    k_good, k_bad = add_entry(store_root, "serde", "g"), add_entry(store_root, "serde", "b")
+    k_good, k_bad = add_seeded_entry(store_root, "serde", "g"), add_seeded_entry(store_root, "serde", "b")
     assert d.request({"op": "upload", "key": k_good, "crate": "serde", "remote": good.to_json()})["ok"] is True
     wait_for(lambda: clients["AKGOOD"].uploaded == [k_good], what="the good build's upload")
     time.sleep(0.3)  # a scan ran (AKGOOD is a new access): AKBAD's intent is not sent with AKGOOD
@@ -336,7 +338,7 @@ def test_a_read_only_build_uploads_nothing_and_records_no_use(start_daemon, fake
                                                               store_root: Path) -> None:
     ro = RemoteSpec("fake", read_only=True).to_json()
     d = start_daemon()
-    key = add_entry(store_root, "serde", "s1")
+    key = add_seeded_entry(store_root, "serde", "s1")
     reply = d.request({"op": "upload", "key": key, "crate": "serde", "remote": ro})
     assert reply is not None and reply["ok"] is False and "read-only" in reply["error"]
     assert d.request({"op": "used", "key": key, "crate": "serde", "remote": ro}) == {"ok": True, "queued": False}
@@ -358,7 +360,7 @@ def test_uses_are_recorded_once_a_day(start_daemon, fake_remote: FakeRemote, sto
 
 def test_intents_of_an_older_kache_go_to_the_daemons_own_remote(start_daemon, fake_remote: FakeRemote,
                                                                 store_root: Path) -> None:
-    key = add_entry(store_root, "rand", "r1")
+    key = add_seeded_entry(store_root, "rand", "r1")
     (store_root / "uploads").mkdir()
     (store_root / "uploads" / f"{key}.rand").write_text("")  # no remote named: an older kache's
     own = RemoteSpec("team-cache")
@@ -420,7 +422,7 @@ def test_stop_replies_then_exits_leaving_pending_intents(start_daemon, fake_remo
                                                          store_root: Path) -> None:
     fake_remote.fail_uploads = True
     d = start_daemon(retry_delay=60)
-    key = add_entry(store_root, "pending", "p1")
+    key = add_seeded_entry(store_root, "pending", "p1")
     client.write_intent(store_root, key, "pending", FAKE)
     d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "pending"})
     wait_for(lambda: d.status()["uploads_failed"] == 1, what="a failed upload")
@@ -485,7 +487,7 @@ def test_credentials_never_reach_the_log(start_daemon, fake_remote: FakeRemote, 
 
     fake_remote.upload_entry = leaky  # type: ignore[method-assign]
     d = start_daemon({"KACHE_S3_SECRET_KEY": secret}, max_tries=1)
-    key = add_entry(store_root, "leak", "k1")
+    key = add_seeded_entry(store_root, "leak", "k1")
     d.request({"op": "upload", "remote": FAKE_DOC, "key": key, "crate": "leak"})
     wait_for(lambda: d.status()["uploads_failed"] == 1, what="the failure")
     d.stop()
@@ -507,7 +509,7 @@ def test_the_daemon_collects_a_store_over_its_limit(tmp_path, monkeypatch) -> No
     from kache import settings as settings_mod
     from kache.daemon import server
     from kache.store.index import Store
-    from tests.synthetic import add_entry
+    from tests.support.entries import add_entry
 
     root = tmp_path / "store"
     monkeypatch.setenv("KACHE_CACHE_DIR", str(root))
@@ -615,7 +617,7 @@ def test_an_idle_daemon_keeps_the_stats_fold_up_to_date(start_daemon, store_root
     the log while idle, once it grew by fold_bytes, and not for less."""
     from kache.store import events, stats
     from kache.store.index import Store
-    from tests.synthetic import event
+    from tests.support.entries import event
 
     root = str(store_root)
     store = Store(root)

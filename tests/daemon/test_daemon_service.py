@@ -15,13 +15,6 @@ from kache.cli import main
 from kache.daemon import service
 
 
-@pytest.fixture
-def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "store"
-    monkeypatch.setenv("KACHE_CACHE_DIR", str(root))
-    return root
-
-
 def kache_script() -> str:
     return os.path.join(os.path.dirname(sys.executable), "kache")
 

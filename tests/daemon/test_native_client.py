@@ -19,7 +19,8 @@ import pytest
 
 from kache.doctor import FAIL, OK, WARN, check_native_client
 from kache.native import BuildError, build_client, client_info
-from tests.daemon.helpers import serve_lines
+from tests.support.daemon import serve_lines
+from tests.support.e2e import runs_cargo
 
 HITS_VARIABLE = "KACHE_DAEMON_HITS"
 FAKE_KACHE = f"""#!{sys.executable}
@@ -59,6 +60,7 @@ class Client:
 
 
 @pytest.fixture(scope="module")
+@runs_cargo  # builds the native client with rustc
 def client(tmp_path_factory: pytest.TempPathFactory) -> Client:
     return Client(tmp_path_factory.mktemp("native"))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kache.daemon import control
-from tests.daemon.helpers import wait_for
+from tests.support.waiting import wait_for
 
 BASE = getattr(sys, "_base_executable", sys.executable)
 

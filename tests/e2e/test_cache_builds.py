@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from kache.store.index import Store
-from tests.conftest import kache_log
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
+from tests.support.env import kache_log
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
 
 pytestmark = pytest.mark.e2e
 

@@ -11,10 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, edit_util_then_miss_then_daemon_hit, outcomes
-from tests.faults.remote_helpers import kache
-from tests.test_hot_imports import LAUNCH
+from tests.support.launch import LAUNCH
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, edit_util_then_miss_then_daemon_hit, kache, outcomes
 
 
 def test_a_clean_rebuild_is_served_by_the_daemon(daemon_ws: Workspace) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kache.remote.archive import import_archive, pack_entry
 from kache.store.index import Store
-from tests.e2e.conftest import Workspace, outcomes
+from tests.support.workspace import Workspace, outcomes
 
 WORKSPACE_LIBS = ("kc_core", "kc_util")
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, edit_util_then_miss_then_daemon_hit, outcomes
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, edit_util_then_miss_then_daemon_hit, outcomes
 
 
 def build_client(ws: Workspace, output: Path) -> dict:

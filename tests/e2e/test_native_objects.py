@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Workspace, make_counting_rustc, outcomes
+from tests.support.workspace import Workspace, make_counting_rustc, outcomes
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not (shutil.which("cc") and shutil.which("ar")), reason="needs cc and ar")]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, kache_log
+from tests.support.env import FIXTURES, kache_log
 
 pytestmark = pytest.mark.e2e
 

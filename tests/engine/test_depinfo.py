@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kache.engine.depinfo import DepInfo, DepInfoError, map_paths, parse, render
-from tests.hostile import refused, tried
+from tests.support.hostile import refused
 
 # An env value with every character rustc escapes, and some it does not.
 WEIRD_VALUE = "a b\\c\nd\re=f#: \\n"
@@ -291,38 +291,3 @@ _depinfos = st.builds(
 @given(info=_depinfos)
 def test_parse_inverts_render(info: DepInfo) -> None:
     assert parse(render(info)) == info
-
-
-_LINES = st.sampled_from([
-    "", "t: a", "t: ", "a:", "b:", "a\\ b:", "# env-dep:X", "# env-dep:X=1", "# env-dep:X=\\",
-    "# checksum:b=0 file_len:3 a", "# checksum:b=0 file_len:99999999999999999999999 a", ": ", "\\", " ",
-])
-
-
-@pytest.mark.hostile
-@settings(max_examples=600, deadline=None)
-@given(lines=st.lists(st.one_of(_LINES, st.text(max_size=10)), max_size=10), final_newline=st.booleans())
-def test_parse_never_raises_anything_but_dep_info_error(lines: list[str], final_newline: bool) -> None:
-    tried()
-    text = "\n".join(lines) + ("\n" if final_newline else "")
-    try:
-        info = parse(text)
-    except DepInfoError:
-        return
-    assert isinstance(info, DepInfo)
-    try:
-        again = render(info)
-    except DepInfoError:
-        return
-    assert parse(again) == info
-
-
-@pytest.mark.hostile
-@settings(max_examples=200, deadline=None)
-@given(text=st.text(max_size=60))
-def test_parse_of_arbitrary_text_raises_only_dep_info_error(text: str) -> None:
-    tried()
-    try:
-        parse(text)
-    except DepInfoError:
-        pass

@@ -10,7 +10,7 @@ old entries seeded in the store in the cold round, and in the warm round (target
 deleted, every entry aged past gc's two-minute pin) the very entries the builds are
 restoring. Every build must succeed and print what a plain cargo build prints; at the end
 the store passes a full check (but for one known, reported bug: see
-``remote_helpers.assert_whole``), the uploads drain and the remote holds only valid archives.
+``remote_faults.assert_whole``), the uploads drain and the remote holds only valid archives.
 """
 
 from __future__ import annotations
@@ -27,28 +27,25 @@ from pathlib import Path
 
 import pytest
 
-from tests import reliability
-from tests.conftest import FIXTURES
-from tests.e2e.conftest import Workspace, make_machine, outcomes, plain_cargo_output
-from tests.faults.remote_helpers import (  # noqa: F401 (fixtures)
+from tests.support import reliability
+from tests.support.env import FIXTURES
+from tests.support.workspace import Workspace, make_machine, outcomes, plain_cargo_output
+from tests.support.remote_faults import (
     ARCHIVE,
     KACHE_EXE,
     DaemonProc,
     FaultProxy,
     assert_whole,
     build,
-    daemons,
     intents,
-    kache,
     new_bucket,
-    proxy,
     remote_env,
     remote_state,
-    s3,
     store_keys,
-    wait_for,
 )
-from tests.remote.helpers import add_entry
+from tests.support.entries import add_wrapper_entry
+from tests.support.waiting import wait_for
+from tests.support.workspace import kache
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.e2e]
 
@@ -118,14 +115,14 @@ def seed_junk(store: Path, round_: str) -> None:
     try:
         old = time.time() - 2 * AGE
         for i in range(JUNK):
-            add_entry(s, f"junk_{round_}_{i}", seed=f"{round_}-{i}", created=old,
+            add_wrapper_entry(s, f"junk_{round_}_{i}", seed=f"{round_}-{i}", created=old,
                       blobs=[os.urandom(96 << 10), f"rmeta {round_} {i}".encode(), f"d {round_} {i}\n".encode()])
     finally:
         s.close()
 
 
 def test_builds_the_daemon_and_gc_at_once_over_one_store_stay_correct(
-        s3: str, daemons: list[DaemonProc], tmp_path: Path) -> None:  # noqa: F811
+        s3: str, daemons: list[DaemonProc], tmp_path: Path) -> None:
     """Two rounds of 4 copies of one workspace and a look-alike second workspace building
     at once, with the daemon uploading and gc evicting: every build succeeds and is
     correct, the store passes a full check, and every upload lands, valid, on S3."""
@@ -185,7 +182,7 @@ def test_builds_the_daemon_and_gc_at_once_over_one_store_stay_correct(
 
 
 def test_entries_evicted_during_their_upload_are_skipped_and_uploaded_when_built_again(
-        s3: str, proxy: FaultProxy, daemons: list[DaemonProc], tmp_path: Path) -> None:  # noqa: F811
+        s3: str, proxy: FaultProxy, daemons: list[DaemonProc], tmp_path: Path) -> None:
     """The store is purged while the daemon is uploading from it (its HEAD request held
     in the fault proxy): each upload is skipped, not failed and retried later; then a
     build records the same keys again and asks for their upload: they are uploaded, not

@@ -1,5 +1,5 @@
 """The daemon and S3 under faults, on real builds, a real ``kache daemon run`` process and a
-real S3 server (moto) behind an HTTP fault proxy (tests/faults/remote_helpers.py).
+real S3 server (moto) behind an HTTP fault proxy (tests/support/remote_faults.py).
 
 1. The daemon is killed with SIGKILL at each stage of an upload and of a fetch for a
    build: the upload intent survives until an upload really completed, a restarted daemon
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import reliability
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, make_machine, outcomes
-from tests.faults.remote_helpers import (  # noqa: F401 (fixtures)
+from tests.support import reliability
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, make_machine, outcomes
+from tests.support.remote_faults import (
     ARCHIVE,
     KACHE_EXE,
     LISTING,
@@ -40,23 +40,20 @@ from tests.faults.remote_helpers import (  # noqa: F401 (fixtures)
     FaultProxy,
     assert_whole,
     build,
-    clean_environ,
     copy_store,
-    daemons,
     damaged_blobs,
     intents,
-    kache,
     new_bucket,
-    proxy,
     remote_env,
     remote_state,
     retarget_intents,
-    s3,
-    s3_client,
     store_keys,
     store_problems,
-    wait_for,
 )
+from tests.support.env import clean_environ
+from tests.support.s3 import s3_client
+from tests.support.waiting import wait_for
+from tests.support.workspace import kache
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -76,7 +73,7 @@ class Prepared:
 
 
 @pytest.fixture(scope="module")
-def prepared(s3: str, tmp_path_factory: pytest.TempPathFactory) -> Prepared:  # noqa: F811
+def prepared(s3: str, tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     with clean_environ():
         base = tmp_path_factory.mktemp("prepared")
         seed = make_machine(base / "seed", KACHE_EXE)
@@ -130,8 +127,8 @@ UPLOAD_KILLS: dict[str, str | tuple[str, str, str]] = {
 
 @pytest.mark.parametrize("stage", list(UPLOAD_KILLS))
 def test_a_daemon_killed_mid_upload_keeps_the_intent_and_a_restart_finishes_it(
-        stage: str, prepared: Prepared, s3: str, proxy: FaultProxy,  # noqa: F811
-        daemons: list[DaemonProc], tmp_path: Path) -> None:  # noqa: F811
+        stage: str, prepared: Prepared, s3: str, proxy: FaultProxy,
+        daemons: list[DaemonProc], tmp_path: Path) -> None:
     """SIGKILL at each stage of an upload: until an upload really completed its intent is
     on disk; what the remote holds meanwhile is complete or absent, never partial; a
     restarted daemon finishes every upload, and a fresh machine gets a correct app."""
@@ -183,8 +180,8 @@ FETCH_KILLS: dict[str, str | tuple[str, str, str]] = {
 
 @pytest.mark.parametrize("stage", list(FETCH_KILLS))
 def test_a_daemon_killed_during_a_fetch_for_a_build_never_fails_it(
-        stage: str, prepared: Prepared, s3: str, proxy: FaultProxy,  # noqa: F811
-        daemons: list[DaemonProc], tmp_path: Path) -> None:  # noqa: F811
+        stage: str, prepared: Prepared, s3: str, proxy: FaultProxy,
+        daemons: list[DaemonProc], tmp_path: Path) -> None:
     """The wrapper asks the daemon to fetch an entry and the daemon dies mid-fetch: the
     build compiles instead and is correct, the store holds nothing partial, and once the
     daemon is restarted, builds from an empty store get entries from the remote again.
@@ -266,7 +263,7 @@ SAYS = {"http-500": "HTTP 500 InternalError", "stalled-body": "Read timeout",
 """What the daemon's log says about each fault."""
 
 
-def _add_fault(proxy: FaultProxy, fault: str, prepared: Prepared, method: str = "GET",  # noqa: F811
+def _add_fault(proxy: FaultProxy, fault: str, prepared: Prepared, method: str = "GET",
                path: str = ARCHIVE, stall: float = 5.0) -> None:
     if fault == "http-500":
         proxy.add("500", method, path)
@@ -282,8 +279,8 @@ def _add_fault(proxy: FaultProxy, fault: str, prepared: Prepared, method: str = 
 
 @pytest.mark.parametrize("fault", S3_FAULTS)
 def test_s3_faults_during_a_build_through_the_daemon_change_nothing_but_speed(
-        fault: str, prepared: Prepared, s3: str, proxy: FaultProxy,  # noqa: F811
-        daemons: list[DaemonProc], tmp_path: Path) -> None:  # noqa: F811
+        fault: str, prepared: Prepared, s3: str, proxy: FaultProxy,
+        daemons: list[DaemonProc], tmp_path: Path) -> None:
     """Every archive download (the wrapper's fetch and the workspace prefetch) meets the
     fault: the build succeeds within the hang guard, compiles what it could not get, is
     correct, and nothing wrong is stored; the next build is correct too."""
@@ -314,7 +311,7 @@ def test_s3_faults_during_a_build_through_the_daemon_change_nothing_but_speed(
 
 @pytest.mark.parametrize("fault", S3_FAULTS)
 def test_s3_faults_during_kache_sync_pull_are_reported_and_nothing_wrong_is_stored(
-        fault: str, prepared: Prepared, s3: str, proxy: FaultProxy, tmp_path: Path) -> None:  # noqa: F811
+        fault: str, prepared: Prepared, s3: str, proxy: FaultProxy, tmp_path: Path) -> None:
     """``kache sync --pull`` whose downloads fail: exit 1 and a line per object naming it
     and the reason; an archive of another entry is skipped as a bad archive. Nothing is
     stored; once S3 behaves the pull completes and the build is served from it."""
@@ -360,7 +357,7 @@ PUSH_FAULTS: dict[str, tuple[str, str, str]] = {
 
 @pytest.mark.parametrize("fault", list(PUSH_FAULTS))
 def test_s3_faults_during_kache_sync_push_are_reported_and_a_second_push_repairs_them(
-        fault: str, prepared: Prepared, s3: str, proxy: FaultProxy, tmp_path: Path) -> None:  # noqa: F811
+        fault: str, prepared: Prepared, s3: str, proxy: FaultProxy, tmp_path: Path) -> None:
     """``kache sync --push`` whose uploads fail: exit 1 and a line per entry naming the
     object and the reason; the remote holds only complete objects; the next push (S3
     healthy again) leaves every entry uploaded *and* announced, and a fresh machine gets

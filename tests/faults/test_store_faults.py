@@ -24,22 +24,11 @@ from pathlib import Path
 import pytest
 
 from kache.store.index import Store
-from tests import reliability
-from tests.conftest import kache_log
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
-from tests.faults.conftest import (
-    Faults,
-    check_served,
-    doctor,
-    entry_problems,
-    gc_later,
-    index_check,
-    leftovers,
-    referenced,
-    seed_store,
-    store_entries,
-    store_problems,
-)
+from tests.support import reliability
+from tests.support.env import kache_log
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
+from tests.support.faults import (Faults, check_served, doctor, entry_problems, gc_later, index_check,
+    leftovers, referenced, seed_store, store_entries, store_problems)
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 

@@ -32,8 +32,9 @@ from hypothesis import strategies as st
 from kache.remote.archive import ArchiveError, _valid_file_name, import_archive, pack_entry
 from kache.store import blobs
 from kache.store.index import Entry, Store
-from tests.hostile import accepted, refused, tried
-from tests.remote.helpers import add_entry, blake, entry_doc, good_members, make_archive, member
+from tests.support.archives import entry_doc, good_members, make_archive, member
+from tests.support.entries import add_wrapper_entry, blake
+from tests.support.hostile import accepted, refused, tried
 
 pytestmark = pytest.mark.hostile
 
@@ -44,7 +45,7 @@ class Original:
     def __init__(self, base: Path) -> None:
         store = Store(str(base / "origin"))
         try:
-            self.entry = add_entry(store, "proc_macro2", seed="hostile")
+            self.entry = add_wrapper_entry(store, "proc_macro2", seed="hostile")
             self.data = pack_entry(store, self.entry.key, 3)
             self.manifest = store.manifest_line(self.entry.key)
         finally:

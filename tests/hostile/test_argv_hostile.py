@@ -32,7 +32,7 @@ from kache.store.index import Store, StoreError
 from kache.engine import argv as A
 from kache.engine import call as cache
 from kache.engine.argv import ArgvError, RustcCall, parse, passthrough_reason
-from tests.hostile import accepted, tried
+from tests.support.hostile import accepted, tried
 
 pytestmark = pytest.mark.hostile
 
@@ -83,6 +83,7 @@ def test_any_argv_parses_or_is_an_argv_error(compiler: str, args: list[str]) -> 
         call = parse([compiler, *args])
     except ArgvError:
         return
+    assert call.compiler_args_prefix + call.args == args or any(a.startswith("@") for a in args)
     _check_call(call, args)
 
 
@@ -338,6 +339,7 @@ def e2e_dir(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", E2E_PARAMS)
 def test_the_wrapper_given_a_hostile_argv_exits_with_rustcs_status_and_message(
     case: str, e2e_dir: Path, shared_caches: dict[str, str], kache_exe: str

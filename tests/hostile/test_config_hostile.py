@@ -32,9 +32,9 @@ from hypothesis import strategies as st
 from kache import settings as S
 from kache import units
 from kache.errors import SettingsError
-from tests.conftest import kache_log
-from tests.e2e.conftest import Workspace
-from tests.hostile import accepted, tried
+from tests.support.env import kache_log
+from tests.support.hostile import accepted, tried
+from tests.support.workspace import Workspace
 
 pytestmark = pytest.mark.hostile
 
@@ -496,6 +496,7 @@ WRAPPER_CONFIGS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", sorted(WRAPPER_CONFIGS))
 def test_the_wrapper_under_an_unreadable_config_runs_rustc_after_one_warning(
     case: str, user_config: Path, tmp_path: Path, kache_exe: str

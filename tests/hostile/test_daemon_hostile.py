@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 from kache.daemon import client
 from kache.daemon import wire as P
 from kache.daemon.server import MAX_CONNECTIONS
-from tests.daemon.helpers import Running, wait_for
-from tests.hostile import accepted, tried
+from tests.support.daemon import Running
+from tests.support.hostile import accepted, tried
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.hostile
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from kache.paths import Normalizer
 from kache.engine import restore
 from kache.engine.depinfo import DepInfo, DepInfoError, map_paths, parse, render
-from tests.hostile import refused, tried
+from tests.support.hostile import refused, tried
 
 pytestmark = pytest.mark.hostile
 
@@ -103,6 +103,18 @@ def test_the_stored_example_is_valid_and_restores() -> None:
 @given(text=st.text(max_size=200))
 def test_arbitrary_text_is_refused_with_a_dep_info_error_or_round_trips(text: str) -> None:
     _check(text)
+
+
+_LINES = st.sampled_from([
+    "", "t: a", "t: ", "a:", "b:", "a\\ b:", "# env-dep:X", "# env-dep:X=1", "# env-dep:X=\\",
+    "# checksum:b=0 file_len:3 a", "# checksum:b=0 file_len:99999999999999999999999 a", ": ", "\\", " ",
+])
+
+
+@settings(max_examples=600, deadline=None)
+@given(lines=st.lists(st.one_of(_LINES, st.text(max_size=10)), max_size=10), final_newline=st.booleans())
+def test_lines_of_dep_info_pieces_are_refused_or_round_trip(lines: list[str], final_newline: bool) -> None:
+    _check("\n".join(lines) + ("\n" if final_newline else ""))
 
 
 _EDITS = st.lists(

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from kache import settings as S
 from kache.cli import main as cli_main
 from kache.store import events, stats
-from tests.e2e.conftest import Workspace, outcomes
-from tests.hostile import accepted, tried
+from tests.support.hostile import accepted, tried
+from tests.support.workspace import Workspace, outcomes
 
 pytestmark = pytest.mark.hostile
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kache.units import MAX_DURATION, MAX_SIZE, UnitError, parse_duration, parse_size
-from tests.hostile import accepted, refused, tried
+from tests.support.hostile import accepted, refused, tried
 
 pytestmark = pytest.mark.hostile
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kache.store.index import Store
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, machines, outcomes  # noqa: F401 (fixture)
-from tests.remote.test_daemon_e2e import configure, kache, started  # noqa: F401 (fixture)
-from tests.daemon.helpers import pending_intents
+from tests.support.daemon import pending_intents
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
+from tests.support.workspace import configure_remote, kache
 
 pytestmark = pytest.mark.e2e
 
@@ -73,13 +73,13 @@ def closed_port() -> str:
 
 
 @pytest.mark.parametrize("kind", ["unreachable", "http-500", "slow"])
-def test_a_bad_remote_never_fails_or_stalls_a_build(kind: str, machines: Callable[[str], Workspace],  # noqa: F811
+def test_a_bad_remote_never_fails_or_stalls_a_build(kind: str, machines: Callable[[str], Workspace],
                                                    bad_server: Callable[[float, int], str],
-                                                   started: list[Workspace]) -> None:  # noqa: F811
+                                                   started: list[Workspace]) -> None:
     endpoint = {"unreachable": closed_port, "http-500": lambda: bad_server(0.0, 500),
                 "slow": lambda: bad_server(10.0, 200)}[kind]()
     ws = machines(f"m-{kind}")
-    configure(ws, "kache-faults", endpoint)
+    configure_remote(ws, "kache-faults", endpoint)
     ws.env["KACHE_REMOTE_CHECK_TIMEOUT_MS"] = "500"
     started.append(ws)
     kache(ws, "daemon", "start")
@@ -98,14 +98,14 @@ def test_a_bad_remote_never_fails_or_stalls_a_build(kind: str, machines: Callabl
 
 
 def test_an_object_with_wrong_content_is_rejected_and_the_build_compiles(
-        machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,  # noqa: F811
-        started: list[Workspace]) -> None:  # noqa: F811
+        machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,
+        started: list[Workspace]) -> None:
     import boto3
 
-    from tests.remote.helpers import ACCESS_KEY, SECRET_KEY
+    from tests.support.s3 import ACCESS_KEY, SECRET_KEY
 
     a = machines("liar-a")
-    configure(a, bucket, moto_endpoint)
+    configure_remote(a, bucket, moto_endpoint)
     started.append(a)
     a.build()
     uploads = a.store / "uploads"
@@ -122,7 +122,7 @@ def test_an_object_with_wrong_content_is_rejected_and_the_build_compiles(
         body = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
         s3.put_object(Bucket=bucket, Key=name, Body=body[:-40] + bytes(40))
     b = machines("liar-b")
-    configure(b, bucket, moto_endpoint)
+    configure_remote(b, bucket, moto_endpoint)
     started.append(b)
     kache(b, "daemon", "start")
     b.build()
@@ -132,7 +132,7 @@ def test_an_object_with_wrong_content_is_rejected_and_the_build_compiles(
     assert Store(str(b.store)).check(verify_hashes=True) == []
     # A fresh machine pulling explicitly is told why each object was skipped.
     c = machines("liar-c")
-    configure(c, bucket, moto_endpoint)
+    configure_remote(c, bucket, moto_endpoint)
     out = kache(c, "sync", "--pull", "--json")
     report = json.loads(out.stdout)
     assert report["pull"]["objects"] == 0

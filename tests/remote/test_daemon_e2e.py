@@ -5,35 +5,17 @@ gets remote hits on its first build."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, machines, outcomes  # noqa: F401 (fixture)
-from tests.remote.helpers import ACCESS_KEY, SECRET_KEY
-from tests.daemon.helpers import pending_intents
+from tests.support.daemon import pending_intents
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, configure_remote, kache, outcomes
 
 pytestmark = pytest.mark.e2e
 
 REMOTE_HITS = {"remote_hit", "prefetch_hit"}
-
-
-def configure(ws: Workspace, bucket: str, endpoint: str) -> None:
-    """The remote in the machine's own config file; credentials in its environment."""
-    config = Path(ws.env["XDG_CONFIG_HOME"]) / "kache" / "config.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(f'[cache.remote]\nbucket = "{bucket}"\nendpoint = "{endpoint}"\n')
-    ws.env.update({"KACHE_S3_ACCESS_KEY": ACCESS_KEY, "KACHE_S3_SECRET_KEY": SECRET_KEY,
-                   "KACHE_DAEMON_IDLE_TIMEOUT": "60"})
-
-
-def kache(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ws.kache, *args], env={**os.environ, **ws.env}, capture_output=True, text=True,
-                          cwd=ws.path)
 
 
 def daemon_status(ws: Workspace) -> dict:
@@ -41,20 +23,11 @@ def daemon_status(ws: Workspace) -> dict:
     return json.loads(out.stdout) if out.stdout.strip() else {}
 
 
-@pytest.fixture
-def started() -> Iterator[list[Workspace]]:
-    """Machines whose daemons are stopped at the end of the test."""
-    ws: list[Workspace] = []
-    yield ws
-    for w in ws:
-        kache(w, "daemon", "stop")
-
-
 def test_uploads_in_the_background_and_remote_hits_elsewhere(
-        machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,  # noqa: F811
+        machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,
         started: list[Workspace]) -> None:
     a = machines("machine-a")
-    configure(a, bucket, moto_endpoint)
+    configure_remote(a, bucket, moto_endpoint)
     started.append(a)
     t0 = time.monotonic()
     a.build()  # the first miss starts A's daemon; every new entry is queued for upload
@@ -70,7 +43,7 @@ def test_uploads_in_the_background_and_remote_hits_elsewhere(
     assert build_s < 60  # the build never waited for the uploads
 
     b = machines("machine-b")
-    configure(b, bucket, moto_endpoint)
+    configure_remote(b, bucket, moto_endpoint)
     started.append(b)
     out = kache(b, "daemon", "start")
     assert out.returncode == 0, out.stderr

@@ -21,8 +21,8 @@ import pytest
 from kache.daemon.client import socket_path
 from kache.remote.archive import import_archive, pack_entry
 from kache.store.index import Store
-from tests.daemon.helpers import serve_lines
-from tests.e2e.conftest import Workspace, machines, outcomes  # noqa: F401 (fixture)
+from tests.support.daemon import serve_lines
+from tests.support.workspace import Workspace, outcomes
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +76,7 @@ def late_daemon() -> Iterator[list[LateDaemon]]:
 
 
 def test_a_prefetch_landing_during_the_remote_check_is_a_hit(
-        machines: Callable[[str], Workspace], late_daemon: list[LateDaemon]) -> None:  # noqa: F811
+        machines: Callable[[str], Workspace], late_daemon: list[LateDaemon]) -> None:
     a = machines("machine-a")
     a.build(KACHE_INCREMENTAL="drop")
     store = Store(str(a.store))

@@ -13,8 +13,9 @@ import zstandard
 from kache.remote.archive import ArchiveError, import_archive, pack_entry
 from kache.store import blobs
 from kache.store.index import Store
-from tests.hostile import refused
-from tests.remote.helpers import add_entry, blake, entry_doc, good_members, hexkey, make_archive, member
+from tests.support.archives import entry_doc, good_members, make_archive, member
+from tests.support.entries import add_wrapper_entry, blake, hexkey
+from tests.support.hostile import refused
 
 
 def assert_nothing_recorded(store: Store) -> None:
@@ -27,7 +28,7 @@ def assert_nothing_recorded(store: Store) -> None:
 
 
 def test_pack_then_import_gives_the_same_entry_and_files(store_a: Store, store_b: Store) -> None:
-    e = add_entry(store_a, "proc_macro2")
+    e = add_wrapper_entry(store_a, "proc_macro2")
     data = pack_entry(store_a, e.key, 3)
     # The format as documented: zstd, kache-entry.json first, then the blobs by hash.
     raw = zstandard.ZstdDecompressor().decompressobj().decompress(data)
@@ -60,29 +61,29 @@ def test_pack_then_import_gives_the_same_entry_and_files(store_a: Store, store_b
 
 
 def test_import_of_a_key_already_stored_changes_nothing(store_a: Store) -> None:
-    e = add_entry(store_a, "serde")
+    e = add_wrapper_entry(store_a, "serde")
     data = pack_entry(store_a, e.key)
     assert import_archive(store_a, data) == store_a.get(e.key)
     assert store_a.get(e.key).hits == 4  # type: ignore[union-attr]
 
 
 def test_import_shares_blobs_the_store_already_has(store_a: Store, store_b: Store) -> None:
-    e = add_entry(store_a, "serde", blobs=[b"shared rlib", b"serde rmeta", b"serde.d: x"])
-    add_entry(store_b, "other", blobs=[b"shared rlib", b"other rmeta", b"other.d: y"])
+    e = add_wrapper_entry(store_a, "serde", blobs=[b"shared rlib", b"serde rmeta", b"serde.d: x"])
+    add_wrapper_entry(store_b, "other", blobs=[b"shared rlib", b"other rmeta", b"other.d: y"])
     import_archive(store_b, pack_entry(store_a, e.key))
     assert store_b.check(verify_hashes=True) == []
     assert {x.crate_name for x in store_b.entries()} == {"serde", "other"}
 
 
 def test_pack_refuses_an_entry_without_a_manifest_line(store_a: Store) -> None:
-    e = add_entry(store_a, "serde")
+    e = add_wrapper_entry(store_a, "serde")
     store_a.db.execute("DELETE FROM manifests")
     with pytest.raises(ArchiveError, match=r"^packing entry failed: serde [0-9a-f]{16}: no direct-mode"):
         pack_entry(store_a, e.key)
 
 
 def test_pack_refuses_a_damaged_blob(store_a: Store) -> None:
-    e = add_entry(store_a, "serde")
+    e = add_wrapper_entry(store_a, "serde")
     path = store_a.blob_path(e.meta["files"][1]["hash"])
     os.chmod(path, 0o644)
     data = open(path, "rb").read()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, machines, outcomes  # noqa: F401 (fixture)
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def kache_sync(ws: Workspace, s3: dict[str, str], *args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def test_push_on_one_machine_pull_and_hit_on_another(machines: Callable[[str], Workspace],  # noqa: F811
+def test_push_on_one_machine_pull_and_hit_on_another(machines: Callable[[str], Workspace],
                                                      s3_vars: dict[str, str]) -> None:
     a = machines("machine-a")
     a.build()

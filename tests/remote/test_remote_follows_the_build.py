@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.daemon.helpers import pending_intents
-from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, machines, outcomes  # noqa: F401 (fixture)
-from tests.remote.helpers import ACCESS_KEY, SECRET_KEY
-from tests.remote.test_daemon_e2e import configure, kache, started  # noqa: F401 (fixture)
+from tests.support.daemon import pending_intents
+from tests.support.s3 import ACCESS_KEY, SECRET_KEY
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
+from tests.support.workspace import configure_remote, kache
 
 pytestmark = pytest.mark.e2e
 
@@ -55,8 +55,8 @@ def wait_uploads(ws: Workspace, timeout: float = 60) -> None:
 
 @pytest.mark.parametrize("where", ["environment", "config file"])
 def test_a_fresh_machine_is_served_by_the_remote_from_its_first_call(
-        where: str, machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,  # noqa: F811
-        started: list[Workspace]) -> None:  # noqa: F811 (fixture)
+        where: str, machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,
+        started: list[Workspace]) -> None:
     a = machines("machine-a")
     a.env.update(env_remote(bucket, moto_endpoint))
     started.append(a)
@@ -69,7 +69,7 @@ def test_a_fresh_machine_is_served_by_the_remote_from_its_first_call(
     if where == "environment":
         b.env.update(env_remote(bucket, moto_endpoint))
     else:
-        configure(b, bucket, moto_endpoint)
+        configure_remote(b, bucket, moto_endpoint)
     assert not (b.store / "daemon.sock").exists()
     b.build()  # no daemon yet: the first call starts one and waits for it, within its budget
     evs = outcomes(b.take_events())
@@ -83,8 +83,8 @@ def test_a_fresh_machine_is_served_by_the_remote_from_its_first_call(
 
 
 def test_shells_with_other_remotes_over_one_store_each_get_their_own_bucket(
-        machines: Callable[[str], Workspace], moto_endpoint: str, second_moto: str,  # noqa: F811
-        started: list[Workspace]) -> None:  # noqa: F811 (fixture)
+        machines: Callable[[str], Workspace], moto_endpoint: str, second_moto: str,
+        started: list[Workspace]) -> None:
     """Three shells, one store, one daemon: shell 1 exports a bucket on one S3, shell 2
     a bucket on another, shell 3 none; each builds entries of its own (its own key
     salt). Each remote holds exactly its shell's entries; shell 3's went nowhere."""
@@ -113,8 +113,8 @@ def test_shells_with_other_remotes_over_one_store_each_get_their_own_bucket(
 
 
 def test_a_read_only_build_pulls_and_writes_nothing(
-        machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,  # noqa: F811
-        started: list[Workspace]) -> None:  # noqa: F811 (fixture)
+        machines: Callable[[str], Workspace], bucket: str, moto_endpoint: str,
+        started: list[Workspace]) -> None:
     a = machines("machine-a")
     a.env.update(env_remote(bucket, moto_endpoint))
     started.append(a)

@@ -23,7 +23,8 @@ from kache.remote.gc import GRACE_SECS, collect
 from kache.remote.s3 import USE_RESOLUTION_SECS, Remote, RemoteError
 from kache.remote.sync import sync
 from kache.store.index import Entry, Store
-from tests.remote.helpers import ACCESS_KEY, SECRET_KEY, add_entry, failing_server, hexkey
+from tests.support.entries import add_wrapper_entry, hexkey
+from tests.support.s3 import ACCESS_KEY, SECRET_KEY, failing_server
 
 DAY = 86400
 
@@ -45,7 +46,7 @@ def set_age(bucket: str, name: str, seconds: float) -> None:
 
 def uploaded(remote: Remote, store: Store, crate: str, *, age: float = 0, mkey: str | None = None) -> Entry:
     """A new local entry, uploaded (archive, then its _mkeys object), both ``age`` old."""
-    e = add_entry(store, crate, mkey=mkey)
+    e = add_wrapper_entry(store, crate, mkey=mkey)
     assert remote.upload_entry(store, e.key)
     if age:
         set_age(remote.bucket, remote.archive_name(crate, e.key), age)
@@ -395,7 +396,7 @@ def test_gc_while_another_machine_uploads_and_another_pulls(s3_env: dict[str, st
     crates = ["serde", "tokio", "syn", "rand"]
     old = [uploaded(setup, a, crates[i % 4], age=40 * DAY) for i in range(30)]
     kept = [uploaded(setup, a, crates[i % 4], age=2 * DAY) for i in range(8)]
-    fresh = [add_entry(a, crates[i % 4]) for i in range(16)]  # uploaded while gc runs
+    fresh = [add_wrapper_entry(a, crates[i % 4]) for i in range(16)]  # uploaded while gc runs
     a.close()
     start = threading.Barrier(3)
     gc_done, uploads_done = threading.Event(), threading.Event()

@@ -16,7 +16,8 @@ from kache.remote.archive import ArchiveError, pack_entry
 from kache.remote.s3 import Remote, RemoteError
 from kache.remote.spec import normalize_prefix
 from kache.store.index import Store
-from tests.remote.helpers import ACCESS_KEY, SECRET_KEY, add_entry, failing_server, hexkey
+from tests.support.entries import add_wrapper_entry, hexkey
+from tests.support.s3 import ACCESS_KEY, SECRET_KEY, failing_server
 
 
 def make_remote(**kwargs: object) -> Remote:
@@ -140,7 +141,7 @@ def test_listing_skips_and_reports_bad_names(remote: Remote) -> None:
 
 def test_upload_entry_puts_the_archive_then_announces_it(remote: Remote, store_a: Store,
                                                          store_b: Store) -> None:
-    e = add_entry(store_a, "proc_macro2")
+    e = add_wrapper_entry(store_a, "proc_macro2")
     assert remote.upload_entry(store_a, e.key) is True
     name = f"artifacts/proc_macro2/{e.key}.tar.zst"
     assert remote.exists(name)
@@ -156,7 +157,7 @@ def test_upload_entry_puts_the_archive_then_announces_it(remote: Remote, store_a
 
 def test_an_upload_cut_short_before_its_announcement_is_completed_by_a_retry(
         remote: Remote, store_a: Store) -> None:
-    e = add_entry(store_a, "serde")
+    e = add_wrapper_entry(store_a, "serde")
     remote.put(f"artifacts/serde/{e.key}.tar.zst", pack_entry(store_a, e.key))  # then "crashed"
     assert remote.mkey_candidates("serde", e.mkey) == []
     assert remote.upload_entry(store_a, e.key) is False  # nothing re-sent ...
@@ -166,7 +167,7 @@ def test_an_upload_cut_short_before_its_announcement_is_completed_by_a_retry(
 def test_mkeys_keep_the_eight_newest(remote: Remote, store_a: Store) -> None:
     mkey = hexkey("shared cheap key")
     now = time.time()
-    entries = [add_entry(store_a, "serde", seed=f"s{i}", mkey=mkey, created=now - 100 + i) for i in range(10)]
+    entries = [add_wrapper_entry(store_a, "serde", seed=f"s{i}", mkey=mkey, created=now - 100 + i) for i in range(10)]
     order = [3, 0, 9, 5, 1, 8, 2, 7, 4, 6]
     for i in order:
         remote.upload_entry(store_a, entries[i].key)
@@ -176,7 +177,7 @@ def test_mkeys_keep_the_eight_newest(remote: Remote, store_a: Store) -> None:
 def test_fetch_by_mkey(remote: Remote, store_a: Store, store_b: Store) -> None:
     mkey = hexkey("cheap")
     now = time.time()
-    es = [add_entry(store_a, "kc_core", seed=f"c{i}", mkey=mkey, created=now - 10 + i) for i in range(5)]
+    es = [add_wrapper_entry(store_a, "kc_core", seed=f"c{i}", mkey=mkey, created=now - 10 + i) for i in range(5)]
     for e in es:
         remote.upload_entry(store_a, e.key)
     newest_first = [e.key for e in reversed(es)]
@@ -192,7 +193,7 @@ def test_fetch_by_mkey(remote: Remote, store_a: Store, store_b: Store) -> None:
 def test_fetch_by_mkey_skips_a_bad_archive(remote: Remote, store_a: Store, store_b: Store) -> None:
     mkey = hexkey("cheap")
     now = time.time()
-    old, new = (add_entry(store_a, "kc_core", seed=f"c{i}", mkey=mkey, created=now - 10 + i)
+    old, new = (add_wrapper_entry(store_a, "kc_core", seed=f"c{i}", mkey=mkey, created=now - 10 + i)
                 for i in range(2))
     remote.upload_entry(store_a, old.key)
     remote.upload_entry(store_a, new.key)
@@ -208,7 +209,7 @@ def test_fetch_by_mkey_skips_a_bad_archive(remote: Remote, store_a: Store, store
 
 
 def test_an_archive_under_another_key_is_refused(remote: Remote, store_a: Store, store_b: Store) -> None:
-    a, b = add_entry(store_a, "serde"), add_entry(store_a, "serde")
+    a, b = add_wrapper_entry(store_a, "serde"), add_wrapper_entry(store_a, "serde")
     remote.upload_entry(store_a, a.key)
     data = remote.get(f"artifacts/serde/{a.key}.tar.zst")
     assert data is not None
@@ -226,7 +227,7 @@ def _assert_no_secret(text: str) -> None:
 
 def test_a_server_error_is_an_error_not_a_miss(s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
                                               store_a: Store) -> None:
-    e = add_entry(store_a, "serde")
+    e = add_wrapper_entry(store_a, "serde")
     with failing_server() as url:
         monkeypatch.setenv("KACHE_S3_ENDPOINT", url)
         r = make_remote(max_attempts=1)

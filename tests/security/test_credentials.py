@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,9 +42,11 @@ from typing import Any
 
 import pytest
 
-from tests import reliability
-from tests.conftest import _CLEARED_PREFIXES, FIXTURES
-from tests.daemon.helpers import pending_intents
+from tests.support import reliability
+from tests.support.daemon import pending_intents
+from tests.support.waiting import wait_for
+from tests.support.env import CLEARED_PREFIXES, FIXTURES
+from tests.support.s3 import moto_server
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -146,28 +147,23 @@ class Remotes:
 def remotes() -> Iterator[Remotes]:
     """moto on 127.0.0.1 with one bucket; two echo servers (403, 500); a closed port."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                          region_name="us-east-1").client("s3", endpoint_url=endpoint).create_bucket(
-        Bucket="kache-creds")
-    e403, s403 = _echo_server(403)
-    e500, s500 = _echo_server(500)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    s.close()
-    try:
-        yield Remotes(endpoint, "kache-creds", e403, e500, dead)
-    finally:
-        for srv in (s403, s500):
-            srv.shutdown()
-            srv.server_close()
-        moto.stop()
+    with moto_server() as endpoint:
+        boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                              region_name="us-east-1").client("s3", endpoint_url=endpoint).create_bucket(
+            Bucket="kache-creds")
+        e403, s403 = _echo_server(403)
+        e500, s500 = _echo_server(500)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+        s.close()
+        try:
+            yield Remotes(endpoint, "kache-creds", e403, e500, dead)
+        finally:
+            for srv in (s403, s500):
+                srv.shutdown()
+                srv.server_close()
 
 
 # ---------------------------------------------------------------------- the machine
@@ -246,7 +242,7 @@ def machine() -> Iterator[Machine]:
     creds.chmod(0o600)
     ws = base / "ws"
     shutil.copytree(FIXTURES / "ws", ws)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEARED_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CLEARED_PREFIXES)}
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
                CARGO_HOME=str(home / ".cargo"),
                RUSTUP_HOME=os.environ.get("RUSTUP_HOME") or os.path.expanduser("~/.rustup"),
@@ -262,15 +258,6 @@ def machine() -> Iterator[Machine]:
             subprocess.run([_kache(), "daemon", "stop"], env={**env, "KACHE_CACHE_DIR": str(store)},
                            capture_output=True, timeout=60)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _wait_for(predicate, what: str, timeout: float = 60.0) -> None:  # noqa: ANN001
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _log(store: Path) -> str:
@@ -298,10 +285,11 @@ def test_a_build_and_its_daemon_leak_no_credential(machine: Machine, remotes: Re
     try:
         machine.build(f"build ({which})", env)
         if which == "moto":
-            _wait_for(lambda: "uploaded" in _log(store) and not pending_intents(store),
-                      "the uploads to moto")
+            wait_for(lambda: "uploaded" in _log(store) and not pending_intents(store), 60,
+                     "the uploads to moto", interval=0.1)
         else:
-            _wait_for(lambda: "upload failed" in _log(store), "an upload failure in the daemon's log")
+            wait_for(lambda: "upload failed" in _log(store), 60, "an upload failure in the daemon's log",
+                     interval=0.1)
     finally:
         machine.stop_daemon(env)
     if which == "403":
@@ -319,11 +307,11 @@ def filled_store(machine: Machine) -> Path:
     made directly: copied for each test. The intents name no remote, as an older kache
     left them: the daemon sends them to the remote of its own settings, with its own
     credentials."""
-    from tests.daemon.helpers import add_entry
+    from tests.support.entries import add_seeded_entry
 
     store = machine.base / "store-filled"
     for crate in ("kc_core", "kc_util", "kc_macros"):
-        key = add_entry(store, crate, f"creds {crate}")
+        key = add_seeded_entry(store, crate, f"creds {crate}")
         (store / "uploads").mkdir(mode=0o700, exist_ok=True)
         (store / "uploads" / f"{key}.{crate}").touch(mode=0o600)
     return store
@@ -334,7 +322,8 @@ def _daemon_run(machine: Machine, env: dict[str, str], store: Path, until: str, 
     proc = subprocess.Popen([_kache(), "daemon", "run"], env=env, cwd=machine.ws, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: until in _log(store) or proc.poll() is not None, f"{until!r} in the daemon's log")
+        wait_for(lambda: until in _log(store) or proc.poll() is not None, 60, f"{until!r} in the daemon's log",
+                 interval=0.1)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -24,16 +24,16 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests import reliability
-from tests.conftest import _CLEARED_PREFIXES, FIXTURES, kache_log
-from tests.daemon.helpers import pending_intents
+from tests.support import reliability
+from tests.support.daemon import pending_intents
+from tests.support.waiting import wait_for
+from tests.support.env import CLEARED_PREFIXES, FIXTURES, kache_log
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -51,7 +51,7 @@ def _kache() -> str:
 def base_env(home: Path) -> dict[str, str]:
     """os.environ without kache's, cargo's, AWS and XDG variables, with a private HOME."""
     rustup_home = os.environ.get("RUSTUP_HOME") or os.path.expanduser("~/.rustup")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEARED_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CLEARED_PREFIXES)}
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
                CARGO_HOME=str(home / ".cargo"), RUSTUP_HOME=rustup_home)
     (home / ".cargo").mkdir(parents=True, exist_ok=True)
@@ -112,15 +112,6 @@ def closed_port() -> int:
     return port
 
 
-def wait_for(predicate, what: str, timeout: float = 30.0) -> None:  # noqa: ANN001
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 # ---------------------------------------------------------------------- the shared store
 
 
@@ -155,7 +146,7 @@ def built() -> Iterator[Built]:
         cargo_build(ws, env)
         out = under_umask_022([_kache(), "daemon", "start", "--wait"], env=env, timeout=60)
         assert out.returncode == 0, out.stderr
-        wait_for(lambda: (store / "daemon.sock").exists(), "the daemon's socket")
+        wait_for(lambda: (store / "daemon.sock").exists(), 30, "the daemon's socket", interval=0.05)
         yield Built(base, store, env)
     finally:
         subprocess.run([_kache(), "daemon", "stop"], env=env, capture_output=True, timeout=60)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kache.store.gc import gc
 from kache.store.index import SCHEMA_VERSION, Store
-from tests.synthetic import add_entry
+from tests.support.entries import add_entry
 
 
 def _alter(path: str, data: bytes | None = None, *, truncate: bool = False) -> None:

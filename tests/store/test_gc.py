@@ -5,24 +5,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kache.store.gc import INDEX_CHECK_SECS, checked_gc, gc, last_index_check, purge
 from kache.store.index import PIN_SECS, Store, index_is_sound
-from tests.synthetic import add_entry
+from tests.support.entries import add_entry
 
 KB = 1000
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(str(tmp_path / "store"))
-    s.db  # noqa: B018 - create the layout
-    yield s
-    s.close()
 
 
 def _keys(store: Store) -> set[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from kache.store import listing
 from kache.store.entries import SORTS, list_entries, list_json, list_table
 from kache.store.index import SCHEMA_VERSION, Store
-from tests.synthetic import add_entry
+from tests.support.entries import add_entry
 
 
 def _indexes(db: sqlite3.Connection) -> set[str]:

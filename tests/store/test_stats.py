@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,7 @@ from kache.store.index import Store
 from kache.store import stats as stats_mod
 from kache.store.gc import KEPT_FILES
 from kache.store.stats import FOLD_CACHE, compute
-from tests.synthetic import add_entry, event
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(str(tmp_path / "store"))
-    s.db  # noqa: B018 - create the layout
-    yield s
-    s.close()
+from tests.support.entries import add_entry, event
 
 
 def test_counts_hit_rate_reasons_and_bytes(store: Store) -> None:

@@ -12,7 +12,7 @@ from textual.widgets import Input, Static
 from kache.tui.monitor.app import MonitorApp
 from kache.tui.monitor.widgets.summary import DaemonLine, StoreLine
 from kache.tui.monitor.widgets.table import BoardTable
-from tests.synthetic import event
+from tests.support.entries import event
 
 Run = Callable[..., None]
 Until = Callable[..., Awaitable[None]]

@@ -9,7 +9,7 @@ import pytest
 
 from kache.store.events import Tail
 from kache.tui.monitor import model
-from tests.synthetic import event
+from tests.support.entries import event
 
 
 def test_the_board_groups_outcomes_as_kache_stats_does() -> None:

@@ -1,8 +1,8 @@
-"""Builders for the daemon tests: entries, a fake remote, an in-process daemon handle."""
+"""Daemons for the tests: a fake remote, a daemon in a thread of this process, upload
+intents in a store, and a stand-in daemon's accept loop."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import threading
@@ -14,11 +14,14 @@ from typing import Any
 from kache.daemon import client
 from kache.daemon.server import Daemon
 from kache.remote.spec import RemoteSpec
-from kache.store.index import Entry, Store
+from kache.store.index import Store
+from tests.support.entries import add_seeded_entry
 
 FAKE = RemoteSpec("fake")
 """The remote the requests of these tests name (the daemon's stand-in serves every one)."""
 FAKE_DOC = FAKE.to_json()
+REAL_REMOTES: Any = object()
+"""``start_daemon(remote=REAL_REMOTES)``: the daemon makes real remotes (no stand-in)."""
 REAL_REMOTES: Any = object()
 """``start_daemon(remote=REAL_REMOTES)``: the daemon makes real remotes (no stand-in)."""
 
@@ -34,29 +37,6 @@ def intents(root: str | Path, spec: RemoteSpec = FAKE) -> list[str]:
     """The upload intents waiting for ``spec``'s remote (``remote.json`` left out)."""
     folder = Path(root) / "uploads" / spec.queue_id
     return sorted(n for n in (os.listdir(folder) if folder.is_dir() else []) if n != "remote.json")
-
-
-def hexkey(seed: str) -> str:
-    return hashlib.sha256(seed.encode()).hexdigest()
-
-
-def add_entry(root: str | Path, crate: str, seed: str, mkey: str | None = None) -> str:
-    """A minimal local entry (one blob); returns its key."""
-    store = Store(str(root))
-    try:
-        data = f"rlib of {crate} {seed}".encode()
-        digest, _ = store.put_blob_bytes(data)
-        now = time.time()
-        key = hexkey("key " + seed)
-        meta = {"files": [{"name": f"lib{crate}.rlib", "hash": digest, "size": len(data), "kind": "link"}],
-                "stdout": "", "stderr": "", "emit": ["link"], "components": {}, "target_dir": True}
-        store.add(Entry(key=key, crate_name=crate, crate_types="lib", target="", profile="dev", size=len(data),
-                        created=now, last_used=now, hits=0, compile_ms=5, key_version=1,
-                        mkey=mkey or hexkey("mkey " + seed), meta=meta),
-                  {"files": [["${WS}/src/lib.rs", "a" * 64]], "env": []})
-        return key
-    finally:
-        store.close()
 
 
 class FakeRemote:
@@ -98,7 +78,7 @@ class FakeRemote:
         for c, seed in self.entries.get(mkey, [])[:limit]:
             if self.closed.wait(self.fetch_delay):
                 break
-            imported.append(add_entry(store.root, c, seed, mkey=mkey))
+            imported.append(add_seeded_entry(store.root, c, seed, mkey=mkey))
         return imported
 
 
@@ -125,15 +105,23 @@ class Running:
         assert not self.thread.is_alive()
 
 
+def start_in_thread(daemon: Daemon) -> Running:
+    """Serve ``daemon`` in a thread of this process; returns once it is ready (or has
+    stopped, or 5 s passed). What ``serve()`` returned or raised lands in ``result``."""
+    result: dict[str, Any] = {}
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+    def target() -> None:
+        try:
+            result["code"] = daemon.serve()
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            result["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not daemon.ready.is_set() and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return Running(daemon, thread, result)
 
 
 def serve_lines(server: socket.socket, answer: Callable[[socket.socket, bytes], None]) -> None:

@@ -1,5 +1,5 @@
-"""Shared parts of the remote fault and concurrency tests (tests/faults/test_remote_faults.py,
-tests/faults/test_concurrency.py): a moto S3 server, an HTTP fault proxy in front of it,
+"""Helpers of the remote fault and concurrency tests (tests/faults/test_remote_faults.py,
+tests/faults/test_concurrency.py): an HTTP fault proxy in front of a moto S3 server,
 a real ``kache daemon run`` process (optionally with fault injection), and checks of what
 the remote holds.
 
@@ -28,21 +28,20 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 
 from kache.daemon import client
 from kache.remote.archive import ArchiveError, import_archive
 from kache.store.index import Store
-from tests import reliability
-from tests.conftest import ROOT
-from tests.e2e.conftest import Workspace
-from tests.remote.helpers import ACCESS_KEY, SECRET_KEY
-from tests.daemon.helpers import pending_intents
+from tests.support import reliability
+from tests.support.daemon import pending_intents
+from tests.support.env import ROOT
+from tests.support.s3 import ACCESS_KEY, SECRET_KEY, s3_client
+from tests.support.waiting import wait_for
+from tests.support.workspace import Workspace
 
 INJECT_DIR = ROOT / "tests" / "faults" / "inject"
 KACHE_EXE = str(Path(sys.executable).with_name("kache"))
@@ -54,55 +53,7 @@ ARCHIVE = r"\.tar\.zst$"
 MKEYS = r"/_mkeys/[0-9a-f]{64}\.json$"
 LISTING = r"[?&]list-type=2"
 
-_CLEARED_PREFIXES = ("KACHE_", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_", "AWS_", "XDG_")
-
-
-@contextmanager
-def clean_environ() -> Iterator[None]:
-    """What tests/conftest.py's ``clean_env`` does, for module-scoped fixtures (which run
-    before it): no KACHE_*/CARGO_*/AWS_*/XDG_* variables, RUSTUP_HOME pinned to the real one."""
-    rustup_home = os.environ.get("RUSTUP_HOME", os.path.expanduser("~/.rustup"))
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith(_CLEARED_PREFIXES):
-                mp.delenv(name)
-        if os.path.isdir(rustup_home):
-            mp.setenv("RUSTUP_HOME", rustup_home)
-        yield
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll ``cond`` until it is true; fail with ``what`` after ``timeout`` seconds (a hang guard)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
 # --------------------------------------------------------------------------- S3 (moto)
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1 for the module; its endpoint URL."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def s3_client(endpoint: str):  # noqa: ANN201 - a boto3 client
-    import boto3
-
-    return boto3.session.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-                                 region_name="us-east-1").client("s3", endpoint_url=endpoint)
 
 
 _bucket_seq = iter(range(1, 1 << 30))
@@ -371,13 +322,6 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def proxy(s3: str) -> Iterator[FaultProxy]:
-    p = FaultProxy(s3)
-    yield p
-    p.close()
-
-
 # --------------------------------------------------------------------------- the daemon
 
 
@@ -402,7 +346,7 @@ class DaemonProc:
         with open(self.out, "wb") as f:
             self.proc = subprocess.Popen([KACHE_EXE, "daemon", "run"], env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=f, stderr=subprocess.STDOUT, cwd="/")
-        _started.append(self)
+        started.append(self)
 
     @property
     def pid(self) -> int:
@@ -412,7 +356,8 @@ class DaemonProc:
         return client.request(self.root, {"op": "status"}, timeout=1.0)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        wait_for(lambda: self.proc.poll() is not None or self.status() is not None, timeout, "the daemon to answer")
+        wait_for(lambda: self.proc.poll() is not None or self.status() is not None, timeout, "the daemon to answer",
+                 interval=0.1)
         assert self.proc.poll() is None, f"the daemon exited ({self.proc.returncode}):\n{self.log()}"
 
     def wait_exit(self, timeout: float = 60) -> int:
@@ -449,17 +394,8 @@ class DaemonProc:
         return text[-6000:]
 
 
-_started: list[DaemonProc] = []
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProc]]:
-    """Every daemon a test started is stopped (SIGTERM, then SIGKILL) when it ends."""
-    _started.clear()
-    yield _started
-    for d in list(_started):
-        d.stop()
-    _started.clear()
+started: list[DaemonProc] = []
+"""Every daemon started, for the ``daemons`` fixture to stop."""
 
 
 # --------------------------------------------------------------------------- machines, stores
@@ -531,12 +467,6 @@ def retarget_intents(store: Path, endpoint: str, bucket: str) -> None:
         assert client.write_intent(store, key, crate, spec)
         if path.parent.name != spec.queue_id:
             path.unlink()
-
-
-def kache(ws: Workspace, *args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
-    """Run a kache command in the machine's workspace with its environment (hang-guarded)."""
-    return subprocess.run([ws.kache, *args], env={**os.environ, **ws.env, **extra}, capture_output=True,
-                          text=True, cwd=ws.path, timeout=timeout)
 
 
 def build(ws: Workspace, timeout: float = 180, **extra: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,6 @@
-"""Real cargo builds of the fixture workspace through kache, with real rustc runs counted."""
+"""The fixture workspace (tests/fixtures/ws) built through kache with a counting rustc:
+``Workspace``, machines of their own, a daemon on a built workspace, a remote in a
+machine's config, and the plain-cargo oracle its artifacts are checked against."""
 
 from __future__ import annotations
 
@@ -9,14 +11,14 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from tests import reliability
-from tests.conftest import FIXTURES
+from tests.support import reliability
+from tests.support.env import FIXTURES
+from tests.support.s3 import ACCESS_KEY, SECRET_KEY
 
 CACHEABLE_CRATES = {"build_script_build", "kc_macros", "kc_core", "kc_util"}
 BUILD_COMMANDS = {"build", "check", "test", "run", "clippy", "doc"}
@@ -136,63 +138,9 @@ def make_counting_rustc(directory: Path, log: Path) -> Path:
     return exe
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, kache_exe: str) -> Workspace:
-    path = tmp_path / "checkout-a" / "ws"
-    shutil.copytree(FIXTURES / "ws", path)
-    store = tmp_path / "store"
-    log = tmp_path / "rustc.log"
-    rustc = make_counting_rustc(tmp_path / "toolchain", log)
-    ws = Workspace(path, store, kache_exe, log)
-    ws.env = {"RUSTC_WRAPPER": kache_exe, "RUSTC": str(rustc), "KACHE_CACHE_DIR": str(store),
-              "PYTHONDONTWRITEBYTECODE": ""}
-    return ws
-
-
 def outcomes(events: list[dict]) -> dict[str, str]:
     """crate → outcome, for the events given (the last event of a crate wins)."""
     return {e["crate"]: e["outcome"] for e in events}
-
-
-def make_machine(base: Path, kache_exe: str) -> Workspace:
-    """A machine of its own under ``base``: a checkout at its own path, its own store,
-    HOME, XDG dirs, CARGO_HOME and counting rustc (the same real toolchain)."""
-    path = base / "src" / base.name / "ws"
-    shutil.copytree(FIXTURES / "ws", path)
-    home = base / "home"
-    (home / ".cargo").mkdir(parents=True)
-    log = base / "rustc.log"
-    rustc = make_counting_rustc(base / "toolchain", log)
-    ws = Workspace(path, base / "cache", kache_exe, log)
-    ws.env = {"RUSTC_WRAPPER": kache_exe, "RUSTC": str(rustc), "KACHE_CACHE_DIR": str(ws.store),
-              "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-              "XDG_CACHE_HOME": str(home / ".cache"), "CARGO_HOME": str(home / ".cargo"),
-              "PYTHONDONTWRITEBYTECODE": ""}
-    return ws
-
-
-@pytest.fixture
-def machines(tmp_path: Path, kache_exe: str) -> Callable[[str], Workspace]:
-    """``machines("a")``: a new machine (see :func:`make_machine`) under ``tmp_path/a``."""
-    return lambda name: make_machine(tmp_path / name, kache_exe)
-
-
-@pytest.fixture
-def daemon_ws(workspace: Workspace) -> Iterator[Workspace]:
-    """The fixture workspace, built once (a filled store), with a daemon running on it."""
-    ws = workspace
-    ws.env["KACHE_DAEMON_IDLE_TIMEOUT"] = "120"
-    ws.build()
-    # Under umask 077, as the systemd unit and the Nix module run it.
-    out = subprocess.run(["sh", "-c", 'umask 077; exec "$0" daemon start', ws.kache],
-                         env={**os.environ, **ws.env}, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    deadline = time.monotonic() + 10
-    while not (ws.store / "daemon.sock").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (ws.store / "daemon.sock").exists()
-    yield ws
-    subprocess.run([ws.kache, "daemon", "stop"], env={**os.environ, **ws.env}, capture_output=True)
 
 
 def edit_util_then_miss_then_daemon_hit(ws: Workspace) -> None:
@@ -209,3 +157,62 @@ def edit_util_then_miss_then_daemon_hit(ws: Workspace) -> None:
     evs = {e["crate"]: e for e in ws.take_events()}
     assert evs["kc_util"]["outcome"] == "local_hit" and evs["kc_util"].get("via") == "daemon", evs["kc_util"]
     ws.verify_app()
+
+
+def make_workspace(base: Path, kache: str, store: Path | None = None, at: str = "ws") -> Workspace:
+    """A fresh copy of the fixture at ``base/at`` whose builds go through kache into
+    ``store`` (default ``base/store``), with its own counting rustc (log: ``base/rustc.log``)."""
+    path = base / at
+    shutil.copytree(FIXTURES / "ws", path)
+    store = store or base / "store"
+    log = base / "rustc.log"
+    rustc = make_counting_rustc(base / "toolchain", log)
+    ws = Workspace(path, store, kache, log)
+    ws.env = {"RUSTC_WRAPPER": kache, "RUSTC": str(rustc), "KACHE_CACHE_DIR": str(store),
+              "PYTHONDONTWRITEBYTECODE": ""}
+    return ws
+
+
+def make_machine(base: Path, kache_exe: str) -> Workspace:
+    """A machine of its own under ``base``: a checkout at its own path, its own store,
+    HOME, XDG dirs, CARGO_HOME and counting rustc (the same real toolchain)."""
+    ws = make_workspace(base, kache_exe, base / "cache", at=f"src/{base.name}/ws")
+    home = base / "home"
+    (home / ".cargo").mkdir(parents=True)
+    ws.env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+                   "XDG_CACHE_HOME": str(home / ".cache"), "CARGO_HOME": str(home / ".cargo")})
+    return ws
+
+
+def kache(ws: Workspace, *args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run a kache command in the machine's workspace with its environment (hang-guarded)."""
+    return subprocess.run([ws.kache, *args], env={**os.environ, **ws.env, **extra}, capture_output=True,
+                          text=True, cwd=ws.path, timeout=timeout)
+
+
+@contextmanager
+def daemon_running(ws: Workspace) -> Iterator[Workspace]:
+    """``ws`` built once (a filled store), with a daemon running on it until the block ends."""
+    ws.env["KACHE_DAEMON_IDLE_TIMEOUT"] = "120"
+    ws.build()
+    # Under umask 077, as the systemd unit and the Nix module run it.
+    out = subprocess.run(["sh", "-c", 'umask 077; exec "$0" daemon start', ws.kache],
+                         env={**os.environ, **ws.env}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 10
+    while not (ws.store / "daemon.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (ws.store / "daemon.sock").exists()
+    try:
+        yield ws
+    finally:
+        subprocess.run([ws.kache, "daemon", "stop"], env={**os.environ, **ws.env}, capture_output=True)
+
+
+def configure_remote(ws: Workspace, bucket: str, endpoint: str) -> None:
+    """The remote in the machine's own config file; credentials in its environment."""
+    config = Path(ws.env["XDG_CONFIG_HOME"]) / "kache" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[cache.remote]\nbucket = "{bucket}"\nendpoint = "{endpoint}"\n')
+    ws.env.update({"KACHE_S3_ACCESS_KEY": ACCESS_KEY, "KACHE_S3_SECRET_KEY": SECRET_KEY,
+                   "KACHE_DAEMON_IDLE_TIMEOUT": "60"})

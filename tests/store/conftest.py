@@ -1,0 +1,18 @@
+"""Fixtures of the store tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kache.store.index import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(str(tmp_path / "store"))
+    s.db  # noqa: B018 - create the layout
+    yield s
+    s.close()

@@ -85,3 +85,15 @@ def test_docs_cite_nothing_outside_the_repository() -> None:
         text = (ROOT / doc).read_text()
         for outside in ("REFERENCE", "shared/bench", "research/"):
             assert outside not in text, f"{doc} cites {outside!r}, which is not in the repository"
+
+
+def test_code_cites_no_document_outside_the_repository() -> None:
+    """Comments and docstrings say the fact, not "see REFERENCE §N" of a file nobody has."""
+    import re
+
+    cite = re.compile(r"REFERENCE\s*§|REFERENCE\.md|STYLE\.md|shared/research")
+    found = [f"{path.relative_to(ROOT)}:{n}" for top in ("kache", "tests", "benchmarks")
+             for path in (ROOT / top).rglob("*.py")
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if cite.search(line) and path.name != "test_docs.py"]
+    assert not found, f"cites a document outside the repository: {found}"

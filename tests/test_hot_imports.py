@@ -1,4 +1,5 @@
-"""The wrapper's path must not import the heavy libraries (REFERENCE §6: 30–165 ms each)."""
+"""The wrapper's path must not import the heavy libraries (click ~30 ms, tomlkit ~25 ms,
+jsonschema ~80 ms, boto3 ~150 ms, textual ~165 ms to import)."""
 
 from __future__ import annotations
 

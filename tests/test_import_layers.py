@@ -4,8 +4,8 @@ Every module under ``kache/`` is parsed with ``ast``; every ``import`` counts, a
 top of a module or inside a function (the hot path imports lazily), and under
 ``TYPE_CHECKING`` too. A *unit* is a top-level package (``kache.store``) or a top-level
 module (``kache.settings``); a unit may import itself and the units of lower layers,
-never one of its own layer or above, so there are no cycles between units. The rules
-are /work/shared/STYLE.md's "Import direction": the CLI on top, nothing imports it but
+never one of its own layer or above, so there are no cycles between units (the layers
+are drawn in docs/architecture.md): the CLI on top, nothing imports it but
 ``__main__``; the store and the settings at the bottom; click, textual and rich only in
 the user interfaces.
 """

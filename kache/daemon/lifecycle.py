@@ -209,8 +209,8 @@ class Upkeep:
         self._folded: tuple[int, int] | None = None  # (inode, size) of the log when last folded
 
     def start_gc_if_over(self) -> None:
-        """Collect in a thread when the store passed local_max_size (REFERENCE §7: the
-        limit holds whether or not builds run `kache gc`)."""
+        """Collect in a thread when the store passed local_max_size (the
+        limit holds whether or not builds run `kache gc`: a store must never grow unbounded)."""
         if self.gc_thread is not None and self.gc_thread.is_alive():
             return
 

@@ -10,7 +10,7 @@ the SQLite write lock, never while an entry that needs it is being recorded.
 Sizes are *physical*: each blob counted once however many entries share it, as the
 index records them (``Store.totals()``). Over the limit, gc evicts least recently used
 entries until the store is at ``TARGET_FRACTION`` of the limit, so it does not run
-again after the next few compiles (REFERENCE §7). Entries used in the last
+again after the next few compiles. Entries used in the last
 ``PIN_SECS`` are never evicted: a build may be restoring them right now.
 """
 

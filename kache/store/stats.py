@@ -2,7 +2,7 @@
 
 Nothing here takes a lock: the event log is read as it is (``events.read`` skips a
 half-written last line), and the index is read in one short query per total. Numbers
-(REFERENCE §8, as ccache ``-s`` and sccache ``--show-stats`` show them):
+(the ones ccache ``-s`` and sccache ``--show-stats`` show):
 
 ``hits``         every hit, wherever it came from: outputs restored, rustc not run.
 ``remote_hits``  the hits that came from the remote: fetched on demand (``remote_hit``)

@@ -48,6 +48,7 @@ __all__ = [
     "settings_table",
     "setting",
     "env_settings",
+    "lookup",
     "system_config_path",
     "user_config_path",
     "load",
@@ -419,7 +420,8 @@ def _read_file(role: str, path: str, env: Mapping[str, str]) -> ConfigFile:
     return ConfigFile(role, path, exists=True, data=data)
 
 
-def _lookup(doc: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+def lookup(doc: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted ``key`` (``cache.remote.bucket``) in a parsed TOML document."""
     node: Any = doc
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -488,11 +490,11 @@ def load(env: Mapping[str, str] | None = None, *, schema_path: str | None = None
             continue
         src = Source(f.role, str(f.path))
         for s in table:
-            found, value = _lookup(f.data, s.key)
+            found, value = lookup(f.data, s.key)
             if found:
                 values[s.key], sources[s.key] = value, src
         for key in _unknown_keys(f.data, schema, ""):
-            _, value = _lookup(f.data, key)
+            _, value = lookup(f.data, key)
             extras[key] = (value, src)
             warnings.append(
                 f"unknown setting in {shown_path(f.path, env)}: {key} (ignored; "
@@ -612,7 +614,7 @@ def validate(settings: Settings) -> None:
     for f in settings.files:
         if f.exists:
             src = Source(f.role, str(f.path))
-            layers.append((src, {s.key: v for s in table for found, v in [_lookup(f.data, s.key)] if found}))
+            layers.append((src, {s.key: v for s in table for found, v in [lookup(f.data, s.key)] if found}))
     env_layer = {k: v for k, v in settings.values.items() if settings.sources[k].kind == "env"}
     for src, layer in layers:
         for s in table:
@@ -641,7 +643,7 @@ def _section_type_problems(f: ConfigFile, settings: Settings) -> list[str]:
     """A section written as a plain value (``cache = 3``) hides every key below it."""
     out = []
     for key, _sub in sections(settings.schema_path):
-        found, value = _lookup(f.data, key)
+        found, value = lookup(f.data, key)
         if found and not isinstance(value, dict):
             out.append(_problem(Source(f.role, str(f.path)), key, value, "expected a table", settings.env))
     return out
@@ -658,7 +660,7 @@ def validate_file(path: Path, env: Mapping[str, str] | None = None,
     values = {s.key: s.default for s in table}
     sources = {s.key: Source("default") for s in table}
     for s in table:
-        found, value = _lookup(f.data, s.key)
+        found, value = lookup(f.data, s.key)
         if found:
             values[s.key], sources[s.key] = value, Source("user", str(path))
     settings = Settings(values, sources, [f], {k: v for k, v in env.items() if k == "HOME"}, schema_path)

@@ -90,15 +90,6 @@ class SaveResult:
     env_wins: list[str]
 
 
-def _lookup(doc: Mapping[str, Any], key: str) -> tuple[bool, Any]:
-    node: Any = doc
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
 def _same(a: Any, b: Any) -> bool:
     """Equal and of one type (``True`` is not ``1``, ``"5"`` is not ``5``)."""
     return type(a) is type(b) and a == b
@@ -162,10 +153,10 @@ class EditorState:
         if key in self.pending and edit is not RESET:
             return Layer("edited", str(self.user_path), edit)
         if edit is not RESET:
-            found, value = _lookup(self.user_data, key)
+            found, value = settings_mod.lookup(self.user_data, key)
             if found:
                 return Layer("user", str(self.user_path), value)
-        found, value = _lookup(self.system_data, key)
+        found, value = settings_mod.lookup(self.system_data, key)
         if found:
             return Layer("system", str(self.system_path), value)
         return Layer("default", "", self.by_key[key].default)
@@ -178,7 +169,7 @@ class EditorState:
         return self.file_layer(key)
 
     def in_system_file(self, key: str) -> bool:
-        return _lookup(self.system_data, key)[0]
+        return settings_mod.lookup(self.system_data, key)[0]
 
     def check(self, key: str, value: Any, kind: str = "user") -> str | None:
         """The schema's message for ``value`` of ``key`` (None: valid), worded as
@@ -215,7 +206,7 @@ class EditorState:
             self.problems[key] = problem
             return problem
         self.problems.pop(key, None)
-        found, saved = _lookup(self.user_data, key)
+        found, saved = settings_mod.lookup(self.user_data, key)
         if found and _same(saved, value):
             self.pending.pop(key, None)  # back to what the file says
         elif not found and _same(value, self.layer_without_edit(key).value):
@@ -235,7 +226,7 @@ class EditorState:
     def reset(self, key: str) -> Layer:
         """Remove ``key`` from the user file (on save); returns what applies then."""
         self.problems.pop(key, None)
-        if _lookup(self.user_data, key)[0]:
+        if settings_mod.lookup(self.user_data, key)[0]:
             self.pending[key] = RESET
         else:
             self.pending.pop(key, None)

@@ -27,21 +27,15 @@ from typing import Any
 from kache.remote import spec as spec_mod
 from kache.remote.spec import RemoteSpec, SpecError
 
-__all__ = ["Served", "Remotes", "SPEC_NAME", "valid_id", "write_spec", "read_spec"]
+__all__ = ["Served", "Remotes", "SPEC_NAME", "write_spec", "read_spec"]
 
 log = logging.getLogger("kache.daemon")
 
 SPEC_NAME = "remote.json"
 """The spec of an intent directory's remote, without credentials."""
-_HEX = frozenset("0123456789abcdef")
 
 Factory = Callable[[RemoteSpec, bool], Any]
 """``(spec, for_fetch)`` → a remote client (``kache.remote.s3.Remote`` or a stand-in), or None."""
-
-
-def valid_id(name: str) -> bool:
-    """An intents' directory name: a queue id (:attr:`RemoteSpec.queue_id`)."""
-    return len(name) == 24 and _HEX.issuperset(name)
 
 
 def write_spec(intents_dir: str, spec: RemoteSpec) -> str:

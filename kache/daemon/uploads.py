@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from kache.daemon import client
 from kache.daemon import wire as P
-from kache.daemon.remotes import Served, valid_id
+from kache.daemon.remotes import Served
 
 if TYPE_CHECKING:
     from kache.daemon.options import DaemonOptions
@@ -189,7 +189,7 @@ class Uploads:
             self._adopt(legacy)
             names = os.listdir(self.intents_dir)
         for name in names:
-            if not valid_id(name) or not os.path.isdir(os.path.join(self.intents_dir, name)):
+            if not P.valid_queue_id(name) or not os.path.isdir(os.path.join(self.intents_dir, name)):
                 continue
             try:
                 files = os.listdir(os.path.join(self.intents_dir, name))

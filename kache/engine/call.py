@@ -1,6 +1,6 @@
 """The prepared call: one cacheable rustc call, its outputs and its cheap key.
 
-:func:`prepare` turns a parsed :class:`~kache.engine.argv.RustcCall` into a :class:`Call`:
+:func:`prepare` turns a parsed :class:`~kache.engine.argv.RustcCall` into a :class:`PreparedCall`:
 the normaliser of this machine's paths, the outputs rustc will write, and the cheap key
 (``mkey``) over everything known before compiling — toolchain, arguments, externs, native
 libraries, the keyed environment, extra inputs (:mod:`kache.engine.key` holds the recipe).
@@ -29,24 +29,25 @@ if TYPE_CHECKING:
 
     from kache.store.index import Store
 
-__all__ = ["Call", "Uncacheable", "prepare", "OUT_DIR_TOKEN"]
+__all__ = ["PreparedCall", "Uncacheable", "prepare", "OUT_DIR_TOKEN"]
 
 # Stands for this build's --out-dir in stored stdout/stderr (artifact notifications).
 OUT_DIR_TOKEN = "${KACHE_OUT_DIR}"
 
 
-class Call(Record):
+class PreparedCall(Record):
     """Everything known about one cacheable call before compiling.
 
     ``outputs`` are the absolute paths rustc will write (all in out_dir); ``root`` is
     the workspace root, for events and reports.
     """
 
-    __slots__ = ("call", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root",
+    __slots__ = ("rustc", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root",
                  "stored_key", "keep_incremental", "snapshots", "umask", "missing_inputs")
     _defaults = {"mkey": "", "components": dict, "outputs": list, "root": "", "stored_key": "",
                  "keep_incremental": False, "snapshots": False, "umask": None, "missing_inputs": list}
-    call: argvmod.RustcCall
+    rustc: argvmod.RustcCall
+    """rustc's command line, parsed."""
     argv: list[str]
     env: Mapping[str, str]
     cwd: str
@@ -65,11 +66,11 @@ class Call(Record):
 
     @property
     def out_dir(self) -> str:
-        return os.path.join(self.cwd, self.call.out_dir or "")
+        return os.path.join(self.cwd, self.rustc.out_dir or "")
 
     @property
     def crate(self) -> str:
-        return self.call.crate_name or "?"
+        return self.rustc.crate_name or "?"
 
     def event(self, outcome: str, started: float, **fields: Any) -> None:
         ev = {"t": round(time.time(), 3), "crate": self.crate, "outcome": outcome,
@@ -95,7 +96,7 @@ def _extra_inputs(settings_extra: Mapping[str, Any], crate: str) -> list[tuple[l
 
 
 def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[str, str],
-            extra_inputs: Mapping[str, Any], salt: str, cwd: str | None = None) -> Call:
+            extra_inputs: Mapping[str, Any], salt: str, cwd: str | None = None) -> PreparedCall:
     """Compute the cheap key of a cacheable call (made in ``cwd``, default this process's)."""
     for arg in rc.args:
         # A NUL or an undecodable byte cannot be a path SQLite or the kernel takes: rustc decides.
@@ -106,7 +107,7 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
     out_dir = resolve(raw_out_dir)
     target_dir = find_target_dir(out_dir)
     norm = Normalizer.for_call(cwd, raw_out_dir, env, rc.src)
-    c = Call(rc, argv, env, cwd, store, norm, FileHasher(store))
+    c = PreparedCall(rc, argv, env, cwd, store, norm, FileHasher(store))
     c.root = os.path.dirname(target_dir) if target_dir else cwd
     outputs = [os.path.join(cwd, p) for p in argvmod.expected_outputs(rc)]
     for p in outputs:
@@ -176,7 +177,7 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
     return c
 
 
-def _extra_file(c: Call, path: str) -> str:
+def _extra_file(c: PreparedCall, path: str) -> str:
     """What a declared extra input holds: a file's blake3; for a directory, every file
     below it; for a glob pattern (``*``, ``?``, ``[``, ``**``), every file it matches; by
     path relative to it and content. "missing" (and a warning) when there is nothing."""
@@ -203,7 +204,7 @@ def _extra_file(c: Call, path: str) -> str:
     return "".join(f"{os.path.relpath(p, base)}\0{hashes[p] or 'unreadable'}\n" for p in listing)
 
 
-def _clippy_config(c: Call, env: Mapping[str, str]) -> str:
+def _clippy_config(c: PreparedCall, env: Mapping[str, str]) -> str:
     """The clippy.toml clippy-driver would read for this call, by path and content, or
     "none": it looks in ``CLIPPY_CONF_DIR`` (else the package's directory) and each
     directory above, and takes the first ``.clippy.toml`` or ``clippy.toml`` it finds. A

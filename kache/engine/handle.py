@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from kache.engine import argv as argvmod
-    from kache.engine.call import Call
+    from kache.engine.call import PreparedCall
     from kache.engine.hit import RemoteAsks
     from kache.settings import Settings
 
@@ -131,12 +131,12 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
             lock.release()
 
 
-def _compile(c: Call, started: float, settings: Settings, remote: RemoteAsks, use_remote: bool) -> int:
+def _compile(c: PreparedCall, started: float, settings: Settings, remote: RemoteAsks, use_remote: bool) -> int:
     record.unlink_shared_outputs(c.outputs)
     os.makedirs(c.out_dir, exist_ok=True)
     # As cargo asked (auto and keep): a workspace crate compiles incrementally, and under
     # auto its session is kept with the entry (docs/performance.md, "The edit loop").
-    c.keep_incremental = bool(c.call.incremental) and settings["cache.incremental"] != "drop"
+    c.keep_incremental = bool(c.rustc.incremental) and settings["cache.incremental"] != "drop"
     t0_ns = time.time_ns()
     t0 = time.monotonic()
     status, stdout, stderr = record.run_compiler(record.compiler_command(c), c.norm.diagnostics)

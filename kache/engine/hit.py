@@ -21,7 +21,7 @@ from kache.store.index import DamagedBlob, Store, StoreError, sqlite3
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from kache.engine.call import Call
+    from kache.engine.call import PreparedCall
     from kache.settings import Settings
     from kache.store.index import Entry
 
@@ -35,14 +35,14 @@ class RemoteAsks:
     interface; any object with these functions will do."""
 
     def enabled(self, settings: Settings) -> bool: ...
-    def announce(self, c: Call, settings: Settings) -> None: ...
-    def check(self, c: Call, settings: Settings) -> bool: ...
-    def queue_upload(self, c: Call, key: str, settings: Settings) -> None: ...
+    def announce(self, c: PreparedCall, settings: Settings) -> None: ...
+    def check(self, c: PreparedCall, settings: Settings) -> bool: ...
+    def queue_upload(self, c: PreparedCall, key: str, settings: Settings) -> None: ...
     def note_use(self, store_root: str, key: str, crate: str, settings: Settings) -> None: ...
 
 
 def prepare_call(call: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[str, str],
-                 settings: Settings, snapshots: bool, cwd: str | None = None) -> Call:
+                 settings: Settings, snapshots: bool, cwd: str | None = None) -> PreparedCall:
     """The call's cheap key under these settings (raises :class:`~kache.engine.call.Uncacheable`
     or what the store raises)."""
     c = prepare(call, argv, store, env, settings["cache.extra_inputs"] or {}, settings["cache.key_salt"] or "",
@@ -51,7 +51,7 @@ def prepare_call(call: argvmod.RustcCall, argv: list[str], store: Store, env: Ma
     return c
 
 
-def restore_hit(c: Call) -> tuple[Entry, int, bool] | None:
+def restore_hit(c: PreparedCall) -> tuple[Entry, int, bool] | None:
     """Look up and restore: (entry, bytes restored, whether its incremental session was
     restored too), or None on a miss. Prints nothing; raises what the store raises."""
     entry = restore.look_up(c)
@@ -66,7 +66,7 @@ def restore_hit(c: Call) -> tuple[Entry, int, bool] | None:
     return entry, size, snapshot
 
 
-def hit_event(c: Call, started: float, outcome: str, entry: Entry, size: int, snapshot: bool,
+def hit_event(c: PreparedCall, started: float, outcome: str, entry: Entry, size: int, snapshot: bool,
               via: str | None = None) -> str:
     """Write the hit's event; its outcome (``prefetch_hit`` for the first hit of an entry
     a prefetch brought)."""
@@ -96,7 +96,7 @@ def recovered_damaged_index(store: Store, e: BaseException) -> bool:
     return True
 
 
-def try_hit(c: Call, started: float, remote: RemoteAsks, settings: Settings, outcome: str = "local_hit") -> bool:
+def try_hit(c: PreparedCall, started: float, remote: RemoteAsks, settings: Settings, outcome: str = "local_hit") -> bool:
     """The wrapper's hit: restore, replay rustc's messages, write the event; False on a
     miss or when the entry could not be restored (reported; the caller compiles)."""
     try:

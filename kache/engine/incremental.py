@@ -21,7 +21,7 @@ from kache.store.blobs import copy_file, hash_file
 if TYPE_CHECKING:
     from typing import Any
 
-    from kache.engine.call import Call
+    from kache.engine.call import PreparedCall
     from kache.store.index import Entry
 
 __all__ = ["snapshot_incremental", "restore_incremental", "restore_snapshot", "note", "clean"]
@@ -29,11 +29,11 @@ __all__ = ["snapshot_incremental", "restore_incremental", "restore_snapshot", "n
 SNAPSHOT_MAX_BYTES = 512 << 20  # a bigger session is not kept (hashing it costs more than it saves)
 
 
-def snapshot_incremental(c: Call, started_ns: int) -> dict[str, Any] | None:
+def snapshot_incremental(c: PreparedCall, started_ns: int) -> dict[str, Any] | None:
     """Ingest (copies) the session rustc finalised during this compile; its
     description for the entry's meta, or None when there is none to take: no session, or
     two (a twin unit of the same crate name compiled meanwhile), or too big."""
-    base = os.path.join(c.cwd, c.call.incremental or "")
+    base = os.path.join(c.cwd, c.rustc.incremental or "")
     found = []
     try:
         for crate_dir in os.scandir(base):
@@ -81,14 +81,14 @@ def snapshot_incremental(c: Call, started_ns: int) -> dict[str, Any] | None:
     return {"root": c.root, "dir": crate_dir_name, "session": session_name, "files": files}
 
 
-def restore_incremental(c: Call, entry: Entry) -> bool:
+def restore_incremental(c: PreparedCall, entry: Entry) -> bool:
     """Put the entry's incremental session in place when the crate has no state of its
     own and this is the checkout that recorded it; True if it did. A damaged or missing
     blob only means no snapshot (gc's repair drops the entry)."""
     snap = entry.meta.get("incremental")
-    if not c.call.incremental or not isinstance(snap, dict) or snap.get("root") != c.root:
+    if not c.rustc.incremental or not isinstance(snap, dict) or snap.get("root") != c.root:
         return False
-    crate_dir = os.path.join(c.cwd, c.call.incremental, snap["dir"])
+    crate_dir = os.path.join(c.cwd, c.rustc.incremental, snap["dir"])
     session = snap["session"]
     if os.sep in snap["dir"] or os.sep in session or not session.startswith("s-") or session.count("-") < 3:
         return False
@@ -140,7 +140,7 @@ def restore_incremental(c: Call, entry: Entry) -> bool:
     return True
 
 
-def restore_snapshot(c: Call, entry: Entry) -> bool:
+def restore_snapshot(c: PreparedCall, entry: Entry) -> bool:
     """The entry's incremental session, restored beside the outputs (best effort: without
     it the next edit compiles incrementally from scratch, which is only slower)."""
     try:
@@ -149,7 +149,7 @@ def restore_snapshot(c: Call, entry: Entry) -> bool:
         return False
 
 
-def note(c: Call, incremental: str) -> None:
+def note(c: PreparedCall, incremental: str) -> None:
     """Remember an incremental dir, for gc to remove its sessions once they go stale."""
     try:
         c.store.note_incremental(os.path.join(c.cwd, incremental))
@@ -157,7 +157,7 @@ def note(c: Call, incremental: str) -> None:
         pass
 
 
-def clean(c: Call, incremental: str) -> None:
+def clean(c: PreparedCall, incremental: str) -> None:
     """Remove this crate's incremental state (stale: kache compiles without it)."""
     path = os.path.join(c.cwd, incremental)
     prefix = f"{c.crate}-"

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from kache.engine.call import Call
+    from kache.engine.call import PreparedCall
     from kache.store.index import Store
 
 __all__ = ["KeyLock", "unlink_shared_outputs", "run_compiler", "compiler_command", "record"]
@@ -147,22 +147,22 @@ def _shown(data: bytes, show: Callable[[str], str] | None) -> bytes:
     return show(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
 
 
-def compiler_command(c: Call) -> list[str]:
+def compiler_command(c: PreparedCall) -> list[str]:
     """The real compile: kache's remap flags, then cargo's arguments (rustc applies the
     last matching remap, so the user's own ``--remap-path-prefix`` wins); ``-C
     incremental`` kept or dropped as ``cache.incremental`` says (it is never part of
     the key: outputs of an incremental compile are as valid as any, only not
     byte-identical)."""
-    rc = c.call
+    rc = c.rustc
     args = rc.args if c.keep_incremental else argvmod.without_incremental(rc.args)
     return [rc.compiler, *rc.compiler_args_prefix, *c.norm.remap_flags(), *args]
 
 
-def record(c: Call, started_ns: int, stdout: str, stderr: str, compile_ms: int) -> tuple[str, int]:
+def record(c: PreparedCall, started_ns: int, stdout: str, stderr: str, compile_ms: int) -> tuple[str, int]:
     """Store the outputs of a successful compile. Returns (outcome, bytes), where the
     outcome is ``miss`` (new data), ``dup`` (every blob was there) or ``skip:<why>``.
     """
-    rc = c.call
+    rc = c.rustc
     dfile = next((p for p in c.outputs if p.endswith(".d")), None)
     if dfile is None or "dep-info" not in rc.emit:
         return "skip:no-dep-info", 0

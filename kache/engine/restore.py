@@ -22,13 +22,13 @@ from kache.store.index import DamagedBlob
 if TYPE_CHECKING:
     from typing import Any
 
-    from kache.engine.call import Call
+    from kache.engine.call import PreparedCall
     from kache.store.index import Entry
 
 __all__ = ["look_up", "restore", "replay_texts", "is_private_output", "write_new"]
 
 
-def look_up(c: Call) -> Entry | None:
+def look_up(c: PreparedCall) -> Entry | None:
     """The newest recorded compile under the cheap key whose inputs all still match."""
     for key, inputs in c.store.manifest(c.mkey):
         files = inputs.get("files", [])
@@ -47,7 +47,7 @@ def look_up(c: Call) -> Entry | None:
     return None
 
 
-def _env_value(c: Call, name: str, normalized: bool) -> str | None:
+def _env_value(c: PreparedCall, name: str, normalized: bool) -> str | None:
     value = c.env.get(name)
     if value is None or not normalized:
         return value
@@ -57,7 +57,7 @@ def _env_value(c: Call, name: str, normalized: bool) -> str | None:
 # --------------------------------------------------------------------------- restore
 
 
-def restore(c: Call, entry: Entry) -> int:
+def restore(c: PreparedCall, entry: Entry) -> int:
     """Put the entry's files in place (the caller replays its output). Returns bytes restored.
 
     Every blob is checked first (a ``stat`` against its stamp; re-hashed when that
@@ -101,7 +101,7 @@ def write_new(dst: str, data: bytes, umask: int | None = None) -> None:
     os.replace(tmp, dst)
 
 
-def is_private_output(c: Call, kind: str) -> bool:
+def is_private_output(c: PreparedCall, kind: str) -> bool:
     """Whether an output is the user's own program or library (a bin, dylib, cdylib or
     test harness, cached with ``cache_executables``): never hardlinked to a blob, in
     either direction, so a ``strip`` or a signing tool that rewrites it in place (as
@@ -109,7 +109,7 @@ def is_private_output(c: Call, kind: str) -> bool:
     share the blob's inode."""
     if kind != "exec":
         return False
-    rc = c.call
+    rc = c.rustc
     return not (argvmod.is_build_script(rc) or "proc-macro" in argvmod.effective_crate_types(rc))
 
 
@@ -150,14 +150,14 @@ def _place(blob: str, dst: str, *, executable: bool, private: bool = False) -> N
     os.replace(tmp, dst)
 
 
-def expand_depinfo(c: Call, text: str) -> str:
+def expand_depinfo(c: PreparedCall, text: str) -> str:
     info = depinfo.parse(text)
     info = depinfo.map_paths(info, c.norm.expand)
     info.env = [(name, c.env.get(name)) for name, _ in info.env]
     return depinfo.render(info)
 
 
-def replay_texts(c: Call, meta: dict[str, Any]) -> tuple[str, str]:
+def replay_texts(c: PreparedCall, meta: dict[str, Any]) -> tuple[str, str]:
     """rustc's recorded stdout and stderr, with this build's --out-dir put back and the
     file names of its messages made this machine's (kache.paths: Normalizer.diagnostics)."""
     out_dir = quickjson.quote(c.out_dir)[1:-1]

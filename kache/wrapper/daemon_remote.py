@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from kache.remote.spec import RemoteSpec
     from kache.settings import Settings
-    from kache.engine.call import Call
+    from kache.engine.call import PreparedCall
 
 __all__ = ["enabled", "check", "announce", "queue_upload", "note_use", "start_daemon"]
 
@@ -66,7 +66,7 @@ def _doc(settings: Settings) -> dict[str, Any] | None:
     return None if found is None else found.to_json()
 
 
-def check(c: Call, settings: Settings) -> bool:
+def check(c: PreparedCall, settings: Settings) -> bool:
     """Ask the daemon to fetch entries for this call's cheap key; True if it imported any.
 
     With no daemon, start one; in the first seconds after a start, wait for it (within
@@ -110,14 +110,14 @@ def check(c: Call, settings: Settings) -> bool:
         return bool(keys)
 
 
-def announce(c: Call, settings: Settings) -> None:
+def announce(c: PreparedCall, settings: Settings) -> None:
     """Tell the daemon a build runs in this workspace (it prefetches its Cargo.lock)."""
     from kache.daemon import client
 
     client.notify(c.store.root, {"v": 1, "op": "prefetch", "root": c.root, "remote": _doc(settings)})
 
 
-def queue_upload(c: Call, key: str, settings: Settings) -> None:
+def queue_upload(c: PreparedCall, key: str, settings: Settings) -> None:
     """Leave a durable upload intent for a new entry and poke the daemon (nothing for a
     read-only remote)."""
     found = spec(settings)

@@ -49,7 +49,7 @@ def session(crate_dir: Path, name: str, files: dict[str, bytes | Path]) -> Path:
 
 
 def snapshot(store: Store, ws: Path) -> dict[str, str]:
-    call = SimpleNamespace(cwd=str(ws), call=SimpleNamespace(incremental="target/debug/incremental"),
+    call = SimpleNamespace(cwd=str(ws), rustc=SimpleNamespace(incremental="target/debug/incremental"),
                            crate="foo", store=store, root=str(ws))
     snap = cache_mod.snapshot_incremental(call, 0)  # type: ignore[arg-type]
     assert snap is not None

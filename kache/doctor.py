@@ -161,7 +161,7 @@ def check_private(root: str) -> Check:
 
 
 def check_index(root: str, *, verify: bool = False) -> Check:
-    from kache.store.index import Store
+    from kache.store.store import Store
 
     if not os.path.exists(os.path.join(root, "index.db")):
         return Check("store index", OK, "empty store (no builds yet)")
@@ -190,16 +190,16 @@ def check_index(root: str, *, verify: bool = False) -> Check:
 
 
 def _index_problems(root: str, problems: list[str], verify: bool = False) -> Check:
-    from kache.store.index import Store
+    from kache.store.store import Store
 
     broken = [p for p in problems if not p.endswith("orphan blob(s) no entry uses")]
 
     def fix() -> str:
         s = Store(root)
         try:
-            entries, damaged = s.repair(rehash=verify)
+            entries, damaged = s.integrity.repair(rehash=verify)
             # Blobs younger than 10 minutes may belong to a compile that is recording.
-            count, freed = s.remove_orphans(s.orphan_blobs(older_than=600), older_than=600)
+            count, freed = s.remove_orphans(s.integrity.orphan_blobs(older_than=600), older_than=600)
             return (f"removed {damaged} damaged blobs, the {entries} entries that used them, and {count} "
                     f"orphan blobs ({units.format_size(freed)})")
         finally:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from kache.store import events
-from kache.store.index import Entry, Store
+from kache.store.store import Entry, Store
 
 
 def add_entry(store: Store, crate: str, *, blobs: list[bytes] | None = None, key: str | None = None,

@@ -20,7 +20,8 @@ from kache import settings as settings_mod
 from kache import units
 from kache.cli.output import echo_aligned, echo_json, echo_json_lines, echo_json_list, echo_table, warn
 from kache.errors import KacheError
-from kache.store.index import Store, StoreError
+from kache.store.connection import StoreError
+from kache.store.store import Store
 
 __all__ = ["COMMANDS"]
 
@@ -44,7 +45,7 @@ def _open_store(root: str, what: str, *, recover: bool = False) -> Iterator[Stor
     if not os.path.exists(os.path.join(root, "index.db")):
         yield None
         return
-    from kache.store.index import is_damage
+    from kache.store.connection import is_damage
 
     store = Store(root, create=recover)
     try:

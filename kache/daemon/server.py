@@ -69,7 +69,7 @@ from kache.remote.spec import SpecError
 
 if TYPE_CHECKING:
     from kache.settings import Settings
-    from kache.store.index import Store
+    from kache.store.store import Store
 
 __all__ = ["Daemon", "AlreadyRunning", "run", "log_level"]
 
@@ -218,7 +218,7 @@ class _HitStores:
     def take(self) -> tuple[Store, int]:
         """A store to serve one hit with (a kept one is open, a new one opens on first
         use), and the inode of the index file in place when it was taken."""
-        from kache.store.index import Store
+        from kache.store.store import Store
 
         current = self._inode()
         while True:
@@ -1322,7 +1322,7 @@ class Daemon:
     # ------------------------------------------------------------------ helpers
 
     def _store(self) -> Store:
-        from kache.store.index import Store
+        from kache.store.store import Store
 
         return Store(self.root)
 

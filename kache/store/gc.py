@@ -24,7 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kache.store.index import PIN_SECS, Store
+from kache.store.store import PIN_SECS, Store
 
 if TYPE_CHECKING:
     from kache.settings import Settings
@@ -295,7 +295,7 @@ def clean_incremental_dirs(store: Store, now: float | None = None) -> tuple[int,
     now = time.time() if now is None else now
     count = freed = 0
     forget = []
-    for path, _seen in store.incremental_dirs():
+    for path, _seen in store.memos.incremental_dirs():
         if not _is_incremental_dir(path) or not os.path.isdir(path) or os.path.islink(path):
             forget.append(path)
             continue
@@ -311,7 +311,7 @@ def clean_incremental_dirs(store: Store, now: float | None = None) -> tuple[int,
             if not os.path.exists(session.path):
                 count, freed = count + 1, freed + size
     if forget:
-        store.forget_incremental(forget)
+        store.memos.forget_incremental(forget)
     return count, freed
 
 
@@ -321,7 +321,7 @@ def checked_gc(store: Store, max_bytes: int, *, max_age: float | None, clean_inc
     ``INDEX_CHECK_SECS`` old, and whenever one of gc's queries finds it damaged. A
     damaged index is moved aside and a new one started (then gc runs on that), and
     ``store.recovered`` says where it went."""
-    from kache.store.index import StoreError, is_damage
+    from kache.store.connection import StoreError, is_damage
 
     now = time.time() if now is None else now
     checked = last_index_check(store.root)
@@ -363,8 +363,8 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     # blob whose stamp changed is re-hashed), so eviction plans on what is really there.
     # One read of the referenced blobs serves repair, the physical size and the orphan
     # sweep (each a scan of entry_blobs: ~0.05 s per 100,000 entries).
-    sizes = store.blob_sizes()
-    broken, damaged = store.repair(sizes=sizes)
+    sizes = store.integrity.blob_sizes()
+    broken, damaged = store.integrity.repair(sizes=sizes)
     store.clamp_future(now)
     before = store.totals()["physical_bytes"] if broken or damaged else sum(sizes.values())
     report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=before,
@@ -380,14 +380,14 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     # and each is re-checked under the write lock. (``sizes`` may still name blobs of
     # entries removed since: those are deleted with their last entry, or left for later.)
     report.orphans_removed, report.orphan_bytes = store.remove_orphans(
-        store.orphan_blobs(used=sizes), older_than=ORPHAN_AGE_SECS, now=now)
+        store.integrity.orphan_blobs(used=sizes), older_than=ORPHAN_AGE_SECS, now=now)
     report.temp_removed, report.temp_bytes = clean_tmp(store.root, now)
     n, size = clean_moved_aside(store.root, now)
     report.temp_removed += n
     report.temp_bytes += size
     if clean_incremental:
         report.incremental_removed, report.incremental_bytes = clean_incremental_dirs(store, now)
-    report.memo_rows_removed = store.forget_vanished_memos()
+    report.memo_rows_removed = store.memos.forget_vanished()
     # Orphans, temp files and memo rows are outside the physical size: it moved only if
     # entries went (or a build recorded one meanwhile, which the next gc counts).
     removed = report.entries_evicted or broken or damaged

@@ -28,7 +28,8 @@ from kache import quickjson
 from kache.store import events
 from kache.store.listing import iso
 from kache.store.events import HIT_OUTCOMES, OUTCOMES
-from kache.store.index import Store, StoreError
+from kache.store.connection import StoreError
+from kache.store.store import Store
 
 __all__ = ["Counts", "Stats", "ProjectStats", "compute", "refresh_fold", "store_totals", "HIT_OUTCOMES"]
 

@@ -30,7 +30,8 @@ from kache._record import Record
 from kache.paths import Normalizer, find_target_dir, resolve
 from kache.store import events
 from kache.store.blobs import copy_file, hash_file
-from kache.store.index import DamagedBlob, Entry, Store
+from kache.store.integrity import DamagedBlob
+from kache.store.store import Entry, Store
 from kache.wrapper import argv as argvmod
 from kache.wrapper import depinfo
 from kache.wrapper.envpolicy import key_env

@@ -6,7 +6,9 @@ import os
 import time
 
 from kache.settings import Settings, env_flag
-from kache.store.index import DamagedBlob, Entry, Store, StoreError, is_damage, sqlite3
+from kache.store.connection import StoreError, is_damage, sqlite3
+from kache.store.integrity import DamagedBlob
+from kache.store.store import Entry, Store
 from kache.wrapper import argv as argvmod
 from kache.wrapper import cache, remote
 

@@ -9,7 +9,7 @@ import tomlkit
 
 from kache.cli import main
 from kache.cli.setup import kache_executable
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.synthetic import add_entry
 
 

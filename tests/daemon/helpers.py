@@ -14,7 +14,7 @@ from typing import Any
 from kache.daemon import client
 from kache.daemon.server import Daemon
 from kache.remote.spec import RemoteSpec
-from kache.store.index import Entry, Store
+from kache.store.store import Entry, Store
 
 FAKE = RemoteSpec("fake")
 """The remote the requests of these tests name (the daemon's stand-in serves every one)."""

@@ -15,7 +15,7 @@ from kache import settings as settings_mod
 from kache.daemon import client
 from kache.daemon.server import _AUTO
 from kache.remote import spec as spec_mod
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.daemon.helpers import add_entry, hexkey, intents, wait_for
 
 ACCESS_KEY = "AKIAKACHEDAEMONTEST1"

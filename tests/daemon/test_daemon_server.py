@@ -503,7 +503,7 @@ def test_the_daemon_collects_a_store_over_its_limit(tmp_path, monkeypatch) -> No
 
     from kache import settings as settings_mod
     from kache.daemon import server
-    from kache.store.index import Store
+    from kache.store.store import Store
     from tests.synthetic import add_entry
 
     root = tmp_path / "store"
@@ -571,7 +571,7 @@ def test_hits_reuse_a_kept_connection_until_the_index_file_is_replaced(store_roo
     one whose index file was moved aside since (recovery from damage) is closed, not
     used, and so is one a failed request closed."""
     from kache.daemon.server import _HitStores
-    from kache.store.index import Store
+    from kache.store.store import Store
 
     def new_index() -> None:
         s = Store(str(store_root))
@@ -584,7 +584,7 @@ def test_hits_reuse_a_kept_connection_until_the_index_file_is_replaced(store_roo
     first.db  # noqa: B018 - a request opens it
     stores.give(first, inode)
     again, inode = stores.take()
-    assert again is first and again._db is not None  # the same open connection
+    assert again is first and again.is_open  # the same open connection
     second, inode2 = stores.take()
     assert second is not first  # taken while the first is in use: its own
     second.db  # noqa: B018
@@ -592,13 +592,13 @@ def test_hits_reuse_a_kept_connection_until_the_index_file_is_replaced(store_roo
     stores.give(second, inode2)
 
     index = store_root / "index.db"
-    for suffix in ("", "-wal", "-shm"):  # moved aside, as Store._move_aside does
+    for suffix in ("", "-wal", "-shm"):  # moved aside, as the store does with a damaged one
         if Path(f"{index}{suffix}").exists():
             os.replace(f"{index}{suffix}", f"{index}.corrupt-1{suffix}")
     new_index()  # and a new one started
     fresh, inode = stores.take()
     assert fresh is not first and fresh is not second
-    assert first._db is None and second._db is None  # both were to the old file: closed
+    assert not first.is_open and not second.is_open  # both were to the old file: closed
     assert fresh.db.execute("PRAGMA user_version").fetchone()[0] > 0
     fresh.close()  # a request that failed closes it
     stores.give(fresh, inode)
@@ -610,7 +610,7 @@ def test_an_idle_daemon_keeps_the_stats_fold_up_to_date(start_daemon, store_root
     """`kache stats` folds only the events after the daemon's last fold: the daemon folds
     the log while idle, once it grew by fold_bytes, and not for less."""
     from kache.store import events, stats
-    from kache.store.index import Store
+    from kache.store.store import Store
     from tests.synthetic import event
 
     root = str(store_root)

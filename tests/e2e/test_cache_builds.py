@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.conftest import kache_log
 from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from kache.store.blobs import hash_file
-from kache.store.index import Entry, Store
+from kache.store.store import Entry, Store
 from tests import reliability
 from tests.conftest import FIXTURES
 from tests.e2e.conftest import Workspace, make_counting_rustc
@@ -193,7 +193,7 @@ def leftovers(ws: Workspace) -> tuple[list[str], list[Path]]:
     """(orphan blobs, temp files of unfinished puts) in the store."""
     store = Store(str(ws.store), create=False)
     try:
-        orphans = store.orphan_blobs()
+        orphans = store.integrity.orphan_blobs()
     finally:
         store.close()
     return orphans, sorted((ws.store / "tmp").glob("put-*"))

@@ -37,7 +37,7 @@ import pytest
 
 from kache.daemon import client
 from kache.remote.archive import ArchiveError, import_archive
-from kache.store.index import Store
+from kache.store.store import Store
 from tests import reliability
 from tests.conftest import ROOT
 from tests.e2e.conftest import Workspace
@@ -491,7 +491,7 @@ def orphans(store: Path) -> dict[str, bytes]:
     """The store's unreferenced blobs: path → content."""
     s = Store(str(store))
     try:
-        paths = s.orphan_blobs()
+        paths = s.integrity.orphan_blobs()
     finally:
         s.close()
     return {p: Path(p).read_bytes() for p in paths}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from kache.store.index import Store
+from kache.store.store import Store
 from tests import reliability
 from tests.conftest import kache_log
 from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, outcomes
@@ -80,14 +80,14 @@ KILL_STAGES = [
     ("miss-after-put-file", "kill:after:kache.store.blobs:put_file", False, "orphans"),
     ("miss-after-put-bytes", "kill:after:kache.store.blobs:put_bytes", False, "orphans"),
     # inside Store.add's write transaction (blob stamps written, the entry not yet)
-    ("miss-inside-add", "kill:after:kache.store.index:Store.stamp_blobs", False, "orphans"),
+    ("miss-inside-add", "kill:after:kache.store.integrity:Integrity.stamp_blobs", False, "orphans"),
     # after the entry is recorded, before its event (or a passthrough's) is logged
     ("miss-before-event", "kill:before:kache.store.events:append", False, ""),
     ("hit-before-place", "kill:before:kache.wrapper.cache:_place", True, ""),
     ("hit-after-place", "kill:after:kache.wrapper.cache:_place", True, ""),
     ("hit-after-restore", "kill:after:kache.wrapper.cache:restore", True, ""),
     # inside the touch transaction (hit counted and blobs stamped, not committed)
-    ("hit-inside-touch", "kill:after:kache.store.index:Store.touch", True, ""),
+    ("hit-inside-touch", "kill:after:kache.store.store:Store.touch", True, ""),
 ]
 
 
@@ -255,7 +255,7 @@ def test_a_compile_whose_index_was_replaced_meanwhile_is_recorded_in_the_new_one
     place is sound. Every unit is still recorded, in that index, and serves the next
     clean build."""
     ws = fault_ws()
-    ws.build(**faults.env("malformed:before:kache.store.index:Store.add"))
+    ws.build(**faults.env("malformed:before:kache.store.store:Store.add"))
     assert len(faults.take_fired()) >= len(CACHEABLE_CRATES)
     events = outcomes(ws.take_events())
     assert all(events[c] in ("miss", "dup") for c in CACHEABLE_CRATES), events

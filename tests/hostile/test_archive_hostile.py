@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from kache.remote.archive import ArchiveError, _valid_file_name, import_archive, pack_entry
 from kache.store import blobs
-from kache.store.index import Entry, Store
+from kache.store.store import Entry, Store
 from tests.hostile import accepted, refused, tried
 from tests.remote.helpers import add_entry, blake, entry_doc, good_members, make_archive, member
 
@@ -78,7 +78,7 @@ def assert_refused_cleanly(store: Store) -> None:
     """Nothing recorded; any blob left behind is an intact orphan; tmp/ is empty."""
     assert store.entries() == []
     assert store.db.execute("SELECT COUNT(*) FROM manifests").fetchone()[0] == 0
-    for path in store.orphan_blobs():
+    for path in store.integrity.orphan_blobs():
         assert blobs.hash_file(path)[0] == os.path.basename(path)
     assert os.listdir(os.path.join(store.root, "tmp")) == []
 

@@ -11,7 +11,7 @@ import pytest
 
 from kache import settings as settings_mod
 from kache.remote.s3 import Remote
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.remote.helpers import ACCESS_KEY, SECRET_KEY
 
 _buckets = itertools.count()

@@ -17,7 +17,7 @@ from typing import Any
 import zstandard
 from blake3 import blake3
 
-from kache.store.index import Entry, Store
+from kache.store.store import Entry, Store
 
 # An access key and secret that must never appear in an error message.
 ACCESS_KEY = "AKIAKACHETESTKEY0001"

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.e2e.conftest import CACHEABLE_CRATES, Workspace, machines, outcomes  # noqa: F401 (fixture)
 from tests.remote.test_daemon_e2e import configure, kache, started  # noqa: F401 (fixture)
 from tests.daemon.helpers import pending_intents

@@ -20,7 +20,7 @@ import pytest
 
 from kache.daemon.client import socket_path
 from kache.remote.archive import import_archive, pack_entry
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.daemon.helpers import serve_lines
 from tests.e2e.conftest import Workspace, machines, outcomes  # noqa: F401 (fixture)
 

@@ -12,7 +12,7 @@ import zstandard
 
 from kache.remote.archive import ArchiveError, import_archive, pack_entry
 from kache.store import blobs
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.hostile import refused
 from tests.remote.helpers import add_entry, blake, entry_doc, good_members, hexkey, make_archive, member
 
@@ -282,4 +282,4 @@ def test_a_failure_after_some_blobs_leaves_only_orphans(store_b: Store, tmp_path
     with refused(ArchiveError, match="content does not match its name"):
         import_archive(store_b, archive)
     assert_nothing_recorded(store_b)
-    assert [os.path.basename(p) for p in store_b.orphan_blobs()] == [blake(good)]
+    assert [os.path.basename(p) for p in store_b.integrity.orphan_blobs()] == [blake(good)]

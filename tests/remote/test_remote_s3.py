@@ -15,7 +15,7 @@ from kache import settings as settings_mod
 from kache.remote.archive import ArchiveError, pack_entry
 from kache.remote.s3 import Remote, RemoteError
 from kache.remote.spec import normalize_prefix
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.remote.helpers import ACCESS_KEY, SECRET_KEY, add_entry, failing_server, hexkey
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from kache.store.gc import INDEX_CHECK_SECS, checked_gc, gc, last_index_check, purge
-from kache.store.index import PIN_SECS, Store, index_is_sound
+from kache.store.connection import index_is_sound
+from kache.store.store import PIN_SECS, Store
 from tests.synthetic import add_entry
 
 KB = 1000
@@ -198,10 +199,10 @@ def test_incremental_dirs_are_removed_when_asked(store: Store, tmp_path: Path) -
     store.note_incremental(str(tmp_path / "gone" / "incremental"))
     report = gc(store, 10**9, max_age=None, clean_incremental=False)
     assert report.incremental_removed == 0 and inc.exists()
-    assert len(store.incremental_dirs()) == 2
+    assert len(store.memos.incremental_dirs()) == 2
     report = gc(store, 10**9, max_age=None, clean_incremental=True)
     assert report.incremental_removed == 0 and (inc / "foo-1abc").exists()  # recent sessions stay
-    assert [p for p, _ in store.incremental_dirs()] == [str(inc)]  # the vanished one is forgotten
+    assert [p for p, _ in store.memos.incremental_dirs()] == [str(inc)]  # the vanished one is forgotten
     old = time.time() - 2 * 3600
     os.utime(inc / "foo-1abc", (old, old))
     report = gc(store, 10**9, max_age=None, clean_incremental=True)
@@ -215,7 +216,7 @@ def test_a_path_that_is_not_incremental_state_is_never_deleted(store: Store, tmp
     store.note_incremental(str(precious))
     report = gc(store, 10**9, max_age=None, clean_incremental=True)
     assert report.incremental_removed == 0 and precious.exists()
-    assert store.incremental_dirs() == []
+    assert store.memos.incremental_dirs() == []
 
 
 def test_memo_rows_of_vanished_files_and_session_dirs_are_forgotten(store: Store, tmp_path: Path) -> None:

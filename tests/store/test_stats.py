@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kache.store import events
-from kache.store.index import Store
+from kache.store.store import Store
 from kache.store import stats as stats_mod
 from kache.store.gc import KEPT_FILES
 from kache.store.stats import FOLD_CACHE, compute

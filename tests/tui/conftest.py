@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.synthetic import add_entry, event
 
 NOW = 1_700_000_000.0

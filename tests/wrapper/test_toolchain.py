@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kache.store.index import Store
+from kache.store.store import Store
 from kache.wrapper import toolchain
 from kache.wrapper.toolchain import ToolchainError, identity
 

@@ -142,7 +142,7 @@ class Tally(Counts):
 
 @dataclass
 class Totals:
-    """The store's size, as :meth:`kache.store.index.Store.totals` counts it."""
+    """The store's size, as :meth:`kache.store.store.Store.totals` counts it."""
 
     exists: bool
     entries: int = 0

@@ -66,6 +66,7 @@ from kache.daemon.protocol import ProtocolError
 from kache.daemon.remotes import DOWN_SECS, Remotes, Served, default_factory, valid_id
 from kache.errors import KacheError
 from kache.remote.spec import SpecError
+from kache.store import layout
 
 if TYPE_CHECKING:
     from kache.settings import Settings
@@ -211,7 +212,7 @@ class _HitStores:
 
     def _inode(self) -> int:
         try:
-            return os.stat(os.path.join(self.root, "index.db")).st_ino
+            return os.stat(layout.index_path(self.root)).st_ino
         except OSError:
             return -1
 
@@ -276,9 +277,9 @@ class Daemon:
         """Run by a service manager: never idles out (re-executes with ``--service``)."""
         self.root = os.path.abspath(str(settings.local_store))
         self.socket_path = client.socket_path(self.root)
-        self.pid_path = os.path.join(self.root, P.PID_NAME)
-        self.log_path = os.path.join(self.root, P.LOG_NAME)
-        self.intents_dir = os.path.join(self.root, P.INTENTS_DIR)
+        self.pid_path = layout.pid_path(self.root)
+        self.log_path = layout.log_path(self.root)
+        self.intents_dir = layout.uploads_dir(self.root)
         self.idle_timeout = 0.0 if service else float(settings["cache.daemon_idle_timeout_secs"] or 0)
         self.concurrency = max(1, int(settings["cache.s3_concurrency"] or 1))
         self.reexec = reexec

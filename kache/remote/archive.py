@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING
 
 from kache.errors import KacheError
 from kache.paths import REMAP_TARGETS
-from kache.store import blobs
+from kache.store import blobs, layout
 from kache.store.store import Entry
 
 if TYPE_CHECKING:
@@ -265,7 +265,7 @@ def import_archive(store: Store, data: bytes, *, expected_key: str | None = None
         raise fail(f"expected crate name {expected_crate!r} is not a valid crate name")
     member_cap = max_bytes if max_member_bytes is None else max_member_bytes
     store.open()  # the store's layout (tmp/, store/) exists from here on
-    tmp_dir = os.path.join(store.root, "tmp")
+    tmp_dir = layout.tmp_dir(store.root)
     try:
         stream = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
     except zstandard.ZstdError as e:

@@ -24,6 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kache.store import layout
 from kache.store.store import PIN_SECS, Store
 
 if TYPE_CHECKING:
@@ -38,10 +39,9 @@ TARGET_FRACTION = 0.9
 ORPHAN_AGE_SECS = 3600.0
 # Temp files (``tmp/put-*``, ``tmp/purge-*``) older than this are left over by a crash.
 TEMP_AGE_SECS = 3600.0
-# Stamps in ``tmp/settings-ok`` and ``tmp/warned`` older than this are dropped; the
+# Stamps in the stamp dirs of ``tmp/`` (layout.STAMP_DIRS) older than this are dropped; the
 # price is one re-validation or one repeated warning.
 STAMP_AGE_SECS = 7 * 86400.0
-STAMP_DIRS = frozenset({"settings-ok", "warned", "settings", "units"})
 # `kache gc` has SQLite check the index file itself (``PRAGMA quick_check`` reads every
 # page: ~0.25 s at 100,000 entries, seconds from a cold disk) at most this often; in
 # between, a query of gc's that finds the index damaged leads to the same check.
@@ -203,9 +203,6 @@ def _age(path: str, now: float) -> float:
     return now - max(st.st_mtime, st.st_ctime)
 
 
-# Stamps and reports that live in tmp/ on purpose (wrapper, daemon, gc, and stats'
-# fold of the event log, kache.store.stats.FOLD_CACHE).
-KEPT_FILES = frozenset({"gc-last.json", "gc-checked", "daemon-autostart", "stats-fold.json"})
 
 
 def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:
@@ -216,7 +213,7 @@ def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:
     than ``STAMP_AGE_SECS`` (the directories stay). Other directories are left alone.
     """
     now = time.time() if now is None else now
-    tmp = os.path.join(root, "tmp")
+    tmp = layout.tmp_dir(root)
     count = freed = 0
     try:
         items = list(os.scandir(tmp))
@@ -224,18 +221,18 @@ def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:
         return 0, 0
     for item in items:
         try:
-            if item.name in STAMP_DIRS and item.is_dir(follow_symlinks=False):
+            if item.name in layout.STAMP_DIRS and item.is_dir(follow_symlinks=False):
                 for stamp in os.scandir(item.path):
                     if stamp.is_file(follow_symlinks=False) and _age(stamp.path, now) > STAMP_AGE_SECS:
                         size = stamp.stat(follow_symlinks=False).st_size
                         os.unlink(stamp.path)
                         count, freed = count + 1, freed + size
             elif item.is_dir(follow_symlinks=False):
-                if item.name.startswith("purge-") and _age(item.path, now) > TEMP_AGE_SECS:
+                if item.name.startswith(layout.PURGE_PREFIX) and _age(item.path, now) > TEMP_AGE_SECS:
                     size = _tree_size(item.path)
                     shutil.rmtree(item.path, ignore_errors=True)
                     count, freed = count + 1, freed + size
-            elif item.name in KEPT_FILES:
+            elif item.name in layout.KEPT_FILES:
                 continue
             elif _age(item.path, now) > TEMP_AGE_SECS:
                 size = item.stat(follow_symlinks=False).st_size
@@ -255,7 +252,7 @@ def clean_moved_aside(root: str, now: float) -> tuple[int, int]:
     except FileNotFoundError:
         return 0, 0
     for item in items:
-        if not item.name.startswith("index.db.corrupt-") or not item.is_file(follow_symlinks=False):
+        if not layout.is_moved_aside_index(item.name) or not item.is_file(follow_symlinks=False):
             continue
         try:
             if _age(item.path, now) > STAMP_AGE_SECS:
@@ -344,7 +341,7 @@ def last_index_check(root: str) -> float | None:
     import json
 
     try:
-        with open(os.path.join(root, "tmp", "gc-last.json"), encoding="utf-8") as f:
+        with open(layout.tmp_path(root, layout.GC_LAST), encoding="utf-8") as f:
             checked = json.load(f).get("index_checked")
     except (OSError, ValueError, AttributeError):
         return None
@@ -401,7 +398,7 @@ def _remember(root: str, report: GcReport, now: float) -> None:
     import json
 
     try:
-        path = os.path.join(root, "tmp", "gc-last.json")
+        path = layout.tmp_path(root, layout.GC_LAST)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{path}.{os.getpid()}"
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:

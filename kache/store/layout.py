@@ -74,11 +74,11 @@ PURGE_PREFIX = "purge-"
 DOCTOR_PREFIX = "doctor-"
 
 
-def index_path(root: str) -> str:
+def index_path(root: str | os.PathLike[str]) -> str:
     return os.path.join(root, INDEX)
 
 
-def moved_aside_index(root: str, when: int) -> str:
+def moved_aside_index(root: str | os.PathLike[str], when: int) -> str:
     """``index.db.corrupt-<when>``: where a damaged index is moved aside."""
     return os.path.join(root, f"{CORRUPT_PREFIX}{when}")
 
@@ -87,69 +87,69 @@ def is_moved_aside_index(name: str) -> bool:
     return name.startswith(CORRUPT_PREFIX)
 
 
-def blobs_dir(root: str) -> str:
+def blobs_dir(root: str | os.PathLike[str]) -> str:
     return os.path.join(root, BLOBS)
 
 
-def blob_path(root: str, digest: str) -> str:
+def blob_path(root: str | os.PathLike[str], digest: str) -> str:
     """``store/<first two hex digits>/<hash>``."""
     return os.path.join(root, BLOBS, digest[:2], digest)
 
 
-def tmp_dir(root: str) -> str:
+def tmp_dir(root: str | os.PathLike[str]) -> str:
     return os.path.join(root, TMP)
 
 
-def tmp_path(root: str, name: str) -> str:
+def tmp_path(root: str | os.PathLike[str], name: str) -> str:
     """``tmp/<name>``: one of the names above (``GC_LAST``, ``WARNED``, …)."""
     return os.path.join(root, TMP, name)
 
 
-def put_path(root: str, token: str) -> str:
+def put_path(root: str | os.PathLike[str], token: str) -> str:
     """A temp file an atomic write renames into place."""
     return os.path.join(root, TMP, f"{PUT_PREFIX}{os.getpid()}-{token}")
 
 
-def purge_dir(root: str, stamp: int) -> str:
+def purge_dir(root: str | os.PathLike[str], stamp: int) -> str:
     """Where ``purge`` moves ``store/`` aside before deleting it."""
     return os.path.join(root, TMP, f"{PURGE_PREFIX}{os.getpid()}-{stamp}")
 
 
-def doctor_probe(root: str) -> str:
+def doctor_probe(root: str | os.PathLike[str]) -> str:
     """The file ``kache doctor`` writes to see that the store is writable."""
     return os.path.join(root, TMP, f"{DOCTOR_PREFIX}{os.getpid()}")
 
 
-def locks_dir(root: str) -> str:
+def locks_dir(root: str | os.PathLike[str]) -> str:
     return os.path.join(root, LOCKS)
 
 
-def lock_path(root: str, name: str) -> str:
+def lock_path(root: str | os.PathLike[str], name: str) -> str:
     """``locks/<name>``: a per-compile lock (named after its cheap key) or the recovery lock."""
     return os.path.join(root, LOCKS, name)
 
 
-def recovery_lock_path(root: str) -> str:
+def recovery_lock_path(root: str | os.PathLike[str]) -> str:
     """The flock under which one process at a time decides about a damaged index."""
     return lock_path(root, "index-recovery")
 
 
-def events_path(root: str, n: int = 0) -> str:
+def events_path(root: str | os.PathLike[str], n: int = 0) -> str:
     """The current event log (``n`` 0) or the rotated one (``n`` 1)."""
     return os.path.join(root, EVENTS if n == 0 else f"events.{n}.jsonl")
 
 
-def socket_path(root: str) -> str:
+def socket_path(root: str | os.PathLike[str]) -> str:
     return os.path.join(root, SOCKET)
 
 
-def pid_path(root: str) -> str:
+def pid_path(root: str | os.PathLike[str]) -> str:
     return os.path.join(root, PID)
 
 
-def log_path(root: str) -> str:
+def log_path(root: str | os.PathLike[str]) -> str:
     return os.path.join(root, LOG)
 
 
-def uploads_dir(root: str) -> str:
+def uploads_dir(root: str | os.PathLike[str]) -> str:
     return os.path.join(root, UPLOADS)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from kache import quickjson
-from kache.store import events
+from kache.store import events, layout
 from kache.store.listing import iso
 from kache.store.events import HIT_OUTCOMES, OUTCOMES
 from kache.store.connection import StoreError
@@ -161,7 +161,7 @@ class Stats(Counts):
 
 def store_totals(store_root: str) -> dict[str, int]:
     """``Store.totals()`` of the store at ``store_root``; zeros when there is no store yet."""
-    if not os.path.exists(os.path.join(store_root, "index.db")):
+    if not os.path.exists(layout.index_path(store_root)):
         return {"entries": 0, "logical_bytes": 0, "physical_bytes": 0}
     store = Store(store_root, create=False)
     try:
@@ -333,7 +333,6 @@ def _is_fold(f: Any) -> bool:
 
 # The fold of each log file is kept by inode, with the offset it covers and the bytes
 # just before that offset (a file rewritten in place, or a reused inode, does not match).
-FOLD_CACHE = os.path.join("tmp", "stats-fold.json")
 _FOLD_VERSION = 1
 _TAIL_BYTES = 64
 
@@ -346,7 +345,7 @@ def _folded_log(store_root: str) -> dict[str, Any]:
     only the complete lines appended since are folded. The cache is rewritten when it
     changed, and only when the store's ``tmp/`` exists (stats creates nothing).
     """
-    cache_path = os.path.join(store_root, FOLD_CACHE)
+    cache_path = layout.tmp_path(store_root, layout.STATS_FOLD)
     cached = _read_fold_cache(cache_path)
     kept: list[dict[str, Any]] = []
     out = _new_fold()

@@ -609,7 +609,7 @@ def test_hits_reuse_a_kept_connection_until_the_index_file_is_replaced(store_roo
 def test_an_idle_daemon_keeps_the_stats_fold_up_to_date(start_daemon, store_root: Path) -> None:
     """`kache stats` folds only the events after the daemon's last fold: the daemon folds
     the log while idle, once it grew by fold_bytes, and not for less."""
-    from kache.store import events, stats
+    from kache.store import events, layout, stats
     from kache.store.store import Store
     from tests.synthetic import event
 
@@ -620,7 +620,7 @@ def test_an_idle_daemon_keeps_the_stats_fold_up_to_date(start_daemon, store_root
 
     def covered() -> int | None:
         try:
-            doc = json.loads((store_root / stats.FOLD_CACHE).read_text())
+            doc = json.loads(Path(layout.tmp_path(str(store_root), layout.STATS_FOLD)).read_text())
         except (OSError, ValueError):
             return None
         ino = os.stat(events.path(root)).st_ino

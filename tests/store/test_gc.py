@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kache.store import layout
 from kache.store.gc import INDEX_CHECK_SECS, checked_gc, gc, last_index_check, purge
 from kache.store.connection import index_is_sound
 from kache.store.store import PIN_SECS, Store
@@ -174,8 +175,8 @@ def test_stale_temp_files_and_old_stamps_go(store: Store) -> None:
     now = time.time()
     tmp = Path(store.root) / "tmp"
     (tmp / "put-1-abc").write_bytes(b"half a blob")
-    (tmp / "settings-ok").mkdir()
-    (tmp / "settings-ok" / "stamp").touch()
+    (tmp / layout.WARNED).mkdir()
+    (tmp / layout.WARNED / "stamp").touch()
     (tmp / "purge-1-2").mkdir()
     (tmp / "purge-1-2" / "ab").mkdir()
     (tmp / "purge-1-2" / "ab" / "blob").write_bytes(b"12345")
@@ -185,9 +186,9 @@ def test_stale_temp_files_and_old_stamps_go(store: Store) -> None:
     report = gc(store, 10**9, max_age=None, clean_incremental=False, now=now + 2 * 3600)
     assert (report.temp_removed, report.temp_bytes) == (2, 16)
     assert not (tmp / "put-1-abc").exists() and not (tmp / "purge-1-2").exists()
-    assert (tmp / "settings-ok" / "stamp").exists() and (tmp / "someone-elses-dir").exists()
+    assert (tmp / layout.WARNED / "stamp").exists() and (tmp / "someone-elses-dir").exists()
     gc(store, 10**9, max_age=None, clean_incremental=False, now=now + 8 * 86400)
-    assert (tmp / "settings-ok").is_dir() and not (tmp / "settings-ok" / "stamp").exists()
+    assert (tmp / layout.WARNED).is_dir() and not (tmp / layout.WARNED / "stamp").exists()
 
 
 def test_incremental_dirs_are_removed_when_asked(store: Store, tmp_path: Path) -> None:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from kache.store import events
-from kache.store.store import Store
+from kache.store import events, layout
 from kache.store import stats as stats_mod
-from kache.store.gc import KEPT_FILES
-from kache.store.stats import FOLD_CACHE, compute
+from kache.store.stats import compute
+from kache.store.store import Store
 from tests.synthetic import add_entry, event
 
 
@@ -126,9 +125,9 @@ def test_the_fold_cache_folds_only_what_was_appended(store: Store, monkeypatch: 
         event(root, ("local_hit", "miss", "passthrough")[i % 3], ms=float(i), reason="emit", root=f"/ws/{i % 4}")
     first = compute(root, None).to_json()
     assert first == _fresh(root)
-    cache = Path(root, FOLD_CACHE)
+    cache = Path(layout.tmp_path(root, layout.STATS_FOLD))
     assert cache.exists() and oct(cache.stat().st_mode & 0o777) == "0o600"
-    assert cache.name in KEPT_FILES  # gc's sweep of tmp/ leaves it
+    assert cache.name in layout.KEPT_FILES  # gc's sweep of tmp/ leaves it
     folded: list[int] = []
     real_fold = stats_mod._fold
     monkeypatch.setattr(stats_mod, "_fold", lambda evs, f: (folded.append(len(evs)), real_fold(evs, f)))
@@ -184,7 +183,7 @@ def test_a_damaged_or_forged_fold_cache_is_not_used(store: Store, cache: bytes) 
     fold["hit_ms"] = [float("nan")]
     text = cache.replace(b"INO", str(os.stat(events.path(root)).st_ino).encode()).replace(
         b"FOLD", json.dumps(fold).encode())
-    Path(root, FOLD_CACHE).write_bytes(text)
+    Path(layout.tmp_path(root, layout.STATS_FOLD)).write_bytes(text)
     st = compute(root, None)
     assert (st.hits, st.misses) == (1, 1)
     assert st.to_json() == _fresh(root)

@@ -228,6 +228,12 @@ def damage_index(ws: Workspace, how: str) -> None:
     reliability.count("faults injected")
 
 
+def _why(events: list[dict]) -> list[tuple[str, str, str]]:
+    """(crate, outcome, reason) of each event: an assertion's message says why a unit
+    ended as it did."""
+    return [(e.get("crate", ""), e.get("outcome", ""), e.get("reason", "")) for e in events]
+
+
 @pytest.mark.parametrize("how", ["deleted", "truncated", "garbage", "torn"])
 def test_a_damaged_index_between_builds_costs_only_cache_hits(fault_ws: Callable[..., Workspace], how: str) -> None:
     """index.db lost, truncated, overwritten or torn between a build and a clean
@@ -239,8 +245,9 @@ def test_a_damaged_index_between_builds_costs_only_cache_hits(fault_ws: Callable
     if how != "deleted":
         assert doctor(ws)["store index"]["status"] == "fail"
     ws.build()
-    events = outcomes(ws.take_events())
-    assert all(events[c] in ("miss", "dup") for c in CACHEABLE_CRATES), events
+    taken = ws.take_events()
+    events = outcomes(taken)
+    assert all(events[c] in ("miss", "dup") for c in CACHEABLE_CRATES), _why(taken)
     ws.verify_app()
     assert entry_problems(ws) == []
     assert_repaired(ws)
@@ -257,8 +264,9 @@ def test_a_compile_whose_index_was_replaced_meanwhile_is_recorded_in_the_new_one
     ws = fault_ws()
     ws.build(**faults.env("malformed:before:kache.store.store:Store.add"))
     assert len(faults.take_fired()) >= len(CACHEABLE_CRATES)
-    events = outcomes(ws.take_events())
-    assert all(events[c] in ("miss", "dup") for c in CACHEABLE_CRATES), events
+    taken = ws.take_events()
+    events = outcomes(taken)
+    assert all(events[c] in ("miss", "dup") for c in CACHEABLE_CRATES), _why(taken)
     ws.verify_app()
     assert entry_problems(ws) == []
     assert_warm_rebuild_is_right(ws)

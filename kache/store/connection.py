@@ -72,7 +72,8 @@ try:
 except ImportError:  # pragma: no cover
     import sqlite3  # type: ignore[no-redef]
 
-__all__ = ["Connection", "Transaction", "Bulk", "Flock", "StoreError", "is_damage", "index_is_sound", "sqlite3",
+__all__ = ["Connection", "Transaction", "Bulk", "Flock", "StoreError", "is_damage", "moved_under", "index_is_sound",
+           "sqlite3",
            "WAL_WAIT_SECS", "BULK_CACHE_KIB", "BULK_WAL_BYTES"]
 
 WAL_WAIT_SECS = 5.0
@@ -85,17 +86,30 @@ class StoreError(Exception):
     """The store cannot be used (unwritable, corrupt); the wrapper then runs rustc plainly."""
 
 
+# What SQLite says when the index's files were moved aside (a parallel recovery) while
+# this connection opened or used them: the file gone when the -wal or -journal was made
+# (FSTAT), a journal gone (DELETE_NOENT), a write to a file renamed (DBMOVED).
+_MOVED_UNDER = frozenset({"SQLITE_READONLY_DBMOVED", "SQLITE_IOERR_FSTAT", "SQLITE_IOERR_DELETE_NOENT"})
+
+
+def moved_under(e: BaseException) -> bool:
+    """Whether an SQLite error says the index was moved aside under the connection."""
+    return getattr(e, "sqlite_errorname", None) in _MOVED_UNDER
+
+
 def is_damage(e: BaseException) -> bool:
     """Whether an error says the index file itself is damaged ("database disk image is
-    malformed", "file is not a database"), not that it is busy, missing or read-only."""
+    malformed", "file is not a database") or was moved aside under the connection (both
+    mean: recover, then open the index in place), not that it is busy, missing or
+    read-only."""
     cause = e.__cause__ if isinstance(e, StoreError) else e
-    return type(cause) is sqlite3.DatabaseError
+    return type(cause) is sqlite3.DatabaseError or moved_under(cause)
 
 
 def index_is_sound(path: str) -> bool:
     """``PRAGMA quick_check`` of an index on a connection of its own (missing counts as
-    sound; so does one busy or unreadable: that is no evidence of damage, but a read
-    error, which a torn file gives, is)."""
+    sound; so does one busy or unreadable, "disk I/O error" included: a parallel move
+    aside gives that, and taking it for damage moved new indexes aside, in use)."""
     if not os.path.exists(path):
         return True
     try:
@@ -104,8 +118,8 @@ def index_is_sound(path: str) -> bool:
             return db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
         finally:
             db.close()
-    except sqlite3.OperationalError as e:
-        return "disk I/O error" not in str(e)
+    except sqlite3.OperationalError:
+        return True  # busy or unreadable: not evidence of damage
     except sqlite3.DatabaseError:
         return False
 
@@ -251,23 +265,29 @@ class Connection:
         return Bulk(self)
 
     def _open(self) -> sqlite3.Connection:
-        try:
-            return self._connect()
-        except StoreError as e:
-            if not self.create or not isinstance(e.__cause__, sqlite3.DatabaseError) or isinstance(
-                    e.__cause__, sqlite3.OperationalError):
-                raise
+        for attempt in (1, 2):
+            try:
+                return self._connect()
+            except StoreError as e:
+                if attempt == 1 and moved_under(e.__cause__):
+                    # moved aside while this opened it: wait for that recovery, open again
+                    with self._recovery_lock():
+                        continue
+                if not self.create or not isinstance(e.__cause__, sqlite3.DatabaseError) or isinstance(
+                        e.__cause__, sqlite3.OperationalError):
+                    raise
+                break
         return self._recover()
 
     def _recover(self) -> sqlite3.Connection:
         """Move a corrupt index aside (under a lock, once) and start a new one."""
         with self._recovery_lock():
             try:
-                return self._connect(locked=True)  # another process may have recovered it already
+                return self._connect()  # another process may have recovered it already
             except StoreError:
                 pass
             self._move_aside()
-            return self._connect(locked=True)
+            return self._connect()
 
     def recover_if_corrupt(self) -> bool:
         """After a query failed with "malformed" or "not a database" (an index damaged
@@ -279,11 +299,12 @@ class Connection:
             if index_is_sound(layout.index_path(self.root)):
                 return False  # not damaged, or another process recovered it meanwhile
             self._move_aside()
-            self._db = self._connect(locked=True)
+            self._db = self._connect()
             return True
 
     def _recovery_lock(self) -> Flock:
-        """One process at a time decides about a damaged index, or creates a new one."""
+        """One process at a time decides about a damaged index (an flock the kernel drops
+        when its holder dies)."""
         return Flock(layout.recovery_lock_path(self.root))
 
     def _move_aside(self) -> None:
@@ -299,7 +320,7 @@ class Connection:
                 pass
         self.recovered = aside
 
-    def _connect(self, *, locked: bool = False) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         path = layout.index_path(self.root)
         if not self.create and not os.path.exists(path):
             raise StoreError(f"no store at {self.root}")
@@ -310,11 +331,6 @@ class Connection:
                     for sub in (self.root, layout.blobs_dir(self.root), layout.tmp_dir(self.root),
                                 layout.locks_dir(self.root)):
                         os.makedirs(sub, exist_ok=True)
-                    if not locked and not os.path.exists(path):
-                        # A new index is created under the recovery lock: never between the
-                        # renames of a damaged one's files moved aside (its -wal, -shm there).
-                        with self._recovery_lock():
-                            return self._connect(locked=True)
                     try:  # owner-only index (SQLite gives its -wal and -shm the same mode)
                         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
                     except FileExistsError:

@@ -47,3 +47,26 @@ def test_a_damaged_index_is_moved_aside_once_even_with_files_missing(tmp_path: P
     assert store.recovered is not None and os.path.exists(store.recovered)
     assert store.totals()["entries"] == 0
     assert Store(root).recover_if_corrupt() is False  # sound now
+
+
+def test_an_index_moved_aside_under_a_connection_counts_as_damage(tmp_path: Path) -> None:
+    """A write through a connection whose file a parallel recovery renamed fails with
+    SQLITE_READONLY_DBMOVED, an OperationalError: the caller recovers and opens the
+    index in place, as for a malformed one, rather than giving up on the cache."""
+    import sqlite3
+
+    from kache.store.connection import is_damage, moved_under
+
+    path = tmp_path / "index.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE t (x)")
+    os.replace(path, tmp_path / "index.db.corrupt-1")
+    try:
+        db.execute("INSERT INTO t VALUES (1)")
+    except sqlite3.OperationalError as e:
+        assert moved_under(e) and is_damage(e), e.sqlite_errorname
+    else:
+        raise AssertionError("the write went through")
+    finally:
+        db.close()
+    assert not is_damage(sqlite3.OperationalError("database is locked"))

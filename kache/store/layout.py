@@ -8,6 +8,7 @@ The one place that knows these names; everything else asks here::
     locks/                     flock files: per cheap key while compiling, index recovery
     events.jsonl               one line per wrapper call (events.1.jsonl: the rotated one)
     daemon.pid, daemon.sock, daemon.log   the daemon's lock, socket and log
+    kache.log                  the wrapper's warnings (kache.log.1: the older half)
     uploads/                   the daemon's upload intents
     tmp/                       scratch: atomic writes (put-*), purge-* dirs, doctor probes,
                                and the stamps and memos below
@@ -26,9 +27,9 @@ __all__ = [
     "INDEX", "INDEX_FILES", "BLOBS", "TMP", "LOCKS", "UPLOADS", "SOCKET", "PID", "LOG", "EVENTS",
     "WARNED", "SETTINGS", "GC_CHECKED", "GC_LAST", "STATS_FOLD", "DAEMON_AUTOSTART", "DAEMON_STALLED",
     "STAMP_DIRS", "KEPT_FILES", "PURGE_PREFIX", "PUT_PREFIX", "DOCTOR_PREFIX", "CORRUPT_PREFIX", "PRIVATE_FILES",
-    "index_path", "blobs_dir", "blob_path", "tmp_dir", "tmp_path", "locks_dir", "lock_path",
+    "WRAPPER_LOG", "index_path", "blobs_dir", "blob_path", "tmp_dir", "tmp_path", "locks_dir", "lock_path",
     "recovery_lock_path", "events_path", "socket_path", "pid_path", "log_path", "uploads_dir",
-    "purge_dir", "put_path", "doctor_probe", "moved_aside_index", "is_moved_aside_index",
+    "purge_dir", "put_path", "doctor_probe", "moved_aside_index", "is_moved_aside_index", "wrapper_log_path",
 ]
 
 # --- at the root
@@ -44,6 +45,8 @@ SOCKET = "daemon.sock"
 PID = "daemon.pid"
 LOG = "daemon.log"
 EVENTS = "events.jsonl"
+WRAPPER_LOG = "kache.log"
+"""The wrapper's warnings, in the store (else in the default cache dir)."""
 PRIVATE_FILES = (*INDEX_FILES, EVENTS, LOG)
 """Files doctor makes owner-only in a store that is not."""
 
@@ -149,6 +152,10 @@ def pid_path(root: str | os.PathLike[str]) -> str:
 
 def log_path(root: str | os.PathLike[str]) -> str:
     return os.path.join(root, LOG)
+
+
+def wrapper_log_path(root: str | os.PathLike[str]) -> str:
+    return os.path.join(root, WRAPPER_LOG)
 
 
 def uploads_dir(root: str | os.PathLike[str]) -> str:

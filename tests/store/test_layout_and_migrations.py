@@ -59,3 +59,14 @@ def test_any_other_version_is_rebuilt_empty_and_its_blobs_stay(tmp_path: Path, v
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert store.get(e.key) is None and store.totals()["entries"] == 0
     assert os.path.exists(blob)  # gc sweeps it as an orphan
+
+
+def test_modules_that_must_not_import_the_layout_repeat_its_names() -> None:
+    """The daemon's client (stdlib only), the protocol and the wrapper's daemon probe
+    keep their own copies of the daemon's file names: the same as the layout's."""
+    from kache.daemon import client, protocol
+    from kache.wrapper import daemon_hit
+
+    assert client.SOCKET_NAME == protocol.SOCKET_NAME == daemon_hit.SOCKET_NAME == layout.SOCKET
+    assert client.INTENTS_DIR == protocol.INTENTS_DIR == layout.UPLOADS
+    assert (protocol.PID_NAME, protocol.LOG_NAME) == (layout.PID, layout.LOG)

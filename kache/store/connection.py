@@ -92,7 +92,7 @@ class StoreError(Exception):
 _MOVED_UNDER = frozenset({"SQLITE_READONLY_DBMOVED", "SQLITE_IOERR_FSTAT", "SQLITE_IOERR_DELETE_NOENT"})
 
 
-def moved_under(e: BaseException) -> bool:
+def moved_under(e: BaseException | None) -> bool:
     """Whether an SQLite error says the index was moved aside under the connection."""
     return getattr(e, "sqlite_errorname", None) in _MOVED_UNDER
 

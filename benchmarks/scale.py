@@ -40,7 +40,7 @@ GROUPS = 1000  # entries of the same age share their blobs: 2 per group, 60 byte
 def build_store(root: Path, n: int) -> str:
     """A store with n entries (2 tiny blobs each, shared by the entries of one of GROUPS
     age groups, so evicting the oldest tenth frees a tenth of the bytes) and n events."""
-    from kache.store.index import Store
+    from kache.store.store import Store
 
     store = Store(str(root))
     now = time.time()
@@ -58,7 +58,7 @@ def build_store(root: Path, n: int) -> str:
         links += [(key, f["hash"], f["size"]) for f in files]
         manifests.append((f"{i:064x}"[::-1], key, json.dumps({"files": [["<CWD>/src/lib.rs", "ab" * 32]],
                                                                "env": []}), now - n + i))
-    with store._write() as db:
+    with store.transaction() as db:
         db.executemany("INSERT INTO entries (key, crate_name, crate_types, target, profile, size, created, last_used, "
                        "hits, compile_ms, key_version, mkey, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        entries)
@@ -76,7 +76,7 @@ def build_store(root: Path, n: int) -> str:
 
 def time_lookup(root: str, n: int, repeats: int = 200) -> float:
     """Median seconds of the index work of a hit: manifest + entry + touch."""
-    from kache.store.index import Store
+    from kache.store.store import Store
 
     store = Store(root)
     samples = []
@@ -85,7 +85,7 @@ def time_lookup(root: str, n: int, repeats: int = 200) -> float:
         t0 = time.perf_counter()
         lines = store.manifest(f"{i:064x}"[::-1])
         entry = store.get(lines[0][0])
-        with store._write():
+        with store.transaction():
             store.touch(entry.key)  # type: ignore[union-attr]
         samples.append(time.perf_counter() - t0)
     store.close()

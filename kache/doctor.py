@@ -17,6 +17,7 @@ from pathlib import Path
 from kache import __version__
 from kache import settings as settings_mod
 from kache import units
+from kache.store import layout
 
 __all__ = ["Check", "run_checks", "sccache_dir", "shell_rc_mentions"]
 
@@ -116,8 +117,8 @@ def check_config(env: Mapping[str, str]) -> Check:
 def check_store(root: str) -> list[Check]:
     out = []
     try:
-        os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
-        probe = os.path.join(root, "tmp", f"doctor-{os.getpid()}")
+        os.makedirs(layout.tmp_dir(root), exist_ok=True)
+        probe = layout.doctor_probe(root)
         with open(probe, "w") as f:
             f.write("x")
         os.unlink(probe)
@@ -149,7 +150,7 @@ def check_private(root: str) -> Check:
 
     def fix() -> str:
         os.chmod(root, 0o700)
-        for name in ("index.db", "index.db-wal", "index.db-shm", "events.jsonl", "daemon.log"):
+        for name in layout.PRIVATE_FILES:
             try:
                 os.chmod(os.path.join(root, name), 0o600)
             except FileNotFoundError:
@@ -161,9 +162,9 @@ def check_private(root: str) -> Check:
 
 
 def check_index(root: str, *, verify: bool = False) -> Check:
-    from kache.store.index import Store
+    from kache.store.store import Store
 
-    if not os.path.exists(os.path.join(root, "index.db")):
+    if not os.path.exists(layout.index_path(root)):
         return Check("store index", OK, "empty store (no builds yet)")
     def rebuild() -> str:
         s = Store(root)  # opening for writing moves an index that cannot open aside
@@ -179,10 +180,10 @@ def check_index(root: str, *, verify: bool = False) -> Check:
     try:
         problems = store.check(verify_hashes=verify)
     except Exception as e:  # noqa: BLE001 - StoreError, sqlite's DatabaseError and friends
-        return Check("store index", FAIL, f"{root}/index.db: {e}", "`kache doctor --fix` rebuilds it", rebuild)
+        return Check("store index", FAIL, f"{layout.index_path(root)}: {e}", "`kache doctor --fix` rebuilds it", rebuild)
     finally:
         store.close()
-    if any(p.startswith("index.db: ") for p in problems):
+    if any(p.startswith(f"{layout.INDEX}: ") for p in problems):
         return Check("store index", FAIL, f"{root}/{problems[0]}", "`kache doctor --fix` rebuilds it", rebuild)
     if not problems:
         return Check("store index", OK, "index and blobs consistent")
@@ -190,16 +191,16 @@ def check_index(root: str, *, verify: bool = False) -> Check:
 
 
 def _index_problems(root: str, problems: list[str], verify: bool = False) -> Check:
-    from kache.store.index import Store
+    from kache.store.store import Store
 
     broken = [p for p in problems if not p.endswith("orphan blob(s) no entry uses")]
 
     def fix() -> str:
         s = Store(root)
         try:
-            entries, damaged = s.repair(rehash=verify)
+            entries, damaged = s.integrity.repair(rehash=verify)
             # Blobs younger than 10 minutes may belong to a compile that is recording.
-            count, freed = s.remove_orphans(s.orphan_blobs(older_than=600), older_than=600)
+            count, freed = s.remove_orphans(s.integrity.orphan_blobs(older_than=600), older_than=600)
             return (f"removed {damaged} damaged blobs, the {entries} entries that used them, and {count} "
                     f"orphan blobs ({units.format_size(freed)})")
         finally:
@@ -230,7 +231,6 @@ def check_disk(root: str, max_bytes: int) -> Check:
 def check_native_client(wrapper: tuple[str | None, str], root: str) -> Check | None:
     """When cargo's wrapper (``wrapper``: :func:`effective_wrapper`) is the native client:
     does it ask this store's daemon, and can it run the kache it hands the rest to?"""
-    from kache.daemon.wire import SOCKET_NAME
     from kache.native import OUTPUT_NAME, client_info
 
     value, where = wrapper
@@ -245,7 +245,7 @@ def check_native_client(wrapper: tuple[str | None, str], root: str) -> Check | N
     if not (os.path.isfile(kache) and os.access(kache, os.X_OK)):
         return Check("native client", FAIL, f"{path} hands what the daemon does not serve to {kache}, which is not "
                      "there: those calls run rustc without the cache", "`kache daemon client` builds it again")
-    wanted = os.path.join(root, SOCKET_NAME)
+    wanted = layout.socket_path(root)
     if socket != wanted:
         return Check("native client", WARN, f"{path} asks the daemon at {socket or 'no socket'}, but the store is "
                      f"{root}: it hands every call to kache (slower, still right)",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kache import settings as settings_mod
+from kache.store import layout
 
 __all__ = ["Step", "cargo_home", "cargo_config_path", "current_wrapper", "wrapper_step", "client_step",
            "starter_config_step", "starter_config", "service_manager", "service_step"]
@@ -111,13 +112,12 @@ def client_step(exe: str, env: Mapping[str, str] | None = None, output: str | No
     when a daemon runs: built with the user's rustc at ``output`` (default: beside kache),
     then written into cargo's config. It runs after :func:`wrapper_step` and replaces
     only kache (or an older client of it) there: skipped or failed, kache stays."""
-    from kache.daemon.wire import SOCKET_NAME
     from kache.native import default_output, rustc_named
 
     env = os.environ if env is None else env
     output = os.path.abspath(output or default_output(exe))
     loaded = settings_mod.load(env)
-    socket = os.path.join(loaded.local_store, SOCKET_NAME)
+    socket = layout.socket_path(loaded.local_store)
     path = cargo_config_path(env)
     name = "native client"
     if not loaded["cache.daemon_hits"]:
@@ -229,7 +229,7 @@ def service_step(env: Mapping[str, str] | None = None) -> Step:
     environment, _notes = service.service_environment(env)
     command = service.kache_command()
     wanted = (service.render_unit(command, environment).encode() if platform == "linux"
-              else service.render_plist(command, environment, os.path.join(store_root, "daemon.log")))
+              else service.render_plist(command, environment, layout.log_path(store_root)))
     if path.exists() and path.read_bytes() == wanted:
         return Step("daemon service", True, f"{path} installed")
 

@@ -33,6 +33,7 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 from kache import quickjson, units
 from kache._record import Record
 from kache.errors import SettingsError
+from kache.store import layout
 
 if TYPE_CHECKING:  # pathlib, typing and collections.abc stay off the wrapper's path
     from collections.abc import Iterator, Mapping
@@ -711,7 +712,7 @@ def load_checked(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     system = _system_file(env)
     files = ([system] if system else []) + [_user_file(env)]
-    memo = os.path.join(default_cache_dir(env), "tmp", "settings", _identity(files, env, None) + ".json")
+    memo = os.path.join(layout.tmp_path(default_cache_dir(env), layout.SETTINGS), _identity(files, env, None) + ".json")
     try:
         with open(memo, encoding="utf-8") as f:
             data = quickjson.loads(f.read())

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from kache.store import layout
+
 __all__ = ["TargetDir", "find_target_dirs", "measure", "store_inodes", "delete"]
 
 CARGO_TAG = "created by cargo"
@@ -78,7 +80,7 @@ def find_target_dirs(roots: Iterable[str]) -> Iterator[str]:
 def store_inodes(store_root: str) -> set[tuple[int, int]]:
     """(device, inode) of every blob in the store."""
     out: set[tuple[int, int]] = set()
-    blobs = os.path.join(store_root, "store")
+    blobs = layout.blobs_dir(store_root)
     try:
         shards = list(os.scandir(blobs))
     except OSError:

@@ -135,7 +135,7 @@ def test_a_hit_imports_neither_functools_nor_collections(tmp_path: Path, clean_e
     """Without .pth files (an editable install's finder imports functools itself, so the
     test above cannot see it): a miss and a hit import neither ``functools`` nor
     ``collections`` (~4 ms together on every call). ``_sqlite3`` gets a stand-in
-    ``lru_cache`` (``kache.store.index._import_sqlite``); no hot module imports
+    ``lru_cache`` (``kache.store.connection._import_sqlite``); no hot module imports
     ``collections.abc`` at run time."""
     args = one_file_lib(tmp_path, "bare")
     # A call with new settings validates and memoises them (tomllib, typing: once per
@@ -154,7 +154,7 @@ def test_the_sqlite_stand_in_leaves_the_real_functools_to_later_imports(tmp_path
     code = f"""
 import sys
 sys.path[:0] = {bare_paths()!r}
-from kache.store.index import Store
+from kache.store.store import Store
 assert "functools" not in sys.modules
 store = Store({str(tmp_path / "store")!r})
 for i in range(300):  # more distinct statements than the cache holds (128), and repeats

@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"remote"},  # S3 and archives
     {"store"},  # the local store: index, blobs, events, stats, gc
     {"settings", "paths", "selfexec", "command_names"},
-    {"units", "quickjson", "_record", "errors", "__init__"},  # __init__: `from kache import __version__`
+    {"units", "quickjson", "_record", "errors", "__init__", "store.layout"},  # __init__: `from kache import __version__`
 ]
 
 ONLY: dict[str, set[str]] = {
@@ -80,8 +80,16 @@ def _imports(name: str, path: Path) -> Iterator[tuple[int, str]]:
                 yield node.lineno, sub if sub in MODULES else module
 
 
+LEAVES = {"kache.store.layout"}
+"""Modules that are units of their own, below their package: the store's on-disk names
+(standard library only), which the settings (the memo) and the daemon's wire use too."""
+
+
 def _unit(module: str) -> str:
-    """``kache.store.index`` -> ``store``; ``kache`` -> ``__init__``."""
+    """``kache.store.store`` -> ``store``; ``kache`` -> ``__init__``; a leaf module by its
+    own name (``store.layout``)."""
+    if module in LEAVES:
+        return module.removeprefix("kache.")
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "__init__"
 

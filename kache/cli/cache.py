@@ -20,7 +20,9 @@ from kache import settings as settings_mod
 from kache import units
 from kache.cli.output import echo_aligned, echo_json, echo_json_lines, echo_json_list, echo_table, warn
 from kache.errors import KacheError
-from kache.store.index import Store, StoreError
+from kache.store import layout
+from kache.store.connection import StoreError
+from kache.store.store import Store
 
 __all__ = ["COMMANDS"]
 
@@ -41,10 +43,10 @@ def _open_store(root: str, what: str, *, recover: bool = False) -> Iterator[Stor
     """The store at ``root``, or None when there is none yet (nothing is created).
     ``recover``: an index that does not open as one is moved aside and a new one
     started (``store.recovered`` says where it went), instead of an error."""
-    if not os.path.exists(os.path.join(root, "index.db")):
+    if not os.path.exists(layout.index_path(root)):
         yield None
         return
-    from kache.store.index import is_damage
+    from kache.store.connection import is_damage
 
     store = Store(root, create=recover)
     try:
@@ -53,7 +55,7 @@ def _open_store(root: str, what: str, *, recover: bool = False) -> Iterator[Stor
             yield store
         except (StoreError, sqlite3.DatabaseError) as e:
             if is_damage(e):
-                raise KacheError(f"{what} failed: the cache index {root}/index.db is damaged ({e}); "
+                raise KacheError(f"{what} failed: the cache index {layout.index_path(root)} is damaged ({e}); "
                                  "`kache gc` or `kache doctor --fix` moves it aside and starts a new one") from None
             raise KacheError(f"{what} failed: {root}: {e}") from None
     finally:

@@ -15,6 +15,7 @@ from kache import settings as settings_mod
 from kache import units
 from kache.cli.output import echo_json, warn
 from kache.errors import KacheError
+from kache.store import layout
 
 __all__ = ["COMMANDS"]
 
@@ -194,9 +195,8 @@ def log(follow: bool, lines: int) -> None:
       kache daemon log -f
     """
     from kache.daemon import control
-    from kache.daemon import wire
 
-    path = os.path.join(_root(_settings()), wire.LOG_NAME)
+    path = layout.log_path(_root(_settings()))
     try:
         for line in control.tail(path, lines):
             click.echo(line)
@@ -294,14 +294,13 @@ def client(output: str | None, rustc: str | None, kache_path: str | None, as_jso
       kache daemon client
       export RUSTC_WRAPPER=~/.local/share/kache-venv/bin/kache-client
     """
-    from kache.daemon import wire
     from kache.selfexec import kache_executable
     from kache.native import BuildError, build_client, default_output
 
     s = _settings(check=True)
     kache = kache_path or kache_executable()
     try:
-        built = build_client(output or default_output(kache), kache, os.path.join(_root(s), wire.SOCKET_NAME), rustc)
+        built = build_client(output or default_output(kache), kache, layout.socket_path(_root(s)), rustc)
     except BuildError as e:
         raise KacheError(str(e)) from None
     if as_json:

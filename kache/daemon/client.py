@@ -24,6 +24,7 @@ import socket
 import time
 
 from kache.daemon import wire
+from kache.store import layout
 
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
@@ -39,7 +40,7 @@ NOTIFY_WAIT = 0.02
 
 def socket_path(store_root: str | os.PathLike[str]) -> str:
     """``<store_root>/daemon.sock``."""
-    return os.path.join(os.fspath(store_root), wire.SOCKET_NAME)
+    return layout.socket_path(store_root)
 
 
 def address(path: str) -> tuple[str, int | None]:
@@ -138,10 +139,10 @@ def intent_path(store_root: str | os.PathLike[str], key: str, crate: str, remote
     if not (wire.valid_key(key) and wire.valid_crate(crate)):
         return None
     if remote_id is None:
-        return os.path.join(os.fspath(store_root), wire.INTENTS_DIR, f"{key}.{crate}")
+        return os.path.join(layout.uploads_dir(store_root), f"{key}.{crate}")
     if not wire.valid_queue_id(remote_id):
         return None
-    return os.path.join(os.fspath(store_root), wire.INTENTS_DIR, remote_id, f"{key}.{crate}")
+    return os.path.join(layout.uploads_dir(store_root), remote_id, f"{key}.{crate}")
 
 
 def write_intent(store_root: str | os.PathLike[str], key: str, crate: str, remote: Any) -> bool:

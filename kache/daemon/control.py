@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from kache import selfexec
 from kache._record import Record
 from kache.daemon import client
-from kache.daemon import wire
 from kache.errors import KacheError
+from kache.store import layout
 
 if TYPE_CHECKING:
     from kache.settings import Settings
@@ -84,7 +84,7 @@ def running_pid(store_root: str) -> int | None:
     A pid file nobody locks is stale (its daemon died): None. A locked file whose pid
     cannot be read yet gives 0 (running, pid unknown).
     """
-    path = os.path.join(store_root, wire.PID_NAME)
+    path = layout.pid_path(store_root)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -105,7 +105,7 @@ def status(store_root: str, timeout: float = 2.0) -> Status:
     """Ask the daemon for its status; say whether one runs when it does not answer."""
     reply = client.request(store_root, {"op": "status"}, timeout=timeout)
     sock = client.socket_path(store_root)
-    log = os.path.join(store_root, wire.LOG_NAME)
+    log = layout.log_path(store_root)
     if reply is not None and reply.get("ok") is True:
         return Status(True, reply.get("pid"), reply.get("socket", sock), reply.get("log", log), reply)
     pid = running_pid(store_root)
@@ -153,7 +153,7 @@ def start(settings: Settings, *, from_build: bool = False, wait: float = 0.0,
     Raises KacheError when it exits at once or does not answer within ``wait``.
     """
     root = str(settings.local_store)
-    log = os.path.join(root, wire.LOG_NAME)
+    log = layout.log_path(root)
     current = status(root, timeout=1.0)
     if current.running:
         return StartResult(True, current.pid, True, log=log)
@@ -222,7 +222,7 @@ def stop(store_root: str, *, timeout: float = 5.0) -> StopResult:
     if pid is None:
         return StopResult(False, None)
     if pid <= 0:
-        raise KacheError(f"cannot stop the daemon: {os.path.join(store_root, wire.PID_NAME)}: it is locked but holds "
+        raise KacheError(f"cannot stop the daemon: {layout.pid_path(store_root)}: it is locked but holds "
                          "no pid")
     try:
         os.kill(pid, signal.SIGTERM)

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kache.daemon.wire import ProtocolError
+from kache.store import layout
 from kache.daemon.remotes import Served
 
 if TYPE_CHECKING:
     from kache.daemon.state import DaemonState
     from kache.settings import Settings
-    from kache.store.index import Store
+    from kache.store.store import Store
 
 __all__ = ["Hits", "HitStores", "peer_gone"]
 
@@ -44,14 +45,14 @@ class HitStores:
 
     def _inode(self) -> int:
         try:
-            return os.stat(os.path.join(self.root, "index.db")).st_ino
+            return os.stat(layout.index_path(self.root)).st_ino
         except OSError:
             return -1
 
     def take(self) -> tuple[Store, int]:
         """A store to serve one hit with (a kept one is open, a new one opens on first
         use), and the inode of the index file in place when it was taken."""
-        from kache.store.index import Store
+        from kache.store.store import Store
 
         current = self._inode()
         while True:

@@ -217,7 +217,7 @@ class Upkeep:
         def run() -> None:
             from kache.engine.decide import drops_incremental
             from kache.store.gc import gc
-            from kache.store.index import Store
+            from kache.store.store import Store
 
             store = Store(self.root)
             try:

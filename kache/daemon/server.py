@@ -84,6 +84,7 @@ from kache.daemon.remotes import Remotes, default_factory
 from kache.daemon.state import DaemonState
 from kache.daemon.uploads import Uploads
 from kache.errors import KacheError
+from kache.store import layout
 from kache.remote import spec as spec_mod
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class Daemon:
         """Run by a service manager: never idles out (re-executes with ``--service``)."""
         self.root = os.path.abspath(str(settings.local_store))
         self.socket_path = client.socket_path(self.root)
-        self.log_path = os.path.join(self.root, P.LOG_NAME)
+        self.log_path = layout.log_path(self.root)
         self.idle_timeout = 0.0 if service else float(settings["cache.daemon_idle_timeout_secs"] or 0)
         self.concurrency = max(1, int(settings["cache.s3_concurrency"] or 1))
         self.pid = os.getpid()
@@ -136,7 +137,7 @@ class Daemon:
         self.uploads = Uploads(self.state, options, self.concurrency, spec_mod.from_settings(settings))
         self.fetches = Fetches(self.state, options, self.concurrency, self.uploads.record_use)
         self.hits = Hits(self.state, self.uploads.record_use)
-        self.pid_file = PidFile(os.path.join(self.root, P.PID_NAME))
+        self.pid_file = PidFile(layout.pid_path(self.root))
         self.changes = Changes(settings, options.watch_dir or PACKAGE_DIR)
         self.upkeep = Upkeep(settings, self.root, options.fold_bytes)
         self.signals = Signals(self.stop)

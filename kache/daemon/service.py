@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from kache._record import Record
-from kache.daemon import wire
 from kache.errors import KacheError
+from kache.store import layout
 
 __all__ = ["PLATFORMS", "LABEL", "UNIT_NAME", "ServiceReport", "current_platform", "kache_command",
            "unit_path", "plist_path", "render_unit", "render_plist", "install", "uninstall"]
@@ -215,7 +215,7 @@ def install(platform: str, *, activate: bool = True, store_root: str,
     if platform == "macos":
         path = plist_path(env)
         report = ServiceReport(platform, str(path), notes=notes)
-        log = os.path.join(store_root, wire.LOG_NAME)
+        log = layout.log_path(store_root)
         os.makedirs(store_root, mode=0o700, exist_ok=True)
         report.changed = _write(path, render_plist(command, environment, log))
         if activate:

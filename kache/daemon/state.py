@@ -13,7 +13,7 @@ from kache.daemon.remotes import Remotes, Served
 from kache.remote.spec import SpecError
 
 if TYPE_CHECKING:
-    from kache.store.index import Store
+    from kache.store.store import Store
 
 __all__ = ["DaemonState"]
 
@@ -60,7 +60,7 @@ class DaemonState:
 
     def open_store(self) -> Store:
         """A new connection to the local store (the caller closes it)."""
-        from kache.store.index import Store
+        from kache.store.store import Store
 
         return Store(self.root)
 

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 from kache.daemon import client
 from kache.daemon import wire as P
 from kache.daemon.remotes import Served
+from kache.store import layout
 
 if TYPE_CHECKING:
     from kache.daemon.options import DaemonOptions
     from kache.daemon.state import DaemonState
     from kache.remote.spec import RemoteSpec
-    from kache.store.index import Store
+    from kache.store.store import Store
 
 __all__ = ["Uploads", "Upload"]
 
@@ -68,7 +69,7 @@ class Uploads:
                  own_spec: RemoteSpec | None) -> None:
         self.state = state
         self.root = state.root
-        self.intents_dir = os.path.join(self.root, P.INTENTS_DIR)
+        self.intents_dir = layout.uploads_dir(self.root)
         self.concurrency = concurrency
         self.retry_delay = options.retry_delay
         self.max_tries = options.max_tries

@@ -134,6 +134,7 @@ from __future__ import annotations
 import time
 
 from kache import quickjson
+from kache.store import layout
 
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 if TYPE_CHECKING:
@@ -157,11 +158,11 @@ __all__ = [
 
 VERSION = 1
 """The protocol version every request carries as ``v``."""
-SOCKET_NAME = "daemon.sock"
-"""The daemon's socket, in the local store."""
-PID_NAME = "daemon.pid"
-LOG_NAME = "daemon.log"
-INTENTS_DIR = "uploads"
+SOCKET_NAME = layout.SOCKET
+"""The daemon's socket, in the local store (the store's layout names every file in it)."""
+PID_NAME = layout.PID
+LOG_NAME = layout.LOG
+INTENTS_DIR = layout.UPLOADS
 MAX_LINE = 64 * 1024
 """Most bytes in one request line, newline excluded."""
 MAX_REPLY = 64 << 20

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from kache.store.index import Store
+    from kache.store.store import Store
 
 __all__ = ["PreparedCall", "Uncacheable", "prepare", "OUT_DIR_TOKEN"]
 

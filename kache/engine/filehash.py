@@ -17,7 +17,7 @@ import os
 import time
 
 from kache.store import blobs
-from kache.store.index import Store
+from kache.store.store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

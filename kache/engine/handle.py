@@ -31,7 +31,9 @@ from kache.engine.call import Uncacheable
 from kache.engine.decide import decide
 from kache.engine.hit import prepare_call, recovered_damaged_index, try_hit
 from kache.engine.notices import warn_once
-from kache.store.index import Store, StoreError, is_damage, sqlite3
+from kache.store import layout
+from kache.store.connection import StoreError, is_damage, sqlite3
+from kache.store.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -178,7 +180,7 @@ def _compile(c: PreparedCall, started: float, settings: Settings, remote: Remote
 def _maybe_gc(store: Store, settings: Settings) -> None:
     """At most every 5 minutes, start `kache gc` in the background if the store passed
     its limit by 10 % (with or without a daemon: a store must never grow unbounded)."""
-    stamp = os.path.join(store.root, "tmp", "gc-checked")
+    stamp = layout.tmp_path(store.root, layout.GC_CHECKED)
     try:
         if time.time() - os.stat(stamp).st_mtime < GC_CHECK_INTERVAL_SECS:
             return

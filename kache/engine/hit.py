@@ -16,14 +16,16 @@ from kache.engine import incremental, restore
 from kache.engine.call import prepare
 from kache.engine.decide import decide
 from kache.engine.notices import warn_once, write_replay
-from kache.store.index import DamagedBlob, Store, StoreError, sqlite3
+from kache.store.connection import StoreError, sqlite3
+from kache.store.integrity import DamagedBlob
+from kache.store.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from kache.engine.call import PreparedCall
     from kache.settings import Settings
-    from kache.store.index import Entry
+    from kache.store.store import Entry
 
 __all__ = ["RemoteAsks", "prepare_call", "restore_hit", "try_hit", "serve_hit",
            "recovered_damaged_index"]
@@ -81,7 +83,7 @@ def hit_event(c: PreparedCall, started: float, outcome: str, entry: Entry, size:
 def recovered_damaged_index(store: Store, e: BaseException) -> bool:
     """When ``e`` says the index file is damaged (it opened, then a query found it
     malformed), move it aside so the next calls start a new one; True if it was."""
-    from kache.store.index import is_damage
+    from kache.store.connection import is_damage
 
     if not is_damage(e):
         return False

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from kache.engine.call import PreparedCall
-    from kache.store.index import Entry
+    from kache.store.store import Entry
 
 __all__ = ["snapshot_incremental", "restore_incremental", "restore_snapshot", "note", "clean"]
 

@@ -14,6 +14,8 @@ import sys
 import time
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
+from kache.store import layout
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -31,7 +33,8 @@ def write_replay(stdout: str, stderr: str) -> None:
         sys.stderr.buffer.write(stderr.encode("utf-8", "surrogateescape"))
         sys.stderr.flush()
 
-LOG_NAME = "kache.log"
+
+LOG_NAME = layout.WRAPPER_LOG
 LOG_MAX_BYTES = 1 << 20
 
 
@@ -54,7 +57,7 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
     env = os.environ if env is None else env
     digest = blake3(message.encode()).hexdigest()[:24]
     default = default_cache_dir(env)
-    stamp = os.path.join(default, "tmp", "warned", digest)
+    stamp = os.path.join(layout.tmp_path(default, layout.WARNED), digest)
     if not _claim(stamp):
         return
     line = f"kache: warning: {message}{suffix}\n"

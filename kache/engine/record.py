@@ -26,14 +26,15 @@ from kache.engine.key import KEY_VERSION, env_only_locates_files, full_key
 from kache.engine.portable import Scanner
 from kache.engine.restore import is_private_output
 from kache.paths import find_target_dir
-from kache.store.index import Entry
+from kache.store import layout
+from kache.store.store import Entry
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
     from kache.engine.call import PreparedCall
-    from kache.store.index import Store
+    from kache.store.store import Store
 
 __all__ = ["KeyLock", "unlink_shared_outputs", "run_compiler", "compiler_command", "record"]
 
@@ -48,7 +49,7 @@ class KeyLock:
     """
 
     def __init__(self, store: Store, mkey: str) -> None:
-        self.path = os.path.join(store.root, "locks", mkey[:32])
+        self.path = layout.lock_path(store.root, mkey[:32])
         self.fd: int | None = None
         self.waited = False
 

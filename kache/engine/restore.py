@@ -17,13 +17,13 @@ from kache.engine import argv as argvmod
 from kache.engine import depinfo
 from kache.engine.call import OUT_DIR_TOKEN
 from kache.store.blobs import copy_file
-from kache.store.index import DamagedBlob
+from kache.store.integrity import DamagedBlob
 
 if TYPE_CHECKING:
     from typing import Any
 
     from kache.engine.call import PreparedCall
-    from kache.store.index import Entry
+    from kache.store.store import Entry
 
 __all__ = ["look_up", "restore", "replay_texts", "is_private_output", "write_new"]
 

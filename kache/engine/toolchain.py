@@ -29,7 +29,7 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 from blake3 import blake3
 
 from kache.paths import which
-from kache.store.index import Store
+from kache.store.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

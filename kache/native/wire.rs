@@ -8,7 +8,7 @@ use std::time::Duration;
 /// The protocol version every request carries as `v`.
 pub const VERSION: usize = 1;
 
-/// The daemon's socket, in the local store.
+/// The daemon's socket, in the local store (the store's layout names every file in it).
 pub const SOCKET_NAME: &str = "daemon.sock";
 
 /// Most bytes in one request line, newline excluded.

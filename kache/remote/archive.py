@@ -17,7 +17,7 @@ Format version 1 — the object ``{prefix}/{crate}/{key}.tar.zst`` on the remote
       "crate_name": "proc_macro2",  rustc's crate name
       "crate_types": "lib",         comma-separated, as in the local index
       "target": "", "profile": "dev", "compile_ms": 1234, "key_version": 1,
-      "meta": {                     the entry's meta (kache.store.index), minus "origin" and "incremental"
+      "meta": {                     the entry's meta (kache.store.store), minus "origin" and "incremental"
         "files": [{"name": "libproc_macro2-….rlib", "hash": "<blake3>", "size": 123,
                    "kind": "link" | "exec" | "depinfo"}, …],
         "stdout": "…", "stderr": "…", "emit": […], "components": {…}, "target_dir": true
@@ -62,14 +62,14 @@ from typing import TYPE_CHECKING
 
 from kache.errors import KacheError
 from kache.paths import REMAP_TARGETS
-from kache.store import blobs
-from kache.store.index import Entry
+from kache.store import blobs, layout
+from kache.store.store import Entry
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, BinaryIO
 
-    from kache.store.index import Store
+    from kache.store.store import Store
 
 __all__ = ["ArchiveError", "FORMAT_VERSION", "MANIFEST_NAME", "pack_entry", "import_archive",
            "valid_crate_name", "valid_key", "FILE_KINDS"]
@@ -265,7 +265,7 @@ def import_archive(store: Store, data: bytes, *, expected_key: str | None = None
         raise fail(f"expected crate name {expected_crate!r} is not a valid crate name")
     member_cap = max_bytes if max_member_bytes is None else max_member_bytes
     store.open()  # the store's layout (tmp/, store/) exists from here on
-    tmp_dir = os.path.join(store.root, "tmp")
+    tmp_dir = layout.tmp_dir(store.root)
     try:
         stream = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
     except zstandard.ZstdError as e:
@@ -390,7 +390,7 @@ def _extract_blob(store: Store, src: _Capped, digest: str, size: int, tmp_dir: s
             os.chmod(tmp, blobs.EXEC_BLOB_MODE if executable else blobs.BLOB_MODE)
             os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
             os.replace(tmp, dst)
-        store.note_verified(digest)
+        store.integrity.note_verified(digest)
     finally:
         if out is not None:
             out.close()

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from kache.settings import Settings
-    from kache.store.index import Entry, Store
+    from kache.store.store import Entry, Store
 
 __all__ = ["Remote", "RemoteError", "RemoteArchive", "RemoteObject", "BadObject", "MKEYS_CAP",
            "ARCHIVE_SUFFIX", "USE_RESOLUTION_SECS", "DELETE_BATCH", "parse_object_name"]

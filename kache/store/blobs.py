@@ -20,6 +20,8 @@ import os
 
 from blake3 import blake3
 
+from kache.store import layout
+
 __all__ = ["BLOB_MODE", "EXEC_BLOB_MODE", "hash_file", "blob_path", "put_file", "put_bytes", "copy_file",
            "is_hash"]
 
@@ -50,13 +52,12 @@ def hash_bytes(data: bytes) -> str:
 
 
 def blob_path(root: str, digest: str) -> str:
-    return os.path.join(root, "store", digest[:2], digest)
+    return layout.blob_path(root, digest)
 
 
 def _tmp_name(root: str) -> str:
-    tmp = os.path.join(root, "tmp")
-    os.makedirs(tmp, mode=0o700, exist_ok=True)
-    return os.path.join(tmp, f"put-{os.getpid()}-{os.urandom(6).hex()}")
+    os.makedirs(layout.tmp_dir(root), mode=0o700, exist_ok=True)
+    return layout.put_path(root, os.urandom(6).hex())
 
 
 def put_file(root: str, src: str, digest: str, *, link: bool, executable: bool = False) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from kache import units
 from kache.store import events, listing
-from kache.store.index import Store
+from kache.store.store import Store
 from kache.store.listing import iso
 
 __all__ = ["EntryInfo", "ComponentDiff", "WhyMiss", "Table", "TABLE_HEADERS", "list_entries", "list_json", "list_table",

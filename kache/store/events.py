@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from kache import quickjson
+from kache.store import layout
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ MAX_BYTES = 8 << 20
 
 def path(root: str, n: int = 0) -> str:
     """The current log (``n`` 0) or the rotated one (``n`` 1)."""
-    return os.path.join(root, "events.jsonl" if n == 0 else f"events.{n}.jsonl")
+    return layout.events_path(root, n)
 
 
 _path = path  # inside this module, where locals are called `path`

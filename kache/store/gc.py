@@ -24,7 +24,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from kache.store.index import PIN_SECS, Store
+from kache.store import layout
+from kache.store.store import PIN_SECS, Store
 
 __all__ = ["GcReport", "gc", "checked_gc", "purge", "INDEX_CHECK_SECS", "TARGET_FRACTION", "ORPHAN_AGE_SECS",
            "TEMP_AGE_SECS", "STAMP_AGE_SECS"]
@@ -35,10 +36,9 @@ TARGET_FRACTION = 0.9
 ORPHAN_AGE_SECS = 3600.0
 # Temp files (``tmp/put-*``, ``tmp/purge-*``) older than this are left over by a crash.
 TEMP_AGE_SECS = 3600.0
-# Stamps in ``tmp/settings-ok`` and ``tmp/warned`` older than this are dropped; the
+# Stamps in the stamp dirs of ``tmp/`` (layout.STAMP_DIRS) older than this are dropped; the
 # price is one re-validation or one repeated warning.
 STAMP_AGE_SECS = 7 * 86400.0
-STAMP_DIRS = frozenset({"settings-ok", "warned", "settings", "units"})
 # `kache gc` has SQLite check the index file itself (``PRAGMA quick_check`` reads every
 # page: ~0.25 s at 100,000 entries, seconds from a cold disk) at most this often; in
 # between, a query of gc's that finds the index damaged leads to the same check.
@@ -200,9 +200,6 @@ def _age(path: str, now: float) -> float:
     return now - max(st.st_mtime, st.st_ctime)
 
 
-# Stamps and reports that live in tmp/ on purpose (wrapper, daemon, gc, and stats'
-# fold of the event log, kache.store.stats.FOLD_CACHE).
-KEPT_FILES = frozenset({"gc-last.json", "gc-checked", "daemon-autostart", "stats-fold.json"})
 
 
 def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:
@@ -213,7 +210,7 @@ def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:
     than ``STAMP_AGE_SECS`` (the directories stay). Other directories are left alone.
     """
     now = time.time() if now is None else now
-    tmp = os.path.join(root, "tmp")
+    tmp = layout.tmp_dir(root)
     count = freed = 0
     try:
         items = list(os.scandir(tmp))
@@ -221,18 +218,18 @@ def clean_tmp(root: str, now: float | None = None) -> tuple[int, int]:
         return 0, 0
     for item in items:
         try:
-            if item.name in STAMP_DIRS and item.is_dir(follow_symlinks=False):
+            if item.name in layout.STAMP_DIRS and item.is_dir(follow_symlinks=False):
                 for stamp in os.scandir(item.path):
                     if stamp.is_file(follow_symlinks=False) and _age(stamp.path, now) > STAMP_AGE_SECS:
                         size = stamp.stat(follow_symlinks=False).st_size
                         os.unlink(stamp.path)
                         count, freed = count + 1, freed + size
             elif item.is_dir(follow_symlinks=False):
-                if item.name.startswith("purge-") and _age(item.path, now) > TEMP_AGE_SECS:
+                if item.name.startswith(layout.PURGE_PREFIX) and _age(item.path, now) > TEMP_AGE_SECS:
                     size = _tree_size(item.path)
                     shutil.rmtree(item.path, ignore_errors=True)
                     count, freed = count + 1, freed + size
-            elif item.name in KEPT_FILES:
+            elif item.name in layout.KEPT_FILES:
                 continue
             elif _age(item.path, now) > TEMP_AGE_SECS:
                 size = item.stat(follow_symlinks=False).st_size
@@ -252,7 +249,7 @@ def clean_moved_aside(root: str, now: float) -> tuple[int, int]:
     except FileNotFoundError:
         return 0, 0
     for item in items:
-        if not item.name.startswith("index.db.corrupt-") or not item.is_file(follow_symlinks=False):
+        if not layout.is_moved_aside_index(item.name) or not item.is_file(follow_symlinks=False):
             continue
         try:
             if _age(item.path, now) > STAMP_AGE_SECS:
@@ -285,7 +282,7 @@ def clean_incremental_dirs(store: Store, now: float | None = None) -> tuple[int,
     now = time.time() if now is None else now
     count = freed = 0
     forget = []
-    for path, _seen in store.incremental_dirs():
+    for path, _seen in store.memos.incremental_dirs():
         if not _is_incremental_dir(path) or not os.path.isdir(path) or os.path.islink(path):
             forget.append(path)
             continue
@@ -301,7 +298,7 @@ def clean_incremental_dirs(store: Store, now: float | None = None) -> tuple[int,
             if not os.path.exists(session.path):
                 count, freed = count + 1, freed + size
     if forget:
-        store.forget_incremental(forget)
+        store.memos.forget_incremental(forget)
     return count, freed
 
 
@@ -311,7 +308,7 @@ def checked_gc(store: Store, max_bytes: int, *, max_age: float | None, clean_inc
     ``INDEX_CHECK_SECS`` old, and whenever one of gc's queries finds it damaged. A
     damaged index is moved aside and a new one started (then gc runs on that), and
     ``store.recovered`` says where it went."""
-    from kache.store.index import StoreError, is_damage
+    from kache.store.connection import StoreError, is_damage
 
     now = time.time() if now is None else now
     checked = last_index_check(store.root)
@@ -334,7 +331,7 @@ def last_index_check(root: str) -> float | None:
     import json
 
     try:
-        with open(os.path.join(root, "tmp", "gc-last.json"), encoding="utf-8") as f:
+        with open(layout.tmp_path(root, layout.GC_LAST), encoding="utf-8") as f:
             checked = json.load(f).get("index_checked")
     except (OSError, ValueError, AttributeError):
         return None
@@ -353,8 +350,8 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     # blob whose stamp changed is re-hashed), so eviction plans on what is really there.
     # One read of the referenced blobs serves repair, the physical size and the orphan
     # sweep (each a scan of entry_blobs: ~0.05 s per 100,000 entries).
-    sizes = store.blob_sizes()
-    broken, damaged = store.repair(sizes=sizes)
+    sizes = store.integrity.blob_sizes()
+    broken, damaged = store.integrity.repair(sizes=sizes)
     store.clamp_future(now)
     before = store.totals()["physical_bytes"] if broken or damaged else sum(sizes.values())
     report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=before,
@@ -370,14 +367,14 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     # and each is re-checked under the write lock. (``sizes`` may still name blobs of
     # entries removed since: those are deleted with their last entry, or left for later.)
     report.orphans_removed, report.orphan_bytes = store.remove_orphans(
-        store.orphan_blobs(used=sizes), older_than=ORPHAN_AGE_SECS, now=now)
+        store.integrity.orphan_blobs(used=sizes), older_than=ORPHAN_AGE_SECS, now=now)
     report.temp_removed, report.temp_bytes = clean_tmp(store.root, now)
     n, size = clean_moved_aside(store.root, now)
     report.temp_removed += n
     report.temp_bytes += size
     if clean_incremental:
         report.incremental_removed, report.incremental_bytes = clean_incremental_dirs(store, now)
-    report.memo_rows_removed = store.forget_vanished_memos()
+    report.memo_rows_removed = store.memos.forget_vanished()
     # Orphans, temp files and memo rows are outside the physical size: it moved only if
     # entries went (or a build recorded one meanwhile, which the next gc counts).
     removed = report.entries_evicted or broken or damaged
@@ -391,7 +388,7 @@ def _remember(root: str, report: GcReport, now: float) -> None:
     import json
 
     try:
-        path = os.path.join(root, "tmp", "gc-last.json")
+        path = layout.tmp_path(root, layout.GC_LAST)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{path}.{os.getpid()}"
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:

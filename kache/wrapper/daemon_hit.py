@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from kache.daemon import wire
+from kache.store import layout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ STALL_SECS = 30.0
 """After a daemon that accepted a request did not answer in time (stopped, wedged), the
 calls of the next this many seconds do not ask it: a build must not pay a timeout on
 every call."""
-_STALL_NAME = os.path.join("tmp", "daemon-stalled")
 
 
 def stalled(root: str) -> bool:
@@ -37,7 +37,7 @@ def stalled(root: str) -> bool:
     import time
 
     try:
-        return time.time() - os.stat(os.path.join(root, _STALL_NAME)).st_mtime < STALL_SECS
+        return time.time() - os.stat(layout.tmp_path(root, layout.DAEMON_STALLED)).st_mtime < STALL_SECS
     except OSError:
         return False
 
@@ -45,8 +45,8 @@ def stalled(root: str) -> bool:
 def note_stall(root: str) -> None:
     """Say that the daemon accepted a request and did not answer in time."""
     try:
-        os.makedirs(os.path.join(root, "tmp"), mode=0o700, exist_ok=True)
-        os.close(os.open(os.path.join(root, _STALL_NAME), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.makedirs(layout.tmp_dir(root), mode=0o700, exist_ok=True)
+        os.close(os.open(layout.tmp_path(root, layout.DAEMON_STALLED), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     except OSError:
         pass
 
@@ -54,7 +54,7 @@ def note_stall(root: str) -> None:
 def served_by_daemon(argv: list[str], settings: Settings, started: float) -> bool:
     """True when the daemon restored this call's outputs; its messages are printed."""
     root = os.path.abspath(settings.converted("cache.local_store"))
-    path = os.path.join(root, wire.SOCKET_NAME)
+    path = layout.socket_path(root)
     if len(os.fsencode(path)) > wire.SUN_PATH_MAX or not os.path.exists(path) or stalled(root):
         return False
     try:

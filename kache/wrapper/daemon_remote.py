@@ -148,7 +148,9 @@ def start_daemon(store_root: str, settings: Settings) -> bool:
     """
     if not settings["cache.daemon_autostart"]:
         return False
-    stamp = os.path.join(store_root, "tmp", "daemon-autostart")
+    from kache.store import layout
+
+    stamp = layout.tmp_path(store_root, layout.DAEMON_AUTOSTART)
     try:
         age = time.time() - os.stat(stamp).st_mtime
         if age < AUTOSTART_INTERVAL_SECS:

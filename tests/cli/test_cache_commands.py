@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from kache.cli import main, root
 from kache.store.entries import list_entries, list_json, why_miss
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.entries import add_entry, event
 
 
@@ -22,7 +22,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     path = tmp_path / "cache"
     monkeypatch.setenv("KACHE_CACHE_DIR", str(path))
     s = Store(str(path))
-    s.db  # noqa: B018 - create the layout
+    s.open()
     yield s
     s.close()
 
@@ -440,7 +440,7 @@ def test_list_and_stats_on_10000_entries(store: Store, capsys: pytest.CaptureFix
                 "components": {f"source:src/f{j}.rs": "0" * 16 for j in range(20)}}
         rows.append((key, f"crate{i % 700}", "lib", "", "dev", 800, now - i, now - i, i % 9, 100, 1, key,
                      _json.dumps(meta), files))
-    with store._write() as db:  # Store.add per entry takes seconds; same rows, one transaction
+    with store.transaction() as db:  # Store.add per entry takes seconds; same rows, one transaction
         db.executemany("INSERT INTO entries (key, crate_name, crate_types, target, profile, size, created, "
                        "last_used, hits, compile_ms, key_version, mkey, meta) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [r[:13] for r in rows])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kache.cli import main
-from kache.store.index import Store
+from kache.store.store import Store
 
 TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
        "# This file is a cache directory tag created by cargo.\n")
@@ -74,7 +74,7 @@ def test_clean_deletes_only_after_confirmation(tree: Path, capsys: pytest.Captur
     assert (tree / "other-tool" / "cache" / "CACHEDIR.TAG").exists()
     assert (tree / ".git" / "target").exists()
     store = Store(os.environ["KACHE_CACHE_DIR"])
-    assert len(store.orphan_blobs()) == 1
+    assert len(store.integrity.orphan_blobs()) == 1
 
 
 def test_clean_with_nothing_to_find(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

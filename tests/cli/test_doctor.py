@@ -9,7 +9,7 @@ import tomlkit
 
 from kache.cli import main
 from kache.selfexec import kache_executable
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.entries import add_entry
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from kache import settings as settings_mod
 from kache.daemon import client
 from kache.remote import spec as spec_mod
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.daemon import REAL_REMOTES, intents
 from tests.support.entries import add_seeded_entry, hexkey
 from tests.support.s3 import SECRET_KEY

@@ -508,7 +508,7 @@ def test_the_daemon_collects_a_store_over_its_limit(tmp_path, monkeypatch) -> No
 
     from kache import settings as settings_mod
     from kache.daemon import server
-    from kache.store.index import Store
+    from kache.store.store import Store
     from tests.support.entries import add_entry
 
     root = tmp_path / "store"
@@ -577,34 +577,34 @@ def test_hits_reuse_a_kept_connection_until_the_index_file_is_replaced(store_roo
     one whose index file was moved aside since (recovery from damage) is closed, not
     used, and so is one a failed request closed."""
     from kache.daemon.hits import HitStores
-    from kache.store.index import Store
+    from kache.store.store import Store
 
     def new_index() -> None:
         s = Store(str(store_root))
-        s.db  # noqa: B018 - created on first use
+        s.open()
         s.close()
 
     new_index()  # an index in place
     stores = HitStores(str(store_root), keep=2)
     first, inode = stores.take()
-    first.db  # noqa: B018 - a request opens it
+    first.open()
     stores.give(first, inode)
     again, inode = stores.take()
-    assert again is first and again._db is not None  # the same open connection
+    assert again is first and again.is_open  # the same open connection
     second, inode2 = stores.take()
     assert second is not first  # taken while the first is in use: its own
-    second.db  # noqa: B018
+    second.open()
     stores.give(again, inode)
     stores.give(second, inode2)
 
     index = store_root / "index.db"
-    for suffix in ("", "-wal", "-shm"):  # moved aside, as Store._move_aside does
+    for suffix in ("", "-wal", "-shm"):  # moved aside, as the store does with a damaged one
         if Path(f"{index}{suffix}").exists():
             os.replace(f"{index}{suffix}", f"{index}.corrupt-1{suffix}")
     new_index()  # and a new one started
     fresh, inode = stores.take()
     assert fresh is not first and fresh is not second
-    assert first._db is None and second._db is None  # both were to the old file: closed
+    assert not first.is_open and not second.is_open  # both were to the old file: closed
     assert fresh.db.execute("PRAGMA user_version").fetchone()[0] > 0
     fresh.close()  # a request that failed closes it
     stores.give(fresh, inode)
@@ -615,18 +615,18 @@ def test_hits_reuse_a_kept_connection_until_the_index_file_is_replaced(store_roo
 def test_an_idle_daemon_keeps_the_stats_fold_up_to_date(start_daemon, store_root: Path) -> None:
     """`kache stats` folds only the events after the daemon's last fold: the daemon folds
     the log while idle, once it grew by fold_bytes, and not for less."""
-    from kache.store import events, stats
-    from kache.store.index import Store
+    from kache.store import events, layout, stats
+    from kache.store.store import Store
     from tests.support.entries import event
 
     root = str(store_root)
     store = Store(root)
-    store.db  # noqa: B018 - the layout (tmp/, where the fold is kept)
+    store.open()
     store.close()
 
     def covered() -> int | None:
         try:
-            doc = json.loads((store_root / stats.FOLD_CACHE).read_text())
+            doc = json.loads(Path(layout.tmp_path(str(store_root), layout.STATS_FOLD)).read_text())
         except (OSError, ValueError):
             return None
         ino = os.stat(events.path(root)).st_ino

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.env import kache_log
 from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
 

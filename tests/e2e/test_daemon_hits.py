@@ -131,7 +131,7 @@ def test_a_hit_through_the_daemon_imports_no_store_code(daemon_ws: Workspace) ->
     assert out.returncode == 0, out.stderr
     names = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "kache.wrapper.daemon_hit" in names
-    assert not names & {"_sqlite3", "sqlite3", "kache.engine.handle", "kache.engine.restore", "kache.store.index"}, \
-        sorted(names & {"_sqlite3", "sqlite3", "kache.engine.handle", "kache.engine.restore", "kache.store.index"})
+    assert not names & {"_sqlite3", "sqlite3", "kache.engine.handle", "kache.engine.restore", "kache.store.store"}, \
+        sorted(names & {"_sqlite3", "sqlite3", "kache.engine.handle", "kache.engine.restore", "kache.store.store"})
     assert any(p.name.startswith("libkc_util-") for p in ws.target.glob("debug/deps/*"))
 

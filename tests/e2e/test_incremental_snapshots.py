@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from kache.remote.archive import import_archive, pack_entry
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.workspace import Workspace, outcomes
 
 WORKSPACE_LIBS = ("kc_core", "kc_util")

@@ -13,7 +13,7 @@ import pytest
 
 import kache.engine.incremental as cache_mod
 from kache.store.blobs import hash_bytes
-from kache.store.index import Store
+from kache.store.store import Store
 
 
 @pytest.fixture

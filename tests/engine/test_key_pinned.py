@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kache.store.index import Store
+from kache.store.store import Store
 from kache.engine import argv as argvmod
 from kache.engine.call import prepare
 from kache.engine.key import KEY_VERSION, KeyBuilder, full_key

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kache.store.index import Store
+from kache.store.store import Store
 from kache.engine import toolchain
 from kache.engine.toolchain import ToolchainError, identity
 

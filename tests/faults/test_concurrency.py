@@ -109,7 +109,7 @@ def age_entries(store: Path, seconds: float) -> None:
 
 def seed_junk(store: Path, round_: str) -> None:
     """Old entries of crates no build uses (about 1.2 MB), for gc to evict."""
-    from kache.store.index import Store
+    from kache.store.store import Store
 
     s = Store(str(store))
     try:

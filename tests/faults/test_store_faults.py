@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support import reliability
 from tests.support.env import kache_log
 from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
@@ -69,14 +69,14 @@ KILL_STAGES = [
     ("miss-after-put-file", "kill:after:kache.store.blobs:put_file", False, "orphans"),
     ("miss-after-put-bytes", "kill:after:kache.store.blobs:put_bytes", False, "orphans"),
     # inside Store.add's write transaction (blob stamps written, the entry not yet)
-    ("miss-inside-add", "kill:after:kache.store.index:Store.stamp_blobs", False, "orphans"),
+    ("miss-inside-add", "kill:after:kache.store.integrity:Integrity.stamp_blobs", False, "orphans"),
     # after the entry is recorded, before its event (or a passthrough's) is logged
     ("miss-before-event", "kill:before:kache.store.events:append", False, ""),
     ("hit-before-place", "kill:before:kache.engine.restore:_place", True, ""),
     ("hit-after-place", "kill:after:kache.engine.restore:_place", True, ""),
     ("hit-after-restore", "kill:after:kache.engine.restore:restore", True, ""),
     # inside the touch transaction (hit counted and blobs stamped, not committed)
-    ("hit-inside-touch", "kill:after:kache.store.index:Store.touch", True, ""),
+    ("hit-inside-touch", "kill:after:kache.store.store:Store.touch", True, ""),
 ]
 
 
@@ -193,6 +193,12 @@ def test_a_read_only_store_never_fails_a_build(fault_ws: Callable[..., Workspace
 # --------------------------------------------------------------------------- 4. index.db damaged
 
 
+def _why(events: list[dict]) -> list[tuple[str, str, str]]:
+    """(crate, outcome, reason) of each event: an assertion's message says why a unit
+    ended as it did."""
+    return [(e.get("crate", ""), e.get("outcome", ""), e.get("reason", "")) for e in events]
+
+
 def damage_index(ws: Workspace, how: str) -> None:
     """Delete index.db (and its WAL), cut it in half, overwrite it in place with random
     bytes of the same size, or only all but its first page ("torn": it still opens, its
@@ -228,8 +234,9 @@ def test_a_damaged_index_between_builds_costs_only_cache_hits(fault_ws: Callable
     if how != "deleted":
         assert doctor(ws)["store index"]["status"] == "fail"
     ws.build()
-    events = outcomes(ws.take_events())
-    assert all(events[c] in ("miss", "dup") for c in CACHEABLE_CRATES), events
+    taken = ws.take_events()
+    events = outcomes(taken)
+    assert all(events[c] in ("miss", "dup") for c in CACHEABLE_CRATES), _why(taken)
     ws.verify_app()
     assert entry_problems(ws) == []
     assert_repaired(ws)
@@ -244,10 +251,11 @@ def test_a_compile_whose_index_was_replaced_meanwhile_is_recorded_in_the_new_one
     place is sound. Every unit is still recorded, in that index, and serves the next
     clean build."""
     ws = fault_ws()
-    ws.build(**faults.env("malformed:before:kache.store.index:Store.add"))
+    ws.build(**faults.env("malformed:before:kache.store.store:Store.add"))
     assert len(faults.take_fired()) >= len(CACHEABLE_CRATES)
-    events = outcomes(ws.take_events())
-    assert all(events[c] in ("miss", "dup") for c in CACHEABLE_CRATES), events
+    taken = ws.take_events()
+    events = outcomes(taken)
+    assert all(events[c] in ("miss", "dup") for c in CACHEABLE_CRATES), _why(taken)
     ws.verify_app()
     assert entry_problems(ws) == []
     assert_warm_rebuild_is_right(ws)

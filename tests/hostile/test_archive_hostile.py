@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from kache.remote.archive import ArchiveError, _valid_file_name, import_archive, pack_entry
 from kache.store import blobs
-from kache.store.index import Entry, Store
+from kache.store.store import Entry, Store
 from tests.support.archives import entry_doc, good_members, make_archive, member
 from tests.support.entries import add_wrapper_entry, blake
 from tests.support.hostile import accepted, refused, tried
@@ -67,7 +67,7 @@ def fresh_store(scratch: Path) -> tuple[Path, Store]:
     """A new empty store under a directory of its own (the store is ``<dir>/cache``)."""
     d = Path(tempfile.mkdtemp(dir=scratch))
     store = Store(str(d / "cache"))
-    store.db  # noqa: B018
+    store.open()
     return d, store
 
 
@@ -79,7 +79,7 @@ def assert_refused_cleanly(store: Store) -> None:
     """Nothing recorded; any blob left behind is an intact orphan; tmp/ is empty."""
     assert store.entries() == []
     assert store.db.execute("SELECT COUNT(*) FROM manifests").fetchone()[0] == 0
-    for path in store.orphan_blobs():
+    for path in store.integrity.orphan_blobs():
         assert blobs.hash_file(path)[0] == os.path.basename(path)
     assert os.listdir(os.path.join(store.root, "tmp")) == []
 
@@ -400,7 +400,7 @@ def test_the_hand_made_archive_builder_makes_archives_that_import(scratch: Path)
 @pytest.fixture
 def store_c(tmp_path: Path) -> Iterator[Store]:
     s = Store(str(tmp_path / "machine-c" / "cache"))
-    s.db  # noqa: B018
+    s.open()
     yield s
     s.close()
 

@@ -10,7 +10,7 @@ import pytest
 
 from kache import settings as settings_mod
 from kache.remote.s3 import Remote
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.s3 import moto_server
 from tests.support.workspace import Workspace, kache
 
@@ -33,7 +33,7 @@ def remote(s3_env: dict[str, str]) -> Iterator[Remote]:
 @pytest.fixture
 def store_a(tmp_path: Path) -> Iterator[Store]:
     s = Store(str(tmp_path / "machine-a" / "cache"))
-    s.db  # noqa: B018
+    s.open()
     yield s
     s.close()
 
@@ -41,7 +41,7 @@ def store_a(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def store_b(tmp_path: Path) -> Iterator[Store]:
     s = Store(str(tmp_path / "machine-b" / "cache"))
-    s.db  # noqa: B018
+    s.open()
     yield s
     s.close()
 

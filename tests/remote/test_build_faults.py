@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.daemon import pending_intents
 from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
 from tests.support.workspace import configure_remote, kache

@@ -20,7 +20,7 @@ import pytest
 
 from kache.daemon.client import socket_path
 from kache.remote.archive import import_archive, pack_entry
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.daemon import serve_lines
 from tests.support.workspace import Workspace, outcomes
 
@@ -89,7 +89,7 @@ def test_a_prefetch_landing_during_the_remote_check_is_a_hit(
     b = machines("machine-b")
     b.env["KACHE_S3_BUCKET"] = "kache-test"  # a remote: the wrapper asks "its daemon" on a miss
     b_store = Store(str(b.store))
-    b_store.db  # noqa: B018 - create it, for the socket
+    b_store.open()
     b_store.close()
     late_daemon.append(LateDaemon(b.store, "kc_core", archive))
     b.take_rustc_runs()

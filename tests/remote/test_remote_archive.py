@@ -12,7 +12,7 @@ import zstandard
 
 from kache.remote.archive import ArchiveError, import_archive, pack_entry
 from kache.store import blobs
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.archives import entry_doc, good_members, make_archive, member
 from tests.support.entries import add_wrapper_entry, blake, hexkey
 from tests.support.hostile import refused
@@ -283,4 +283,4 @@ def test_a_failure_after_some_blobs_leaves_only_orphans(store_b: Store, tmp_path
     with refused(ArchiveError, match="content does not match its name"):
         import_archive(store_b, archive)
     assert_nothing_recorded(store_b)
-    assert [os.path.basename(p) for p in store_b.orphan_blobs()] == [blake(good)]
+    assert [os.path.basename(p) for p in store_b.integrity.orphan_blobs()] == [blake(good)]

@@ -22,7 +22,7 @@ from kache.cli import main
 from kache.remote.gc import GRACE_SECS, collect
 from kache.remote.s3 import USE_RESOLUTION_SECS, Remote, RemoteError
 from kache.remote.sync import sync
-from kache.store.index import Entry, Store
+from kache.store.store import Entry, Store
 from tests.support.entries import add_wrapper_entry, hexkey
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, failing_server
 

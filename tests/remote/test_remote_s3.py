@@ -15,7 +15,7 @@ from kache import settings as settings_mod
 from kache.remote.archive import ArchiveError, pack_entry
 from kache.remote.s3 import Remote, RemoteError
 from kache.remote.spec import normalize_prefix
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.entries import add_wrapper_entry, hexkey
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, failing_server
 

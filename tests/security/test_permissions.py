@@ -156,7 +156,7 @@ def built() -> Iterator[Built]:
 @pytest.fixture
 def held_open(built: Built) -> Iterator[None]:
     """A kache process (umask 022) holding the index open, so index.db-wal and -shm exist."""
-    code = ("import sys\nfrom kache.store.index import Store\ns = Store(sys.argv[1])\n"
+    code = ("import sys\nfrom kache.store.store import Store\ns = Store(sys.argv[1])\n"
             "s.db.execute('SELECT COUNT(*) FROM entries').fetchone()\nprint('open', flush=True)\nsys.stdin.read()\n")
     proc = subprocess.Popen(["sh", "-c", 'umask 022 && exec "$@"', "sh", sys.executable, "-c", code,
                              str(built.store)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from kache.store.index import Store
+from kache.store.store import Store
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(str(tmp_path / "store"))
-    s.db  # noqa: B018 - create the layout
+    s.open()
     yield s
     s.close()

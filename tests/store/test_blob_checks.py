@@ -8,7 +8,8 @@ import sqlite3
 from pathlib import Path
 
 from kache.store.gc import gc
-from kache.store.index import SCHEMA_VERSION, Store
+from kache.store.schema import SCHEMA_VERSION
+from kache.store.store import Store
 from tests.support.entries import add_entry
 
 
@@ -53,7 +54,7 @@ def test_a_moved_stamp_with_intact_content_is_re_hashed_and_restamped(tmp_path: 
     path = store.blob_path(f["hash"])
     os.utime(path, ns=(1, 1))  # e.g. a restore stamping a hardlinked output
     assert store.blob_problem(f["hash"], f["size"]) is None
-    assert store.repair() == (0, 0)
+    assert store.integrity.repair() == (0, 0)
     assert store.blob_stamps([f["hash"]])[f["hash"]][2] == 1  # stamp follows the verified file
 
 

@@ -9,7 +9,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from kache.store.index import Store
+from kache.store.store import Store
 
 PROCESSES = 8
 ROUNDS = 30
@@ -21,7 +21,7 @@ def _open_and_write(args: tuple[str, float, int]) -> str | None:
         pass
     store = Store(root)
     try:
-        with store._write():
+        with store.transaction():
             store.set_tool_memo(f"probe-{task}", "v")  # not the pid: a pool worker may run two tasks
         return None
     except Exception as e:  # noqa: BLE001 - reported to the test

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from kache.store import layout
 from kache.store.gc import INDEX_CHECK_SECS, checked_gc, gc, last_index_check, purge
-from kache.store.index import PIN_SECS, Store, index_is_sound
+from kache.store.connection import index_is_sound
+from kache.store.store import PIN_SECS, Store
 from tests.support.entries import add_entry
 
 KB = 1000
@@ -164,8 +166,8 @@ def test_stale_temp_files_and_old_stamps_go(store: Store) -> None:
     now = time.time()
     tmp = Path(store.root) / "tmp"
     (tmp / "put-1-abc").write_bytes(b"half a blob")
-    (tmp / "settings-ok").mkdir()
-    (tmp / "settings-ok" / "stamp").touch()
+    (tmp / layout.WARNED).mkdir()
+    (tmp / layout.WARNED / "stamp").touch()
     (tmp / "purge-1-2").mkdir()
     (tmp / "purge-1-2" / "ab").mkdir()
     (tmp / "purge-1-2" / "ab" / "blob").write_bytes(b"12345")
@@ -175,9 +177,9 @@ def test_stale_temp_files_and_old_stamps_go(store: Store) -> None:
     report = gc(store, 10**9, max_age=None, clean_incremental=False, now=now + 2 * 3600)
     assert (report.temp_removed, report.temp_bytes) == (2, 16)
     assert not (tmp / "put-1-abc").exists() and not (tmp / "purge-1-2").exists()
-    assert (tmp / "settings-ok" / "stamp").exists() and (tmp / "someone-elses-dir").exists()
+    assert (tmp / layout.WARNED / "stamp").exists() and (tmp / "someone-elses-dir").exists()
     gc(store, 10**9, max_age=None, clean_incremental=False, now=now + 8 * 86400)
-    assert (tmp / "settings-ok").is_dir() and not (tmp / "settings-ok" / "stamp").exists()
+    assert (tmp / layout.WARNED).is_dir() and not (tmp / layout.WARNED / "stamp").exists()
 
 
 def test_incremental_dirs_are_removed_when_asked(store: Store, tmp_path: Path) -> None:
@@ -189,10 +191,10 @@ def test_incremental_dirs_are_removed_when_asked(store: Store, tmp_path: Path) -
     store.note_incremental(str(tmp_path / "gone" / "incremental"))
     report = gc(store, 10**9, max_age=None, clean_incremental=False)
     assert report.incremental_removed == 0 and inc.exists()
-    assert len(store.incremental_dirs()) == 2
+    assert len(store.memos.incremental_dirs()) == 2
     report = gc(store, 10**9, max_age=None, clean_incremental=True)
     assert report.incremental_removed == 0 and (inc / "foo-1abc").exists()  # recent sessions stay
-    assert [p for p, _ in store.incremental_dirs()] == [str(inc)]  # the vanished one is forgotten
+    assert [p for p, _ in store.memos.incremental_dirs()] == [str(inc)]  # the vanished one is forgotten
     old = time.time() - 2 * 3600
     os.utime(inc / "foo-1abc", (old, old))
     report = gc(store, 10**9, max_age=None, clean_incremental=True)
@@ -206,7 +208,7 @@ def test_a_path_that_is_not_incremental_state_is_never_deleted(store: Store, tmp
     store.note_incremental(str(precious))
     report = gc(store, 10**9, max_age=None, clean_incremental=True)
     assert report.incremental_removed == 0 and precious.exists()
-    assert store.incremental_dirs() == []
+    assert store.memos.incremental_dirs() == []
 
 
 def test_memo_rows_of_vanished_files_and_session_dirs_are_forgotten(store: Store, tmp_path: Path) -> None:

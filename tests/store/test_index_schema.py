@@ -11,7 +11,8 @@ from pathlib import Path
 
 from kache.store import listing
 from kache.store.entries import SORTS, list_entries, list_json, list_table
-from kache.store.index import SCHEMA_VERSION, Store
+from kache.store.schema import SCHEMA_VERSION
+from kache.store.store import Store
 from tests.support.entries import add_entry
 
 

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kache.store import events
-from kache.store.index import Store
+from kache.store import events, layout
 from kache.store import stats as stats_mod
-from kache.store.gc import KEPT_FILES
-from kache.store.stats import FOLD_CACHE, compute
+from kache.store.stats import compute
+from kache.store.store import Store
 from tests.support.entries import add_entry, event
 
 
@@ -117,9 +116,9 @@ def test_the_fold_cache_folds_only_what_was_appended(store: Store, monkeypatch: 
         event(root, ("local_hit", "miss", "passthrough")[i % 3], ms=float(i), reason="emit", root=f"/ws/{i % 4}")
     first = compute(root, None).to_json()
     assert first == _fresh(root)
-    cache = Path(root, FOLD_CACHE)
+    cache = Path(layout.tmp_path(root, layout.STATS_FOLD))
     assert cache.exists() and oct(cache.stat().st_mode & 0o777) == "0o600"
-    assert cache.name in KEPT_FILES  # gc's sweep of tmp/ leaves it
+    assert cache.name in layout.KEPT_FILES  # gc's sweep of tmp/ leaves it
     folded: list[int] = []
     real_fold = stats_mod._fold
     monkeypatch.setattr(stats_mod, "_fold", lambda evs, f: (folded.append(len(evs)), real_fold(evs, f)))
@@ -175,7 +174,7 @@ def test_a_damaged_or_forged_fold_cache_is_not_used(store: Store, cache: bytes) 
     fold["hit_ms"] = [float("nan")]
     text = cache.replace(b"INO", str(os.stat(events.path(root)).st_ino).encode()).replace(
         b"FOLD", json.dumps(fold).encode())
-    Path(root, FOLD_CACHE).write_bytes(text)
+    Path(layout.tmp_path(root, layout.STATS_FOLD)).write_bytes(text)
     st = compute(root, None)
     assert (st.hits, st.misses) == (1, 1)
     assert st.to_json() == _fresh(root)
@@ -197,54 +196,9 @@ def _long_log(root: str) -> None:
         f.write(b'{"t": 8, "outcome": "miss"')
 
 
-def test_a_long_log_is_folded_by_two_processes_as_by_one(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_log_with_damaged_lines_folds_as_a_fresh_read(store: Store) -> None:
     root = store.root
     _long_log(root)
-    monkeypatch.setattr(stats_mod, "PARALLEL_BYTES", 1000)
-    monkeypatch.setattr(stats_mod, "_may_fork", lambda: True)
-    children: list[object] = []
-    real = stats_mod._child_fold
-    monkeypatch.setattr(stats_mod, "_child_fold", lambda pid, fd: children.append(real(pid, fd)) or children[-1])
     st = compute(root, None)
-    assert len(children) == 1 and stats_mod._is_fold(children[0])  # the child's half came back
-    assert children[0]["outcomes"]["local_hit"] > 0  # type: ignore[index]
     assert st.to_json() == _fresh(root)
     assert st.hit_ms == [ev["ms"] for ev in events.read_all(root) if ev["outcome"] in stats_mod.HIT_OUTCOMES]
-
-
-@pytest.mark.parametrize("child", ["fails", "forges", "writes nothing"])
-def test_a_failed_child_s_half_is_folded_by_the_parent(store: Store, monkeypatch: pytest.MonkeyPatch,
-                                                       child: str) -> None:
-    root = store.root
-    _long_log(root)
-    monkeypatch.setattr(stats_mod, "PARALLEL_BYTES", 1000)
-    monkeypatch.setattr(stats_mod, "_may_fork", lambda: True)
-
-    def broken(fd: int, data: bytes) -> None:  # runs in the child
-        if child == "fails":
-            raise OSError("disk on fire")
-        if child == "forges":
-            fold = stats_mod._new_fold()
-            fold["outcomes"]["local_hit"] = -1000
-            os.write(fd, json.dumps(fold).encode())
-
-    monkeypatch.setattr(stats_mod, "_write_fold", broken)
-    results: list[object] = []
-    real = stats_mod._child_fold
-    monkeypatch.setattr(stats_mod, "_child_fold", lambda pid, fd: results.append(real(pid, fd)) or results[-1])
-    assert compute(root, None).to_json() == _fresh(root)
-    assert results == [None]
-
-
-def test_no_child_is_forked_beside_other_threads() -> None:
-    import threading
-
-    assert stats_mod._may_fork() == ((os.cpu_count() or 1) > 1 and threading.active_count() == 1)
-    stop = threading.Event()
-    t = threading.Thread(target=stop.wait)
-    t.start()
-    try:
-        assert stats_mod._may_fork() is False
-    finally:
-        stop.set()
-        t.join()

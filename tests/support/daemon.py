@@ -14,7 +14,7 @@ from typing import Any
 from kache.daemon import client
 from kache.daemon.server import Daemon
 from kache.remote.spec import RemoteSpec
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.entries import add_seeded_entry
 
 FAKE = RemoteSpec("fake")

@@ -20,7 +20,7 @@ from typing import Any
 from blake3 import blake3
 
 from kache.store import events
-from kache.store.index import Entry, Store
+from kache.store.store import Entry, Store
 
 
 def hexkey(seed: str) -> str:

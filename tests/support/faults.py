@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from kache.store.blobs import hash_file
-from kache.store.index import Entry, Store
+from kache.store.store import Entry, Store
 from tests.support import reliability
 from tests.support.env import ROOT, clean_environ, kache_executable
 from tests.support.workspace import Workspace, make_workspace
@@ -137,7 +137,7 @@ def leftovers(ws: Workspace) -> tuple[list[str], list[Path]]:
     """(orphan blobs, temp files of unfinished puts) in the store."""
     store = Store(str(ws.store), create=False)
     try:
-        orphans = store.orphan_blobs()
+        orphans = store.integrity.orphan_blobs()
     finally:
         store.close()
     return orphans, sorted((ws.store / "tmp").glob("put-*"))

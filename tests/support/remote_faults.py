@@ -35,7 +35,7 @@ from pathlib import Path
 
 from kache.daemon import client
 from kache.remote.archive import ArchiveError, import_archive
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support import reliability
 from tests.support.daemon import pending_intents
 from tests.support.env import ROOT
@@ -427,7 +427,7 @@ def orphans(store: Path) -> dict[str, bytes]:
     """The store's unreferenced blobs: path → content."""
     s = Store(str(store))
     try:
-        paths = s.orphan_blobs()
+        paths = s.integrity.orphan_blobs()
     finally:
         s.close()
     return {p: Path(p).read_bytes() for p in paths}

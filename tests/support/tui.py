@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kache.store.index import Store
+from kache.store.store import Store
 from tests.support.entries import add_entry, event
 
 NOW = 1_700_000_000.0

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from kache import units
 from kache.store import events as events_mod
+from kache.store import layout
 from kache.store.events import HIT_OUTCOMES
 from kache.store.stats import Counts, store_totals
 
@@ -142,7 +143,7 @@ class Tally(Counts):
 
 @dataclass
 class Totals:
-    """The store's size, as :meth:`kache.store.index.Store.totals` counts it."""
+    """The store's size, as :meth:`kache.store.store.Store.totals` counts it."""
 
     exists: bool
     entries: int = 0
@@ -277,7 +278,7 @@ def poll(board: Board, tail: events_mod.Tail, store_root: str,
         lines, error = [], f"cannot read the event log: {e}"
     with board.lock:
         new = board.add(lines)
-    exists = os.path.exists(os.path.join(store_root, "index.db"))
+    exists = os.path.exists(layout.index_path(store_root))
     totals = Totals(exists)
     if exists:
         try:

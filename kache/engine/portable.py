@@ -175,7 +175,7 @@ def _elf_debug_ranges(f: BinaryIO, base: int) -> list[tuple[int, int]]:
         return []
     sections = [section(i) for i in range(shnum)]
     if shstrndx == 0xFFFF:
-        f.seek(base + shoff + 24 + (8 if wide else 0))  # sh_link of section 0
+        f.seek(base + shoff + 24 + (16 if wide else 0))  # sh_link of section 0
         shstrndx, = struct.unpack(order + "I", f.read(4))
     if not 0 <= shstrndx < shnum:
         return []

@@ -227,3 +227,19 @@ def test_what_cc_and_ar_make_is_read(tmp_path: Path) -> None:
     with open(tmp_path / "a.o", "rb") as f:
         assert objfile.elf_header(objfile.FileView(f)).type == 1
 
+
+@pytest.mark.skipif(not (shutil.which("cc") and shutil.which("ar")), reason="needs cc and ar")
+def test_a_thin_archive_lists_the_objects_it_names(tmp_path: Path) -> None:
+    obj = tmp_path / "obj"
+    obj.mkdir()
+    for name in ("a", "a-rather-long-object-name"):
+        (obj / f"{name}.c").write_text(f"int {name.replace('-', '_')}(void) {{ return 1; }}\n")
+        subprocess.run(["cc", "-c", str(obj / f"{name}.c"), "-o", str(obj / f"{name}.o")], check=True)
+    thin = tmp_path / "libthin.a"
+    subprocess.run(["ar", "crsT", str(thin), "obj/a.o", str(obj / "a-rather-long-object-name.o")], check=True,
+                   cwd=tmp_path)
+    members = objfile.thin_members(thin.read_bytes())
+    assert members is not None and len(members) == 2
+    assert [Path(tmp_path, m).resolve() for m in members] == [obj / "a.o", obj / "a-rather-long-object-name.o"]
+    assert objfile.thin_members(b"!<arch>\n") is None
+    assert objfile.thin_members(thin.read_bytes()[:70]) is None  # cut inside a header

@@ -64,7 +64,8 @@ class FileHasher:
             return {}
         from blake3 import blake3
 
-        from kache.engine.objdigest import THIN_MAGIC, VERSION, portable_digest
+        from kache.engine.objdigest import VERSION, portable_digest
+        from kache.engine.objfile import THIN_MAGIC
 
         def digest(path: str, st: os.stat_result) -> str:
             """The file's native digest, or THIN_ARCHIVE for a thin archive (memoised as
@@ -94,7 +95,7 @@ class FileHasher:
         native digest); raises ThinArchiveError when it cannot be read."""
         from blake3 import blake3
 
-        from kache.engine.objdigest import thin_members
+        from kache.engine.objfile import thin_members
 
         try:
             with open(path, "rb") as f:

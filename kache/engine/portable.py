@@ -23,7 +23,6 @@ machine whose ``CARGO_HOME`` differs.
 
 from __future__ import annotations
 
-import os
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from blake3 import blake3
@@ -31,6 +30,7 @@ from blake3 import blake3
 if TYPE_CHECKING:
     from typing import BinaryIO
 
+    from kache.engine.objfile import Bytes
     from kache.paths import Normalizer
 
 __all__ = ["Scanner"]
@@ -109,82 +109,35 @@ def _percent_encoded(path: bytes) -> bytes:
 # Only read when a search found something (rare): the ar archive's member headers, and in
 # each ELF member (or an ELF file) the section headers, to know where .debug_* sections lie.
 
-_AR_MAGIC = b"!<arch>\n"
-_ELF_MAGIC = b"\x7fELF"
-
-
 def _debug_ranges(f: BinaryIO) -> list[tuple[int, int]]:
     """File offsets [start, end) of the debug sections of the ELF objects in an open file
-    (an ELF file, or an ar archive of them); empty for anything else or on any doubt."""
+    (an ELF file, or an ar archive of them); empty for anything else or when the archive
+    cannot be read; an ELF member that cannot be read adds none."""
+    from kache.engine import objfile
+
     try:
-        f.seek(0)
-        head = f.read(8)
-        if head.startswith(_ELF_MAGIC):
-            return _elf_debug_ranges(f, 0)
-        if head != _AR_MAGIC:
+        data = objfile.FileView(f)
+        head = data[0:8]
+        if head.startswith(objfile.ELF_MAGIC):
+            return _elf_debug_ranges(data, 0, len(data))
+        if head != objfile.AR_MAGIC:
             return []
         out: list[tuple[int, int]] = []
-        end = f.seek(0, os.SEEK_END)
-        pos = 8
-        while pos + 60 <= end:
-            f.seek(pos)
-            header = f.read(60)
-            if header[58:60] != b"`\n":
-                return out
-            size = int(header[48:58].decode("ascii").strip() or "0")
-            data = pos + 60
-            name = header[:16].decode("ascii", "replace")
-            if name.startswith("#1/"):  # BSD: the name leads the data
-                data += int(name[3:].strip() or "0")
-            f.seek(data)
-            if f.read(4) == _ELF_MAGIC:
-                out.extend(_elf_debug_ranges(f, data))
-            pos = pos + 60 + size + (size & 1)
+        for member in objfile.members(data):
+            if data[member.start:member.start + 4] == objfile.ELF_MAGIC:
+                out.extend(_elf_debug_ranges(data, member.start, member.start + member.size))
         return out
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError):  # objfile.Malformed is a ValueError
         return []
 
 
-def _elf_debug_ranges(f: BinaryIO, base: int) -> list[tuple[int, int]]:
-    import struct
+def _elf_debug_ranges(data: Bytes, base: int, end: int) -> list[tuple[int, int]]:
+    """The debug sections of the ELF file at ``base`` in ``data``; none if it cannot be read."""
+    from kache.engine import objfile
 
-    f.seek(base)
-    ident = f.read(64)
-    if len(ident) < 52 or not ident.startswith(_ELF_MAGIC) or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+    try:
+        sections = objfile.section_headers(data, objfile.elf_header(data, base, end), base, end)
+    except objfile.Malformed:
         return []
-    wide = ident[4] == 2
-    order = "<" if ident[5] == 1 else ">"
-    if wide:
-        shoff, = struct.unpack_from(order + "Q", ident, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", ident, 0x3A)
-        entry = order + "IIQQQQ"
-    else:
-        shoff, = struct.unpack_from(order + "I", ident, 0x20)
-        shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", ident, 0x2E)
-        entry = order + "IIIIII"
-    if not shoff or shentsize < struct.calcsize(entry):
-        return []
-
-    def section(i: int) -> tuple[int, ...]:
-        f.seek(base + shoff + i * shentsize)
-        return struct.unpack(entry, f.read(struct.calcsize(entry)))
-
-    if shnum == 0:  # extended numbering: the count is in section 0
-        shnum = section(0)[5]
-    if shnum > 1 << 20:
-        return []
-    sections = [section(i) for i in range(shnum)]
-    if shstrndx == 0xFFFF:
-        f.seek(base + shoff + 24 + (8 if wide else 0))  # sh_link of section 0
-        shstrndx, = struct.unpack(order + "I", f.read(4))
-    if not 0 <= shstrndx < shnum:
-        return []
-    names = sections[shstrndx]
-    f.seek(base + names[4])
-    strtab = f.read(min(names[5], 1 << 24))
-    out = []
-    for name_off, sh_type, _flags, _addr, offset, size in sections:
-        name = strtab[name_off:strtab.find(b"\0", name_off)]
-        if sh_type != 8 and (name.startswith(b".debug") or name.startswith(b".zdebug")):  # 8: NOBITS
-            out.append((base + offset, base + offset + size))
-    return out
+    return [(base + s.offset, base + s.offset + s.size) for s in sections
+            if s.type != objfile.SHT_NOBITS and (s.name.startswith(b".debug") or s.name.startswith(b".zdebug"))]

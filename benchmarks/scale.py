@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
 RESULT = Path(__file__).resolve().parent / "results" / "scale.json"  # this benchmark's one results file
 
 GROUPS = 1000  # entries of the same age share their blobs: 2 per group, 60 bytes each

@@ -28,6 +28,7 @@ Schema annotations this module understands:
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache import quickjson, units

@@ -10,9 +10,8 @@ import os
 
 import click
 
-from kache import __version__
+from kache import __version__, units
 from kache import settings as settings_mod
-from kache import units
 from kache.cli.output import echo_json, warn
 from kache.errors import KacheError
 
@@ -193,8 +192,7 @@ def log(follow: bool, lines: int) -> None:
       kache daemon log -n 50
       kache daemon log -f
     """
-    from kache.daemon import control
-    from kache.daemon import wire
+    from kache.daemon import control, wire
 
     path = os.path.join(_root(_settings()), wire.LOG_NAME)
     try:
@@ -295,8 +293,8 @@ def client(output: str | None, rustc: str | None, kache_path: str | None, as_jso
       export RUSTC_WRAPPER=~/.local/share/kache-venv/bin/kache-client
     """
     from kache.daemon import wire
-    from kache.selfexec import kache_executable
     from kache.native import BuildError, build_client, default_output
+    from kache.selfexec import kache_executable
 
     s = _settings(check=True)
     kache = kache_path or kache_executable()

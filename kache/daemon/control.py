@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kache import selfexec
 from kache._record import Record
-from kache.daemon import client
-from kache.daemon import wire
+from kache.daemon import client, wire
 from kache.errors import KacheError
 
 if TYPE_CHECKING:

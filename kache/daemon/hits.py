@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kache.daemon.wire import ProtocolError
 from kache.daemon.remotes import Served
+from kache.daemon.wire import ProtocolError
 
 if TYPE_CHECKING:
     from kache.daemon.state import DaemonState

@@ -79,10 +79,10 @@ from kache.daemon.lifecycle import (
 )
 from kache.daemon.logs import DaemonLog
 from kache.daemon.options import DaemonOptions
-from kache.daemon.wire import ProtocolError
 from kache.daemon.remotes import Remotes, default_factory
 from kache.daemon.state import DaemonState
 from kache.daemon.uploads import Uploads
+from kache.daemon.wire import ProtocolError
 from kache.errors import KacheError
 from kache.remote import spec as spec_mod
 

@@ -33,6 +33,7 @@ Standard library only: this is on the hot path of every call.
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache.paths import which

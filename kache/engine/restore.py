@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from stat import S_IMODE as stat_mode
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache import quickjson

@@ -12,8 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.project import (Project, error_locations, kache_env, oracle_env, panic_location, printed,
-    real_rustc, run_exe, write_files)
+from tests.support.project import (
+    Project,
+    error_locations,
+    kache_env,
+    oracle_env,
+    panic_location,
+    printed,
+    real_rustc,
+    run_exe,
+    write_files,
+)
 
 pytestmark = pytest.mark.e2e
 

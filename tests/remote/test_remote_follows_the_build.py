@@ -17,8 +17,7 @@ import pytest
 
 from tests.support.daemon import pending_intents
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY
-from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
-from tests.support.workspace import configure_remote, kache
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, configure_remote, kache, outcomes
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from kache.store import events
-from kache.store.index import Store
 from kache.store import stats as stats_mod
 from kache.store.gc import KEPT_FILES
+from kache.store.index import Store
 from kache.store.stats import FOLD_CACHE, compute
 from tests.support.entries import add_entry, event
 

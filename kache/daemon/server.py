@@ -107,7 +107,8 @@ class Daemon:
     them). ``foreground`` also logs to stderr; a ``service`` never idles out.
     """
 
-    def __init__(self, settings: Settings, options: DaemonOptions = DaemonOptions(), *,
+    # DaemonOptions is frozen: one shared default instance is safe.
+    def __init__(self, settings: Settings, options: DaemonOptions = DaemonOptions(), *,  # noqa: B008
                  foreground: bool = True, service: bool = False) -> None:
         self.settings = settings
         self.options = options

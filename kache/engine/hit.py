@@ -21,16 +21,19 @@ from kache.store.index import DamagedBlob, Store, StoreError, sqlite3
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Protocol
 
     from kache.engine.call import PreparedCall
     from kache.settings import Settings
     from kache.store.index import Entry
+else:
+    Protocol = object  # RemoteAsks is a Protocol to the type checker only
 
 __all__ = ["RemoteAsks", "prepare_call", "restore_hit", "try_hit", "serve_hit",
            "recovered_damaged_index"]
 
 
-class RemoteAsks:
+class RemoteAsks(Protocol):
     """What the engine asks of the remote, through whoever reaches it (the wrapper passes
     :mod:`kache.wrapper.daemon_remote`, which asks the daemon). Documentation of the
     interface; any object with these functions will do."""

@@ -208,7 +208,7 @@ def link_inputs(rc: RustcCall, crate_types: list[str], cwd: str, env: Mapping[st
 
 def _link_pieces(args: list[str]) -> list[str]:
     """Link arguments as the linker sees them: ``-Wl,a,b`` is ``a`` and ``b``."""
-    out = []
+    out: list[str] = []
     for a in args:
         if a.startswith("-Wl,"):
             out.extend(x for x in a[4:].split(",") if x)

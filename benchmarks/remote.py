@@ -733,10 +733,10 @@ def _short(names: list[str], limit: int = 12) -> str:
 def print_table(rows: list[list[str]]) -> None:
     head = ["", "wall", "hits", "/ sccache B", "other_cpu s"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    print("\n| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+    print("\n| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
     print("| " + " | ".join("-" * w for w in widths) + " |")
     for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
 
 
 def main() -> int:
@@ -839,7 +839,7 @@ def main() -> int:
                          "moto": version_of([sys.executable, "-c", "import moto; print(moto.__version__)"])},
             "options": {"corpus": str(args.corpus.resolve()), "kache": args.kache, "sccache": args.sccache,
                         "scenarios": scenarios, "jobs": args.jobs, "registry": args.registry},
-            "table": [dict(zip(["row", "wall", "hits", "ratio_to_sccache_b", "other_cpu_s"], r)) for r in rows],
+            "table": [dict(zip(["row", "wall", "hits", "ratio_to_sccache_b", "other_cpu_s"], r, strict=True)) for r in rows],
             "results": results,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

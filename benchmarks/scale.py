@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
 RESULT = Path(__file__).resolve().parent / "results" / "scale.json"  # this benchmark's one results file
 
 GROUPS = 1000  # entries of the same age share their blobs: 2 per group, 60 bytes each
@@ -108,6 +107,32 @@ def run_command(args: list[str], root: str, **env: str) -> tuple[float, str]:
     return elapsed, out.stdout
 
 
+def command_medians(root: str, repeat: int) -> dict[str, float]:
+    """The median of ``repeat`` runs of each read-only command over the store at ``root``."""
+    fold = os.path.join(root, "tmp", "stats-fold.json")
+
+    def stats_first() -> float:
+        if os.path.exists(fold):
+            os.unlink(fold)  # what stats keeps between calls: gone, the whole log is folded
+        return time_command(["stats", "--json"], root)
+
+    def gc_checking() -> float:
+        report = os.path.join(root, "tmp", "gc-last.json")
+        if os.path.exists(report):
+            os.unlink(report)  # no record of the last check: this gc checks the index file
+        return time_command(["gc"], root, KACHE_MAX_SIZE="1GiB")
+
+    def median(measure: Callable[[], float]) -> float:
+        return round(statistics.median(measure() for _ in range(repeat)), 3)
+
+    return {"list_json_s": median(lambda: time_command(["list", "--json"], root)),
+            "list_s": median(lambda: time_command(["list"], root)),
+            "stats_first_s": median(stats_first),
+            "stats_json_s": median(lambda: time_command(["stats", "--json"], root)),
+            "gc_checked_s": median(gc_checking),
+            "gc_idle_s": median(lambda: time_command(["gc"], root, KACHE_MAX_SIZE="1GiB"))}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
@@ -123,30 +148,9 @@ def main() -> int:
             root = build_store(base / "store", n)
             build_s = time.perf_counter() - t0
             physical = 2 * GROUPS * 60
-            fold = os.path.join(root, "tmp", "stats-fold.json")
-
-            def stats_first() -> float:
-                if os.path.exists(fold):
-                    os.unlink(fold)  # what stats keeps between calls: gone, the whole log is folded
-                return time_command(["stats", "--json"], root)
-
-            def gc_checking() -> float:
-                report = os.path.join(root, "tmp", "gc-last.json")
-                if os.path.exists(report):
-                    os.unlink(report)  # no record of the last check: this gc checks the index file
-                return time_command(["gc"], root, KACHE_MAX_SIZE="1GiB")
-
-            def median(measure: Callable[[], float]) -> float:
-                return round(statistics.median(measure() for _ in range(args.repeat)), 3)
-
             row = {"entries": n, "build_s": round(build_s, 2),
                    "lookup_ms": round(time_lookup(root, n) * 1000, 3),
-                   "list_json_s": median(lambda: time_command(["list", "--json"], root)),
-                   "list_s": median(lambda: time_command(["list"], root)),
-                   "stats_first_s": median(stats_first),
-                   "stats_json_s": median(lambda: time_command(["stats", "--json"], root)),
-                   "gc_checked_s": median(gc_checking),
-                   "gc_idle_s": median(lambda: time_command(["gc"], root, KACHE_MAX_SIZE="1GiB")),
+                   **command_medians(root, args.repeat),
                    "repeat": args.repeat}
             # just over the limit: down to 90 % of it, the oldest ~10 % of the entries
             gc_s, out = run_command(["gc", "--json"], root, KACHE_MAX_SIZE=str(physical - 1))

@@ -18,14 +18,14 @@ __all__ = ["Record"]
 
 
 class Record:
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
     _defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         names = self.__slots__
         if len(args) > len(names):
             raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional arguments")
-        for name, value in zip(names, args):
+        for name, value in zip(names, args, strict=False):  # fewer args: defaults below
             setattr(self, name, value)
         for name in names[len(args):]:
             if name in kwargs:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kache.errors import KacheError
 from kache.store.events import HIT_OUTCOMES
@@ -53,7 +54,7 @@ def _write_workspace(directory: Path) -> None:
     (directory / MARKER).write_text("written by `kache demo`; safe to delete\n")
 
 
-def _events(store: Path) -> list[dict]:
+def _events(store: Path) -> list[dict[str, Any]]:
     path = store / "events.jsonl"
     if not path.exists():
         return []

@@ -14,9 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kache import __version__
+from kache import __version__, units
 from kache import settings as settings_mod
-from kache import units
 from kache.store import layout
 
 __all__ = ["Check", "run_checks", "sccache_dir", "shell_rc_mentions"]

@@ -79,7 +79,7 @@ def _set_wrapper(path: Path, wrapper: str) -> None:
     doc = tomlkit.parse(text)
     if "build" not in doc:
         doc["build"] = tomlkit.table()
-    doc["build"]["rustc-wrapper"] = wrapper  # type: ignore[index]
+    doc["build"]["rustc-wrapper"] = wrapper
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".kache-tmp")
     tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")

@@ -38,6 +38,7 @@ user's own, which therefore win).
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 if TYPE_CHECKING:

@@ -26,8 +26,9 @@ try:
     from _json import encode_basestring_ascii as _quote_ascii
     from _json import make_encoder as _make_encoder
     from _json import make_scanner as _make_scanner
+    _HAVE_C_JSON = True
 except ImportError:  # pragma: no cover - CPython always has _json
-    _make_scanner = None
+    _HAVE_C_JSON = False
 
 
 def _no_default(o: object) -> Any:
@@ -45,8 +46,9 @@ class _Decoding:
     parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
 
 
-if _make_scanner is not None:
-    _scan = _make_scanner(_Decoding())
+if _HAVE_C_JSON:
+    # typeshed types the context as make_scanner itself; any object with the attributes works
+    _scan = _make_scanner(_Decoding())  # type: ignore[arg-type]
 
     def loads(s: str | bytes) -> Any:
         """``json.loads(s)`` (UTF-8 when ``s`` is bytes)."""

@@ -28,6 +28,7 @@ Schema annotations this module understands:
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache import quickjson, units
@@ -36,9 +37,11 @@ from kache.errors import SettingsError
 from kache.store import layout
 
 if TYPE_CHECKING:  # pathlib, typing and collections.abc stay off the wrapper's path
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
-    from typing import Any
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")  # used in annotations only, which are never evaluated
 
 __all__ = [
     "Setting",
@@ -59,12 +62,12 @@ __all__ = [
     "env_flag",
 ]
 
-def cache(fn):  # type: ignore[no-untyped-def]
+def cache(fn: Callable[[str | None], _T]) -> Callable[..., _T]:
     """``functools.cache`` for a function of one optional argument (``functools``
     imports ``collections``: a few ms the wrapper's hot path does not need)."""
-    memo: dict[Any, Any] = {}
+    memo: dict[str | None, _T] = {}
 
-    def cached(arg=None):  # type: ignore[no-untyped-def]
+    def cached(arg: str | None = None) -> _T:
         try:
             return memo[arg]
         except KeyError:
@@ -271,11 +274,13 @@ def _expand(raw: str, env: Mapping[str, str]) -> str:
         raw = _home(env) + raw[1:]
     if "$" in raw:
         saved = os.environ
-        try:  # expandvars reads os.environ; point it at the env we were given
-            os.environ = dict(env)  # type: ignore[assignment]
+        # expandvars reads os.environ; point it at the env we were given, for this call only.
+        try:
+            # os.environ is typed _Environ[str]; a plain dict is all expandvars reads
+            os.environ = dict(env)  # type: ignore[assignment]  # noqa: B003 - put back in finally
             raw = os.path.expandvars(raw)
         finally:
-            os.environ = saved  # type: ignore[assignment]
+            os.environ = saved  # noqa: B003 - the real os.environ again
     return raw
 
 
@@ -391,7 +396,7 @@ def _convert(fmt: str | None, key: str, value: Any, env: Mapping[str, str]) -> A
     return value
 
 
-def _read_file(role: str, path: str, env: Mapping[str, str]) -> ConfigFile:
+def _read_file(role: str, path: str | Path, env: Mapping[str, str]) -> ConfigFile:
     import tomllib
 
     path = str(path)

@@ -98,7 +98,7 @@ def store_inodes(store_root: str) -> set[tuple[int, int]]:
 def measure(path: str, blob_inodes: set[tuple[int, int]]) -> TargetDir:
     info = TargetDir(path)
     counted: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, _dirnames, filenames in os.walk(path):
         try:
             info.last_used = max(info.last_used, os.stat(dirpath).st_mtime)
         except OSError:

@@ -18,8 +18,8 @@ import pytest
 from kache import settings as settings_mod
 from kache.daemon.options import DaemonOptions, stand_in
 from kache.daemon.server import Daemon
-from tests.support.daemon import REAL_REMOTES, FakeRemote, Running, start_in_thread
 from tests.support import e2e
+from tests.support.daemon import REAL_REMOTES, FakeRemote, Running, start_in_thread
 from tests.support.env import CLEARED_PREFIXES, kache_executable, rustup_home
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, moto_server, s3_client
 from tests.support.workspace import Workspace, daemon_running, make_machine, make_workspace

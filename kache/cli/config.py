@@ -56,8 +56,8 @@ def show(as_json: bool) -> None:
     s = _load_or_fail()
     try:
         settings_mod.validate(s)
-    except SettingsError as e:
-        for line in e.problems:
+    except SettingsError as err:
+        for line in err.problems:
             warn(line)
     env_only = settings_mod.env_settings()
     if as_json:

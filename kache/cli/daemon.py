@@ -10,9 +10,8 @@ import os
 
 import click
 
-from kache import __version__
+from kache import __version__, units
 from kache import settings as settings_mod
-from kache import units
 from kache.cli.output import echo_json, warn
 from kache.errors import KacheError
 from kache.store import layout
@@ -294,8 +293,8 @@ def client(output: str | None, rustc: str | None, kache_path: str | None, as_jso
       kache daemon client
       export RUSTC_WRAPPER=~/.local/share/kache-venv/bin/kache-client
     """
-    from kache.selfexec import kache_executable
     from kache.native import BuildError, build_client, default_output
+    from kache.selfexec import kache_executable
 
     s = _settings(check=True)
     kache = kache_path or kache_executable()

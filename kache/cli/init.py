@@ -6,10 +6,14 @@ The steps are :mod:`kache.init_steps` (``kache doctor --fix`` runs them too).
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from kache.selfexec import kache_executable
+
+if TYPE_CHECKING:
+    from kache.init_steps import Step
 
 __all__ = ["COMMANDS"]
 
@@ -75,7 +79,7 @@ def init(dry_run: bool, no_service: bool, no_client: bool, yes: bool) -> None:
         raise SystemExit(1)
 
 
-def service_steps() -> list:
+def service_steps() -> list[Step]:
     """The daemon service step (a no-op step where no service manager runs)."""
     from kache.init_steps import service_step
 

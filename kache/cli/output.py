@@ -60,8 +60,8 @@ _BATCH = 4096
 
 def echo_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Left-aligned columns; the last column is never padded."""
-    columns = list(zip(*rows))[:-1] if rows else [()] * (len(headers) - 1)
-    widths = [max(len(h), max(map(len, col), default=0)) for h, col in zip(headers, columns)]
+    columns = list(zip(*rows, strict=True))[:-1] if rows else [()] * (len(headers) - 1)
+    widths = [max(len(h), max(map(len, col), default=0)) for h, col in zip(headers, columns, strict=False)]
     template = "  ".join([*(f"{{:<{w}}}" for w in widths), "{}"])
     echo_aligned(headers, widths, [template.format(*row).rstrip() for row in rows])
 
@@ -71,7 +71,7 @@ def echo_aligned(headers: Sequence[str], widths: Sequence[int], lines: Iterable[
     last, two spaces apart): the header, bold on a terminal, then the lines a few
     thousand per write as they come (not ``click.echo``, which would scan a 10 MB table
     for ANSI codes: texts kache formats, no escapes)."""
-    head = "  ".join([*(h.ljust(w) for h, w in zip(headers, widths)), headers[-1]]).rstrip()
+    head = "  ".join([*(h.ljust(w) for h, w in zip(headers, widths, strict=False)), headers[-1]]).rstrip()
     click.echo(click.style(head, bold=True) if sys.stdout.isatty() else head)
     _write_batches(lines, "", "\n", "\n")
     sys.stdout.flush()

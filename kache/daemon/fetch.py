@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kache.daemon import wire as P
-from kache.daemon.wire import ProtocolError
 from kache.daemon.remotes import DOWN_SECS, Served
+from kache.daemon.wire import ProtocolError
 
 if TYPE_CHECKING:
     from kache.daemon.options import DaemonOptions

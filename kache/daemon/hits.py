@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from kache.daemon.remotes import Served
 from kache.daemon.wire import ProtocolError
 from kache.store import layout
-from kache.daemon.remotes import Served
 
 if TYPE_CHECKING:
     from kache.daemon.state import DaemonState

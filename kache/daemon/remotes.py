@@ -198,7 +198,7 @@ class Remotes:
     def _stamp(self, spec: RemoteSpec) -> tuple[Any, ...]:
         """What the clients depend on: the credentials and the credential files' times (a
         rotated key in ``~/.aws/credentials``, a refreshed SSO session)."""
-        times = []
+        times: list[tuple[str, int | None, int | None]] = []
         for path in sorted(spec.files.values()):
             try:
                 st = os.stat(path)

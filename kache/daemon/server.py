@@ -79,13 +79,13 @@ from kache.daemon.lifecycle import (
 )
 from kache.daemon.logs import DaemonLog
 from kache.daemon.options import DaemonOptions
-from kache.daemon.wire import ProtocolError
 from kache.daemon.remotes import Remotes, default_factory
 from kache.daemon.state import DaemonState
 from kache.daemon.uploads import Uploads
+from kache.daemon.wire import ProtocolError
 from kache.errors import KacheError
-from kache.store import layout
 from kache.remote import spec as spec_mod
+from kache.store import layout
 
 if TYPE_CHECKING:
     from kache.settings import Settings
@@ -108,7 +108,8 @@ class Daemon:
     them). ``foreground`` also logs to stderr; a ``service`` never idles out.
     """
 
-    def __init__(self, settings: Settings, options: DaemonOptions = DaemonOptions(), *,
+    # DaemonOptions is frozen: one shared default instance is safe.
+    def __init__(self, settings: Settings, options: DaemonOptions = DaemonOptions(), *,  # noqa: B008
                  foreground: bool = True, service: bool = False) -> None:
         self.settings = settings
         self.options = options

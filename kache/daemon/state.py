@@ -8,8 +8,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from kache.daemon.wire import ProtocolError
 from kache.daemon.remotes import Remotes, Served
+from kache.daemon.wire import ProtocolError
 from kache.remote.spec import SpecError
 
 if TYPE_CHECKING:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache._record import Record

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache.engine import argv as argvmod
@@ -22,16 +23,19 @@ from kache.store.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Protocol
 
     from kache.engine.call import PreparedCall
     from kache.settings import Settings
     from kache.store.store import Entry
+else:
+    Protocol = object  # RemoteAsks is a Protocol to the type checker only
 
 __all__ = ["RemoteAsks", "prepare_call", "restore_hit", "try_hit", "serve_hit",
            "recovered_damaged_index"]
 
 
-class RemoteAsks:
+class RemoteAsks(Protocol):
     """What the engine asks of the remote, through whoever reaches it (the wrapper passes
     :mod:`kache.wrapper.daemon_remote`, which asks the daemon). Documentation of the
     interface; any object with these functions will do."""

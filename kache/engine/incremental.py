@@ -14,6 +14,7 @@ removed instead (:func:`clean`): kache compiles without it, so it would only go 
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache.store.blobs import copy_file, hash_file

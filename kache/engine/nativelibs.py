@@ -33,6 +33,7 @@ Standard library only: this is on the hot path of every call.
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache.paths import which
@@ -207,7 +208,7 @@ def link_inputs(rc: RustcCall, crate_types: list[str], cwd: str, env: Mapping[st
 
 def _link_pieces(args: list[str]) -> list[str]:
     """Link arguments as the linker sees them: ``-Wl,a,b`` is ``a`` and ``b``."""
-    out = []
+    out: list[str] = []
     for a in args:
         if a.startswith("-Wl,"):
             out.extend(x for x in a[4:].split(",") if x)

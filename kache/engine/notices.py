@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache.store import layout

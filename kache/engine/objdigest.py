@@ -35,6 +35,7 @@ Standard library and blake3 only: this runs on the hot path, and only for the fi
 from __future__ import annotations
 
 import struct
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from blake3 import blake3

@@ -25,6 +25,7 @@ only (this runs on the wrapper's miss path).
 from __future__ import annotations
 
 import struct
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 if TYPE_CHECKING:

@@ -15,6 +15,7 @@ import fcntl
 import os
 import sys
 import time
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache import quickjson

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from stat import S_IMODE as stat_mode
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache import quickjson
@@ -34,7 +35,7 @@ def look_up(c: PreparedCall) -> Entry | None:
         files = inputs.get("files", [])
         real = [c.norm.expand(p) for p, _ in files]
         hashes = c.hasher.hashes(real)
-        if any(hashes[r] != h for r, (_, h) in zip(real, files)):
+        if any(hashes[r] != h for r, (_, h) in zip(real, files, strict=True)):
             continue
         if not all(_env_value(c, name, normalized) == value for name, value, normalized in inputs.get("env", [])):
             continue

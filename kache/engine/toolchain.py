@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from blake3 import blake3
@@ -141,7 +142,7 @@ def identity(store: Store, chain: list[str], env: Mapping[str, str], cwd: str | 
     ids = []
     memoise = True
     try:
-        for path, real in zip(paths, reals):
+        for path, real in zip(paths, reals, strict=True):
             text, old = _stat_id(path, real, now_ns)
             ids.append(text)
             memoise = memoise and old

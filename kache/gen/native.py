@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+from itertools import pairwise
 
 __all__ = ["NAMES", "HEADER", "render_wire"]
 
@@ -26,7 +27,7 @@ def docstrings(source: str) -> dict[str, str]:
     its assignment)."""
     body = ast.parse(source).body
     out = {}
-    for node, after in zip(body, body[1:]):
+    for node, after in pairwise(body):
         if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
                 and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
                 and isinstance(after.value.value, str)):

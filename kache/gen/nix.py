@@ -88,7 +88,7 @@ _PATH_TEXT = r"(/|~/|~$|[$]([A-Za-z_][A-Za-z0-9_]*|[{][A-Za-z_][A-Za-z0-9_]*[}])
 
 
 def _size_type() -> str:
-    from kache.units import SIZE_FACTORS, MAX_SIZE
+    from kache.units import MAX_SIZE, SIZE_FACTORS
 
     factors = "{ " + " ".join(f"{nix_string(u)} = {f};" for u, f in SIZE_FACTORS.items()) + " }"
     fits = (f"(s: let m = builtins.match {nix_string(_SIZE_TEXT)} s; factors = {factors}; "

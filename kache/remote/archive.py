@@ -177,7 +177,7 @@ def pack_entry(store: Store, key: str, level: int = 3) -> bytes:
     buf = io.BytesIO()
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
     with cctx.stream_writer(buf, closefd=False) as zw:
-        tar = tarfile.open(fileobj=zw, mode="w|", format=tarfile.USTAR_FORMAT)  # type: ignore[call-overload]
+        tar = tarfile.open(fileobj=zw, mode="w|", format=tarfile.USTAR_FORMAT)
         with tar as tf:
             tf.addfile(info(MANIFEST_NAME, len(manifest)), io.BytesIO(manifest))
             for digest in sorted(wanted):
@@ -193,7 +193,7 @@ def pack_entry(store: Store, key: str, level: int = 3) -> bytes:
                         raise ArchiveError(f"{what}: blob {digest[:16]} has {size} bytes, "
                                            f"the entry says {wanted[digest]}")
                     reader = _HashingReader(f)
-                    tf.addfile(info(BLOB_DIR + digest, size), reader)  # type: ignore[arg-type]
+                    tf.addfile(info(BLOB_DIR + digest, size), reader)
                     if reader.hasher.hexdigest() != digest:
                         raise ArchiveError(f"{what}: blob {digest[:16]} does not match its hash "
                                            "(the local store is damaged: `kache gc` or `kache purge`)")
@@ -436,9 +436,11 @@ def _parse_manifest(raw: bytes, fail: Callable[[str], ArchiveError]) -> dict[str
     need(is_int(doc.get("key_version")), "key_version is not an integer")
 
     meta = doc.get("meta")
-    need(isinstance(meta, dict), "meta is not an object")
+    if not isinstance(meta, dict):
+        raise fail(f"{where}: meta is not an object")
     files = meta.get("files")
-    need(isinstance(files, list) and 0 < len(files) <= MAX_MEMBERS, "meta.files is not a non-empty list")
+    if not (isinstance(files, list) and 0 < len(files) <= MAX_MEMBERS):
+        raise fail(f"{where}: meta.files is not a non-empty list")
     names: set[str] = set()
     sizes: dict[str, int] = {}
     for i, f in enumerate(files):
@@ -464,12 +466,13 @@ def _parse_manifest(raw: bytes, fail: Callable[[str], ArchiveError]) -> dict[str
     need(isinstance(meta.get("target_dir", False), bool), "meta.target_dir is not true or false")
 
     inputs = doc.get("inputs")
-    need(isinstance(inputs, dict), "inputs is not an object")
+    if not isinstance(inputs, dict):
+        raise fail(f"{where}: inputs is not an object")
     ifiles = inputs.get("files")
-    need(isinstance(ifiles, list) and len(ifiles) > 0,
-         "inputs.files is not a non-empty list (an entry without inputs would match any build)")
+    if not (isinstance(ifiles, list) and len(ifiles) > 0):
+        raise fail(f"{where}: inputs.files is not a non-empty list (an entry without inputs would match any build)")
     for i, item in enumerate(ifiles):
-        need(isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and item[0]
+        need(isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and item[0] != ""
              and valid_key(item[1]), f"inputs.files[{i}] is not a [path, blake3] pair")
     ienv = inputs.get("env", [])
     need(isinstance(ienv, list), "inputs.env is not a list")
@@ -481,7 +484,7 @@ def _parse_manifest(raw: bytes, fail: Callable[[str], ArchiveError]) -> dict[str
     need(isinstance(ilocal, list), "inputs.local is not a list")
     for i, item in enumerate(ilocal):
         need(isinstance(item, list) and len(item) == 2 and item[0] in REMAP_TARGETS and isinstance(item[1], list)
-             and item[1] and all(isinstance(p, str) and p.startswith("/") for p in item[1]),
+             and len(item[1]) > 0 and all(isinstance(p, str) and p.startswith("/") for p in item[1]),
              f"inputs.local[{i}] is not a [placeholder, [absolute paths]] pair")
     inputs.setdefault("env", [])
     return doc

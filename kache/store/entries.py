@@ -18,8 +18,8 @@ from typing import Any
 
 from kache import units
 from kache.store import events, listing
-from kache.store.store import Store
 from kache.store.listing import iso
+from kache.store.store import Store
 
 __all__ = ["EntryInfo", "ComponentDiff", "WhyMiss", "Table", "TABLE_HEADERS", "list_entries", "list_json", "list_table",
            "why_miss", "describe_component", "crate_key", "iso"]
@@ -151,7 +151,7 @@ def list_table(store: Store | None, sort: str = "name", now: float | None = None
         # No age under a year is written wider than its header (AGO_WIDTH_BELOW_A_YEAR),
         # and in years the oldest entry's is the widest: no text is made per entry.
         widths.append(max(AGO_WIDTH_BELOW_A_YEAR, len(units.format_ago(when - oldest))))
-        widths = [max(len(h), w) for h, w in zip(TABLE_HEADERS, widths)]
+        widths = [max(len(h), w) for h, w in zip(TABLE_HEADERS, widths, strict=False)]  # "key" is not padded
         found.extend([entries, int(size), widths])
         # `!`: widths in characters, not bytes (a crate named in any script lines up)
         template = "  ".join(["%-!*s"] * len(columns) + ["%s"])

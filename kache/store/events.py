@@ -17,6 +17,7 @@ import os
 
 from kache import quickjson
 from kache.store import layout
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 if TYPE_CHECKING:

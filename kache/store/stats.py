@@ -26,9 +26,9 @@ from typing import Any, BinaryIO
 
 from kache import quickjson
 from kache.store import events, layout
-from kache.store.listing import iso
-from kache.store.events import HIT_OUTCOMES, OUTCOMES
 from kache.store.connection import StoreError
+from kache.store.events import HIT_OUTCOMES, OUTCOMES
+from kache.store.listing import iso
 from kache.store.store import Store
 
 __all__ = ["Counts", "Stats", "ProjectStats", "compute", "refresh_fold", "store_totals", "HIT_OUTCOMES"]
@@ -295,7 +295,7 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                 out[name][reason] = out[name].get(reason, 0) + n
         for root, counts in f["roots"].items():
             mine = out["roots"].setdefault(root, [0, 0, 0, 0, 0])
-            out["roots"][root] = [x + y for x, y in zip(mine, counts)]
+            out["roots"][root] = [x + y for x, y in zip(mine, counts, strict=False)]
         for name in _COUNTERS:
             out[name] += f[name]
         if f["first"] is not None and (out["first"] is None or f["first"] < out["first"]):

@@ -67,7 +67,7 @@ def run(argv: list[str]) -> int:
         from kache.engine.handle import PASSTHROUGH, handle
         from kache.wrapper import daemon_remote
 
-        status = handle(call, argv, settings, started, daemon_remote)  # type: ignore[arg-type]
+        status = handle(call, argv, settings, started, daemon_remote)
         return exec_compiler(argv) if status == PASSTHROUGH else status
     except Exception as e:  # noqa: BLE001 - nothing in kache may break a build
         try:

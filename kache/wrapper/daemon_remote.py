@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import os
 import time
+
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 if TYPE_CHECKING:
     from typing import Any
 
+    from kache.engine.call import PreparedCall
     from kache.remote.spec import RemoteSpec
     from kache.settings import Settings
-    from kache.engine.call import PreparedCall
 
 __all__ = ["enabled", "check", "announce", "queue_upload", "note_use", "start_daemon"]
 

@@ -12,8 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.project import (BIN_EXE_TEST, CLIPPY_ORACLE, Project, Serving, clippy_sequence,
-    make_project, plain_cargo, printed, real_rustc, run_exe, workspace_files, write_files)
+from tests.support.project import (
+    BIN_EXE_TEST,
+    CLIPPY_ORACLE,
+    Project,
+    Serving,
+    clippy_sequence,
+    make_project,
+    plain_cargo,
+    printed,
+    real_rustc,
+    run_exe,
+    workspace_files,
+    write_files,
+)
 
 pytestmark = pytest.mark.e2e
 

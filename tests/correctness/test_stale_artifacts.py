@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.project import (BIN_EXE_TEST, CLIPPY_ORACLE, clippy_sequence, events_of, oracle_printed,
-    plain_cargo, real_rustc)
+from tests.support.project import (
+    BIN_EXE_TEST,
+    CLIPPY_ORACLE,
+    clippy_sequence,
+    events_of,
+    oracle_printed,
+    plain_cargo,
+    real_rustc,
+)
 
 pytestmark = pytest.mark.e2e
 

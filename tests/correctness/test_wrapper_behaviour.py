@@ -12,8 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.project import (Project, error_locations, kache_env, oracle_env, panic_location, printed,
-    real_rustc, run_exe, write_files)
+from tests.support.project import (
+    Project,
+    error_locations,
+    kache_env,
+    oracle_env,
+    panic_location,
+    printed,
+    real_rustc,
+    run_exe,
+    write_files,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -187,7 +196,7 @@ def test_a_cached_executable_is_a_private_copy(project, tmp_path: Path) -> None:
 
     def check(when: str) -> None:
         store = _store_inodes(p.store)
-        for f, plain_links in zip(_bin_files(p.target), oracle_links):
+        for f, plain_links in zip(_bin_files(p.target), oracle_links, strict=True):
             st = f.stat()
             assert (st.st_dev, st.st_ino) not in store, f"{when}: {f} is a file of the store"
             assert st.st_nlink == _links_within(p.target, st) == plain_links, \

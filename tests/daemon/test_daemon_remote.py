@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from kache import settings as settings_mod
 from kache.daemon import client
 from kache.remote import spec as spec_mod

@@ -14,9 +14,9 @@ import pytest
 from kache import __version__
 from kache.daemon import client
 from kache.daemon import wire as P
-from kache.daemon.options import DaemonOptions, stand_in
 from kache.daemon.lifecycle import AlreadyRunning
 from kache.daemon.logs import log_level
+from kache.daemon.options import DaemonOptions, stand_in
 from kache.daemon.server import Daemon
 from kache.remote.spec import RemoteSpec
 from tests.support.daemon import FAKE, FAKE_DOC, FakeRemote, intents

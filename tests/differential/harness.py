@@ -48,10 +48,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.differential import observe
-from tests.differential.ops import (AddModule, Clean, Command, EditC, EditExt, EditGen, EditMacro,
-                                    EditRustcScript, EditText, KacheSetting, Nothing, Op, Relocate, Repoint,
-                                    Revert, SetEnv, SetLint, SetProfile, SetRustc, SetRustflags, SetTargetDir,
-                                    SetV, SetWorkspaceWrapper, Step, ToggleFeature, Touch)
+from tests.differential.ops import (
+    AddModule,
+    Clean,
+    Command,
+    EditC,
+    EditExt,
+    EditGen,
+    EditMacro,
+    EditRustcScript,
+    EditText,
+    KacheSetting,
+    Nothing,
+    Op,
+    Relocate,
+    Repoint,
+    Revert,
+    SetEnv,
+    SetLint,
+    SetProfile,
+    SetRustc,
+    SetRustflags,
+    SetTargetDir,
+    SetV,
+    SetWorkspaceWrapper,
+    Step,
+    ToggleFeature,
+    Touch,
+)
 from tests.differential.workspace import Content, Symlink, WsSpec, initial_content, render
 
 SLOTS = ("c0", "c1/deep/er", "c2/other")  # checkouts; the workspace is <checkout>/ws

@@ -40,10 +40,33 @@ from hypothesis import strategies as st
 
 from tests.differential.harness import Divergence, Harness, Options, SequenceStopped
 from tests.differential.minimize import minimize
-from tests.differential.ops import (AddModule, Clean, Command, EditC, EditExt, EditGen, EditMacro, EditRustcScript,
-                                    EditText, KacheSetting, Nothing, Relocate, Repoint, Revert, SetEnv, SetLint,
-                                    SetProfile, SetRustc, SetRustflags, SetTargetDir, SetV, SetWorkspaceWrapper,
-                                    Step, ToggleFeature, Touch)
+from tests.differential.ops import (
+    AddModule,
+    Clean,
+    Command,
+    EditC,
+    EditExt,
+    EditGen,
+    EditMacro,
+    EditRustcScript,
+    EditText,
+    KacheSetting,
+    Nothing,
+    Relocate,
+    Repoint,
+    Revert,
+    SetEnv,
+    SetLint,
+    SetProfile,
+    SetRustc,
+    SetRustflags,
+    SetTargetDir,
+    SetV,
+    SetWorkspaceWrapper,
+    Step,
+    ToggleFeature,
+    Touch,
+)
 from tests.differential.workspace import C_LINKS, LINT_MODES, BuildSpec, LibSpec, Symlink, WsSpec, render
 
 # Values are templates: {ws}, {slot} (the checkout), {home}, {cargo_home} are expanded at

@@ -12,7 +12,13 @@ import time
 from pathlib import Path
 
 from tests.support.launch import LAUNCH
-from tests.support.workspace import CACHEABLE_CRATES, Workspace, edit_util_then_miss_then_daemon_hit, kache, outcomes
+from tests.support.workspace import (
+    CACHEABLE_CRATES,
+    Workspace,
+    edit_util_then_miss_then_daemon_hit,
+    kache,
+    outcomes,
+)
 
 
 def test_a_clean_rebuild_is_served_by_the_daemon(daemon_ws: Workspace) -> None:

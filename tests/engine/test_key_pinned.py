@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kache.store.store import Store
 from kache.engine import argv as argvmod
 from kache.engine.call import prepare
 from kache.engine.key import KEY_VERSION, KeyBuilder, full_key
+from kache.store.store import Store
 
 FAKE_RUSTC = """#!/bin/sh
 if [ "$1" = "-vV" ]; then

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kache.paths import Normalizer
 from kache.engine.objdigest import portable_digest
+from kache.paths import Normalizer
 
 pytestmark = pytest.mark.skipif(not (shutil.which("cc") and shutil.which("ar")), reason="needs cc and ar")
 

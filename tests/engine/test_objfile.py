@@ -37,7 +37,7 @@ def gnu_ar(files: list[tuple[bytes, bytes]], index: bytes | None = None, thin: b
     specials = ([(b"/", index)] if index is not None else []) + ([(b"//", table)] if table else [])
     for name, body in specials:
         out += header(name, len(body)) + body + b"\n" * (len(body) & 1)
-    for name, (_, body) in zip(names, files):
+    for name, (_, body) in zip(names, files, strict=True):
         out += header(name, len(body))
         if not thin:
             out += body + b"\n" * (len(body) & 1)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from kache.paths import Normalizer
 from kache.engine import portable
+from kache.paths import Normalizer
 
 
 def _norm() -> Normalizer:

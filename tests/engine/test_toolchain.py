@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kache.store.store import Store
 from kache.engine import toolchain
 from kache.engine.toolchain import ToolchainError, identity
+from kache.store.store import Store
 
 
 def _real_rustc() -> str:

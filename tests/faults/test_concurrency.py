@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import reliability
+from tests.support.entries import add_wrapper_entry
 from tests.support.env import FIXTURES
-from tests.support.workspace import Workspace, make_machine, outcomes, plain_cargo_output
 from tests.support.remote_faults import (
     ARCHIVE,
     KACHE_EXE,
@@ -43,9 +43,8 @@ from tests.support.remote_faults import (
     remote_state,
     store_keys,
 )
-from tests.support.entries import add_wrapper_entry
 from tests.support.waiting import wait_for
-from tests.support.workspace import kache
+from tests.support.workspace import Workspace, kache, make_machine, outcomes, plain_cargo_output
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.e2e]
 

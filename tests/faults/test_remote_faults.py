@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import reliability
-from tests.support.workspace import CACHEABLE_CRATES, Workspace, make_machine, outcomes
+from tests.support.env import clean_environ
 from tests.support.remote_faults import (
     ARCHIVE,
     KACHE_EXE,
@@ -50,10 +50,9 @@ from tests.support.remote_faults import (
     store_keys,
     store_problems,
 )
-from tests.support.env import clean_environ
 from tests.support.s3 import s3_client
 from tests.support.waiting import wait_for
-from tests.support.workspace import kache
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, kache, make_machine, outcomes
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 

@@ -26,9 +26,20 @@ import pytest
 from kache.store.store import Store
 from tests.support import reliability
 from tests.support.env import kache_log
+from tests.support.faults import (
+    Faults,
+    check_served,
+    doctor,
+    entry_problems,
+    gc_later,
+    index_check,
+    leftovers,
+    referenced,
+    seed_store,
+    store_entries,
+    store_problems,
+)
 from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
-from tests.support.faults import (Faults, check_served, doctor, entry_problems, gc_later, index_check,
-    leftovers, referenced, seed_store, store_entries, store_problems)
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 

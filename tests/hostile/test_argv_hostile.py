@@ -28,12 +28,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kache.store.connection import StoreError
-
-from kache.store.store import Store
 from kache.engine import argv as A
 from kache.engine import call as cache
 from kache.engine.argv import ArgvError, RustcCall, parse, passthrough_reason
+from kache.store.connection import StoreError
+from kache.store.store import Store
 from tests.support.hostile import accepted, tried
 
 pytestmark = pytest.mark.hostile

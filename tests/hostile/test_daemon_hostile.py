@@ -369,14 +369,14 @@ def test_a_real_daemon_under_a_flood_keeps_its_threads_and_memory_bounded(
     base = _proc_status(proc.pid)
     socks = []
     try:
-        for i in range(MAX_CONNECTIONS + 32):  # half lines of nearly MAX_LINE bytes each, then silence
+        for _ in range(MAX_CONNECTIONS + 32):  # half lines of nearly MAX_LINE bytes each, then silence
             s = connect(store_root)
             try:
                 s.sendall(b"{" + b"x" * (P.MAX_LINE - 10))
             except (BrokenPipeError, ConnectionResetError):
                 pass
             socks.append(s)
-        for i in range(50):  # and garbage lines on fresh connections
+        for _ in range(50):  # and garbage lines on fresh connections
             try:
                 exchange(store_root, os.urandom(512).replace(b"\n", b"") + b"\n")
             except OSError:

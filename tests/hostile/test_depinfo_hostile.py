@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kache.paths import Normalizer
 from kache.engine import restore
 from kache.engine.depinfo import DepInfo, DepInfoError, map_paths, parse, render
+from kache.paths import Normalizer
 from tests.support.hostile import refused, tried
 
 pytestmark = pytest.mark.hostile

@@ -14,8 +14,7 @@ import pytest
 
 from kache.store.store import Store
 from tests.support.daemon import pending_intents
-from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
-from tests.support.workspace import configure_remote, kache
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, configure_remote, kache, outcomes
 
 pytestmark = pytest.mark.e2e
 

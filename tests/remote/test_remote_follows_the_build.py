@@ -17,8 +17,7 @@ import pytest
 
 from tests.support.daemon import pending_intents
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY
-from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
-from tests.support.workspace import configure_remote, kache
+from tests.support.workspace import CACHEABLE_CRATES, Workspace, configure_remote, kache, outcomes
 
 pytestmark = pytest.mark.e2e
 
@@ -92,7 +91,7 @@ def test_shells_with_other_remotes_over_one_store_each_get_their_own_bucket(
     two = new_bucket(second_moto, "shell-two")
     shells = [machines(f"shell-{i}") for i in (1, 2, 3)]
     store = shells[0].store
-    for i, (sh, remote) in enumerate(zip(shells, [(one, moto_endpoint), (two, second_moto), None]), 1):
+    for i, (sh, remote) in enumerate(zip(shells, [(one, moto_endpoint), (two, second_moto), None], strict=True), 1):
         sh.env.update({"KACHE_CACHE_DIR": str(store), "KACHE_KEY_SALT": f"shell {i}",
                        "KACHE_DAEMON_IDLE_TIMEOUT": "60"})
         if remote is not None:

@@ -231,7 +231,7 @@ def test_gc_by_size_deletes_least_recently_used_first_until_under(remote: Remote
     entries = [uploaded(remote, store_a, "serde", age=d * DAY) for d in ages]
     sizes = dict(remote.list(""))
     total = sum(sizes.values())
-    archive = {d: remote.archive_name("serde", e.key) for d, e in zip(ages, entries)}
+    archive = {d: remote.archive_name("serde", e.key) for d, e in zip(ages, entries, strict=True)}
     limit = total - sizes[archive[50]] - 1  # the oldest alone is not enough: the two oldest go
 
     code, out, _ = run(capsys, "remote", "gc", "--max-size", str(limit), "--json")
@@ -245,7 +245,7 @@ def test_gc_by_size_deletes_least_recently_used_first_until_under(remote: Remote
     assert doc["remaining"]["bytes"] == sum(sizes[n] for n in names(remote)) <= limit
     assert doc["over_max_size"] is False and doc["kept_recent"] == {"objects": 0, "bytes": 0}
     assert names(remote) == {archive[d] for d in (10, 20, 40)} | \
-           {remote.mkeys_name("serde", e.mkey) for d, e in zip(ages, entries) if d in (10, 20, 40)}
+           {remote.mkeys_name("serde", e.mkey) for d, e in zip(ages, entries, strict=True) if d in (10, 20, 40)}
 
     code, out, _ = run(capsys, "remote", "gc", "--max-size", "1KB")
     assert code == 0

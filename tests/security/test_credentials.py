@@ -44,9 +44,9 @@ import pytest
 
 from tests.support import reliability
 from tests.support.daemon import pending_intents
-from tests.support.waiting import wait_for
 from tests.support.env import CLEARED_PREFIXES, FIXTURES
 from tests.support.s3 import moto_server
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 

@@ -32,8 +32,8 @@ import pytest
 
 from tests.support import reliability
 from tests.support.daemon import pending_intents
-from tests.support.waiting import wait_for
 from tests.support.env import CLEARED_PREFIXES, FIXTURES, kache_log
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 

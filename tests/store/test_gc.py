@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from kache.store import layout
-from kache.store.gc import INDEX_CHECK_SECS, checked_gc, gc, last_index_check, purge
 from kache.store.connection import index_is_sound
+from kache.store.gc import INDEX_CHECK_SECS, checked_gc, gc, last_index_check, purge
 from kache.store.store import PIN_SECS, Store
 from tests.support.entries import add_entry
 

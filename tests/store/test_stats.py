@@ -190,7 +190,7 @@ def _long_log(root: str) -> None:
     with open(events.path(root), "ab") as f:
         f.write(b'not json\n[1, 2]\n\n{"t": -1, "outcome": "local_hit"}\n{"t": 5, "outcome": "miss", "ms": 1e300}\n'
                 b'{"t": 6, "outcome": "dup", "crate": 7}\n{"t": 7, "outcome": "miss", "root": "/ws/\\ud800"}\n')
-    for i in range(50):
+    for _ in range(50):
         event(root, "local_hit", ms=1.5, root="/ws/late")
     with open(events.path(root), "ab") as f:
         f.write(b'{"t": 8, "outcome": "miss"')

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from kache.daemon import client
 from kache.remote.archive import ArchiveError, import_archive
 from kache.store.store import Store

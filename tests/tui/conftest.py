@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.tui import NOW, drive, pilot_until, seed
 
+
 @pytest.fixture
 def store_root(clean_env: Path) -> str:
     """The default store (``~/.cache/kache``), seeded."""

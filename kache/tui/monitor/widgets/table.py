@@ -73,7 +73,7 @@ class BoardTable(DataTable[Text | str]):
         row = self.cursor_row
         if shape != self._shape:
             self.clear(columns=True)
-            for (label, _), width in zip(columns, self._widths(columns)):
+            for (label, _), width in zip(columns, self._widths(columns), strict=True):
                 self.add_column(label, width=width)
             self._shape = shape
             row = 0

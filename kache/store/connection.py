@@ -41,7 +41,7 @@ def _import_sqlite() -> Any:
     import sys
 
     try:
-        from _functools import _lru_cache_wrapper
+        from _functools import _lru_cache_wrapper  # type: ignore[import-not-found]  # C module, no stub
     except ImportError:  # pragma: no cover - another interpreter
         _lru_cache_wrapper = None
     if "functools" in sys.modules or "_sqlite3" in sys.modules or _lru_cache_wrapper is None:
@@ -67,10 +67,13 @@ def _cache_info(hits: int, misses: int, maxsize: int | None, currsize: int) -> t
     return hits, misses, maxsize, currsize
 
 
-try:
-    sqlite3 = _import_sqlite()
-except ImportError:  # pragma: no cover
-    import sqlite3  # type: ignore[no-redef]
+if TYPE_CHECKING:
+    import sqlite3
+else:
+    try:
+        sqlite3 = _import_sqlite()
+    except ImportError:  # pragma: no cover
+        import sqlite3
 
 __all__ = ["Connection", "Transaction", "Bulk", "Flock", "StoreError", "is_damage", "moved_under", "index_is_sound",
            "sqlite3",
@@ -115,7 +118,7 @@ def index_is_sound(path: str) -> bool:
     try:
         db = sqlite3.connect(path, timeout=30.0)
         try:
-            return db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            return bool(db.execute("PRAGMA quick_check").fetchone()[0] == "ok")
         finally:
             db.close()
     except sqlite3.OperationalError:

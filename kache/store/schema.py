@@ -158,4 +158,5 @@ def write_listing_texts(db: sqlite3.Connection) -> None:
     rows = db.execute("SELECT key, crate_name, crate_types, target, profile, size, created, compile_ms, "
                       "last_used FROM entries").fetchall()
     db.executemany(f"UPDATE entries SET {' = ?, '.join(listing.COLUMNS)} = ? WHERE key = ?",
-                   [(*listing.texts(*r[1:8], r[0], r[8]), r[0]) for r in rows])
+                   [(*listing.texts(name, types, target, profile, size, created, compile_ms, key, used), key)
+                    for key, name, types, target, profile, size, created, compile_ms, used in rows])

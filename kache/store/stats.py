@@ -39,10 +39,23 @@ class Counts:
     ``passthrough`` and ``errors`` (the whole log, a project, a crate in the monitor)."""
 
     __slots__ = ()
-    hits: int
-    misses: int
-    passthrough: int
-    errors: int
+
+    # What a subclass provides: dataclass fields, or properties computed from a fold.
+    @property
+    def hits(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def misses(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def passthrough(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def errors(self) -> int:
+        raise NotImplementedError
 
     @property
     def calls(self) -> int:

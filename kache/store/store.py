@@ -193,7 +193,7 @@ class Store:
 
     # ------------------------------------------------------------------ manifests
 
-    def manifest(self, mkey: str) -> list[tuple[str, list[Any]]]:
+    def manifest(self, mkey: str) -> list[tuple[str, dict[str, Any]]]:
         """Recorded compiles for a cheap key, newest first: (full key, inputs)."""
         rows = self.conn.db.execute(
             "SELECT key, inputs FROM manifests WHERE mkey = ? ORDER BY created DESC", (mkey,)).fetchall()
@@ -209,8 +209,9 @@ class Store:
         """Entries "last used" in the future (a clock that was ahead) become used now:
         pinned for this round, evictable by age and size from the next. Returns how many."""
         with self.conn.write() as db:
-            return db.execute("UPDATE entries SET last_used = ?, json_used = ? WHERE last_used > ?",
-                              (now, listing.iso(now), now + 60)).rowcount
+            updated: int = db.execute("UPDATE entries SET last_used = ?, json_used = ? WHERE last_used > ?",
+                                      (now, listing.iso(now), now + 60)).rowcount
+            return updated
 
     def touch(self, key: str) -> None:
         """Count a hit and mark the entry used now (LRU)."""
@@ -239,7 +240,7 @@ class Store:
         self.integrity.verified.add(digest)
         return digest, True
 
-    def add(self, entry: Entry, inputs: list[Any]) -> None:
+    def add(self, entry: Entry, inputs: dict[str, Any]) -> None:
         """Record an entry whose blobs are all in place, and its manifest line, atomically."""
         files = entry.meta["files"] + entry.meta.get("incremental", {}).get("files", [])
         with self.conn.write() as db:
@@ -313,7 +314,8 @@ class Store:
         ``proc_macro2``). ``order`` is ``name``, ``size``, ``hits``, ``age`` (most recently
         used first) or ``lru`` (least recently used first).
         """
-        return self._summary_cursor(self.conn.db, crate, order, select, select_params).fetchall()
+        rows: list[sqlite3.Row] = self._summary_cursor(self.conn.db, crate, order, select, select_params).fetchall()
+        return rows
 
     def _summary_cursor(self, db: sqlite3.Connection, crate: str | None, order: str, select: str | None,
                         select_params: tuple[Any, ...]) -> sqlite3.Cursor:
@@ -341,7 +343,7 @@ class Store:
 
         batches = self._text_batches(expression, order)
         next(batches)  # BEGIN and the queries run now: an error is raised by this call
-        return chain.from_iterable(batches)  # type: ignore[arg-type] - past the primer, only lists
+        return chain.from_iterable(batch or () for batch in batches)  # past the primer, only lists
 
     def _text_batches(self, expression: Callable[[Callable[..., list[Any]]], tuple[str, tuple[Any, ...]] | None],
                       order: str) -> Iterator[list[str] | None]:
@@ -374,7 +376,8 @@ class Store:
         """Every (entry key, blob hash, blob size) pair: the reference graph gc plans on."""
         cursor = self.conn.db.execute("SELECT key, hash, size FROM entry_blobs")
         cursor.row_factory = None  # plain tuples: a sqlite3.Row each cost 0.1-0.3 s at 100,000
-        return cursor.fetchall()
+        refs: list[tuple[str, str, int]] = cursor.fetchall()
+        return refs
 
     def remove_unused(self, keys: Iterable[str], before: float | None = None) -> tuple[list[str], int]:
         """Delete entries, and the blobs no other entry uses, in one write transaction.

@@ -370,18 +370,10 @@ class Settings(Record):
 
         return Path(self.converted("cache.local_store"))
 
-    @property
-    def disabled(self) -> bool:
-        return env_flag("KACHE_DISABLED", self.env)
-
 
 @cache
 def _by_key(schema_path: str | None) -> dict[str, Setting]:
     return {s.key: s for s in _table(schema_path)}
-
-
-def convert(setting: Setting, value: Any, env: Mapping[str, str]) -> Any:
-    return _convert(setting.format, setting.key, value, env)
 
 
 def _convert(fmt: str | None, key: str, value: Any, env: Mapping[str, str]) -> Any:

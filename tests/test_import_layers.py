@@ -162,3 +162,27 @@ def test_the_reader_sees_lazy_and_relative_imports() -> None:
     edges = {(importer, imported) for importer, _line, imported in _edges()}
     assert ("kache.__main__", "kache.cli") in edges  # inside main()
     assert ("kache.tui.monitor.model", "kache.daemon.client") in edges  # `from kache.daemon import client`
+
+
+STORE_INSIDES = {"kache.store.connection", "kache.store.integrity", "kache.store.memos", "kache.store.schema"}
+"""The store's own parts: outside kache.store, Store (kache.store.store) is the way in."""
+
+REACHES = {
+    # The shell talks to the daemon over its socket (the protocol and the client), nothing more.
+    "wrapper": ("kache.daemon.", {"kache.daemon", "kache.daemon.wire", "kache.daemon.client"}),
+    # The engine reaches the remote only through the RemoteAsks object it is handed.
+    "engine": ("kache.remote", set()),
+}
+"""unit -> (a package prefix, the modules of it the unit may import)."""
+
+
+def test_packages_are_entered_by_their_public_modules() -> None:
+    wrong = []
+    for importer, line, imported in _edges():
+        unit = _unit(importer)
+        if imported in STORE_INSIDES and unit != "store":
+            wrong.append(f"{_where(importer, line)}: imports {imported}; use kache.store.store")
+        prefix, allowed = REACHES.get(unit, ("", set()))
+        if prefix and imported.startswith(prefix) and imported not in allowed:
+            wrong.append(f"{_where(importer, line)}: kache.{unit} imports {imported}")
+    assert not wrong, "\n".join(wrong)

@@ -21,7 +21,7 @@ from kache import units
 from kache.cli.output import echo_aligned, echo_json, echo_json_lines, echo_json_list, echo_table, warn
 from kache.errors import KacheError
 from kache.store import layout
-from kache.store.connection import StoreError
+from kache.store.store import StoreError
 from kache.store.store import Store
 
 __all__ = ["COMMANDS"]
@@ -46,7 +46,7 @@ def _open_store(root: str, what: str, *, recover: bool = False) -> Iterator[Stor
     if not os.path.exists(layout.index_path(root)):
         yield None
         return
-    from kache.store.connection import is_damage
+    from kache.store.store import is_damage
 
     store = Store(root, create=recover)
     try:

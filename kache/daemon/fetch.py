@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kache.daemon import wire as P
+from kache.daemon import wire
 from kache.daemon.remotes import DOWN_SECS, Served
 from kache.daemon.wire import ProtocolError
 
@@ -60,9 +60,9 @@ class Fetches:
 
     def op_fetch(self, msg: dict[str, Any]) -> dict[str, Any]:
         start = time.monotonic()
-        crate = P.check_crate(msg.get("crate"))
-        mkey = P.check_key(msg.get("mkey"), "mkey")
-        budget = msg.get("budget_ms", P.FETCH_BUDGET_MS)
+        crate = wire.check_crate(msg.get("crate"))
+        mkey = wire.check_key(msg.get("mkey"), "mkey")
+        budget = msg.get("budget_ms", wire.FETCH_BUDGET_MS)
         if (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget != budget
                 or not 0 <= budget <= 1e9):
             raise ProtocolError(f"invalid request: budget_ms = {json.dumps(budget, default=str)[:40]}: "
@@ -72,7 +72,7 @@ class Fetches:
             return {"ok": True, "imported": [], "remote": None}
         if served.down_until > start:
             return {"ok": True, "imported": [], "down": True}
-        deadline = start + float(min(budget, P.FETCH_MAX_MS)) / 1000  # min first: 10**400 is an int
+        deadline = start + float(min(budget, wire.FETCH_MAX_MS)) / 1000  # min first: 10**400 is an int
         flight = self._flight(served, crate, mkey, deadline, bool(msg["remote"].get("read_only")))
         if flight.done.wait(max(0.0, deadline - time.monotonic())):
             return {"ok": True, "imported": list(flight.result)}

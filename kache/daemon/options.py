@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kache.daemon import wire as P
+from kache.daemon import wire
 
 __all__ = ["DaemonOptions", "stand_in", "STATS_FOLD_SECS", "STATS_FOLD_BYTES"]
 
@@ -44,7 +44,7 @@ class DaemonOptions:
     """Replaces ``os.execve`` for the re-execution (it gets the argv)."""
     handle_signals: bool | None = None
     """Stop on SIGTERM/SIGINT; None: when serving from the main thread."""
-    scan_interval: float = P.INTENT_SCAN_SECS
+    scan_interval: float = wire.INTENT_SCAN_SECS
     """Seconds between two scans of the upload intents on disk."""
     watch_interval: float = 10.0
     """Seconds between two checks for changed code or config files (with ``reexec``)."""
@@ -52,9 +52,9 @@ class DaemonOptions:
     """The code whose change re-executes the daemon; None: the kache package."""
     retry_delay: float = 30.0
     """Seconds before the first retry of a failed upload (doubling after each try)."""
-    max_tries: int = P.MAX_TRIES
+    max_tries: int = wire.MAX_TRIES
     """Tries of an upload before it is given up (its intent stays for the next daemon)."""
-    prefetch_dedupe_secs: float = P.PREFETCH_DEDUPE_SECS
+    prefetch_dedupe_secs: float = wire.PREFETCH_DEDUPE_SECS
     """A prefetch of the same root and remote within this many seconds is not started again."""
     accept_timeout: float = 0.2
     """Seconds the accept loop waits for a connection before doing its housekeeping."""

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 from kache import __version__
 from kache.daemon import client
-from kache.daemon import wire as P
+from kache.daemon import wire
 from kache.daemon.fetch import Fetches, warm_remote_imports
 from kache.daemon.hits import Hits
 from kache.daemon.lifecycle import (
@@ -132,7 +132,7 @@ class Daemon:
         remote_factory = options.remote_factory
         if remote_factory is None:
             remote_factory = default_factory(self.concurrency, int(settings["cache.compression_level"] or 3),
-                                             P.FETCH_MAX_MS)
+                                             wire.FETCH_MAX_MS)
         self.remotes = Remotes(remote_factory, on_secrets=self.logs.redact.add, env=settings.env)
         self.state = DaemonState(self.root, self.remotes)
         self.uploads = Uploads(self.state, options, self.concurrency, spec_mod.from_settings(settings))
@@ -296,7 +296,7 @@ class Daemon:
                 c.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
-        deadline = time.monotonic() + P.FETCH_MAX_MS / 1000 + 1.0
+        deadline = time.monotonic() + wire.FETCH_MAX_MS / 1000 + 1.0
         for t in list(self._conn_threads):
             t.join(max(0.0, deadline - time.monotonic()))
         self.uploads.stop(timeout=2.0)
@@ -321,7 +321,7 @@ class Daemon:
         if busy:
             try:
                 conn.settimeout(0.1)
-                conn.sendall(P.reply_line({"ok": False, "error": f"daemon busy: {MAX_CONNECTIONS} connections open: "
+                conn.sendall(wire.reply_line({"ok": False, "error": f"daemon busy: {MAX_CONNECTIONS} connections open: "
                                                           "try again"}))
             except OSError:
                 pass
@@ -341,15 +341,15 @@ class Daemon:
             pending = bytearray()
             while True:
                 try:
-                    line = P.read_line(conn, pending)
+                    line = wire.read_line(conn, pending)
                 except (OSError, ValueError):
                     break
                 if not line:
                     break
                 body = line[:-1] if line.endswith(b"\n") else line
-                if len(body) > P.MAX_LINE:
+                if len(body) > wire.MAX_LINE:
                     self._send(conn, {"ok": False, "error": f"invalid request: the line is longer than "
-                                                            f"{P.MAX_LINE} bytes"})
+                                                            f"{wire.MAX_LINE} bytes"})
                     _drain_and_close(conn)
                     break
                 self.state.touch()
@@ -379,7 +379,7 @@ class Daemon:
 
     def _send(self, conn: socket.socket, reply: dict[str, Any]) -> bool:
         try:
-            conn.sendall(P.reply_line(reply))
+            conn.sendall(wire.reply_line(reply))
             return True
         except OSError:
             return False
@@ -397,18 +397,18 @@ class Daemon:
         if not isinstance(msg, dict):
             return {"ok": False, "error": f"invalid request: expected a JSON object, got {type(msg).__name__}"}, \
                 True, None
-        if P.too_deep(msg, P.MAX_DEPTH):
+        if wire.too_deep(msg, wire.MAX_DEPTH):
             # Whether json gives up first depends on the thread's stack: refuse by rule instead.
-            return {"ok": False, "error": f"invalid request: nested deeper than {P.MAX_DEPTH} levels"}, True, None
+            return {"ok": False, "error": f"invalid request: nested deeper than {wire.MAX_DEPTH} levels"}, True, None
         v = msg.get("v")
-        if v != P.VERSION or isinstance(v, bool):
+        if v != wire.VERSION or isinstance(v, bool):
             return {"ok": False, "error": f"unsupported protocol version: got {json.dumps(v, default=str)}, "
-                                          f"this daemon speaks {P.VERSION}", "v": P.VERSION}, False, None
+                                          f"this daemon speaks {wire.VERSION}", "v": wire.VERSION}, False, None
         op = msg.get("op")
         handler = self.ops.get(op) if isinstance(op, str) else None
         if handler is None:
             return {"ok": False, "error": f"unknown op: {json.dumps(op, default=str)[:80]}: this daemon knows "
-                                          f"{', '.join(P.OPS)}"}, False, None
+                                          f"{', '.join(wire.OPS)}"}, False, None
         log.debug("request: %s", op)
         try:
             return handler(msg, conn), False, op
@@ -424,7 +424,7 @@ class Daemon:
         """The ``status`` reply (also handy in-process)."""
         state = self.state
         with state.lock:
-            return {"ok": True, "pid": self.pid, "version": __version__, "protocol": P.VERSION,
+            return {"ok": True, "pid": self.pid, "version": __version__, "protocol": wire.VERSION,
                     "started": self.started, "uptime_s": round(time.time() - self.started, 3),
                     "queue": len(self.uploads.pending), "uploads_done": state.uploads_done,
                     "uploads_failed": state.uploads_failed, "downloads": state.downloads,

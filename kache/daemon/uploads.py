@@ -21,7 +21,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from kache.daemon import client
-from kache.daemon import wire as P
+from kache.daemon import wire
 from kache.daemon.remotes import Served
 from kache.store import layout
 
@@ -86,8 +86,8 @@ class Uploads:
     # ------------------------------------------------------------------ ops
 
     def op_upload(self, msg: dict[str, Any]) -> dict[str, Any]:
-        key = P.check_key(msg.get("key"))
-        crate = P.check_crate(msg.get("crate"))
+        key = wire.check_key(msg.get("key"))
+        crate = wire.check_crate(msg.get("crate"))
         served = self.state.asked(msg)
         if served is None:
             return {"ok": False, "error": f"upload refused: {crate} {key[:16]}: the request names no remote "
@@ -98,8 +98,8 @@ class Uploads:
         return {"ok": True, "queued": self.enqueue(served, key, crate, explicit=True, intent=True)}
 
     def op_used(self, msg: dict[str, Any]) -> dict[str, Any]:
-        key = P.check_key(msg.get("key"))
-        crate = P.check_crate(msg.get("crate"))
+        key = wire.check_key(msg.get("key"))
+        crate = wire.check_crate(msg.get("crate"))
         served = self.state.asked(msg)
         if served is None or msg["remote"].get("read_only") is True:
             return {"ok": True, "queued": False}
@@ -185,18 +185,18 @@ class Uploads:
             log.warning("cannot read the upload intents: %s: %s", self.intents_dir, e)
             return
         before = len(self.pending)
-        legacy = [parsed for parsed in map(P.parse_intent, names) if parsed is not None]
+        legacy = [parsed for parsed in map(wire.parse_intent, names) if parsed is not None]
         if legacy and self.own_spec is not None:
             self._adopt(legacy)
             names = os.listdir(self.intents_dir)
         for name in names:
-            if not P.valid_queue_id(name) or not os.path.isdir(os.path.join(self.intents_dir, name)):
+            if not wire.valid_queue_id(name) or not os.path.isdir(os.path.join(self.intents_dir, name)):
                 continue
             try:
                 files = os.listdir(os.path.join(self.intents_dir, name))
             except OSError:
                 continue
-            intents = [parsed for parsed in map(P.parse_intent, files) if parsed is not None]
+            intents = [parsed for parsed in map(wire.parse_intent, files) if parsed is not None]
             if not intents:
                 continue
             served = self.state.remotes.for_intents(self.intents_dir, name)
@@ -221,7 +221,7 @@ class Uploads:
             log.warning("cannot adopt the upload intents of an older kache: %s: %s", self.intents_dir, e)
             return
         for key, crate in legacy:
-            name = P.intent_name(key, crate)
+            name = wire.intent_name(key, crate)
             try:
                 os.replace(os.path.join(self.intents_dir, name), os.path.join(where, name))
             except OSError:

@@ -19,16 +19,20 @@ if TYPE_CHECKING:
 
     from kache.settings import Settings
 
-__all__ = ["Plan", "decide", "is_disabled", "drops_incremental"]
+__all__ = ["Plan", "decide", "is_probe", "is_disabled", "drops_incremental", "PROBES"]
+
+PROBES = frozenset({"version", "print", "stdin", "help", "no-source", "probe", "explain"})
+"""Pass-through reasons of cargo's probes (``-vV``, ``--print``, stdin…): rustc answers them
+at once, before kache reads its settings or opens the store."""
 
 
 class Plan:
     """The decision about one call."""
 
-    __slots__ = ("passthrough", "clean_incremental", "look_up", "snapshots")
+    __slots__ = ("passthrough", "clean_incremental", "look_up", "snapshots", "keep_incremental")
 
     def __init__(self, passthrough: str | None = None, *, clean_incremental: bool = False, look_up: bool = True,
-                 snapshots: bool = False) -> None:
+                 snapshots: bool = False, keep_incremental: bool = False) -> None:
         self.passthrough = passthrough
         """Why rustc runs as if kache were absent (``disabled``, or a reason of
         :func:`kache.engine.argv.passthrough_reason`); None when kache handles the call."""
@@ -38,6 +42,13 @@ class Plan:
         """Look for a recorded compile; False under ``KACHE_RECACHE`` (compile and record anew)."""
         self.snapshots = snapshots
         """Keep the crate's incremental session with its entry and restore it on a hit (``auto``)."""
+        self.keep_incremental = keep_incremental
+        """Compile with cargo's ``-C incremental`` (``auto`` and ``keep``); dropped under ``drop``."""
+
+
+def is_probe(reason: str | None) -> bool:
+    """Whether a pass-through reason is one of cargo's probes (:data:`PROBES`)."""
+    return reason in PROBES
 
 
 def is_disabled(env: Mapping[str, str] | None = None) -> bool:
@@ -59,6 +70,8 @@ def decide(call: argvmod.RustcCall, settings: Settings, env: Mapping[str, str] |
     if reason is not None:
         return Plan(reason)
     incremental = bool(call.incremental)
+    mode = settings["cache.incremental"]
     return Plan(clean_incremental=incremental and drops_incremental(settings),
                 look_up=not env_flag("KACHE_RECACHE", env),
-                snapshots=incremental and settings["cache.incremental"] == "auto")
+                snapshots=incremental and mode == "auto",
+                keep_incremental=incremental and mode != "drop")

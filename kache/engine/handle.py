@@ -28,23 +28,24 @@ import time
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache.engine import incremental, record
+from kache.engine.outputs import unlink_expected_outputs, unlink_shared_outputs
 from kache.engine.call import Uncacheable
 from kache.engine.decide import decide
-from kache.engine.hit import prepare_call, recovered_damaged_index, try_hit
+from kache.engine.hit import prepare_call, recovered_damaged_index, try_hit, warn_recovered
 from kache.engine.notices import warn_once
 from kache.store import layout
-from kache.store.connection import StoreError, is_damage, sqlite3
-from kache.store.store import Store
+from kache.store.store import Store, StoreError, is_damage, sqlite3
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from kache.engine import argv as argvmod
     from kache.engine.call import PreparedCall
+    from kache.engine.decide import Plan
     from kache.engine.hit import RemoteAsks
     from kache.settings import Settings
 
-__all__ = ["handle", "PASSTHROUGH", "unlink_expected_outputs"]
+__all__ = ["handle", "PASSTHROUGH"]
 
 PASSTHROUGH = -1
 """:func:`handle`'s answer when rustc is to run as if kache were absent."""
@@ -90,8 +91,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
             return PASSTHROUGH
 
     if store.recovered:
-        warn_once(f"the cache index was corrupt; moved it aside to {store.recovered} and started a new one",
-                  suffix="", store=store.root)
+        warn_recovered(store)
     for path in c.missing_inputs:
         warn_once(f"cache.extra_inputs names {path} for {c.crate}, and nothing is there: its changes "
                   "cannot be seen (paths are relative to the directory cargo runs rustc in: the workspace "
@@ -128,18 +128,19 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
     try:
         if lock.waited and plan.look_up and try_hit(c, started, remote, settings):
             return 0  # a twin compile ran meanwhile: its result
-        return _compile(c, started, settings, remote, use_remote)
+        return _compile(c, plan, started, settings, remote, use_remote)
     finally:
         if locked:
             lock.release()
 
 
-def _compile(c: PreparedCall, started: float, settings: Settings, remote: RemoteAsks, use_remote: bool) -> int:
-    record.unlink_shared_outputs(c.outputs)
+def _compile(c: PreparedCall, plan: Plan, started: float, settings: Settings, remote: RemoteAsks,
+             use_remote: bool) -> int:
+    unlink_shared_outputs(c.outputs)
     os.makedirs(c.out_dir, exist_ok=True)
     # As cargo asked (auto and keep): a workspace crate compiles incrementally, and under
     # auto its session is kept with the entry (docs/performance.md, "The edit loop").
-    c.keep_incremental = bool(c.rustc.incremental) and settings["cache.incremental"] != "drop"
+    c.keep_incremental = plan.keep_incremental
     t0_ns = time.time_ns()
     t0 = time.monotonic()
     status, stdout, stderr = record.run_compiler(record.compiler_command(c), c.norm.diagnostics)
@@ -215,15 +216,4 @@ def passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, starte
                                    "ms": round((time.monotonic() - started) * 1000, 1),
                                    "root": os.path.dirname(target_dir) if target_dir else os.getcwd()})
     except OSError:
-        pass
-
-
-def unlink_expected_outputs(call: object) -> None:
-    """Before rustc runs as if kache were absent: unlink its expected outputs that share an
-    inode with a store blob (rustc may rewrite outputs in place). Never raises."""
-    try:
-        from kache.engine import argv as argvmod
-
-        record.unlink_shared_outputs([os.path.abspath(p) for p in argvmod.expected_outputs(call)])  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001
         pass

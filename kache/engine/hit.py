@@ -17,9 +17,7 @@ from kache.engine import incremental, restore
 from kache.engine.call import prepare
 from kache.engine.decide import decide
 from kache.engine.notices import warn_once, write_replay
-from kache.store.connection import StoreError, sqlite3
-from kache.store.integrity import DamagedBlob
-from kache.store.store import Store
+from kache.store.store import DamagedBlob, Store, StoreError, sqlite3
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -32,7 +30,7 @@ else:
     Protocol = object  # RemoteAsks is a Protocol to the type checker only
 
 __all__ = ["RemoteAsks", "prepare_call", "restore_hit", "try_hit", "serve_hit",
-           "recovered_damaged_index"]
+           "recovered_damaged_index", "warn_recovered"]
 
 
 class RemoteAsks(Protocol):
@@ -87,7 +85,7 @@ def hit_event(c: PreparedCall, started: float, outcome: str, entry: Entry, size:
 def recovered_damaged_index(store: Store, e: BaseException) -> bool:
     """When ``e`` says the index file is damaged (it opened, then a query found it
     malformed), move it aside so the next calls start a new one; True if it was."""
-    from kache.store.connection import is_damage
+    from kache.store.store import is_damage
 
     if not is_damage(e):
         return False
@@ -96,10 +94,14 @@ def recovered_damaged_index(store: Store, e: BaseException) -> bool:
             return False
     except Exception:  # noqa: BLE001 - recovery is best effort; this call compiles anyway
         return False
-    # The same words as handle()'s warning for an index that could not open: said once.
+    warn_recovered(store)
+    return True
+
+
+def warn_recovered(store: Store) -> None:
+    """Say (once) where a damaged index went: found at open or by a query, by this call."""
     warn_once(f"the cache index was corrupt; moved it aside to {store.recovered} and started a new one",
               suffix="", store=store.root)
-    return True
 
 
 def try_hit(c: PreparedCall, started: float, remote: RemoteAsks, settings: Settings, outcome: str = "local_hit") -> bool:

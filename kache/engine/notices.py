@@ -20,7 +20,7 @@ from kache.store import layout
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["warn_once", "write_replay", "LOG_NAME"]
+__all__ = ["warn_once", "write_replay"]
 
 WARN_INTERVAL_SECS = 600.0
 
@@ -35,7 +35,6 @@ def write_replay(stdout: str, stderr: str) -> None:
         sys.stderr.flush()
 
 
-LOG_NAME = layout.WRAPPER_LOG
 LOG_MAX_BYTES = 1 << 20
 
 
@@ -79,7 +78,7 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
 def _log(directory: str, line: str) -> bool:
     """Append a line to ``<directory>/kache.log`` (kept under 1 MiB: the old half moves to
     ``kache.log.1``); False if it could not. Never raises."""
-    path = os.path.join(directory, LOG_NAME)
+    path = layout.wrapper_log_path(directory)
     try:
         old = os.umask(0o077)
         try:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from kache.engine.call import PreparedCall
     from kache.store.store import Store
 
-__all__ = ["KeyLock", "unlink_shared_outputs", "run_compiler", "compiler_command", "record"]
+__all__ = ["KeyLock", "run_compiler", "compiler_command", "record"]
 
 # How long a second identical compile waits for the first before compiling itself.
 LOCK_WAIT_SECS = 600.0
@@ -73,20 +73,6 @@ class KeyLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-
-def unlink_shared_outputs(paths: list[str]) -> None:
-    """Remove outputs that share an inode with a blob before rustc writes over them.
-
-    rustc rewrites some outputs in place; a hardlinked output would carry that write
-    into the store. Plain (unshared) outputs are left for rustc and cargo.
-    """
-    for p in paths:
-        try:
-            if os.lstat(p).st_nlink > 1:
-                os.unlink(p)
-        except FileNotFoundError:
-            pass
 
 
 def run_compiler(cmd: list[str], show_stderr: Callable[[str], str] | None = None) -> tuple[int, str, str]:

@@ -18,7 +18,7 @@ from kache.engine import argv as argvmod
 from kache.engine import depinfo
 from kache.engine.call import OUT_DIR_TOKEN
 from kache.store.blobs import copy_file
-from kache.store.integrity import DamagedBlob
+from kache.store.store import DamagedBlob
 
 if TYPE_CHECKING:
     from typing import Any

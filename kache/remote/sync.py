@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kache.errors import KacheError
 from kache.remote.archive import ArchiveError, valid_crate_name, valid_key
 from kache.remote.s3 import BadObject, RemoteArchive, RemoteError
-from kache.store.connection import StoreError
+from kache.store.store import StoreError
 from kache.store.store import Store
 
 if TYPE_CHECKING:

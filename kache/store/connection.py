@@ -31,7 +31,7 @@ def _import_sqlite() -> Any:
     builds (``_functools._lru_cache_wrapper``); the stand-in is gone from ``sys.modules``
     right after, so anything importing ``functools`` later gets the real one.
 
-    Kept for a bound: a hit's cost (docs/performance.md, "Hits": ~10 ms of imports).
+    Kept for a bound: a hit's cost (docs/performance.md, "A hit": ~10 ms of imports).
     Measured 2026-12-07 (``-X importtime``, 30 runs, bare interpreter): ``functools``
     is 2.9 ms median (2.6 min) of every wrapper call. tests/test_hot_imports.py
     (``test_a_hit_imports_neither_functools_nor_collections``) keeps it off the hit

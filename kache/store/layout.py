@@ -52,20 +52,20 @@ PRIVATE_FILES = (*INDEX_FILES, EVENTS, LOG)
 
 # --- in tmp/: stamp directories (gc drops their old stamps, keeps the directories)
 WARNED = "warned"
-"""``tmp/warned/<digest>``: a warning the wrapper printed once (kache.wrapper)."""
+"""``tmp/warned/<digest>``: a warning the wrapper printed once (kache.engine.notices)."""
 SETTINGS = "settings"
 """``tmp/settings/<identity>.json``: the wrapper's memo of validated settings (kache.settings)."""
 STAMP_DIRS = frozenset({WARNED, SETTINGS})
 
 # --- in tmp/: files kept on purpose
 GC_CHECKED = "gc-checked"
-"""When the wrapper last considered an automatic gc (kache.wrapper.main)."""
+"""When the wrapper last considered an automatic gc (kache.engine.handle)."""
 GC_LAST = "gc-last.json"
 """The last gc report (kache.store.gc; doctor, the monitor and tests read it)."""
 STATS_FOLD = "stats-fold.json"
 """The fold of the event log kept by ``kache stats`` (kache.store.stats)."""
 DAEMON_AUTOSTART = "daemon-autostart"
-"""When the wrapper last tried to start the daemon (kache.wrapper.remote)."""
+"""When the wrapper last tried to start the daemon (kache.wrapper.daemon_remote)."""
 KEPT_FILES = frozenset({GC_LAST, GC_CHECKED, DAEMON_AUTOSTART, STATS_FOLD})
 DAEMON_STALLED = "daemon-stalled"
 """A daemon failed to answer (kache.wrapper.daemon_hit); meaningful for 30 s only, so

@@ -34,8 +34,8 @@ import time
 from kache import quickjson
 from kache._record import Record
 from kache.store import blobs, layout, listing, schema
-from kache.store.connection import Bulk, Connection, StoreError, Transaction, sqlite3
-from kache.store.integrity import Integrity
+from kache.store.connection import Bulk, Connection, StoreError, Transaction, is_damage, sqlite3
+from kache.store.integrity import DamagedBlob, Integrity
 from kache.store.memos import Memos
 
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any
 
-__all__ = ["Store", "Entry", "PIN_SECS", "MANIFEST_CAP"]
+# The store's public surface: Store and Entry, and the errors and the sqlite3 module its
+# callers catch (the modules behind it — connection, integrity, memos, schema — are its own).
+__all__ = ["Store", "Entry", "PIN_SECS", "MANIFEST_CAP", "StoreError", "DamagedBlob", "is_damage", "sqlite3"]
 
 # Entries used this recently are never evicted: a build may be restoring them.
 PIN_SECS = 120.0

@@ -41,12 +41,12 @@ def run(argv: list[str]) -> int:
         reason = argvmod.passthrough_reason(call)
     except Exception:  # noqa: BLE001 - an argv kache cannot read is rustc's business
         return exec_compiler(argv)
-    # cargo's probes (-vV, --print, stdin) never touch settings or the store.
-    if reason in ("version", "print", "stdin", "help", "no-source", "probe", "explain"):
+    from kache.engine.decide import is_disabled, is_probe
+
+    if is_probe(reason):  # cargo's probes (-vV, --print, stdin) never touch settings or the store
         return exec_compiler(argv)
     store: str | None = None
     try:
-        from kache.engine.decide import is_disabled
         from kache.engine.notices import warn_once
         from kache.errors import SettingsError
         from kache.settings import load_checked
@@ -70,20 +70,18 @@ def run(argv: list[str]) -> int:
         status = handle(call, argv, settings, started, daemon_remote)
         return exec_compiler(argv) if status == PASSTHROUGH else status
     except Exception as e:  # noqa: BLE001 - nothing in kache may break a build
-        try:
-            from kache.engine.handle import unlink_expected_outputs
+        try:  # notices is standard library only: it works when the engine itself failed to import
             from kache.engine.notices import warn_once
 
             warn_once(f"internal error ({type(e).__name__}: {e})", store=store)
-            unlink_expected_outputs(call)
         except Exception:  # noqa: BLE001
             pass
-    return exec_compiler(argv)
+    return _pass_through(call, argv)
 
 
 def _pass_through(call: object, argv: list[str]) -> int:
     """Run rustc as if kache were absent (its outputs that share a blob's inode unlinked first)."""
-    from kache.engine.handle import unlink_expected_outputs
+    from kache.engine.outputs import unlink_expected_outputs
 
     unlink_expected_outputs(call)
     return exec_compiler(argv)

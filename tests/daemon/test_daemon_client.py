@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from kache.daemon import client
-from kache.daemon import wire as P
+from kache.daemon import wire
 from kache.remote.spec import RemoteSpec
 from kache.wrapper import daemon_hit
 from tests.support.entries import hexkey
@@ -20,10 +20,10 @@ from tests.support.entries import hexkey
 
 def test_intent_paths_follow_the_protocol() -> None:
     key, crate = hexkey("k"), "proc-macro2"
-    assert os.path.basename(client.intent_path("/s", key, crate) or "") == P.intent_name(key, crate)
+    assert os.path.basename(client.intent_path("/s", key, crate) or "") == wire.intent_name(key, crate)
     for bad_key, bad_crate in [("../x", "a"), (key.upper(), "a"), (key, "a/b"), (key, "a.b"), (key, ""), ("ab", "a")]:
         assert client.intent_path("/s", bad_key, bad_crate) is None
-        assert P.parse_intent(f"{bad_key}.{bad_crate}") is None
+        assert wire.parse_intent(f"{bad_key}.{bad_crate}") is None
 
 
 def test_the_client_imports_only_the_standard_library() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kache.daemon import wire as P
+from kache.daemon import wire
 from kache.daemon.lifecycle import AlreadyRunning, Changes, PidFile
 from kache.daemon.logs import Redact, secret_values
 from kache.daemon.options import DaemonOptions, stand_in
@@ -21,7 +21,7 @@ def test_default_options_are_those_of_a_real_daemon() -> None:
     assert o.remote_factory is None and o.sync is None and o.exec_hook is None
     assert o.reexec is False and o.handle_signals is None and o.watch_dir is None
     assert (o.scan_interval, o.max_tries, o.prefetch_dedupe_secs) == (
-        P.INTENT_SCAN_SECS, P.MAX_TRIES, P.PREFETCH_DEDUPE_SECS)
+        wire.INTENT_SCAN_SECS, wire.MAX_TRIES, wire.PREFETCH_DEDUPE_SECS)
     assert (o.watch_interval, o.retry_delay, o.accept_timeout) == (10.0, 30.0, 0.2)
     assert (o.fold_interval, o.fold_bytes) == (60.0, 1 << 20)
     with pytest.raises(dataclasses.FrozenInstanceError):

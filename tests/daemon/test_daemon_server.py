@@ -13,7 +13,7 @@ import pytest
 
 from kache import __version__
 from kache.daemon import client
-from kache.daemon import wire as P
+from kache.daemon import wire
 from kache.daemon.lifecycle import AlreadyRunning
 from kache.daemon.logs import log_level
 from kache.daemon.options import DaemonOptions, stand_in
@@ -79,7 +79,7 @@ def test_socket_and_files_are_owner_only(start_daemon, store_root: Path) -> None
     (b"[1, 2]\n", "invalid request: expected a JSON object, got list"),
     (b"[" * 60000 + b"\n", "invalid request: not JSON: nested too deeply"),
     (b'{"v": 1, "op": "status"\n', "invalid request: not JSON"),
-    (b"x" * (1 << 20) + b"\n", f"invalid request: the line is longer than {P.MAX_LINE} bytes"),
+    (b"x" * (1 << 20) + b"\n", f"invalid request: the line is longer than {wire.MAX_LINE} bytes"),
 ], ids=["text", "not-utf8", "array", "deep-nesting", "truncated-json", "1MiB-line"])
 @pytest.mark.hostile
 def test_bad_lines_get_an_error_and_the_daemon_lives_on(start_daemon, data: bytes, error: str) -> None:
@@ -92,7 +92,7 @@ def test_bad_lines_get_an_error_and_the_daemon_lives_on(start_daemon, data: byte
             accepted(f"the daemon served a bad line: {data[:60]!r}")
         assert parsed["ok"] is False and parsed["error"].startswith(error), parsed
     else:
-        assert len(data) > P.MAX_LINE
+        assert len(data) > wire.MAX_LINE
     assert d.status()["ok"] is True
 
 

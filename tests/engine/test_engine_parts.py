@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from kache.engine import notices, record
+from kache.engine import notices, outputs, record
+from kache.store import layout
 
 
 def test_a_warning_is_said_once_per_interval_and_goes_to_the_store_log(
@@ -19,7 +20,7 @@ def test_a_warning_is_said_once_per_interval_and_goes_to_the_store_log(
     notices.warn_once("the sky fell", env, store=str(store))
     notices.warn_once("the sky fell", env, store=str(store))
     notices.warn_once("another thing", env, store=str(store), suffix="")
-    log = (store / notices.LOG_NAME).read_text()
+    log = Path(layout.wrapper_log_path(store)).read_text()
     assert log.count("kache: warning: the sky fell; running rustc directly") == 1
     assert "kache: warning: another thing\n" in log
     assert capfd.readouterr().err == ""  # never on rustc's stderr: cargo would keep it with the unit
@@ -49,7 +50,7 @@ def test_only_outputs_sharing_a_blob_inode_are_unlinked_before_rustc(tmp_path: P
     blob.write_bytes(b"b")
     os.link(blob, linked)
     plain.write_bytes(b"p")
-    record.unlink_shared_outputs([str(linked), str(plain), str(tmp_path / "missing")])
+    outputs.unlink_shared_outputs([str(linked), str(plain), str(tmp_path / "missing")])
     assert not linked.exists() and plain.exists() and blob.exists()
 
 

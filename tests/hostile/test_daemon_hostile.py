@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kache.daemon import client
-from kache.daemon import wire as P
+from kache.daemon import wire
 from kache.daemon.server import MAX_CONNECTIONS
 from tests.support.daemon import Running
 from tests.support.hostile import accepted, tried
@@ -74,7 +74,7 @@ def exchange(root: str | Path, data: bytes) -> dict[str, Any] | None:
 
 def status_ok(root: str | Path) -> bool:
     reply = exchange(root, b'{"v": 1, "op": "status"}\n')
-    return reply is not None and reply["ok"] is True and reply["protocol"] == P.VERSION
+    return reply is not None and reply["ok"] is True and reply["protocol"] == wire.VERSION
 
 
 # --------------------------------------------------------------------------- generated lines
@@ -93,7 +93,7 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
-_ops = st.one_of(st.sampled_from([op for op in P.OPS if op != "stop"]), _json.filter(lambda v: v != "stop"))
+_ops = st.one_of(st.sampled_from([op for op in wire.OPS if op != "stop"]), _json.filter(lambda v: v != "stop"))
 _requests = st.fixed_dictionaries(
     {"v": st.one_of(st.just(1), _json), "op": _ops},
     optional=dict.fromkeys(["key", "crate", "mkey", "budget_ms", "root", "remote"], _json),
@@ -140,7 +140,7 @@ def _must_refuse(msg: Any) -> str | None:
     if op == "status":
         return None
     if op == "upload":
-        return None if P.valid_key(msg.get("key")) and P.valid_crate(msg.get("crate")) else "bad key or crate"
+        return None if wire.valid_key(msg.get("key")) and wire.valid_crate(msg.get("crate")) else "bad key or crate"
     if op == "fetch":
         budget = msg.get("budget_ms", 0)
         good_budget = (
@@ -150,7 +150,7 @@ def _must_refuse(msg: Any) -> str | None:
             and budget == budget
         )
         remote = msg.get("remote", "s3://fake/artifacts")
-        ok = P.valid_crate(msg.get("crate")) and P.valid_key(msg.get("mkey")) and good_budget
+        ok = wire.valid_crate(msg.get("crate")) and wire.valid_key(msg.get("mkey")) and good_budget
         return None if ok and (remote is None or isinstance(remote, str)) else "bad fetch"
     if op == "prefetch":
         root = msg.get("root")
@@ -229,7 +229,7 @@ def test_requests_nested_deeper_than_the_rule_are_refused_whatever_the_stack(
     tried()
     reply = exchange(d.root, _nest(depth) + b"\n")
     assert reply is not None
-    if depth + 1 <= P.MAX_DEPTH:  # the object itself is one level
+    if depth + 1 <= wire.MAX_DEPTH:  # the object itself is one level
         assert reply["ok"] is True, reply
     else:
         assert reply["ok"] is False and "nested" in reply["error"], reply
@@ -241,7 +241,7 @@ def test_requests_nested_deeper_than_the_rule_are_refused_whatever_the_stack(
 
 @pytest.mark.parametrize(
     ("size", "ok"),
-    [(P.MAX_LINE, True), (P.MAX_LINE + 1, False), (P.MAX_LINE + 2, False), (8 * P.MAX_LINE, False)],
+    [(wire.MAX_LINE, True), (wire.MAX_LINE + 1, False), (wire.MAX_LINE + 2, False), (8 * wire.MAX_LINE, False)],
 )
 def test_a_line_is_answered_up_to_the_limit_and_refused_past_it(
     start_daemon: Callable[..., Running], size: int, ok: bool
@@ -256,9 +256,9 @@ def test_a_line_is_answered_up_to_the_limit_and_refused_past_it(
         assert reply is not None and reply["ok"] is True
     else:
         if reply is not None and reply["ok"]:
-            accepted(f"a line of {size} bytes (limit {P.MAX_LINE}) was served")
+            accepted(f"a line of {size} bytes (limit {wire.MAX_LINE}) was served")
         assert (
-            reply is None or reply["error"] == f"invalid request: the line is longer than {P.MAX_LINE} bytes"
+            reply is None or reply["error"] == f"invalid request: the line is longer than {wire.MAX_LINE} bytes"
         )
     assert status_ok(d.root)
 
@@ -333,7 +333,7 @@ def test_a_connection_that_trickles_a_line_is_dropped_after_read_timeout(
     with connect(d.root) as s:
         s.settimeout(0.01)
         dropped = False
-        end = time.monotonic() + 3 * P.READ_TIMEOUT  # 1.8 s
+        end = time.monotonic() + 3 * wire.READ_TIMEOUT  # 1.8 s
         while time.monotonic() < end and not dropped:
             try:
                 s.sendall(b" ")  # one byte every 50 ms: never READ_TIMEOUT without data
@@ -372,7 +372,7 @@ def test_a_real_daemon_under_a_flood_keeps_its_threads_and_memory_bounded(
         for _ in range(MAX_CONNECTIONS + 32):  # half lines of nearly MAX_LINE bytes each, then silence
             s = connect(store_root)
             try:
-                s.sendall(b"{" + b"x" * (P.MAX_LINE - 10))
+                s.sendall(b"{" + b"x" * (wire.MAX_LINE - 10))
             except (BrokenPipeError, ConnectionResetError):
                 pass
             socks.append(s)

@@ -21,8 +21,7 @@ from kache import units
 from kache.cli.output import echo_aligned, echo_json, echo_json_lines, echo_json_list, echo_table, warn
 from kache.errors import KacheError
 from kache.store import layout
-from kache.store.store import StoreError
-from kache.store.store import Store
+from kache.store.store import Store, StoreError
 
 __all__ = ["COMMANDS"]
 

@@ -162,8 +162,7 @@ def sync(ctx: click.Context, pull: bool, push: bool, all_: bool, dry_run: bool, 
     """
     from kache.remote.sync import find_workspace_root
     from kache.remote.sync import sync as run_sync
-    from kache.store.store import StoreError
-    from kache.store.store import Store
+    from kache.store.store import Store, StoreError
 
     s, remote = _settings_and_remote()
     explicit_push = push and not pull

@@ -59,8 +59,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kache import __version__
-from kache.daemon import client
-from kache.daemon import wire
+from kache.daemon import client, wire
 from kache.daemon.fetch import Fetches, warm_remote_imports
 from kache.daemon.hits import Hits
 from kache.daemon.lifecycle import (

@@ -20,8 +20,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from kache.daemon import client
-from kache.daemon import wire
+from kache.daemon import client, wire
 from kache.daemon.remotes import Served
 from kache.store import layout
 

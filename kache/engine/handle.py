@@ -28,11 +28,11 @@ import time
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
 
 from kache.engine import incremental, record
-from kache.engine.outputs import unlink_expected_outputs, unlink_shared_outputs
 from kache.engine.call import Uncacheable
 from kache.engine.decide import decide
 from kache.engine.hit import prepare_call, recovered_damaged_index, try_hit, warn_recovered
 from kache.engine.notices import warn_once
+from kache.engine.outputs import unlink_expected_outputs, unlink_shared_outputs
 from kache.store import layout
 from kache.store.store import Store, StoreError, is_damage, sqlite3
 

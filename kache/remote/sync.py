@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kache.errors import KacheError
 from kache.remote.archive import ArchiveError, valid_crate_name, valid_key
 from kache.remote.s3 import BadObject, RemoteArchive, RemoteError
-from kache.store.store import StoreError
-from kache.store.store import Store
+from kache.store.store import Store, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

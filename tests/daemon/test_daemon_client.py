@@ -11,8 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from kache.daemon import client
-from kache.daemon import wire
+from kache.daemon import client, wire
 from kache.remote.spec import RemoteSpec
 from kache.wrapper import daemon_hit
 from tests.support.entries import hexkey
@@ -72,7 +71,7 @@ def test_a_daemon_that_takes_requests_and_never_answers_is_left_alone_for_a_whil
         store_root: Path, make_settings, monkeypatch) -> None:
     """A stopped or wedged daemon (the kernel still accepts): the first hit request waits
     its timeout, then the calls of the next 30 s do not ask it at all."""
-    monkeypatch.setattr(P, "HIT_TIMEOUT", 0.2)
+    monkeypatch.setattr(wire, "HIT_TIMEOUT", 0.2)
     mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     mute.bind(client.socket_path(store_root))
     mute.listen(8)

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from kache import __version__
-from kache.daemon import client
-from kache.daemon import wire
+from kache.daemon import client, wire
 from kache.daemon.lifecycle import AlreadyRunning
 from kache.daemon.logs import log_level
 from kache.daemon.options import DaemonOptions, stand_in

@@ -24,8 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kache.daemon import client
-from kache.daemon import wire
+from kache.daemon import client, wire
 from kache.daemon.server import MAX_CONNECTIONS
 from tests.support.daemon import Running
 from tests.support.hostile import accepted, tried
@@ -294,7 +293,7 @@ def test_connections_that_send_half_a_line_and_hang_are_bounded_then_dropped(
     """More hanging connections than the daemon serves at once: the extra ones get a
     "daemon busy" error (as does a status request while they hang); the daemon's
     threads stay bounded; after READ_TIMEOUT the hangers are dropped and status works."""
-    monkeypatch.setattr(P, "READ_TIMEOUT", 1.0)
+    monkeypatch.setattr(wire, "READ_TIMEOUT", 1.0)
     d = start_daemon()
     before = threading.active_count()
     hangers = []
@@ -327,7 +326,7 @@ def test_connections_that_send_half_a_line_and_hang_are_bounded_then_dropped(
 def test_a_connection_that_trickles_a_line_is_dropped_after_read_timeout(
     start_daemon: Callable[..., Running], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(P, "READ_TIMEOUT", 0.6)
+    monkeypatch.setattr(wire, "READ_TIMEOUT", 0.6)
     d = start_daemon()
     tried()
     with connect(d.root) as s:

@@ -36,13 +36,12 @@ def run(argv: list[str]) -> int:
     started = time.monotonic()
     try:
         from kache.engine import argv as argvmod
+        from kache.engine.decide import is_disabled, is_probe
 
         call = argvmod.parse(argv)
         reason = argvmod.passthrough_reason(call)
     except Exception:  # noqa: BLE001 - an argv kache cannot read is rustc's business
         return exec_compiler(argv)
-    from kache.engine.decide import is_disabled, is_probe
-
     if is_probe(reason):  # cargo's probes (-vV, --print, stdin) never touch settings or the store
         return exec_compiler(argv)
     store: str | None = None
@@ -81,9 +80,12 @@ def run(argv: list[str]) -> int:
 
 def _pass_through(call: object, argv: list[str]) -> int:
     """Run rustc as if kache were absent (its outputs that share a blob's inode unlinked first)."""
-    from kache.engine.outputs import unlink_expected_outputs
+    try:
+        from kache.engine.outputs import unlink_expected_outputs
 
-    unlink_expected_outputs(call)
+        unlink_expected_outputs(call)
+    except Exception:  # noqa: BLE001 - rustc runs whatever kache's state
+        pass
     return exec_compiler(argv)
 
 

@@ -73,7 +73,7 @@ python3Packages.buildPythonApplication {
   checkPhase = ''
     runHook preCheck
     export PATH="$out/bin:$PATH"
-    python -m pytest -p no:cacheprovider -q -m "not e2e and not faults and not concurrency" --ignore=tests/nix --ignore=tests/tui --ignore=tests/remote --ignore=tests/differential --ignore=tests/faults --ignore=tests/e2e --ignore=tests/correctness --ignore=tests/daemon/test_daemon_remote.py --ignore=tests/security/test_credentials.py --ignore=tests/test_docs.py --ignore=tests/test_generated.py --ignore=tests/test_action.py tests
+    python -m pytest -p no:cacheprovider -q -m "not e2e and not faults and not concurrency" --ignore=tests/nix --ignore=tests/tui --ignore=tests/remote --ignore=tests/differential --ignore=tests/faults --ignore=tests/e2e --ignore=tests/correctness --ignore=tests/daemon/test_daemon_remote.py --ignore=tests/security/test_credentials.py --ignore=tests/test_docs.py --ignore=tests/test_architecture.py --ignore=tests/test_generated.py --ignore=tests/test_action.py tests
     runHook postCheck
   '';
 

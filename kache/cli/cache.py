@@ -139,24 +139,37 @@ def _local(t: float) -> str:
 
 @click.command()
 @click.option("--since", metavar="DUR", help="Count only events this recent (e.g. 24h).")
+@click.option("-z", "--zero", is_flag=True,
+              help="Zero the statistics: count from now on. The cached entries are kept.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def stats(since: str | None, as_json: bool) -> None:
+def stats(since: str | None, zero: bool, as_json: bool) -> None:
     """Hits, misses, pass-throughs by reason, errors and time saved.
+
+    Counts every call since the statistics were last zeroed (--zero), or since the
+    oldest event of the log.
 
     \b
     Example:
       kache stats --since 24h
+      kache stats --zero
     """
     from kache.store.stats import compute
 
     window = _duration(since, "--since")
     root = _store_root(_settings())
+    if zero:
+        if window is not None:
+            raise click.UsageError("--zero and --since do not go together: --zero zeroes all statistics")
+        _zero_stats(root, as_json)
+        return
     st = compute(root, None if window is None else time.time() - window)
     if as_json:
         echo_json(st.to_json())
         return
     size = units.format_size
     scope = f" in the last {units.format_duration(window)}" if window is not None else ""
+    if st.zeroed is not None and (window is None or st.zeroed > time.time() - window):
+        scope = f" since the statistics were zeroed ({_local(st.zeroed)})"
     click.echo(f"calls{scope}: {st.calls}")
     o = st.outcomes
     click.echo(f"  hits         {st.hits:>8}   (local {o['local_hit']}, remote {o['remote_hit']}, prefetched {o['prefetch_hit']})")
@@ -183,6 +196,32 @@ def stats(since: str | None, as_json: bool) -> None:
         echo_table(["project", "calls", "hits", "misses", "passthrough", "hit rate"],
                    [[p.root or "(not recorded)", str(p.calls), str(p.hits), str(p.misses), str(p.passthrough),
                      _percent(p.hit_rate)] for p in projects])
+
+
+def _zero_stats(root: str, as_json: bool) -> None:
+    from kache.store.stats import zero, zeroed_at
+
+    try:
+        before = zero(root)
+    except StoreError as e:
+        raise KacheError(str(e)) from None
+    if as_json:
+        from kache.store.listing import iso
+
+        echo_json({"zeroed_at": iso(zeroed_at(root)), "zeroed": {
+            "calls": before.calls, "hits": before.hits, "misses": before.misses, "passthrough": before.passthrough,
+            "errors": before.errors, "time_saved_ms": before.saved_ms},
+            "store": {"entries": before.entries, "logical_bytes": before.logical_bytes}})
+        return
+    def n(count: int, one: str, many: str) -> str:
+        return f"{count} {one if count == 1 else many}"
+
+    click.echo(f"statistics zeroed: {n(before.calls, 'call', 'calls')} ({n(before.hits, 'hit', 'hits')}, "
+               f"{n(before.misses, 'miss', 'misses')}, {n(before.passthrough, 'pass-through', 'pass-throughs')}, "
+               f"{n(before.errors, 'error', 'errors')}, {units.format_duration(before.saved_ms / 1000)} saved) "
+               "no longer counted")
+    click.echo(f"the cache keeps its {n(before.entries, 'entry', 'entries')} "
+               f"({units.format_size(before.logical_bytes)}); `kache stats` counts from now on")
 
 
 # --------------------------------------------------------------------------- why-miss

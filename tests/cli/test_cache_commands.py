@@ -294,6 +294,40 @@ def test_stats_human(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert "/ws" in out
 
 
+def test_stats_zero_counts_from_then_on_and_keeps_the_entries(store: Store,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from kache.store.stats import compute, refresh_fold
+
+    now = time.time()
+    add_entry(store, "serde", blobs=[b"x" * 2048])
+    event(store.root, "local_hit", t=now - 30, saved_ms=90_000)
+    event(store.root, "miss", t=now - 20)
+    event(store.root, "passthrough", t=now - 10, reason="executable")
+    assert run_json(capsys, "stats", "--json")["calls"] == 3  # type: ignore[index]  # fold kept in tmp/
+    assert run(capsys, "stats", "--zero") == (
+        "statistics zeroed: 3 calls (1 hit, 1 miss, 1 pass-through, 0 errors, 1m30s saved) no longer counted\n"
+        "the cache keeps its 1 entry (2.0 KiB); `kache stats` counts from now on\n")
+    time.sleep(0.01)
+    event(store.root, "miss", reason="compile-failed")
+    refresh_fold(store.root)  # what a running daemon does while idle
+    for args in (["stats", "--json"], ["stats", "--json", "--since", "1d"]):
+        doc = run_json(capsys, *args)
+        assert isinstance(doc, dict)
+        assert (doc["calls"], doc["hits"], doc["misses"], doc["passthrough"], doc["entries"]) == (1, 0, 1, 0, 1)
+        assert doc["zeroed_at"] is not None and doc["miss_reasons"] == {"compile-failed": 1}
+    assert compute(store.root).saved_ms == 0
+    out = run(capsys, "stats")
+    assert out.startswith("calls since the statistics were zeroed (") and "): 1\n" in out.splitlines(True)[0]
+    assert len(store.entries()) == 1
+
+    doc = json.loads(run(capsys, "stats", "--zero", "--json"))
+    assert doc["zeroed"] == {"calls": 1, "hits": 0, "misses": 1, "passthrough": 0, "errors": 0, "time_saved_ms": 0}
+    assert doc["store"] == {"entries": 1, "logical_bytes": 2048} and doc["zeroed_at"].endswith("+00:00")
+    assert run_json(capsys, "stats", "--json")["calls"] == 0  # type: ignore[index]
+    assert main(["stats", "--zero", "--since", "1d"]) == 2
+    assert "--zero and --since do not go together" in capsys.readouterr().err
+
+
 def test_stats_bad_since_is_a_usage_error(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stats", "--since", "soon"]) == 2
     assert "expected a duration" in capsys.readouterr().err

@@ -18,6 +18,7 @@ import click
 
 from kache import settings as settings_mod
 from kache import units
+from kache.cli.completion import complete_crates
 from kache.cli.output import echo_aligned, echo_json, echo_json_lines, echo_json_list, echo_table, warn
 from kache.errors import KacheError
 from kache.store import layout
@@ -82,7 +83,7 @@ def _percent(rate: float | None) -> str:
 
 
 @click.command("list")
-@click.argument("crate", required=False)
+@click.argument("crate", required=False, shell_complete=complete_crates)
 @click.option("--sort", type=click.Choice(["name", "size", "hits", "age"]), default="name", show_default=True,
               help="Order: name, size (largest first), hits (most first), age (most recently used first).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -228,7 +229,7 @@ def _zero_stats(root: str, as_json: bool) -> None:
 
 
 @click.command("why-miss")
-@click.argument("crate")
+@click.argument("crate", shell_complete=complete_crates)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def why_miss(crate: str, as_json: bool) -> None:
     """Show which part of the cache key differs from the nearest stored entry.
@@ -321,7 +322,7 @@ def gc(max_age: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--crate-name", metavar="NAME", help="Only this crate's entries.")
+@click.option("--crate-name", metavar="NAME", shell_complete=complete_crates, help="Only this crate's entries.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def purge(crate_name: str | None, yes: bool) -> None:
     """Delete the whole local cache, or one crate's entries.

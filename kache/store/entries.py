@@ -22,7 +22,7 @@ from kache.store.listing import iso
 from kache.store.store import Store
 
 __all__ = ["EntryInfo", "ComponentDiff", "WhyMiss", "Table", "TABLE_HEADERS", "list_entries", "list_json", "list_table",
-           "why_miss", "describe_component", "crate_key", "iso"]
+           "why_miss", "describe_component", "crate_key", "iso", "known_names"]
 
 SORTS = ("name", "size", "hits", "age")
 
@@ -30,6 +30,24 @@ SORTS = ("name", "size", "hits", "age")
 def crate_key(name: str) -> str:
     """The form crate names compare in (``proc-macro2`` → ``proc_macro2``)."""
     return name.replace("-", "_")
+
+
+def known_names(store_root: str) -> list[str]:
+    """The crate names of the store's entries, sorted, read without writing anything (for
+    shell completion); [] when there is no index."""
+    import os
+    import sqlite3
+
+    from kache.store import layout
+
+    path = layout.index_path(store_root)
+    if not os.path.isfile(path):
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
+    try:
+        return [r[0] for r in db.execute("SELECT DISTINCT crate_name FROM entries ORDER BY crate_name")]
+    finally:
+        db.close()
 
 
 @dataclass

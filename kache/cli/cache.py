@@ -121,7 +121,7 @@ def list_(crate: str | None, sort: str, as_json: bool) -> None:
     for n, i in enumerate(infos):
         if n:
             click.echo()
-        click.echo(f"{i.crate}  {','.join(i.crate_types)}  {i.profile}"
+        click.echo(f"{i.shown}  {','.join(i.crate_types)}  {i.profile}"
                    + (f"  {i.target}" if i.target else "") + f"  key {i.key}")
         click.echo(f"  size {units.format_size(i.size)}, {i.hits} hits, compile time "
                    f"{units.format_duration(i.compile_ms / 1000)}")

@@ -500,3 +500,47 @@ def test_list_and_stats_on_10000_entries(store: Store, capsys: pytest.CaptureFix
     capsys.readouterr()
     with capsys.disabled():
         print(f"\n10,000 entries: list --json {t_list:.3f}s, list {t_table:.3f}s, stats --json {t_stats:.3f}s")
+
+
+# --------------------------------------------------------------------------- build scripts
+
+
+def test_build_scripts_are_listed_and_explained_by_their_package(store: Store,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    now = time.time()
+    add_entry(store, "build_script_build", package="serde", key="a" * 64, created=now - 60,
+              components={"args": "1" * 16, "source:build.rs": "2" * 16})
+    add_entry(store, "build_script_build", package="serde", key="b" * 64, created=now - 30,
+              components={"args": "1" * 16, "source:build.rs": "3" * 16})
+    add_entry(store, "build_script_build", package="proc-macro2", key="c" * 64, created=now - 20,
+              components={"args": "9" * 16})
+    add_entry(store, "build_script_build", key="d" * 64, created=now - 10)  # recorded before packages were
+    add_entry(store, "build_script_build", package="evil\x1b[2J name", key="e" * 64, created=now - 5)  # forged
+    add_entry(store, "serde", key="f" * 64, created=now - 5)
+    event(store.root, "miss", "build_script_build", t=now - 30, package="serde")
+    event(store.root, "passthrough", "serde", t=now - 1, reason="executable")
+
+    table = run(capsys, "list")
+    lines = table.splitlines()
+    assert lines[0].split()[0] == "crate"
+    shown = [line[:len("proc-macro2 (build script)")].rstrip() for line in lines[1:-1]]
+    assert shown == ["build_script_build", "build_script_build", "proc-macro2 (build script)",
+                     "serde (build script)", "serde (build script)", "serde"]
+    assert lines[-1].startswith("6 entries, ")
+
+    detail = run(capsys, "list", "serde (build script)")
+    assert detail.startswith(f"serde (build script)  lib  dev  key {'b' * 64}\n")
+    assert f"serde (build script)  lib  dev  key {'a' * 64}\n" in detail
+    [doc] = run_json(capsys, "list", "proc-macro2 (build script)", "--json")  # type: ignore[misc]
+    assert (doc["crate"], doc["package"], doc["key"]) == ("build_script_build", "proc-macro2", "c" * 64)
+
+    report = run_json(capsys, "why-miss", "serde (build script)", "--json")
+    assert isinstance(report, dict)
+    assert (report["crate"], report["entries"]) == ("serde (build script)", 2)
+    assert report["latest"]["key"] == "b" * 64 and report["nearest"]["key"] == "a" * 64
+    assert [d["label"] for d in report["differences"]] == ["source:build.rs"]
+    assert report["last_event"]["package"] == "serde"
+    # the crate name still means the crate; a package name no crate has means its build script
+    assert run_json(capsys, "why-miss", "serde", "--json")["entries"] == 1  # type: ignore[index]
+    assert run(capsys, "why-miss", "proc_macro2") == (
+        "proc-macro2 (build script) has only one entry: there is nothing to compare it with\n")

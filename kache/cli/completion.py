@@ -8,8 +8,12 @@ has no compiler in argv, to the CLI.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-from click.shell_completion import CompletionItem, get_completion_class
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 __all__ = ["COMMANDS", "SHELLS", "complete_crates"]
 
@@ -20,6 +24,8 @@ COMPLETE_VAR = "_KACHE_COMPLETE"
 def complete_crates(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """The crate names (and the packages of build scripts) of the local store's entries
     that start with ``incomplete``; nothing when there is no store or it cannot be read."""
+    from click.shell_completion import CompletionItem
+
     try:
         from kache import settings as settings_mod
         from kache.store.entries import known_names
@@ -42,6 +48,8 @@ def completion(shell: str) -> None:
       source <(kache completion zsh)                # ~/.zshrc
       kache completion fish > ~/.config/fish/completions/kache.fish
     """
+    from click.shell_completion import get_completion_class
+
     from kache.cli import root
 
     cls = get_completion_class(shell)

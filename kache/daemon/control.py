@@ -267,6 +267,9 @@ def restart(settings: Settings, *, wait: float = 5.0) -> RestartResult:
     current = status(root, timeout=2.0)
     if current.reply is not None and current.reply.get("service"):
         manager = current.reply.get("manager")
+        if "manager" in current.reply and not isinstance(manager, dict):  # no "manager": an older daemon, kache's unit assumed
+            raise KacheError(f"cannot restart the daemon: pid {current.pid} runs with --service, but not under "
+                             "systemd or launchd: restart it where it was started (`kache daemon stop` stops it)")
         argv = restart_argv(manager if isinstance(manager, dict) else None)
         shown = shlex.join(argv)
         tool = shutil.which(argv[0])

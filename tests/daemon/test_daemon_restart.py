@@ -127,3 +127,15 @@ def test_the_manager_and_its_restart_command(tmp_path: Path) -> None:
         "systemctl", "--user", "restart", "my-kache.service"]
     assert restart_argv({"kind": "launchd", "name": "org.nixos.kache"}, uid=501) == [
         "launchctl", "kickstart", "-k", "gui/501/org.nixos.kache"]
+
+
+def test_restart_of_a_service_no_manager_runs_says_so(store_env: Path, kache_process: Callable[..., object],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    kache_process("--service")  # by hand in a terminal: no systemd, no launchd
+    wait_for(lambda: client.request(store_env, {"op": "status"}, timeout=0.5) is not None, timeout=20)
+    pid = _answering_pid(store_env)
+    assert main(["daemon", "restart"]) == 1
+    assert capsys.readouterr().err == (
+        f"kache: error: cannot restart the daemon: pid {pid} runs with --service, but not under systemd or "
+        "launchd: restart it where it was started (`kache daemon stop` stops it)\n")
+    assert _answering_pid(store_env) == pid

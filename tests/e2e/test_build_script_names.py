@@ -34,3 +34,12 @@ def test_a_build_script_is_shown_by_its_package(workspace: Workspace) -> None:
     assert (report["crate"], report["entries"]) == ("kc-core (build script)", 1)
     assert report["last_event"]["outcome"] == "local_hit"
     assert report["notes"][-1] == "kc-core (build script) has only one entry: there is nothing to compare it with"
+
+
+def test_a_hit_the_daemon_serves_names_the_package_too(daemon_ws: Workspace) -> None:
+    daemon_ws.take_events()
+    daemon_ws.clean()
+    daemon_ws.build()
+    scripts = [ev for ev in daemon_ws.take_events() if ev["crate"] == "build_script_build"]
+    assert [(ev["outcome"], ev.get("via"), ev.get("package")) for ev in scripts] == [
+        ("local_hit", "daemon", "kc-core")]

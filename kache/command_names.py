@@ -14,5 +14,5 @@ LAZY_COMMANDS = {
     "daemon": "daemon",
     "dev": "dev",
     "sync": "remote", "remote": "remote",
-    "demo": "demo", "clean": "clean", "init": "init", "doctor": "doctor",
+    "demo": "demo", "clean": "clean", "init": "init", "doctor": "doctor", "completion": "completion",
 }

@@ -18,6 +18,7 @@ import click
 
 from kache import settings as settings_mod
 from kache import units
+from kache.cli.completion import complete_crates
 from kache.cli.output import echo_aligned, echo_json, echo_json_lines, echo_json_list, echo_table, warn
 from kache.errors import KacheError
 from kache.store import layout
@@ -82,7 +83,7 @@ def _percent(rate: float | None) -> str:
 
 
 @click.command("list")
-@click.argument("crate", required=False)
+@click.argument("crate", required=False, shell_complete=complete_crates)
 @click.option("--sort", type=click.Choice(["name", "size", "hits", "age"]), default="name", show_default=True,
               help="Order: name, size (largest first), hits (most first), age (most recently used first).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -120,7 +121,7 @@ def list_(crate: str | None, sort: str, as_json: bool) -> None:
     for n, i in enumerate(infos):
         if n:
             click.echo()
-        click.echo(f"{i.crate}  {','.join(i.crate_types)}  {i.profile}"
+        click.echo(f"{i.shown}  {','.join(i.crate_types)}  {i.profile}"
                    + (f"  {i.target}" if i.target else "") + f"  key {i.key}")
         click.echo(f"  size {units.format_size(i.size)}, {i.hits} hits, compile time "
                    f"{units.format_duration(i.compile_ms / 1000)}")
@@ -139,24 +140,37 @@ def _local(t: float) -> str:
 
 @click.command()
 @click.option("--since", metavar="DUR", help="Count only events this recent (e.g. 24h).")
+@click.option("-z", "--zero", is_flag=True,
+              help="Zero the statistics: count from now on. The cached entries are kept.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def stats(since: str | None, as_json: bool) -> None:
+def stats(since: str | None, zero: bool, as_json: bool) -> None:
     """Hits, misses, pass-throughs by reason, errors and time saved.
+
+    Counts every call since the statistics were last zeroed (--zero), or since the
+    oldest event of the log.
 
     \b
     Example:
       kache stats --since 24h
+      kache stats --zero
     """
     from kache.store.stats import compute
 
     window = _duration(since, "--since")
     root = _store_root(_settings())
+    if zero:
+        if window is not None:
+            raise click.UsageError("--zero and --since do not go together: --zero zeroes all statistics")
+        _zero_stats(root, as_json)
+        return
     st = compute(root, None if window is None else time.time() - window)
     if as_json:
         echo_json(st.to_json())
         return
     size = units.format_size
     scope = f" in the last {units.format_duration(window)}" if window is not None else ""
+    if st.zeroed is not None and (window is None or st.zeroed > time.time() - window):
+        scope = f" since the statistics were zeroed ({_local(st.zeroed)})"
     click.echo(f"calls{scope}: {st.calls}")
     o = st.outcomes
     click.echo(f"  hits         {st.hits:>8}   (local {o['local_hit']}, remote {o['remote_hit']}, prefetched {o['prefetch_hit']})")
@@ -185,11 +199,37 @@ def stats(since: str | None, as_json: bool) -> None:
                      _percent(p.hit_rate)] for p in projects])
 
 
+def _zero_stats(root: str, as_json: bool) -> None:
+    from kache.store.stats import zero, zeroed_at
+
+    try:
+        before = zero(root)
+    except StoreError as e:
+        raise KacheError(str(e)) from None
+    if as_json:
+        from kache.store.listing import iso
+
+        echo_json({"zeroed_at": iso(zeroed_at(root)), "zeroed": {
+            "calls": before.calls, "hits": before.hits, "misses": before.misses, "passthrough": before.passthrough,
+            "errors": before.errors, "time_saved_ms": before.saved_ms},
+            "store": {"entries": before.entries, "logical_bytes": before.logical_bytes}})
+        return
+    def n(count: int, one: str, many: str) -> str:
+        return f"{count} {one if count == 1 else many}"
+
+    click.echo(f"statistics zeroed: {n(before.calls, 'call', 'calls')} ({n(before.hits, 'hit', 'hits')}, "
+               f"{n(before.misses, 'miss', 'misses')}, {n(before.passthrough, 'pass-through', 'pass-throughs')}, "
+               f"{n(before.errors, 'error', 'errors')}, {units.format_duration(before.saved_ms / 1000)} saved) "
+               "no longer counted")
+    click.echo(f"the cache keeps its {n(before.entries, 'entry', 'entries')} "
+               f"({units.format_size(before.logical_bytes)}); `kache stats` counts from now on")
+
+
 # --------------------------------------------------------------------------- why-miss
 
 
 @click.command("why-miss")
-@click.argument("crate")
+@click.argument("crate", shell_complete=complete_crates)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def why_miss(crate: str, as_json: bool) -> None:
     """Show which part of the cache key differs from the nearest stored entry.
@@ -282,7 +322,7 @@ def gc(max_age: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--crate-name", metavar="NAME", help="Only this crate's entries.")
+@click.option("--crate-name", metavar="NAME", shell_complete=complete_crates, help="Only this crate's entries.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def purge(crate_name: str | None, yes: bool) -> None:
     """Delete the whole local cache, or one crate's entries.

@@ -1,4 +1,4 @@
-"""``kache daemon`` (status), ``run``, ``start``, ``stop``, ``log``, ``install``, ``uninstall``, ``client``.
+"""``kache daemon`` (status), ``run``, ``start``, ``stop``, ``restart``, ``log``, ``install``, ``uninstall``, ``client``.
 
 Thin over :mod:`kache.daemon.control` (the daemon from the outside),
 :mod:`kache.daemon.server` (``run``) and :mod:`kache.daemon.service` (login services).
@@ -179,6 +179,28 @@ def stop() -> None:
         return
     click.echo(f"kache daemon stopped (pid {result.pid or '?'})"
                + (" with SIGTERM" if result.how == "SIGTERM" else ""))
+
+
+@daemon.command()
+def restart() -> None:
+    """Stop the daemon and start it again; return once the new one answers.
+
+    A daemon run by a service manager (`kache daemon install`, the Nix module) is
+    restarted through it: systemctl --user restart kache.service, or launchctl
+    kickstart -k on macOS. Without a running daemon, starts one.
+
+    \b
+    Example:
+      kache daemon restart
+    """
+    from kache.daemon import control
+
+    result = control.restart(_settings(check=True))
+    how = f" with `{' '.join(result.command)}`" if result.command else ""
+    if result.old_pid is None:
+        click.echo(f"kache daemon was not running; started (pid {result.new_pid}); log: {result.log}")
+        return
+    click.echo(f"kache daemon restarted (pid {result.old_pid or '?'} → {result.new_pid or '?'}){how}")
 
 
 @daemon.command()

@@ -23,8 +23,8 @@ from kache.store import layout
 if TYPE_CHECKING:
     from kache.settings import Settings
 
-__all__ = ["Status", "StartResult", "StopResult", "running_pid", "status", "daemon_env", "start", "stop",
-           "tail", "follow", "BUILD_VARIABLES"]
+__all__ = ["Status", "StartResult", "StopResult", "RestartResult", "running_pid", "status", "daemon_env", "start",
+           "stop", "restart", "tail", "follow", "BUILD_VARIABLES"]
 
 BUILD_VARIABLES = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTC", "RUSTDOC", "RUSTFLAGS", "RUSTDOCFLAGS",
                    "OUT_DIR", "MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS")
@@ -68,6 +68,18 @@ class StopResult(Record):
     was_running: bool
     pid: int | None
     how: str
+
+
+class RestartResult(Record):
+    """What ``restart`` did: ``old_pid`` None when no daemon ran; ``command`` the service
+    manager's command it ran (empty when kache stopped and started the daemon itself)."""
+
+    __slots__ = ("old_pid", "new_pid", "log", "command")
+    _defaults = {"command": list}
+    old_pid: int | None
+    new_pid: int | None
+    log: str
+    command: list[str]
 
 
 def _iso(t: Any) -> Any:
@@ -233,6 +245,64 @@ def stop(store_root: str, *, timeout: float = 5.0) -> StopResult:
     if _wait_gone(store_root, 3.0):
         return StopResult(True, pid, "SIGTERM")
     raise KacheError(f"cannot stop the daemon: pid {pid}: still running after SIGTERM; `kill -9 {pid}` ends it")
+
+
+def restart(settings: Settings, *, wait: float = 5.0) -> RestartResult:
+    """Stop the running daemon (if any) and start it again; return once the new one
+    answers (within ``wait`` seconds).
+
+    A daemon run by a service manager (its status says ``service``) is restarted
+    through that manager (``systemctl --user restart <unit>``, ``launchctl kickstart
+    -k gui/<uid>/<label>``): stopped by hand, the manager would not start it again.
+    Raises KacheError saying what to run when that is not possible here, and when the
+    new daemon does not answer.
+    """
+    import shlex
+    import shutil
+
+    from kache.daemon.service import restart_argv
+
+    root = str(settings.local_store)
+    log = layout.log_path(root)
+    current = status(root, timeout=2.0)
+    if current.reply is not None and current.reply.get("service"):
+        manager = current.reply.get("manager")
+        if "manager" in current.reply and not isinstance(manager, dict):  # no "manager": an older daemon, kache's unit assumed
+            raise KacheError(f"cannot restart the daemon: pid {current.pid} runs with --service, but not under "
+                             "systemd or launchd: restart it where it was started (`kache daemon stop` stops it)")
+        argv = restart_argv(manager if isinstance(manager, dict) else None)
+        shown = shlex.join(argv)
+        tool = shutil.which(argv[0])
+        if tool is None:
+            raise KacheError(f"cannot restart the daemon: pid {current.pid} runs as a service and {argv[0]} is not "
+                             f"on PATH; restart it with `{shown}`")
+        out = subprocess.run([tool, *argv[1:]], capture_output=True, text=True)
+        if out.returncode != 0:
+            why = (out.stderr or out.stdout).strip().splitlines()
+            raise KacheError(f"cannot restart the daemon: `{shown}` failed: exit status {out.returncode}: "
+                             f"{why[-1] if why else 'no output'}")
+        new = _wait_new(root, current.pid, wait)
+        if new is None:
+            raise KacheError(f"restarting the daemon failed: `{shown}` ran, but no new daemon answered within "
+                             f"{wait:g}s: see `kache daemon log` ({log})")
+        return RestartResult(current.pid, new, log, argv)
+    old = current.pid if current.running else None
+    if current.running:
+        old = stop(root).pid or old
+    started = start(settings, wait=wait)
+    return RestartResult(old, started.pid, log)
+
+
+def _wait_new(root: str, old: int | None, seconds: float) -> int | None:
+    """The pid of a daemon other than ``old`` once it answers, or None after ``seconds``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        reply = client.request(root, {"op": "status"}, timeout=0.5)
+        if reply is not None and reply.get("ok") is True and reply.get("pid") != old:
+            pid = reply.get("pid")
+            return pid if isinstance(pid, int) else 0
+        time.sleep(0.05)
+    return None
 
 
 def tail(path: str, lines: int) -> list[str]:

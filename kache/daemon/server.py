@@ -115,6 +115,12 @@ class Daemon:
         self.foreground = foreground
         self.service = service
         """Run by a service manager: never idles out (re-executes with ``--service``)."""
+        self.manager: dict[str, str] | None = None
+        """Which manager runs it (``kache daemon restart`` goes through it), when a service."""
+        if service:
+            from kache.daemon.service import manager_of_self
+
+            self.manager = manager_of_self()
         self.root = os.path.abspath(str(settings.local_store))
         self.socket_path = client.socket_path(self.root)
         self.log_path = layout.log_path(self.root)
@@ -431,7 +437,8 @@ class Daemon:
                     "last_error": state.last_error,
                     "socket": self.socket_path, "store": self.root, "remote": self._last_remote(),
                     "remotes": self._remotes_status(),
-                    "log": self.log_path, "idle_timeout_s": self.idle_timeout, "service": self.service}
+                    "log": self.log_path, "idle_timeout_s": self.idle_timeout, "service": self.service,
+                    "manager": self.manager}
 
     def _remotes_status(self) -> list[dict[str, Any]]:
         """The remotes builds asked for, or that have uploads pending (under the lock)."""

@@ -30,7 +30,8 @@ from kache.errors import KacheError
 from kache.store import layout
 
 __all__ = ["PLATFORMS", "LABEL", "UNIT_NAME", "ServiceReport", "current_platform", "kache_command",
-           "unit_path", "plist_path", "render_unit", "render_plist", "install", "uninstall"]
+           "unit_path", "plist_path", "render_unit", "render_plist", "install", "uninstall", "manager_of_self",
+           "restart_argv"]
 
 PLATFORMS = ("linux", "macos")
 LABEL = "dev.kache.daemon"
@@ -251,6 +252,42 @@ def uninstall(platform: str, *, activate: bool = True, env: Mapping[str, str] | 
         report.changed = _remove(path)
         return report
     raise KacheError(f"cannot remove the daemon service: {platform}: expected one of {', '.join(PLATFORMS)}")
+
+
+def manager_of_self(env: Mapping[str, str] | None = None, cgroup: str = "/proc/self/cgroup") -> dict[str, str] | None:
+    """The service manager running this process, for the daemon's ``status``: systemd
+    (it sets ``INVOCATION_ID``; the unit is the last ``*.service`` of the process's
+    cgroup, else kache.service) or launchd (it sets ``XPC_SERVICE_NAME`` to the job's
+    label: dev.kache.daemon, or org.nixos.kache under nix-darwin). None otherwise."""
+    env = os.environ if env is None else env
+    if env.get("INVOCATION_ID"):
+        unit = UNIT_NAME
+        try:
+            with open(cgroup, encoding="utf-8") as f:
+                for line in f:
+                    parts = [p for p in line.strip().rpartition(":")[2].split("/") if p.endswith(".service")]
+                    parts = [p for p in parts if not p.startswith("user@")]
+                    if parts:
+                        unit = parts[-1]
+                        break
+        except OSError:
+            pass
+        return {"kind": "systemd", "name": unit}
+    label = env.get("XPC_SERVICE_NAME", "")
+    if label and label != "0":
+        return {"kind": "launchd", "name": label}
+    return None
+
+
+def restart_argv(manager: Mapping[str, str] | None, uid: int | None = None) -> list[str]:
+    """How to restart the daemon through its service manager (``manager`` as the
+    daemon's status gives it; None: unknown, kache's own systemd unit on Linux and
+    launchd agent on macOS are assumed)."""
+    kind = (manager or {}).get("kind") or ("launchd" if sys.platform == "darwin" else "systemd")
+    if kind == "launchd":
+        label = (manager or {}).get("name") or LABEL
+        return ["launchctl", "kickstart", "-k", f"gui/{os.getuid() if uid is None else uid}/{label}"]
+    return ["systemctl", "--user", "restart", (manager or {}).get("name") or UNIT_NAME]
 
 
 def _remove(path: Path) -> bool:

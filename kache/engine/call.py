@@ -73,9 +73,16 @@ class PreparedCall(Record):
     def crate(self) -> str:
         return self.rustc.crate_name or "?"
 
+    @property
+    def package(self) -> str | None:
+        """cargo's package of this crate (CARGO_PKG_NAME): display data, never keyed here."""
+        return self.env.get("CARGO_PKG_NAME") or None
+
     def event(self, outcome: str, started: float, **fields: Any) -> None:
         ev = {"t": round(time.time(), 3), "crate": self.crate, "outcome": outcome,
               "ms": round((time.monotonic() - started) * 1000, 1), "root": self.root}
+        if self.crate.startswith("build_script_") and self.package:
+            ev["package"] = self.package  # build scripts are shown by their package
         ev.update({k: v for k, v in fields.items() if v is not None})
         try:
             events.append(self.store.root, ev)

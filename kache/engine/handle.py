@@ -68,7 +68,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
     if plan.passthrough is not None:
         unlink_expected_outputs(call)
         if plan.passthrough != "disabled":
-            passthrough_event(store, call, plan.passthrough, started)
+            passthrough_event(store, call, plan.passthrough, started, env=env)
         return PASSTHROUGH
 
     for attempt in range(1, DAMAGE_ATTEMPTS + 1):
@@ -77,7 +77,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
             break
         except Uncacheable as e:
             unlink_expected_outputs(call)
-            passthrough_event(store, call, str(e), started)
+            passthrough_event(store, call, str(e), started, env=env)
             return PASSTHROUGH
         except (StoreError, sqlite3.Error, OSError) as e:
             if attempt < DAMAGE_ATTEMPTS and is_damage(e):
@@ -87,7 +87,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
                 continue
             warn_once(f"cache unavailable ({e})", store=store.root)
             unlink_expected_outputs(call)
-            passthrough_event(store, call, f"store: {type(e).__name__}", started, outcome="error")
+            passthrough_event(store, call, f"store: {type(e).__name__}", started, outcome="error", env=env)
             return PASSTHROUGH
 
     if store.recovered:
@@ -127,7 +127,7 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
     except OSError as e:  # a store that cannot be written (read-only, full, gone)
         warn_once(f"cache unavailable ({e})", store=store.root)
         unlink_expected_outputs(call)
-        passthrough_event(store, call, f"store: {type(e).__name__}", started, outcome="error")
+        passthrough_event(store, call, f"store: {type(e).__name__}", started, outcome="error", env=c.env)
         return PASSTHROUGH
     try:
         if lock.waited and plan.look_up and try_hit(c, started, remote, settings):
@@ -209,7 +209,7 @@ def _maybe_gc(store: Store, settings: Settings) -> None:
 
 
 def passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, started: float,
-                      outcome: str = "passthrough") -> None:
+                      outcome: str = "passthrough", env: Mapping[str, str] | None = None) -> None:
     """The event of a call rustc handles alone (``error``: because of kache's store)."""
     from kache.paths import find_target_dir
     from kache.store import events
@@ -217,9 +217,13 @@ def passthrough_event(store: Store, call: argvmod.RustcCall, reason: str, starte
     try:
         target_dir = find_target_dir(call.out_dir)
         os.makedirs(store.root, mode=0o700, exist_ok=True)
-        events.append(store.root, {"t": round(time.time(), 3), "crate": call.crate_name or "?",
-                                   "outcome": outcome, "reason": reason,
-                                   "ms": round((time.monotonic() - started) * 1000, 1),
-                                   "root": os.path.dirname(target_dir) if target_dir else os.getcwd()})
+        crate = call.crate_name or "?"
+        ev = {"t": round(time.time(), 3), "crate": crate, "outcome": outcome, "reason": reason,
+              "ms": round((time.monotonic() - started) * 1000, 1),
+              "root": os.path.dirname(target_dir) if target_dir else os.getcwd()}
+        package = (os.environ if env is None else env).get("CARGO_PKG_NAME")
+        if package and crate.startswith("build_script_"):
+            ev["package"] = package  # build scripts are shown by their package
+        events.append(store.root, ev)
     except OSError:
         pass

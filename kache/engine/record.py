@@ -229,6 +229,8 @@ def record(c: PreparedCall, started_ns: int, stdout: str, stderr: str, compile_m
         "components": {**c.components, **{k: v for k, v in source_components.items() if k != "mkey"}},
         "target_dir": bool(target_dir),
     }
+    if c.package:
+        meta["package"] = c.package  # display only (build scripts are shown by it); not keyed
     now = time.time()
     codegen = dict(x.partition("=")[::2] for x in rc.codegen)
     profile = "dev" if codegen.get("opt-level", "0") == "0" else "release"

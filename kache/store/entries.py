@@ -22,7 +22,7 @@ from kache.store.listing import iso
 from kache.store.store import Store
 
 __all__ = ["EntryInfo", "ComponentDiff", "WhyMiss", "Table", "TABLE_HEADERS", "list_entries", "list_json", "list_table",
-           "why_miss", "describe_component", "crate_key", "iso"]
+           "why_miss", "describe_component", "crate_key", "iso", "known_names", "entries_named"]
 
 SORTS = ("name", "size", "hits", "age")
 
@@ -30,6 +30,48 @@ SORTS = ("name", "size", "hits", "age")
 def crate_key(name: str) -> str:
     """The form crate names compare in (``proc-macro2`` → ``proc_macro2``)."""
     return name.replace("-", "_")
+
+
+def known_names(store_root: str) -> list[str]:
+    """The crate names of the store's entries, sorted, read without writing anything (for
+    shell completion); [] when there is no index."""
+    import os
+    import sqlite3
+
+    from kache.store import layout
+
+    path = layout.index_path(store_root)
+    if not os.path.isfile(path):
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
+    try:
+        crates = {r[0] for r in db.execute("SELECT DISTINCT crate_name FROM entries")}
+        packages = {r[0] for r in db.execute(
+            f"SELECT DISTINCT {listing.DISPLAY_NAME_SQL} FROM entries WHERE crate_name GLOB 'build_script_*'")}
+    finally:
+        db.close()
+    # a build script completes as its package's name (why-miss and list take it)
+    names = {c for c in crates if not c.startswith(listing.BUILD_SCRIPT_PREFIX)}
+    names |= {p[:-len(listing.BUILD_SCRIPT_SUFFIX)] for p in packages if p.endswith(listing.BUILD_SCRIPT_SUFFIX)}
+    return sorted(names)
+
+
+def entries_named(store: Store, name: str) -> tuple[str, list[Any]]:
+    """(the name to show, the entries newest first) of ``name``: a crate name, or a
+    build script as ``<package> (build script)``, or a package name that no crate has
+    whose build script is cached (``-``/``_`` alike)."""
+    suffix = listing.BUILD_SCRIPT_SUFFIX
+    if not name.endswith(suffix):
+        entries = store.entries_like(name)
+        if entries:
+            return name, entries
+    package = name[:-len(suffix)] if name.endswith(suffix) else name
+    scripts = store.build_script_entries(package)
+    if scripts:  # as the package spells itself
+        return listing.display_name(scripts[0].crate_name, scripts[0].meta.get("package")), scripts
+    if name.endswith(suffix):
+        return name, []
+    return name, []
 
 
 @dataclass
@@ -47,6 +89,8 @@ class EntryInfo:
     hits: int
     compile_ms: int
     files: list[dict[str, Any]] | None = None
+    package: str | None = None
+    """A build script's package, when known (a crate's own listing and why-miss)."""
 
     @classmethod
     def from_row(cls, row: Any) -> EntryInfo:
@@ -61,9 +105,16 @@ class EntryInfo:
             "profile": self.profile, "size": self.size, "hits": self.hits, "created": iso(self.created),
             "last_used": iso(self.last_used), "compile_ms": self.compile_ms, "key": self.key,
         }
+        if self.package is not None:
+            doc["package"] = self.package
         if self.files is not None:
             doc["files"] = self.files
         return doc
+
+    @property
+    def shown(self) -> str:
+        """The name to show: a build script by its package."""
+        return listing.display_name(self.crate, self.package)
 
 
 def list_entries(store: Store | None, crate: str | None = None, sort: str = "name") -> list[EntryInfo]:
@@ -74,12 +125,19 @@ def list_entries(store: Store | None, crate: str | None = None, sort: str = "nam
         raise ValueError(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
     if store is None:
         return []
-    infos = [EntryInfo.from_row(r) for r in store.summaries(crate, order=sort)]
-    if crate is not None and infos:
-        files = {e.key: e.meta.get("files", []) for e in store.entries_like(crate)}
-        for info in infos:
-            info.files = [{"name": f.get("name"), "size": f.get("size"), "kind": f.get("kind"),
-                           "hash": f.get("hash")} for f in files.get(info.key, [])]
+    if crate is None:
+        return [EntryInfo.from_row(r) for r in store.summaries(None, order=sort)]
+    _, entries = entries_named(store, crate)
+    infos = []
+    for e in entries:  # newest first: the order of "name" within one crate
+        info = _info(e)
+        info.files = [{"name": f.get("name"), "size": f.get("size"), "kind": f.get("kind"),
+                       "hash": f.get("hash")} for f in e.meta.get("files", [])]
+        infos.append(info)
+    order: dict[str, Callable[[EntryInfo], Any]] = {"size": lambda i: -i.size, "hits": lambda i: -i.hits,
+                                                     "age": lambda i: -i.last_used}
+    if sort in order:
+        infos.sort(key=order[sort])
     return infos
 
 
@@ -138,8 +196,9 @@ def list_table(store: Store | None, sort: str = "name", now: float | None = None
     if store is None:
         return None
     when = time.time() if now is None else now
-    columns = ["crate_name", "crate_types", "profile", "size_text", "hits", _ago_sql("?1", "last_used")]  # ?1: now
-    aggregates = ["count(*)", "total(size)", "max(length(crate_name))", "max(length(crate_types))",
+    name = listing.DISPLAY_NAME_SQL  # a build script by its package
+    columns = [name, "crate_types", "profile", "size_text", "hits", _ago_sql("?1", "last_used")]  # ?1: now
+    aggregates = ["count(*)", "total(size)", f"max(length({name}))", "max(length(crate_types))",
                   "max(length(profile))", "max(length(size_text))", "length(max(hits))", "min(last_used)"]
     found: list[Any] = []  # entries, total size, widths
 
@@ -289,11 +348,19 @@ class WhyMiss:
 
 
 def _last_event(store_root: str, crate: str) -> dict[str, Any] | None:
-    want = crate_key(crate)
+    """The last event of ``crate`` (a name as ``entries_named`` shows it)."""
+    suffix = listing.BUILD_SCRIPT_SUFFIX
+    want = crate_key(crate[:-len(suffix)] if crate.endswith(suffix) else crate)
     last = None
     for ev in events.read(store_root):
         name = ev.get("crate")
-        if isinstance(name, str) and crate_key(name) == want:
+        if not isinstance(name, str):
+            continue
+        if crate.endswith(suffix):
+            package = listing.package_of(name, ev.get("package"))
+            if package is not None and crate_key(package) == want:
+                last = ev
+        elif crate_key(name) == want:
             last = ev
     return last
 
@@ -302,7 +369,8 @@ def _info(entry: Any) -> EntryInfo:
     return EntryInfo(key=entry.key, crate=entry.crate_name,
                      crate_types=[t for t in entry.crate_types.split(",") if t], target=entry.target,
                      profile=entry.profile, size=entry.size, created=entry.created,
-                     last_used=entry.last_used, hits=entry.hits, compile_ms=entry.compile_ms)
+                     last_used=entry.last_used, hits=entry.hits, compile_ms=entry.compile_ms,
+                     package=listing.package_of(entry.crate_name, entry.meta.get("package")))
 
 
 def _diff(a: dict[str, str], b: dict[str, str]) -> list[str]:
@@ -313,7 +381,7 @@ def why_miss(store: Store | None, crate: str, store_root: str | None = None) -> 
     """Compare the crate's newest entry with its nearest other entry, and say what the
     event log knows about the crate's last call. ``store`` None: no store yet."""
     root = store_root if store_root is not None else (store.root if store is not None else None)
-    entries = store.entries_like(crate) if store is not None else []
+    crate, entries = entries_named(store, crate) if store is not None else (crate, [])
     report = WhyMiss(crate=crate, entries=len(entries))
     report.last_event = _last_event(root, crate) if root is not None else None
     ev = report.last_event

@@ -8,7 +8,8 @@ log is bounded to about twice that. Readers skip lines they cannot parse.
 Fields: ``t`` (unix time), ``crate``, ``outcome`` (``local_hit``, ``miss``, ``dup``,
 ``passthrough``, ``error``), ``reason`` (why not cached / why an error), ``ms`` (wall
 time of the call), ``bytes`` (outputs restored or stored), ``saved_ms`` (compile time a
-hit avoided), ``root`` (workspace), ``key`` (first 16 hex digits).
+hit avoided), ``root`` (workspace), ``key`` (first 16 hex digits), ``package`` (a build
+script's package, cargo's CARGO_PKG_NAME: it is shown by it).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def parse(data: bytes, since: float | None = None) -> list[dict[str, Any]]:
 
 
 _NUMBERS = ("ms", "bytes", "saved_ms", "compile_ms", "status")
-_TEXTS = ("crate", "outcome", "reason", "root", "key")
+_TEXTS = ("crate", "outcome", "reason", "root", "key", "package")
 
 
 def _sane(ev: Any) -> bool:

@@ -7,6 +7,7 @@ The one place that knows these names; everything else asks here::
     store/ab/<hash>            blobs (see blobs.py)
     locks/                     flock files: per cheap key while compiling, index recovery
     events.jsonl               one line per wrapper call (events.1.jsonl: the rotated one)
+    stats-zero.json            when `kache stats --zero` last zeroed the statistics
     daemon.pid, daemon.sock, daemon.log   the daemon's lock, socket and log
     kache.log                  the wrapper's warnings (kache.log.1: the older half)
     uploads/                   the daemon's upload intents
@@ -27,7 +28,7 @@ __all__ = [
     "INDEX", "INDEX_FILES", "BLOBS", "TMP", "LOCKS", "UPLOADS", "SOCKET", "PID", "LOG", "EVENTS",
     "WARNED", "SETTINGS", "GC_CHECKED", "GC_LAST", "STATS_FOLD", "DAEMON_AUTOSTART", "DAEMON_STALLED",
     "STAMP_DIRS", "KEPT_FILES", "PURGE_PREFIX", "PUT_PREFIX", "DOCTOR_PREFIX", "CORRUPT_PREFIX", "PRIVATE_FILES",
-    "WRAPPER_LOG", "index_path", "blobs_dir", "blob_path", "tmp_dir", "tmp_path", "locks_dir", "lock_path",
+    "WRAPPER_LOG", "STATS_ZERO", "stats_zero_path", "index_path", "blobs_dir", "blob_path", "tmp_dir", "tmp_path", "locks_dir", "lock_path",
     "recovery_lock_path", "events_path", "socket_path", "pid_path", "log_path", "uploads_dir",
     "purge_dir", "put_path", "doctor_probe", "moved_aside_index", "is_moved_aside_index", "wrapper_log_path",
 ]
@@ -45,6 +46,8 @@ SOCKET = "daemon.sock"
 PID = "daemon.pid"
 LOG = "daemon.log"
 EVENTS = "events.jsonl"
+STATS_ZERO = "stats-zero.json"
+"""``{"t": <unix time>}``: ``kache stats`` counts the events from then on (kache.store.stats)."""
 WRAPPER_LOG = "kache.log"
 """The wrapper's warnings, in the store (else in the default cache dir)."""
 PRIVATE_FILES = (*INDEX_FILES, EVENTS, LOG)
@@ -140,6 +143,10 @@ def recovery_lock_path(root: str | os.PathLike[str]) -> str:
 def events_path(root: str | os.PathLike[str], n: int = 0) -> str:
     """The current event log (``n`` 0) or the rotated one (``n`` 1)."""
     return os.path.join(root, EVENTS if n == 0 else f"events.{n}.jsonl")
+
+
+def stats_zero_path(root: str | os.PathLike[str]) -> str:
+    return os.path.join(root, STATS_ZERO)
 
 
 def socket_path(root: str | os.PathLike[str]) -> str:

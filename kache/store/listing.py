@@ -18,11 +18,45 @@ import time
 
 from kache import quickjson
 
-__all__ = ["iso", "texts", "TEXT_SQL", "COLUMNS"]
+__all__ = ["iso", "texts", "TEXT_SQL", "COLUMNS", "display_name", "package_of", "BUILD_SCRIPT_SUFFIX",
+           "DISPLAY_NAME_SQL"]
 
 # The columns ``texts`` fills, in its order; ``TEXT_SQL`` reads the first four.
 COLUMNS = ("json_head", "json_mid", "json_used", "json_tail", "size_text")
 TEXT_SQL = "json_head || hits || json_mid || json_used || json_tail"
+
+
+# Build scripts are all crates named ``build_script_build`` (``build_script_<stem>``):
+# they are shown by the package they belong to (cargo's CARGO_PKG_NAME, recorded in
+# the entry's meta and in the event as ``package``; display data only, not keyed).
+BUILD_SCRIPT_PREFIX = "build_script_"
+BUILD_SCRIPT_SUFFIX = " (build script)"
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_PACKAGE_SQL = "json_extract(meta, '$.package')"
+DISPLAY_NAME_SQL = (
+    # a build script's row (and only one's: CASE) is looked up for its meta's package;
+    # every other row is read from the listing's covering index alone
+    f"(CASE WHEN crate_name GLOB '{BUILD_SCRIPT_PREFIX}*' THEN coalesce((SELECT p || '{BUILD_SCRIPT_SUFFIX}' FROM "
+    f"(SELECT {_PACKAGE_SQL} AS p FROM entries AS e2 WHERE e2.key = entries.key) WHERE typeof(p) = 'text' "
+    "AND length(p) BETWEEN 1 AND 64 AND p NOT GLOB '*[^A-Za-z0-9_-]*'), crate_name) ELSE crate_name END)")
+"""SQL for :func:`display_name` of a row of ``entries``."""
+
+
+def package_of(crate: str, package: object) -> str | None:
+    """The package of a build-script crate when ``package`` is a plausible package name
+    (a forged or damaged value is not shown); None otherwise."""
+    if (crate.startswith(BUILD_SCRIPT_PREFIX) and isinstance(package, str) and 0 < len(package) <= 64
+            and _NAME_CHARS.issuperset(package)):
+        return package
+    return None
+
+
+def display_name(crate: str, package: object) -> str:
+    """How a crate is shown: a build script as ``<package> (build script)`` when its
+    package is known (entries and events from before it was recorded keep the crate
+    name), anything else as its crate name."""
+    pkg = package_of(crate, package)
+    return crate if pkg is None else pkg + BUILD_SCRIPT_SUFFIX
 
 
 def iso(t: float | None) -> str | None:

@@ -374,6 +374,15 @@ class Store:
             (crate.replace("-", "_"),)).fetchall()
         return [Entry.from_row(r) for r in rows]
 
+    def build_script_entries(self, package: str) -> list[Entry]:
+        """Full entries of the build script of ``package`` (recorded in their meta;
+        ``-``/``_``-insensitive), newest first."""
+        rows = self.conn.db.execute(
+            f"SELECT {_ENTRY_SELECT} FROM entries WHERE crate_name GLOB 'build_script_*' "
+            "AND replace(json_extract(meta, '$.package'), '-', '_') = ? ORDER BY created DESC",
+            (package.replace("-", "_"),)).fetchall()
+        return [Entry.from_row(r) for r in rows]
+
     def blob_refs(self) -> list[tuple[str, str, int]]:
         """Every (entry key, blob hash, blob size) pair: the reference graph gc plans on."""
         cursor = self.conn.db.execute("SELECT key, hash, size FROM entry_blobs")

@@ -294,6 +294,40 @@ def test_stats_human(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert "/ws" in out
 
 
+def test_stats_zero_counts_from_then_on_and_keeps_the_entries(store: Store,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from kache.store.stats import compute, refresh_fold
+
+    now = time.time()
+    add_entry(store, "serde", blobs=[b"x" * 2048])
+    event(store.root, "local_hit", t=now - 30, saved_ms=90_000)
+    event(store.root, "miss", t=now - 20)
+    event(store.root, "passthrough", t=now - 10, reason="executable")
+    assert run_json(capsys, "stats", "--json")["calls"] == 3  # type: ignore[index]  # fold kept in tmp/
+    assert run(capsys, "stats", "--zero") == (
+        "statistics zeroed: 3 calls (1 hit, 1 miss, 1 pass-through, 0 errors, 1m30s saved) no longer counted\n"
+        "the cache keeps its 1 entry (2.0 KiB); `kache stats` counts from now on\n")
+    time.sleep(0.01)
+    event(store.root, "miss", reason="compile-failed")
+    refresh_fold(store.root)  # what a running daemon does while idle
+    for args in (["stats", "--json"], ["stats", "--json", "--since", "1d"]):
+        doc = run_json(capsys, *args)
+        assert isinstance(doc, dict)
+        assert (doc["calls"], doc["hits"], doc["misses"], doc["passthrough"], doc["entries"]) == (1, 0, 1, 0, 1)
+        assert doc["zeroed_at"] is not None and doc["miss_reasons"] == {"compile-failed": 1}
+    assert compute(store.root).saved_ms == 0
+    out = run(capsys, "stats")
+    assert out.startswith("calls since the statistics were zeroed (") and "): 1\n" in out.splitlines(True)[0]
+    assert len(store.entries()) == 1
+
+    doc = json.loads(run(capsys, "stats", "--zero", "--json"))
+    assert doc["zeroed"] == {"calls": 1, "hits": 0, "misses": 1, "passthrough": 0, "errors": 0, "time_saved_ms": 0}
+    assert doc["store"] == {"entries": 1, "logical_bytes": 2048} and doc["zeroed_at"].endswith("+00:00")
+    assert run_json(capsys, "stats", "--json")["calls"] == 0  # type: ignore[index]
+    assert main(["stats", "--zero", "--since", "1d"]) == 2
+    assert "--zero and --since do not go together" in capsys.readouterr().err
+
+
 def test_stats_bad_since_is_a_usage_error(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stats", "--since", "soon"]) == 2
     assert "expected a duration" in capsys.readouterr().err
@@ -466,3 +500,47 @@ def test_list_and_stats_on_10000_entries(store: Store, capsys: pytest.CaptureFix
     capsys.readouterr()
     with capsys.disabled():
         print(f"\n10,000 entries: list --json {t_list:.3f}s, list {t_table:.3f}s, stats --json {t_stats:.3f}s")
+
+
+# --------------------------------------------------------------------------- build scripts
+
+
+def test_build_scripts_are_listed_and_explained_by_their_package(store: Store,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    now = time.time()
+    add_entry(store, "build_script_build", package="serde", key="a" * 64, created=now - 60,
+              components={"args": "1" * 16, "source:build.rs": "2" * 16})
+    add_entry(store, "build_script_build", package="serde", key="b" * 64, created=now - 30,
+              components={"args": "1" * 16, "source:build.rs": "3" * 16})
+    add_entry(store, "build_script_build", package="proc-macro2", key="c" * 64, created=now - 20,
+              components={"args": "9" * 16})
+    add_entry(store, "build_script_build", key="d" * 64, created=now - 10)  # recorded before packages were
+    add_entry(store, "build_script_build", package="evil\x1b[2J name", key="e" * 64, created=now - 5)  # forged
+    add_entry(store, "serde", key="f" * 64, created=now - 5)
+    event(store.root, "miss", "build_script_build", t=now - 30, package="serde")
+    event(store.root, "passthrough", "serde", t=now - 1, reason="executable")
+
+    table = run(capsys, "list")
+    lines = table.splitlines()
+    assert lines[0].split()[0] == "crate"
+    shown = [line[:len("proc-macro2 (build script)")].rstrip() for line in lines[1:-1]]
+    assert shown == ["build_script_build", "build_script_build", "proc-macro2 (build script)",
+                     "serde (build script)", "serde (build script)", "serde"]
+    assert lines[-1].startswith("6 entries, ")
+
+    detail = run(capsys, "list", "serde (build script)")
+    assert detail.startswith(f"serde (build script)  lib  dev  key {'b' * 64}\n")
+    assert f"serde (build script)  lib  dev  key {'a' * 64}\n" in detail
+    [doc] = run_json(capsys, "list", "proc-macro2 (build script)", "--json")  # type: ignore[misc]
+    assert (doc["crate"], doc["package"], doc["key"]) == ("build_script_build", "proc-macro2", "c" * 64)
+
+    report = run_json(capsys, "why-miss", "serde (build script)", "--json")
+    assert isinstance(report, dict)
+    assert (report["crate"], report["entries"]) == ("serde (build script)", 2)
+    assert report["latest"]["key"] == "b" * 64 and report["nearest"]["key"] == "a" * 64
+    assert [d["label"] for d in report["differences"]] == ["source:build.rs"]
+    assert report["last_event"]["package"] == "serde"
+    # the crate name still means the crate; a package name no crate has means its build script
+    assert run_json(capsys, "why-miss", "serde", "--json")["entries"] == 1  # type: ignore[index]
+    assert run(capsys, "why-miss", "proc_macro2") == (
+        "proc-macro2 (build script) has only one entry: there is nothing to compare it with\n")

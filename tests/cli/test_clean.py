@@ -80,3 +80,49 @@ def test_clean_deletes_only_after_confirmation(tree: Path, capsys: pytest.Captur
 def test_clean_with_nothing_to_find(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["clean", str(tmp_path)]) == 0
     assert "no cargo target directories under" in capsys.readouterr().out
+
+
+def test_clean_deletes_the_directories_picked_by_number(tree: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("9\nproj\n2\n"))
+    assert main(["clean", str(tree)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].split() == ["#", "target", "dir", "size", "in", "kache", "store", "last", "used"]
+    assert lines[1].split()[:2] == ["1", str(tree / "nested" / "deep" / "proj-b" / "target")]
+    assert lines[2].split()[:2] == ["2", str(tree / "proj-a" / "target")]
+    assert lines[3:5] == ["", lines[4]] and lines[4].startswith("2 target dir(s), ")
+    ask = "Delete which? (numbers such as 1,2 or 1-2, all, none): "
+    assert lines[5:] == [
+        f"{ask}Error: 9: the list has numbers 1 to 2",
+        f"{ask}Error: 'proj' is not a number from the list; answer with numbers 1 to 2 (such as 1,2 or 1-2), all "
+        "or none",
+        ask, "deleted 1 of 1 target dir(s)"]
+    assert not (tree / "proj-a" / "target").exists()
+    assert (tree / "nested" / "deep" / "proj-b" / "target").is_dir()
+
+
+@pytest.mark.parametrize(("answer", "left"), [("none\n", 2), ("\n", 2), ("1,2\n", 0), ("all\n", 0), ("1 2\n", 0),
+                                              ("1-2\n", 0)])
+def test_clean_choice_answers(tree: Path, answer: str, left: int, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(answer))
+    assert main(["clean", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("nothing deleted\n" if left == 2 else "deleted 2 of 2 target dir(s)\n")
+    targets = [tree / "proj-a" / "target", tree / "nested" / "deep" / "proj-b" / "target"]
+    assert sum(t.exists() for t in targets) == left
+
+
+def test_clean_yes_deletes_all_and_a_named_target_dir_only_that_one(
+        tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["clean", "--yes", str(tree / "proj-a" / "target")]) == 0
+    assert capsys.readouterr().out.endswith("deleted 1 of 1 target dir(s)\n")
+    assert (tree / "nested" / "deep" / "proj-b" / "target").is_dir()
+    assert main(["clean", "-y", str(tree)]) == 0
+    assert capsys.readouterr().out.endswith("deleted 1 of 1 target dir(s)\n")
+    assert not (tree / "nested" / "deep" / "proj-b" / "target").exists()

@@ -170,3 +170,25 @@ def test_a_large_terminal_gets_the_reason_column(store_root: str, now: float, ru
         assert "store: OSError" in _column(app, 6)
 
     run(app, body, size=(160, 50))
+
+
+def test_build_scripts_are_named_after_their_package(store_root: str, now: float, run: Run,
+                                                     until: Until) -> None:
+    event(store_root, "miss", "build_script_build", t=now, package="serde", root="/ws/app")
+    event(store_root, "local_hit", "build_script_build", t=now, package="tokio", root="/ws/app")
+    event(store_root, "local_hit", "build_script_build", t=now, root="/ws/app")  # recorded before packages were
+    event(store_root, "miss", "build_script_build", t=now, package="forged name\x1b[31m", root="/ws/app")
+    app = _app(store_root, now)
+
+    async def body(pilot: Any) -> None:
+        await until(pilot, lambda: app.polls >= 1)
+        assert _column(app, 2)[:4] == ["build_script_build", "build_script_build", "tokio (build script)",
+                                       "serde (build script)"]
+        await pilot.press("3")  # crates: one row each
+        crates = _column(app, 0)
+        assert "serde (build script)" in crates and "tokio (build script)" in crates
+        assert crates.count("build_script_build") == 1
+        await pilot.press("1", "slash", *"serde", "enter")
+        assert "serde (build script)" in _column(app, 2)
+
+    run(app, body, size=(160, 50))

@@ -21,6 +21,7 @@ from kache import units
 from kache.store import events as events_mod
 from kache.store import layout
 from kache.store.events import HIT_OUTCOMES
+from kache.store.listing import display_name
 from kache.store.stats import Counts, store_totals
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Event:
 
     t: float
     crate: str
+    """As shown: a build script by its package (``serde (build script)``)."""
     outcome: str
     reason: str = ""
     ms: float | None = None
@@ -93,7 +95,7 @@ class Event:
             return None
         ms, size, root = ev.get("ms"), ev.get("bytes"), ev.get("root")
         return cls(
-            t=float(t), crate=str(ev.get("crate") or "?"), outcome=outcome,
+            t=float(t), crate=display_name(str(ev.get("crate") or "?"), ev.get("package")), outcome=outcome,
             reason=str(ev.get("reason") or ""),
             ms=float(ms) if isinstance(ms, (int, float)) else None,
             bytes=int(size) if isinstance(size, (int, float)) else None,

@@ -35,7 +35,10 @@ def _settings_and_remote() -> tuple[settings_mod.Settings, Remote]:
     s = settings_mod.load()
     for w in s.warnings:
         warn(w)
-    settings_mod.validate(s)
+    if s.caching_off or s.remote_off:  # said above; the remote they name is not safe to use
+        from kache.errors import SettingsError
+
+        raise SettingsError(s.caching_off + s.remote_off)
     remote = Remote.from_settings(s)
     if remote is None:
         raise KacheError(_no_remote_message(s))

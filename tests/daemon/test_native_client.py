@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.tty import run_in_pty
-
 from kache.doctor import FAIL, OK, WARN, check_native_client
 from kache.native import BuildError, build_client, client_info
 from tests.support.daemon import serve_lines
 from tests.support.e2e import runs_cargo
+from tests.support.tty import run_in_pty
 
 HITS_VARIABLE = "KACHE_DAEMON_HITS"
 FAKE_KACHE = f"""#!{sys.executable}

@@ -155,7 +155,7 @@ def validate(file: Path | None, strict: bool) -> None:
                          "(--strict fails on warnings)")
     said = f", with {len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
     if file is not None:
-        click.echo(f"ok: {what} is valid{said}")
+        click.echo(f"ok: {file} is valid{said}")
     else:
         click.echo(f"ok: settings are valid{said}" + (f" ({', '.join(read)})" if read else
                                                         " (no config file; defaults)"))

@@ -869,9 +869,10 @@ _MEMO_FIELDS = ("values", "sources", "files", "formats", "warnings", "caching_of
 
 
 def load_checked(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings for the wrapper: :func:`load` once per identity, then memoised, with
-    the warnings (a memo hit says them too; each is said once per build) and whether
-    caching or the remote is off. Never raises for a setting.
+    """Settings for the wrapper, the daemon and commands that only use them: :func:`load`
+    once per identity, then memoised, with the warnings (a memo hit says them too; the
+    wrapper says each once per build) and whether caching or the remote is off. Never
+    raises for a setting.
 
     The first call after a config file or a ``KACHE_*`` variable changes reads the TOML
     and pays for jsonschema (~80 ms); later calls read one small JSON file (no tomllib,

@@ -32,7 +32,7 @@ def _settings_and_remote() -> tuple[settings_mod.Settings, Remote]:
     saying how to configure one when they name none."""
     from kache.remote.s3 import Remote
 
-    s = settings_mod.load()
+    s = settings_mod.load_checked()
     for w in s.warnings:
         warn(w)
     if s.caching_off or s.remote_off:  # said above; the remote they name is not safe to use

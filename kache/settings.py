@@ -22,7 +22,22 @@ Schema annotations this module understands:
 ``x-default-text``  how to show a ``null`` default that kache computes;
 ``x-expected``      the words for a ``pattern`` a value must match;
 ``x-environment``   (top level) settings that only exist as environment variables;
-``x-secret``        never shown, logged or put in an error.
+``x-secret``        never shown, logged or put in an error;
+``x-if-invalid``    what an invalid value does, on a setting or a table (then it holds for
+                    every key below it): absent, the value is ignored and the next lower
+                    layer's valid value is used (env > user file > system file > default),
+                    with a warning; ``no-cache``, caching is off (every call runs rustc
+                    directly), because falling back could mix caches or miss an input
+                    (``cache.local_store``, ``key_salt``, ``extra_inputs``); ``no-remote``, the
+                    remote is off and local caching goes on (``cache.remote``: falling back
+                    from an invalid ``read_only`` would upload to a bucket meant read-only).
+
+Degrading per setting (:func:`load`, :func:`load_checked`): each invalid value is
+ignored with one warning naming the file or variable, the key, the value, what was
+expected and what is used instead. A config file that cannot be read or parsed turns
+caching off (it may hold a salt or extra inputs); a ``KACHE_CONFIG`` naming no file is a
+warning. :func:`validate` is the strict check (``kache config validate``): every problem,
+raised.
 """
 
 from __future__ import annotations
@@ -55,8 +70,10 @@ __all__ = [
     "lookup",
     "system_config_path",
     "user_config_path",
+    "read",
     "load",
     "load_checked",
+    "degrade",
     "validate",
     "validate_file",
     "env_flag",
@@ -318,12 +335,13 @@ class Source(Record):
 class ConfigFile(Record):
     """A config file that was looked for; ``role`` is "system" or "user"."""
 
-    __slots__ = ("role", "path", "exists", "data")
-    _defaults = {"data": dict}
+    __slots__ = ("role", "path", "exists", "data", "error")
+    _defaults = {"data": dict, "error": None}
     role: str
     path: str
     exists: bool
     data: dict[str, Any]
+    error: str | None
 
 
 class Settings(Record):
@@ -331,10 +349,17 @@ class Settings(Record):
 
     ``extras`` holds keys no schema entry knows, with where they were set (kept, not used).
     ``formats`` (from the wrapper's memo) saves reading the schema to convert values.
+    ``warnings``: one line per problem, to say once per build. ``rejected``: key → the
+    invalid values ignored for it, as ``(value, source, why, effect)``, effect one of
+    ``ignored``, ``caching is off``, ``the remote is off``. ``caching_off`` and
+    ``remote_off``: the problems that turned caching or the remote off (``x-if-invalid``);
+    empty when they are on.
     """
 
-    __slots__ = ("values", "sources", "files", "env", "schema_path", "warnings", "extras", "formats")
-    _defaults = {"schema_path": None, "warnings": list, "extras": dict, "formats": None}
+    __slots__ = ("values", "sources", "files", "env", "schema_path", "warnings", "extras", "formats",
+                 "rejected", "caching_off", "remote_off")
+    _defaults = {"schema_path": None, "warnings": list, "extras": dict, "formats": None, "rejected": dict,
+                 "caching_off": list, "remote_off": list}
     values: dict[str, Any]
     sources: dict[str, Source]
     files: list[ConfigFile]
@@ -343,6 +368,9 @@ class Settings(Record):
     warnings: list[str]
     extras: dict[str, tuple[Any, Source]]
     formats: dict[str, str] | None
+    rejected: dict[str, list[tuple[Any, Source, str, str]]]
+    caching_off: list[str]
+    remote_off: list[str]
 
     def __getitem__(self, key: str) -> Any:
         """The value as written (``"50GB"``, ``"~/cache"``); :meth:`converted` is the value for use."""
@@ -388,33 +416,38 @@ def _convert(fmt: str | None, key: str, value: Any, env: Mapping[str, str]) -> A
     return value
 
 
-def _read_file(role: str, path: str | Path, env: Mapping[str, str]) -> ConfigFile:
+def _read_file(role: str, path: str | Path, env: Mapping[str, str], strict: bool = True) -> ConfigFile:
+    """The file parsed. A file that cannot be read raises :class:`SettingsError` when
+    ``strict``; else it comes back with its ``error`` (and no data). A missing user file
+    is no error; a missing system file is (``KACHE_CONFIG`` names it)."""
     import tomllib
 
     path = str(path)
+    error: str | None = None
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        if role == "system":
-            raise SettingsError(
-                [f"cannot read config file: {path}: it does not exist (named by KACHE_CONFIG); "
-                 "point KACHE_CONFIG at an existing file or unset it"]
-            ) from None
-        return ConfigFile(role, path, exists=False)
+        if role != "system":
+            return ConfigFile(role, path, exists=False)
+        error = (f"cannot read config file: {path}: it does not exist (named by KACHE_CONFIG); "
+                 "point KACHE_CONFIG at an existing file or unset it")
+        if strict:
+            raise SettingsError([error]) from None
+        return ConfigFile(role, path, exists=False, error=error)
     except tomllib.TOMLDecodeError as e:
-        raise SettingsError(
-            [f"cannot read config file: {shown_path(path, env)}: invalid TOML: {e}"]
-        ) from None
+        error = f"cannot read config file: {shown_path(path, env)}: invalid TOML: {e}"
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise SettingsError([f"cannot read config file: {shown_path(path, env)}: {reason}"]) from None
+        error = f"cannot read config file: {shown_path(path, env)}: {reason}"
     except RecursionError:
-        raise SettingsError([f"cannot read config file: {shown_path(path, env)}: invalid TOML: "
-                             "nested too deeply"]) from None
+        error = f"cannot read config file: {shown_path(path, env)}: invalid TOML: nested too deeply"
     except ValueError as e:  # e.g. an integer of more than 4300 digits
-        raise SettingsError([f"cannot read config file: {shown_path(path, env)}: invalid TOML: "
-                             f"{_shorten(str(e))}"]) from None
+        error = f"cannot read config file: {shown_path(path, env)}: invalid TOML: {_shorten(str(e))}"
+    if error is not None:
+        if strict:
+            raise SettingsError([error])
+        return ConfigFile(role, path, exists=True, error=error)
     return ConfigFile(role, path, exists=True, data=data)
 
 
@@ -437,6 +470,20 @@ def _unknown_keys(doc: Mapping[str, Any], node: Mapping[str, Any], prefix: str) 
             yield key
         elif sub.get("type") == "object" and "properties" in sub and isinstance(value, dict):
             yield from _unknown_keys(value, sub, key)
+
+
+def unknown_key_warning(key: str, shown_file: str, schema_path: str | None = None) -> str:
+    """``unknown key `bukket` in ~/.config/kache/config.toml (cache.remote.bukket), did you
+    mean `bucket`?``: the nearest known key of the same table, when one is near."""
+    import difflib
+
+    section, _, name = key.rpartition(".")
+    node: Mapping[str, Any] = load_schema(schema_path)
+    for part in section.split(".") if section else []:
+        node = node.get("properties", {}).get(part, {})
+    near = difflib.get_close_matches(name, list(node.get("properties", {})), n=1, cutoff=0.6)
+    hint = f", did you mean `{near[0]}`?" if near else " (ignored; `kache config schema` lists the known keys)"
+    return f"unknown key `{name}` in {shown_file} ({key}){hint}"
 
 
 def _env_value(setting: Setting, raw: str) -> tuple[bool, Any]:
@@ -463,11 +510,13 @@ def _env_value(setting: Setting, raw: str) -> tuple[bool, Any]:
     return True, text
 
 
-def load(env: Mapping[str, str] | None = None, *, schema_path: str | None = None) -> Settings:
+def read(env: Mapping[str, str] | None = None, *, schema_path: str | None = None,
+         strict: bool = False) -> Settings:
     """Read the layers without jsonschema: defaults, system file, user file, environment.
 
-    Raises :class:`SettingsError` when a file cannot be read or parsed. Values are not
-    validated here; call :func:`validate` (CLI, daemon) or use :func:`load_checked`.
+    Values are not validated here (:func:`load` and :func:`load_checked` give the
+    effective ones). A file that cannot be read is kept with its ``error``, or raises
+    :class:`SettingsError` when ``strict`` (the config editor must not save over it).
     """
     env = dict(os.environ) if env is None else env
     table = settings_table(schema_path)
@@ -480,11 +529,11 @@ def load(env: Mapping[str, str] | None = None, *, schema_path: str | None = None
 
     sys_path = _system_file(env)
     if sys_path is not None:
-        files.append(_read_file("system", sys_path, env))
-    files.append(_read_file("user", _user_file(env), env))
+        files.append(_read_file("system", sys_path, env, strict))
+    files.append(_read_file("user", _user_file(env), env, strict))
 
     for f in files:
-        if not f.exists:
+        if not f.exists or f.error:
             continue
         src = Source(f.role, str(f.path))
         for s in table:
@@ -494,10 +543,7 @@ def load(env: Mapping[str, str] | None = None, *, schema_path: str | None = None
         for key in _unknown_keys(f.data, schema, ""):
             _, value = lookup(f.data, key)
             extras[key] = (value, src)
-            warnings.append(
-                f"unknown setting in {shown_path(f.path, env)}: {key} (ignored; "
-                "`kache config schema` lists the known ones)"
-            )
+            warnings.append(unknown_key_warning(key, shown_path(f.path, env), schema_path))
 
     for s in table:
         if s.env and s.env in env:
@@ -574,10 +620,8 @@ def _toml_repr(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def value_problems(
-    sub: Mapping[str, Any], key: str, value: Any, source: Source, env: Mapping[str, str]
-) -> list[str]:
-    """Validate one value against its sub-schema; return problem lines."""
+def _why(sub: Mapping[str, Any], value: Any, env: Mapping[str, str]) -> str | None:
+    """What is wrong with one value against its sub-schema (the first thing), or None."""
     from jsonschema import Draft202012Validator, FormatChecker
 
     checker = FormatChecker()
@@ -588,16 +632,166 @@ def value_problems(
     if sub.get("x-format") in ("size", "duration"):
         check_schema["format"] = sub["x-format"]
     validator = Draft202012Validator(check_schema, format_checker=checker)
-    out = []
     for error in sorted(validator.iter_errors(value), key=lambda e: e.validator):
-        out.append(_problem(source, key, value, _expected(error, sub), env))
-        break  # one line per key: the first thing that is wrong
-    if not out and sub.get("x-format") == "path" and value is not None:
+        return _expected(error, sub)  # one line per key: the first thing that is wrong
+    if sub.get("x-format") == "path" and value is not None:
         expanded = _expand(str(value), env)
         if not os.path.isabs(expanded):
-            out.append(_problem(source, key, value,
-                                "expected an absolute path (after ~ and $VAR expansion)", env))
+            return "expected an absolute path (after ~ and $VAR expansion)"
+    return None
+
+
+def value_problems(
+    sub: Mapping[str, Any], key: str, value: Any, source: Source, env: Mapping[str, str]
+) -> list[str]:
+    """Validate one value against its sub-schema; return problem lines."""
+    why = _why(sub, value, env)
+    return [] if why is None else [_problem(source, key, value, why, env)]
+
+
+_STRICTNESS = {"": 0, "no-remote": 1, "no-cache": 2}
+
+
+@cache
+def if_invalid(schema_path: str | None = None) -> dict[str, str]:
+    """Key or table → its ``x-if-invalid`` (``""``: fall back to the next layer). A table
+    inherits down to its keys; a table itself (written as a plain value, it hides every
+    key below) takes the strictest of the keys below it."""
+    out: dict[str, str] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str, inherited: str) -> str:
+        strictest = inherited
+        for name, sub in node.get("properties", {}).items():
+            key = f"{prefix}.{name}" if prefix else name
+            own = str(sub.get("x-if-invalid", inherited))
+            if sub.get("type") == "object" and "properties" in sub:
+                own = walk(sub, key, own)
+            out[key] = own
+            strictest = max(strictest, own, key=_STRICTNESS.__getitem__)
+        return strictest
+
+    walk(load_schema(schema_path), "", "")
     return out
+
+
+def _layers(settings: Settings) -> list[tuple[Source, dict[str, Any]]]:
+    """What each layer sets, lowest first: the readable files, then each variable."""
+    table = settings_table(settings.schema_path)
+    layers: list[tuple[Source, dict[str, Any]]] = []
+    for f in settings.files:
+        if f.exists and not f.error:
+            layers.append((Source(f.role, str(f.path)),
+                           {s.key: v for s in table for found, v in [lookup(f.data, s.key)] if found}))
+    for s in table:
+        if s.env and s.env in settings.env:
+            found, value = _env_value(s, settings.env[s.env])
+            if found:
+                layers.append((Source("env", s.env), {s.key: value}))
+    return layers
+
+
+def _using(setting: Setting, value: Any, source: Source, env: Mapping[str, str]) -> str:
+    """``using 3 (the default)``, ``using "drop" (from ~/.config/kache/config.toml)``."""
+    if source.kind == "default":
+        if value is None:
+            text = setting.schema.get("x-default-text")
+            return f"using {text} (the default)" if text else "leaving it unset (the default)"
+        return f"using {_toml_repr(value)} (the default)"
+    where = f"environment variable {source.where}" if source.kind == "env" else shown_path(source.where, env)
+    return f"using {_shorten(_toml_repr(value))} (from {where})"
+
+
+def _examine(raw: Settings) -> tuple[Settings, list[str]]:
+    """The effective settings of ``raw`` (each invalid value ignored, as ``x-if-invalid``
+    says) and every problem, as :func:`validate` lists them."""
+    table = settings_table(raw.schema_path)
+    policy = if_invalid(raw.schema_path)
+    env = raw.env
+    values: dict[str, Any] = {s.key: s.default for s in table}
+    sources: dict[str, Source] = {s.key: Source("default") for s in table}
+    problems: list[str] = []
+    warnings: list[str] = []
+    caching_off: list[str] = []
+    remote_off: list[str] = []
+    rejected: dict[str, list[tuple[Any, Source, str, str]]] = {}
+
+    def refuse(kind: str, problem: str) -> None:
+        if kind == "no-cache":
+            caching_off.append(problem)
+            warnings.append(f"caching is off: {problem}; every rustc call runs directly until it is fixed")
+        else:
+            remote_off.append(problem)
+            warnings.append(f"the remote is off: {problem}; local caching goes on")
+
+    for f in raw.files:
+        if f.error:
+            problems.append(f.error)
+            if f.exists:  # there, and unreadable: it may hold a salt or extra inputs
+                refuse("no-cache", f.error)
+            else:
+                warnings.append(f"{f.error} (going on without it)")
+    warnings += raw.warnings  # unknown keys
+
+    candidates: dict[str, list[tuple[int, Source, Any]]] = {}
+    for n, (src, layer) in enumerate(_layers(raw)):
+        for key, value in layer.items():
+            candidates.setdefault(key, []).append((n, src, value))
+    by_layer: list[tuple[int, int, str]] = []  # listed layer by layer, as written
+    for k, s in enumerate(table):
+        bad: list[tuple[int, Source, Any, str]] = []
+        effective = -1
+        for n, src, value in candidates.get(s.key, []):
+            why = _why(s.schema, value, env)
+            if why is None:
+                values[s.key], sources[s.key], effective = value, src, n
+            else:
+                bad.append((n, src, value, why))
+        for i, src, value, why in bad:
+            problem = _problem(src, s.key, value, why, env)
+            by_layer.append((i, k, problem))
+            effect = "ignored"
+            if i > effective and policy.get(s.key):  # it would be in effect, were it valid
+                refuse(policy[s.key], problem)
+                effect = "caching is off" if policy[s.key] == "no-cache" else "the remote is off"
+            rejected.setdefault(s.key, []).append((value, src, why, effect))
+            if effect == "ignored":
+                warnings.append(f"{problem}; {_using(s, values[s.key], sources[s.key], env)}")
+    problems += [p for _, _, p in sorted(by_layer)]
+    for f in raw.files:
+        if f.exists and not f.error:
+            for key, problem in _section_type_problems(f, raw):
+                problems.append(problem)
+                if policy.get(key):
+                    refuse(policy[key], problem)
+                else:
+                    warnings.append(f"{problem}; the keys below it are not read")
+    for e in env_settings(raw.schema_path):
+        if e.schema.get("type") == "boolean" and e.name in env:
+            text = env[e.name].strip().lower()
+            if text and text not in _TRUE | _FALSE:
+                problem = (f"invalid setting in environment variable {e.name}: {_shorten(repr(env[e.name]))}: "
+                           "expected 1/true/yes/on or 0/false/no/off")
+                problems.append(problem)
+                warnings.append(f"{problem}; using {display(e.default)} (the default)")
+    if remote_off:
+        values["cache.remote.bucket"] = None  # every user of the remote starts from the bucket
+    out = Settings(values, sources, raw.files, env, raw.schema_path, warnings, raw.extras,
+                   rejected=rejected, caching_off=caching_off, remote_off=remote_off)
+    return out, problems
+
+
+def degrade(raw: Settings) -> Settings:
+    """The effective settings of what :func:`read` read: each invalid value ignored for
+    the next lower layer's valid one (finally the default), or caching or the remote
+    turned off where the schema's ``x-if-invalid`` says; one warning per problem."""
+    return _examine(raw)[0]
+
+
+def load(env: Mapping[str, str] | None = None, *, schema_path: str | None = None) -> Settings:
+    """The effective settings (:func:`read`, then :func:`degrade`): never raises for a
+    setting; what was wrong is in ``warnings`` (CLI, daemon; the wrapper's memoised
+    form is :func:`load_checked`)."""
+    return degrade(read(env, schema_path=schema_path))
 
 
 def validate(settings: Settings) -> None:
@@ -606,50 +800,25 @@ def validate(settings: Settings) -> None:
     Each layer is checked on its own, so a problem names the file or variable it came
     from, even where a higher layer hides it: a bad system file is a bad system file.
     """
-    table = settings_table(settings.schema_path)
-    problems: list[str] = []
-    layers: list[tuple[Source, dict[str, Any]]] = []
-    for f in settings.files:
-        if f.exists:
-            src = Source(f.role, str(f.path))
-            layers.append((src, {s.key: v for s in table for found, v in [lookup(f.data, s.key)] if found}))
-    env_layer = {k: v for k, v in settings.values.items() if settings.sources[k].kind == "env"}
-    for src, layer in layers:
-        for s in table:
-            if s.key in layer:
-                problems += value_problems(s.schema, s.key, layer[s.key], src, settings.env)
-    for s in table:
-        if s.key in env_layer:
-            problems += value_problems(s.schema, s.key, env_layer[s.key], settings.sources[s.key],
-                                         settings.env)
-    for f in settings.files:
-        if f.exists:
-            problems += _section_type_problems(f, settings)
-    for e in env_settings(settings.schema_path):
-        if e.schema.get("type") == "boolean" and e.name in settings.env:
-            text = settings.env[e.name].strip().lower()
-            if text and text not in _TRUE | _FALSE:
-                problems.append(
-                    f"invalid setting in environment variable {e.name}: {settings.env[e.name]!r}: "
-                    "expected 1/true/yes/on or 0/false/no/off"
-                )
+    problems = _examine(settings)[1]
     if problems:
         raise SettingsError(problems)
 
 
-def _section_type_problems(f: ConfigFile, settings: Settings) -> list[str]:
+def _section_type_problems(f: ConfigFile, settings: Settings) -> list[tuple[str, str]]:
     """A section written as a plain value (``cache = 3``) hides every key below it."""
     out = []
     for key, _sub in sections(settings.schema_path):
         found, value = lookup(f.data, key)
         if found and not isinstance(value, dict):
-            out.append(_problem(Source(f.role, str(f.path)), key, value, "expected a table", settings.env))
+            out.append((key, _problem(Source(f.role, str(f.path)), key, value, "expected a table", settings.env)))
     return out
 
 
 def validate_file(path: Path, env: Mapping[str, str] | None = None,
                   schema_path: str | None = None) -> list[str]:
-    """Problems of one file alone (``kache config validate FILE``); warnings included."""
+    """Problems of one file alone (``kache config validate FILE``): raises
+    :class:`SettingsError` for invalid values; returns the warnings (unknown keys)."""
     env = dict(os.environ) if env is None else env
     f = _read_file("user", path, env)
     if not f.exists:
@@ -663,10 +832,8 @@ def validate_file(path: Path, env: Mapping[str, str] | None = None,
             values[s.key], sources[s.key] = value, Source("user", str(path))
     settings = Settings(values, sources, [f], {k: v for k, v in env.items() if k == "HOME"}, schema_path)
     validate(settings)
-    return [
-        f"unknown setting in {shown_path(path, env)}: {key} (ignored; `kache config schema` lists the known ones)"
-        for key in _unknown_keys(f.data, load_schema(schema_path), "")
-    ]
+    return [unknown_key_warning(key, shown_path(path, env), schema_path)
+            for key in _unknown_keys(f.data, load_schema(schema_path), "")]
 
 
 # --------------------------------------------------------------------------- wrapper path
@@ -698,8 +865,14 @@ def _memo_check(body: dict[str, Any]) -> str:
     return blake3(quickjson.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+_MEMO_FIELDS = ("values", "sources", "files", "formats", "warnings", "caching_off", "remote_off")
+
+
 def load_checked(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings for the wrapper: read and validated once per identity, then memoised.
+    """Settings for the wrapper, the daemon and commands that only use them: :func:`load`
+    once per identity, then memoised, with the warnings (a memo hit says them too; the
+    wrapper says each once per build) and whether caching or the remote is off. Never
+    raises for a setting.
 
     The first call after a config file or a ``KACHE_*`` variable changes reads the TOML
     and pays for jsonschema (~80 ms); later calls read one small JSON file (no tomllib,
@@ -713,17 +886,17 @@ def load_checked(env: Mapping[str, str] | None = None) -> Settings:
     try:
         with open(memo, encoding="utf-8") as f:
             data = quickjson.loads(f.read())
-        body = {k: data[k] for k in ("values", "sources", "files", "formats")}
+        body = {k: data[k] for k in _MEMO_FIELDS}
         if data.get("check") != _memo_check(body):
             raise ValueError("not a memo kache wrote")  # damaged or written by something else
         return Settings(
             body["values"], {k: Source(*v) for k, v in body["sources"].items()},
             [ConfigFile(role, path, exists) for role, path, exists in body["files"]], env,
-            formats=dict(body["formats"]))
+            formats=dict(body["formats"]), warnings=list(body["warnings"]),
+            caching_off=list(body["caching_off"]), remote_off=list(body["remote_off"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         pass
     settings = load(env)
-    validate(settings)
     try:
         # Often the first thing to create the default cache dir (and so the store in it):
         # every directory it makes is owner-only, whatever the umask.
@@ -738,7 +911,9 @@ def load_checked(env: Mapping[str, str] | None = None) -> Settings:
             body = {"values": settings.values,
                     "sources": {k: [v.kind, v.where] for k, v in settings.sources.items()},
                     "files": [[c.role, c.path, c.exists] for c in settings.files],
-                    "formats": {s.key: s.format for s in settings_table() if s.format}}
+                    "formats": {s.key: s.format for s in settings_table() if s.format},
+                    "warnings": settings.warnings, "caching_off": settings.caching_off,
+                    "remote_off": settings.remote_off}
             f.write(quickjson.dumps({**body, "check": _memo_check(quickjson.loads(quickjson.dumps(body)))}))
         os.replace(tmp, memo)
     except OSError:

@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"remote"},  # S3 and archives
     {"store"},  # the local store: index, blobs, events, stats, gc
     {"settings", "paths", "selfexec", "command_names"},
-    {"units", "quickjson", "_record", "errors", "__init__", "store.layout"},  # __init__: `from kache import __version__`
+    {"units", "quickjson", "_record", "errors", "__init__", "store.layout", "loglevel"},  # __init__: `from kache import __version__`
 ]
 
 ONLY: dict[str, set[str]] = {

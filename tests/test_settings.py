@@ -73,12 +73,17 @@ def test_kache_config_with_tilde_and_variables_is_expanded(clean_env: Path) -> N
     assert s["cache.s3_concurrency"] == 3
 
 
-def test_missing_system_file_is_an_error_naming_the_variable(clean_env: Path) -> None:
+def test_missing_system_file_is_a_warning_naming_the_variable(clean_env: Path) -> None:
+    """Was: an error for the whole configuration. Now the missing file is left out with a
+    warning (it holds nothing to fall back from), and validate still reports it."""
+    problem = ("cannot read config file: /nonexistent/kache.toml: it does not exist (named by KACHE_CONFIG); "
+               "point KACHE_CONFIG at an existing file or unset it")
+    s = S.load(env_with(clean_env, KACHE_CONFIG="/nonexistent/kache.toml"))
+    assert s.warnings == [f"{problem} (going on without it)"]
+    assert s.caching_off == [] and s["cache.compression_level"] == 3
     with pytest.raises(SettingsError) as e:
-        S.load(env_with(clean_env, KACHE_CONFIG="/nonexistent/kache.toml"))
-    assert e.value.problems == [
-        "cannot read config file: /nonexistent/kache.toml: it does not exist (named by KACHE_CONFIG); "
-        "point KACHE_CONFIG at an existing file or unset it"]
+        S.validate(s)
+    assert e.value.problems == [problem]
 
 
 def test_missing_user_file_means_defaults(clean_env: Path) -> None:
@@ -86,12 +91,17 @@ def test_missing_user_file_means_defaults(clean_env: Path) -> None:
     assert [(f.role, f.exists) for f in s.files] == [("user", False)]
 
 
-def test_invalid_toml_names_file_line_and_column(clean_env: Path, user_config: Path) -> None:
+def test_invalid_toml_names_file_line_and_column_and_turns_caching_off(clean_env: Path, user_config: Path) -> None:
+    """A file that does not parse may hold a salt or extra inputs: caching is off (not the
+    file ignored), and the strict reader (the config editor) refuses it."""
     user_config.write_text("[cache\ncompression_level = 3\n")
     with pytest.raises(SettingsError) as e:
-        S.load(env_with(clean_env))
+        S.read(env_with(clean_env), strict=True)
     assert e.value.problems[0].startswith("cannot read config file: ~/.config/kache/config.toml: invalid TOML: ")
     assert "line 1" in e.value.problems[0]
+    s = S.load(env_with(clean_env))
+    assert s.caching_off == e.value.problems
+    assert s.warnings == [f"caching is off: {e.value.problems[0]}; every rustc call runs directly until it is fixed"]
 
 
 @pytest.mark.parametrize(
@@ -227,12 +237,15 @@ def test_xdg_dirs_are_respected_and_relative_ones_ignored(clean_env: Path) -> No
 
 
 def test_unknown_keys_warn_and_are_kept(clean_env: Path, user_config: Path) -> None:
-    user_config.write_text("[cache]\nfuture_knob = 1\n[cache.remote]\nretries = 3\n[cc]\nflags = []\n")
+    user_config.write_text("[cache]\nfuture_knob = 1\n[cache.remote]\nretries = 3\nbukket = \"b\"\n[cc]\nflags = []\n")
     s = S.load(env_with(clean_env))
     S.validate(s)  # unknown keys are not errors
+    where = "~/.config/kache/config.toml"
     assert s.warnings == [
-        f"unknown setting in ~/.config/kache/config.toml: {k} (ignored; `kache config schema` lists the known ones)"
-        for k in ("cache.future_knob", "cache.remote.retries", "cc")
+        f"unknown key `future_knob` in {where} (cache.future_knob) (ignored; `kache config schema` lists the known keys)",
+        f"unknown key `retries` in {where} (cache.remote.retries) (ignored; `kache config schema` lists the known keys)",
+        f"unknown key `bukket` in {where} (cache.remote.bukket), did you mean `bucket`?",
+        f"unknown key `cc` in {where} (cc) (ignored; `kache config schema` lists the known keys)",
     ]
     assert s.extras["cache.remote.retries"][0] == 3
 
@@ -245,13 +258,16 @@ def test_validate_file_checks_one_file_alone(tmp_path: Path, clean_env: Path) ->
     assert e.value.problems == [f"invalid setting in {f}: cache.compression_level = 99: must be between 1 and 22"]
     f.write_text("[cache]\ncompression_level = 9\nextra = 1\n")
     assert S.validate_file(f, env_with(clean_env)) == [
-        f"unknown setting in {f}: cache.extra (ignored; `kache config schema` lists the known ones)"]
+        f"unknown key `extra` in {f} (cache.extra) (ignored; `kache config schema` lists the known keys)"]
 
 
-def test_load_checked_validates_once_per_identity(clean_env: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_checked_reads_once_per_identity_and_remembers_the_warnings(
+        clean_env: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: an invalid value raised. Now the memo keeps the degraded values and the
+    warnings, so a memo hit warns too."""
     calls = []
-    real = S.validate
-    monkeypatch.setattr(S, "validate", lambda s: (calls.append(1), real(s)))
+    real = S.load
+    monkeypatch.setattr(S, "load", lambda env=None, **kw: (calls.append(1), real(env, **kw))[1])
     user_config.write_text("[cache]\ncompression_level = 4\n")
     env = env_with(clean_env)
     S.load_checked(env)
@@ -259,10 +275,20 @@ def test_load_checked_validates_once_per_identity(clean_env: Path, user_config: 
     assert len(calls) == 1
     S.load_checked({**env, "KACHE_S3_CONCURRENCY": "3"})
     assert len(calls) == 2
-    user_config.write_text("[cache]\ncompression_level = 99\n")
+    user_config.write_text("[cache]\ncompression_level = 99\n[cache.remote]\nbucket = \"b-c\"\nread_only = 2\n")
     os.utime(user_config, ns=(1, 1))  # a new identity even within the mtime granularity
-    with pytest.raises(SettingsError):
-        S.load_checked(env)
+    first = S.load_checked(env)
+    again = S.load_checked(env)
+    assert len(calls) == 3
+    for s in (first, again):
+        assert s["cache.compression_level"] == 3
+        assert s["cache.remote.bucket"] is None
+        assert s.warnings == [
+            "invalid setting in ~/.config/kache/config.toml: cache.compression_level = 99: must be between 1 "
+            "and 22; using 3 (the default)",
+            "the remote is off: invalid setting in ~/.config/kache/config.toml: cache.remote.read_only = 2: "
+            "expected true or false; local caching goes on"]
+        assert s.remote_off and not s.caching_off
 
 
 def test_credentials_in_a_url_are_never_shown() -> None:

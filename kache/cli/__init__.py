@@ -3,11 +3,14 @@
 Each command parses its flags, calls one library function and hands the result to
 ``kache.cli.output``. A command's module loads only when that command runs, and heavy
 libraries (boto3, textual) only inside command bodies, so every command starts fast.
+``KACHE_LOG`` (``kache=debug``, ...) sends the ``kache`` logger to stderr; unset, nothing
+is added (``logging`` is not even imported).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -61,8 +64,46 @@ def root(ctx: click.Context) -> None:
         ctx.invoke(monitor)
 
 
+def _log_to_stderr() -> Any:
+    """With ``KACHE_LOG`` set, a stderr handler on the ``kache`` logger at its level
+    (credentials scrubbed, as in the daemon's log); the logger, or None when unset."""
+    import os
+
+    text = os.environ.get("KACHE_LOG", "").strip()
+    if not text:
+        return None
+    import logging
+
+    from kache import loglevel
+    from kache.daemon.logs import Redact, secret_values
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("kache: %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(Redact(secret_values(os.environ)))
+    handler.kache_cli = True  # type: ignore[attr-defined]  # the daemon in the foreground replaces it
+    logger = logging.getLogger("kache")
+    logger.addHandler(handler)
+    logger.setLevel(loglevel.level(text))
+    logger.propagate = False
+    return logging.getLogger("kache.cli")
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Expected failures are one clean line, no traceback."""
+    log = _log_to_stderr()
+    if log is None:
+        return _main(args)
+    import time
+
+    started = time.monotonic()
+    shown = " ".join(sys.argv[1:] if args is None else args)
+    log.debug("kache %s: running `kache %s`", __version__, shown)
+    status = _main(args)
+    log.debug("`kache %s` ended with status %s in %.0f ms", shown, status, (time.monotonic() - started) * 1000)
+    return status
+
+
+def _main(args: list[str] | None) -> int:
     try:
         result = root.main(args=args, prog_name="kache", standalone_mode=False)
     except click.exceptions.Abort:

@@ -28,7 +28,7 @@ __all__ = ["COMMANDS"]
 
 
 def _settings() -> settings_mod.Settings:
-    s = settings_mod.load()
+    s = settings_mod.load_checked()
     for w in s.warnings:
         warn(w)
     return s

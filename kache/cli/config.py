@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
 from kache import settings as settings_mod
 from kache.cli.output import echo_json, echo_table, warn
-from kache.errors import SettingsError
+from kache.errors import KacheError
 
 __all__ = ["COMMANDS"]
 
@@ -35,11 +36,32 @@ def config(ctx: click.Context) -> None:
         run_editor()
 
 
-def _load_or_fail() -> settings_mod.Settings:
+def _load() -> settings_mod.Settings:
+    """The effective settings, each problem said as a warning (never an error: ``show``
+    shows what a build would use)."""
     s = settings_mod.load()
     for w in s.warnings:
         warn(w)
     return s
+
+
+def _shown(value: Any) -> Any:
+    return settings_mod.mask_url_credentials(value) if isinstance(value, str) else value
+
+
+def _where(src: settings_mod.Source, env: Any) -> str:
+    if src.kind == "env":
+        return f"env {src.where}"
+    return f"{src.kind} file {settings_mod.shown_path(src.where, env)}"
+
+
+def _notes(s: settings_mod.Settings, key: str) -> list[str]:
+    """What was wrong with ``key``: each invalid value, its problem, what it did."""
+    notes = [f"{_where(src, s.env)}: {settings_mod.display(_shown(value))} is invalid, {why}; {effect}"
+             for value, src, why, effect in s.rejected.get(key, [])]
+    if key == "cache.remote.bucket" and s.remote_off and not s.rejected.get(key):
+        notes.append("the remote is off (an invalid cache.remote setting, warned above)")
+    return notes
 
 
 @config.command()
@@ -47,38 +69,49 @@ def _load_or_fail() -> settings_mod.Settings:
 def show(as_json: bool) -> None:
     """Show every effective setting and where its value came from.
 
-    Sources are: default, system file (KACHE_CONFIG), user file, env.
+    Sources are: default, system file (KACHE_CONFIG), user file, env. An invalid value
+    is shown beside the value used instead (a lower layer's, or the default), or as
+    having turned caching or the remote off.
 
     \b
     Example:
       kache config show --json
     """
-    s = _load_or_fail()
-    try:
-        settings_mod.validate(s)
-    except SettingsError as err:
-        for line in err.problems:
-            warn(line)
+    s = _load()
     env_only = settings_mod.env_settings()
     if as_json:
+        settings_doc: dict[str, Any] = {}
+        for key in s.values:
+            item: dict[str, Any] = {"value": _shown(s.values[key]), "source": s.sources[key].kind,
+                                    **({"where": s.sources[key].where} if s.sources[key].where else {})}
+            if s.rejected.get(key):
+                item["invalid"] = [{"value": _shown(value), "source": src.kind, "where": src.where,
+                                    "problem": why, "effect": effect}
+                                   for value, src, why, effect in s.rejected[key]]
+            settings_doc[key] = item
         echo_json({
-            "settings": {
-                key: {"value": settings_mod.mask_url_credentials(s.values[key]) if isinstance(s.values[key], str)
-                      else s.values[key], "source": s.sources[key].kind,
-                      **({"where": s.sources[key].where} if s.sources[key].where else {})}
-                for key in s.values
-            },
+            "settings": settings_doc,
+            "caching": "off" if s.caching_off else "on",
+            "remote": "off" if s.remote_off else "on" if s.values["cache.remote.bucket"] else "none",
+            "problems": s.caching_off + s.remote_off,
+            "warnings": s.warnings,
             "environment": {
                 e.name: ({"set": e.name in s.env} if e.secret
                          else {"value": s.env.get(e.name, e.default), "set": e.name in s.env})
                 for e in env_only
             },
-            "files": [{"role": f.role, "path": str(f.path), "exists": f.exists} for f in s.files],
+            "files": [{"role": f.role, "path": str(f.path), "exists": f.exists,
+                       **({"error": f.error} if f.error else {})} for f in s.files],
         })
         return
-    rows = [[key, settings_mod.setting(key).default_text if s.values[key] is None else settings_mod.display(s.values[key]),
-             str(s.sources[key])] for key in s.values]
+    rows = []
+    for key in s.values:
+        value = settings_mod.setting(key).default_text if s.values[key] is None else settings_mod.display(s.values[key])
+        notes = _notes(s, key)
+        rows.append([key, value, str(s.sources[key]) + "".join(f" (but {n})" for n in notes)])
     echo_table(["setting", "value", "source"], rows)
+    if s.caching_off:
+        click.echo("\ncaching is off: every rustc call runs directly until the problem above is fixed")
     click.echo()
     env_rows = []
     for e in env_only:
@@ -92,24 +125,40 @@ def show(as_json: bool) -> None:
 
 @config.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def validate(file: Path | None) -> None:
+@click.option("--strict", is_flag=True, help="Fail on warnings too (unknown keys).")
+def validate(file: Path | None, strict: bool) -> None:
     """Check the settings (or one FILE) against the schema.
 
-    Without FILE, checks the system file, the user file and the KACHE_* variables.
+    Without FILE, checks the system file, the user file and the KACHE_* variables. An
+    invalid value fails (exit 1); an unknown key is a warning (exit 0), a failure with
+    --strict.
 
     \b
     Example:
       kache config validate ~/.config/kache/config.toml
+      kache config validate --strict
     """
     if file is not None:
-        for w in settings_mod.validate_file(file):
-            warn(w)
-        click.echo(f"ok: {file} is valid")
-        return
-    s = _load_or_fail()
-    settings_mod.validate(s)
-    read = [str(f.path) for f in s.files if f.exists]
-    click.echo("ok: settings are valid" + (f" ({', '.join(read)})" if read else " (no config file; defaults)"))
+        warnings = settings_mod.validate_file(file)
+        what = settings_mod.shown_path(file, os.environ)
+    else:
+        raw = settings_mod.read()
+        warnings = raw.warnings
+        read = [settings_mod.shown_path(f.path, raw.env) for f in raw.files if f.exists]
+        what = "settings"
+    for w in warnings:
+        warn(w)
+    if file is None:
+        settings_mod.validate(raw)
+    if warnings and strict:
+        raise KacheError(f"{what}: {len(warnings)} warning{'s' if len(warnings) != 1 else ''} "
+                         "(--strict fails on warnings)")
+    said = f", with {len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
+    if file is not None:
+        click.echo(f"ok: {file} is valid{said}")
+    else:
+        click.echo(f"ok: settings are valid{said}" + (f" ({', '.join(read)})" if read else
+                                                        " (no config file; defaults)"))
 
 
 def _writable(path: Path) -> bool:

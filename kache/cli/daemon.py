@@ -20,11 +20,15 @@ __all__ = ["COMMANDS"]
 
 
 def _settings(*, check: bool = False) -> settings_mod.Settings:
-    s = settings_mod.load()
-    if check:
-        settings_mod.validate(s)
+    """The effective settings, their warnings said; ``check``: refuse when caching is off
+    (a daemon for a store the settings do not safely name)."""
+    s = settings_mod.load_checked()
     for w in s.warnings:
         warn(w)
+    if check and s.caching_off:
+        from kache.errors import SettingsError
+
+        raise SettingsError(s.caching_off)
     return s
 
 

@@ -32,10 +32,13 @@ def _settings_and_remote() -> tuple[settings_mod.Settings, Remote]:
     saying how to configure one when they name none."""
     from kache.remote.s3 import Remote
 
-    s = settings_mod.load()
+    s = settings_mod.load_checked()
     for w in s.warnings:
         warn(w)
-    settings_mod.validate(s)
+    if s.caching_off or s.remote_off:  # said above; the remote they name is not safe to use
+        from kache.errors import SettingsError
+
+        raise SettingsError(s.caching_off + s.remote_off)
     remote = Remote.from_settings(s)
     if remote is None:
         raise KacheError(_no_remote_message(s))

@@ -31,7 +31,7 @@ def run_monitor(since: str | None) -> None:
         except units.UnitError as e:
             raise click.BadParameter(str(e), param_hint="--since") from None
     _require_terminal("kache monitor", "for numbers in a script, use `kache stats --json`")
-    s = settings_mod.load()
+    s = settings_mod.load_checked()
     try:
         max_size = s.converted("cache.local_max_size")
     except SettingsError:

@@ -115,11 +115,14 @@ class Hits:
 
             try:
                 settings = load_checked(env)
+                if settings.warnings or settings.caching_off:
+                    # The wrapper says them, once per build, where the build's terminal is.
+                    return {"ok": True, "hit": False, "why": "invalid settings"}
                 if not settings["cache.daemon_hits"]:
                     return {"ok": True, "hit": False, "why": "daemon hits are off"}
                 store = settings.converted("cache.local_store")  # absolute (the schema's check), normalised
             except SettingsError:
-                return {"ok": True, "hit": False, "why": "invalid settings"}  # the wrapper reports them
+                return {"ok": True, "hit": False, "why": "invalid settings"}
         if store != self.root:
             return {"ok": True, "hit": False, "why": "another store"}
         if conn is not None and peer_gone(conn):

@@ -2,7 +2,8 @@
 
 Logging goes to ``<store>/daemon.log`` (rotated at 4 MiB, two old files kept) and, in
 the foreground, to stderr. The level comes from ``KACHE_LOG`` (``kache=debug``,
-``info``, ``warn``, ``error``); the daemon logs at ``info`` when it is unset. Values of
+``info``, ``warn``, ``error``; :mod:`kache.loglevel`); unset, ``info``, the schema's
+default. Values of
 credential variables (the daemon's own, and those builds send) are replaced by
 ``[redacted]`` in every line.
 """
@@ -23,21 +24,11 @@ REDACTED = "[redacted]"
 
 
 def log_level(text: str | None) -> int:
-    """The level of the ``kache`` logger from ``KACHE_LOG`` (``kache=debug``, ``info``, ...).
+    """The level of the ``kache`` logger from ``KACHE_LOG`` (:func:`kache.loglevel.level`,
+    the one reader of its syntax shared with the wrapper and the CLI)."""
+    from kache import loglevel
 
-    A ``kache=<level>`` directive wins over a bare level; anything unreadable is ``info``.
-    """
-    levels = {"error": logging.ERROR, "warn": logging.WARNING, "warning": logging.WARNING,
-              "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG, "off": logging.CRITICAL + 10}
-    bare = named = None
-    for part in (text or "").split(","):
-        name, eq, value = part.strip().partition("=")
-        if eq:
-            if name.strip() == "kache" or name.strip().startswith(("kache.", "kache::")):
-                named = levels.get(value.strip().lower(), named)
-        elif name:
-            bare = levels.get(name.lower(), bare)
-    return named if named is not None else bare if bare is not None else logging.INFO
+    return loglevel.level(text)
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -113,6 +104,9 @@ class DaemonLog:
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
         handlers: list[logging.Handler] = [PrivateRotatingFileHandler(
             self.path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")]
+        for h in list(logger.handlers):  # the CLI's KACHE_LOG handler: the daemon's own replaces it
+            if getattr(h, "kache_cli", False):
+                logger.removeHandler(h)
         if foreground and not _stderr_is(self.path):
             handlers.append(logging.StreamHandler(sys.stderr))
         for h in handlers:

@@ -174,7 +174,7 @@ def _compile(c: PreparedCall, plan: Plan, started: float, settings: Settings, re
     if outcome.startswith("skip:"):
         c.event("miss", started, reason=outcome[5:], compile_ms=compile_ms)
         return 0
-    c.event(outcome, started, bytes=size, compile_ms=compile_ms)
+    c.event(outcome, started, bytes=size, compile_ms=compile_ms, key=c.stored_key[:16] if c.stored_key else None)
     if use_remote and c.stored_key:
         try:
             remote.queue_upload(c, c.stored_key, settings)

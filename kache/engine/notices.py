@@ -3,8 +3,9 @@
 Replayed messages go where rustc would have written them (cargo keeps them with the
 unit). Warnings go to the terminal and to ``kache.log`` in the store, never on rustc's
 stderr (cargo would keep them with the unit and replay them on every later build), and
-each is said once in ten minutes. Standard library only (blake3 when a warning is said):
-the daemon-hit path imports this.
+each is said once per build (per cargo process). ``KACHE_LOG=kache=debug`` adds one
+line per call to ``kache.log`` (:func:`log_line`). Standard library only (blake3 when a
+warning is said): the daemon-hit path imports this.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from kache.store import layout
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["warn_once", "write_replay"]
+__all__ = ["warn_once", "write_replay", "log_level", "log_line", "build_identity"]
 
 WARN_INTERVAL_SECS = 600.0
+"""How long a warning stays said for a caller with no build to tell apart (no parent, or
+no start time of it to read): then by time."""
+STAMP_MAX_AGE_SECS = 86400.0
+"""Stamps older than this are removed whenever a warning is said."""
 
 
 def write_replay(stdout: str, stderr: str) -> None:
@@ -40,13 +45,15 @@ LOG_MAX_BYTES = 1 << 20
 
 def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str = "; running rustc directly",
               store: str | None = None) -> None:
-    """Say ``kache: warning: …`` unless the same warning was said in the last 10 minutes.
+    """Say ``kache: warning: …`` once per build: unless this build said it already.
 
     Never on rustc's stderr: cargo keeps what a unit printed and replays it on every later
     build that finds the unit fresh, so a warning said there would outlive its cause. It
     goes to the terminal (``/dev/tty``, when the build has one) and to ``kache.log`` in
     the store (``store``, else the default cache dir). cargo runs hundreds of rustc calls
-    per build; a broken config should say so once per build, not once per crate. The
+    per build; a problem should be said once per build, not once per crate, and again in
+    the next build while it lasts. The build is the parent process (cargo) with its start
+    time (:func:`build_identity`); without one, once in :data:`WARN_INTERVAL_SECS`. The
     memory of what was said lives in the default cache dir (the configured one may be
     what is broken).
     """
@@ -55,14 +62,17 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
     from kache.settings import default_cache_dir
 
     env = os.environ if env is None else env
-    digest = blake3(message.encode()).hexdigest()[:24]
+    digest = blake3(message.encode("utf-8", "surrogateescape")).hexdigest()[:24]
     default = default_cache_dir(env)
-    stamp = os.path.join(layout.tmp_path(default, layout.WARNED), digest)
-    if not _claim(stamp):
+    build = build_identity()
+    name = digest if build is None else f"{digest}.{build}"
+    stamp = os.path.join(layout.tmp_path(default, layout.WARNED), name)
+    if not _claim(stamp, by_time=build is None or "-" not in build):
         return
     line = f"kache: warning: {message}{suffix}\n"
-    if not (store and _log(store, line)):
-        _log(default, line)
+    if log_level(env) <= 30:  # KACHE_LOG=kache=error (or off) keeps warnings out of the log
+        if not (store and _log(store, line)):
+            _log(default, line)
     try:
         fd = os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY)
     except OSError:
@@ -73,6 +83,49 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
         pass
     finally:
         os.close(fd)
+
+
+def build_identity() -> str | None:
+    """The build this call belongs to: ``<ppid>-<start time>`` of the parent (cargo; a
+    native client execs kache, so its parent is cargo too), from ``/proc``; ``<ppid>``
+    where there is no ``/proc``; None with no parent (orphaned, the daemon)."""
+    ppid = os.getppid()
+    if ppid <= 1:
+        return None
+    try:
+        with open(f"/proc/{ppid}/stat", "rb") as f:
+            stat = f.read()
+        # after "(comm)": state is field 3; starttime is field 22
+        return f"{ppid}-{int(stat.rpartition(b')')[2].split()[19])}"
+    except (OSError, ValueError, IndexError):
+        return str(ppid)
+
+
+_level: list[int] = []
+
+
+def log_level(env: Mapping[str, str] | None = None) -> int:
+    """This process's ``KACHE_LOG`` level (read once; :mod:`kache.loglevel`)."""
+    if env is not None and env is not os.environ:
+        from kache import loglevel
+
+        return loglevel.level(env.get("KACHE_LOG"))
+    if not _level:
+        from kache import loglevel
+
+        _level.append(loglevel.level(os.environ.get("KACHE_LOG")))
+    return _level[0]
+
+
+def log_line(store: str | None, level: str, text: str) -> None:
+    """Append ``<time> <level> kache.wrapper[<pid>]: <text>`` to ``kache.log`` in
+    ``store`` (else the default cache dir). Never raises; callers check
+    :func:`log_level` first."""
+    from kache.settings import default_cache_dir
+
+    line = f"{level} kache.wrapper[{os.getpid()}]: {text}\n"
+    if not (store and _log(store, line)):
+        _log(default_cache_dir(os.environ), line)
 
 
 def _log(directory: str, line: str) -> bool:
@@ -101,13 +154,18 @@ def _log(directory: str, line: str) -> bool:
     return True
 
 
-def _claim(stamp: str) -> bool:
-    """Atomically claim the right to print (parallel rustc calls race for it)."""
+def _claim(stamp: str, by_time: bool) -> bool:
+    """Atomically claim the right to print (parallel rustc calls race for it). A stamp of
+    a known build is never claimed twice; one kept ``by_time`` again after the interval.
+    Claiming removes stamps of long-gone builds."""
     for _ in range(2):
         try:
             os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            _sweep(os.path.dirname(stamp))
             return True
         except FileExistsError:
+            if not by_time:
+                return False
             try:
                 if time.time() - os.stat(stamp).st_mtime < WARN_INTERVAL_SECS:
                     return False
@@ -123,3 +181,18 @@ def _claim(stamp: str) -> bool:
             finally:
                 os.umask(old)
     return False
+
+
+def _sweep(directory: str) -> None:
+    """Remove stamps older than :data:`STAMP_MAX_AGE_SECS` (only when a warning is said)."""
+    limit = time.time() - STAMP_MAX_AGE_SECS
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                try:
+                    if entry.stat().st_mtime < limit:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
+    except OSError:
+        pass

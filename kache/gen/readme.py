@@ -27,13 +27,15 @@ def config_table(schema_path: str | None = None) -> str:
         "| Variable | Config key | Default | Description |",
         "|---|---|---|---|",
     ]
+    if_invalid = settings_mod.if_invalid(schema_path)
+    said = {"no-cache": " Invalid: caching is off.", "no-remote": " Invalid: the remote is off."}
     for s in settings_mod.settings_table(schema_path):
         limits = []
         if "minimum" in s.schema and "maximum" in s.schema:
             limits.append(f"{s.schema['minimum']}–{s.schema['maximum']}")
         if "enum" in s.schema:
             limits.append("one of " + ", ".join(f"`{v}`" for v in s.schema["enum"]))
-        desc = s.description + (f" ({'; '.join(limits)})" if limits else "")
+        desc = s.description + (f" ({'; '.join(limits)})" if limits else "") + said.get(if_invalid[s.key], "")
         lines.append(
             f"| {_code(s.env or '')} | `{s.key}` | {_cell(_code(s.default_text))} | {_cell(desc)} |"
         )

@@ -345,7 +345,11 @@ fn fall_back(args: &[OsString], asked: bool) -> ! {
         kache.env(HITS_VARIABLE, "0");
     }
     let error = kache.exec();
-    let _ = writeln!(std::io::stderr(), "kache: warning: cannot run {KACHE}: {error}; running rustc directly");
+    // To the terminal, never rustc's stderr: cargo would keep the line with the unit and
+    // replay it on every later build.
+    if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
+        let _ = writeln!(tty, "kache: warning: cannot run {KACHE}: {error}; running rustc directly");
+    }
     if let Some(compiler) = args.first() {
         let error = Command::new(compiler).args(&args[1..]).exec();
         let _ = writeln!(std::io::stderr(), "kache: error: cannot run {}: {error}", compiler.to_string_lossy());

@@ -41,7 +41,13 @@ def path(root: str, n: int = 0) -> str:
 _path = path  # inside this module, where locals are called `path`
 
 
+last: dict[str, Any] | None = None
+"""The event this process appended last (the wrapper's ``KACHE_LOG=kache=debug`` line)."""
+
+
 def append(root: str, event: dict[str, Any]) -> None:
+    global last
+    last = event
     line = (quickjson.dumps(event, default=str) + "\n").encode()
     if len(line) > 4000:
         event = {k: v for k, v in event.items() if k in ("t", "crate", "outcome", "ms", "bytes")}

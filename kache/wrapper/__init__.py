@@ -5,8 +5,10 @@ hit (:mod:`kache.wrapper.daemon_hit`), else hands the call to the engine
 (:func:`kache.engine.handle.handle`, which reaches the remote through the daemon,
 :mod:`kache.wrapper.daemon_remote`), and replaces itself with the real compiler whenever
 the engine says so. It never lets kache break a build: any problem with kache itself,
-its settings or its store ends in running the real compiler exactly as cargo asked,
-after at most one warning (:func:`kache.engine.notices.warn_once`). Once the real
+its store ends in running the real compiler exactly as cargo asked, after at most one
+warning per build (:func:`kache.engine.notices.warn_once`). An invalid setting is
+ignored with a warning, or turns caching off where falling back would be unsafe
+(:func:`kache.settings.degrade`). Once the real
 compiler has run, its exit status is what cargo gets, whatever happens while recording.
 """
 
@@ -46,36 +48,62 @@ def run(argv: list[str]) -> int:
         return exec_compiler(argv)
     store: str | None = None
     try:
-        from kache.engine.notices import warn_once
-        from kache.errors import SettingsError
+        from kache.engine import notices
         from kache.settings import load_checked
 
         if is_disabled():
             return _pass_through(call, argv)
-        try:
-            settings = load_checked()
-        except SettingsError as e:
-            warn_once("invalid configuration: " + "; ".join(e.problems), store=_store_anyway())
-            return _pass_through(call, argv)
+        settings = load_checked()
         store = settings.converted("cache.local_store")
+        for warning in settings.warnings:  # each said once per build (notices.warn_once)
+            notices.warn_once(warning, suffix="", store=store)
+        if settings.caching_off:  # an unsafe setting: said above
+            _decision(store, call, "passthrough (caching is off)", started)
+            return _pass_through(call, argv)
         if settings["cache.daemon_hits"]:
             from kache.wrapper.daemon_hit import served_by_daemon
 
             if served_by_daemon(argv, settings, started):
+                _decision(store, call, "local_hit (served by the daemon)", started)
                 return 0
         from kache.engine.handle import PASSTHROUGH, handle
         from kache.wrapper import daemon_remote
 
         status = handle(call, argv, settings, started, daemon_remote)
+        _decision(store, call, None, started)
         return exec_compiler(argv) if status == PASSTHROUGH else status
     except Exception as e:  # noqa: BLE001 - nothing in kache may break a build
         try:  # notices is standard library only: it works when the engine itself failed to import
             from kache.engine.notices import warn_once
 
             warn_once(f"internal error ({type(e).__name__}: {e})", store=store)
+            _decision(store, call, f"passthrough (internal error: {type(e).__name__})", started)
         except Exception:  # noqa: BLE001
             pass
     return _pass_through(call, argv)
+
+
+def _decision(store: str | None, call: object, outcome: str | None, started: float) -> None:
+    """With ``KACHE_LOG=kache=debug``, one line per call in ``kache.log``: the crate, what
+    happened and why, the key's first characters, the time. ``outcome`` None: the
+    engine's event says (the last one this process wrote)."""
+    from kache.engine import notices
+
+    if notices.log_level() > 10:
+        return
+    from kache.store import events
+
+    ev = events.last if outcome is None else None
+    crate = getattr(call, "crate_name", None) or "?"
+    ms = (time.monotonic() - started) * 1000
+    if ev is not None:
+        reason = ev.get("reason")
+        outcome = str(ev.get("outcome")) + (f" ({reason})" if reason else "")
+        if ev.get("key"):
+            outcome += f" key {ev['key']}"
+        if ev.get("compile_ms") is not None:
+            outcome += f", rustc {ev['compile_ms']} ms"
+    notices.log_line(store, "DEBUG", f"{crate}: {outcome or 'unknown'} in {ms:.1f} ms")
 
 
 def _pass_through(call: object, argv: list[str]) -> int:
@@ -87,15 +115,3 @@ def _pass_through(call: object, argv: list[str]) -> int:
     except Exception:  # noqa: BLE001 - rustc runs whatever kache's state
         pass
     return exec_compiler(argv)
-
-
-def _store_anyway() -> str | None:
-    """The store a configuration names even when another of its settings is invalid (where
-    kache.log goes), or None."""
-    try:
-        from kache.settings import load
-
-        path = load().converted("cache.local_store")
-    except Exception:  # noqa: BLE001 - the default cache dir takes the warning
-        return None
-    return path if isinstance(path, str) and os.path.isabs(path) else None

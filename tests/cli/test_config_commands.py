@@ -70,10 +70,70 @@ def test_validate_file_argument(tmp_path: Path, capsys: pytest.CaptureFixture[st
     f.write_text('[cache.remote]\nbucket = "team-cache"\nnew_thing = 1\n')
     assert main(["config", "validate", str(f)]) == 0
     out = capsys.readouterr()
-    assert out.out == f"ok: {f} is valid\n"
-    assert "unknown setting" in out.err and "cache.remote.new_thing" in out.err
+    assert out.out == f"ok: {f} is valid, with 1 warning\n"
+    assert out.err == (f"kache: warning: unknown key `new_thing` in {f} (cache.remote.new_thing) (ignored; "
+                       "`kache config schema` lists the known keys)\n")
     assert main(["config", "validate", str(tmp_path / "nope.toml")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_validate_says_did_you_mean_and_fails_under_strict(user_config: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    user_config.write_text('[cache.remote]\nbukket = "team-cache"\n')
+    warning = ("kache: warning: unknown key `bukket` in ~/.config/kache/config.toml (cache.remote.bukket), "
+               "did you mean `bucket`?\n")
+    assert main(["config", "validate"]) == 0
+    out = capsys.readouterr()
+    assert out.err == warning
+    assert out.out == "ok: settings are valid, with 1 warning (~/.config/kache/config.toml)\n"
+    assert main(["config", "validate", "--strict"]) == 1
+    out = capsys.readouterr()
+    assert out.err == warning + "kache: error: settings: 1 warning (--strict fails on warnings)\n"
+    assert out.out == ""
+    assert main(["config", "validate", "--strict", str(user_config)]) == 1
+    out = capsys.readouterr()
+    assert out.err == warning + "kache: error: ~/.config/kache/config.toml: 1 warning (--strict fails on warnings)\n"
+    user_config.write_text('[cache.remote]\nbucket = "team-cache"\n')
+    assert main(["config", "validate", "--strict"]) == 0
+    assert capsys.readouterr().out == "ok: settings are valid (~/.config/kache/config.toml)\n"
+
+
+def test_show_marks_an_invalid_value_and_what_is_used_instead(user_config: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    user_config.write_text("[cache]\ncompression_level = 5\n")
+    monkeypatch.setenv("KACHE_COMPRESSION_LEVEL", "99")
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr()
+    row = next(line for line in out.out.splitlines() if line.startswith("cache.compression_level"))
+    assert row.split(None, 2) == [
+        "cache.compression_level", "5", f"user file {user_config} (but env KACHE_COMPRESSION_LEVEL: "
+        "99 is invalid, must be between 1 and 22; ignored)"]
+    assert out.err == ("kache: warning: invalid setting in environment variable KACHE_COMPRESSION_LEVEL: "
+                       "cache.compression_level = 99: must be between 1 and 22; using 5 (from "
+                       "~/.config/kache/config.toml)\n")
+    assert main(["config", "show", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["settings"]["cache.compression_level"] == {
+        "value": 5, "source": "user", "where": str(user_config),
+        "invalid": [{"value": 99, "source": "env", "where": "KACHE_COMPRESSION_LEVEL",
+                     "problem": "must be between 1 and 22", "effect": "ignored"}]}
+    assert doc["caching"] == "on" and doc["problems"] == []
+
+
+def test_show_says_caching_is_off_for_an_unsafe_setting(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KACHE_CACHE_DIR", "relative/store")
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr()
+    row = next(line for line in out.out.splitlines() if line.startswith("cache.local_store"))
+    assert row.endswith('  default (but env KACHE_CACHE_DIR: relative/store is invalid, expected an '
+                                     'absolute path (after ~ and $VAR expansion); caching is off)')
+    assert "caching is off: every rustc call runs directly until the problem above is fixed" in out.out
+    main(["config", "show", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["caching"] == "off"
+    assert doc["problems"] == ['invalid setting in environment variable KACHE_CACHE_DIR: cache.local_store = '
+                               '"relative/store": expected an absolute path (after ~ and $VAR expansion)']
 
 
 def test_path_lists_both_files(tmp_path: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch,
@@ -103,9 +163,17 @@ def test_schema_prints_the_shipped_schema(capsys: pytest.CaptureFixture[str]) ->
     assert printed == source
 
 
-def test_broken_config_file_is_one_clean_error(user_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_broken_config_file_is_one_clean_warning_in_show_and_an_error_in_validate(
+        user_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Was: `config show` failed. Now it shows what a build would use (caching off) with
+    the reason as a warning; `config validate` still fails."""
     user_config.write_text("[cache\n")
-    assert main(["config", "show"]) == 1
+    assert main(["config", "show"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("kache: warning: caching is off: cannot read config file: ~/.config/kache/config.toml: "
+                          "invalid TOML:")
+    assert len(err.splitlines()) == 1
+    assert main(["config", "validate"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("kache: error: cannot read config file: ~/.config/kache/config.toml: invalid TOML:")
     assert "Traceback" not in err

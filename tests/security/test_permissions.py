@@ -237,7 +237,7 @@ def test_a_warning_before_any_store_leaves_the_default_dir_owner_only(tmp_path: 
         reliability.count("builds failed")
     assert out.returncode == 0, out.stderr
     store = home / ".cache" / "kache"
-    assert "invalid configuration" in kache_log(store)
+    assert "invalid setting in ~/.config/kache/config.toml: cache.local_max_size" in kache_log(store)
     assert (store / "tmp" / "warned").is_dir()
     assert (store / "kache.log").stat().st_mode & 0o077 == 0
     assert_private(store)

@@ -67,7 +67,7 @@ def test_a_change_is_saved_keeping_comments_order_and_unknown_keys(
     assert user_config.read_text() == USER_FILE.replace("compression_level = 5", "compression_level = 9")
     capsys.readouterr()
     assert main(["config", "validate", str(user_config)]) == 0
-    assert capsys.readouterr().out == f"ok: {user_config} is valid\n"
+    assert capsys.readouterr().out == f"ok: {user_config} is valid, with 2 warnings\n"
 
 
 def test_an_invalid_value_shows_the_schemas_message_and_is_not_saved(user_config: Path, run: Run) -> None:

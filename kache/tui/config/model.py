@@ -123,7 +123,7 @@ class EditorState:
     def _reload(self) -> None:
         import tomlkit
 
-        self.settings = settings_mod.load(self.env, schema_path=self.schema_path)
+        self.settings = settings_mod.read(self.env, schema_path=self.schema_path, strict=True)
         files = {f.role: f for f in self.settings.files}
         system = files.get("system")
         self.system_data: dict[str, Any] = system.data if system is not None and system.exists else {}

@@ -1,0 +1,43 @@
+"""warn_once: once per build (the parent process and its start time), stamps swept."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from kache.engine import notices
+from kache.store import layout
+
+
+def test_a_warning_is_said_once_per_build_and_again_in_the_next(clean_env: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    store = clean_env / "store"
+    monkeypatch.setattr(notices, "build_identity", lambda: "4242-100")
+    notices.warn_once("the thing", suffix="", store=str(store))
+    notices.warn_once("the thing", suffix="", store=str(store))
+    assert (store / "kache.log").read_text().count("kache: warning: the thing\n") == 1
+    monkeypatch.setattr(notices, "build_identity", lambda: "4243-180")  # the next cargo
+    notices.warn_once("the thing", suffix="", store=str(store))
+    assert (store / "kache.log").read_text().count("kache: warning: the thing\n") == 2
+
+
+def test_this_build_is_the_parent_and_its_start_time() -> None:
+    ident = notices.build_identity()
+    assert ident is not None
+    pid, _, start = ident.partition("-")
+    assert int(pid) == os.getppid() and int(start) > 0
+
+
+def test_saying_a_warning_sweeps_stamps_older_than_a_day(clean_env: Path) -> None:
+    warned = Path(layout.tmp_path(str(clean_env / ".cache" / "kache"), layout.WARNED))
+    warned.mkdir(parents=True)
+    old, recent = warned / "old.1-1", warned / "recent.2-2"
+    old.touch()
+    recent.touch()
+    past = time.time() - notices.STAMP_MAX_AGE_SECS - 60
+    os.utime(old, (past, past))
+    notices.warn_once("something new", suffix="")
+    assert not old.exists() and recent.exists()

@@ -210,8 +210,12 @@ def starter_config_step(env: Mapping[str, str] | None = None) -> Step:
         return Step("user config", True, f"{path} exists")
 
     def apply() -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(starter_config(), encoding="utf-8")
+        old = os.umask(0o077)  # the config dir and file kache creates are owner-only
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(starter_config(), encoding="utf-8")
+        finally:
+            os.umask(old)
 
     return Step("user config", False, f"write a starter {path} (every setting, commented out)", apply,
                 f"wrote a starter {path} (every setting, commented out)")

@@ -398,6 +398,29 @@ def test_gc_uses_the_size_setting(store: Store, monkeypatch: pytest.MonkeyPatch,
     assert "store: 2.0 KiB -> 1000 B" in out
 
 
+def test_gc_max_age_says_how_many_recent_entries_it_kept(store: Store,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`gc --max-age 1s` keeps what was used in the last two minutes, and says so (it used
+    to say only "evicted 0")."""
+    now = time.time()
+    old = add_entry(store, "old", blobs=[b"o" * 1000], last_used=now - 3600)
+    for crate in ("serde", "log"):
+        add_entry(store, crate, blobs=[crate.encode() * 100], last_used=now - 5)
+    out = run(capsys, "gc", "--max-age", "1s")
+    assert out.splitlines() == [
+        "evicted 1 entries (0 over the size limit, 1 unused too long), freeing 1000 B",
+        "kept 2 entries unused for longer than 1s because they were used in the last 2 minutes (a build may be "
+        "restoring them); a later gc evicts them",
+        "removed 0 orphan blobs (0 B) and 0 temp files (0 B)",
+        "store: 1.8 KiB -> 800 B (limit 46.6 GiB)"]
+    assert old.key not in {r["key"] for r in store.summaries()}
+    doc = run_json(capsys, "gc", "--max-age", "1s", "--json")
+    assert isinstance(doc, dict)
+    assert doc["kept_recent"] == 2 and doc["entries_evicted"] == 0 and doc["pinned"] == 0
+    doc = run_json(capsys, "gc", "--max-age", "1h", "--json")  # they are not older than that: nothing kept
+    assert isinstance(doc, dict) and doc["kept_recent"] == 0
+
+
 @pytest.mark.parametrize("damage", ["garbage", "torn"])
 def test_gc_moves_a_damaged_index_aside_and_collects_on_a_new_one(
         store: Store, damage: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -255,7 +255,10 @@ def why_miss(crate: str, as_json: bool) -> None:
     click.echo(f"nearest entry {report.nearest.key[:12]} ({units.format_ago(now - report.nearest.created)}), "
                f"{len(report.differences)} component(s) differ:")
     for d in report.differences:
-        click.echo(f"  {d.explanation}  [{d.label}: {d.nearest or 'absent'} -> {d.latest or 'absent'}]")
+        words = d.explanation.split(":", 1)[0] if d.changes else d.explanation
+        click.echo(f"  {words}  [{d.label}: {d.nearest or 'absent'} -> {d.latest or 'absent'}]")
+        for change in d.changes:
+            click.echo(f"    {change}")
 
 
 # --------------------------------------------------------------------------- gc

@@ -145,10 +145,13 @@ def check_store(root: str) -> list[Check]:
         out.append(check_private(root))
     else:
         parent = _existing(root)
-        if os.path.exists(root) or not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-            what = "is not a directory" if os.path.exists(root) else f"does not exist and {parent} is not writable"
-            out.append(Check("store writable", FAIL, f"{root} {what}: kache cannot create the store there",
-                             "fix the permissions or set KACHE_CACHE_DIR"))
+        if os.path.exists(root) or not os.path.isdir(parent):
+            out.append(Check("store writable", FAIL, f"{root} is not a directory: kache cannot keep the store there",
+                             "point cache.local_store (KACHE_CACHE_DIR) at a directory"))
+            return out
+        if not os.access(parent, os.W_OK | os.X_OK):
+            out.append(Check("store writable", FAIL, f"{root} does not exist and {parent} is not writable: kache "
+                             "cannot create the store there", "fix the permissions or set KACHE_CACHE_DIR"))
             return out
         out.append(Check("store writable", OK, f"{root} does not exist yet: the first build creates it there, "
                          f"owner-only ({parent} is writable)"))

@@ -287,7 +287,11 @@ def install(platform: str, *, activate: bool = True, store_root: str,
         log = layout.log_path(store_root)
         launchctl = _need("launchctl", path, f"run `launchctl bootstrap gui/{os.getuid()} {path}` on the Mac") \
             if activate else ""
-        os.makedirs(store_root, mode=0o700, exist_ok=True)
+        old = os.umask(0o077)  # the store and any parent it makes are owner-only
+        try:
+            os.makedirs(store_root, mode=0o700, exist_ok=True)
+        finally:
+            os.umask(old)
         before = _Before(path)
         report.changed = _write(path, render_plist(command, environment, log))
         if activate:

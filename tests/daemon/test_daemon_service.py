@@ -168,3 +168,21 @@ def test_unit_quotes_paths_with_spaces_and_specifiers() -> None:
     text = service.render_unit(["/opt/my tools/kache%1"], {"KACHE_CONFIG": "/etc/a b.toml"})
     assert 'ExecStart="/opt/my tools/kache%%1" daemon run --service' in text.splitlines()
     assert 'Environment="KACHE_CONFIG=/etc/a b.toml"' in text.splitlines()
+
+
+@beside_the_interpreter
+def test_a_launchd_install_makes_the_store_owner_only(clean_env: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The launchd agent logs into the store, so install makes it; under umask 022 the
+    parents it makes were 0755 (makedirs' mode is the last directory's only)."""
+    store = tmp_path / "fresh" / "cache" / "kache"
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(store))
+    old = os.umask(0o022)
+    try:
+        assert main(["daemon", "install", "--no-activate", "--platform", "macos"]) == 0
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (store, store.parent, store.parent.parent)}
+    assert modes == {"kache": 0o700, "cache": 0o700, "fresh": 0o700}

@@ -87,7 +87,7 @@ def check_wrapper(exe: str, env: Mapping[str, str], wrapper: tuple[str | None, s
         if step.apply is None:
             raise RuntimeError(step.detail)
         step.apply()
-        return step.detail
+        return step.done or step.detail
 
     if value is None:
         return Check("cargo wrapper", WARN, "cargo runs rustc without a wrapper (RUSTC_WRAPPER is not set)",
@@ -113,22 +113,51 @@ def check_config(env: Mapping[str, str]) -> Check:
     return Check("config", OK, "valid" + (f" ({', '.join(files)})" if files else " (defaults)"))
 
 
+def _existing(path: str) -> str:
+    """``path``, or its nearest ancestor that exists."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def check_store(root: str) -> list[Check]:
+    """Writable, private, on the filesystem of the projects. A store that does not exist
+    yet is not created here (the first build creates it, owner-only): its nearest
+    existing parent is checked instead."""
     out = []
-    try:
-        os.makedirs(layout.tmp_dir(root), exist_ok=True)
-        probe = layout.doctor_probe(root)
-        with open(probe, "w") as f:
-            f.write("x")
-        os.unlink(probe)
-        out.append(Check("store writable", OK, root))
-    except OSError as e:
-        out.append(Check("store writable", FAIL, f"{root}: {e.strerror}", "fix the permissions or set KACHE_CACHE_DIR"))
-        return out
-    out.append(check_private(root))
+    exists = os.path.isdir(root)
+    if exists:
+        old = os.umask(0o077)  # whatever doctor creates in the store is owner-only
+        try:
+            os.makedirs(layout.tmp_dir(root), mode=0o700, exist_ok=True)
+            probe = layout.doctor_probe(root)
+            with open(probe, "w") as f:
+                f.write("x")
+            os.unlink(probe)
+            out.append(Check("store writable", OK, root))
+        except OSError as e:
+            out.append(Check("store writable", FAIL, f"{root}: {e.strerror}",
+                             "fix the permissions or set KACHE_CACHE_DIR"))
+            return out
+        finally:
+            os.umask(old)
+        out.append(check_private(root))
+    else:
+        parent = _existing(root)
+        if os.path.exists(root) or not os.path.isdir(parent):
+            out.append(Check("store writable", FAIL, f"{root} is not a directory: kache cannot keep the store there",
+                             "point cache.local_store (KACHE_CACHE_DIR) at a directory"))
+            return out
+        if not os.access(parent, os.W_OK | os.X_OK):
+            out.append(Check("store writable", FAIL, f"{root} does not exist and {parent} is not writable: kache "
+                             "cannot create the store there", "fix the permissions or set KACHE_CACHE_DIR"))
+            return out
+        out.append(Check("store writable", OK, f"{root} does not exist yet: the first build creates it there, "
+                         f"owner-only ({parent} is writable)"))
     here = os.getcwd()
     try:
-        same = os.stat(root).st_dev == os.stat(here).st_dev
+        same = os.stat(_existing(root)).st_dev == os.stat(here).st_dev
     except OSError:
         same = True
     out.append(Check("same filesystem", OK if same else WARN,
@@ -214,7 +243,7 @@ def check_disk(root: str, max_bytes: int) -> Check:
     from kache.store.stats import store_totals
 
     try:
-        free = shutil.disk_usage(root).free
+        free = shutil.disk_usage(_existing(root)).free
     except OSError as e:
         return Check("free disk", WARN, f"{root}: {e.strerror}")
     used = store_totals(root).get("physical_bytes", 0)

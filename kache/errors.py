@@ -6,10 +6,17 @@
     ├── NotImplementedYet      a command that exists but is not built yet
     ├── RemoteError            a remote (S3) operation failed      (kache.remote.s3)
     ├── ArchiveError           an archive is malformed or unsafe   (kache.remote.archive)
-    └── SyncError              sync cannot start                   (kache.remote.sync)
+    ├── SyncError              sync cannot start                   (kache.remote.sync)
+    ├── SpecError              a remote description is not one     (kache.remote.spec)
+    ├── StoreError             the local store cannot be used      (kache.store.connection)
+    │   └── DamagedBlob        a blob is missing or altered        (kache.store.integrity)
+    ├── ToolchainError         the compiler chain is unknown       (kache.engine.toolchain)
+    ├── ArgvError              rustc's command line is not one     (kache.engine.argv)
+    └── BuildError             the native client did not build     (kache.native)
 
 Library code raises these, never click's exceptions: the CLI (``kache.cli.main``) turns
-them into one line on stderr and an exit status. Classes that belong to one package are
+them into ``kache: error: …`` lines on stderr and an exit status (an OSError no command
+expected too: the file and the reason, no traceback). Classes that belong to one package are
 defined there and drawn here; ``tests/test_errors.py`` checks that this tree is the real
 one. Messages read ``<what failed>: <subject>: <why>``, then the fix when there is one.
 """

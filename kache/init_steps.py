@@ -29,6 +29,8 @@ class Step:
     detail: str
     """What is there (when ok) or what would change."""
     apply: Callable[[], None] | None = None
+    done: str = ""
+    """What is there once ``apply`` ran (default: ``detail``)."""
 
 
 def cargo_home(env: Mapping[str, str] | None = None) -> Path:
@@ -104,7 +106,8 @@ def wrapper_step(exe: str, env: Mapping[str, str] | None = None) -> Step:
         _set_wrapper(path, exe)
 
     was = "not set" if now is None else f"{now!r}" + (" (sccache)" if "sccache" in now else "")
-    return Step("cargo wrapper", False, f"{path}: set [build] rustc-wrapper = {exe!r} (now {was})", apply)
+    return Step("cargo wrapper", False, f"{path}: set [build] rustc-wrapper = {exe!r} (it is {was} now)", apply,
+                f"{path}: [build] rustc-wrapper was {was}, now {exe!r}")
 
 
 def client_step(exe: str, env: Mapping[str, str] | None = None, output: str | None = None) -> Step:
@@ -148,7 +151,9 @@ def client_step(exe: str, env: Mapping[str, str] | None = None, output: str | No
         _set_wrapper(path, output)
 
     return Step(name, False, f"build {output} with {found} (a few seconds) and make it cargo's wrapper: it asks "
-                "the daemon without starting Python and hands everything else to kache", apply)
+                "the daemon without starting Python and hands everything else to kache", apply,
+                f"built {output} with {found}; it is cargo's wrapper now ({path}): it asks the daemon at {socket} "
+                "and hands everything else to kache")
 
 
 _MANAGERS = {"linux": "systemctl", "macos": "launchctl"}
@@ -205,10 +210,15 @@ def starter_config_step(env: Mapping[str, str] | None = None) -> Step:
         return Step("user config", True, f"{path} exists")
 
     def apply() -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(starter_config(), encoding="utf-8")
+        old = os.umask(0o077)  # the config dir and file kache creates are owner-only
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(starter_config(), encoding="utf-8")
+        finally:
+            os.umask(old)
 
-    return Step("user config", False, f"write a starter {path} (every setting, commented out)", apply)
+    return Step("user config", False, f"write a starter {path} (every setting, commented out)", apply,
+                f"wrote a starter {path} (every setting, commented out)")
 
 
 def service_step(env: Mapping[str, str] | None = None) -> Step:
@@ -230,10 +240,14 @@ def service_step(env: Mapping[str, str] | None = None) -> Step:
     command = service.kache_command()
     wanted = (service.render_unit(command, environment).encode() if platform == "linux"
               else service.render_plist(command, environment, layout.log_path(store_root)))
-    if path.exists() and path.read_bytes() == wanted:
-        return Step("daemon service", True, f"{path} installed")
+    installed = path.exists() and path.read_bytes() == wanted
+    if installed and service.is_active(platform):
+        return Step("daemon service", True, f"{path} installed and running")
 
     def apply() -> None:
         service.install(platform, activate=True, store_root=store_root, env=env)
 
-    return Step("daemon service", False, f"install and start {path}", apply)
+    if installed:
+        return Step("daemon service", False, f"{path} is installed but {manager} does not run it: enable and "
+                    "start it", apply, f"{path} installed and started")
+    return Step("daemon service", False, f"install and start {path}", apply, f"{path} installed and started")

@@ -8,6 +8,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 import kache.errors
 
 KACHE = Path(__file__).resolve().parents[1] / "kache"
@@ -20,7 +22,7 @@ def _drawn() -> dict[str, tuple[str | None, str]]:
     parents: list[str] = []
     for line in (kache.errors.__doc__ or "").splitlines():
         stripped = line.strip()
-        if not stripped or not (stripped.startswith(("├", "└")) or stripped == "KacheError"
+        if not stripped or not (stripped.startswith(("├", "└", "│")) or stripped == "KacheError"
                                 or stripped.startswith("KacheError ")):
             continue
         m = _LINE.match(line.lstrip(" "))
@@ -61,3 +63,22 @@ def test_the_drawn_error_tree_is_the_real_one() -> None:
 
 def test_errors_module_exports_what_it_defines() -> None:
     assert sorted(kache.errors.__all__) == sorted(n for n, (_, m) in _defined().items() if m == "kache.errors")
+
+
+def test_the_cli_shows_an_unexpected_os_error_as_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A store path that is a file: `kache stats` and `why-miss` used to end in a
+    traceback (NotADirectoryError); now one `kache: error:` line, exit 1, and doctor
+    names the problem."""
+    from kache.cli import main
+
+    store = tmp_path / "a-file"
+    store.write_text("x\n")
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(store))
+    for args in (["stats"], ["why-miss", "serde"]):
+        assert main(args) == 1
+        assert capsys.readouterr().err == (f"kache: error: {store}/events.1.jsonl: Not a directory (`kache doctor` "
+                                           "checks the setup)\n")
+    main(["doctor"])
+    assert (f"fail  store writable: {store} is not a directory: kache cannot keep the store there\n"
+            "      fix: point cache.local_store (KACHE_CACHE_DIR) at a directory\n") in capsys.readouterr().out

@@ -127,4 +127,8 @@ def _main(args: list[str] | None) -> int:
     except BrokenPipeError:
         sys.stderr.close()
         return 1
+    except OSError as e:  # a file no command expected to fail on: where and why, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        click.echo(f"kache: error: {where}{e.strerror or e} (`kache doctor` checks the setup)", err=True)
+        return 1
     return result if isinstance(result, int) else 0

@@ -255,14 +255,18 @@ def why_miss(crate: str, as_json: bool) -> None:
     click.echo(f"nearest entry {report.nearest.key[:12]} ({units.format_ago(now - report.nearest.created)}), "
                f"{len(report.differences)} component(s) differ:")
     for d in report.differences:
-        click.echo(f"  {d.explanation}  [{d.label}: {d.nearest or 'absent'} -> {d.latest or 'absent'}]")
+        words = d.explanation.split(":", 1)[0] if d.changes else d.explanation
+        click.echo(f"  {words}  [{d.label}: {d.nearest or 'absent'} -> {d.latest or 'absent'}]")
+        for change in d.changes:
+            click.echo(f"    {change}")
 
 
 # --------------------------------------------------------------------------- gc
 
 
 @click.command()
-@click.option("--max-age", metavar="DUR", help="Also evict entries unused for this long (e.g. 30d).")
+@click.option("--max-age", metavar="DUR",
+              help="Also evict entries unused for this long (e.g. 30d); those used in the last two minutes stay.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def gc(max_age: str | None, as_json: bool) -> None:
     """Repair, evict least recently used entries down to local_max_size; remove orphans.
@@ -301,6 +305,11 @@ def gc(max_age: str | None, as_json: bool) -> None:
     ev = report.evicted
     click.echo(f"evicted {report.entries_evicted} entries ({ev['size']} over the size limit, "
                f"{ev['max-age']} unused too long), freeing {size(report.evicted_bytes)}")
+    if report.kept_recent:
+        from kache.store.store import PIN_SECS
+
+        click.echo(f"kept {report.kept_recent} entries unused for longer than {max_age} because they were used in "
+                   f"the last {PIN_SECS / 60:g} minutes (a build may be restoring them); a later gc evicts them")
     if report.broken_removed or report.damaged_blobs:
         click.echo(f"removed {report.damaged_blobs} damaged blobs and the {report.broken_removed} entries "
                    "that used them (missing, truncated or altered since they were stored)")

@@ -1,4 +1,5 @@
-"""``kache daemon`` (status), ``run``, ``start``, ``stop``, ``restart``, ``log``, ``install``, ``uninstall``, ``client``.
+"""``kache daemon`` (``status``), ``run``, ``start``, ``stop``, ``restart``, ``log``, ``install``, ``uninstall``,
+``client``.
 
 Thin over :mod:`kache.daemon.control` (the daemon from the outside),
 :mod:`kache.daemon.server` (``run``) and :mod:`kache.daemon.service` (login services).
@@ -7,6 +8,7 @@ Thin over :mod:`kache.daemon.control` (the daemon from the outside),
 from __future__ import annotations
 
 import os
+import time
 
 import click
 
@@ -68,6 +70,22 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
         if as_json:
             raise click.UsageError("--json applies to `kache daemon` alone (the status)")
         return
+    _show_status(as_json)
+
+
+@daemon.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status_(as_json: bool) -> None:
+    """Show the daemon's status (the same as `kache daemon`).
+
+    \b
+    Example:
+      kache daemon status --json
+    """
+    _show_status(as_json)
+
+
+def _show_status(as_json: bool) -> None:
     from kache.daemon import control
 
     s = _settings()
@@ -76,17 +94,21 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
         echo_json(st.to_json())
         return
     if st.reply is None:
-        if st.running:
+        if st.state == "starting":
+            ago = f", since {units.format_duration(time.time() - st.since)}" if st.since is not None else ""
+            click.echo(f"kache daemon: starting (pid {st.pid or '?'}{ago}; it does not answer yet)")
+        elif st.running:
             click.echo(f"kache daemon: not answering (pid {st.pid or '?'} holds the pid file)")
-            click.echo("  it may be starting; otherwise stop it with `kache daemon stop`")
+            click.echo("  see `kache daemon log`; `kache daemon stop` stops it")
         else:
             click.echo("kache daemon: not running (start it with `kache daemon start`)")
         click.echo(f"  socket   {st.socket}")
         click.echo(f"  log      {st.log}")
         return
     r = st.reply
-    click.echo(f"kache daemon: running (pid {r.get('pid')}, up {units.format_duration(float(r.get('uptime_s', 0)))}, "
-               f"version {r.get('version')})")
+    service = " as a service" if r.get("service") else ""
+    click.echo(f"kache daemon: running{service} (pid {r.get('pid')}, up "
+               f"{units.format_duration(float(r.get('uptime_s', 0)))}, version {r.get('version')})")
     click.echo(f"  uploads  {r.get('queue', 0)} pending, {r.get('uploads_done', 0)} done, "
                f"{_count(r.get('uploads_failed', 0), 'failed attempt')}")
     click.echo(f"  fetched  {_count(r.get('downloads', 0), 'entry', 'entries')} "
@@ -140,29 +162,47 @@ def run(detached: bool, service: bool, environment_file: str | None) -> int:
 
 
 @daemon.command()
-@click.option("--wait", is_flag=True, help="Wait (up to 5 s) until the daemon answers.")
+@click.option("--wait/--no-wait", default=None,
+              help="Return once the daemon answers, or say why it did not (the default), or at once.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for it to answer.")
 @click.option("--from-build", is_flag=True, hidden=True,
-              help="Started by the wrapper: drop the build's remote and credential variables.")
-def start(wait: bool, from_build: bool) -> None:
-    """Start the daemon in the background and return at once.
+              help="Started by the wrapper: drop the build's remote and credential variables; do not wait "
+                   "(unless --wait).")
+def start(wait: bool | None, timeout: float, from_build: bool) -> None:
+    """Start the daemon in the background; return once it answers.
 
-    A daemon already running is success. It keeps your environment minus cargo's
-    variables. It serves the remote each build asks for (the one that build's settings
-    name, with its credentials), so one daemon serves shells with different remotes.
+    A daemon already running is success. When it does not come up, says so with the
+    end of its log (exit 1). It keeps your environment minus cargo's variables. It
+    serves the remote each build asks for (the one that build's settings name, with its
+    credentials), so one daemon serves shells with different remotes.
 
     \b
     Example:
-      kache daemon start --wait
+      kache daemon start
+      kache daemon start --no-wait
     """
     from kache.daemon import control
 
     s = _settings(check=True)
-    result = control.start(s, from_build=from_build, wait=5.0 if wait else 0.0)
-    if result.already_running:
-        click.echo(f"kache daemon is already running (pid {result.pid or '?'})")
+    if wait is None:
+        wait = not from_build
+    result = control.start(s, from_build=from_build, wait=timeout if wait else 0.0)
+    service = " as a service" if result.service else ""
+    if result.already_running and result.was_starting:
+        if result.ready:
+            click.echo(f"kache daemon was starting and answers now (pid {result.pid or '?'}{service})")
+        else:
+            click.echo(f"kache daemon is starting (pid {result.pid or '?'}; it does not answer yet)")
         return
-    state = "started" if result.ready else "starting"
-    click.echo(f"kache daemon {state} (pid {result.pid}); log: {result.log}")
+    if result.already_running:
+        click.echo(f"kache daemon is already running{service} (pid {result.pid or '?'})")
+        return
+    if result.ready:
+        click.echo(f"kache daemon started (pid {result.pid}); log: {result.log}")
+    else:
+        click.echo(f"kache daemon starting (pid {result.pid}; `kache daemon status` says when it answers); "
+                   f"log: {result.log}")
 
 
 @daemon.command()

@@ -49,34 +49,68 @@ def init(dry_run: bool, no_service: bool, no_client: bool, yes: bool) -> None:
         if not no_client and service_manager() is not None:
             steps.append(client_step(exe))
     interactive = sys.stdin.isatty() and not yes and not dry_run
-    changed = failed = 0
+    changed = 0
+    failed: list[tuple[str, str]] = []  # (step, why)
+    service_missing = ""  # why no daemon service runs, when its step did not make one
     for step in steps:
+        if step.name == "native client" and service_missing and not step.ok:
+            # the client asks the daemon: without the service it only adds a hop
+            click.echo(f"skipped  {step.name}: {service_missing}, so kache stays cargo's wrapper (the client "
+                       "without a daemon only hands every call to kache)")
+            continue
         if step.ok:
             click.echo(f"{click.style('ok', fg='green')}       {step.name}: {step.detail}")
             continue
         if step.apply is None:
             click.echo(f"{click.style('fail', fg='red')}     {step.name}: {step.detail}")
-            failed += 1
+            failed.append((step.name, step.detail))
             continue
         if dry_run:
             click.echo(f"{click.style('would', fg='yellow')}    {step.name}: {step.detail}")
             continue
         if interactive and not click.confirm(f"{step.name}: {step.detail}?", default=True):
             click.echo(f"skipped  {step.name}")
+            if step.name == "daemon service":
+                service_missing = "the daemon service was not installed"
             continue
         try:
             step.apply()
         except Exception as e:  # noqa: BLE001 - report and go on with the other steps
-            click.echo(f"{click.style('fail', fg='red')}     {step.name}: {e}")
-            failed += 1
+            first, *rest = str(e).splitlines() or [type(e).__name__]
+            click.echo(f"{click.style('fail', fg='red')}     {step.name}: {first}")
+            for line in rest:
+                click.echo(f"         {line}")
+            failed.append((step.name, first))
+            if step.name == "daemon service":
+                service_missing = "the daemon service step failed"
             continue
         changed += 1
-        click.echo(f"{click.style('changed', fg='yellow')}  {step.name}: {step.detail}")
+        click.echo(f"{click.style('changed', fg='yellow')}  {step.name}: {step.done or step.detail}")
     if not dry_run:
-        click.echo(f"\n{changed} change(s); " + ("all set: run `cargo build`, then `kache stats`" if not failed
-                                                 else f"{failed} step(s) failed; see above"))
+        _summary(changed, failed)
     if failed:
         raise SystemExit(1)
+
+
+def _summary(changed: int, failed: list[tuple[str, str]]) -> None:
+    """The last lines: what changed, and for each failed step what to do."""
+    if not failed:
+        click.echo(f"\n{changed} change(s); all set: run `cargo build`, then `kache stats`")
+        return
+    names = ", ".join(name for name, _ in failed)
+    click.echo(f"\n{changed} change(s); {len(failed)} step(s) failed: {names}")
+    for name, _why in failed:
+        click.echo(f"  {name}: {_WHAT_TO_DO.get(name, 'see the reason above, fix it, then run `kache init` again')}")
+
+
+_WHAT_TO_DO = {
+    "cargo wrapper": "fix cargo's config named above by hand, then run `kache init` again",
+    "user config": "see the reason above (a directory you cannot write?), then run `kache init` again",
+    "daemon service": "kache works without it (builds start the daemon when they need it); fix the reason above "
+                      "and run `kache init` again, or `kache init --no-service` to stop trying",
+    "native client": "kache stays cargo's wrapper (it works, a little slower per hit); `kache daemon client` "
+                     "builds the client by hand",
+}
 
 
 def service_steps() -> list[Step]:

@@ -120,7 +120,8 @@ def _print_summary(report: SyncReport) -> None:
             click.echo(f"  {verb} {t.crate} {t.key[:16]}  {size(t.size)}")
 
     if report.pull:
-        scope = "all crates" if report.crates is None else f"{_plural(report.crates, 'crate')} of Cargo.lock"
+        scope = ("all crates" if report.packages is None
+                 else f"the {_plural(report.packages, 'package')} of Cargo.lock and build scripts")
         click.echo(f"{would}pull: {_plural(len(report.pulled), 'object')}, {size(report.pulled_bytes)} "
                    f"({scope}; {report.pull_up_to_date} already local)")
         if report.dry_run:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from kache.settings import Settings
 
 __all__ = ["Status", "StartResult", "StopResult", "RestartResult", "running_pid", "status", "daemon_env", "start",
-           "stop", "restart", "tail", "follow", "BUILD_VARIABLES"]
+           "stop", "restart", "tail", "follow", "BUILD_VARIABLES", "STARTING_SECS", "START_WAIT_SECS"]
 
 BUILD_VARIABLES = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTC", "RUSTDOC", "RUSTFLAGS", "RUSTDOCFLAGS",
                    "OUT_DIR", "MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS")
@@ -32,34 +32,56 @@ BUILD_VARIABLES = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTC", "RUSTDOC
 _CARGO_COMPILE_MARKERS = ("CARGO_PKG_NAME", "CARGO_CRATE_NAME", "CARGO_MANIFEST_DIR", "CARGO_PRIMARY_PACKAGE")
 
 
-class Status(Record):
-    """What ``kache daemon`` shows: ``reply`` is the daemon's status reply when it answered."""
+STARTING_SECS = 30.0
+"""A daemon that holds its pid file but does not answer yet is "starting" for this long
+after it took the file (importing, binding its socket), then "not answering"."""
+START_WAIT_SECS = 10.0
+"""How long ``kache daemon start`` waits for a new daemon to answer, by default."""
 
-    __slots__ = ("running", "pid", "socket", "log", "reply")
-    _defaults = {"pid": None, "reply": None}
+
+class Status(Record):
+    """What ``kache daemon`` shows: ``reply`` is the daemon's status reply when it answered.
+
+    ``state``: ``running`` (it answered), ``starting`` (it holds the pid file since less
+    than STARTING_SECS but does not answer yet), ``not-answering`` (longer), ``stopped``.
+    """
+
+    __slots__ = ("running", "pid", "socket", "log", "reply", "state", "since")
+    _defaults = {"pid": None, "reply": None, "state": "stopped", "since": None}
     running: bool
     pid: int | None
     socket: str
     log: str
     reply: dict[str, Any] | None
+    state: str
+    since: float | None
+    """When a daemon that does not answer took its pid file (Unix time), if one does."""
 
     def to_json(self) -> dict[str, Any]:
         if self.reply is not None:
-            out = {"running": True, "responding": True, **{k: v for k, v in self.reply.items() if k != "ok"}}
+            out = {"running": True, "responding": True, "state": self.state,
+                   **{k: v for k, v in self.reply.items() if k != "ok"}}
             out["started"] = _iso(out.get("started"))
             return out
-        return {"running": self.running, "responding": False, "pid": self.pid, "socket": self.socket,
-                "log": self.log}
+        return {"running": self.running, "responding": False, "state": self.state, "pid": self.pid,
+                "socket": self.socket, "log": self.log}
 
 
 class StartResult(Record):
-    __slots__ = ("already_running", "pid", "ready", "stripped", "log")
-    _defaults = {"ready": False, "stripped": list}
+    """What ``start`` did: ``already_running`` (none started; ``was_starting``: the one
+    there did not answer yet, and ``ready`` says whether it did since), or one started
+    (``ready``: it answers)."""
+
+    __slots__ = ("already_running", "pid", "ready", "stripped", "log", "service", "was_starting")
+    _defaults = {"ready": False, "stripped": list, "service": False, "was_starting": False}
     already_running: bool
     pid: int | None
     ready: bool
     stripped: list[str]
     log: str
+    service: bool
+    """The running daemon is a service's (systemd, launchd)."""
+    was_starting: bool
 
 
 class StopResult(Record):
@@ -119,9 +141,113 @@ def status(store_root: str, timeout: float = 2.0) -> Status:
     sock = client.socket_path(store_root)
     log = layout.log_path(store_root)
     if reply is not None and reply.get("ok") is True:
-        return Status(True, reply.get("pid"), reply.get("socket", sock), reply.get("log", log), reply)
+        return Status(True, reply.get("pid"), reply.get("socket", sock), reply.get("log", log), reply, "running")
     pid = running_pid(store_root)
-    return Status(pid is not None, pid, sock, log)
+    since: float | None = None
+    if pid is None:
+        pid, since = _spawned(store_root)
+        if pid is None:
+            return Status(False, None, sock, log)
+    else:
+        try:
+            since = os.stat(layout.pid_path(store_root)).st_mtime
+        except OSError:
+            pass
+    young = since is not None and time.time() - since < STARTING_SECS
+    return Status(True, pid, sock, log, None, "starting" if young else "not-answering", since)
+
+
+def _starting_path(store_root: str) -> str:
+    """Where ``start`` notes the pid it launched: until that process takes the pid file
+    (and removes this), a status says it is starting (STARTING_SECS at most, while the
+    process lives)."""
+    return layout.tmp_path(store_root, layout.DAEMON_STARTING)
+
+
+def _spawned(store_root: str) -> tuple[int | None, float | None]:
+    """The pid ``start`` launched, and when, while that process lives and has not taken
+    the pid file yet (the interpreter starting): (None, None) when there is none."""
+    path = _starting_path(store_root)
+    try:
+        with open(path, "rb") as f:
+            text = f.read(32).decode("ascii", "replace").strip()
+            since = os.fstat(f.fileno()).st_mtime
+    except OSError:
+        return None, None
+    if not text.isdigit() or time.time() - since >= STARTING_SECS:
+        return None, None
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None, None
+    except PermissionError:
+        pass
+    try:  # a zombie no one reaped yet (Linux) is gone too
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rpartition(b")")[2].split()[:1] == [b"Z"]:
+                return None, None
+    except OSError:
+        pass
+    return pid, since
+
+
+def _note_spawned(store_root: str, pid: int) -> None:
+    path = _starting_path(store_root)
+    old = os.umask(0o077)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="ascii") as f:
+            f.write(f"{pid}\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    finally:
+        os.umask(old)
+
+
+def _log_size(log: str) -> int:
+    try:
+        return os.stat(log).st_size
+    except OSError:
+        return 0
+
+
+def _log_since(log: str, offset: int, lines: int = 8) -> str:
+    """The last ``lines`` lines written to ``log`` after ``offset``, indented, for an error."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            text = f.read()[-65536:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "".join(f"\n  {line}" for line in tail)
+
+
+def _wait_answer(root: str, wait: float, proc: subprocess.Popen[bytes] | None, log: str, offset: int
+                 ) -> Status:
+    """Wait up to ``wait`` seconds for the daemon of ``root`` to answer; raise KacheError
+    with the end of its log when ``proc`` (the one just started) exits first with a
+    failure, or nothing answers in time."""
+    end = time.monotonic() + wait
+    what = f"pid {proc.pid}" if proc is not None else "the daemon"
+    while True:
+        current = status(root, timeout=0.5)
+        if current.reply is not None:
+            return current
+        code = proc.poll() if proc is not None else None
+        if code is not None and code != 0:
+            raise KacheError(f"starting the daemon failed: {what} exited with status {code}; the end of its log "
+                             f"({log}):{_log_since(log, offset) or ' (nothing new)'}")
+        if time.monotonic() >= end:
+            break
+        time.sleep(0.05)
+    raise KacheError(f"starting the daemon failed: {what} did not answer within {wait:g}s; the end of its log "
+                     f"({log}):{_log_since(log, offset) or ' (nothing new)'}\n"
+                     "`kache daemon status` shows whether it answers later; `kache daemon stop` stops it")
 
 
 def _remote_variables() -> list[str]:
@@ -160,15 +286,24 @@ def daemon_env(env: Mapping[str, str], *, from_build: bool) -> tuple[dict[str, s
 def start(settings: Settings, *, from_build: bool = False, wait: float = 0.0,
           env: Mapping[str, str] | None = None) -> StartResult:
     """Start ``kache daemon run`` detached (new session, stdin from /dev/null, output to
-    the log), unless one runs; with ``wait`` > 0, wait that long for it to answer.
+    the log), unless one runs or is starting; with ``wait`` > 0, wait that long for it
+    (the new one, or the one starting) to answer.
 
-    Raises KacheError when it exits at once or does not answer within ``wait``.
+    Raises KacheError, with the end of the log, when it exits at once or does not
+    answer within ``wait``.
     """
     root = str(settings.local_store)
     log = layout.log_path(root)
     current = status(root, timeout=1.0)
-    if current.running:
-        return StartResult(True, current.pid, True, log=log)
+    if current.reply is not None:
+        return StartResult(True, current.pid, True, log=log, service=bool(current.reply.get("service")))
+    if current.running:  # it holds the pid file but does not answer (yet): no second one
+        result = StartResult(True, current.pid, False, log=log, was_starting=True)
+        if wait > 0:
+            answered = _wait_answer(root, wait, None, log, _log_size(log))
+            result.ready, result.pid = True, answered.pid
+            result.service = bool(answered.reply and answered.reply.get("service"))
+        return result
     child_env, stripped = daemon_env(os.environ if env is None else env, from_build=from_build)
     old = os.umask(0o077)
     try:
@@ -178,6 +313,7 @@ def start(settings: Settings, *, from_build: bool = False, wait: float = 0.0,
         raise KacheError(f"cannot start the daemon: {e.filename or root}: {e.strerror or e}") from None
     finally:
         os.umask(old)
+    offset = _log_size(log)
     try:
         proc = subprocess.Popen(selfexec.command("daemon", "run", "--detached"),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=selfexec.environ(child_env),
@@ -186,25 +322,17 @@ def start(settings: Settings, *, from_build: bool = False, wait: float = 0.0,
         raise KacheError(f"cannot start the daemon: {sys.executable}: {e.strerror or e}") from None
     finally:
         os.close(out)
+    _note_spawned(root, proc.pid)
     result = StartResult(False, proc.pid, False, stripped, log)
     if wait <= 0:
         return result
-    end = time.monotonic() + wait
-    while time.monotonic() < end:
-        current = status(root, timeout=0.5)
-        if current.running and current.reply is not None:
-            result.ready = True
-            if current.pid != proc.pid:  # another start won the race: fine
-                result.already_running = True
-                result.pid = current.pid
-            return result
-        code = proc.poll()
-        if code is not None and code != 0:
-            raise KacheError(f"starting the daemon failed: pid {proc.pid} exited with status {code}: "
-                             f"see `kache daemon log` ({log})")
-        time.sleep(0.05)
-    raise KacheError(f"starting the daemon failed: pid {proc.pid}: it did not answer within {wait:g}s: "
-                     f"see `kache daemon log` ({log})")
+    current = _wait_answer(root, wait, proc, log, offset)
+    result.ready = True
+    if current.pid != proc.pid:  # another start won the race: fine
+        result.already_running = True
+        result.pid = current.pid
+        result.service = bool(current.reply and current.reply.get("service"))
+    return result
 
 
 def _wait_gone(root: str, seconds: float) -> bool:

@@ -177,6 +177,10 @@ class Daemon:
         finally:
             os.umask(old)
         self.pid_file.lock()
+        try:  # `kache daemon start`'s note that it launched us: status reads the pid file now
+            os.unlink(layout.tmp_path(self.root, layout.DAEMON_STARTING))
+        except OSError:
+            pass
         try:
             self.logs.start(self.foreground)
             self._bind()

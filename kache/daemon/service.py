@@ -31,7 +31,7 @@ from kache.store import layout
 
 __all__ = ["PLATFORMS", "LABEL", "UNIT_NAME", "ServiceReport", "current_platform", "kache_command",
            "unit_path", "plist_path", "render_unit", "render_plist", "install", "uninstall", "manager_of_self",
-           "restart_argv"]
+           "restart_argv", "activation_hint", "is_active"]
 
 PLATFORMS = ("linux", "macos")
 LABEL = "dev.kache.daemon"
@@ -171,8 +171,8 @@ def _run(argv: list[str], report: ServiceReport, *, check: bool = True) -> subpr
 def _need(tool: str, path: Path, fix: str) -> str:
     found = shutil.which(tool)
     if found is None:
-        raise KacheError(f"cannot activate the daemon service: {tool} not found: {path} is written; {fix}, "
-                         "or rerun with --no-activate")
+        raise KacheError(f"cannot activate the daemon service: {tool} not found, so {path} was not written; "
+                         f"{fix}, or rerun with --no-activate to write the file only")
     return found
 
 
@@ -191,11 +191,77 @@ def _write(path: Path, data: bytes) -> bool:
     return True
 
 
+class _Before:
+    """What was at a service file's path before an install wrote it."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self.data: bytes | None = path.read_bytes()
+        except OSError:
+            self.data = None
+        self.missing_dirs = [d for d in [path.parent, *path.parent.parents] if not d.exists()]
+        """Directories the write creates, deepest first."""
+
+
+def _put_back(path: Path, before: _Before) -> str:
+    """Undo :func:`_write` after a failed activation: remove the file (and the
+    directories) it created, or restore the one it replaced. Says what it did."""
+    previous = before.data
+    try:
+        if previous is None:
+            _remove(path)
+            for d in before.missing_dirs:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+            return f"{path} was removed again"
+        if not _write(path, previous):
+            return f"{path} is as it was before"
+        return f"{path} was put back as it was"
+    except OSError as e:
+        return f"{path} is left behind ({e.strerror or e}): remove it by hand"
+
+
+_NO_BUS = ("Failed to connect to bus", "DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "No medium found")
+
+
+def activation_hint(platform: str, error: str, env: Mapping[str, str] | None = None) -> str:
+    """What to do after the service manager refused (``error``: its last line)."""
+    env = os.environ if env is None else env
+    if platform == "linux" and any(s in error for s in _NO_BUS):
+        runtime = env.get("XDG_RUNTIME_DIR")
+        where = f"no {runtime}/bus" if runtime else "XDG_RUNTIME_DIR is not set"
+        return (f"systemctl --user is not available here: there is no user session bus ({where}): is this a "
+                "container, or an ssh session of a user without lingering? Try `loginctl enable-linger $USER` "
+                "and log in again; or run `kache daemon start` (builds also start the daemon when they need it)")
+    if platform == "linux":
+        return ("see `systemctl --user status kache.service` and `journalctl --user -u kache.service`; or run "
+                "`kache daemon start` (builds also start the daemon when they need it)")
+    return ("launchctl needs the GUI session of the logged-in user (not an ssh or sudo session); or run "
+            "`kache daemon start` (builds also start the daemon when they need it)")
+
+
+def _activate(platform: str, path: Path, before: _Before, report: ServiceReport,
+              commands: list[tuple[list[str], bool]]) -> None:
+    """Run the manager's ``commands`` (argv, checked); on a failure put the file back as
+    it was before this install and raise a KacheError with what to do."""
+    for argv, check in commands:
+        try:
+            _run(argv, report, check=check)
+        except KacheError as e:
+            undone = _put_back(path, before)
+            raise KacheError(f"cannot install the daemon service: {e}\n{activation_hint(platform, str(e))}\n"
+                             f"{undone}") from None
+
+
 def install(platform: str, *, activate: bool = True, store_root: str,
             command: list[str] | None = None, env: Mapping[str, str] | None = None) -> ServiceReport:
     """Write the service definition and, with ``activate``, enable and start it.
 
-    ``store_root`` is the local store (the launchd agent logs there).
+    ``store_root`` is the local store (the launchd agent logs there). When activation
+    fails, the file is removed again (or the one it replaced put back) and a
+    KacheError says why and what to do.
     """
     env = os.environ if env is None else env
     command = command or kache_command()
@@ -203,28 +269,54 @@ def install(platform: str, *, activate: bool = True, store_root: str,
     if platform == "linux":
         path = unit_path(env)
         report = ServiceReport(platform, str(path), notes=notes)
+        fix = "run `systemctl --user daemon-reload && systemctl --user enable --now kache.service` where " \
+              "systemd runs"
+        systemctl = _need("systemctl", path, fix) if activate else ""
+        before = _Before(path)
         report.changed = _write(path, render_unit(command, environment).encode())
         if activate:
-            fix = "run `systemctl --user daemon-reload && systemctl --user enable --now kache.service` where " \
-                  "systemd runs"
-            systemctl = _need("systemctl", path, fix)
-            _run([systemctl, "--user", "daemon-reload"], report)
-            _run([systemctl, "--user", "enable", "--now", UNIT_NAME], report)
+            steps = [([systemctl, "--user", "daemon-reload"], True),
+                     ([systemctl, "--user", "enable", "--now", UNIT_NAME], True)]
             if report.changed:  # an upgrade in place: run the new definition now
-                _run([systemctl, "--user", "restart", UNIT_NAME], report)
+                steps.append(([systemctl, "--user", "restart", UNIT_NAME], True))
+            _activate(platform, path, before, report, steps)
         return report
     if platform == "macos":
         path = plist_path(env)
         report = ServiceReport(platform, str(path), notes=notes)
         log = layout.log_path(store_root)
-        os.makedirs(store_root, mode=0o700, exist_ok=True)
+        launchctl = _need("launchctl", path, f"run `launchctl bootstrap gui/{os.getuid()} {path}` on the Mac") \
+            if activate else ""
+        old = os.umask(0o077)  # the store and any parent it makes are owner-only
+        try:
+            os.makedirs(store_root, mode=0o700, exist_ok=True)
+        finally:
+            os.umask(old)
+        before = _Before(path)
         report.changed = _write(path, render_plist(command, environment, log))
         if activate:
-            launchctl = _need("launchctl", path, f"run `launchctl bootstrap gui/{os.getuid()} {path}` on the Mac")
-            _run([launchctl, "bootout", f"gui/{os.getuid()}/{LABEL}"], report, check=False)
-            _run([launchctl, "bootstrap", f"gui/{os.getuid()}", str(path)], report)
+            _activate(platform, path, before, report, [
+                ([launchctl, "bootout", f"gui/{os.getuid()}/{LABEL}"], False),
+                ([launchctl, "bootstrap", f"gui/{os.getuid()}", str(path)], True)])
         return report
     raise KacheError(f"cannot install the daemon service: {platform}: expected one of {', '.join(PLATFORMS)}")
+
+
+def is_active(platform: str) -> bool:
+    """Whether the service manager runs the installed service now (False when it cannot
+    be asked: no manager, no session)."""
+    if platform == "linux":
+        tool = shutil.which("systemctl")
+        argv = [tool, "--user", "is-active", "--quiet", UNIT_NAME] if tool else None
+    else:
+        tool = shutil.which("launchctl")
+        argv = [tool, "print", f"gui/{os.getuid()}/{LABEL}"] if tool else None
+    if argv is None:
+        return False
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def uninstall(platform: str, *, activate: bool = True, env: Mapping[str, str] | None = None) -> ServiceReport:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from typing import Any, ClassVar
 
 from kache._record import Record
+from kache.errors import KacheError
 
 __all__ = [
     "ArgvError",
@@ -75,7 +76,7 @@ __all__ = [
 ]
 
 
-class ArgvError(Exception):
+class ArgvError(KacheError):
     """The command line cannot be understood (an unreadable ``@argfile``, no compiler…)."""
 
 

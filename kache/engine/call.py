@@ -44,9 +44,10 @@ class PreparedCall(Record):
     """
 
     __slots__ = ("rustc", "argv", "env", "cwd", "store", "norm", "hasher", "mkey", "components", "outputs", "root",
-                 "stored_key", "keep_incremental", "snapshots", "umask", "missing_inputs")
+                 "stored_key", "keep_incremental", "snapshots", "umask", "missing_inputs", "key_args")
     _defaults = {"mkey": "", "components": dict, "outputs": list, "root": "", "stored_key": "",
-                 "keep_incremental": False, "snapshots": False, "umask": None, "missing_inputs": list}
+                 "keep_incremental": False, "snapshots": False, "umask": None, "missing_inputs": list,
+                 "key_args": list}
     rustc: argvmod.RustcCall
     """rustc's command line, parsed."""
     argv: list[str]
@@ -64,6 +65,7 @@ class PreparedCall(Record):
     snapshots: bool  # its incremental session is stored with the entry and restored on a hit
     umask: int | None  # the caller's, when it is not this process's (a hit the daemon serves)
     missing_inputs: list[str]  # declared extra input files that are not there (worth a warning)
+    key_args: list[str]  # the arguments as the key holds them (paths normalised), kept for why-miss
 
     @property
     def out_dir(self) -> str:
@@ -132,7 +134,9 @@ def prepare(rc: argvmod.RustcCall, argv: list[str], store: Store, env: Mapping[s
         raise Uncacheable("compiler-identity") from e
     extern_paths: list[tuple[str, str]] = []
     for tok in argvmod.key_args(rc.args):
-        kb.add("args", norm.text(tok))
+        text = norm.text(tok)
+        c.key_args.append(text)
+        kb.add("args", text)
     for name, path in rc.externs:
         if path:
             extern_paths.append((name, os.path.join(cwd, path)))

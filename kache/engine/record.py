@@ -226,6 +226,7 @@ def record(c: PreparedCall, started_ns: int, stdout: str, stderr: str, compile_m
         "stdout": stdout,
         "stderr": stderr,
         "emit": sorted(rc.emit),
+        "args": c.key_args,  # why-miss names the flags that differ
         "components": {**c.components, **{k: v for k, v in source_components.items() if k != "mkey"}},
         "target_dir": bool(target_dir),
     }

@@ -29,6 +29,7 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 
 from blake3 import blake3
 
+from kache.errors import KacheError
 from kache.paths import which
 from kache.store.store import Store
 
@@ -42,7 +43,7 @@ _PROBE_TIMEOUT_SECS = 60.0
 _OWN_NAMES = ("rustc", "clippy-driver")
 
 
-class ToolchainError(Exception):
+class ToolchainError(KacheError):
     """The compiler chain cannot be identified (a program is missing, a probe failed)."""
 
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kache.daemon.wire import SUN_PATH_MAX
+from kache.errors import KacheError
 
 __all__ = ["SOURCE_NAME", "OUTPUT_NAME", "INFO_FLAG", "ClientBuild", "BuildError", "build_client", "client_info",
            "default_output", "rustc_named"]
@@ -54,7 +55,7 @@ def client_info(path: str) -> dict[str, str] | None:
     return info
 
 
-class BuildError(Exception):
+class BuildError(KacheError):
     """The client could not be built; the text says why and what to do."""
 
 

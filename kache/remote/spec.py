@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from kache.errors import KacheError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -44,7 +46,7 @@ CREDENTIAL_VARIABLES = tuple(v for trio in _CREDENTIAL_VARIABLES for v in trio i
 _MAX_TEXT = 2048
 
 
-class SpecError(ValueError):
+class SpecError(KacheError, ValueError):
     """A remote description that is not one (its text says which field, and why)."""
 
 

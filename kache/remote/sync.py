@@ -140,7 +140,10 @@ class SyncReport:
     push: bool
     dry_run: bool
     crates: int | None = None
-    """How many crate names the pull wanted (None: every crate)."""
+    """How many crate names the pull wanted (None: every crate): the packages' and the
+    build scripts' (BUILD_SCRIPT_CRATES)."""
+    packages: int | None = None
+    """How many packages the workspace's Cargo.lock lists (None: every crate wanted)."""
     pulled: list[Transfer] = field(default_factory=list)
     pushed: list[Transfer] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
@@ -168,7 +171,7 @@ class SyncReport:
         return {
             "dry_run": self.dry_run,
             "pull": None if not self.pull else {
-                "crates": self.crates, "objects": len(self.pulled), "bytes": self.pulled_bytes,
+                "packages": self.packages, "crates": self.crates, "objects": len(self.pulled), "bytes": self.pulled_bytes,
                 "up_to_date": self.pull_up_to_date, "entries": [t.to_json() for t in self.pulled]},
             "push": None if not self.push else {
                 "objects": len(self.pushed), "bytes": self.pushed_bytes, "up_to_date": self.push_up_to_date,
@@ -238,6 +241,7 @@ def sync(store: Store, remote: Remote, *, pull: bool = True, push: bool = True, 
                 assert all_crates or workspace is not None
                 wanted = None if all_crates or workspace is None else lock_crates(workspace)
                 report.crates = None if wanted is None else len(wanted)
+                report.packages = None if wanted is None else len(wanted.keys() - BUILD_SCRIPT_CRATES)
                 _pull(store, remote, pool, stores, wanted, listed, report, progress)
             if push:
                 _push(store, remote, pool, stores, listed, report, progress)

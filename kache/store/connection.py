@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 
+from kache.errors import KacheError
 from kache.store import layout, schema
 
 TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings here
@@ -85,7 +86,7 @@ BULK_CACHE_KIB = 65536
 BULK_WAL_BYTES = 64 << 20
 
 
-class StoreError(Exception):
+class StoreError(KacheError):
     """The store cannot be used (unwritable, corrupt); the wrapper then runs rustc plainly."""
 
 

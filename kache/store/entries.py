@@ -317,10 +317,12 @@ class ComponentDiff:
     latest: str | None
     """Digest in the newest entry (None: the component is not in it)."""
     nearest: str | None
+    changes: list[str] = field(default_factory=list)
+    """For the arguments: each flag that differs, in words (kache.store.flagdiff)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "kind": self.kind, "explanation": self.explanation,
-                "latest": self.latest, "nearest": self.nearest}
+                "latest": self.latest, "nearest": self.nearest, "changes": self.changes}
 
 
 @dataclass
@@ -426,7 +428,17 @@ def why_miss(store: Store | None, crate: str, store_root: str | None = None) -> 
     report.nearest = _info(best)
     for label in best_diff:
         kind, words = describe_component(label, label in mine, label in theirs)
-        report.differences.append(ComponentDiff(label, kind, words, mine.get(label), theirs.get(label)))
+        comp = ComponentDiff(label, kind, words, mine.get(label), theirs.get(label))
+        if label == "args":
+            from kache.store.flagdiff import flag_changes
+
+            comp.changes, whole = flag_changes(best.meta, latest.meta)
+            if comp.changes:
+                comp.explanation = "compiler flags changed: " + "; ".join(comp.changes)
+                if not whole:
+                    comp.changes.append("perhaps other flags too: these entries do not record their arguments")
+                    comp.explanation += f" ({comp.changes[-1]})"
+        report.differences.append(comp)
     if not best_diff:
         report.notes.append("no recorded key component differs from the nearest entry "
                             "(an entry from another kache version?)")

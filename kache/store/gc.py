@@ -63,6 +63,9 @@ class GcReport:
     evicted_bytes: int = 0
     pinned: int = 0
     """Entries used in the last PIN_SECS that kept the store above the target."""
+    kept_recent: int = 0
+    """Entries unused for longer than ``max_age`` but used in the last PIN_SECS: kept
+    (a build may be restoring them right now)."""
     orphans_removed: int = 0
     orphan_bytes: int = 0
     temp_removed: int = 0
@@ -92,6 +95,7 @@ class GcReport:
             "evicted_bytes": self.evicted_bytes,
             "freed_bytes": self.freed_bytes,
             "pinned": self.pinned,
+            "kept_recent": self.kept_recent,
             "orphans_removed": self.orphans_removed,
             "orphan_bytes": self.orphan_bytes,
             "temp_removed": self.temp_removed,
@@ -110,8 +114,10 @@ class GcReport:
 
 
 def _plan(store: Store, max_bytes: int, max_age: float | None, now: float, physical: int
-          ) -> tuple[list[str], list[str], int, float, float]:
-    """Choose entries to evict: (by age, by size, pinned count, age cutoff, pin cutoff).
+          ) -> tuple[list[str], list[str], int, int, float, float]:
+    """Choose entries to evict: (by age, by size, pinned count, kept recent count, age
+    cutoff, pin cutoff). "Kept recent": older than ``max_age`` but used in the last
+    PIN_SECS, so not evicted by age.
 
     ``physical`` is the store's size now: under the limit and with no age limit there is
     nothing to plan; under the limit, the blob reference counts are not read at all.
@@ -120,7 +126,7 @@ def _plan(store: Store, max_bytes: int, max_age: float | None, now: float, physi
     age_cutoff = pin_cutoff if max_age is None else min(now - max_age, pin_cutoff)
     over = physical > max_bytes
     if not over and max_age is None:
-        return [], [], 0, age_cutoff, pin_cutoff
+        return [], [], 0, 0, age_cutoff, pin_cutoff
     users: dict[str, int] = defaultdict(int)
     sizes: dict[str, int] = {}
     blobs_of: dict[str, list[str]] = defaultdict(list)
@@ -141,11 +147,14 @@ def _plan(store: Store, max_bytes: int, max_age: float | None, now: float, physi
     rows = store.summaries(order="lru", select="key, last_used")
     i = 0
     by_age: list[str] = []
+    kept_recent = 0
     if max_age is not None:
         while i < len(rows) and rows[i][1] < age_cutoff:
             by_age.append(rows[i][0])
             drop(rows[i][0])
             i += 1
+        while i + kept_recent < len(rows) and rows[i + kept_recent][1] < now - max_age:
+            kept_recent += 1  # old enough to go, but used in the last PIN_SECS
     by_size: list[str] = []
     pinned = 0
     if physical > max_bytes:
@@ -156,7 +165,7 @@ def _plan(store: Store, max_bytes: int, max_age: float | None, now: float, physi
             i += 1
         if physical > target:
             pinned = len(rows) - i  # sorted by last use: everything left is pinned
-    return by_age, by_size, pinned, age_cutoff, pin_cutoff
+    return by_age, by_size, pinned, kept_recent, age_cutoff, pin_cutoff
 
 
 def _evict(store: Store, keys: list[str], before: float | None) -> tuple[int, int]:
@@ -356,7 +365,8 @@ def gc(store: Store, max_bytes: int, *, max_age: float | None, clean_incremental
     before = store.totals()["physical_bytes"] if broken or damaged else sum(sizes.values())
     report = GcReport(max_bytes=max_bytes, target_bytes=int(max_bytes * TARGET_FRACTION), before_bytes=before,
                       broken_removed=broken, damaged_blobs=damaged, index_checked=index_checked)
-    by_age, by_size, report.pinned, age_cutoff, pin_cutoff = _plan(store, max_bytes, max_age, now, before)
+    by_age, by_size, report.pinned, report.kept_recent, age_cutoff, pin_cutoff = _plan(
+        store, max_bytes, max_age, now, before)
     n, freed = _evict(store, by_age, age_cutoff)
     report.evicted["max-age"] = n
     report.evicted_bytes += freed

@@ -70,6 +70,9 @@ STATS_FOLD = "stats-fold.json"
 DAEMON_AUTOSTART = "daemon-autostart"
 """When the wrapper last tried to start the daemon (kache.wrapper.daemon_remote)."""
 KEPT_FILES = frozenset({GC_LAST, GC_CHECKED, DAEMON_AUTOSTART, STATS_FOLD})
+DAEMON_STARTING = "daemon-starting"
+"""The pid ``kache daemon start`` launched, until that daemon takes its pid file
+(kache.daemon.control); meaningful for 30 s only, so gc may sweep it."""
 DAEMON_STALLED = "daemon-stalled"
 """A daemon failed to answer (kache.wrapper.daemon_hit); meaningful for 30 s only, so
 gc's sweep of old temp files may take it."""

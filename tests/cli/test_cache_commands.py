@@ -371,6 +371,59 @@ def test_why_miss_cli_names_the_component(store: Store, capsys: pytest.CaptureFi
     assert [d["label"] for d in doc["differences"]] == ["env:CARGO_PKG_VERSION", "source:<CWD>/src/lib.rs"]
 
 
+def _cargo_args(emit: str, metadata: str, *extra: str) -> list[str]:
+    """rustc's arguments as cargo gives them for a library, as the key holds them."""
+    return ["--crate-name", "kc_util", "--edition=2021", "<CWD>/util/src/lib.rs", "--error-format=json",
+            "--json=diagnostic-rendered-ansi,artifacts,future-incompat", "--crate-type", "lib", f"--emit={emit}",
+            "-C", "embed-bitcode=no", "-C", "debuginfo=2", *extra, "-C", f"metadata={metadata}",
+            "-C", f"extra-filename=-{metadata}", "--out-dir", "<TARGET>/debug/deps",
+            "-L", "dependency=<TARGET>/debug/deps"]
+
+
+def test_why_miss_names_the_flags_that_differ(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cargo check`, then `cargo build`: the arguments differ in --emit (and cargo's unit
+    hash); why-miss names those flags and their values (it said "compiler flags changed
+    (profile, features, RUSTFLAGS, cfg)")."""
+    now = time.time()
+    check = add_entry(store, "kc_util", created=now - 200, components={**BASE, "args": "a0"},
+                      args=_cargo_args("dep-info,metadata", "0a1b"))
+    build = add_entry(store, "kc_util", created=now - 100, components=BASE,
+                      args=_cargo_args("dep-info,metadata,link", "2c3d", "--cfg", 'feature="std"'))
+    assert run(capsys, "why-miss", "kc-util").splitlines() == [
+        f"latest entry  {build.key[:12]} (1m ago)",
+        f"nearest entry {check.key[:12]} (3m ago), 1 component(s) differ:",
+        "  compiler flags changed  [args: a0 -> a1]",
+        "    --emit changed: dep-info,metadata → dep-info,metadata,link (cargo check vs cargo build)",
+        "    --cfg added: feature=\"std\" (features, or cfgs from RUSTFLAGS or a build script)",
+        "    -C metadata changed: 0a1b → 2c3d (cargo's hash of the unit: profile, features, dependencies, target)",
+        "    -C extra-filename changed: -0a1b → -2c3d (follows -C metadata)"]
+    doc = run_json(capsys, "why-miss", "kc_util", "--json")
+    assert isinstance(doc, dict)
+    [args] = doc["differences"]
+    assert args["explanation"] == (
+        "compiler flags changed: --emit changed: dep-info,metadata → dep-info,metadata,link (cargo check vs cargo "
+        "build); --cfg added: feature=\"std\" (features, or cfgs from RUSTFLAGS or a build script); -C metadata "
+        "changed: 0a1b → 2c3d (cargo's hash of the unit: profile, features, dependencies, target); -C "
+        "extra-filename changed: -0a1b → -2c3d (follows -C metadata)")
+    assert len(args["changes"]) == 4
+
+
+def test_why_miss_of_entries_without_their_arguments_compares_emit(store: Store,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Entries recorded before kache kept their arguments: --emit is all there is to name."""
+    now = time.time()
+    add_entry(store, "kc_util", created=now - 200, components={**BASE, "args": "a0"}, emit=["dep-info", "metadata"])
+    add_entry(store, "kc_util", created=now - 100, components=BASE)
+    assert run(capsys, "why-miss", "kc_util").splitlines()[2:] == [
+        "  compiler flags changed  [args: a0 -> a1]",
+        "    --emit changed: dep-info,metadata → dep-info,link,metadata (cargo check vs cargo build)",
+        "    perhaps other flags too: these entries do not record their arguments"]
+    add_entry(store, "same_emit", created=now - 200, components={**BASE, "args": "a0"})
+    add_entry(store, "same_emit", created=now - 100, components=BASE)
+    assert run(capsys, "why-miss", "same_emit").splitlines()[2:] == [
+        "  compiler flags changed (profile, features, RUSTFLAGS, cfg)  [args: a0 -> a1]"]
+
+
 def test_why_miss_passthrough_one_entry_and_unknown(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     add_entry(store, "lonely", components=BASE)
     assert "only one entry" in run(capsys, "why-miss", "lonely")
@@ -396,6 +449,29 @@ def test_gc_uses_the_size_setting(store: Store, monkeypatch: pytest.MonkeyPatch,
     out = run(capsys, "gc", "--max-age", "2h")
     assert "evicted 1 entries (0 over the size limit, 1 unused too long)" in out
     assert "store: 2.0 KiB -> 1000 B" in out
+
+
+def test_gc_max_age_says_how_many_recent_entries_it_kept(store: Store,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`gc --max-age 1s` keeps what was used in the last two minutes, and says so (it used
+    to say only "evicted 0")."""
+    now = time.time()
+    old = add_entry(store, "old", blobs=[b"o" * 1000], last_used=now - 3600)
+    for crate in ("serde", "log"):
+        add_entry(store, crate, blobs=[crate.encode() * 100], last_used=now - 5)
+    out = run(capsys, "gc", "--max-age", "1s")
+    assert out.splitlines() == [
+        "evicted 1 entries (0 over the size limit, 1 unused too long), freeing 1000 B",
+        "kept 2 entries unused for longer than 1s because they were used in the last 2 minutes (a build may be "
+        "restoring them); a later gc evicts them",
+        "removed 0 orphan blobs (0 B) and 0 temp files (0 B)",
+        "store: 1.8 KiB -> 800 B (limit 46.6 GiB)"]
+    assert old.key not in {r["key"] for r in store.summaries()}
+    doc = run_json(capsys, "gc", "--max-age", "1s", "--json")
+    assert isinstance(doc, dict)
+    assert doc["kept_recent"] == 2 and doc["entries_evicted"] == 0 and doc["pinned"] == 0
+    doc = run_json(capsys, "gc", "--max-age", "1h", "--json")  # they are not older than that: nothing kept
+    assert isinstance(doc, dict) and doc["kept_recent"] == 0
 
 
 @pytest.mark.parametrize("damage", ["garbage", "torn"])

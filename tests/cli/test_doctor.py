@@ -130,3 +130,60 @@ def test_doctor_verify_rehashes_blobs_whose_stamp_was_put_back(store_env: Path,
     assert code == 1 and "content does not match its hash" in by_name(doc)["store index"]["detail"]
     doctor(capsys, "--fix", "--verify")
     assert Store(str(store_env)).entries() == []
+
+
+def test_doctor_fix_says_what_the_wrapper_was_and_is_now(store_env: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole --fix output: the checks after the repair, then each repair saying what
+    was there before and what is there now (it used to print "(now 'sccache')" for the
+    value it had just replaced)."""
+    monkeypatch.chdir(tmp_path)
+    exe = kache_executable()
+    cargo_config = Path(os.environ["CARGO_HOME"]) / "config.toml"
+    cargo_config.write_text('[build]\nrustc-wrapper = "/usr/bin/sccache"\n')
+    store_env.mkdir(mode=0o700)
+    assert main(["doctor", "--fix"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    varying = {"kache on PATH", "free disk", "rustc"}  # this machine's PATH, disk and toolchain
+    checks = [line for line in lines if not line.startswith(("      fix: ", "fixed "))]
+    assert [line.split(":", 1)[0].split(None, 1)[1] for line in checks] == [
+        "kache on PATH", "cargo wrapper", "config", "store writable", "store private", "same filesystem",
+        "store index", "free disk", "daemon", "rustc"]
+    assert [line for line in lines if line.split(":", 1)[0].split(None, 1)[-1] not in varying
+            and not line.startswith("      fix: ")] == [
+        f"ok    cargo wrapper: cargo runs {exe} (from {cargo_config})",
+        "ok    config: valid (defaults)",
+        f"ok    store writable: {store_env}",
+        f"ok    store private: {store_env} is mode 0700 (only you can read it)",
+        f"ok    same filesystem: store and {tmp_path} share a filesystem (hits are hardlinks)",
+        "ok    store index: empty store (no builds yet)",
+        "ok    daemon: not running (only needed with a remote)",
+        f"fixed cargo wrapper: {cargo_config}: [build] rustc-wrapper was '/usr/bin/sccache' (sccache), now {exe!r}"]
+
+
+def test_doctor_on_a_fresh_account_creates_nothing_others_can_read(clean_env: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Under umask 022, on a HOME with no store and no config: doctor does not create the
+    store by looking (it used to make it 0755 and then warn that others can read it), and
+    what init creates (the config dir and file) is owner-only."""
+    monkeypatch.chdir(tmp_path)
+    cache = clean_env / ".cache"
+    store = cache / "kache"
+    old = os.umask(0o022)
+    try:
+        main(["doctor"])
+        out = capsys.readouterr().out
+        assert not cache.exists()
+        assert (f"ok    store writable: {store} does not exist yet: the first build creates it there, owner-only "
+                f"({clean_env} is writable)\n") in out
+        assert "store private" not in out and "other local users" not in out
+        assert main(["init", "--yes", "--no-service"]) == 0
+        main(["doctor", "--fix"])
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    config = clean_env / ".config" / "kache" / "config.toml"
+    assert (config.parent.stat().st_mode & 0o777, config.stat().st_mode & 0o777) == (0o700, 0o600)
+    assert not cache.exists()

@@ -47,7 +47,7 @@ def test_init_replaces_sccache_and_dry_run_changes_nothing(cargo_home: Path,
     config.write_text('[build]\nrustc-wrapper = "/usr/bin/sccache"\n')
     assert main(["init", "--dry-run", "--no-service"]) == 0
     out = capsys.readouterr().out
-    assert "would    cargo wrapper" in out and "(now '/usr/bin/sccache' (sccache))" in out
+    assert "would    cargo wrapper" in out and "(it is '/usr/bin/sccache' (sccache) now)" in out
     assert config.read_text() == '[build]\nrustc-wrapper = "/usr/bin/sccache"\n'
     assert not S.user_config_path().exists()
     assert main(["init", "--yes", "--no-service"]) == 0
@@ -175,3 +175,56 @@ def test_init_without_a_kache_program_is_one_click_style_line(
     err = capsys.readouterr().err
     assert err == "Error: cannot find the `kache` program on PATH; install kache first\n"
     assert not (cargo_home / "config.toml").exists()
+
+
+def test_init_after_a_failed_service_step_exits_1_and_keeps_kache_as_the_wrapper(
+        cargo_home: Path, client_path: Path, store_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The real systemctl of a machine without a user session (this container) fails the
+    service step: init exits 1, says which step failed and what to do, does not build the
+    native client (it would only hand every call to kache) and leaves no unit file, so a
+    second init does not call the service installed: it fails the same way."""
+    import shutil
+    import subprocess
+
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        pytest.skip("no systemctl on this machine")
+    probe = subprocess.run([systemctl, "--user", "daemon-reload"], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"})
+    if probe.returncode == 0:
+        pytest.skip("a user systemd answers here: the service step does not fail")
+    said = (probe.stderr or probe.stdout).strip().splitlines()[-1]
+    exe = kache_executable()
+    config = cargo_home / "config.toml"
+    user = S.user_config_path()
+    unit = Path(os.environ["XDG_CONFIG_HOME"]) / "systemd" / "user" / "kache.service"
+    service_failed = [
+        f"fail     daemon service: cannot install the daemon service: `{systemctl} --user daemon-reload` failed: "
+        f"exit status 1: {said}",
+        "         systemctl --user is not available here: there is no user session bus (XDG_RUNTIME_DIR is not "
+        "set): is this a container, or an ssh session of a user without lingering? Try `loginctl enable-linger "
+        "$USER` and log in again; or run `kache daemon start` (builds also start the daemon when they need it)",
+        f"         {unit} was removed again",
+        "skipped  native client: the daemon service step failed, so kache stays cargo's wrapper (the client "
+        "without a daemon only hands every call to kache)",
+        ""]
+    what_to_do = ("  daemon service: kache works without it (builds start the daemon when they need it); fix the "
+                  "reason above and run `kache init` again, or `kache init --no-service` to stop trying")
+
+    assert main(["init", "--yes"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"changed  cargo wrapper: {config}: [build] rustc-wrapper was not set, now {exe!r}",
+        f"changed  user config: wrote a starter {user} (every setting, commented out)",
+        *service_failed,
+        "2 change(s); 1 step(s) failed: daemon service",
+        what_to_do]
+    assert tomlkit.parse(config.read_text())["build"]["rustc-wrapper"] == exe
+    assert not client_path.exists() and not unit.exists()
+
+    assert main(["init", "--yes"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"ok       cargo wrapper: {config}: [build] rustc-wrapper = {exe!r}",
+        f"ok       user config: {user} exists",
+        *service_failed,
+        "0 change(s); 1 step(s) failed: daemon service",
+        what_to_do]

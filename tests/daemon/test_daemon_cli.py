@@ -32,7 +32,7 @@ def test_status_json_when_no_daemon_runs(store_env: Path, capsys: pytest.Capture
     assert main(["daemon", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out == {"running": False, "pid": None, "socket": str(store_env / "daemon.sock"),
-                   "log": str(store_env / "daemon.log"), "responding": False}
+                   "log": str(store_env / "daemon.log"), "responding": False, "state": "stopped"}
     assert main(["daemon"]) == 0
     assert capsys.readouterr().out.startswith("kache daemon: not running (start it with `kache daemon start`)\n")
 
@@ -71,6 +71,94 @@ def test_start_status_second_run_and_stop(store_env: Path, capsys: pytest.Captur
 
     assert main(["daemon", "log", "-n", "1"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("INFO kache.daemon[%d]: stopped (stop requested)" % pid)
+
+
+def test_status_right_after_start_agrees_with_it(store_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`start` returns once the daemon answers, so the status right after it says
+    running (it used to say "not running" while a second start said "already running")."""
+    try:
+        assert main(["daemon", "start"]) == 0
+        out = capsys.readouterr().out
+        pid = control.running_pid(str(store_env))
+        assert out == f"kache daemon started (pid {pid}); log: {store_env}/daemon.log\n"
+        assert main(["daemon", "status"]) == 0
+        assert capsys.readouterr().out.startswith(f"kache daemon: running (pid {pid}, up ")
+        assert main(["daemon", "start"]) == 0
+        assert capsys.readouterr().out == f"kache daemon is already running (pid {pid})\n"
+    finally:
+        main(["daemon", "stop"])
+
+
+def test_a_daemon_still_starting_is_starting_for_status_and_start(store_env: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A daemon `start --no-wait` launched that has not taken its pid file yet, then one
+    that holds it but does not answer yet: status says "starting", start starts no second
+    one and says it did not answer, with the end of its log."""
+    from kache.daemon.lifecycle import PidFile
+    from kache.store import layout
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (store_env / "tmp").mkdir()
+        Path(layout.tmp_path(store_env, layout.DAEMON_STARTING)).write_text(f"{sleeper.pid}\n")
+        assert main(["daemon", "status"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].startswith(f"kache daemon: starting (pid {sleeper.pid}, since ")
+        assert lines[0].endswith("; it does not answer yet)") and len(lines) == 3
+        assert main(["daemon", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["state"] == "starting"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert main(["daemon", "status"]) == 0  # that process is gone: nothing is starting
+    assert capsys.readouterr().out.startswith("kache daemon: not running")
+
+    held = PidFile(str(store_env / "daemon.pid"))
+    held.lock()  # this process holds the pid file, as a daemon does before its socket answers
+    try:
+        (store_env / "daemon.log").write_text("an older line\n")
+        assert main(["daemon", "status"]) == 0
+        assert capsys.readouterr().out.startswith(f"kache daemon: starting (pid {os.getpid()}, since ")
+        assert main(["daemon", "start", "--timeout", "0.3"]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (
+            "kache: error: starting the daemon failed: the daemon did not answer within 0.3s; the end of its log "
+            f"({store_env}/daemon.log): (nothing new)\n"
+            "kache: error: `kache daemon status` shows whether it answers later; `kache daemon stop` stops it\n")
+        assert main(["daemon", "start", "--no-wait"]) == 0
+        assert capsys.readouterr().out == f"kache daemon is starting (pid {os.getpid()}; it does not answer yet)\n"
+    finally:
+        held.release()
+
+
+def test_a_daemon_that_cannot_start_is_reported_with_its_log(store_env: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (store_env / "daemon.sock").mkdir()  # where its socket goes: it cannot bind
+    (store_env / "daemon.log").write_text("a line from before\n")
+    assert main(["daemon", "start"]) == 1
+    captured = capsys.readouterr()
+    new = (store_env / "daemon.log").read_text().splitlines()[1:]
+    assert new and new[-1] == f"kache: error: cannot start the daemon: {store_env}/daemon.sock: Is a directory"
+    pid = new[0].split("[", 1)[1].split("]", 1)[0]
+    assert captured.out == ""
+    assert captured.err == "".join(
+        [f"kache: error: starting the daemon failed: pid {pid} exited with status 1; the end of its log "
+         f"({store_env}/daemon.log):\n", *(f"kache: error:   {line}\n" for line in new)])
+    assert main(["daemon", "status"]) == 0
+    assert capsys.readouterr().out.startswith("kache daemon: not running")
+
+
+def test_start_and_status_name_a_service_daemon(store_env: Path, kache_process,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    proc = kache_process("--service")
+    wait_for(lambda: client.request(store_env, {"op": "status"}, timeout=0.5), timeout=10, what="the daemon")
+    assert main(["daemon", "status"]) == 0
+    assert capsys.readouterr().out.startswith(f"kache daemon: running as a service (pid {proc.pid}, up ")
+    assert main(["daemon", "start"]) == 0
+    assert capsys.readouterr().out == f"kache daemon is already running as a service (pid {proc.pid})\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
 
 
 def test_sigterm_stops_cleanly_and_leaves_intents(store_env: Path, kache_process) -> None:

@@ -99,10 +99,51 @@ def test_activation_without_systemctl_says_so(clean_env: Path, store_env: Path, 
     assert main(["daemon", "install", "--platform", "linux"]) == 1
     unit = clean_env / ".config" / "systemd" / "user" / "kache.service"
     assert capsys.readouterr().err == (
-        f"kache: error: cannot activate the daemon service: systemctl not found: {unit} is written; run "
+        f"kache: error: cannot activate the daemon service: systemctl not found, so {unit} was not written; run "
         "`systemctl --user daemon-reload && systemctl --user enable --now kache.service` where systemd runs, or "
-        "rerun with --no-activate\n")
-    assert unit.exists()
+        "rerun with --no-activate to write the file only\n")
+    assert not unit.exists() and not (clean_env / ".config").exists()
+
+
+def _failing_systemctl() -> tuple[str, str]:
+    """This machine's real systemctl and the last line of what ``systemctl --user
+    daemon-reload`` says when it fails (no user session bus: a container); skips the
+    test where there is none, or where a user manager answers (nothing fails there)."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        pytest.skip("no systemctl on this machine")
+    probe = subprocess.run([systemctl, "--user", "daemon-reload"], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"})
+    if probe.returncode == 0:
+        pytest.skip("a user systemd answers here: `systemctl --user` does not fail")
+    return systemctl, (probe.stderr or probe.stdout).strip().splitlines()[-1]
+
+
+def test_a_failed_activation_explains_and_leaves_nothing_behind(clean_env: Path, store_env: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The real systemctl of a machine without a user session (this container): the
+    error says what failed, why and what to do, exit 1, and the unit file it wrote and
+    the directories it made are gone again."""
+    systemctl, said = _failing_systemctl()
+    unit = clean_env / ".config" / "systemd" / "user" / "kache.service"
+    assert main(["daemon", "install", "--platform", "linux"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"kache: error: cannot install the daemon service: `{systemctl} --user daemon-reload` failed: exit status "
+        f"1: {said}\n"
+        "kache: error: systemctl --user is not available here: there is no user session bus (XDG_RUNTIME_DIR is "
+        "not set): is this a container, or an ssh session of a user without lingering? Try `loginctl "
+        "enable-linger $USER` and log in again; or run `kache daemon start` (builds also start the daemon when "
+        "they need it)\n"
+        f"kache: error: {unit} was removed again\n")
+    assert not unit.exists() and not (clean_env / ".config").exists()
+
+    unit.parent.mkdir(parents=True)  # an older definition, installed before: put back as it was
+    unit.write_text("# the previous kache.service\n")
+    assert main(["daemon", "install", "--platform", "linux"]) == 1
+    assert capsys.readouterr().err.endswith(f"kache: error: {unit} was put back as it was\n")
+    assert unit.read_text() == "# the previous kache.service\n"
 
 
 def test_activation_runs_systemctl(clean_env: Path, store_env: Path, tmp_path: Path,
@@ -127,3 +168,21 @@ def test_unit_quotes_paths_with_spaces_and_specifiers() -> None:
     text = service.render_unit(["/opt/my tools/kache%1"], {"KACHE_CONFIG": "/etc/a b.toml"})
     assert 'ExecStart="/opt/my tools/kache%%1" daemon run --service' in text.splitlines()
     assert 'Environment="KACHE_CONFIG=/etc/a b.toml"' in text.splitlines()
+
+
+@beside_the_interpreter
+def test_a_launchd_install_makes_the_store_owner_only(clean_env: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The launchd agent logs into the store, so install makes it; under umask 022 the
+    parents it makes were 0755 (makedirs' mode is the last directory's only)."""
+    store = tmp_path / "fresh" / "cache" / "kache"
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(store))
+    old = os.umask(0o022)
+    try:
+        assert main(["daemon", "install", "--no-activate", "--platform", "macos"]) == 0
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (store, store.parent, store.parent.parent)}
+    assert modes == {"kache": 0o700, "cache": 0o700, "fresh": 0o700}

@@ -180,6 +180,24 @@ def test_the_command(s3_env: dict[str, str], tmp_path: Path, workspace: Path, mo
     assert code == 0 and "pull: 1 object," in out and "(all crates;" in out
 
 
+def test_the_command_counts_the_packages_of_the_lock_file(s3_env: dict[str, str], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Two packages in Cargo.lock are two packages (it said "4 crates of Cargo.lock",
+    counting the two build-script crate names every pull asks for too)."""
+    (tmp_path / "Cargo.lock").write_text('version = 4\n\n[[package]]\nname = "demo-app"\nversion = "0.1.0"\n'
+                                         'dependencies = ["demo-greeting"]\n\n[[package]]\nname = "demo-greeting"\n'
+                                         'version = "0.1.0"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(tmp_path / "cache"))
+    code, out, err = run(capsys, "sync", "--pull")
+    assert (code, out, err) == (0, "pull: 0 objects, 0 B (the 2 packages of Cargo.lock and build scripts; 0 already "
+                                   "local)\n", "")
+    code, out, _ = run(capsys, "sync", "--pull", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["pull"]["packages"] == 2 and doc["pull"]["crates"] == 4
+
+
 def test_the_command_without_a_bucket(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "sync")
     assert code == 1

@@ -39,12 +39,13 @@ def add_entry(store: Store, crate: str, *, blobs: list[bytes] | None = None, key
               components: dict[str, str] | None = None, mkey: str | None = None,
               files: list[tuple[str, str]] | None = None, stderr: str = "",
               emit: list[str] | None = None, inputs: dict[str, Any] | None = None,
-              package: str | None = None) -> Entry:
+              package: str | None = None, args: list[str] | None = None) -> Entry:
     """Put real blob files for ``blobs`` (default: one small unique blob) and record an entry.
 
     ``files`` gives each blob its (name, kind) (default ``lib<crate>-<i>.rlib``, link);
     ``mkey`` defaults to the key reversed; ``inputs`` is the manifest (default: none);
-    ``package`` the cargo package recorded in meta (as a build script's is shown)."""
+    ``package`` the cargo package recorded in meta (as a build script's is shown); ``args``
+    the arguments as the key holds them (default: not recorded, as before)."""
     now = time.time()
     created = now - 3600 if created is None else created
     last_used = created if last_used is None else last_used
@@ -62,6 +63,8 @@ def add_entry(store: Store, crate: str, *, blobs: list[bytes] | None = None, key
                             "components": components or {}, "target_dir": True}
     if package is not None:
         meta["package"] = package
+    if args is not None:
+        meta["args"] = args
     entry = Entry(key=key, crate_name=crate, crate_types=crate_types, target=target, profile=profile,
                   size=sum(len(b) for b in blobs), created=created, last_used=last_used, hits=hits,
                   compile_ms=compile_ms, key_version=1, mkey=mkey or key[::-1], meta=meta)

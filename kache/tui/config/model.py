@@ -287,7 +287,11 @@ class EditorState:
             text = text.rstrip("\n") + "\n"  # no blank line at the very end
         path = self.user_path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            old = os.umask(0o077)  # a config dir kache creates is owner-only
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            finally:
+                os.umask(old)
             fd, tmp = tempfile.mkstemp(prefix=".config.toml.", dir=path.parent)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -295,7 +299,7 @@ class EditorState:
                 if path.exists():
                     os.chmod(tmp, path.stat().st_mode & 0o777)
                 else:
-                    os.chmod(tmp, 0o644)
+                    os.chmod(tmp, 0o600)
                 problems = []
                 try:
                     settings_mod.validate_file(tmp, self.env, self.schema_path)  # type: ignore[arg-type]

@@ -353,7 +353,7 @@ def purge(crate_name: str | None, yes: bool) -> None:
         if not yes and _interactive():
             click.confirm(f"Delete {what}?", abort=True)
         entries, freed = delete(store, crate_name)
-    click.echo(f"deleted {entries} entries, freed {units.format_size(freed)}")
+    click.echo(f"deleted {entries} {'entry' if entries == 1 else 'entries'}, freed {units.format_size(freed)}")
 
 
 COMMANDS: list[click.Command] = [list_, stats, why_miss, gc, purge]

@@ -126,7 +126,11 @@ def list_entries(store: Store | None, crate: str | None = None, sort: str = "nam
     if store is None:
         return []
     if crate is None:
-        return [EntryInfo.from_row(r) for r in store.summaries(None, order=sort)]
+        infos = [EntryInfo.from_row(r) for r in store.summaries(None, order=sort)]
+        packages = store.build_script_packages()
+        for info in infos:
+            info.package = listing.package_of(info.crate, packages.get(info.key))
+        return infos
     _, entries = entries_named(store, crate)
     infos = []
     for e in entries:  # newest first: the order of "name" within one crate

@@ -409,15 +409,17 @@ def _remember(root: str, report: GcReport, now: float) -> None:
 
 
 def purge(store: Store, crate: str | None = None) -> tuple[int, int]:
-    """Delete one crate's entries (``-``/``_`` alike), or every entry and blob.
+    """Delete one crate's entries (``-``/``_`` alike; a build script by its package, as
+    ``kache list`` names it), or every entry and blob.
 
     The store stays usable (its directories and index remain). Returns (entries
     deleted, bytes freed).
     """
     if crate is not None:
-        keys = [r["key"] for r in store.summaries(crate)]
-        count = freed = 0
-        return _evict(store, keys, before=None)
+        from kache.store.entries import entries_named
+
+        _, entries = entries_named(store, crate)
+        return _evict(store, [e.key for e in entries], before=None)
     count, aside = store.clear()
     freed = 0
     if aside is not None:

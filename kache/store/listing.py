@@ -19,7 +19,7 @@ import time
 from kache import quickjson
 
 __all__ = ["iso", "texts", "TEXT_SQL", "COLUMNS", "display_name", "package_of", "BUILD_SCRIPT_SUFFIX",
-           "DISPLAY_NAME_SQL"]
+           "DISPLAY_NAME_SQL", "PACKAGE_SQL"]
 
 # The columns ``texts`` fills, in its order; ``TEXT_SQL`` reads the first four.
 COLUMNS = ("json_head", "json_mid", "json_used", "json_tail", "size_text")
@@ -32,12 +32,13 @@ TEXT_SQL = "json_head || hits || json_mid || json_used || json_tail"
 BUILD_SCRIPT_PREFIX = "build_script_"
 BUILD_SCRIPT_SUFFIX = " (build script)"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-_PACKAGE_SQL = "json_extract(meta, '$.package')"
+# a damaged meta (not JSON) reads as no package, not as an error of the whole query
+PACKAGE_SQL = "(CASE WHEN json_valid(meta) THEN json_extract(meta, '$.package') END)"
 DISPLAY_NAME_SQL = (
     # a build script's row (and only one's: CASE) is looked up for its meta's package;
     # every other row is read from the listing's covering index alone
     f"(CASE WHEN crate_name GLOB '{BUILD_SCRIPT_PREFIX}*' THEN coalesce((SELECT p || '{BUILD_SCRIPT_SUFFIX}' FROM "
-    f"(SELECT {_PACKAGE_SQL} AS p FROM entries AS e2 WHERE e2.key = entries.key) WHERE typeof(p) = 'text' "
+    f"(SELECT {PACKAGE_SQL} AS p FROM entries AS e2 WHERE e2.key = entries.key) WHERE typeof(p) = 'text' "
     "AND length(p) BETWEEN 1 AND 64 AND p NOT GLOB '*[^A-Za-z0-9_-]*'), crate_name) ELSE crate_name END)")
 """SQL for :func:`display_name` of a row of ``entries``."""
 
@@ -65,11 +66,12 @@ def iso(t: float | None) -> str | None:
 
 
 def texts(crate_name: str, crate_types: str, target: str, profile: str, size: int, created: float,
-          compile_ms: int, key: str, last_used: float) -> tuple[str, str, str, str, str]:
+          compile_ms: int, key: str, last_used: float, package: object = None) -> tuple[str, str, str, str, str]:
     """The values of ``COLUMNS`` for an entry. ``head + str(hits) + mid + used + tail``
     is the JSON text of ``EntryInfo.to_json()``, keys in its order and byte for byte as
     ``json.dumps`` writes it (``crate_types`` is stored comma-separated; empty names are
-    dropped, as ``EntryInfo`` drops them)."""
+    dropped, as ``EntryInfo`` drops them; a build script's ``package`` as
+    :func:`package_of` accepts it)."""
     from kache.units import format_size
 
     q, num = quickjson.quote, quickjson.dumps
@@ -77,5 +79,7 @@ def texts(crate_name: str, crate_types: str, target: str, profile: str, size: in
     head = (f'{{"crate": {q(crate_name)}, "crate_types": [{types}], "target": {q(target)}, '
             f'"profile": {q(profile)}, "size": {num(size)}, "hits": ')
     mid = f', "created": {q(iso(created) or "")}, "last_used": "'
-    tail = f'", "compile_ms": {num(compile_ms)}, "key": {q(key)}}}'
+    pkg = package_of(crate_name, package)
+    tail = (f'", "compile_ms": {num(compile_ms)}, "key": {q(key)}'
+            + ("" if pkg is None else f', "package": {q(pkg)}') + "}")
     return head, mid, iso(last_used) or "", tail, format_size(size)

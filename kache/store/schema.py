@@ -156,7 +156,7 @@ def _add_listing_columns(db: sqlite3.Connection) -> None:
 def write_listing_texts(db: sqlite3.Connection) -> None:
     """Write every entry's listing texts (listing.COLUMNS) from its columns."""
     rows = db.execute("SELECT key, crate_name, crate_types, target, profile, size, created, compile_ms, "
-                      "last_used FROM entries").fetchall()
+                      f"last_used, {listing.PACKAGE_SQL} FROM entries").fetchall()
     db.executemany(f"UPDATE entries SET {' = ?, '.join(listing.COLUMNS)} = ? WHERE key = ?",
-                   [(*listing.texts(name, types, target, profile, size, created, compile_ms, key, used), key)
-                    for key, name, types, target, profile, size, created, compile_ms, used in rows])
+                   [(*listing.texts(name, types, target, profile, size, created, compile_ms, key, used, package), key)
+                    for key, name, types, target, profile, size, created, compile_ms, used, package in rows])

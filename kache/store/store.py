@@ -259,7 +259,8 @@ class Store:
                  entry.created, entry.last_used, entry.hits, entry.compile_ms, entry.key_version, entry.mkey,
                  quickjson.dumps(entry.meta),
                  *listing.texts(entry.crate_name, entry.crate_types, entry.target, entry.profile, entry.size,
-                                entry.created, entry.compile_ms, entry.key, entry.last_used)),
+                                entry.created, entry.compile_ms, entry.key, entry.last_used,
+                                entry.meta.get("package"))),
             )
             db.execute("DELETE FROM entry_blobs WHERE key = ?", (entry.key,))
             db.executemany("INSERT OR IGNORE INTO entry_blobs VALUES (?, ?, ?)",
@@ -379,9 +380,16 @@ class Store:
         ``-``/``_``-insensitive), newest first."""
         rows = self.conn.db.execute(
             f"SELECT {_ENTRY_SELECT} FROM entries WHERE crate_name GLOB 'build_script_*' "
-            "AND replace(json_extract(meta, '$.package'), '-', '_') = ? ORDER BY created DESC",
+            f"AND replace({listing.PACKAGE_SQL}, '-', '_') = ? ORDER BY created DESC",
             (package.replace("-", "_"),)).fetchall()
         return [Entry.from_row(r) for r in rows]
+
+    def build_script_packages(self) -> dict[str, object]:
+        """The package recorded in each build script's meta, by entry key (unchecked:
+        :func:`listing.package_of` decides what is shown)."""
+        rows = self.conn.db.execute(f"SELECT key, {listing.PACKAGE_SQL} FROM entries "
+                                    "WHERE crate_name GLOB 'build_script_*'").fetchall()
+        return {key: package for key, package in rows}
 
     def blob_refs(self) -> list[tuple[str, str, int]]:
         """Every (entry key, blob hash, blob size) pair: the reference graph gc plans on."""

@@ -83,6 +83,9 @@ def test_list_json_kept_in_the_index_is_entry_info_to_json(store: Store, sort: s
     add_entry(store, "odd", crate_types=",lib,,", hits=2**40, compile_ms=2**53 + 1)
     quoted = add_entry(store, 'quo"te\\ü\n\t\x01', crate_types="lib", profile="my-\u00e9\U0001f600",
                        created=253402300799.0)
+    add_entry(store, "build_script_build", crate_types="bin", package="serde-derive")  # shown by its package
+    add_entry(store, "build_script_main", crate_types="bin", package="evil\x1b[2J")  # forged: not shown
+    add_entry(store, "build_script_build", crate_types="bin")  # recorded before packages were
     store.touch(quoted.key)  # a hit: hits and last_used change
     assert store.clamp_future(time.time() - 3600) >= 1  # and "last used" now, for entries used since an hour ago
     texts = list(list_json(store, sort))
@@ -90,6 +93,17 @@ def test_list_json_kept_in_the_index_is_entry_info_to_json(store: Store, sort: s
     assert [json.loads(t) for t in texts] == expected
     assert texts == [json.dumps(d) for d in expected]  # byte for byte, keys in the same order
     assert [d["hits"] for d in expected if d["key"] == quoted.key] == [1]
+    assert sorted(d.get("package", "-") for d in expected if d["crate"].startswith("build_script_")) == [
+        "-", "-", "serde-derive"]
+    # the texts written again from the columns (a migration) are the same; a damaged meta
+    # reads as no package, and fails neither the rewrite nor the listing
+    store.rewrite_listing_texts()
+    assert list(list_json(store, sort)) == texts
+    with store.db:
+        store.db.execute("UPDATE entries SET meta = '{not json' WHERE crate_name = 'build_script_build'")
+    store.rewrite_listing_texts()
+    assert all("package" not in json.loads(t) for t in list_json(store, sort))
+    assert [i.to_json() for i in list_entries(store, None, sort)] == [json.loads(t) for t in list_json(store, sort)]
 
 
 def test_list_json_holds_one_snapshot_while_it_is_read_and_lets_go_after(store: Store) -> None:
@@ -514,7 +528,7 @@ def test_purge_all_and_one_crate(store: Store, capsys: pytest.CaptureFixture[str
     add_entry(store, "proc_macro2", blobs=[b"p" * 100])
     add_entry(store, "quote", blobs=[b"q" * 100])
     add_entry(store, "syn", blobs=[b"s" * 100])
-    assert run(capsys, "purge", "--crate-name", "proc-macro2") == "deleted 1 entries, freed 100 B\n"
+    assert run(capsys, "purge", "--crate-name", "proc-macro2") == "deleted 1 entry, freed 100 B\n"
     assert [e["crate"] for e in run_json(capsys, "list", "--json")] == ["quote", "syn"]  # type: ignore[union-attr]
     assert run(capsys, "purge") == "deleted 2 entries, freed 200 B\n"  # stdin is not a terminal
     assert run_json(capsys, "list", "--json") == []
@@ -527,7 +541,7 @@ def test_purge_asks_in_a_terminal(store: Store, monkeypatch: pytest.MonkeyPatch)
     assert result.exit_code == 1 and "Delete the whole local cache" in result.output
     assert store.totals()["entries"] == 1
     result = CliRunner().invoke(root, ["purge"], input="y\n")
-    assert result.exit_code == 0 and "deleted 1 entries" in result.output
+    assert result.exit_code == 0 and "deleted 1 entry," in result.output
     result = CliRunner().invoke(root, ["purge", "--yes"])
     assert result.exit_code == 0 and "deleted 0 entries" in result.output
 
@@ -620,3 +634,10 @@ def test_build_scripts_are_listed_and_explained_by_their_package(store: Store,
     assert run_json(capsys, "why-miss", "serde", "--json")["entries"] == 1  # type: ignore[index]
     assert run(capsys, "why-miss", "proc_macro2") == (
         "proc-macro2 (build script) has only one entry: there is nothing to compare it with\n")
+
+    # purge takes the names list shows: a build script by its package, not every build script
+    assert run(capsys, "purge", "--crate-name", "serde (build script)", "--yes").startswith("deleted 2 entries")
+    assert run(capsys, "purge", "--crate-name", "proc_macro2", "--yes").startswith("deleted 1 entry,")
+    left = sorted(str(e.meta.get("package")) for e in store.entries_like("build_script_build"))
+    assert left == ["None", "evil\x1b[2J name"]
+    assert [e.key for e in store.entries_like("serde")] == ["f" * 64]

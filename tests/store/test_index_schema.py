@@ -130,8 +130,10 @@ def test_listing_totals_and_lru_read_only_the_covering_indexes(tmp_path: Path) -
         assert len(table) == 2 and all("COVERING INDEX entries_table" in plan(sql) for sql in table), sort
         [texts] = traced(list_json, store, sort)[1:]  # after "is there any entry?"
         assert "COVERING INDEX entries_listing" in plan(texts), sort
-        [rows] = traced(list_entries, store, None, sort)
+        [rows, scripts] = traced(list_entries, store, None, sort)
         assert "COVERING INDEX entries_listing" in plan(rows), sort
+        # a build script's package is read from its row alone (a range of the name index)
+        assert "SEARCH entries USING INDEX" in plan(scripts) and "(crate_name>? AND crate_name<?)" in plan(scripts)
     [totals, physical] = traced(store.totals)
     assert "COVERING INDEX entries_table" in plan(totals)
     assert "COVERING INDEX entry_blobs_hash_size" in plan(physical)

@@ -106,6 +106,20 @@ def test_a_miss_spawns_rustc_without_subprocess_or_threads(tmp_path: Path, clean
     assert [e["outcome"] for e in events] == ["miss", "miss"]
 
 
+@pytest.mark.e2e  # compiles through kache
+def test_a_call_with_no_daemon_does_not_load_the_protocol(tmp_path: Path, clean_env: Path) -> None:
+    """With no daemon socket (every call of a build without a daemon) the wrapper does not
+    import the daemon's protocol module just to find nobody there (~0.3 ms a call)."""
+    args = one_file_lib(tmp_path, "nodaemon")
+    for recache in ("", "1"):  # validates the settings of both identities, fills the memos
+        bare_imported(args, recache)
+    miss = bare_imported(args, "1")
+    assert "kache.wrapper.daemon_hit" in miss  # it did look for a daemon
+    assert "kache.daemon.wire" not in miss
+    events = [json.loads(e) for e in (clean_env / ".cache" / "kache" / "events.jsonl").read_text().splitlines()]
+    assert [e["outcome"] for e in events][-1] in ("miss", "dup")
+
+
 def test_run_compiler_passes_output_on_keeps_it_and_inherits_fds(tmp_path: Path, capfd) -> None:  # noqa: ANN001
     """rustc gets the wrapper's inheritable fds (cargo's jobserver), its stdout and
     stderr reach the wrapper's own as they come, and both are kept for the cache."""

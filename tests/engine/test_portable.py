@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kache.engine import portable
 from kache.paths import Normalizer
@@ -88,3 +90,58 @@ def test_a_percent_encoded_path_pins(tmp_path: Path) -> None:
     scanner = portable.Scanner(norm)
     scanner.hash_file(str(f))
     assert scanner.found == {"<CWD>"}
+
+
+# The search goes from slash to slash, and needle by needle where slashes are dense:
+# whatever the data, it finds what a plain search for every spelling at every offset finds.
+
+_TABLE = {"<CWD>": "/home/ann/src/ws", "<TARGET>": "/home/ann/src/ws/target", "<HOME>": "/home/ann",
+          "<TMP>": "/tmp", "<CARGO>": "/ws/c"}
+
+
+def _reference(norm: Normalizer, data: bytes) -> set[str]:
+    """Every offset where a spelling (or its percent-encoded form) starts; the longest one's sentinel."""
+    spellings = [(p.encode(), s) for p, s in norm.table]
+    spellings += [(portable._percent_encoded(p), s) for p, s in spellings]
+    found = set()
+    for i in range(len(data)):
+        here = [(len(p), s) for p, s in spellings if data.startswith(p, i)]
+        if here:
+            found.add(max(here)[1])
+    return found
+
+
+_PIECES = st.sampled_from([b"/", b"//", b"/h", b"/ho", b"/home/an", b"/home/ann", b"/home/ann/src/ws",
+                           b"/home/ann/src/ws/target", b"/tmp", b"/tm", b"/ws/c", b"/home/ann/src/ws/c",
+                           b"/my%20dir", b"\x00", b"x", b"\xff/", b"ann"])
+
+
+@given(pieces=st.lists(_PIECES, max_size=60), chunk=st.sampled_from([16, 64, 1 << 20]),
+       table=st.sampled_from([_TABLE, {**_TABLE, "<TMP>": "/t"}, {"<CWD>": "/home/ann/my dir"}]))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_search_finds_what_a_search_at_every_offset_finds(tmp_path: Path, monkeypatch, pieces: list[bytes],
+                                                              chunk: int, table: dict[str, str]) -> None:
+    monkeypatch.setattr(portable, "_CHUNK", chunk)
+    norm = Normalizer(table)
+    data = b"".join(pieces)
+    f = tmp_path / "out"
+    f.write_bytes(data)
+    scanner = portable.Scanner(norm)
+    assert scanner.hash_file(str(f)) == (blake3(data).hexdigest(), len(data))
+    if chunk >= len(data):
+        assert scanner.found == _reference(norm, data)
+    else:  # a path cut by a chunk's end may also pin to a shorter prefix: more, never less
+        assert scanner.found >= _reference(norm, data)
+    messages = portable.Scanner(norm)
+    messages.search(data)
+    assert messages.found == _reference(norm, data)
+
+
+def test_data_dense_with_slashes_is_searched_to_its_end(tmp_path: Path) -> None:
+    """After its budget of slashes the search goes on needle by needle, from where it was."""
+    data = b"/" * 5000 + b"/tmp/a" + b"/x" * 5000 + b"/home/ann/b"
+    f = tmp_path / "paths.txt"
+    f.write_bytes(data)
+    scanner = portable.Scanner(Normalizer(_TABLE))
+    scanner.hash_file(str(f))
+    assert scanner.found == {"<TMP>", "<HOME>"}

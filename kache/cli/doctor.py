@@ -26,8 +26,8 @@ def doctor(fix: bool, purge_sccache: bool, yes: bool, verify: bool, as_json: boo
     Checks: kache on PATH, the wrapper cargo will run (kache, not sccache), the
     config, the store (writable, same filesystem as your projects, index and blobs
     consistent, free disk), the daemon, the remote (when configured), rustc. Exits 1
-    when a check fails, or when something --fix was asked to do is not done. --fix
-    repairs what it can; what it cannot (a wrapper set in your environment or in a
+    when a check fails (with --fix: still fails after it), or when --purge-sccache
+    leaves the directory. --fix repairs what it can; what it cannot (a wrapper set in your environment or in a
     project's .cargo/config.toml wins over the file it writes) is named with what to do.
     Blobs are checked by their stamps (re-hashed when they changed since kache last
     verified them); --verify re-hashes them all.

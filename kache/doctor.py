@@ -18,7 +18,7 @@ from kache import __version__, units
 from kache import settings as settings_mod
 from kache.store import layout
 
-__all__ = ["Check", "run_checks", "sccache_dir", "shell_rc_mentions"]
+__all__ = ["Check", "SccacheDir", "inspect_sccache_dir", "run_checks", "sccache_dir", "shell_rc_mentions"]
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -53,34 +53,23 @@ def check_path(exe: str) -> Check:
 
 def effective_wrapper(env: Mapping[str, str], cwd: str) -> tuple[str | None, str]:
     """The RUSTC_WRAPPER cargo will use here, and where it comes from."""
-    from kache.init_steps import cargo_config_path, current_wrapper
+    from kache.init_steps import wrapper_sources
 
-    for var in ("RUSTC_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"):
-        if env.get(var):
-            return env[var], f"environment variable {var}"
-    d = Path(cwd).resolve()
-    for parent in [d, *d.parents]:
-        for name in ("config.toml", "config"):
-            p = parent / ".cargo" / name
-            try:
-                value = current_wrapper(p) if p.is_file() else None
-            except Exception:  # noqa: BLE001 - a broken file is the cargo-config check's business
-                value = None
-            if value:
-                return value, str(p)
-    p = cargo_config_path(env)
-    try:
-        value = current_wrapper(p)
-    except Exception:  # noqa: BLE001
-        value = None
-    return value, str(p) if value else "nowhere"
+    sources = wrapper_sources(env, cwd)
+    if not sources:
+        return None, "nowhere"
+    return sources[0].value or None, sources[0].where
 
 
-def check_wrapper(exe: str, env: Mapping[str, str], wrapper: tuple[str | None, str]) -> Check:
-    """``wrapper``: :func:`effective_wrapper` here."""
-    from kache.init_steps import wrapper_step
+def check_wrapper(exe: str, env: Mapping[str, str], cwd: str | None = None) -> Check:
+    """The wrapper cargo runs for a build in ``cwd``: the first of
+    :func:`kache.init_steps.wrapper_sources`. ``--fix`` writes ``$CARGO_HOME/config.toml``
+    only when that file is the one cargo reads; what wins over it (an environment
+    variable, a project's .cargo/config.toml) is named, with what to do by hand."""
+    from kache.init_steps import cargo_config_path, override_advice, wrapper_sources, wrapper_step
 
-    value, where = wrapper
+    sources = wrapper_sources(env, cwd or os.getcwd())
+    user = cargo_config_path(env)
     step = wrapper_step(exe, env)
 
     def fix() -> str:
@@ -89,16 +78,26 @@ def check_wrapper(exe: str, env: Mapping[str, str], wrapper: tuple[str | None, s
         step.apply()
         return step.done or step.detail
 
-    if value is None:
+    if not sources:
         return Check("cargo wrapper", WARN, "cargo runs rustc without a wrapper (RUSTC_WRAPPER is not set)",
                      "run `kache init` or `kache doctor --fix`", fix if not step.ok else None)
-    if _is_kache(value):
-        return Check("cargo wrapper", OK, f"cargo runs {value} (from {where})")
-    kind = "sccache" if "sccache" in value else value
-    return Check("cargo wrapper", FAIL, f"cargo runs {kind} as its wrapper (from {where}), not kache",
-                 "`kache doctor --fix` points cargo's config at kache" +
-                 ("; unset it in your shell" if where.startswith("environment") else ""),
-                 None if where.startswith("environment") else fix)
+    top = sources[0]
+    if top.value and _is_kache(top.value):
+        return Check("cargo wrapper", OK, f"cargo runs {top.value} (from {top.where})")
+    if top.kind == "user":
+        kind = "sccache" if "sccache" in top.value else top.value
+        return Check("cargo wrapper", FAIL, f"cargo runs {kind} as its wrapper (from {top.where}), not kache",
+                     f"`kache doctor --fix` sets {user}: [build] rustc-wrapper = {exe!r}", fix)
+    runs = ("rustc without a wrapper: it is set but empty" if not top.value else
+            ("sccache" if "sccache" in top.value else top.value) + f" as its wrapper: it sets {top.value!r}")
+    hint = override_advice(top, exe, env)
+    if not step.ok:
+        named = next((s.value for s in sources if s.kind == "user"), None)
+        hint += (f"; then `kache doctor --fix` sets {user} too (it names " +
+                 (f"{named!r} now)" if named else "no wrapper now)") if step.apply is not None else
+                 f"; {step.detail}")
+    return Check("cargo wrapper", WARN if not top.value else FAIL,
+                 f"cargo runs {runs} (from {top.where}, which wins over {user}), not kache", hint)
 
 
 def check_config(env: Mapping[str, str]) -> Check:
@@ -282,16 +281,27 @@ def check_native_client(wrapper: tuple[str | None, str], root: str) -> Check | N
     return Check("native client", OK, f"{path} asks the daemon at {socket}, else runs {kache}")
 
 
-def check_daemon(root: str, remote_configured: bool) -> Check:
+def check_daemon(root: str, remote_configured: bool, wrapper: tuple[str | None, str] = (None, "nowhere")) -> Check:
+    """``wrapper``: :func:`effective_wrapper`. The daemon is needed with a remote (it
+    uploads and fetches) and with the native client as cargo's wrapper (it serves the
+    client's hits: without it the client hands every call to kache)."""
+    from kache.native import OUTPUT_NAME
+
     try:
         from kache.daemon import client
     except ImportError:
         return Check("daemon", WARN, "this kache has no daemon")
     status = client.request(root, {"v": 1, "op": "status"}, timeout=0.5)
     if status is None or not status.get("ok"):
-        level = WARN if remote_configured else OK
-        return Check("daemon", level, "not running" + ("" if remote_configured else " (only needed with a remote)"),
-                     "`kache daemon start` or `kache daemon install`" if remote_configured else "")
+        start = "start it with `kache daemon start` or install the service (`kache daemon install`)"
+        value, where = wrapper
+        if value and os.path.basename(value).startswith(OUTPUT_NAME):
+            return Check("daemon", WARN, f"not running: {OUTPUT_NAME}, cargo's wrapper (from {where}), hands every "
+                         "call to kache (slower hits)" + ("; and nothing uploads to or fetches from the remote"
+                                                           if remote_configured else ""), start)
+        if remote_configured:
+            return Check("daemon", WARN, "not running: nothing uploads to or fetches from the remote", start)
+        return Check("daemon", OK, "not running (needed only with a remote or the native client)")
     version = status.get("version")
     if version != __version__:
         return Check("daemon", WARN, f"running version {version}, this is {__version__}", "`kache daemon stop`; "
@@ -335,6 +345,71 @@ def sccache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "sccache"
 
 
+_HEX = frozenset("0123456789abcdef")
+_SCCACHE_TMP = ".sccachetmp"  # sccache's lru_disk_cache writes entries as temp files of this prefix first
+
+
+@dataclass
+class SccacheDir:
+    """What :func:`inspect_sccache_dir` found at sccache's local disk cache."""
+
+    path: Path
+    files: int = 0
+    bytes: int = 0
+    unexpected: list[str] | None = None
+    """Entries sccache does not make (relative paths, the first few); None: none."""
+    problem: str = ""
+    """Why it cannot be deleted at all (missing, a symbolic link, unreadable)."""
+
+
+def inspect_sccache_dir(path: Path) -> SccacheDir:
+    """Is ``path`` recognisably sccache's local disk cache, and how big is it?
+
+    sccache's disk cache (src/cache/disk.rs, lru_disk_cache) keeps each entry at
+    ``<k0>/<k1>/<key>``, sharded by the first two hex digits of its hex key; the
+    preprocessor cache (C/C++ direct mode) the same way under ``preprocessor/``; entries
+    being written are ``.sccachetmp*`` files at the top. Anything else (another file or
+    directory name, a symbolic link, a special file) is unexpected: the directory is
+    then not sccache's alone. Symbolic links are never followed."""
+    found = SccacheDir(path)
+    if path.is_symlink():
+        found.problem = f"{path} is a symbolic link (to {os.readlink(path)}): kache does not follow it"
+        return found
+    if not path.is_dir():
+        found.problem = f"no cache directory at {path}"
+        return found
+    unexpected: list[str] = []
+
+    def walk(d: Path, rel: str, depth: int, root_level: bool) -> None:
+        try:
+            entries = list(os.scandir(d))
+        except OSError as err:
+            unexpected.append(f"{rel or '.'} (cannot be read: {err.strerror})")
+            return
+        for e in entries:
+            name = f"{rel}/{e.name}" if rel else e.name
+            if e.is_symlink():
+                unexpected.append(f"{name} (a symbolic link)")
+            elif e.is_dir(follow_symlinks=False):
+                if depth < 2 and e.name in _HEX:
+                    walk(Path(e.path), name, depth + 1, False)
+                elif depth == 0 and root_level and e.name == "preprocessor":
+                    walk(Path(e.path), name, 0, False)
+                else:
+                    unexpected.append(f"{name}/")
+            elif e.is_file(follow_symlinks=False) and (
+                    (depth == 2 and set(e.name) <= _HEX) or (depth == 0 and e.name.startswith(_SCCACHE_TMP))):
+                found.files += 1
+                found.bytes += e.stat(follow_symlinks=False).st_size
+            else:
+                unexpected.append(name)
+
+    walk(path, "", 0, True)
+    if unexpected:
+        found.unexpected = sorted(unexpected)
+    return found
+
+
 def shell_rc_mentions(env: Mapping[str, str] | None = None) -> list[str]:
     """``file:line: text`` of shell start-up lines that set RUSTC_WRAPPER to sccache."""
     env = os.environ if env is None else env
@@ -358,7 +433,7 @@ def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) ->
     env = os.environ if env is None else env
     exe = kache_executable()
     wrapper = effective_wrapper(env, os.getcwd())
-    checks = [check_path(exe), check_wrapper(exe, env, wrapper), check_config(env)]
+    checks = [check_path(exe), check_wrapper(exe, env), check_config(env)]
     try:
         settings = settings_mod.load(env)
         root = settings.converted("cache.local_store")
@@ -368,7 +443,7 @@ def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) ->
     checks += check_store(root)
     checks.append(check_index(root, verify=verify))
     checks.append(check_disk(root, max_bytes))
-    checks.append(check_daemon(root, bool(settings["cache.remote.bucket"])))
+    checks.append(check_daemon(root, bool(settings["cache.remote.bucket"]), wrapper))
     native = check_native_client(wrapper, os.path.abspath(root))
     if native is not None:
         checks.append(native)

@@ -17,8 +17,9 @@ from pathlib import Path
 from kache import settings as settings_mod
 from kache.store import layout
 
-__all__ = ["Step", "cargo_home", "cargo_config_path", "current_wrapper", "wrapper_step", "client_step",
-           "starter_config_step", "starter_config", "service_manager", "service_step"]
+__all__ = ["Step", "WrapperSource", "cargo_home", "cargo_config_path", "current_wrapper", "wrapper_sources",
+           "override_advice", "override_step", "wrapper_step", "client_step", "starter_config_step",
+           "starter_config", "service_manager", "service_step"]
 
 
 @dataclass
@@ -55,6 +56,91 @@ def current_wrapper(path: Path) -> str | None:
     build = doc.get("build")
     value = build.get("rustc-wrapper") if build is not None else None
     return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class WrapperSource:
+    """One place that sets cargo's rustc wrapper."""
+
+    value: str
+    """What it sets ("" for an environment variable set but empty: no wrapper)."""
+    where: str
+    """``environment variable RUSTC_WRAPPER`` or the config file's path."""
+    kind: str
+    """``env``, ``project`` (a .cargo/config.toml from the working directory upward) or
+    ``user`` (``$CARGO_HOME/config.toml``, the file ``kache init`` writes)."""
+
+
+def wrapper_sources(env: Mapping[str, str] | None = None, cwd: str | None = None) -> list[WrapperSource]:
+    """Every place that sets cargo's rustc wrapper for a build in ``cwd``, the one cargo
+    uses first: RUSTC_WRAPPER, then CARGO_BUILD_RUSTC_WRAPPER (the environment wins over
+    every file), then the ``.cargo/config.toml`` (or ``config``) files from ``cwd`` upward,
+    then ``$CARGO_HOME/config.toml``. An empty variable means no wrapper to cargo and still
+    wins (checked with cargo 1.95). A file that cannot be read is skipped (the wrapper step reports it)."""
+    env = os.environ if env is None else env
+    out: list[WrapperSource] = []
+    if "RUSTC_WRAPPER" in env:
+        out.append(WrapperSource(env["RUSTC_WRAPPER"], "environment variable RUSTC_WRAPPER", "env"))
+    if "CARGO_BUILD_RUSTC_WRAPPER" in env:
+        out.append(WrapperSource(env["CARGO_BUILD_RUSTC_WRAPPER"], "environment variable CARGO_BUILD_RUSTC_WRAPPER",
+                                 "env"))
+    user = cargo_config_path(env)
+    home = os.path.realpath(user.parent)
+    d = Path(cwd or os.getcwd()).resolve()
+    for parent in [d, *d.parents]:
+        if os.path.realpath(parent / ".cargo") == home:
+            continue  # $CARGO_HOME's own file: cargo reads it once, last
+        for name in ("config.toml", "config"):
+            p = parent / ".cargo" / name
+            try:
+                value = current_wrapper(p) if p.is_file() else None
+            except Exception:  # noqa: BLE001 - a broken file is the wrapper step's business
+                value = None
+            if value:
+                out.append(WrapperSource(value, str(p), "project"))
+                break
+    try:
+        value = current_wrapper(user)
+    except Exception:  # noqa: BLE001
+        value = None
+    if value:
+        out.append(WrapperSource(value, str(user), "user"))
+    return out
+
+
+def override_advice(source: WrapperSource, exe: str, env: Mapping[str, str] | None = None) -> str:
+    """What to do so that cargo stops using ``source`` (one that wins over cargo's own
+    config, ``$CARGO_HOME/config.toml``) and runs kache."""
+    user = cargo_config_path(env)
+    if source.kind == "env":
+        var = source.where.rsplit(" ", 1)[-1]
+        return (f"unset {var} (set in your environment: check your shell profile) or set it to {exe}; "
+                f"while it is set it wins over every cargo config file, {user} included")
+    return (f"edit {source.where}: [build] rustc-wrapper = {_toml(source.value)}: set it to {_toml(exe)}, or "
+            f"remove it so that {user} applies")
+
+
+def _kache_or_client(wrapper: str, exe: str) -> bool:
+    name = os.path.basename(os.path.expanduser(wrapper))
+    return bool(wrapper) and (_same_file(wrapper, exe) or name.startswith("kache"))
+
+
+def override_step(exe: str, env: Mapping[str, str] | None = None, cwd: str | None = None) -> Step | None:
+    """What wins over ``$CARGO_HOME/config.toml`` (the file the wrapper step writes) here:
+    an environment variable or a project's ``.cargo/config.toml``. None when nothing does;
+    a failed step (nothing ``init`` may change) when it names another wrapper."""
+    sources = wrapper_sources(env, cwd)
+    if not sources or sources[0].kind == "user":
+        return None
+    top = sources[0]
+    user = cargo_config_path(env)
+    if _kache_or_client(top.value, exe):
+        return Step("wrapper in effect", True, f"{top.where} sets {top.value!r}, which wins over {user}: cargo "
+                    "runs kache")
+    runs = "no wrapper (it is set but empty)" if not top.value else repr(top.value)
+    return Step("wrapper in effect", False, f"{top.where} sets {runs}, which wins over {user}: cargo still runs "
+                f"{'rustc without kache' if not top.value else top.value}, not kache. To fix: "
+                f"{override_advice(top, exe, env)}", None)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -233,7 +319,8 @@ def service_step(env: Mapping[str, str] | None = None) -> Step:
         return Step("daemon service", True, str(e))
     manager = _MANAGERS[platform]
     if shutil.which(manager) is None:
-        return Step("daemon service", True, f"no {manager} here; builds start the daemon when they need it")
+        return Step("daemon service", True, f"no {manager} here; with a remote, builds start the daemon when they "
+                    "need it (`kache daemon start` starts it by hand)")
     path = service.unit_path(env) if platform == "linux" else service.plist_path(env)
     store_root = settings_mod.load(env).converted("cache.local_store")
     environment, _notes = service.service_environment(env)

@@ -234,6 +234,9 @@ def _zero_stats(root: str, as_json: bool) -> None:
 def why_miss(crate: str, as_json: bool) -> None:
     """Show which part of the cache key differs from the nearest stored entry.
 
+    Exits 1 when the crate has no cached entry (what the log knows of its last call is
+    still shown).
+
     \b
     Example:
       kache why-miss serde_json
@@ -245,10 +248,12 @@ def why_miss(crate: str, as_json: bool) -> None:
         report = explain(store, crate, store_root=root)
     if as_json:
         echo_json(report.to_json())
-        return
-    for note in report.notes:
-        click.echo(note)
-    if report.latest is None or report.nearest is None:
+    else:
+        for note in report.notes:
+            click.echo(note)
+    if report.entries == 0:
+        raise SystemExit(1)
+    if as_json or report.latest is None or report.nearest is None:
         return
     now = time.time()
     click.echo(f"latest entry  {report.latest.key[:12]} ({units.format_ago(now - report.latest.created)})")

@@ -47,6 +47,9 @@ def _count(n: object, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else many or one + 's'}"
 
 
+NOT_RUNNING = 3
+"""The exit status of `kache daemon status` when no daemon runs (LSB's "program is not running")."""
+
 _platform_option = click.option("--platform", type=click.Choice(["linux", "macos"]), hidden=True,
                                 help="Service manager to write for (default: this machine's).")
 
@@ -58,8 +61,11 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
     """Show the daemon's status; subcommands run, start, stop and install it.
 
     The daemon uploads new entries to the remote, fetches entries for builds and
-    prefetches the crates of a workspace's Cargo.lock. Without a remote it has
-    nothing to do, and the cache works without it.
+    prefetches the crates of a workspace's Cargo.lock, and serves the hits of the
+    native client (kache-client; without the daemon it hands every call to kache).
+    Without a remote or the client it has nothing to do, and the cache works without
+    it. The status exits 0 when the daemon runs (or is starting), 3 when it does not
+    (the LSB convention).
 
     \b
     Example:
@@ -78,6 +84,9 @@ def daemon(ctx: click.Context, as_json: bool) -> None:
 def status_(as_json: bool) -> None:
     """Show the daemon's status (the same as `kache daemon`).
 
+    Exit status (the LSB convention of `service status`): 0 when it runs (or is
+    starting), 3 when it is not running.
+
     \b
     Example:
       kache daemon status --json
@@ -90,10 +99,10 @@ def _show_status(as_json: bool) -> None:
 
     s = _settings()
     st = control.status(_root(s))
+    stopped = not st.running  # state "stopped": nothing holds the pid file or is starting
     if as_json:
         echo_json(st.to_json())
-        return
-    if st.reply is None:
+    elif st.reply is None:
         if st.state == "starting":
             ago = f", since {units.format_duration(time.time() - st.since)}" if st.since is not None else ""
             click.echo(f"kache daemon: starting (pid {st.pid or '?'}{ago}; it does not answer yet)")
@@ -104,6 +113,9 @@ def _show_status(as_json: bool) -> None:
             click.echo("kache daemon: not running (start it with `kache daemon start`)")
         click.echo(f"  socket   {st.socket}")
         click.echo(f"  log      {st.log}")
+    if stopped:
+        raise SystemExit(NOT_RUNNING)
+    if as_json or st.reply is None:
         return
     r = st.reply
     service = " as a service" if r.get("service") else ""

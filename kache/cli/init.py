@@ -40,10 +40,20 @@ def init(dry_run: bool, no_service: bool, no_client: bool, yes: bool) -> None:
       kache init --dry-run
       kache init --yes --no-service
     """
-    from kache.init_steps import client_step, service_manager, starter_config_step, wrapper_step
+    from kache.init_steps import (
+        client_step,
+        override_step,
+        service_manager,
+        starter_config_step,
+        wrapper_step,
+    )
 
     exe = kache_executable()
-    steps = [wrapper_step(exe), starter_config_step()]
+    steps = [wrapper_step(exe)]
+    override = override_step(exe)  # what wins over the file the wrapper step writes
+    if override is not None:
+        steps.append(override)
+    steps.append(starter_config_step())
     if not no_service:
         steps += service_steps()
         if not no_client and service_manager() is not None:
@@ -106,8 +116,11 @@ def _summary(changed: int, failed: list[tuple[str, str]]) -> None:
 _WHAT_TO_DO = {
     "cargo wrapper": "fix cargo's config named above by hand, then run `kache init` again",
     "user config": "see the reason above (a directory you cannot write?), then run `kache init` again",
-    "daemon service": "kache works without it (builds start the daemon when they need it); fix the reason above "
-                      "and run `kache init` again, or `kache init --no-service` to stop trying",
+    "wrapper in effect": "do what the line above says (kache does not edit your environment or a project's "
+                         "files), then run `kache doctor` to check",
+    "daemon service": "kache works without it (with a remote, builds start the daemon when they need it; "
+                      "`kache daemon start` starts it by hand); fix the reason above and run `kache init` again, "
+                      "or `kache init --no-service` to stop trying",
     "native client": "kache stays cargo's wrapper (it works, a little slower per hit); `kache daemon client` "
                      "builds the client by hand",
 }

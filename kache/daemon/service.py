@@ -234,12 +234,12 @@ def activation_hint(platform: str, error: str, env: Mapping[str, str] | None = N
         where = f"no {runtime}/bus" if runtime else "XDG_RUNTIME_DIR is not set"
         return (f"systemctl --user is not available here: there is no user session bus ({where}): is this a "
                 "container, or an ssh session of a user without lingering? Try `loginctl enable-linger $USER` "
-                "and log in again; or run `kache daemon start` (builds also start the daemon when they need it)")
+                "and log in again; or run `kache daemon start` (with a remote, builds also start it when they need it)")
     if platform == "linux":
         return ("see `systemctl --user status kache.service` and `journalctl --user -u kache.service`; or run "
-                "`kache daemon start` (builds also start the daemon when they need it)")
+                "`kache daemon start` (with a remote, builds also start it when they need it)")
     return ("launchctl needs the GUI session of the logged-in user (not an ssh or sudo session); or run "
-            "`kache daemon start` (builds also start the daemon when they need it)")
+            "`kache daemon start` (with a remote, builds also start it when they need it)")
 
 
 def _activate(platform: str, path: Path, before: _Before, report: ServiceReport,

@@ -442,9 +442,12 @@ def test_why_miss_passthrough_one_entry_and_unknown(store: Store, capsys: pytest
     add_entry(store, "lonely", components=BASE)
     assert "only one entry" in run(capsys, "why-miss", "lonely")
     event(store.root, "passthrough", "mybin", reason="executable")
-    out = run(capsys, "why-miss", "mybin")
+    out = run(capsys, "why-miss", "mybin", code=1)
     assert "was not cacheable: it links an executable" in out and "[executable]" in out
-    assert "no cached entries and no recorded calls for ghost" in run(capsys, "why-miss", "ghost")
+    # no entry: exit 1 (it exited 0), for both forms
+    assert "no cached entries and no recorded calls for ghost" in run(capsys, "why-miss", "ghost", code=1)
+    assert "mybin has no cached entries" in run(capsys, "why-miss", "mybin", code=1)
+    assert json.loads(run(capsys, "why-miss", "ghost", "--json", code=1))["entries"] == 0
 
 
 # --------------------------------------------------------------------------- gc, purge

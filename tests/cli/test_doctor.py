@@ -26,8 +26,7 @@ def test_doctor_flags_sccache_and_fix_repairs_it(store_env: Path, capsys: pytest
     cargo_config = Path(os.environ["CARGO_HOME"]) / "config.toml"
     cargo_config.write_text('[build]\nrustc-wrapper = "sccache"  # old\njobs = 3\n')
     sccache = Path(os.environ["XDG_CACHE_HOME"]) / "sccache"
-    (sccache / "a").mkdir(parents=True)
-    (sccache / "a" / "blob").write_bytes(b"z" * 2048)
+    _sccache_cache(sccache)
     bashrc = Path(os.environ["HOME"]) / ".bashrc"
     bashrc.write_text("export PATH=$PATH:/opt/bin\nexport RUSTC_WRAPPER=sccache\n")
     code, doc = doctor(capsys)
@@ -41,9 +40,78 @@ def test_doctor_flags_sccache_and_fix_repairs_it(store_env: Path, capsys: pytest
     doc_toml = tomlkit.parse(cargo_config.read_text())
     assert doc_toml["build"]["rustc-wrapper"] == kache_executable() and doc_toml["build"]["jobs"] == 3
     assert not sccache.exists()
-    assert any("freeing 2.0 KiB" in f for f in doc["fixed"])
+    assert any("(3 file(s), 2.0 KiB), freeing 2.0 KiB" in f for f in doc["fixed"])
     assert bashrc.read_text().endswith("export RUSTC_WRAPPER=sccache\n")  # shell files are never edited
     assert code == 0
+
+
+def _sccache_cache(root: Path) -> None:
+    """What sccache's local disk cache looks like (src/cache/disk.rs): entries sharded by
+    the first two hex digits of their key, a preprocessor cache the same way, a temp file
+    at the top; 2 KiB in all."""
+    key = "ab" + "3f" * 31
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / key).write_bytes(b"z" * 1024)
+    (root / "preprocessor" / "0" / "c").mkdir(parents=True)
+    (root / "preprocessor" / "0" / "c" / ("0c" + "1" * 62)).write_bytes(b"p" * 512)
+    (root / ".sccachetmpXy12ab").write_bytes(b"t" * 512)
+
+
+def test_purge_sccache_leaves_a_directory_with_other_files_alone(store_env: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """SCCACHE_DIR naming a directory that holds anything sccache does not make (a
+    thesis, a symbolic link): nothing is deleted, the refusal names what was unexpected
+    and doctor exits 1. It used to delete whatever SCCACHE_DIR named."""
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "x"
+    _sccache_cache(target)
+    (target / "thesis.tex").write_text("\\chapter{One}\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("mine")
+    (target / "a" / "b" / "cd").symlink_to(outside)
+    monkeypatch.setenv("SCCACHE_DIR", str(target))
+    before = sorted(str(p) for p in target.rglob("*"))
+    code, doc = doctor(capsys, "--fix", "--purge-sccache", "--yes")
+    assert code == 1 and doc["ok"] is False
+    assert sorted(str(p) for p in target.rglob("*")) == before
+    assert (target / "thesis.tex").read_text() == "\\chapter{One}\n" and (outside / "keep").exists()
+    [refusal] = doc["not_fixed"]
+    assert refusal.startswith(f"sccache: left {target} as it is: it does not look like sccache's local disk cache")
+    assert "thesis.tex" in refusal and "a/b/cd (a symbolic link)" in refusal
+    assert not any(f.startswith("sccache") for f in doc["fixed"])
+
+    (target / "thesis.tex").unlink()
+    (target / "a" / "b" / "cd").unlink()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    monkeypatch.setenv("SCCACHE_DIR", str(link))  # the directory itself a symbolic link: not followed
+    code, doc = doctor(capsys, "--fix", "--purge-sccache", "--yes")
+    assert code == 1 and "is a symbolic link" in doc["not_fixed"][0] and target.is_dir() and link.is_symlink()
+
+    monkeypatch.setenv("SCCACHE_DIR", str(target))  # sccache's alone now: deleted
+    code, doc = doctor(capsys, "--fix", "--purge-sccache", "--yes")
+    assert code == 0 and not target.exists() and (outside / "keep").exists()
+    assert f"sccache: deleted {target} (3 file(s), 2.0 KiB), freeing 2.0 KiB" in doc["fixed"]
+
+
+def test_purge_sccache_asks_in_a_terminal(store_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from kache.cli import root
+
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "sccache"
+    _sccache_cache(target)
+    monkeypatch.setenv("SCCACHE_DIR", str(target))
+    monkeypatch.setattr("kache.cli.doctor._interactive", lambda: True)
+    result = CliRunner().invoke(root, ["doctor", "--fix", "--purge-sccache"], input="n\n")
+    assert f"Delete sccache's cache {target} (3 file(s), 2.0 KiB)? [y/N]" in result.output
+    assert f"not fixed sccache: left {target} as it is (not confirmed)" in result.output
+    assert result.exit_code == 1 and target.is_dir()
+    result = CliRunner().invoke(root, ["doctor", "--fix", "--purge-sccache"], input="y\n")
+    assert f"fixed sccache: deleted {target} (3 file(s), 2.0 KiB)" in result.output and not target.exists()
 
 
 def test_doctor_reports_a_missing_blob_and_a_corrupt_index(store_env: Path,
@@ -158,7 +226,7 @@ def test_doctor_fix_says_what_the_wrapper_was_and_is_now(store_env: Path, tmp_pa
         f"ok    store private: {store_env} is mode 0700 (only you can read it)",
         f"ok    same filesystem: store and {tmp_path} share a filesystem (hits are hardlinks)",
         "ok    store index: empty store (no builds yet)",
-        "ok    daemon: not running (only needed with a remote)",
+        "ok    daemon: not running (needed only with a remote or the native client)",
         f"fixed cargo wrapper: {cargo_config}: [build] rustc-wrapper was '/usr/bin/sccache' (sccache), now {exe!r}"]
 
 
@@ -187,3 +255,90 @@ def test_doctor_on_a_fresh_account_creates_nothing_others_can_read(clean_env: Pa
     config = clean_env / ".config" / "kache" / "config.toml"
     assert (config.parent.stat().st_mode & 0o777, config.stat().st_mode & 0o777) == (0o700, 0o600)
     assert not cache.exists()
+
+
+def test_doctor_names_the_environment_variable_that_wins_and_fix_does_not_claim_it(
+        store_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """RUSTC_WRAPPER=sccache in the environment wins over every cargo config file: doctor
+    says so and what to do; --fix writes nothing it would have to call "fixed" (it used to
+    say `kache doctor --fix` points cargo's config at kache, again and again)."""
+    monkeypatch.chdir(tmp_path)
+    exe = kache_executable()
+    cargo_config = Path(os.environ["CARGO_HOME"]) / "config.toml"
+    cargo_config.write_text('[build]\nrustc-wrapper = "/usr/bin/sccache"\n')
+    monkeypatch.setenv("RUSTC_WRAPPER", "/usr/bin/sccache")
+    code, doc = doctor(capsys, "--fix")
+    check = by_name(doc)["cargo wrapper"]
+    assert code == 1 and check["status"] == "fail"
+    assert check["detail"] == (f"cargo runs sccache as its wrapper: it sets '/usr/bin/sccache' (from environment "
+                               f"variable RUSTC_WRAPPER, which wins over {cargo_config}), not kache")
+    assert check["fix"] == (f"unset RUSTC_WRAPPER (set in your environment: check your shell profile) or set it to "
+                            f"{exe}; while it is set it wins over every cargo config file, {cargo_config} included; "
+                            f"then `kache doctor --fix` sets {cargo_config} too (it names '/usr/bin/sccache' now)")
+    assert not any(f.startswith("cargo wrapper") for f in doc["fixed"])
+    assert cargo_config.read_text() == '[build]\nrustc-wrapper = "/usr/bin/sccache"\n'
+
+    monkeypatch.setenv("RUSTC_WRAPPER", "")  # set but empty: cargo runs no wrapper, whatever the files say
+    check = by_name(doctor(capsys)[1])["cargo wrapper"]
+    assert check["status"] == "warn" and check["detail"].startswith(
+        "cargo runs rustc without a wrapper: it is set but empty (from environment variable RUSTC_WRAPPER")
+
+    monkeypatch.delenv("RUSTC_WRAPPER")  # the file decides now, and --fix sets it
+    code, doc = doctor(capsys, "--fix")
+    assert by_name(doc)["cargo wrapper"]["detail"] == f"cargo runs {exe} (from {cargo_config})"
+    assert any(f.startswith("cargo wrapper: ") for f in doc["fixed"])
+
+
+def test_doctor_names_the_project_config_that_wins(store_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A workspace's .cargo/config.toml (found from the working directory upward) wins over
+    $CARGO_HOME/config.toml: doctor names the file and the edit; --fix leaves it (and
+    says nothing is fixed) and exits 1."""
+    exe = kache_executable()
+    ws = tmp_path / "ws"
+    (ws / ".cargo").mkdir(parents=True)
+    project = ws / ".cargo" / "config.toml"
+    project.write_text('[build]\nrustc-wrapper = "sccache"\n')
+    (ws / "src").mkdir()
+    monkeypatch.chdir(ws / "src")
+    cargo_config = Path(os.environ["CARGO_HOME"]) / "config.toml"
+    code, doc = doctor(capsys, "--fix")
+    check = by_name(doc)["cargo wrapper"]
+    assert code == 1 and check["status"] == "fail"
+    assert check["detail"] == (f"cargo runs sccache as its wrapper: it sets 'sccache' (from {project}, which wins "
+                               f"over {cargo_config}), not kache")
+    assert check["fix"] == (f'edit {project}: [build] rustc-wrapper = "sccache": set it to "{exe}", or remove it '
+                            f"so that {cargo_config} applies; then `kache doctor --fix` sets {cargo_config} too (it "
+                            "names no wrapper now)")
+    assert project.read_text() == '[build]\nrustc-wrapper = "sccache"\n'
+    assert not any(f.startswith("cargo wrapper") for f in doc["fixed"])
+
+
+def test_doctor_counts_cargo_home_once_when_the_project_is_under_home(
+        store_env: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """~/.cargo/config.toml is found again walking up from ~/proj: it is still the file
+    --fix may write, not a project's file that wins over it."""
+    (clean_env / "proj").mkdir()
+    monkeypatch.chdir(clean_env / "proj")
+    cargo_config = Path(os.environ["CARGO_HOME"]) / "config.toml"
+    cargo_config.write_text('[build]\nrustc-wrapper = "sccache"\n')
+    code, doc = doctor(capsys, "--fix")
+    assert by_name(doc)["cargo wrapper"]["status"] == "ok"
+    assert any(f.startswith("cargo wrapper: ") for f in doc["fixed"])
+
+
+def test_doctor_wants_the_daemon_when_the_native_client_is_cargos_wrapper(
+        store_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a remote the daemon is optional for kache, not for kache-client: without it
+    the client hands every call to kache (it used to say "only needed with a remote")."""
+    monkeypatch.chdir(tmp_path)
+    assert by_name(doctor(capsys)[1])["daemon"] == {
+        "name": "daemon", "status": "ok", "detail": "not running (needed only with a remote or the native client)",
+        "fix": ""}
+    cargo_config = Path(os.environ["CARGO_HOME"]) / "config.toml"
+    cargo_config.write_text(f'[build]\nrustc-wrapper = "{tmp_path / "kache-client"}"\n')
+    assert by_name(doctor(capsys)[1])["daemon"] == {
+        "name": "daemon", "status": "warn",
+        "detail": f"not running: kache-client, cargo's wrapper (from {cargo_config}), hands every call to kache "
+                  "(slower hits)",
+        "fix": "start it with `kache daemon start` or install the service (`kache daemon install`)"}

@@ -203,13 +203,15 @@ def test_init_after_a_failed_service_step_exits_1_and_keeps_kache_as_the_wrapper
         f"exit status 1: {said}",
         "         systemctl --user is not available here: there is no user session bus (XDG_RUNTIME_DIR is not "
         "set): is this a container, or an ssh session of a user without lingering? Try `loginctl enable-linger "
-        "$USER` and log in again; or run `kache daemon start` (builds also start the daemon when they need it)",
+        "$USER` and log in again; or run `kache daemon start` (with a remote, builds also start it when they "
+        "need it)",
         f"         {unit} was removed again",
         "skipped  native client: the daemon service step failed, so kache stays cargo's wrapper (the client "
         "without a daemon only hands every call to kache)",
         ""]
-    what_to_do = ("  daemon service: kache works without it (builds start the daemon when they need it); fix the "
-                  "reason above and run `kache init` again, or `kache init --no-service` to stop trying")
+    what_to_do = ("  daemon service: kache works without it (with a remote, builds start the daemon when they "
+                  "need it; `kache daemon start` starts it by hand); fix the reason above and run `kache init` "
+                  "again, or `kache init --no-service` to stop trying")
 
     assert main(["init", "--yes"]) == 1
     assert capsys.readouterr().out.splitlines() == [
@@ -228,3 +230,41 @@ def test_init_after_a_failed_service_step_exits_1_and_keeps_kache_as_the_wrapper
         *service_failed,
         "0 change(s); 1 step(s) failed: daemon service",
         what_to_do]
+
+
+def test_init_is_not_all_set_while_the_environment_names_another_wrapper(
+        cargo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """RUSTC_WRAPPER=sccache wins over the file init writes: init says so, with what to do,
+    and exits 1 (it used to say "all set" and exit 0)."""
+    monkeypatch.chdir(tmp_path)
+    exe = kache_executable()
+    config = cargo_home / "config.toml"
+    monkeypatch.setenv("RUSTC_WRAPPER", "sccache")
+    assert main(["init", "--yes", "--no-service"]) == 1
+    out = capsys.readouterr().out
+    assert "all set" not in out and "changed  cargo wrapper" in out
+    assert (f"fail     wrapper in effect: environment variable RUSTC_WRAPPER sets 'sccache', which wins over "
+            f"{config}: cargo still runs sccache, not kache. To fix: unset RUSTC_WRAPPER (set in your environment: "
+            f"check your shell profile) or set it to {exe}") in out
+    assert "1 step(s) failed: wrapper in effect" in out
+
+    monkeypatch.setenv("RUSTC_WRAPPER", exe)  # kache itself: fine
+    assert main(["init", "--yes", "--no-service"]) == 0
+    out = capsys.readouterr().out
+    assert (f"ok       wrapper in effect: environment variable RUSTC_WRAPPER sets {exe!r}, which wins over {config}: "
+            "cargo runs kache") in out and "all set" in out
+
+
+def test_init_names_a_project_config_that_names_another_wrapper(
+        cargo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    project = tmp_path / "ws" / ".cargo" / "config.toml"
+    project.parent.mkdir(parents=True)
+    project.write_text('[build]\nrustc-wrapper = "/usr/bin/sccache"\n')
+    monkeypatch.chdir(tmp_path / "ws")
+    assert main(["init", "--yes", "--no-service"]) == 1
+    out = capsys.readouterr().out
+    assert (f"fail     wrapper in effect: {project} sets '/usr/bin/sccache', which wins over {cargo_home}/config.toml: "
+            f'cargo still runs /usr/bin/sccache, not kache. To fix: edit {project}: [build] rustc-wrapper = '
+            f'"/usr/bin/sccache": set it to "{kache_executable()}", or remove it so that {cargo_home}/config.toml '
+            "applies\n") in out
+    assert "all set" not in out and project.read_text() == '[build]\nrustc-wrapper = "/usr/bin/sccache"\n'

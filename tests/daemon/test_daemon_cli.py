@@ -29,11 +29,16 @@ def store_env(store_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_status_json_when_no_daemon_runs(store_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["daemon", "--json"]) == 0
+    """Not running: exit 3 (LSB's "program is not running"; it exited 0), every form."""
+    assert main(["daemon", "--json"]) == 3
     out = json.loads(capsys.readouterr().out)
     assert out == {"running": False, "pid": None, "socket": str(store_env / "daemon.sock"),
                    "log": str(store_env / "daemon.log"), "responding": False, "state": "stopped"}
-    assert main(["daemon"]) == 0
+    assert main(["daemon", "status", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["state"] == "stopped"
+    assert main(["daemon", "status"]) == 3
+    assert capsys.readouterr().out.startswith("kache daemon: not running")
+    assert main(["daemon"]) == 3
     assert capsys.readouterr().out.startswith("kache daemon: not running (start it with `kache daemon start`)\n")
 
 
@@ -110,7 +115,7 @@ def test_a_daemon_still_starting_is_starting_for_status_and_start(store_env: Pat
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert main(["daemon", "status"]) == 0  # that process is gone: nothing is starting
+    assert main(["daemon", "status"]) == 3  # that process is gone: nothing is starting
     assert capsys.readouterr().out.startswith("kache daemon: not running")
 
     held = PidFile(str(store_env / "daemon.pid"))
@@ -145,7 +150,7 @@ def test_a_daemon_that_cannot_start_is_reported_with_its_log(store_env: Path,
     assert captured.err == "".join(
         [f"kache: error: starting the daemon failed: pid {pid} exited with status 1; the end of its log "
          f"({store_env}/daemon.log):\n", *(f"kache: error:   {line}\n" for line in new)])
-    assert main(["daemon", "status"]) == 0
+    assert main(["daemon", "status"]) == 3
     assert capsys.readouterr().out.startswith("kache daemon: not running")
 
 

@@ -134,8 +134,8 @@ def test_a_failed_activation_explains_and_leaves_nothing_behind(clean_env: Path,
         f"1: {said}\n"
         "kache: error: systemctl --user is not available here: there is no user session bus (XDG_RUNTIME_DIR is "
         "not set): is this a container, or an ssh session of a user without lingering? Try `loginctl "
-        "enable-linger $USER` and log in again; or run `kache daemon start` (builds also start the daemon when "
-        "they need it)\n"
+        "enable-linger $USER` and log in again; or run `kache daemon start` (with a remote, builds also start "
+        "it when they need it)\n"
         f"kache: error: {unit} was removed again\n")
     assert not unit.exists() and not (clean_env / ".config").exists()
 

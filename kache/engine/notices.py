@@ -49,8 +49,8 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
 
     Never on rustc's stderr: cargo keeps what a unit printed and replays it on every later
     build that finds the unit fresh, so a warning said there would outlive its cause. It
-    goes to the terminal (``/dev/tty``, when the build has one) and to ``kache.log`` in
-    the store (``store``, else the default cache dir). cargo runs hundreds of rustc calls
+    goes to the terminal (``/dev/tty``, when the build has one and runs in its foreground)
+    and to ``kache.log`` in the store (``store``, else the default cache dir). cargo runs hundreds of rustc calls
     per build; a problem should be said once per build, not once per crate, and again in
     the next build while it lasts. The build is the parent process (cargo) with its start
     time (:func:`build_identity`); without one, once in :data:`WARN_INTERVAL_SECS`. The
@@ -78,7 +78,10 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
     except OSError:
         return  # no terminal (CI, an IDE): the log has it
     try:
-        os.write(fd, line.encode("utf-8", "replace"))
+        # Only a build in the terminal's foreground: a background job that writes to it
+        # is stopped (SIGTTOU) under `stty tostop`, and the build with it.
+        if os.tcgetpgrp(fd) == os.getpgrp():
+            os.write(fd, line.encode("utf-8", "replace"))
     except OSError:
         pass
     finally:

@@ -120,13 +120,12 @@ def log_level(env: Mapping[str, str] | None = None) -> int:
     return _level[0]
 
 
-def log_line(store: str | None, level: str, text: str) -> None:
-    """Append ``<time> <level> kache.wrapper[<pid>]: <text>`` to ``kache.log`` in
-    ``store`` (else the default cache dir). Never raises; callers check
-    :func:`log_level` first."""
+def log_line(store: str | None, level: str, text: str, *, name: str = "kache.wrapper") -> None:
+    """Append ``<time> <level> <name>[<pid>]: <text>`` to ``kache.log`` in ``store``
+    (else the default cache dir). Never raises; callers check :func:`log_level` first."""
     from kache.settings import default_cache_dir
 
-    line = f"{level} kache.wrapper[{os.getpid()}]: {text}\n"
+    line = f"{level} {name}[{os.getpid()}]: {text}\n"
     if not (store and _log(store, line)):
         _log(default_cache_dir(os.environ), line)
 

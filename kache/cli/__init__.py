@@ -66,11 +66,14 @@ def root(ctx: click.Context) -> None:
 
 def _log_to_stderr() -> Any:
     """With ``KACHE_LOG`` set, a stderr handler on the ``kache`` logger at its level
-    (credentials scrubbed, as in the daemon's log); the logger, or None when unset."""
+    (credentials scrubbed, as in the daemon's log); the logger, or None when unset, and
+    in a shell's completion call (the shell shows whatever it prints)."""
     import os
 
+    from kache.cli.completion import COMPLETE_VAR
+
     text = os.environ.get("KACHE_LOG", "").strip()
-    if not text:
+    if not text or os.environ.get(COMPLETE_VAR):
         return None
     import logging
 

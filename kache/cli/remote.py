@@ -116,8 +116,10 @@ def _print_summary(report: SyncReport) -> None:
     would = "would " if report.dry_run else ""
 
     def listing(items: list[Transfer], verb: str) -> None:
+        from kache.store.listing import display_name
+
         for t in items:
-            click.echo(f"  {verb} {t.crate} {t.key[:16]}  {size(t.size)}")
+            click.echo(f"  {verb} {display_name(t.crate, t.package)} {t.key[:16]}  {size(t.size)}")
 
     if report.pull:
         scope = ("all crates" if report.packages is None

@@ -129,6 +129,8 @@ class Hits:
             # The caller gave up waiting (this daemon was stopped or slow) and compiled by
             # itself: restoring now would replace its outputs and count one compile twice.
             log.info("not serving %s: the caller gave up waiting", argv[1:2])
+            if settings is not None:
+                _decision(argv, env, self.root, "not served by the daemon (the caller gave up)", time.monotonic())
             return {"ok": True, "hit": False, "why": "the caller gave up"}
         now = time.monotonic()
         started = msg.get("started")
@@ -149,6 +151,9 @@ class Hits:
                                on_prefetch_hit=self._prefetch_hit)
         finally:
             self.stores.give(kept, inode)
+        if settings is not None:  # the native client: it cannot log, the wrapper would have
+            _decision(argv, env, self.root, "local_hit (served by the daemon)" if served is not None else
+                      "not served by the daemon (no hit in its store)", float(started))
         if served is None:
             return {"ok": True, "hit": False}
         with self.state.lock:
@@ -168,6 +173,25 @@ class Hits:
                     self._record_use(served, key, crate)
         except Exception as e:  # noqa: BLE001 - bookkeeping for the remote's gc only
             log.debug("cannot note the use of %s %s: %s", crate, key[:16], e)
+
+
+def _decision(argv: list[str], env: dict[str, str], store: str, outcome: str, started: float) -> None:
+    """With ``KACHE_LOG=kache=debug`` in the caller's environment, the line the Python
+    wrapper writes for each call (kache.wrapper._decision) in ``kache.log`` of ``store``:
+    a native client writes no log of its own."""
+    from kache import loglevel
+
+    if loglevel.level(env.get("KACHE_LOG")) > loglevel.DEBUG:
+        return
+    from kache.engine import argv as argvmod
+    from kache.engine.notices import log_line
+
+    try:
+        crate = argvmod.parse(argv).crate_name or "?"
+    except Exception:  # noqa: BLE001 - an argv the daemon served or declined anyway
+        crate = "?"
+    ms = (time.monotonic() - started) * 1000
+    log_line(store, "DEBUG", f"{crate}: {outcome} in {ms:.1f} ms", name="kache.daemon")
 
 
 def peer_gone(conn: socket.socket) -> bool:

@@ -49,8 +49,8 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
 
     Never on rustc's stderr: cargo keeps what a unit printed and replays it on every later
     build that finds the unit fresh, so a warning said there would outlive its cause. It
-    goes to the terminal (``/dev/tty``, when the build has one) and to ``kache.log`` in
-    the store (``store``, else the default cache dir). cargo runs hundreds of rustc calls
+    goes to the terminal (``/dev/tty``, when the build has one and runs in its foreground)
+    and to ``kache.log`` in the store (``store``, else the default cache dir). cargo runs hundreds of rustc calls
     per build; a problem should be said once per build, not once per crate, and again in
     the next build while it lasts. The build is the parent process (cargo) with its start
     time (:func:`build_identity`); without one, once in :data:`WARN_INTERVAL_SECS`. The
@@ -78,7 +78,10 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
     except OSError:
         return  # no terminal (CI, an IDE): the log has it
     try:
-        os.write(fd, line.encode("utf-8", "replace"))
+        # Only a build in the terminal's foreground: a background job that writes to it
+        # is stopped (SIGTTOU) under `stty tostop`, and the build with it.
+        if os.tcgetpgrp(fd) == os.getpgrp():
+            os.write(fd, line.encode("utf-8", "replace"))
     except OSError:
         pass
     finally:
@@ -117,13 +120,12 @@ def log_level(env: Mapping[str, str] | None = None) -> int:
     return _level[0]
 
 
-def log_line(store: str | None, level: str, text: str) -> None:
-    """Append ``<time> <level> kache.wrapper[<pid>]: <text>`` to ``kache.log`` in
-    ``store`` (else the default cache dir). Never raises; callers check
-    :func:`log_level` first."""
+def log_line(store: str | None, level: str, text: str, *, name: str = "kache.wrapper") -> None:
+    """Append ``<time> <level> <name>[<pid>]: <text>`` to ``kache.log`` in ``store``
+    (else the default cache dir). Never raises; callers check :func:`log_level` first."""
     from kache.settings import default_cache_dir
 
-    line = f"{level} kache.wrapper[{os.getpid()}]: {text}\n"
+    line = f"{level} {name}[{os.getpid()}]: {text}\n"
     if not (store and _log(store, line)):
         _log(default_cache_dir(os.environ), line)
 

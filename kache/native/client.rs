@@ -176,6 +176,11 @@ fn request(args: &[OsString], started: Instant) -> Option<Vec<u8>> {
 
 /// `<local_store>/daemon.sock` of the settings in effect (see the top of this file).
 fn socket_path() -> Option<PathBuf> {
+    store_path().map(|store| store.join(SOCKET_NAME))
+}
+
+/// `cache.local_store` of the settings in effect (see the top of this file); absolute.
+fn store_path() -> Option<PathBuf> {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     let home = var("HOME").map(PathBuf::from)?;
     let from_env = var(STORE_VARIABLE).map(|v| v.to_string_lossy().into_owned());
@@ -189,12 +194,18 @@ fn socket_path() -> Option<PathBuf> {
         .or_else(|| system_file.and_then(|f| configured_store(Path::new(&f))));
     let store = match store {
         Some(raw) => PathBuf::from(expand(&raw, &home)),
-        None => match var("XDG_CACHE_HOME").map(PathBuf::from).filter(|p| p.is_absolute()) {
-            Some(base) => base.join("kache"),
-            None => home.join(".cache/kache"),
-        },
+        None => default_cache_dir()?,
     };
-    store.is_absolute().then(|| store.join(SOCKET_NAME))
+    store.is_absolute().then_some(store)
+}
+
+/// `$XDG_CACHE_HOME/kache`, else `~/.cache/kache` (kache.settings.default_cache_dir).
+fn default_cache_dir() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    match var("XDG_CACHE_HOME").map(PathBuf::from).filter(|p| p.is_absolute()) {
+        Some(base) => Some(base.join("kache")),
+        None => var("HOME").map(|home| PathBuf::from(home).join(".cache/kache")),
+    }
 }
 
 /// `~`, `~/…`, `$VAR` and `${VAR}` as kache expands them (an unknown variable stays).
@@ -302,6 +313,25 @@ type Mode = u16;
 
 extern "C" {
     fn umask(mask: Mode) -> Mode;
+    fn tcgetpgrp(fd: i32) -> i32;
+    fn getpgrp() -> i32;
+    fn localtime_r(time: *const i64, tm: *mut Tm) -> *mut Tm;
+}
+
+/// C's `struct tm` (Linux and macOS: nine ints, then `tm_gmtoff` and `tm_zone`).
+#[repr(C)]
+struct Tm {
+    sec: i32,
+    min: i32,
+    hour: i32,
+    mday: i32,
+    mon: i32,
+    year: i32,
+    wday: i32,
+    yday: i32,
+    isdst: i32,
+    gmtoff: std::os::raw::c_long,
+    zone: *const u8,
 }
 
 /// This process's umask (the daemon gives the files it creates the modes it gives).
@@ -345,16 +375,103 @@ fn fall_back(args: &[OsString], asked: bool) -> ! {
         kache.env(HITS_VARIABLE, "0");
     }
     let error = kache.exec();
-    // To the terminal, never rustc's stderr: cargo would keep the line with the unit and
-    // replay it on every later build.
-    if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
-        let _ = writeln!(tty, "kache: warning: cannot run {KACHE}: {error}; running rustc directly");
-    }
+    warn_once(&format!("kache: warning: cannot run {KACHE}: {error}; running rustc directly\n"));
     if let Some(compiler) = args.first() {
         let error = Command::new(compiler).args(&args[1..]).exec();
         let _ = writeln!(std::io::stderr(), "kache: error: cannot run {}: {error}", compiler.to_string_lossy());
     }
     std::process::exit(127)
+}
+
+/// How long a warning stays said for a caller whose build cannot be told apart (as
+/// kache.engine.notices.WARN_INTERVAL_SECS).
+const WARN_INTERVAL_SECS: u64 = 600;
+
+/// Say a warning once per build, as kache.engine.notices.warn_once does: claim a stamp
+/// `<default cache dir>/tmp/warned/native-fallback.<build>` (cargo's pid and start time),
+/// then write the line to `kache.log` in the store and, when the build runs in the
+/// terminal's foreground, to the terminal. Never on rustc's stderr: cargo would keep the
+/// line with the unit and replay it on every later build. Never to a terminal the build
+/// is in the background of: under `stty tostop` the write would stop the build (SIGTTOU).
+fn warn_once(line: &str) {
+    if !claim() {
+        return;
+    }
+    let logged = store_path().is_some_and(|store| append_log(&store, line));
+    if !logged {
+        if let Some(default) = default_cache_dir() {
+            append_log(&default, line);
+        }
+    }
+    if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain calls on a descriptor this function owns.
+        if unsafe { tcgetpgrp(tty.as_raw_fd()) == getpgrp() } {
+            let _ = tty.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Whether this call is the first of its build to say the warning (parallel calls race
+/// for the stamp; `create_new` is O_EXCL). Without a build to tell apart (no parent, no
+/// start time of it), once in `WARN_INTERVAL_SECS`. Nowhere to remember: say it.
+fn claim() -> bool {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let Some(default) = default_cache_dir() else { return true };
+    let ppid = std::os::unix::process::parent_id();
+    let start = std::fs::read(format!("/proc/{ppid}/stat")).ok().and_then(|stat| {
+        // after "(comm)": the state is field 3, the start time field 22
+        let at = stat.iter().rposition(|&b| b == b')')?;
+        let rest = String::from_utf8_lossy(&stat[at + 1..]).into_owned();
+        rest.split_whitespace().nth(19).map(str::to_string)
+    });
+    let (name, by_time) = match (ppid, start) {
+        (0 | 1, _) => ("native-fallback".to_string(), true),
+        (ppid, Some(start)) => (format!("native-fallback.{ppid}-{start}"), false),
+        (ppid, None) => (format!("native-fallback.{ppid}"), true),
+    };
+    let dir = default.join("tmp/warned");
+    let stamp = dir.join(name);
+    let create = || std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&stamp);
+    for _ in 0..2 {
+        match create() {
+            Ok(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let recent = std::fs::metadata(&stamp)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() < WARN_INTERVAL_SECS);
+                if !by_time || recent || std::fs::remove_file(&stamp).is_err() {
+                    return false;
+                }
+            }
+            Err(_) => {
+                if std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).is_err() {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Append `<local time> <line>` to `<directory>/kache.log` (as kache.engine.notices does).
+fn append_log(directory: &Path, line: &str) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut tm = Tm { sec: 0, min: 0, hour: 0, mday: 0, mon: 0, year: 0, wday: 0, yday: 0, isdst: 0, gmtoff: 0,
+                      zone: std::ptr::null() };
+    // SAFETY: localtime_r writes only into `tm`, a struct tm of the C layout.
+    if unsafe { localtime_r(&now, &mut tm) }.is_null() {
+        return false;
+    }
+    let stamp = format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", tm.year + 1900, tm.mon + 1, tm.mday, tm.hour, tm.min,
+                        tm.sec);
+    let opened = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(directory.join("kache.log"));
+    opened.and_then(|mut log| log.write_all(format!("{stamp} {line}").as_bytes())).is_ok()
 }
 
 /// What the reply reader keeps of a value.

@@ -108,9 +108,15 @@ class Transfer:
     key: str
     size: int
     """Bytes on the wire (archive size); for a push in a dry run, the entry's size."""
+    package: str | None = None
+    """The cargo package of a local entry (recorded in its meta): a build script's is
+    shown by it (:func:`kache.store.listing.display_name`)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"crate": self.crate, "key": self.key, "size": self.size}
+        doc: dict[str, Any] = {"crate": self.crate, "key": self.key, "size": self.size}
+        if self.package is not None:
+            doc["package"] = self.package
+        return doc
 
 
 @dataclass
@@ -344,6 +350,7 @@ def _push(store: Store, remote: Remote, pool: ThreadPoolExecutor, stores: _Threa
         by_crate.setdefault(crate, []).append(key)
     listed.fill(remote, pool, by_crate, report)
     todo: list[tuple[str, str, int]] = []
+    packages: dict[str, str | None] = {}
     unannounced: list[tuple[str, str, int]] = []
     for crate in sorted(by_crate):
         for key in sorted(by_crate[crate]):
@@ -360,8 +367,10 @@ def _push(store: Store, remote: Remote, pool: ThreadPoolExecutor, stores: _Threa
                 continue
             entry = store.get(key)
             todo.append((crate, key, entry.size if entry is not None else 0))
+            package = entry.meta.get("package") if entry is not None else None
+            packages[key] = package if isinstance(package, str) else None
     if report.dry_run:
-        report.pushed.extend(Transfer(crate, key, size) for crate, key, size in todo)
+        report.pushed.extend(Transfer(crate, key, size, packages[key]) for crate, key, size in todo)
         return
     if unannounced:
         def announce(item: tuple[str, str, int]) -> Transfer | Skipped:
@@ -379,7 +388,7 @@ def _push(store: Store, remote: Remote, pool: ThreadPoolExecutor, stores: _Threa
     def upload(item: tuple[str, str, int]) -> Transfer | Skipped:
         crate, key, _ = item
         size = remote.upload(stores.get(), key, check_exists=False)
-        return Transfer(crate, key, size)
+        return Transfer(crate, key, size, packages[key])
 
     _run(pool, "push", todo, upload, lambda t: t[2], lambda t: f"{t[0]} {t[1][:16]}", report.pushed, report,
          progress)

@@ -57,6 +57,10 @@ def test_click_protocol_reaches_the_cli_and_not_the_wrapper(store: Store, kache_
            "COMP_CWORD": "2"}
     out = subprocess.run([kache_exe], capture_output=True, text=True, env=env, timeout=60)
     assert (out.returncode, out.stdout, out.stderr) == (0, "plain,serde_json\n", "")
+    # with KACHE_LOG set, still only the completions: the CLI's debug lines went to the shell
+    logged = subprocess.run([kache_exe], capture_output=True, text=True, env={**env, "KACHE_LOG": "kache=debug"},
+                            timeout=60)
+    assert (logged.returncode, logged.stdout, logged.stderr) == (0, "plain,serde_json\n", "")
     # cargo's call is wrapper mode whatever the environment holds: rustc answers
     wrapped = subprocess.run([kache_exe, "rustc", "-vV"], capture_output=True, text=True, env=env, timeout=60)
     plain = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, timeout=60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import time
@@ -566,6 +567,23 @@ def test_a_hit_request_without_a_store_is_answered_for_the_callers_settings(star
         reply = d.request({**base, "cwd": str(cwd), "env": {**env, **extra_env}})
         assert reply == {"ok": True, "hit": False, **({"why": why} if why else {})}, (extra_env, reply)
     assert d.status()["hits_served"] == 0
+
+
+def test_with_debug_logging_a_native_clients_call_is_logged_by_the_daemon(start_daemon, store_root: Path,
+                                                                          tmp_path: Path) -> None:
+    """A native client writes no kache.log; with KACHE_LOG=kache=debug in the environment
+    it sent, the daemon writes the wrapper's line for the call (a hit: the e2e test)."""
+    d = start_daemon()
+    compile_argv = one_file_lib(tmp_path, "nothing_cached")
+    base = {"op": "hit", "cwd": str(tmp_path), "store": None, "argv": compile_argv, "client_ms": 0.5}
+    env = {**os.environ, "KACHE_CACHE_DIR": str(store_root)}
+    log = store_root / "kache.log"
+    assert d.request({**base, "env": env}) == {"ok": True, "hit": False}
+    assert not log.exists()  # not asked for
+    assert d.request({**base, "env": {**env, "KACHE_LOG": "warn,kache=debug"}}) == {"ok": True, "hit": False}
+    [line] = log.read_text().splitlines()
+    assert re.fullmatch(r"\S+ DEBUG kache\.daemon\[\d+\]: nothing_cached: not served by the daemon "
+                        r"\(no hit in its store\) in \d+\.\d ms", line), line
 
 
 # --------------------------------------------------------------------------- kept index connections

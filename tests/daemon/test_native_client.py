@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from kache.doctor import FAIL, OK, WARN, check_native_client
 from kache.native import BuildError, build_client, client_info
 from tests.support.daemon import serve_lines
 from tests.support.e2e import runs_cargo
-from tests.support.tty import run_in_pty
+from tests.support.tty import STOPPED, run_in_pty, run_in_pty_background
 
 HITS_VARIABLE = "KACHE_DAEMON_HITS"
 FAKE_KACHE = f"""#!{sys.executable}
@@ -202,6 +204,7 @@ def test_when_kache_cannot_run_the_compiler_runs(client: Client) -> None:
     assert out.returncode == 0
     assert out.stdout == b"compiler ran --crate-name x\n"
     assert out.stderr == b""  # was: the warning on rustc's stderr, which cargo keeps with the unit
+    shutil.rmtree(client.base / ".cache", ignore_errors=True)  # said once per build: this is another
     client.kache.chmod(0o644)
     try:  # on a terminal, the warning is there
         status, said = run_in_pty([str(client.exe), str(client.compiler), "--crate-name", "x"], client.base,
@@ -213,6 +216,52 @@ def test_when_kache_cannot_run_the_compiler_runs(client: Client) -> None:
     assert said.splitlines() == [
         f"kache: warning: cannot run {client.kache}: Permission denied (os error 13); running rustc directly",
         "compiler ran --crate-name x"]
+
+
+def test_when_kache_cannot_run_it_says_so_once_per_build_in_the_log(client: Client, tmp_path: Path) -> None:
+    # Each call of a build (the same parent: cargo, here this process) ran rustc directly
+    # and said so, 9 times in a small build; now once, and in kache.log of the store.
+    client.socket.unlink(missing_ok=True)
+    store = tmp_path / "store"
+    store.mkdir()
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "KACHE_CACHE_DIR": str(store)}
+    client.kache.chmod(0o644)
+    try:
+        outs = [client.run(str(client.compiler), "--crate-name", f"c{i}", **env) for i in range(3)]
+        # nor on the terminal again (each call wrote it there)
+        status, said = run_in_pty([str(client.exe), str(client.compiler), "--crate-name", "c3"], client.base,
+                                  {"PATH": "/usr/bin:/bin", "HOME": str(client.base), **env})
+        log = (store / "kache.log").read_text()
+        # the next build (another parent: a shell that stays, as cargo does) says it again
+        subprocess.run(["/bin/sh", "-c", '"$@"; true', "sh", str(client.exe), str(client.compiler)],
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(client.base), **env}, check=True, timeout=20)
+    finally:
+        client.kache.chmod(0o755)
+    assert [o.stdout for o in outs] == [f"compiler ran --crate-name c{i}\n".encode() for i in range(3)]
+    assert (status, said) == (0, "compiler ran --crate-name c3\n")
+    line = f"kache: warning: cannot run {client.kache}: Permission denied (os error 13); running rustc directly\n"
+    assert log.count(line) == 1, log
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d " + re.escape(line), log)
+    assert (store / "kache.log").read_text().count(line) == 2
+
+
+def test_a_build_in_the_terminals_background_is_not_stopped_by_its_warning(client: Client, tmp_path: Path) -> None:
+    # `cargo build &` under `stty tostop`: the warning written to the terminal stopped
+    # the build (SIGTTOU). It goes to the log only.
+    client.socket.unlink(missing_ok=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KACHE_CACHE_DIR": str(tmp_path / "store"),
+           "FAKE_LOG": str(client.log)}
+    (tmp_path / "store").mkdir()
+    client.kache.chmod(0o644)
+    try:
+        status, said = run_in_pty_background([str(client.exe), str(client.compiler), "--crate-name", "x"],
+                                             client.base, env, tmp_path / "out", timeout=20)
+    finally:
+        client.kache.chmod(0o755)
+    assert status != STOPPED, "stopped by the terminal"
+    assert status == 0 and (tmp_path / "out").read_text() == "compiler ran --crate-name x\n"
+    assert said == ""
+    assert "kache: warning: cannot run" in (tmp_path / "store" / "kache.log").read_text()
 
 
 def test_build_errors_say_what_to_do(tmp_path: Path, client: Client) -> None:

@@ -85,3 +85,24 @@ def test_a_build_with_another_store_is_left_to_kache(daemon_ws: Workspace, tmp_p
     recorded = [json.loads(line) for line in (other / "events.jsonl").read_text().splitlines()]
     assert {e["crate"]: e["outcome"] for e in recorded if e["crate"] in CACHEABLE_CRATES} == \
         dict.fromkeys(CACHEABLE_CRATES, "miss")
+
+
+def test_with_debug_logging_the_daemon_logs_each_call_the_client_asked(daemon_ws: Workspace, tmp_path: Path) -> None:
+    """The Python wrapper writes one line per call to kache.log with KACHE_LOG=kache=debug;
+    a native client cannot, so the daemon writes it for the calls it answered."""
+    ws = daemon_ws
+    ws.env["RUSTC_WRAPPER"] = build_client(ws, tmp_path / "kache-client")["path"]
+    log = ws.store / "kache.log"
+    log.unlink(missing_ok=True)
+    ws.clean()
+    ws.build()  # without KACHE_LOG: nothing
+    assert not log.exists() or "served by the daemon" not in log.read_text()
+    ws.clean()
+    ws.build(KACHE_LOG="kache=debug")
+    lines = log.read_text().splitlines()
+    for crate in CACHEABLE_CRATES:
+        [line] = [x for x in lines if "kache.daemon[" in x and f": {crate}: local_hit (served by the daemon) in " in x]
+        assert line.split(" ", 2)[1] == "DEBUG", line
+    # the bin: the daemon declined, then kache compiled it and said so
+    assert any(": kc_app: not served by the daemon (no hit in its store) in " in x for x in lines), lines
+    assert any("kache.wrapper[" in x and ": kc_app: passthrough" in x for x in lines), lines

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.env import kache_log
-from tests.support.tty import run_in_pty
+from tests.support.tty import STOPPED, run_in_pty, run_in_pty_background
 from tests.support.workspace import CACHEABLE_CRATES, Workspace, outcomes
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +34,20 @@ def said(out: str) -> list[str]:
 def unit_outputs(ws: Workspace) -> str:
     """What cargo stored of every unit's messages (replayed when the unit is fresh)."""
     return "".join(p.read_text(errors="replace") for p in (ws.target / "debug" / ".fingerprint").glob("*/output-*"))
+
+
+def test_a_build_in_the_terminals_background_is_not_stopped_by_a_warning(workspace: Workspace, user_config: Path,
+                                                                         tmp_path: Path) -> None:
+    # `cargo build &` under `stty tostop`: the warning written to the terminal stopped
+    # the build (SIGTTOU) until it was brought to the foreground. kache.log has it.
+    status, out = run_in_pty_background(["cargo", "build", "--offline"], workspace.path,
+                                        {**os.environ, **workspace.env, "KACHE_COMPRESSION_LEVEL": "99"},
+                                        tmp_path / "cargo.out", timeout=300)
+    assert status != STOPPED, "cargo was stopped by the terminal"
+    assert status == 0, (tmp_path / "cargo.out").read_text()
+    assert said(out) == []
+    assert kache_log(workspace.store).count(LEVEL_WARNING) == 1
+    workspace.verify_app()
 
 
 def test_an_invalid_level_still_caches_and_warns_once_per_build(workspace: Workspace, user_config: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from kache.engine import notices
 from kache.store import layout
+from tests.support.tty import STOPPED, run_in_pty, run_in_pty_background
 
 
 def test_a_warning_is_said_once_per_build_and_again_in_the_next(clean_env: Path,
@@ -41,3 +43,26 @@ def test_saying_a_warning_sweeps_stamps_older_than_a_day(clean_env: Path) -> Non
     os.utime(old, (past, past))
     notices.warn_once("something new", suffix="")
     assert not old.exists() and recent.exists()
+
+
+SAY = "from kache.engine import notices; notices.warn_once('the thing', suffix='', store={store!r})"
+
+
+def test_a_build_in_the_terminals_background_is_not_stopped_by_a_warning(clean_env: Path, tmp_path: Path) -> None:
+    # `cargo build &` under `stty tostop`: a write to the terminal would stop the build
+    # (SIGTTOU) until someone brings it to the foreground. The log has the warning.
+    store = tmp_path / "store"
+    argv = [sys.executable, "-c", SAY.format(store=str(store))]
+    status, said = run_in_pty_background(argv, tmp_path, dict(os.environ), tmp_path / "out", timeout=60)
+    assert status == 0, f"stopped by the terminal ({status})" if status == STOPPED else (tmp_path / "out").read_text()
+    assert "the thing" not in said
+    assert (store / "kache.log").read_text().count("kache: warning: the thing\n") == 1
+
+
+def test_a_build_in_the_terminals_foreground_sees_the_warning_there(clean_env: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    status, said = run_in_pty([sys.executable, "-c", SAY.format(store=str(store))], tmp_path, dict(os.environ),
+                              timeout=60)
+    assert status == 0
+    assert said == "kache: warning: the thing\n"
+    assert (store / "kache.log").read_text().count("kache: warning: the thing\n") == 1

@@ -57,7 +57,8 @@ def test_a_broken_lock_file_is_a_clean_error(tmp_path: Path) -> None:
 def fill(store: Store) -> dict[str, list[str]]:
     keys: dict[str, list[str]] = {}
     for crate in ("proc_macro2", "proc_macro2", "serde", "build_script_build", "unicode_ident"):
-        keys.setdefault(crate, []).append(add_wrapper_entry(store, crate).key)
+        package = "my-app" if crate == "build_script_build" else None
+        keys.setdefault(crate, []).append(add_wrapper_entry(store, crate, package=package).key)
     return keys
 
 
@@ -159,6 +160,7 @@ def test_the_command(s3_env: dict[str, str], tmp_path: Path, workspace: Path, mo
     monkeypatch.setenv("KACHE_CACHE_DIR", str(tmp_path / "cache-a"))
     code, out, _ = run(capsys, "sync", "--push", "--dry-run")
     assert code == 0 and "would push: 5 objects" in out and "  push serde " in out
+    assert "  push my-app (build script) " in out and "build_script_build" not in out  # the package, as list shows
     code, out, _ = run(capsys, "sync", "--push")
     assert code == 0 and out.startswith("push: 5 objects") and "(0 already on the remote)" in out
 

@@ -86,9 +86,10 @@ def add_seeded_entry(root: str | Path, crate: str, seed: str, mkey: str | None =
 
 
 def add_wrapper_entry(store: Store, crate: str, *, seed: str | None = None, mkey: str | None = None,
-                      blobs: list[bytes] | None = None, created: float | None = None) -> Entry:
+                      blobs: list[bytes] | None = None, created: float | None = None,
+                      package: str | None = None) -> Entry:
     """A local entry shaped like the wrapper's: an .rlib, an .rmeta and a .d, with a
-    manifest line naming one source file."""
+    manifest line naming one source file; ``package`` the cargo package recorded."""
     seed = seed or f"{crate}-{time.perf_counter_ns()}"
     if blobs is None:
         blobs = [f"rlib of {crate} {seed}".encode() * 50, f"rmeta of {crate} {seed}".encode(),
@@ -101,7 +102,8 @@ def add_wrapper_entry(store: Store, crate: str, *, seed: str | None = None, mkey
                      stderr=f"warning from {crate}\n",
                      components={"version": "1" * 16, "source:${WS}/src/lib.rs": "2" * 16},
                      inputs={"files": [["${WS}/src/lib.rs", blake(f"source of {crate} {seed}".encode())]],
-                             "env": [["KC_GREETING", None, False]]})
+                             "env": [["KC_GREETING", None, False]]},
+                     package=package)
 
 
 def event(store_root: str, outcome: str, crate: str = "foo", *, t: float | None = None, **fields: Any) -> None:

@@ -7,7 +7,7 @@ import select
 import time
 from pathlib import Path
 
-__all__ = ["run_in_pty"]
+__all__ = ["STOPPED", "run_in_pty", "run_in_pty_background"]
 
 
 def run_in_pty(argv: list[str], cwd: Path | str, env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
@@ -50,3 +50,47 @@ def run_in_pty(argv: list[str], cwd: Path | str, env: dict[str, str], timeout: f
     if status is None:
         status = os.waitpid(pid, 0)[1]
     return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+STOPPED = -1000
+"""The status :func:`run_in_pty_background` gives a command the terminal stopped."""
+
+
+def run_in_pty_background(argv: list[str], cwd: Path | str, env: dict[str, str], output: Path,
+                          timeout: float = 600) -> tuple[int, str]:
+    """``argv`` run as a background job of a new pseudo-terminal set to ``stty tostop``
+    (a job that writes to it is stopped with SIGTTOU), as ``cargo build &`` in a shell;
+    its stdout and stderr go to ``output``. Its exit status (:data:`STOPPED` when the
+    terminal stopped it; it is killed then) and everything written to the terminal."""
+    import textwrap
+
+    script = textwrap.dedent("""
+        import os, signal, subprocess, sys, termios, time
+        attrs = termios.tcgetattr(0)
+        attrs[3] |= termios.TOSTOP
+        termios.tcsetattr(0, termios.TCSANOW, attrs)
+        argv, output, timeout = sys.argv[3:], sys.argv[1], float(sys.argv[2])
+        with open(output, "wb") as out:  # the shell's job: a process group of its own, not the foreground
+            job = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, process_group=0)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(job.pid, os.WUNTRACED | os.WNOHANG)
+            if pid and os.WIFSTOPPED(status):
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+                os._exit(101)
+            if pid:
+                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+            time.sleep(0.05)
+        os.killpg(job.pid, signal.SIGKILL)
+        os._exit(102)
+    """)
+    import sys
+
+    status, said = run_in_pty([sys.executable, "-c", script, str(output), str(timeout), *argv], cwd, env,
+                              timeout=timeout + 30)
+    if status == 101:
+        return STOPPED, said
+    if status == 102:
+        raise TimeoutError(f"{argv} ran longer than {timeout} s")
+    return status, said

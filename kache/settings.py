@@ -34,10 +34,23 @@ Schema annotations this module understands:
 
 Degrading per setting (:func:`load`, :func:`load_checked`): each invalid value is
 ignored with one warning naming the file or variable, the key, the value, what was
-expected and what is used instead. A config file that cannot be read or parsed turns
-caching off (it may hold a salt or extra inputs); a ``KACHE_CONFIG`` naming no file is a
-warning. :func:`validate` is the strict check (``kache config validate``): every problem,
-raised.
+expected and what is used instead. :func:`validate` is the strict check (``kache config
+validate``): every problem, raised.
+
+Where kache cannot know what was meant for a setting that guards correctness or the
+bucket, it does not guess the permissive way:
+
+- a config file that cannot be read or parsed, and a ``KACHE_CONFIG`` that is relative
+  (after ``~``/``$VAR``; cargo runs rustc in more than one directory) or names no
+  readable file, turn caching off (it may hold a salt or extra inputs);
+- an unknown key whose nearest known key (:func:`nearest_key`) has an ``x-if-invalid``
+  does what an invalid value of it would, and any unknown key under ``cache.remote``
+  turns the remote off (``key-salt``, ``[cache.extra_input.x]``, ``[remote] read_only``);
+- an object-valued setting (``cache.extra_inputs``) is merged across layers rather
+  than replaced: per crate, every layer's entries (more inputs is always safe);
+- an env-only boolean (``KACHE_RECACHE``) is set by any value but empty/0/false/no/off;
+- when the store is not named safely (``Settings.store_problem``),
+  ``Settings.local_store`` raises: no command acts on the default store instead.
 """
 
 from __future__ import annotations

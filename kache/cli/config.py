@@ -186,6 +186,9 @@ def path(as_json: bool) -> None:
     """
     system = settings_mod.system_config_path()
     user = settings_mod.user_config_path()
+    for f in settings_mod.read().files:
+        if f.role == "system" and f.error:  # relative, missing, unreadable: caching is off
+            warn(f"caching is off: {f.error}")
     entries = []
     if system is not None:
         entries.append({"role": "system", "path": str(system), "exists": system.exists(),

@@ -97,3 +97,13 @@ def test_a_relative_kache_config_is_said_by_the_cli(clean_env: Path, monkeypatch
     assert json.loads(out.out)["caching"] == "off"
     assert "KACHE_CONFIG: \"kache.toml\": expected an absolute path" in out.err
     assert main(["list"]) == 1  # the store it may name is unknown
+
+
+def test_config_path_says_a_relative_kache_config_turns_caching_off(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KACHE_CONFIG", "kache.toml")
+    assert main(["config", "path"]) == 0
+    assert capsys.readouterr().err == (
+        'kache: warning: caching is off: invalid setting in environment variable KACHE_CONFIG: "kache.toml": expected '
+        "an absolute path (after ~ and $VAR expansion; rustc runs in more than one directory); give the full path "
+        "or unset KACHE_CONFIG\n")

@@ -107,7 +107,13 @@ def check_config(env: Mapping[str, str]) -> Check:
         s = settings_mod.load(env)
         settings_mod.validate(s)
     except SettingsError as e:
-        return Check("config", FAIL, "; ".join(e.problems), "edit the file named above, or `kache config`")
+        in_env = any("environment variable" in p for p in e.problems)
+        in_file = any("environment variable" not in p for p in e.problems)
+        hint = " and ".join(h for h, wanted in (("fix or unset the environment variable named above", in_env),
+                                                 ("edit the file named above, or `kache config`", in_file))
+                            if wanted)
+        off = ("caching is off: " if s.caching_off else "the remote is off: " if s.remote_off else "")
+        return Check("config", FAIL, off + "; ".join(e.problems), hint)
     files = [str(f.path) for f in s.files if f.exists]
     return Check("config", OK, "valid" + (f" ({', '.join(files)})" if files else " (defaults)"))
 
@@ -436,6 +442,11 @@ def run_checks(env: Mapping[str, str] | None = None, *, verify: bool = False) ->
     checks = [check_path(exe), check_wrapper(exe, env), check_config(env)]
     try:
         settings = settings_mod.load(env)
+        if settings.store_problem:  # the store is not named safely: the default is not it
+            return checks + [Check("store", FAIL, "not checked: caching is off (the config problem above), and kache "
+                                   "does not check the default store in its place",
+                                   "fix the setting named above"),
+                             check_rustc()]
         root = settings.converted("cache.local_store")
         max_bytes = settings.converted("cache.local_max_size")
     except Exception:  # noqa: BLE001 - reported by the config check

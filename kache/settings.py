@@ -34,10 +34,23 @@ Schema annotations this module understands:
 
 Degrading per setting (:func:`load`, :func:`load_checked`): each invalid value is
 ignored with one warning naming the file or variable, the key, the value, what was
-expected and what is used instead. A config file that cannot be read or parsed turns
-caching off (it may hold a salt or extra inputs); a ``KACHE_CONFIG`` naming no file is a
-warning. :func:`validate` is the strict check (``kache config validate``): every problem,
-raised.
+expected and what is used instead. :func:`validate` is the strict check (``kache config
+validate``): every problem, raised.
+
+Where kache cannot know what was meant for a setting that guards correctness or the
+bucket, it does not guess the permissive way:
+
+- a config file that cannot be read or parsed, and a ``KACHE_CONFIG`` that is relative
+  (after ``~``/``$VAR``; cargo runs rustc in more than one directory) or names no
+  readable file, turn caching off (it may hold a salt or extra inputs);
+- an unknown key whose nearest known key (:func:`nearest_key`) has an ``x-if-invalid``
+  does what an invalid value of it would, and any unknown key under ``cache.remote``
+  turns the remote off (``key-salt``, ``[cache.extra_input.x]``, ``[remote] read_only``);
+- an object-valued setting (``cache.extra_inputs``) is merged across layers rather
+  than replaced: per crate, every layer's entries (more inputs is always safe);
+- an env-only boolean (``KACHE_RECACHE``) is set by any value but empty/0/false/no/off;
+- when the store is not named safely (``Settings.store_problem``),
+  ``Settings.local_store`` raises: no command acts on the default store instead.
 """
 
 from __future__ import annotations
@@ -77,6 +90,9 @@ __all__ = [
     "validate",
     "validate_file",
     "env_flag",
+    "env_flag_problem",
+    "nearest_key",
+    "shown_value",
 ]
 
 def cache(fn: Callable[[str | None], _T]) -> Callable[..., _T]:
@@ -219,9 +235,22 @@ def env_settings(schema_path: str | None = None) -> tuple[EnvSetting, ...]:
 
 
 def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
-    """True when an env-only boolean such as ``KACHE_DISABLED`` is set to 1/true/yes/on."""
-    value = (os.environ if env is None else env).get(name, "")
-    return value.strip().lower() in _TRUE
+    """True when an env-only boolean such as ``KACHE_DISABLED`` is set: any non-empty value
+    but 0/false/no/off (``KACHE_RECACHE=y`` must not keep the entry it exists to replace;
+    :func:`degrade` warns about a spelling that is not 1/true/yes/on)."""
+    value = (os.environ if env is None else env).get(name, "").strip().lower()
+    return bool(value) and value not in _FALSE
+
+
+def env_flag_problem(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The problem with an env-only boolean's spelling (``KACHE_RECACHE=y``), None when
+    it is unset, empty or one of the accepted words; :func:`env_flag` takes it as set."""
+    raw = (os.environ if env is None else env).get(name)
+    text = (raw or "").strip().lower()
+    if not text or text in _TRUE | _FALSE:
+        return None
+    return (f"invalid setting in environment variable {name}: {shown_value(raw)}: "
+            "expected 1/true/yes/on or 0/false/no/off")
 
 
 def display(value: Any) -> str:
@@ -357,9 +386,10 @@ class Settings(Record):
     """
 
     __slots__ = ("values", "sources", "files", "env", "schema_path", "warnings", "extras", "formats",
-                 "rejected", "caching_off", "remote_off")
+                 "rejected", "caching_off", "remote_off", "unsafe_unknown", "merged", "store_problem")
     _defaults = {"schema_path": None, "warnings": list, "extras": dict, "formats": None, "rejected": dict,
-                 "caching_off": list, "remote_off": list}
+                 "caching_off": list, "remote_off": list, "unsafe_unknown": list, "merged": dict,
+                 "store_problem": None}
     values: dict[str, Any]
     sources: dict[str, Source]
     files: list[ConfigFile]
@@ -371,6 +401,13 @@ class Settings(Record):
     rejected: dict[str, list[tuple[Any, Source, str, str]]]
     caching_off: list[str]
     remote_off: list[str]
+    unsafe_unknown: list[tuple[str, str, str]]
+    """Unknown keys that turn caching or the remote off: ``(x-if-invalid, problem, nearest key)``."""
+    merged: dict[str, list[Source]]
+    """Object-valued settings (``cache.extra_inputs``) set by more than one layer: their sources."""
+    store_problem: str | None
+    """Why the store cannot be named safely (an invalid ``cache.local_store``, a config file
+    that may hold one): commands that open the store refuse rather than use the default."""
 
     def __getitem__(self, key: str) -> Any:
         """The value as written (``"50GB"``, ``"~/cache"``); :meth:`converted` is the value for use."""
@@ -394,8 +431,12 @@ class Settings(Record):
 
     @property
     def local_store(self) -> Path:
+        """The store's directory; raises :class:`SettingsError` when the settings do not name
+        it safely (``store_problem``): a command must not act on the default store instead."""
         from pathlib import Path
 
+        if self.store_problem:
+            raise SettingsError([self.store_problem])
         return Path(self.converted("cache.local_store"))
 
 
@@ -445,6 +486,8 @@ def _read_file(role: str, path: str | Path, env: Mapping[str, str], strict: bool
     except ValueError as e:  # e.g. an integer of more than 4300 digits
         error = f"cannot read config file: {shown_path(path, env)}: invalid TOML: {_shorten(str(e))}"
     if error is not None:
+        if role == "system":
+            error += " (named by KACHE_CONFIG); fix it, point KACHE_CONFIG at a readable file or unset it"
         if strict:
             raise SettingsError([error])
         return ConfigFile(role, path, exists=True, error=error)
@@ -484,6 +527,59 @@ def unknown_key_warning(key: str, shown_file: str, schema_path: str | None = Non
     near = difflib.get_close_matches(name, list(node.get("properties", {})), n=1, cutoff=0.6)
     hint = f", did you mean `{near[0]}`?" if near else " (ignored; `kache config schema` lists the known keys)"
     return f"unknown key `{name}` in {shown_file} ({key}){hint}"
+
+
+def nearest_key(key: str, schema_path: str | None = None) -> str | None:
+    """The known key or table nearest to an unknown dotted ``key``: the whole key against
+    every known one, and its last part against every known key's last part, ``-`` read
+    as ``_``, case-insensitive (``cache.extra_input``, ``key-salt``, ``remote`` →
+    ``cache.extra_inputs``, ``cache.key_salt``, ``cache.remote``); None when none is near."""
+    import difflib
+
+    known = [s.key for s in settings_table(schema_path)] + [k for k, _ in sections(schema_path)]
+
+    def norm(text: str) -> str:
+        return text.lower().replace("-", "_")
+
+    def below_shared(a: list[str], b: list[str]) -> tuple[str, str]:
+        while a and b and a[0] == b[0]:  # `cache.foo` is not near `cache.key_salt` for its `cache.`
+            a, b = a[1:], b[1:]
+        return ".".join(a), ".".join(b)
+
+    parts, leaf = norm(key).split("."), norm(key).rpartition(".")[2]
+    best: tuple[float, int, str] | None = None
+    for n, k in enumerate(known):
+        mine, theirs = below_shared(parts, norm(k).split("."))
+        score = max(difflib.SequenceMatcher(None, mine, theirs).ratio() if mine and theirs else 0.0,
+                    difflib.SequenceMatcher(None, leaf, norm(k).rpartition(".")[2]).ratio())
+        if score >= 0.6 and (best is None or (score, -n) > (best[0], best[1])):
+            best = (score, -n, k)
+    return None if best is None else best[2]
+
+
+def _unknown_key_problems(f: ConfigFile, env: Mapping[str, str], schema_path: str | None
+                          ) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """The unknown keys of one file: plain warnings, and those that turn caching or the
+    remote off as ``(x-if-invalid, problem, nearest key)``. An unknown key whose nearest
+    known key has an ``x-if-invalid``, or any unknown key under ``cache.remote``, may be a
+    misspelt salt, extra input or ``read_only``: kache cannot know what it meant, so it
+    does not guess the permissive way."""
+    policy = if_invalid(schema_path)
+    shown = shown_path(f.path, env)
+    plain: list[str] = []
+    unsafe: list[tuple[str, str, str]] = []
+    for key in _unknown_keys(f.data, load_schema(schema_path), ""):
+        near = nearest_key(key, schema_path)
+        kind = policy.get(near, "") if near else ""
+        if key.startswith("cache.remote."):
+            kind = max(kind, "no-remote", key=_STRICTNESS.__getitem__)
+        if not kind:
+            plain.append(unknown_key_warning(key, shown, schema_path))
+            continue
+        hint = f", did you mean `{near}`?" if near else " (not a cache.remote setting):"
+        effect = "caching is off" if kind == "no-cache" else "the remote is off"
+        unsafe.append((kind, f"unknown key `{key}` in {shown}{hint} {effect} until it is fixed", near or ""))
+    return plain, unsafe
 
 
 def _env_value(setting: Setting, raw: str) -> tuple[bool, Any]:
@@ -527,8 +623,19 @@ def read(env: Mapping[str, str] | None = None, *, schema_path: str | None = None
     warnings: list[str] = []
     extras: dict[str, tuple[Any, Source]] = {}
 
+    unsafe: list[tuple[str, str, str]] = []
+
     sys_path = _system_file(env)
-    if sys_path is not None:
+    if sys_path is not None and not os.path.isabs(sys_path):
+        # cargo runs rustc in the workspace root for members but in the package's own
+        # directory for a path dependency outside it: a relative path names two files.
+        error = (f"invalid setting in environment variable KACHE_CONFIG: {shown_value(env['KACHE_CONFIG'])}: "
+                 "expected an absolute path (after ~ and $VAR expansion; rustc runs in more than one "
+                 "directory); give the full path or unset KACHE_CONFIG")
+        if strict:
+            raise SettingsError([error])
+        files.append(ConfigFile("system", sys_path, exists=False, error=error))
+    elif sys_path is not None:
         files.append(_read_file("system", sys_path, env, strict))
     files.append(_read_file("user", _user_file(env), env, strict))
 
@@ -540,10 +647,12 @@ def read(env: Mapping[str, str] | None = None, *, schema_path: str | None = None
             found, value = lookup(f.data, s.key)
             if found:
                 values[s.key], sources[s.key] = value, src
+        plain, risky = _unknown_key_problems(f, env, schema_path)
         for key in _unknown_keys(f.data, schema, ""):
             _, value = lookup(f.data, key)
             extras[key] = (value, src)
-            warnings.append(unknown_key_warning(key, shown_path(f.path, env), schema_path))
+        warnings += plain
+        unsafe += risky
 
     for s in table:
         if s.env and s.env in env:
@@ -551,20 +660,37 @@ def read(env: Mapping[str, str] | None = None, *, schema_path: str | None = None
             if found:
                 values[s.key], sources[s.key] = value, Source("env", s.env)
 
-    return Settings(values, sources, files, env, schema_path, warnings, extras)
+    return Settings(values, sources, files, env, schema_path, warnings, extras, unsafe_unknown=unsafe)
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def _expected(error: Any, sub: Mapping[str, Any]) -> str:
-    """What the schema wanted, in words, from a jsonschema ValidationError."""
+def _expected(error: Any, sub: Mapping[str, Any], key: str = "") -> str:
+    """What the schema wanted, in words, from a jsonschema ValidationError; an error
+    inside a table's value names the place (``cache.extra_inputs.util.files: …``)."""
+    path = list(error.absolute_path)
+    if not path:
+        return _expected_here(error, sub)
+    where = key
+    for part in path:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return f"{where}: {_expected_here(error, error.schema)}"
+
+
+def _expected_here(error: Any, sub: Mapping[str, Any]) -> str:
     kind = error.validator
     if kind == "type":
         names = {"string": "text", "integer": "an integer", "boolean": "true or false",
                  "null": "nothing", "object": "a table", "array": "a list", "number": "a number"}
+        plural = {"string": "strings", "integer": "integers", "boolean": "true or false values",
+                  "object": "tables", "array": "lists", "number": "numbers"}
         wanted = sub.get("type", error.validator_value)
         wanted = [wanted] if isinstance(wanted, str) else wanted
+        if wanted == ["array"] and isinstance(sub.get("items"), dict) and sub["items"].get("type") in plural:
+            example = sub.get("examples", [None])[0]
+            eg = f", e.g. {_toml_repr(example)}" if example is not None else ""
+            return f"expected a list of {plural[sub['items']['type']]}{eg}"
         fmt = sub.get("x-format")
         if fmt == "size":
             return f"expected {units.SIZE_EXPECTED}"
@@ -599,13 +725,22 @@ def _problem(source: Source, key: str, value: Any, why: str, env: Mapping[str, s
         "env": f"environment variable {source.where}",
         "default": "the schema's default",
     }.get(source.kind, shown_path(source.where, env))
-    return f"invalid setting in {where}: {key} = {_shorten(_toml_repr(value))}: {why}"
+    return f"invalid setting in {where}: {key} = {shown_value(value)}: {why}"
 
 
-def _shorten(text: str, limit: int = 200) -> str:
+def _shorten(text: str, limit: int = 200, length: int | None = None) -> str:
     """At most ``limit`` characters of a value shown in a message (a 10 MB value must
-    not become a 10 MB error line)."""
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+    not become a 10 MB error line); ``length``: the length to state (the value's own,
+    when ``text`` is its quoted form)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) if length is None else length} characters)"
+
+
+def shown_value(value: Any) -> str:
+    """A value as TOML spells it (``"true"`` for a string, quotes and all), shortened,
+    with the length of the value itself (not of its quotes)."""
+    return _shorten(_toml_repr(value), length=len(value) if isinstance(value, str) else None)
+
+
 
 
 def _toml_repr(value: Any) -> str:
@@ -620,7 +755,7 @@ def _toml_repr(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def _why(sub: Mapping[str, Any], value: Any, env: Mapping[str, str]) -> str | None:
+def _why(sub: Mapping[str, Any], value: Any, env: Mapping[str, str], key: str = "") -> str | None:
     """What is wrong with one value against its sub-schema (the first thing), or None."""
     from jsonschema import Draft202012Validator, FormatChecker
 
@@ -633,7 +768,7 @@ def _why(sub: Mapping[str, Any], value: Any, env: Mapping[str, str]) -> str | No
         check_schema["format"] = sub["x-format"]
     validator = Draft202012Validator(check_schema, format_checker=checker)
     for error in sorted(validator.iter_errors(value), key=lambda e: e.validator):
-        return _expected(error, sub)  # one line per key: the first thing that is wrong
+        return _expected(error, sub, key)  # one line per key: the first thing that is wrong
     if sub.get("x-format") == "path" and value is not None:
         expanded = _expand(str(value), env)
         if not os.path.isabs(expanded):
@@ -645,7 +780,7 @@ def value_problems(
     sub: Mapping[str, Any], key: str, value: Any, source: Source, env: Mapping[str, str]
 ) -> list[str]:
     """Validate one value against its sub-schema; return problem lines."""
-    why = _why(sub, value, env)
+    why = _why(sub, value, env, key)
     return [] if why is None else [_problem(source, key, value, why, env)]
 
 
@@ -698,7 +833,7 @@ def _using(setting: Setting, value: Any, source: Source, env: Mapping[str, str])
             return f"using {text} (the default)" if text else "leaving it unset (the default)"
         return f"using {_toml_repr(value)} (the default)"
     where = f"environment variable {source.where}" if source.kind == "env" else shown_path(source.where, env)
-    return f"using {_shorten(_toml_repr(value))} (from {where})"
+    return f"using {shown_value(value)} (from {where})"
 
 
 def _examine(raw: Settings) -> tuple[Settings, list[str]]:
@@ -715,43 +850,65 @@ def _examine(raw: Settings) -> tuple[Settings, list[str]]:
     remote_off: list[str] = []
     rejected: dict[str, list[tuple[Any, Source, str, str]]] = {}
 
-    def refuse(kind: str, problem: str) -> None:
+    store_problems: list[str] = []
+
+    def refuse(kind: str, problem: str, said: str | None = None) -> None:
         if kind == "no-cache":
             caching_off.append(problem)
-            warnings.append(f"caching is off: {problem}; every rustc call runs directly until it is fixed")
+            warnings.append(said or f"caching is off: {problem}; every rustc call runs directly until it is fixed")
         else:
             remote_off.append(problem)
-            warnings.append(f"the remote is off: {problem}; local caching goes on")
+            warnings.append(said or f"the remote is off: {problem}; local caching goes on")
 
     for f in raw.files:
         if f.error:
             problems.append(f.error)
-            if f.exists:  # there, and unreadable: it may hold a salt or extra inputs
+            if f.exists or f.role == "system":
+                # there and unreadable, or the system file KACHE_CONFIG names is not there:
+                # it may hold a salt, extra inputs or the store
                 refuse("no-cache", f.error)
+                store_problems.append(f.error)
             else:
                 warnings.append(f"{f.error} (going on without it)")
     warnings += raw.warnings  # unknown keys
+    for kind, problem, near in raw.unsafe_unknown:  # a misspelt salt, extra input, read_only...
+        problems.append(problem)
+        refuse(kind, problem, problem + (" (every rustc call runs directly)" if kind == "no-cache"
+                                         else " (local caching goes on)"))
+        if near == "cache.local_store":
+            store_problems.append(problem)
 
     candidates: dict[str, list[tuple[int, Source, Any]]] = {}
     for n, (src, layer) in enumerate(_layers(raw)):
         for key, value in layer.items():
             candidates.setdefault(key, []).append((n, src, value))
     by_layer: list[tuple[int, int, str]] = []  # listed layer by layer, as written
+    merged: dict[str, list[Source]] = {}
     for k, s in enumerate(table):
         bad: list[tuple[int, Source, Any, str]] = []
         effective = -1
+        merges = s.types == ["object"]  # per crate, the union of every layer's inputs
         for n, src, value in candidates.get(s.key, []):
-            why = _why(s.schema, value, env)
+            why = _why(s.schema, value, env, s.key)
             if why is None:
-                values[s.key], sources[s.key], effective = value, src, n
+                if merges and effective >= 0:
+                    values[s.key] = _merge_inputs(values[s.key], value)
+                    merged.setdefault(s.key, [sources[s.key]]).append(src)
+                else:
+                    values[s.key] = value
+                sources[s.key], effective = src, n
             else:
                 bad.append((n, src, value, why))
         for i, src, value, why in bad:
             problem = _problem(src, s.key, value, why, env)
             by_layer.append((i, k, problem))
             effect = "ignored"
-            if i > effective and policy.get(s.key):  # it would be in effect, were it valid
+            # it would be in effect, were it valid (a merged setting: every layer is)
+            if (merges or i > effective) and policy.get(s.key):
                 refuse(policy[s.key], problem)
+                if s.key == "cache.local_store":
+                    store_problems.append(problem + (": fix it or unset it" if src.kind == "env"
+                                                     else ": fix it in that file or remove it"))
                 effect = "caching is off" if policy[s.key] == "no-cache" else "the remote is off"
             rejected.setdefault(s.key, []).append((value, src, why, effect))
             if effect == "ignored":
@@ -766,18 +923,29 @@ def _examine(raw: Settings) -> tuple[Settings, list[str]]:
                 else:
                     warnings.append(f"{problem}; the keys below it are not read")
     for e in env_settings(raw.schema_path):
-        if e.schema.get("type") == "boolean" and e.name in env:
-            text = env[e.name].strip().lower()
-            if text and text not in _TRUE | _FALSE:
-                problem = (f"invalid setting in environment variable {e.name}: {_shorten(repr(env[e.name]))}: "
-                           "expected 1/true/yes/on or 0/false/no/off")
-                problems.append(problem)
-                warnings.append(f"{problem}; using {display(e.default)} (the default)")
+        flag = env_flag_problem(e.name, env) if e.schema.get("type") == "boolean" else None
+        if flag:
+            problems.append(flag)
+            warnings.append(f"{flag}; taken as set (true), as any value but 0/false/no/off")
     if remote_off:
         values["cache.remote.bucket"] = None  # every user of the remote starts from the bucket
     out = Settings(values, sources, raw.files, env, raw.schema_path, warnings, raw.extras,
-                   rejected=rejected, caching_off=caching_off, remote_off=remote_off)
+                   rejected=rejected, caching_off=caching_off, remote_off=remote_off, merged=merged,
+                   unsafe_unknown=raw.unsafe_unknown,
+                   store_problem=store_problems[0] if store_problems else None)
     return out, problems
+
+
+def _merge_inputs(low: Any, high: Mapping[str, Any]) -> dict[str, Any]:
+    """Two layers' ``cache.extra_inputs``: per crate, every entry of both, lists joined
+    without repeats (more inputs is always safe; a user file must not drop the inputs an
+    administrator declared in the system file)."""
+    out: dict[str, Any] = {crate: dict(spec) for crate, spec in (low or {}).items()}
+    for crate, spec in high.items():
+        entry = out.setdefault(crate, {})
+        for field, items in spec.items():
+            entry[field] = list(dict.fromkeys([*entry.get(field, []), *items]))
+    return out
 
 
 def degrade(raw: Settings) -> Settings:
@@ -830,10 +998,11 @@ def validate_file(path: Path, env: Mapping[str, str] | None = None,
         found, value = lookup(f.data, s.key)
         if found:
             values[s.key], sources[s.key] = value, Source("user", str(path))
-    settings = Settings(values, sources, [f], {k: v for k, v in env.items() if k == "HOME"}, schema_path)
+    plain, unsafe = _unknown_key_problems(f, env, schema_path)
+    settings = Settings(values, sources, [f], {k: v for k, v in env.items() if k == "HOME"}, schema_path,
+                        unsafe_unknown=unsafe)
     validate(settings)
-    return [unknown_key_warning(key, shown_path(path, env), schema_path)
-            for key in _unknown_keys(f.data, load_schema(schema_path), "")]
+    return plain
 
 
 # --------------------------------------------------------------------------- wrapper path
@@ -865,7 +1034,7 @@ def _memo_check(body: dict[str, Any]) -> str:
     return blake3(quickjson.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-_MEMO_FIELDS = ("values", "sources", "files", "formats", "warnings", "caching_off", "remote_off")
+_MEMO_FIELDS = ("values", "sources", "files", "formats", "warnings", "caching_off", "remote_off", "store_problem")
 
 
 def load_checked(env: Mapping[str, str] | None = None) -> Settings:
@@ -893,7 +1062,8 @@ def load_checked(env: Mapping[str, str] | None = None) -> Settings:
             body["values"], {k: Source(*v) for k, v in body["sources"].items()},
             [ConfigFile(role, path, exists) for role, path, exists in body["files"]], env,
             formats=dict(body["formats"]), warnings=list(body["warnings"]),
-            caching_off=list(body["caching_off"]), remote_off=list(body["remote_off"]))
+            caching_off=list(body["caching_off"]), remote_off=list(body["remote_off"]),
+            store_problem=body["store_problem"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         pass
     settings = load(env)
@@ -913,7 +1083,7 @@ def load_checked(env: Mapping[str, str] | None = None) -> Settings:
                     "files": [[c.role, c.path, c.exists] for c in settings.files],
                     "formats": {s.key: s.format for s in settings_table() if s.format},
                     "warnings": settings.warnings, "caching_off": settings.caching_off,
-                    "remote_off": settings.remote_off}
+                    "remote_off": settings.remote_off, "store_problem": settings.store_problem}
             f.write(quickjson.dumps({**body, "check": _memo_check(quickjson.loads(quickjson.dumps(body)))}))
         os.replace(tmp, memo)
     except OSError:

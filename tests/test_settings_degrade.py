@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kache import settings as S
+from kache.errors import SettingsError
 
 
 def env_with(home: Path, **extra: str) -> dict[str, str]:
@@ -64,11 +65,11 @@ def test_an_invalid_value_hidden_by_a_higher_layer_still_warns(clean_env: Path, 
      'invalid setting in environment variable KACHE_CACHE_DIR: cache.local_store = "relative/store": '
      "expected an absolute path (after ~ and $VAR expansion)"),
     ({"KACHE_KEY_SALT": "s" * 300}, "",
-     f'invalid setting in environment variable KACHE_KEY_SALT: cache.key_salt = "{"s" * 199}… (302 characters): '
+     f'invalid setting in environment variable KACHE_KEY_SALT: cache.key_salt = "{"s" * 199}… (300 characters): '
      "must be at most 256 characters long"),
     ({}, '[cache.extra_inputs.app]\nenv = ["NOT A NAME"]\n',
      'invalid setting in ~/.config/kache/config.toml: cache.extra_inputs = {"app": {"env": ["NOT A NAME"]}}: '
-     "must match the pattern ^[A-Za-z_][A-Za-z0-9_]*$"),
+     "cache.extra_inputs.app.env[0]: must match the pattern ^[A-Za-z_][A-Za-z0-9_]*$"),
     ({}, "cache = 3\n", "invalid setting in ~/.config/kache/config.toml: cache = 3: expected a table"),
 ])
 def test_an_unsafe_setting_turns_caching_off(clean_env: Path, user_config: Path, env: dict[str, str], toml: str,
@@ -105,10 +106,11 @@ def test_an_invalid_remote_setting_turns_the_remote_off_and_caching_stays_on(
     assert s.warnings == [f"the remote is off: {s.remote_off[0]}; local caching goes on"]
 
 
-def test_an_invalid_env_only_flag_is_off_with_a_warning(clean_env: Path) -> None:
+def test_an_invalid_env_only_flag_is_on_with_a_warning(clean_env: Path) -> None:
+    """Was: off. KACHE_RECACHE=y must not keep the very entry it exists to replace."""
     s = S.load(env_with(clean_env, KACHE_RECACHE="perhaps"))
-    assert s.warnings == ["invalid setting in environment variable KACHE_RECACHE: 'perhaps': expected "
-                          "1/true/yes/on or 0/false/no/off; using false (the default)"]
+    assert s.warnings == ['invalid setting in environment variable KACHE_RECACHE: "perhaps": expected '
+                          "1/true/yes/on or 0/false/no/off; taken as set (true), as any value but 0/false/no/off"]
 
 
 def test_the_annotation_is_in_the_schema_not_in_code() -> None:
@@ -129,3 +131,150 @@ def test_kache_log_default_agrees_with_the_schema() -> None:
     assert loglevel.level("hyper=debug,kache=debug") == loglevel.DEBUG
     assert loglevel.level("warn") == loglevel.WARNING
     assert loglevel.level("nonsense") == loglevel.DEFAULT
+
+
+# --------------------------------------------------------------------------- review of issue 25:
+# when kache cannot know what a setting guarding correctness or the bucket meant, it does
+# not guess the permissive way.
+
+WHERE = "~/.config/kache/config.toml"
+
+
+@pytest.mark.parametrize(("toml", "key", "near"), [
+    ('[cache.extra_input.util]\nenv = ["PM_ENV"]\n', "cache.extra_input", "cache.extra_inputs"),
+    ('[cache]\nkey-salt = "teamB"\n', "cache.key-salt", "cache.key_salt"),
+    ('key-salt = "teamB"\n', "key-salt", "cache.key_salt"),
+    ('[cache]\nKey_Salt = "teamB"\n', "cache.Key_Salt", "cache.key_salt"),
+    ('[cache]\nlocal-store = "/elsewhere"\n', "cache.local-store", "cache.local_store"),
+])
+def test_an_unknown_key_near_a_guarded_setting_turns_caching_off(clean_env: Path, user_config: Path, toml: str,
+                                                                  key: str, near: str) -> None:
+    """Was: an "unknown key" warning, caching on without the salt or the inputs (stale artifacts)."""
+    user_config.write_text(toml)
+    s = S.load(env_with(clean_env))
+    problem = f"unknown key `{key}` in {WHERE}, did you mean `{near}`? caching is off until it is fixed"
+    assert s.caching_off == [problem]
+    assert s.warnings == [f"{problem} (every rustc call runs directly)"]
+    with pytest.raises(SettingsError) as e:
+        S.validate(s)
+    assert e.value.problems == [problem]
+
+
+@pytest.mark.parametrize(("toml", "key", "near"), [
+    ("[cache.remote]\nread-only = true\n", "cache.remote.read-only", "cache.remote.read_only"),
+    ("[cache.remote]\nreadonly = true\n", "cache.remote.readonly", "cache.remote.read_only"),
+    ('[cache.remote]\nendpiont = "https://s3.example.com"\n', "cache.remote.endpiont", "cache.remote.endpoint"),
+    ("[remote]\nread_only = true\n", "remote", "cache.remote"),
+    ("[cache]\nread_only = true\n", "cache.read_only", "cache.remote.read_only"),
+])
+def test_an_unknown_key_near_a_remote_setting_turns_the_remote_off(clean_env: Path, user_config: Path, toml: str,
+                                                                    key: str, near: str) -> None:
+    """Was: the remote on and writable, against a read-only intent."""
+    user_config.write_text(toml)
+    s = S.load(env_with(clean_env, KACHE_S3_BUCKET="team-cache"))
+    problem = f"unknown key `{key}` in {WHERE}, did you mean `{near}`? the remote is off until it is fixed"
+    assert s.remote_off == [problem] and s.caching_off == []
+    assert s["cache.remote.bucket"] is None
+    assert s.warnings == [f"{problem} (local caching goes on)"]
+
+
+def test_any_unknown_key_under_the_remote_turns_it_off(clean_env: Path, user_config: Path) -> None:
+    user_config.write_text('[cache.remote]\nbucket = "team-cache"\nzzzzzz = 1\n')
+    s = S.load(env_with(clean_env))
+    assert s.remote_off == [f"unknown key `cache.remote.zzzzzz` in {WHERE} (not a cache.remote setting): "
+                            "the remote is off until it is fixed"]
+    assert s["cache.remote.bucket"] is None
+
+
+def test_an_unknown_key_far_from_guarded_settings_is_only_a_warning(clean_env: Path, user_config: Path) -> None:
+    user_config.write_text('[cache]\nfoo = 1\nlocal_max = "1GB"\n')
+    s = S.load(env_with(clean_env))
+    assert s.caching_off == [] and s.remote_off == []
+    assert s.warnings == [
+        f"unknown key `foo` in {WHERE} (cache.foo) (ignored; `kache config schema` lists the known keys)",
+        f"unknown key `local_max` in {WHERE} (cache.local_max), did you mean `local_max_size`?"]
+    S.validate(s)
+
+
+def test_validate_file_fails_for_an_unknown_key_that_turns_caching_off(clean_env: Path, tmp_path: Path) -> None:
+    f = tmp_path / "team.toml"
+    f.write_text('[cache]\nkey-salt = "teamB"\n')
+    with pytest.raises(SettingsError) as e:
+        S.validate_file(f, env_with(clean_env))
+    assert e.value.problems == [f"unknown key `cache.key-salt` in {f}, did you mean `cache.key_salt`? caching is "
+                                "off until it is fixed"]
+
+
+@pytest.mark.parametrize("value", ["rel/kache.toml", "./kache.toml", "$NOPE_UNSET/kache.toml"])
+def test_a_relative_kache_config_turns_caching_off(clean_env: Path, value: str) -> None:
+    """Was: read against rustc's working directory, which differs between crates of one build."""
+    s = S.load(env_with(clean_env, KACHE_CONFIG=value))
+    problem = (f'invalid setting in environment variable KACHE_CONFIG: "{value}": expected an absolute path '
+               "(after ~ and $VAR expansion; rustc runs in more than one directory); give the full path or unset "
+               "KACHE_CONFIG")
+    assert s.caching_off == [problem]
+    assert s.warnings == [f"caching is off: {problem}; every rustc call runs directly until it is fixed"]
+    assert s.store_problem == problem
+
+
+def test_a_kache_config_naming_a_directory_turns_caching_off(clean_env: Path, tmp_path: Path) -> None:
+    s = S.load(env_with(clean_env, KACHE_CONFIG=str(tmp_path)))
+    assert s.caching_off == [f"cannot read config file: {tmp_path}: Is a directory (named by KACHE_CONFIG); fix it, "
+                             "point KACHE_CONFIG at a readable file or unset it"]
+
+
+def test_extra_inputs_of_every_layer_are_merged(clean_env: Path, user_config: Path, tmp_path: Path) -> None:
+    """Was: the user file's table replaced the system file's (the admin's inputs lost)."""
+    system = tmp_path / "system.toml"
+    system.write_text('[cache.extra_inputs.util]\nenv = ["A", "B"]\nfiles = ["g.txt"]\n'
+                      '[cache.extra_inputs."*"]\nenv = ["ALL"]\n')
+    user_config.write_text('[cache.extra_inputs.util]\nenv = ["B", "C"]\n[cache.extra_inputs.app]\nfiles = ["f"]\n')
+    s = S.load(env_with(clean_env, KACHE_CONFIG=str(system)))
+    assert s["cache.extra_inputs"] == {"util": {"env": ["A", "B", "C"], "files": ["g.txt"]}, "*": {"env": ["ALL"]},
+                                       "app": {"files": ["f"]}}
+    assert s.merged["cache.extra_inputs"] == [S.Source("system", str(system)), S.Source("user", str(user_config))]
+    assert s.warnings == [] and s.caching_off == []
+
+
+def test_an_invalid_lower_layer_of_a_merged_setting_turns_caching_off(clean_env: Path, user_config: Path,
+                                                                      tmp_path: Path) -> None:
+    system = tmp_path / "system.toml"
+    system.write_text('[cache.extra_inputs.util]\nenv = ["NOT A NAME"]\n')
+    user_config.write_text('[cache.extra_inputs.util]\nenv = ["B"]\n')
+    s = S.load(env_with(clean_env, KACHE_CONFIG=str(system)))
+    assert len(s.caching_off) == 1 and str(system) in s.caching_off[0]
+
+
+@pytest.mark.parametrize(("value", "on"), [("y", True), ("perhaps", True), ("1", True), ("TRUE", True),
+                                           ("0", False), ("off", False), (" No ", False), ("", False)])
+def test_an_env_only_flag_is_set_unless_it_says_no(value: str, on: bool) -> None:
+    """Was: KACHE_RECACHE=y read as false, keeping the stale entry it exists to replace."""
+    from kache.engine.decide import is_disabled
+
+    assert S.env_flag("KACHE_RECACHE", {"KACHE_RECACHE": value}) is on
+    assert is_disabled({"KACHE_DISABLED": value}) is on
+    said = S.env_flag_problem("KACHE_RECACHE", {"KACHE_RECACHE": value})
+    assert (said is not None) == (value in ("y", "perhaps"))
+
+
+def test_an_invalid_store_is_refused_not_replaced_by_the_default(clean_env: Path) -> None:
+    s = S.load(env_with(clean_env, KACHE_CACHE_DIR="rel/dir"))
+    with pytest.raises(SettingsError) as e:
+        s.local_store  # noqa: B018 - the property is what commands use
+    assert e.value.problems == ['invalid setting in environment variable KACHE_CACHE_DIR: cache.local_store = '
+                                '"rel/dir": expected an absolute path (after ~ and $VAR expansion): fix it or unset it']
+    memo = S.load_checked(env_with(clean_env, KACHE_CACHE_DIR="rel/dir"))
+    again = S.load_checked(env_with(clean_env, KACHE_CACHE_DIR="rel/dir"))  # from the memo
+    assert memo.store_problem == again.store_problem == e.value.problems[0]
+
+
+def test_a_shortened_value_states_its_own_length(clean_env: Path) -> None:
+    s = S.load(env_with(clean_env, KACHE_KEY_SALT="s" * 300))
+    assert "… (300 characters)" in s.caching_off[0]
+
+
+def test_a_string_where_a_list_is_wanted_says_so(clean_env: Path, user_config: Path) -> None:
+    user_config.write_text('[cache.extra_inputs.util]\nfiles = "pm_data.txt"\n')
+    s = S.load(env_with(clean_env))
+    assert s.caching_off == [f'invalid setting in {WHERE}: cache.extra_inputs = {{"util": {{"files": "pm_data.txt"}}}}: '
+                             'cache.extra_inputs.util.files: expected a list of strings, e.g. ["schema.sql"]']

@@ -43,7 +43,7 @@ def clean(paths: tuple[Path, ...], dry_run: bool, yes: bool, as_json: bool) -> N
     from kache.target_dirs import delete, find_target_dirs, measure, store_inodes
 
     roots = [str(p) for p in paths] or [os.getcwd()]
-    store_root = settings_mod.load_checked().converted("cache.local_store")
+    store_root = str(settings_mod.load_checked().local_store)  # refuses a store the settings do not name
     blob_inodes = store_inodes(store_root)
     found = [measure(p, blob_inodes) for p in find_target_dirs(roots)]
     now = time.time()

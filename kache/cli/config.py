@@ -57,7 +57,7 @@ def _where(src: settings_mod.Source, env: Any) -> str:
 
 def _notes(s: settings_mod.Settings, key: str) -> list[str]:
     """What was wrong with ``key``: each invalid value, its problem, what it did."""
-    notes = [f"{_where(src, s.env)}: {settings_mod.display(_shown(value))} is invalid, {why}; {effect}"
+    notes = [f"{_where(src, s.env)}: {settings_mod.shown_value(value)} is invalid, {why}; {effect}"
              for value, src, why, effect in s.rejected.get(key, [])]
     if key == "cache.remote.bucket" and s.remote_off and not s.rejected.get(key):
         notes.append("the remote is off (an invalid cache.remote setting, warned above)")
@@ -71,7 +71,8 @@ def show(as_json: bool) -> None:
 
     Sources are: default, system file (KACHE_CONFIG), user file, env. An invalid value
     is shown beside the value used instead (a lower layer's, or the default), or as
-    having turned caching or the remote off.
+    having turned caching or the remote off. A table of entries (cache.extra_inputs)
+    set by more than one layer is merged: every layer's entries, each source named.
 
     \b
     Example:
@@ -84,6 +85,8 @@ def show(as_json: bool) -> None:
         for key in s.values:
             item: dict[str, Any] = {"value": _shown(s.values[key]), "source": s.sources[key].kind,
                                     **({"where": s.sources[key].where} if s.sources[key].where else {})}
+            if key in s.merged:  # an object-valued setting: every layer's entries, joined
+                item["merged_from"] = [{"source": src.kind, "where": src.where} for src in s.merged[key]]
             if s.rejected.get(key):
                 item["invalid"] = [{"value": _shown(value), "source": src.kind, "where": src.where,
                                     "problem": why, "effect": effect}
@@ -108,7 +111,9 @@ def show(as_json: bool) -> None:
     for key in s.values:
         value = settings_mod.setting(key).default_text if s.values[key] is None else settings_mod.display(s.values[key])
         notes = _notes(s, key)
-        rows.append([key, value, str(s.sources[key]) + "".join(f" (but {n})" for n in notes)])
+        source = (f"merged: {' + '.join(_where(src, s.env) for src in s.merged[key])}" if key in s.merged
+                  else str(s.sources[key]))
+        rows.append([key, value, source + "".join(f" (but {n})" for n in notes)])
     echo_table(["setting", "value", "source"], rows)
     if s.caching_off:
         click.echo("\ncaching is off: every rustc call runs directly until the problem above is fixed")
@@ -181,6 +186,9 @@ def path(as_json: bool) -> None:
     """
     system = settings_mod.system_config_path()
     user = settings_mod.user_config_path()
+    for f in settings_mod.read().files:
+        if f.role == "system" and f.error:  # relative, missing, unreadable: caching is off
+            warn(f"caching is off: {f.error}")
     entries = []
     if system is not None:
         entries.append({"role": "system", "path": str(system), "exists": system.exists(),

@@ -52,6 +52,11 @@ def run(argv: list[str]) -> int:
         from kache.settings import load_checked
 
         if is_disabled():
+            from kache.settings import env_flag_problem
+
+            problem = env_flag_problem("KACHE_DISABLED")  # KACHE_DISABLED=y is set, and said so
+            if problem:
+                notices.warn_once(f"{problem}; taken as set (true): kache is off", suffix="")
             return _pass_through(call, argv)
         settings = load_checked()
         store = settings.converted("cache.local_store")

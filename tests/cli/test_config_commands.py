@@ -67,11 +67,11 @@ def test_validate_ok_and_failures(user_config: Path, capsys: pytest.CaptureFixtu
 
 def test_validate_file_argument(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "team.toml"
-    f.write_text('[cache.remote]\nbucket = "team-cache"\nnew_thing = 1\n')
+    f.write_text('[cache]\nnew_thing = 1\n[cache.remote]\nbucket = "team-cache"\n')
     assert main(["config", "validate", str(f)]) == 0
     out = capsys.readouterr()
     assert out.out == f"ok: {f} is valid, with 1 warning\n"
-    assert out.err == (f"kache: warning: unknown key `new_thing` in {f} (cache.remote.new_thing) (ignored; "
+    assert out.err == (f"kache: warning: unknown key `new_thing` in {f} (cache.new_thing) (ignored; "
                        "`kache config schema` lists the known keys)\n")
     assert main(["config", "validate", str(tmp_path / "nope.toml")]) == 1
     assert "does not exist" in capsys.readouterr().err
@@ -79,9 +79,9 @@ def test_validate_file_argument(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_validate_says_did_you_mean_and_fails_under_strict(user_config: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    user_config.write_text('[cache.remote]\nbukket = "team-cache"\n')
-    warning = ("kache: warning: unknown key `bukket` in ~/.config/kache/config.toml (cache.remote.bukket), "
-               "did you mean `bucket`?\n")
+    user_config.write_text('[cache]\ncompresion_level = 3\n')
+    warning = ("kache: warning: unknown key `compresion_level` in ~/.config/kache/config.toml "
+               "(cache.compresion_level), did you mean `compression_level`?\n")
     assert main(["config", "validate"]) == 0
     out = capsys.readouterr()
     assert out.err == warning
@@ -93,7 +93,7 @@ def test_validate_says_did_you_mean_and_fails_under_strict(user_config: Path,
     assert main(["config", "validate", "--strict", str(user_config)]) == 1
     out = capsys.readouterr()
     assert out.err == warning + "kache: error: ~/.config/kache/config.toml: 1 warning (--strict fails on warnings)\n"
-    user_config.write_text('[cache.remote]\nbucket = "team-cache"\n')
+    user_config.write_text('[cache]\ncompression_level = 3\n')
     assert main(["config", "validate", "--strict"]) == 0
     assert capsys.readouterr().out == "ok: settings are valid (~/.config/kache/config.toml)\n"
 
@@ -126,7 +126,7 @@ def test_show_says_caching_is_off_for_an_unsafe_setting(monkeypatch: pytest.Monk
     assert main(["config", "show"]) == 0
     out = capsys.readouterr()
     row = next(line for line in out.out.splitlines() if line.startswith("cache.local_store"))
-    assert row.endswith('  default (but env KACHE_CACHE_DIR: relative/store is invalid, expected an '
+    assert row.endswith('  default (but env KACHE_CACHE_DIR: "relative/store" is invalid, expected an '
                                      'absolute path (after ~ and $VAR expansion); caching is off)')
     assert "caching is off: every rustc call runs directly until the problem above is fixed" in out.out
     main(["config", "show", "--json"])

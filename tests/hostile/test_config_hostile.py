@@ -185,12 +185,22 @@ def schema_accepts(data: dict[str, Any], env: dict[str, str]) -> bool:
     from jsonschema import Draft202012Validator, FormatChecker
 
     checker = FormatChecker()
-    checker.checks("size", raises=units.UnitError)(units.parse_size)
-    checker.checks("duration", raises=units.UnitError)(units.parse_duration)
+    # jsonschema takes a falsy result for "invalid": a size of 0 parses to 0
+    checker.checks("size", raises=units.UnitError)(lambda v: units.parse_size(v) is not None)
+    checker.checks("duration", raises=units.UnitError)(lambda v: units.parse_duration(v) is not None)
     if not Draft202012Validator(ORACLE_SCHEMA, format_checker=checker).is_valid(data):
         return False
     store = data.get("cache", {}).get("local_store")
-    return store is None or os.path.isabs(S._expand(str(store), env))
+    if store is not None and not os.path.isabs(S._expand(str(store), env)):
+        return False
+    # the rule of unknown keys: one under cache.remote, or one nearest a setting with an
+    # x-if-invalid, is refused (kache cannot know what it meant)
+    policy = S.if_invalid()
+    for key in S._unknown_keys(data, S.load_schema(), ""):
+        near = S.nearest_key(key)
+        if key.startswith("cache.remote.") or (near and policy.get(near)):
+            return False
+    return True
 
 
 def check_problems(problems: list[str], shown: str) -> None:
@@ -198,6 +208,8 @@ def check_problems(problems: list[str], shown: str) -> None:
     assert problems
     for p in problems:
         if p.startswith(f"cannot read config file: {shown}: "):
+            continue
+        if p.startswith("unknown key `") and f"` in {shown}" in p:  # a key near a guarded one
             continue
         m = re.match(rf"invalid setting in {re.escape(shown)}: (?P<key>[A-Za-z0-9_.]+) = ", p)
         assert m is not None, p

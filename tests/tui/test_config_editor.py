@@ -188,8 +188,8 @@ def test_switches_selects_and_tables_save_as_toml(user_config: Path, run: Run,
         area.text = '{"my_macros": {"env": ["not a name!"]}}'
         await pilot.pause()
         assert extra.problem == ('invalid setting in ~/.config/kache/config.toml: cache.extra_inputs = '
-                                 '{"my_macros": {"env": ["not a name!"]}}: must match the pattern '
-                                 '^[A-Za-z_][A-Za-z0-9_]*$')
+                                 '{"my_macros": {"env": ["not a name!"]}}: cache.extra_inputs.my_macros.env[0]: '
+                                 'must match the pattern ^[A-Za-z_][A-Za-z0-9_]*$')
         area.text = json.dumps(inputs)
         await pilot.pause()
         assert extra.problem == ""

@@ -43,9 +43,11 @@ bucket, it does not guess the permissive way:
 - a config file that cannot be read or parsed, and a ``KACHE_CONFIG`` that is relative
   (after ``~``/``$VAR``; cargo runs rustc in more than one directory) or names no
   readable file, turn caching off (it may hold a salt or extra inputs);
-- an unknown key whose nearest known key (:func:`nearest_key`) has an ``x-if-invalid``
-  does what an invalid value of it would, and any unknown key under ``cache.remote``
-  turns the remote off (``key-salt``, ``[cache.extra_input.x]``, ``[remote] read_only``);
+- an unknown key that may be a guarded setting misspelt (:func:`unknown_guard`: near a
+  key with an ``x-if-invalid``, or a word of one in its name or the keys inside it) does
+  what an invalid value of it would, and any unknown key under ``cache.remote`` turns the
+  remote off (``key-salt``, ``[cache.extra.x] env``, ``[s3] read_only``); so does a
+  ``KACHE_*`` variable near a guarded one's (``KACHE_REMOTE_READONLY``);
 - an object-valued setting (``cache.extra_inputs``) is merged across layers rather
   than replaced: per crate, every layer's entries (more inputs is always safe);
 - an env-only boolean (``KACHE_RECACHE``) is set by any value but empty/0/false/no/off;
@@ -524,16 +526,17 @@ def unknown_key_warning(key: str, shown_file: str, schema_path: str | None = Non
     node: Mapping[str, Any] = load_schema(schema_path)
     for part in section.split(".") if section else []:
         node = node.get("properties", {}).get(part, {})
-    near = difflib.get_close_matches(name, list(node.get("properties", {})), n=1, cutoff=0.6)
+    near = difflib.get_close_matches(name, list(node.get("properties", {})), n=1, cutoff=0.75)
     hint = f", did you mean `{near[0]}`?" if near else " (ignored; `kache config schema` lists the known keys)"
     return f"unknown key `{name}` in {shown_file} ({key}){hint}"
 
 
-def nearest_key(key: str, schema_path: str | None = None) -> str | None:
+def nearest_key(key: str, schema_path: str | None = None, cutoff: float = 0.6) -> str | None:
     """The known key or table nearest to an unknown dotted ``key``: the whole key against
     every known one, and its last part against every known key's last part, ``-`` read
     as ``_``, case-insensitive (``cache.extra_input``, ``key-salt``, ``remote`` →
-    ``cache.extra_inputs``, ``cache.key_salt``, ``cache.remote``); None when none is near."""
+    ``cache.extra_inputs``, ``cache.key_salt``, ``cache.remote``); None when none is as
+    near as ``cutoff`` (difflib's ratio)."""
     import difflib
 
     known = [s.key for s in settings_table(schema_path)] + [k for k, _ in sections(schema_path)]
@@ -552,34 +555,101 @@ def nearest_key(key: str, schema_path: str | None = None) -> str | None:
         mine, theirs = below_shared(parts, norm(k).split("."))
         score = max(difflib.SequenceMatcher(None, mine, theirs).ratio() if mine and theirs else 0.0,
                     difflib.SequenceMatcher(None, leaf, norm(k).rpartition(".")[2]).ratio())
-        if score >= 0.6 and (best is None or (score, -n) > (best[0], best[1])):
+        if score >= cutoff and (best is None or (score, -n) > (best[0], best[1])):
             best = (score, -n, k)
     return None if best is None else best[2]
+
+
+# An unknown key is taken as a guarded setting misspelt (x-if-invalid: kache cannot know
+# what it meant, so it does not guess the permissive way) when it is this near a guarded
+# key, or when a word of its name, or of a key inside it (an unknown table:
+# `[cache.foo.util] env = [...]`, `[s3] read_only = true`), is one of these. Far, plain
+# words (`note`, `version`, `locale`, `[tooling] name`) stay warnings.
+GUARD_NEAR = 0.8
+_NO_CACHE_WORDS = frozenset({"salt", "keysalt", "extra", "input", "inputs", "store", "untracked",
+                             "env", "files", "dirs"})
+_NO_REMOTE_WORDS = frozenset({"remote", "s3", "bucket", "endpoint", "prefix", "region", "read", "readonly",
+                              "only", "upload", "uploads", "push", "pull", "write", "writable", "writes"})
+
+
+def unknown_guard(name: str, inner: list[str], schema_path: str | None = None,
+                  known_near: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """``(x-if-invalid, nearest known key)`` of an unknown config key (dotted; ``inner``:
+    the keys inside it when it is a table) or ``KACHE_*`` variable: ``no-cache``,
+    ``no-remote`` or ``""`` (only a warning). ``known_near``: the names to compare with
+    and their annotation (default: the keys of the schema)."""
+    import difflib
+    import re
+
+    policy = if_invalid(schema_path)
+    words = {w for text in (name, *inner) for w in re.split(r"[._\-\s]+", text.lower())}
+    if known_near is None:
+        near = nearest_key(name, schema_path, GUARD_NEAR)
+        kind = policy.get(near, "") if near else ""
+    else:
+        found = difflib.get_close_matches(name, list(known_near), n=1, cutoff=GUARD_NEAR)
+        near = found[0] if found else None
+        kind = known_near[near] if near else ""
+    if words & _NO_CACHE_WORDS:
+        kind = "no-cache"
+    elif (words & _NO_REMOTE_WORDS or name.startswith("cache.remote.")) and kind != "no-cache":
+        kind = "no-remote"
+    return kind, near
+
+
+def _paths(table: Mapping[str, Any], depth: int = 0) -> Iterator[str]:
+    """Every dotted key inside a parsed TOML table (arrays of tables too; 8 levels at most)."""
+    for name, value in table.items():
+        yield str(name)
+        subs = [value] if isinstance(value, dict) else [v for v in value if isinstance(v, dict)] \
+            if isinstance(value, list) else []
+        for sub in subs:
+            if depth < 8:
+                yield from (f"{name}.{inner}" for inner in _paths(sub, depth + 1))
 
 
 def _unknown_key_problems(f: ConfigFile, env: Mapping[str, str], schema_path: str | None
                           ) -> tuple[list[str], list[tuple[str, str, str]]]:
     """The unknown keys of one file: plain warnings, and those that turn caching or the
-    remote off as ``(x-if-invalid, problem, nearest key)``. An unknown key whose nearest
-    known key has an ``x-if-invalid``, or any unknown key under ``cache.remote``, may be a
-    misspelt salt, extra input or ``read_only``: kache cannot know what it meant, so it
-    does not guess the permissive way."""
-    policy = if_invalid(schema_path)
+    remote off as ``(x-if-invalid, problem, nearest key)`` (:func:`unknown_guard`)."""
     shown = shown_path(f.path, env)
     plain: list[str] = []
     unsafe: list[tuple[str, str, str]] = []
     for key in _unknown_keys(f.data, load_schema(schema_path), ""):
-        near = nearest_key(key, schema_path)
-        kind = policy.get(near, "") if near else ""
-        if key.startswith("cache.remote."):
-            kind = max(kind, "no-remote", key=_STRICTNESS.__getitem__)
+        _, value = lookup(f.data, key)
+        kind, near = unknown_guard(key, list(_paths(value)) if isinstance(value, dict) else [], schema_path)
         if not kind:
             plain.append(unknown_key_warning(key, shown, schema_path))
             continue
-        hint = f", did you mean `{near}`?" if near else " (not a cache.remote setting):"
+        near = near or nearest_key(key, schema_path, 0.75)
+        hint = (f", did you mean `{near}`?" if near else " (not a cache.remote setting):"
+                if key.startswith("cache.remote.") else ":")
         effect = "caching is off" if kind == "no-cache" else "the remote is off"
         unsafe.append((kind, f"unknown key `{key}` in {shown}{hint} {effect} until it is fixed", near or ""))
     return plain, unsafe
+
+
+def _unknown_env_problems(env: Mapping[str, str], schema_path: str | None) -> list[tuple[str, str, str]]:
+    """``KACHE_*`` variables kache does not know whose name is near a guarded setting's
+    variable or holds one of its words (``KACHE_REMOTE_READONLY``, ``KACHE_SALT``): as
+    :func:`_unknown_key_problems` (other unknown variables are not said: test harnesses
+    and wrappers set their own)."""
+    policy = if_invalid(schema_path)
+    known = {s.env for s in settings_table(schema_path) if s.env} | {e.name for e in env_settings(schema_path)}
+    guarded = {s.env: policy[s.key] for s in settings_table(schema_path) if s.env and policy.get(s.key)}
+    out: list[tuple[str, str, str]] = []
+    for name in sorted(env):
+        if not name.startswith("KACHE_") or name in known:
+            continue
+        kind, near = unknown_guard(name[len("KACHE_"):], [], schema_path,
+                                   {k[len("KACHE_"):]: v for k, v in guarded.items()})
+        if not kind:
+            continue
+        hint = f", did you mean `KACHE_{near}`?" if near else ":"
+        effect = "caching is off" if kind == "no-cache" else "the remote is off"
+        out.append((kind, f"unknown environment variable {name}{hint} {effect} until it is fixed or unset",
+                    ""))
+    return out
 
 
 def _env_value(setting: Setting, raw: str) -> tuple[bool, Any]:
@@ -659,6 +729,7 @@ def read(env: Mapping[str, str] | None = None, *, schema_path: str | None = None
             found, value = _env_value(s, env[s.env])
             if found:
                 values[s.key], sources[s.key] = value, Source("env", s.env)
+    unsafe += _unknown_env_problems(env, schema_path)
 
     return Settings(values, sources, files, env, schema_path, warnings, extras, unsafe_unknown=unsafe)
 

@@ -255,9 +255,9 @@ def test_validate_file_checks_one_file_alone(tmp_path: Path, clean_env: Path) ->
     with pytest.raises(SettingsError) as e:
         S.validate_file(f, env_with(clean_env))
     assert e.value.problems == [f"invalid setting in {f}: cache.compression_level = 99: must be between 1 and 22"]
-    f.write_text("[cache]\ncompression_level = 9\nextra = 1\n")
+    f.write_text("[cache]\ncompression_level = 9\ncolour = 1\n")
     assert S.validate_file(f, env_with(clean_env)) == [
-        f"unknown key `extra` in {f} (cache.extra) (ignored; `kache config schema` lists the known keys)"]
+        f"unknown key `colour` in {f} (cache.colour) (ignored; `kache config schema` lists the known keys)"]
 
 
 def test_load_checked_reads_once_per_identity_and_remembers_the_warnings(

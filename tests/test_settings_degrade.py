@@ -186,6 +186,59 @@ def test_any_unknown_key_under_the_remote_turns_it_off(clean_env: Path, user_con
     assert s["cache.remote.bucket"] is None
 
 
+@pytest.mark.parametrize(("toml", "key", "kind"), [
+    # misspellings whose nearest known key is not a guarded one: the words of the key, or
+    # of the keys inside an unknown table, say what it was meant for
+    ('[cache.extra.util]\nenv = ["PM_ENV"]\n', "cache.extra", "no-cache"),
+    ('[cache.untracked.util]\nfiles = ["data.txt"]\n', "cache.untracked", "no-cache"),
+    ('[ci.cache.extra_inputs.util]\nenv = ["X"]\n', "ci", "no-cache"),
+    ('[cache]\nsalt_key = "teamB"\n', "cache.salt_key", "no-cache"),
+    ("[s3]\nread_only = true\n", "s3", "no-remote"),
+    ("[cache.s3]\nread_only = true\n", "cache.s3", "no-remote"),
+    ("[cache]\npull_only = true\n", "cache.pull_only", "no-remote"),
+    ("[cache]\nupload = false\n", "cache.upload", "no-remote"),
+    ("[cache]\npush = false\n", "cache.push", "no-remote"),
+])
+def test_words_of_a_guarded_setting_turn_it_off(clean_env: Path, user_config: Path, toml: str, key: str,
+                                                kind: str) -> None:
+    """Was (second review): only a warning, the inputs not keyed or the remote writable."""
+    user_config.write_text(toml)
+    s = S.load(env_with(clean_env, KACHE_S3_BUCKET="team-cache"))
+    off = s.caching_off if kind == "no-cache" else s.remote_off
+    assert len(off) == 1 and off[0].startswith(f"unknown key `{key}` in {WHERE}")
+    assert off[0].endswith(("caching is off until it is fixed" if kind == "no-cache"
+                            else "the remote is off until it is fixed"))
+
+
+@pytest.mark.parametrize(("name", "near", "kind"), [
+    ("KACHE_REMOTE_READONLY", "KACHE_REMOTE_READ_ONLY", "no-remote"),
+    ("KACHE_READ_ONLY", None, "no-remote"),
+    ("KACHE_S3_PREFX", "KACHE_S3_PREFIX", "no-remote"),
+    ("KACHE_KEYSALT", "KACHE_KEY_SALT", "no-cache"),
+    ("KACHE_SALT", None, "no-cache"),
+])
+def test_a_misspelt_guarded_variable_turns_it_off(clean_env: Path, name: str, near: str | None, kind: str) -> None:
+    """Was (second review): ignored without a word, uploads against KACHE_REMOTE_READONLY=1."""
+    s = S.load(env_with(clean_env, KACHE_S3_BUCKET="team-cache", **{name: "1"}))
+    hint = f", did you mean `{near}`?" if near else ":"
+    effect = "caching is off" if kind == "no-cache" else "the remote is off"
+    problem = f"unknown environment variable {name}{hint} {effect} until it is fixed or unset"
+    assert (s.caching_off if kind == "no-cache" else s.remote_off) == [problem]
+    if kind == "no-remote":
+        assert s["cache.remote.bucket"] is None and s.caching_off == []
+
+
+def test_other_kache_variables_and_plain_unknown_keys_change_nothing(clean_env: Path, user_config: Path) -> None:
+    # a test harness's own variables, and keys with no guarded word far from every
+    # guarded key, are not misspelt settings (no nonsense "did you mean" either)
+    user_config.write_text('[cache]\nnote = "team cache"\nversion = 2\nlocale = "C"\n[tooling]\nname = "x"\n')
+    s = S.load(env_with(clean_env, KACHE_S3_BUCKET="team-cache", KACHE_TEST_FAULTS="x", KACHE_DIFF_SEED="1",
+                        KACHE_BENCH_DIR="/b"))
+    assert s.caching_off == [] and s.remote_off == [] and s["cache.remote.bucket"] == "team-cache"
+    assert all("did you mean" not in w for w in s.warnings), s.warnings
+    assert len(s.warnings) == 4
+
+
 def test_an_unknown_key_far_from_guarded_settings_is_only_a_warning(clean_env: Path, user_config: Path) -> None:
     user_config.write_text('[cache]\nfoo = 1\nlocal_max = "1GB"\n')
     s = S.load(env_with(clean_env))

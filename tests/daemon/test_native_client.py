@@ -355,7 +355,15 @@ def test_it_finds_the_socket_at_run_time_as_kache_finds_the_store(client: Client
         want = f"{home}/.cache/kache"
     out = subprocess.run([str(client.exe), "--kache-client-info"], env=env, capture_output=True, text=True)
     assert json.loads(out.stdout)["socket"] == f"{want}/daemon.sock"
-    if case != "a form it does not read":
+    if case == "user file":
+        from kache import settings as S
+        from kache.errors import SettingsError
+
+        # kache itself takes the misplaced `cache.remote.local_store` for a misspelt store
+        # setting and names no store at all (the client's socket is only a place to ask)
+        with pytest.raises(SettingsError, match="cache.remote.local_store"):
+            str(S.load(env=env).local_store)
+    elif case != "a form it does not read":
         from kache import settings as S
 
         assert str(S.load(env=env).local_store) == want  # what kache itself reads there

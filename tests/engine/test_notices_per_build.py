@@ -48,12 +48,19 @@ def test_saying_a_warning_sweeps_stamps_older_than_a_day(clean_env: Path) -> Non
 SAY = "from kache.engine import notices; notices.warn_once('the thing', suffix='', store={store!r})"
 
 
+def _env() -> dict[str, str]:
+    """This environment, with the kache being tested importable from any directory (the
+    Nix check phase tests the source tree: no kache is installed)."""
+    root = str(Path(notices.__file__).resolve().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+
 def test_a_build_in_the_terminals_background_is_not_stopped_by_a_warning(clean_env: Path, tmp_path: Path) -> None:
     # `cargo build &` under `stty tostop`: a write to the terminal would stop the build
     # (SIGTTOU) until someone brings it to the foreground. The log has the warning.
     store = tmp_path / "store"
     argv = [sys.executable, "-c", SAY.format(store=str(store))]
-    status, said = run_in_pty_background(argv, tmp_path, dict(os.environ), tmp_path / "out", timeout=60)
+    status, said = run_in_pty_background(argv, tmp_path, _env(), tmp_path / "out", timeout=60)
     assert status == 0, f"stopped by the terminal ({status})" if status == STOPPED else (tmp_path / "out").read_text()
     assert "the thing" not in said
     assert (store / "kache.log").read_text().count("kache: warning: the thing\n") == 1
@@ -61,8 +68,7 @@ def test_a_build_in_the_terminals_background_is_not_stopped_by_a_warning(clean_e
 
 def test_a_build_in_the_terminals_foreground_sees_the_warning_there(clean_env: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    status, said = run_in_pty([sys.executable, "-c", SAY.format(store=str(store))], tmp_path, dict(os.environ),
-                              timeout=60)
+    status, said = run_in_pty([sys.executable, "-c", SAY.format(store=str(store))], tmp_path, _env(), timeout=60)
     assert status == 0
     assert said == "kache: warning: the thing\n"
     assert (store / "kache.log").read_text().count("kache: warning: the thing\n") == 1

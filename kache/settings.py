@@ -507,14 +507,21 @@ def lookup(doc: Mapping[str, Any], key: str) -> tuple[bool, Any]:
 
 
 def _unknown_keys(doc: Mapping[str, Any], node: Mapping[str, Any], prefix: str) -> Iterator[str]:
+    for key, _ in _unknown_items(doc, node, prefix):
+        yield key
+
+
+def _unknown_items(doc: Mapping[str, Any], node: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every key of ``doc`` the schema ``node`` does not know (the
+    value read where it is: a quoted key holding a dot is not split again)."""
     props = node.get("properties", {})
     for name, value in doc.items():
         key = f"{prefix}.{name}" if prefix else name
         sub = props.get(name)
         if sub is None:
-            yield key
+            yield key, value
         elif sub.get("type") == "object" and "properties" in sub and isinstance(value, dict):
-            yield from _unknown_keys(value, sub, key)
+            yield from _unknown_items(value, sub, key)
 
 
 def unknown_key_warning(key: str, shown_file: str, schema_path: str | None = None) -> str:
@@ -562,49 +569,73 @@ def nearest_key(key: str, schema_path: str | None = None, cutoff: float = 0.6) -
 
 # An unknown key is taken as a guarded setting misspelt (x-if-invalid: kache cannot know
 # what it meant, so it does not guess the permissive way) when it is this near a guarded
-# key, or when a word of its name, or of a key inside it (an unknown table:
-# `[cache.foo.util] env = [...]`, `[s3] read_only = true`), is one of these. Far, plain
-# words (`note`, `version`, `locale`, `[tooling] name`) stay warnings.
-GUARD_NEAR = 0.8
-_NO_CACHE_WORDS = frozenset({"salt", "keysalt", "extra", "input", "inputs", "store", "untracked",
-                             "env", "files", "dirs"})
-_NO_REMOTE_WORDS = frozenset({"remote", "s3", "bucket", "endpoint", "prefix", "region", "read", "readonly",
-                              "only", "upload", "uploads", "push", "pull", "write", "writable", "writes"})
+# key (or its variable's name: `cache_dir`), or when a word of its name, or of a key
+# inside it (an unknown table or list of tables: `[cache.foo.util] env = [...]`,
+# `[s3] read_only = true`), is one of these, unless it is as near an unguarded key
+# (`store_executables`). Far, plain words (`note`, `version`, `[tooling] name`) stay
+# warnings. Variables are judged by nearness and the plainest words only: wrappers and
+# test harnesses set KACHE_ENV, KACHE_PREFIX and the like.
+GUARD_NEAR = 0.75
+_NO_CACHE_WORDS = frozenset({"salt", "salts", "keysalt", "namespace", "seed", "extra", "input", "inputs", "store",
+                             "untracked", "env", "environment", "vars", "files", "dirs"})
+_NO_REMOTE_WORDS = frozenset({"remote", "s3", "bucket", "endpoint", "url", "prefix", "region", "read", "readonly",
+                              "rdonly", "ro", "only", "upload", "uploads", "publish", "push", "pull", "write",
+                              "writable", "writes", "dry"})
+_ENV_NO_CACHE_WORDS = frozenset({"salt", "salts", "keysalt"})
+_ENV_NO_REMOTE_WORDS = frozenset({"readonly", "rdonly", "ro", "bucket", "endpoint", "publish", "upload", "uploads",
+                                  "noupload"})
+
+
+def _words(text: str) -> set[str]:
+    """The words of a key or variable name: split at `.`, `_`, `-`, blanks and camelCase."""
+    import re
+
+    return set(re.split(r"[._\-\s]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text).lower())) - {""}
 
 
 def unknown_guard(name: str, inner: list[str], schema_path: str | None = None,
                   known_near: Mapping[str, str] | None = None) -> tuple[str, str | None]:
     """``(x-if-invalid, nearest known key)`` of an unknown config key (dotted; ``inner``:
-    the keys inside it when it is a table) or ``KACHE_*`` variable: ``no-cache``,
-    ``no-remote`` or ``""`` (only a warning). ``known_near``: the names to compare with
-    and their annotation (default: the keys of the schema)."""
+    the keys inside it when it is a table or a list of tables) or ``KACHE_*`` variable
+    name without ``KACHE_`` (``known_near``: every known variable's, with its
+    annotation): ``no-cache``, ``no-remote`` or ``""`` (only a warning)."""
     import difflib
-    import re
 
     policy = if_invalid(schema_path)
-    words = {w for text in (name, *inner) for w in re.split(r"[._\-\s]+", text.lower())}
+    words = {w for text in (name, *inner) for w in _words(text)}
     if known_near is None:
         near = nearest_key(name, schema_path, GUARD_NEAR)
         kind = policy.get(near, "") if near else ""
+        leaf = name.rpartition(".")[2].lower().replace("-", "_")
+        by_variable = {s.env[len("KACHE_"):].lower(): s.key for s in settings_table(schema_path) if s.env}
+        named = difflib.get_close_matches(leaf, list(by_variable), n=1, cutoff=GUARD_NEAR)
+        if named and policy.get(by_variable[named[0]]) and not kind:  # `cache_dir` is KACHE_CACHE_DIR's
+            near, kind = by_variable[named[0]], policy[by_variable[named[0]]]
+        no_cache, no_remote = words & _NO_CACHE_WORDS, words & _NO_REMOTE_WORDS
     else:
         found = difflib.get_close_matches(name, list(known_near), n=1, cutoff=GUARD_NEAR)
         near = found[0] if found else None
         kind = known_near[near] if near else ""
-    if words & _NO_CACHE_WORDS:
+        no_cache = words & _ENV_NO_CACHE_WORDS
+        no_remote = words & _ENV_NO_REMOTE_WORDS or ({"read", "only"} & words if {"read", "only"} <= words else set())
+    under_remote = name.startswith("cache.remote.")
+    if near is not None and not kind and not under_remote:
+        return "", near  # as near an unguarded key: `store_executables`, `s3_concurency`
+    if no_cache:
         kind = "no-cache"
-    elif (words & _NO_REMOTE_WORDS or name.startswith("cache.remote.")) and kind != "no-cache":
+    elif (no_remote or under_remote) and kind != "no-cache":
         kind = "no-remote"
     return kind, near
 
 
 def _paths(table: Mapping[str, Any], depth: int = 0) -> Iterator[str]:
-    """Every dotted key inside a parsed TOML table (arrays of tables too; 8 levels at most)."""
+    """Every dotted key inside a parsed TOML table (arrays of tables too; 64 levels at most)."""
     for name, value in table.items():
         yield str(name)
         subs = [value] if isinstance(value, dict) else [v for v in value if isinstance(v, dict)] \
             if isinstance(value, list) else []
         for sub in subs:
-            if depth < 8:
+            if depth < 64:
                 yield from (f"{name}.{inner}" for inner in _paths(sub, depth + 1))
 
 
@@ -615,9 +646,8 @@ def _unknown_key_problems(f: ConfigFile, env: Mapping[str, str], schema_path: st
     shown = shown_path(f.path, env)
     plain: list[str] = []
     unsafe: list[tuple[str, str, str]] = []
-    for key in _unknown_keys(f.data, load_schema(schema_path), ""):
-        _, value = lookup(f.data, key)
-        kind, near = unknown_guard(key, list(_paths(value)) if isinstance(value, dict) else [], schema_path)
+    for key, value in _unknown_items(f.data, load_schema(schema_path), ""):
+        kind, near = unknown_guard(key, list(_paths({"": value}))[1:], schema_path)
         if not kind:
             plain.append(unknown_key_warning(key, shown, schema_path))
             continue
@@ -636,13 +666,17 @@ def _unknown_env_problems(env: Mapping[str, str], schema_path: str | None) -> li
     and wrappers set their own)."""
     policy = if_invalid(schema_path)
     known = {s.env for s in settings_table(schema_path) if s.env} | {e.name for e in env_settings(schema_path)}
-    guarded = {s.env: policy[s.key] for s in settings_table(schema_path) if s.env and policy.get(s.key)}
+    annotated = {s.env: policy.get(s.key, "") for s in settings_table(schema_path) if s.env}
+    # a misspelt KACHE_CONFIG (its file unread), KACHE_DISABLED or KACHE_RECACHE: caching off
+    # is what the second two ask for, and safe for the first
+    annotated.update({e.name: "no-cache" if e.name == "KACHE_CONFIG" or e.schema.get("type") == "boolean" else ""
+                      for e in env_settings(schema_path)})
     out: list[tuple[str, str, str]] = []
     for name in sorted(env):
         if not name.startswith("KACHE_") or name in known:
             continue
         kind, near = unknown_guard(name[len("KACHE_"):], [], schema_path,
-                                   {k[len("KACHE_"):]: v for k, v in guarded.items()})
+                                   {k[len("KACHE_"):]: v for k, v in annotated.items()})
         if not kind:
             continue
         hint = f", did you mean `KACHE_{near}`?" if near else ":"

@@ -198,6 +198,18 @@ def test_any_unknown_key_under_the_remote_turns_it_off(clean_env: Path, user_con
     ("[cache]\npull_only = true\n", "cache.pull_only", "no-remote"),
     ("[cache]\nupload = false\n", "cache.upload", "no-remote"),
     ("[cache]\npush = false\n", "cache.push", "no-remote"),
+    # third review: synonyms, camelCase, lists of tables, quoted dotted keys, the variable's name
+    ("[cache]\nro = true\n", "cache.ro", "no-remote"),
+    ("[cache]\nallowUploads = false\n", "cache.allowUploads", "no-remote"),
+    ("[cache]\npublish = false\n", "cache.publish", "no-remote"),
+    ('[cache]\nurl = "http://minio:9000"\n', "cache.url", "no-remote"),
+    ('["cache.ci"]\nread_only = true\n', "cache.ci", "no-remote"),
+    ('[[cache.crates]]\nname = "app"\nenv = ["FOO"]\n', "cache.crates", "no-cache"),
+    ('[cache]\ncacheKeySalt = "teamB"\n', "cache.cacheKeySalt", "no-cache"),
+    ('[cache]\nnamespace = "teamB"\n', "cache.namespace", "no-cache"),
+    ('[cache]\nextraEnv = ["X"]\n', "cache.extraEnv", "no-cache"),
+    ('[cache]\ncache_dir = "/data/kache"\n', "cache.cache_dir", "no-cache"),
+    ('[cache]\nksalt = "teamB"\n', "cache.ksalt", "no-cache"),
 ])
 def test_words_of_a_guarded_setting_turn_it_off(clean_env: Path, user_config: Path, toml: str, key: str,
                                                 kind: str) -> None:
@@ -216,6 +228,10 @@ def test_words_of_a_guarded_setting_turn_it_off(clean_env: Path, user_config: Pa
     ("KACHE_S3_PREFX", "KACHE_S3_PREFIX", "no-remote"),
     ("KACHE_KEYSALT", "KACHE_KEY_SALT", "no-cache"),
     ("KACHE_SALT", None, "no-cache"),
+    ("KACHE_RDONLY", None, "no-remote"),
+    ("KACHE_NO_PUBLISH", None, "no-remote"),
+    ("KACHE_DISABLE", "KACHE_DISABLED", "no-cache"),
+    ("KACHE_CONFG", "KACHE_CONFIG", "no-cache"),
 ])
 def test_a_misspelt_guarded_variable_turns_it_off(clean_env: Path, name: str, near: str | None, kind: str) -> None:
     """Was (second review): ignored without a word, uploads against KACHE_REMOTE_READONLY=1."""
@@ -233,10 +249,15 @@ def test_other_kache_variables_and_plain_unknown_keys_change_nothing(clean_env: 
     # guarded key, are not misspelt settings (no nonsense "did you mean" either)
     user_config.write_text('[cache]\nnote = "team cache"\nversion = 2\nlocale = "C"\n[tooling]\nname = "x"\n')
     s = S.load(env_with(clean_env, KACHE_S3_BUCKET="team-cache", KACHE_TEST_FAULTS="x", KACHE_DIFF_SEED="1",
-                        KACHE_BENCH_DIR="/b"))
+                        KACHE_BENCH_DIR="/b", KACHE_ENV="ci", KACHE_READ_TIMEOUT="5"))
     assert s.caching_off == [] and s.remote_off == [] and s["cache.remote.bucket"] == "team-cache"
     assert all("did you mean" not in w for w in s.warnings), s.warnings
     assert len(s.warnings) == 4
+    # as near an unguarded key as a guarded word: a misspelt unguarded key, only a warning
+    user_config.write_text("[cache]\nstore_executables = true\ns3_concurency = 16\n")
+    s = S.load(env_with(clean_env, KACHE_S3_BUCKET="team-cache", KACHE_S3_CONCURENCY="4"))
+    assert s.caching_off == [] and s.remote_off == []
+    assert [w.rpartition("did you mean ")[2] for w in s.warnings] == ["`cache_executables`?", "`s3_concurrency`?"]
 
 
 def test_an_unknown_key_far_from_guarded_settings_is_only_a_warning(clean_env: Path, user_config: Path) -> None:

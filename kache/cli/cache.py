@@ -44,6 +44,9 @@ def _open_store(root: str, what: str, *, recover: bool = False) -> Iterator[Stor
     ``recover``: an index that does not open as one is moved aside and a new one
     started (``store.recovered`` says where it went), instead of an error."""
     if not os.path.exists(layout.index_path(root)):
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise KacheError(f"{what} failed: the store {root} is not a directory; point cache.local_store "
+                             "(KACHE_CACHE_DIR) at a directory")
         yield None
         return
     from kache.store.store import is_damage

@@ -104,7 +104,9 @@ def _purge_sccache(yes: bool) -> tuple[bool, str]:
     d = sccache_dir()
     found = inspect_sccache_dir(d)
     if found.problem:
-        return (not d.exists() and not d.is_symlink()), found.problem
+        if not d.exists() and not d.is_symlink():
+            return True, f"nothing to delete: no cache directory at {d}"
+        return False, found.problem
     size = f"{found.files} file(s), {units.format_size(found.bytes)}"
     if found.unexpected:
         listed = ", ".join(found.unexpected[:5]) + (f" and {len(found.unexpected) - 5} more"

@@ -47,6 +47,21 @@ def test_list_without_a_store_is_empty_not_an_error(tmp_path: Path, monkeypatch:
     assert not (tmp_path / "none").exists()
 
 
+def test_a_store_that_is_not_a_directory_is_an_error_not_an_empty_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Was (review): KACHE_CACHE_DIR=/dev/null listed "the cache is empty", gc "evicted 0"
+    and purge "nothing to purge", each exiting 0."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a store")
+    monkeypatch.setenv("KACHE_CACHE_DIR", str(blocker))
+    for args in (["list"], ["list", "--json"], ["gc"], ["purge", "--yes"]):
+        assert main(args) == 1, args
+        err = capsys.readouterr().err
+        assert f"the store {blocker} is not a directory; point cache.local_store (KACHE_CACHE_DIR) at a " \
+               "directory" in err, (args, err)
+    assert blocker.read_text() == "not a store"
+
+
 def test_list_sorts(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     now = time.time()
     add_entry(store, "b", blobs=[b"x" * 300], hits=1, last_used=now - 60)

@@ -94,6 +94,8 @@ def test_purge_sccache_leaves_a_directory_with_other_files_alone(store_env: Path
     code, doc = doctor(capsys, "--fix", "--purge-sccache", "--yes")
     assert code == 0 and not target.exists() and (outside / "keep").exists()
     assert f"sccache: deleted {target} (3 file(s), 2.0 KiB), freeing 2.0 KiB" in doc["fixed"]
+    code, doc = doctor(capsys, "--fix", "--purge-sccache", "--yes")  # gone: said as it is
+    assert f"sccache: nothing to delete: no cache directory at {target}" in doc["fixed"]
 
 
 def test_purge_sccache_asks_in_a_terminal(store_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -506,11 +506,6 @@ def lookup(doc: Mapping[str, Any], key: str) -> tuple[bool, Any]:
     return True, node
 
 
-def _unknown_keys(doc: Mapping[str, Any], node: Mapping[str, Any], prefix: str) -> Iterator[str]:
-    for key, _ in _unknown_items(doc, node, prefix):
-        yield key
-
-
 def _unknown_items(doc: Mapping[str, Any], node: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
     """(dotted key, value) of every key of ``doc`` the schema ``node`` does not know (the
     value read where it is: a quoted key holding a dot is not split again)."""
@@ -752,8 +747,7 @@ def read(env: Mapping[str, str] | None = None, *, schema_path: str | None = None
             if found:
                 values[s.key], sources[s.key] = value, src
         plain, risky = _unknown_key_problems(f, env, schema_path)
-        for key in _unknown_keys(f.data, schema, ""):
-            _, value = lookup(f.data, key)
+        for key, value in _unknown_items(f.data, schema, ""):
             extras[key] = (value, src)
         warnings += plain
         unsafe += risky

@@ -149,8 +149,8 @@ if TYPE_CHECKING:
         def recv(self, bufsize: int, /) -> bytes: ...
 
 __all__ = [
-    "VERSION", "SOCKET_NAME", "PID_NAME", "LOG_NAME", "INTENTS_DIR", "MAX_LINE", "MAX_REPLY", "MAX_DEPTH",
-    "READ_TIMEOUT", "CONNECT_TIMEOUT", "HIT_TIMEOUT", "SUN_PATH_MAX", "FETCH_BUDGET_MS", "FETCH_MAX_MS",
+    "VERSION", "SOCKET_NAME", "RUN_SOCKET_NAME", "PID_NAME", "LOG_NAME", "INTENTS_DIR", "MAX_LINE", "MAX_REPLY", "MAX_DEPTH",
+    "MAX_RUN_FDS", "READ_TIMEOUT", "CONNECT_TIMEOUT", "HIT_TIMEOUT", "SUN_PATH_MAX", "FETCH_BUDGET_MS", "FETCH_MAX_MS",
     "PREFETCH_DEDUPE_SECS", "INTENT_SCAN_SECS", "MAX_TRIES", "OPS",
     "ProtocolError", "request_line", "reply_line", "read_line", "read_reply", "too_deep",
     "valid_key", "valid_crate", "valid_queue_id", "check_key", "check_crate", "intent_name", "parse_intent",
@@ -160,6 +160,11 @@ VERSION = 1
 """The protocol version every request carries as ``v``."""
 SOCKET_NAME = layout.SOCKET
 """The daemon's socket, in the local store (the store's layout names every file in it)."""
+RUN_SOCKET_NAME = layout.RUN_SOCKET
+"""The socket of the daemon's runner, in the local store: it runs a call the daemon declined
+(a hit reply with ``"run": true``) in a child it forks, with the caller's descriptors."""
+MAX_RUN_FDS = 200
+"""Most descriptors a client hands the runner (SCM_RIGHTS carries at most 253)."""
 PID_NAME = layout.PID
 LOG_NAME = layout.LOG
 INTENTS_DIR = layout.UPLOADS

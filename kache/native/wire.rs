@@ -11,6 +11,13 @@ pub const VERSION: usize = 1;
 /// The daemon's socket, in the local store (the store's layout names every file in it).
 pub const SOCKET_NAME: &str = "daemon.sock";
 
+/// The socket of the daemon's runner, in the local store: it runs a call the daemon declined
+/// (a hit reply with `"run": true`) in a child it forks, with the caller's descriptors.
+pub const RUN_SOCKET_NAME: &str = "run.sock";
+
+/// Most descriptors a client hands the runner (SCM_RIGHTS carries at most 253).
+pub const MAX_RUN_FDS: usize = 200;
+
 /// Most bytes in one request line, newline excluded.
 pub const MAX_LINE: usize = 65_536;
 

@@ -9,6 +9,7 @@ The one place that knows these names; everything else asks here::
     events.jsonl               one line per wrapper call (events.1.jsonl: the rotated one)
     stats-zero.json            when `kache stats --zero` last zeroed the statistics
     daemon.pid, daemon.sock, daemon.log   the daemon's lock, socket and log
+    run.sock                   the daemon's runner: it runs the calls the daemon does not serve
     kache.log                  the wrapper's warnings (kache.log.1: the older half)
     uploads/                   the daemon's upload intents
     tmp/                       scratch: atomic writes (put-*), purge-* dirs, doctor probes,
@@ -29,7 +30,7 @@ __all__ = [
     "WARNED", "SETTINGS", "GC_CHECKED", "GC_LAST", "STATS_FOLD", "DAEMON_AUTOSTART", "DAEMON_STALLED",
     "STAMP_DIRS", "KEPT_FILES", "PURGE_PREFIX", "PUT_PREFIX", "DOCTOR_PREFIX", "CORRUPT_PREFIX", "PRIVATE_FILES",
     "WRAPPER_LOG", "STATS_ZERO", "stats_zero_path", "index_path", "blobs_dir", "blob_path", "tmp_dir", "tmp_path", "locks_dir", "lock_path",
-    "recovery_lock_path", "events_path", "socket_path", "pid_path", "log_path", "uploads_dir",
+    "recovery_lock_path", "events_path", "socket_path", "RUN_SOCKET", "run_socket_path", "pid_path", "log_path", "uploads_dir",
     "purge_dir", "put_path", "doctor_probe", "moved_aside_index", "is_moved_aside_index", "wrapper_log_path",
 ]
 
@@ -43,6 +44,9 @@ TMP = "tmp"
 LOCKS = "locks"
 UPLOADS = "uploads"
 SOCKET = "daemon.sock"
+RUN_SOCKET = "run.sock"
+"""The daemon's runner (kache.daemon.runner): a process with kache imported that forks one
+child per compiler call the daemon does not serve as a hit."""
 PID = "daemon.pid"
 LOG = "daemon.log"
 EVENTS = "events.jsonl"
@@ -154,6 +158,10 @@ def stats_zero_path(root: str | os.PathLike[str]) -> str:
 
 def socket_path(root: str | os.PathLike[str]) -> str:
     return os.path.join(root, SOCKET)
+
+
+def run_socket_path(root: str | os.PathLike[str]) -> str:
+    return os.path.join(root, RUN_SOCKET)
 
 
 def pid_path(root: str | os.PathLike[str]) -> str:

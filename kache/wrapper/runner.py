@@ -91,31 +91,40 @@ def main(root: str) -> int:
     sel.register(wake_r, selectors.EVENT_READ, "wake")
     sel.register(0, selectors.EVENT_READ, "daemon")
     while server.listening or server.calls:
-        timeout = 1.0 if server.listening else 0.2
-        for key, _ in sel.select(timeout):
-            what = key.data
-            if what == "accept":
-                server.accept()
-            elif what == "wake":
-                try:
-                    while os.read(wake_r, 512):
-                        pass
-                except OSError:
-                    pass
-            elif what == "daemon":
-                try:
-                    gone = not os.read(0, 512)
-                except OSError:
-                    gone = True
-                if gone:
-                    sel.unregister(0)
-                    server.close_listener()
-            else:
-                server.client_readable(what)
-        server.reap()
-        server.stop_overdue()
+        try:
+            _turn(server, sel, wake_r)
+        except Exception as e:  # noqa: BLE001 - the calls under way still need their statuses
+            _log("WARNING", f"{type(e).__name__}: {e}")
+            time.sleep(0.05)
     _log("INFO", "stopped")
     return 0
+
+
+def _turn(server: _Server, sel: selectors.BaseSelector, wake_r: int) -> None:
+    """One turn of the loop: accept, notice signals and clients that went, reap."""
+    timeout = 1.0 if server.listening else 0.2
+    for key, _ in sel.select(timeout):
+        what = key.data
+        if what == "accept":
+            server.accept()
+        elif what == "wake":
+            try:
+                while os.read(wake_r, 512):
+                    pass
+            except OSError:
+                pass
+        elif what == "daemon":
+            try:
+                gone = not os.read(0, 512)
+            except OSError:
+                gone = True
+            if gone:
+                sel.unregister(0)
+                server.close_listener()
+        else:
+            server.client_readable(what)
+    server.reap()
+    server.stop_overdue()
 
 
 class _Call:

@@ -361,6 +361,20 @@ def _refusal(msg: dict[str, object], fds: list[int], peer: tuple[int, int, int])
     tty = msg.get("tty") is True
     if len(fds) != len(numbers) + tty:
         return "descriptors missing"
+    return _elsewhere(peer[0], cwd)
+
+
+def _elsewhere(pid: int, cwd: str) -> str | None:
+    """Why the client does not see the files this process sees (another mount namespace,
+    a container sharing the store: the call would compile other files), or None."""
+    try:
+        if os.stat(f"/proc/{pid}/ns/mnt").st_ino != os.stat("/proc/self/ns/mnt").st_ino:
+            return "another mount namespace"
+        theirs, ours = os.stat(f"/proc/{pid}/cwd"), os.stat(cwd)
+    except OSError:
+        return "cannot see the client"
+    if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+        return "another working directory"
     return None
 
 

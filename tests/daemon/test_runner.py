@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -202,12 +203,28 @@ def test_what_it_cannot_take_is_refused_and_it_goes_on(runner: Running, tmp_path
     assert report(out)["ppid"] == str(runner_pid(runner))
 
 
-def test_a_call_that_cannot_be_set_up_is_refused(runner: Running, tmp_path: Path) -> None:
-    """The child cannot enter the client's directory: nothing ran, the client is told so
-    (and runs the call itself)."""
-    call = {"v": 1, "op": "run", "argv": ["/bin/true"], "cwd": str(tmp_path / "gone"), "env": {}, "umask": 18,
+def test_a_call_from_another_directory_than_the_clients_is_refused(runner: Running, tmp_path: Path) -> None:
+    """The runner checks that the client sees the files it would compile: its directory
+    (and its mount namespace) are the client's own."""
+    call = {"v": 1, "op": "run", "argv": ["/bin/true"], "cwd": str(tmp_path), "env": {}, "umask": 18,
             "fds": [0, 1, 2]}
     answer = _ask(layout.run_socket_path(runner.root), json.dumps(call).encode() + b"\n", [0, 1, 2])
+    assert answer == {"ok": False, "why": "another working directory"}
+
+
+def test_a_call_that_cannot_be_set_up_is_refused(start_daemon: Callable[..., Running]) -> None:
+    """A descriptor number the child cannot take (above the runner's limit): nothing ran,
+    the client is told so (and runs the call itself)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))  # what the runner inherits
+    try:
+        running = start_daemon()
+        assert wait_for(lambda: os.path.exists(layout.run_socket_path(running.root)), 10), "no run.sock"
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    call = {"v": 1, "op": "run", "argv": ["/bin/true"], "cwd": os.getcwd(), "env": {}, "umask": 18,
+            "fds": [0, 1, 2000]}
+    answer = _ask(layout.run_socket_path(running.root), json.dumps(call).encode() + b"\n", [0, 1, 2])
     assert answer == {"ok": False, "why": "the call could not be set up"}
 
 

@@ -13,13 +13,16 @@ no wrapper; and, for kache, what its events say a miss cost over rustc's own tim
 Columns:
 - ``none``: no ``RUSTC_WRAPPER``.
 - ``kache``: the Python wrapper, no daemon running.
+- ``kache+daemon``: the Python wrapper with the store's daemon (and its runner) running.
 - ``kache+native``: the native client (`kache daemon client`, built here once) with the
   store's daemon running, as `kache init` sets a machine up: every call asks the daemon,
-  which declines a miss, and the client hands the call to kache (told not to ask again).
+  which declines a miss, and the client hands the call to the daemon's runner (or, with
+  ``KACHE_DAEMON_MISSES=0``, to kache, told not to ask again).
 - ``sccache``: a private sccache server (its own dir and port), run in the foreground.
 
 CPU time is user + system time of cargo and everything it waited for, plus the daemon's
-or the sccache server's own (read from /proc before and after). ``other_cpu_s`` is what
+and its runner's (with the calls the runner ran) or the sccache server's own (read from
+/proc before and after). ``other_cpu_s`` is what
 the rest of the machine used meanwhile (busy time from /proc/stat minus the build's):
 well above 0 means another workload shared the cores, and the round says less.
 
@@ -86,16 +89,26 @@ class Server:
     def __init__(self, kind: str, env: dict[str, str], kache: str | None, sccache: str | None, tmp: Path) -> None:
         self.kind, self.env, self.kache, self.sccache, self.tmp = kind, env, kache, sccache, tmp
         self.pid: int | None = None
+        self.runner: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def cpu(self) -> float:
+        return proc_cpu(self.pid) + proc_cpu(self.runner)
+
     def start(self) -> None:
-        if self.kind == "kache+native":
+        if self.kind in ("kache+native", "kache+daemon"):
             assert self.kache
             store = Path(self.env["KACHE_CACHE_DIR"])
             subprocess.run([self.kache, "daemon", "start"], env=self.env, check=True, stdout=subprocess.DEVNULL)
             if not wait_for(store / "daemon.sock", 30):
                 raise RuntimeError(f"the daemon of {store} did not come up; see {store / 'daemon.log'}")
             self.pid = int((store / "daemon.pid").read_text().split()[0])
+            status = subprocess.run([self.kache, "daemon", "status", "--json"], env=self.env, capture_output=True,
+                                    text=True, check=False)
+            try:
+                self.runner = json.loads(status.stdout).get("runner")
+            except ValueError:
+                self.runner = None
         elif self.kind == "sccache":
             assert self.sccache
             self.env.update({"SCCACHE_DIR": str(self.tmp / "sccache"), "SCCACHE_IDLE_TIMEOUT": "0",
@@ -114,7 +127,7 @@ class Server:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.kind == "kache+native" and self.kache:
+        if self.kind in ("kache+native", "kache+daemon") and self.kache:
             subprocess.run([self.kache, "daemon", "stop"], env=self.env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
         elif self.proc is not None and self.sccache:
@@ -188,14 +201,14 @@ def build(corpus: Path, name: str, wrapper: str | None, kache: str | None, sccac
             if wrapper:
                 env["RUSTC_WRAPPER"] = wrapper
             log = tmp / "cargo.log"
-            s0, b0 = proc_cpu(server.pid), machine_busy()
+            s0, b0 = server.cpu(), machine_busy()
             t0 = time.monotonic()
             with open(log, "wb") as out:
                 proc = subprocess.Popen(["cargo", "build", "--offline"], cwd=corpus, env=env, stdout=out,
                                         stderr=subprocess.STDOUT)
                 _, status, usage = os.wait4(proc.pid, 0)
             wall = time.monotonic() - t0
-            s1, b1 = proc_cpu(server.pid), machine_busy()
+            s1, b1 = server.cpu(), machine_busy()
         finally:
             server.stop()
         text = log.read_text(errors="replace")
@@ -222,6 +235,8 @@ def main() -> int:
     ap.add_argument("--kache", default=shutil.which("kache"), help="the kache to measure (default: on PATH)")
     ap.add_argument("--sccache", default=shutil.which("sccache"), help="sccache to compare with (default: on PATH)")
     ap.add_argument("--no-native", action="store_true", help="leave out the kache+native column")
+    ap.add_argument("--daemon", action="store_true", help="add the kache+daemon column")
+    ap.add_argument("--only", help="the columns to run, comma-separated (none is always run)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", type=Path, default=RESULT,
                     help="where the results go (default: benchmarks/results/cold_build.json beside this script, "
@@ -232,6 +247,8 @@ def main() -> int:
     if args.kache:
         args.kache = os.path.abspath(args.kache)
         wrappers["kache"] = args.kache
+        if args.daemon:
+            wrappers["kache+daemon"] = args.kache
         if not args.no_native:
             native_dir = Path(tempfile.mkdtemp(prefix="kache-bench-native-"))
             atexit.register(shutil.rmtree, native_dir, True)
@@ -240,6 +257,9 @@ def main() -> int:
                            stdout=sys.stderr)
     if args.sccache:
         wrappers["sccache"] = os.path.abspath(args.sccache)
+    if args.only:
+        keep = {"none", *args.only.split(",")}
+        wrappers = {name: wrapper for name, wrapper in wrappers.items() if name in keep}
     # One store path for every build (emptied before each): the settings kache validated
     # for it once stay valid, as on a machine that used kache before.
     store_root = Path(tempfile.mkdtemp(prefix="kache-cold-store-"))

@@ -236,6 +236,11 @@ in
                   default = null;
                   description = "When a daemon runs for the local store, let it serve cache hits: the wrapper sends the call over the socket and the daemon, with everything imported and its memos warm, restores the outputs (about half of a hit's cost). Anything but a plain local hit falls back to the wrapper's own path. null means kache's default: `true`. Environment variable: `KACHE_DAEMON_HITS`.";
                 };
+                daemon_misses = lib.mkOption {
+                  type = lib.types.nullOr (lib.types.bool);
+                  default = null;
+                  description = "When a daemon runs for the local store (on Linux), let its runner run the calls the daemon declines to the native client (`kache daemon client`): a process the daemon keeps started, with kache imported, forks a child that takes the call over (the client's descriptors, arguments, environment, directory and limits) and compiles and records it, as the `kache` the client would start. Each miss is spared starting Python (about 18 ms). The call runs in the daemon's service (its control group), and its CPU time counts for the daemon. Off: the client starts kache for every miss. null means kache's default: `true`. Environment variable: `KACHE_DAEMON_MISSES`.";
+                };
                 remote = lib.mkOption {
                   default = { };
                   type = lib.types.submodule {
@@ -347,19 +352,15 @@ in
               Restart = "on-failure";
               RestartSec = "5s";
               UMask = "0077";
-              # It reads the user's sources and writes the user's cache (anywhere
-              # cache.local_store says), so no ProtectHome/ProtectSystem.
+              # Its runner compiles the builds' misses (rustc, proc macros, linkers) in
+              # this unit: a stop must not kill them (the runner lets them finish), and
+              # nothing here may change what they can do, so no system call, address
+              # family or namespace filter, no ProtectHome/ProtectSystem.
+              KillMode = "process";
               NoNewPrivileges = true;
               LockPersonality = true;
               RestrictRealtime = true;
               RestrictSUIDSGID = true;
-              RestrictNamespaces = true;
-              SystemCallArchitectures = "native";
-              RestrictAddressFamilies = [
-                "AF_UNIX"
-                "AF_INET"
-                "AF_INET6"
-              ];
             }
             // lib.optionalAttrs (cfg.daemon.environmentFile != null) {
               EnvironmentFile = cfg.daemon.environmentFile;

@@ -93,6 +93,8 @@ class Hits:
         self.root = state.root
         self.stores = HitStores(self.root)
         self._record_use = record_use
+        self.runner_running: Callable[[], bool] = lambda: False
+        """Whether the daemon's runner takes the calls declined here (set by the daemon)."""
 
     def close(self) -> None:
         self.stores.close()
@@ -119,7 +121,7 @@ class Hits:
                     # The wrapper says them, once per build, where the build's terminal is.
                     return {"ok": True, "hit": False, "why": "invalid settings"}
                 if not settings["cache.daemon_hits"]:
-                    return {"ok": True, "hit": False, "why": "daemon hits are off"}
+                    return {"ok": True, "hit": False, "why": "daemon hits are off", **self._offer(settings)}
                 store = settings.converted("cache.local_store")  # absolute (the schema's check), normalised
             except SettingsError:
                 return {"ok": True, "hit": False, "why": "invalid settings"}
@@ -155,10 +157,17 @@ class Hits:
             _decision(argv, env, self.root, "local_hit (served by the daemon)" if served is not None else
                       "not served by the daemon (no hit in its store)", float(started))
         if served is None:
-            return {"ok": True, "hit": False}
+            return {"ok": True, "hit": False, **self._offer(settings)}
         with self.state.lock:
             self.state.hits_served += 1
         return {"ok": True, "hit": True, "stdout": served[0], "stderr": served[1]}
+
+    def _offer(self, settings: Settings | None) -> dict[str, bool]:
+        """``run``: whether the native client (whose settings were read here: not None) may
+        hand the call it asked about to the daemon's runner (kache.daemon.runner)."""
+        if settings is None:
+            return {}
+        return {"run": bool(settings["cache.daemon_misses"]) and self.runner_running()}
 
     def _prefetch_hit(self, key: str, crate: str, settings: Settings) -> None:
         """A hit this daemon served was the first of an entry a prefetch brought: the

@@ -79,6 +79,8 @@ from kache.daemon.lifecycle import (
 from kache.daemon.logs import DaemonLog
 from kache.daemon.options import DaemonOptions
 from kache.daemon.remotes import Remotes, default_factory
+from kache.daemon.runner import Runner
+from kache.daemon.runner import supported as runner_supported
 from kache.daemon.state import DaemonState
 from kache.daemon.uploads import Uploads
 from kache.daemon.wire import ProtocolError
@@ -143,6 +145,11 @@ class Daemon:
         self.uploads = Uploads(self.state, options, self.concurrency, spec_mod.from_settings(settings))
         self.fetches = Fetches(self.state, options, self.concurrency, self.uploads.record_use)
         self.hits = Hits(self.state, self.uploads.record_use)
+        self.runner: Runner | None = None
+        """The runner of the calls it declines (kache.daemon.runner), when it has one."""
+        if runner_supported() and settings["cache.daemon_misses"]:
+            self.runner = Runner(self.root, self.log_path)
+            self.hits.runner_running = self.runner.running
         self.pid_file = PidFile(layout.pid_path(self.root))
         self.changes = Changes(settings, options.watch_dir or PACKAGE_DIR)
         self.upkeep = Upkeep(settings, self.root, options.fold_bytes)
@@ -186,6 +193,8 @@ class Daemon:
             self._bind()
             self.signals.install(self.options.handle_signals)
             self.uploads.start()
+            if self.runner is not None and not self.runner.start():
+                log.warning("the runner did not start: every miss starts kache")
             log.info("started: pid %d, kache %s, store %s, idle timeout %s; remotes as builds ask", self.pid,
                      __version__, self.root, f"{self.idle_timeout:g}s" if self.idle_timeout > 0 else "never")
             self.changes.remember()
@@ -268,6 +277,8 @@ class Daemon:
             if not self._busy():  # the fold holds the GIL while it parses
                 self.upkeep.fold_stats_if_grown()
         self.uploads.requeue_due(now)
+        if self.runner is not None and not self._stop.is_set():
+            self.runner.keep_up()
         if options.reexec and now >= self._next_watch:
             self._next_watch = now + options.watch_interval
             self._check_changes()
@@ -308,6 +319,8 @@ class Daemon:
         deadline = time.monotonic() + wire.FETCH_MAX_MS / 1000 + 1.0
         for t in list(self._conn_threads):
             t.join(max(0.0, deadline - time.monotonic()))
+        if self.runner is not None:
+            self.runner.stop()  # it exits once the calls it runs have ended
         self.uploads.stop(timeout=2.0)
         self.remotes.close()
         self.hits.close()
@@ -442,7 +455,7 @@ class Daemon:
                     "socket": self.socket_path, "store": self.root, "remote": self._last_remote(),
                     "remotes": self._remotes_status(),
                     "log": self.log_path, "idle_timeout_s": self.idle_timeout, "service": self.service,
-                    "manager": self.manager}
+                    "manager": self.manager, "runner": self.runner.pid if self.runner is not None else None}
 
     def _remotes_status(self) -> list[dict[str, Any]]:
         """The remotes builds asked for, or that have uploads pending (under the lock)."""

@@ -133,6 +133,8 @@ def render_unit(command: list[str], environment: Mapping[str, str]) -> str:
         "Restart=on-failure",
         "RestartSec=5s",
         "UMask=0077",
+        # the runner's calls (builds' compiles) finish when the daemon stops
+        "KillMode=process",
         "NoNewPrivileges=yes",
         *env_lines,
         "",

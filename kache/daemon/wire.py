@@ -47,7 +47,8 @@ anything that changes the meaning of an existing field bumps ``VERSION``.
     remote builds asked for: ``url`` ``"s3://bucket/prefix"``, ``endpoint``, ``region``,
     ``credentials`` — where they came from, never their values —, ``asked`` (unix
     time, null when known from intents only) and ``queue``), ``remote`` (the URL of the
-    one asked for last, or null), ``log`` (path), ``idle_timeout_s``.
+    one asked for last, or null), ``log`` (path), ``idle_timeout_s``, ``runner`` (the
+    pid of its runner, or null).
 
 Remotes
 -------
@@ -105,7 +106,23 @@ older kache sent) is refused as invalid.
     ``env`` gives and declines (``why``: ``"another store"``, ``"daemon hits are off"``,
     ``"invalid settings"``) unless their ``cache.local_store`` is its own store and
     ``cache.daemon_hits`` is on. Such a client may send
-    ``client_ms`` (the milliseconds it ran before sending) instead of ``started``.
+    ``client_ms`` (the milliseconds it ran before sending) instead of ``started``. To
+    such a client, a decline for the daemon's own store carries ``run``: true when its
+    runner is up and the caller's ``cache.daemon_misses`` is on.
+
+The runner
+----------
+``<local_store>/run.sock`` (:data:`RUN_SOCKET_NAME`) is the daemon's runner
+(:mod:`kache.daemon.runner`), one connection per call. The client sends one line,
+``{"v": 1, "op": "run", argv, cwd, env, umask, fds, tty, started? | client_ms?}``, its
+first ``sendmsg`` carrying ``SCM_RIGHTS`` with the descriptors ``fds`` lists (every
+descriptor an exec would pass on, at most :data:`MAX_RUN_FDS`), in that order, then its
+``/dev/tty`` when ``tty`` is true. The runner answers ``{"ok": false, "why": ...}`` (nothing
+ran: the client runs kache) or ``{"ok": true, "pid": n}`` (the call's process took it
+over), later ``{"ok": true, "status": s}`` or ``{"ok": true, "signal": g}`` when it ends.
+The connection closing before that line means the runner went away: the client waits
+until process n is gone and runs the call itself. A client that closes the connection
+early has its call's process group stopped.
 ``used`` ``{key, crate, remote}``
     An entry that came from the remote served a build (the first hit of a prefetched
     entry): the daemon records the use on the remote object in the background, at most
@@ -126,7 +143,9 @@ compatibly (older daemons refuse the op as unknown, which the wrapper treats as 
 ``"another store"`` to a null store, which sends the native client to kache); then
 ``remote`` as an object naming the build's remote, the ``used`` op, ``remotes`` in
 ``status`` and intents under ``uploads/<remote id>/`` (a daemon re-executes itself when
-kache's code changes, so wrapper and daemon agree).
+kache's code changes, so wrapper and daemon agree); then ``run`` in declines, ``runner``
+in ``status`` and the runner's socket (clients of an older daemon see no ``run`` and
+start kache).
 """
 
 from __future__ import annotations

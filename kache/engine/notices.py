@@ -21,7 +21,7 @@ from kache.store import layout
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["warn_once", "write_replay", "log_level", "log_line", "build_identity"]
+__all__ = ["warn_once", "write_replay", "log_level", "log_line", "build_identity", "set_caller", "run_for_client"]
 
 WARN_INTERVAL_SECS = 600.0
 """How long a warning stays said for a caller with no build to tell apart (no parent, or
@@ -73,6 +73,14 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
     if log_level(env) <= 30:  # KACHE_LOG=kache=error (or off) keeps warnings out of the log
         if not (store and _log(store, line)):
             _log(default, line)
+    if _caller:  # run by the daemon's runner: the client's terminal, when it had one
+        tty, pgrp = _caller["tty"], _caller["pgrp"]
+        try:
+            if tty >= 0 and os.tcgetpgrp(tty) == pgrp:
+                os.write(tty, line.encode("utf-8", "replace"))
+        except OSError:
+            pass
+        return
     try:
         fd = os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY)
     except OSError:
@@ -88,11 +96,28 @@ def warn_once(message: str, env: Mapping[str, str] | None = None, *, suffix: str
         os.close(fd)
 
 
+_caller: dict[str, int] = {}
+"""Set in a call the daemon's runner runs for a client (:func:`set_caller`)."""
+
+
+def run_for_client() -> bool:
+    """Whether this process runs a client's call for the daemon's runner."""
+    return bool(_caller)
+
+
+def set_caller(parent: int, tty: int | None, pgrp: int) -> None:
+    """This process runs a client's call (kache.daemon.runner): its build is the
+    client's parent's, and its terminal the client's ``/dev/tty`` (``tty``, an open
+    descriptor; None: none), written to while ``pgrp`` (the client's group) is in its
+    foreground."""
+    _caller.update(parent=parent, tty=-1 if tty is None else tty, pgrp=pgrp)
+
+
 def build_identity() -> str | None:
     """The build this call belongs to: ``<ppid>-<start time>`` of the parent (cargo; a
     native client execs kache, so its parent is cargo too), from ``/proc``; ``<ppid>``
     where there is no ``/proc``; None with no parent (orphaned, the daemon)."""
-    ppid = os.getppid()
+    ppid = _caller["parent"] if _caller else os.getppid()
     if ppid <= 1:
         return None
     try:

@@ -196,19 +196,15 @@ in
               Restart = "on-failure";
               RestartSec = "5s";
               UMask = "0077";
-              # It reads the user's sources and writes the user's cache (anywhere
-              # cache.local_store says), so no ProtectHome/ProtectSystem.
+              # Its runner compiles the builds' misses (rustc, proc macros, linkers) in
+              # this unit: a stop must not kill them (the runner lets them finish), and
+              # nothing here may change what they can do, so no system call, address
+              # family or namespace filter, no ProtectHome/ProtectSystem.
+              KillMode = "process";
               NoNewPrivileges = true;
               LockPersonality = true;
               RestrictRealtime = true;
               RestrictSUIDSGID = true;
-              RestrictNamespaces = true;
-              SystemCallArchitectures = "native";
-              RestrictAddressFamilies = [
-                "AF_UNIX"
-                "AF_INET"
-                "AF_INET6"
-              ];
             }
             // lib.optionalAttrs (cfg.daemon.environmentFile != null) {
               EnvironmentFile = cfg.daemon.environmentFile;

@@ -33,9 +33,10 @@ def exec_compiler(argv: list[str]) -> int:
     raise AssertionError("unreachable")
 
 
-def run(argv: list[str]) -> int:
-    """Handle one compiler call; ``argv`` is ``[compiler, *args]``."""
-    started = time.monotonic()
+def run(argv: list[str], started: float | None = None) -> int:
+    """Handle one compiler call; ``argv`` is ``[compiler, *args]``; ``started``: when the
+    call began (a client of the daemon's runner started before this process)."""
+    started = time.monotonic() if started is None else started
     try:
         from kache.engine import argv as argvmod
         from kache.engine.decide import is_disabled, is_probe
@@ -65,7 +66,7 @@ def run(argv: list[str]) -> int:
         if settings.caching_off:  # an unsafe setting: said above
             _decision(store, call, "passthrough (caching is off)", started)
             return _pass_through(call, argv)
-        if settings["cache.daemon_hits"]:
+        if settings["cache.daemon_hits"] and not notices.run_for_client():  # the runner's: declined already
             from kache.wrapper.daemon_hit import served_by_daemon
 
             if served_by_daemon(argv, settings, started):
@@ -108,7 +109,8 @@ def _decision(store: str | None, call: object, outcome: str | None, started: flo
             outcome += f" key {ev['key']}"
         if ev.get("compile_ms") is not None:
             outcome += f", rustc {ev['compile_ms']} ms"
-    notices.log_line(store, "DEBUG", f"{crate}: {outcome or 'unknown'} in {ms:.1f} ms")
+    by = ", run by the daemon's runner" if notices.run_for_client() else ""
+    notices.log_line(store, "DEBUG", f"{crate}: {outcome or 'unknown'} in {ms:.1f} ms{by}")
 
 
 def _pass_through(call: object, argv: list[str]) -> int:

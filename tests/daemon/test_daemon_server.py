@@ -551,7 +551,8 @@ def test_hit_requests_are_checked_and_answer_no_for_what_they_cannot_serve(start
 def test_a_hit_request_without_a_store_is_answered_for_the_callers_settings(start_daemon, store_root: Path,
                                                                            tmp_path: Path) -> None:
     """``store: null`` (the native client): the daemon reads the settings the request's
-    environment gives and answers only for its own store with daemon hits on."""
+    environment gives and answers only for its own store with daemon hits on; for its
+    own store, it offers its runner (``run``) for the call it declines."""
     d = start_daemon()
     compile_argv = one_file_lib(tmp_path, "nothing_cached")
     base = {"op": "hit", "cwd": str(tmp_path), "store": None, "argv": compile_argv, "client_ms": 0.5}
@@ -565,7 +566,9 @@ def test_a_hit_request_without_a_store_is_answered_for_the_callers_settings(star
         ({"KACHE_CACHE_DIR": str(store_root)}, tmp_path, None),  # its own: nothing cached for this call
     ]:
         reply = d.request({**base, "cwd": str(cwd), "env": {**env, **extra_env}})
-        assert reply == {"ok": True, "hit": False, **({"why": why} if why else {})}, (extra_env, reply)
+        own = why in (None, "daemon hits are off")
+        assert reply == {"ok": True, "hit": False, **({"why": why} if why else {}), **({"run": True} if own else {})}, \
+            (extra_env, reply)
     assert d.status()["hits_served"] == 0
 
 
@@ -578,9 +581,10 @@ def test_with_debug_logging_a_native_clients_call_is_logged_by_the_daemon(start_
     base = {"op": "hit", "cwd": str(tmp_path), "store": None, "argv": compile_argv, "client_ms": 0.5}
     env = {**os.environ, "KACHE_CACHE_DIR": str(store_root)}
     log = store_root / "kache.log"
-    assert d.request({**base, "env": env}) == {"ok": True, "hit": False}
+    assert d.request({**base, "env": env}) == {"ok": True, "hit": False, "run": True}
     assert not log.exists()  # not asked for
-    assert d.request({**base, "env": {**env, "KACHE_LOG": "warn,kache=debug"}}) == {"ok": True, "hit": False}
+    assert d.request({**base, "env": {**env, "KACHE_LOG": "warn,kache=debug"}}) == {"ok": True, "hit": False,
+                                                                                    "run": True}
     [line] = log.read_text().splitlines()
     assert re.fullmatch(r"\S+ DEBUG kache\.daemon\[\d+\]: nothing_cached: not served by the daemon "
                         r"\(no hit in its store\) in \d+\.\d ms", line), line

@@ -34,7 +34,7 @@ def test_install_writes_a_systemd_unit_that_verifies(clean_env: Path, store_env:
         "wrote ~/.config/systemd/user/kache.service",
         "not activated; to start it: systemctl --user daemon-reload && systemctl --user enable --now kache.service"]
     text = unit.read_text()
-    for line in (f"ExecStart={kache_script()} daemon run --service", "Restart=on-failure", "StartLimitBurst=5", "RestartSec=5s", "UMask=0077",
+    for line in (f"ExecStart={kache_script()} daemon run --service", "Restart=on-failure", "StartLimitBurst=5", "RestartSec=5s", "UMask=0077", "KillMode=process",
                  "NoNewPrivileges=yes", "Environment=KACHE_LOG=kache=info", f"Environment=KACHE_CACHE_DIR={store_env}",
                  "WantedBy=default.target", "Type=simple", "Description=kache build cache daemon"):
         assert line in text.splitlines(), line

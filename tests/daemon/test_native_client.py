@@ -1,7 +1,9 @@
 """The native thin client (kache/native/client.rs), built with the real rustc, against a
 stand-in daemon on a real Unix socket: what it sends, how it reads every kind of reply,
 and that everything it does not serve ends in running kache with the same arguments
-(or, when kache itself cannot run, the compiler)."""
+(or, when kache itself cannot run, the compiler). Then its hand-over of a declined call
+to the daemon's runner: against a stand-in runner (the protocol, the descriptors, every
+way the runner can answer or fail), and against the real one."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,9 +24,10 @@ import pytest
 
 from kache.doctor import FAIL, OK, WARN, check_native_client
 from kache.native import BuildError, build_client, client_info
-from tests.support.daemon import serve_lines
+from tests.support.daemon import Running, serve_lines
 from tests.support.e2e import runs_cargo
 from tests.support.tty import STOPPED, run_in_pty, run_in_pty_background
+from tests.support.waiting import wait_for
 
 HITS_VARIABLE = "KACHE_DAEMON_HITS"
 FAKE_KACHE = f"""#!{sys.executable}
@@ -661,3 +665,60 @@ def test_at_most_200_descriptors_go_to_the_runner(client: Client, daemon: Callab
     else:
         assert out.returncode == 3 and r.requests == []
         assert client.fallbacks() == [{"argv": [str(client.compiler), "--crate-name", "x"], "hits": "0"}]
+
+
+# ---------------------------------------------------------------------- with the real runner
+
+SLOW_COMPILER = """#!/bin/sh
+echo "ppid=$PPID args=$*"
+echo "to stderr" >&2
+[ -n "$PID_FILE" ] && echo $$ > "$PID_FILE"
+[ -n "$SLEEP" ] && sleep "$SLEEP"
+exit "${EXIT:-0}"
+"""
+
+
+@pytest.fixture
+def real_runner(start_daemon: Callable[..., Running], client: Client, tmp_path: Path) -> tuple[Running, Path]:
+    """A daemon (in this process) with its runner up; a compiler kache passes through to
+    (no --out-dir: the daemon declines it and offers its runner)."""
+    if sys.platform != "linux":
+        pytest.skip("the runner is Linux only")
+    running = start_daemon()
+    wait_for(lambda: os.path.exists(os.path.join(running.root, "run.sock")), 20, "the runner's socket")
+    compiler = tmp_path / "slow-rustc"
+    compiler.write_text(SLOW_COMPILER)
+    compiler.chmod(0o755)
+    return running, compiler
+
+
+def test_the_real_runner_runs_the_call_for_the_client(client: Client, real_runner: tuple[Running, Path]) -> None:
+    running, compiler = real_runner
+    out = client.run(str(compiler), "--crate-name", "x", new_session=True, KACHE_CACHE_DIR=running.root, EXIT="7")
+    assert out.returncode == 7, out
+    assert out.stdout.decode() == f"ppid={running.status()['runner']} args=--crate-name x\n"  # the runner's child
+    assert out.stderr == b"to stderr\n"
+    assert client.fallbacks() == []
+
+
+def test_when_cargo_kills_the_client_the_runner_stops_the_call(client: Client, real_runner: tuple[Running, Path],
+                                                               tmp_path: Path) -> None:
+    """The client has no signal handlers: killed (Ctrl-C, cargo giving up), its connection
+    closes and the runner stops the call's process group."""
+    running, compiler = real_runner
+    pid_file = tmp_path / "pid"
+    env = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(client.log), "HOME": str(client.base),
+           "KACHE_CACHE_DIR": running.root, "PID_FILE": str(pid_file), "SLEEP": "60"}
+    proc = subprocess.Popen([str(client.exe), str(compiler), "--crate-name", "x"], env=env, cwd=client.base,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 20, "the call to start")
+        call = int(pid_file.read_text())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == -signal.SIGINT
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not os.path.exists(f"/proc/{call}") or Path(f"/proc/{call}/stat").read_text()
+             .rpartition(")")[2].split()[0] == "Z", 10, "the call to stop")
+    assert client.fallbacks() == []

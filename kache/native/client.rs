@@ -170,6 +170,7 @@ enum Op<'a> {
     /// Run the call (the runner): `"op":"run"`, the environment with `cache.daemon_hits`
     /// off, and at the end the descriptors sent with the line (`"fds"`, their numbers in
     /// this process) and whether the terminal follows them (`"tty"`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Run { fds: &'a [i32], tty: bool },
 }
 
@@ -619,7 +620,7 @@ mod runner {
     /// Send `line` with `fds` as one `SCM_RIGHTS` message on its first part.
     fn send(mut stream: &UnixStream, line: &[u8], fds: &[i32]) -> Option<()> {
         let header = align(size_of::<CmsgHdr>());
-        let data = size_of::<i32>() * fds.len();
+        let data = std::mem::size_of_val(fds);
         let space = header + align(data);
         let mut control = vec![0usize; space / size_of::<usize>()]; // aligned for a cmsghdr
         let base = control.as_mut_ptr().cast::<u8>();
@@ -757,6 +758,7 @@ enum Value {
     Str(Vec<u8>),
     Bool(bool),
     /// A number written as a whole one (no fraction, no exponent) that fits.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Int(i64),
     Other,
 }

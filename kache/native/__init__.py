@@ -3,9 +3,10 @@
 A hit the daemon serves costs it ~3 ms; what is left of such a hit is the wrapper
 process, and a Python one spends ~20-25 ms starting. ``client.rs`` is a small program
 (the Rust standard library only) that sends the call to the daemon and prints the
-reply, and runs the ``kache`` it was built for whenever the daemon does not serve the
-call. Every kache user has a rustc, so kache builds it there (``kache daemon client``)
-instead of shipping a binary per platform.
+reply. A call the daemon does not serve goes, on Linux and when the daemon offers it, to
+the daemon's runner (:mod:`kache.daemon.runner`), with the client's descriptors; else the
+client runs the ``kache`` it was built for. Every kache user has a rustc, so kache builds
+it there (``kache daemon client``) instead of shipping a binary per platform.
 
 What it needs is compiled in (``env!``): the path of the ``kache`` to fall back to and
 the variables of ``cache.daemon_hits`` and ``cache.local_store`` (from the schema). It

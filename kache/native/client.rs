@@ -13,6 +13,19 @@
 //! every request against the caller's own settings, so a socket found wrongly (a config
 //! file this small reader misreads) costs a fallback, never a wrong answer.
 //!
+//! When the daemon declines a call but offers its runner (`"run": true` in the reply; Linux
+//! only), the client hands the call to the runner, an already-started kache beside the
+//! daemon (`run.sock` in the store), instead of starting Python for it: one request line
+//! (op `run`: argv, cwd, environment with `cache.daemon_hits` off, umask) carrying the
+//! client's open descriptors (those an exec would pass on: stdin, stdout, stderr, cargo's
+//! jobserver…) and, when the build runs in the terminal's foreground, the terminal. The
+//! runner answers with the process the call runs in, then with how it ended, which the
+//! client repeats: the same exit status, or death by the same signal. It installs no
+//! signal handlers: when cargo kills it, the runner sees the connection close and stops
+//! the call. A runner that refuses, cannot be reached or does not answer in time has run
+//! nothing; one that dies while the call runs is waited for until that process is gone.
+//! Either way the call then goes on as below.
+//!
 //! Anything else ends in running the `kache` it was built for with the same arguments,
 //! as if this program were not there: no daemon, a daemon that does not answer in time,
 //! a miss, a reply it cannot read, a panic. When the daemon did answer for its store,
@@ -35,7 +48,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use wire::{CONNECT_TIMEOUT, HIT_TIMEOUT, MAX_DEPTH, MAX_LINE, MAX_REPLY, SOCKET_NAME, VERSION};
+use wire::{CONNECT_TIMEOUT, HIT_TIMEOUT, MAX_DEPTH, MAX_LINE, MAX_REPLY, RUN_SOCKET_NAME, SOCKET_NAME, VERSION};
 
 /// The `kache` program that handles whatever the daemon does not serve.
 const KACHE: &str = env!("KACHE_CLIENT_KACHE");
@@ -52,8 +65,9 @@ const INFO_FLAG: &str = "--kache-client-info";
 enum Outcome {
     /// The daemon restored the outputs and its messages are printed: done.
     Served,
-    /// The daemon answered for its own store that it does not serve this call.
-    Declined,
+    /// The daemon answered for its own store that it does not serve this call; with the
+    /// path of its runner's socket when it offered to run the call there.
+    Declined(Option<PathBuf>),
     /// The daemon was not asked, or gave no usable answer.
     NotAsked,
 }
@@ -67,7 +81,12 @@ fn main() {
     }
     let asked = match std::panic::catch_unwind(|| serve(&args, started)) {
         Ok(Outcome::Served) => std::process::exit(0),
-        Ok(Outcome::Declined) => true,
+        Ok(Outcome::Declined(runner)) => {
+            if let Some(socket) = runner {
+                run_by_runner(&socket, &args, started); // returns only when kache is to run the call
+            }
+            true
+        }
         Ok(Outcome::NotAsked) | Err(_) => false,
     };
     fall_back(&args, asked)
@@ -97,12 +116,13 @@ fn serve(args: &[OsString], started: Instant) -> Outcome {
     if args.iter().any(|a| a.as_bytes().first() == Some(&b'@')) {
         return Outcome::NotAsked;
     }
-    let Some(mut stream) = connect() else { return Outcome::NotAsked };
-    let Some(request) = request(args, started) else { return Outcome::NotAsked };
+    let Some(store) = store_path() else { return Outcome::NotAsked };
+    let Some(mut stream) = connect(&store.join(SOCKET_NAME)) else { return Outcome::NotAsked };
+    let Some(request) = request(args, started, &Op::Hit) else { return Outcome::NotAsked };
     if request.len() > MAX_LINE + 1 || stream.write_all(&request).is_err() {
         return Outcome::NotAsked;
     }
-    let Some(line) = read_line(&mut stream) else { return Outcome::NotAsked };
+    let Some(line) = read_line(&mut stream, &mut Vec::new(), MAX_REPLY) else { return Outcome::NotAsked };
     drop(stream);
     let Some(reply) = Reader::new(&line).reply() else { return Outcome::NotAsked };
     let field = |name: &str| reply.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
@@ -114,21 +134,23 @@ fn serve(args: &[OsString], started: Instant) -> Outcome {
             if print(out, err) {
                 Outcome::Served
             } else {
-                Outcome::Declined // cargo stopped reading: kache decides what is left
+                Outcome::Declined(None) // cargo stopped reading: kache decides what is left
             }
         }
         (Some(Value::Bool(false)), _, _) => match field("why") {
             Some(Value::Str(why)) if why.as_slice() == b"another store" => Outcome::NotAsked,
-            _ => Outcome::Declined,
+            _ => Outcome::Declined(
+                matches!(field("run"), Some(Value::Bool(true))).then(|| store.join(RUN_SOCKET_NAME)),
+            ),
         },
         _ => Outcome::NotAsked,
     }
 }
 
-/// Connect within `CONNECT_TIMEOUT` (`UnixStream` has no connect timeout, and a daemon
-/// that is stopped lets connections queue until its backlog is full, then blocks them).
-fn connect() -> Option<UnixStream> {
-    let socket = socket_path()?;
+/// Connect to `socket` within `CONNECT_TIMEOUT` (`UnixStream` has no connect timeout, and a
+/// daemon that is stopped lets connections queue until its backlog is full, then blocks them).
+fn connect(socket: &Path) -> Option<UnixStream> {
+    let socket = socket.to_path_buf();
     let (sender, receiver) = mpsc::channel();
     std::thread::Builder::new()
         .spawn(move || {
@@ -141,13 +163,29 @@ fn connect() -> Option<UnixStream> {
     Some(stream)
 }
 
+/// What a request asks of the daemon, besides the call.
+enum Op<'a> {
+    /// Serve the call from the store: `"op":"hit","store":null`.
+    Hit,
+    /// Run the call (the runner): `"op":"run"`, the environment with `cache.daemon_hits`
+    /// off, and at the end the descriptors sent with the line (`"fds"`, their numbers in
+    /// this process) and whether the terminal follows them (`"tty"`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Run { fds: &'a [i32], tty: bool },
+}
+
 /// `{"v":1,"op":"hit","store":null,"argv":[…],"cwd":…,"env":{…},"umask":…,"client_ms":…}`
-/// and a newline. Texts that are not UTF-8 carry each undecodable byte as `\udcXX`, as
+/// and a newline (for `Op::Run`, `"op":"run"` without `store`, and `"fds":[…],"tty":…`
+/// after `client_ms`). Texts that are not UTF-8 carry each undecodable byte as `\udcXX`, as
 /// Python's `surrogateescape` reads them (and as the Python client sends them).
-fn request(args: &[OsString], started: Instant) -> Option<Vec<u8>> {
+fn request(args: &[OsString], started: Instant, op: &Op) -> Option<Vec<u8>> {
     let cwd = std::env::current_dir().ok()?;
     let mut out = Vec::with_capacity(16 * 1024);
-    write!(out, "{{\"v\":{VERSION},\"op\":\"hit\",\"store\":null,\"argv\":[").ok()?;
+    match op {
+        Op::Hit => write!(out, "{{\"v\":{VERSION},\"op\":\"hit\",\"store\":null,\"argv\":["),
+        Op::Run { .. } => write!(out, "{{\"v\":{VERSION},\"op\":\"run\",\"argv\":["),
+    }
+    .ok()?;
     for (i, arg) in args.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -157,20 +195,41 @@ fn request(args: &[OsString], started: Instant) -> Option<Vec<u8>> {
     out.extend_from_slice(b"],\"cwd\":");
     json_text(&mut out, cwd.as_os_str());
     out.extend_from_slice(b",\"env\":{");
+    let run = matches!(op, Op::Run { .. });
     let mut seen = HashSet::new();
+    let mut first = true;
     for (name, value) in std::env::vars_os() {
         if !seen.insert(name.clone()) {
             continue; // a name twice in environ: Python's os.environ keeps the first
         }
-        if seen.len() > 1 {
+        if run && name == HITS_VARIABLE {
+            continue; // set below
+        }
+        if !std::mem::take(&mut first) {
             out.push(b',');
         }
         json_text(&mut out, &name);
         out.push(b':');
         json_text(&mut out, &value);
     }
+    if run {
+        // what the runner runs is kache told not to ask the daemon again, as fall_back's
+        if !first {
+            out.push(b',');
+        }
+        json_text(&mut out, OsStr::new(HITS_VARIABLE));
+        out.extend_from_slice(b":\"0\"");
+    }
     let client_ms = started.elapsed().as_secs_f64() * 1000.0;
-    write!(out, "}},\"umask\":{},\"client_ms\":{:.3}}}\n", current_umask(), client_ms).ok()?;
+    write!(out, "}},\"umask\":{},\"client_ms\":{:.3}", current_umask(), client_ms).ok()?;
+    if let Op::Run { fds, tty } = op {
+        out.extend_from_slice(b",\"fds\":[");
+        for (i, fd) in fds.iter().enumerate() {
+            write!(out, "{}{fd}", if i > 0 { "," } else { "" }).ok()?;
+        }
+        write!(out, "],\"tty\":{tty}").ok()?;
+    }
+    out.extend_from_slice(b"}\n");
     Some(out)
 }
 
@@ -345,18 +404,31 @@ fn current_umask() -> u32 {
     }
 }
 
-fn read_line(stream: &mut UnixStream) -> Option<Vec<u8>> {
+/// The next line from `stream`, its newline included, at most `limit` bytes besides it;
+/// what was read past it stays in `pending` for the next call. None at the end of the
+/// stream, past the limit, after a read error or when the stream's read timeout passes.
+fn read_line(stream: &mut UnixStream, pending: &mut Vec<u8>, limit: usize) -> Option<Vec<u8>> {
     use std::io::Read;
-    let mut line = Vec::with_capacity(4096);
     let mut buf = [0u8; 64 * 1024];
+    let mut scanned = 0;
     loop {
-        let n = stream.read(&mut buf).ok()?;
-        if n == 0 || line.len() + n > MAX_REPLY + 1 {
+        if let Some(at) = pending[scanned..].iter().position(|&b| b == b'\n') {
+            let end = scanned + at + 1;
+            if end > limit + 1 {
+                return None;
+            }
+            let rest = pending.split_off(end);
+            return Some(std::mem::replace(pending, rest));
+        }
+        scanned = pending.len();
+        if scanned > limit {
             return None;
         }
-        line.extend_from_slice(&buf[..n]);
-        if line.last() == Some(&b'\n') {
-            return Some(line);
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
         }
     }
 }
@@ -366,6 +438,213 @@ fn print(out: &[u8], err: &[u8]) -> bool {
         bytes.is_empty() || (stream.write_all(bytes).is_ok() && stream.flush().is_ok())
     };
     written(Box::new(std::io::stdout().lock()), out) && written(Box::new(std::io::stderr().lock()), err)
+}
+
+/// Hand the call to the daemon's runner at `socket` and end as the call ends there. Returns
+/// when nothing ran there, or when what ran is gone without an answer (the runner died):
+/// kache runs the call then.
+#[cfg(target_os = "linux")]
+fn run_by_runner(socket: &Path, args: &[OsString], started: Instant) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let Ok(Some((stream, pending, pid))) = catch_unwind(AssertUnwindSafe(|| runner::start(socket, args, started)))
+    else {
+        return;
+    };
+    let _ = catch_unwind(AssertUnwindSafe(|| runner::finish(stream, pending))); // exits when told how it ended
+    runner::wait_gone(pid);
+}
+
+/// The runner takes descriptors as Linux passes them (`SCM_RIGHTS`): elsewhere kache runs.
+#[cfg(not(target_os = "linux"))]
+fn run_by_runner(_socket: &Path, _args: &[OsString], _started: Instant) {
+    let _ = wire::MAX_RUN_FDS; // used on Linux
+}
+
+/// The runner's protocol (op `run`): descriptors over the socket, with the C library's
+/// calls and the Linux layouts of their structures (the standard library has no
+/// `sendmsg`, and the client uses no crates).
+#[cfg(target_os = "linux")]
+mod runner {
+    use super::*;
+    use std::fs::File;
+    use std::mem::size_of;
+    use std::os::fd::AsRawFd;
+    use wire::MAX_RUN_FDS;
+
+    const SOL_SOCKET: i32 = 1;
+    const SCM_RIGHTS: i32 = 1;
+    const MSG_NOSIGNAL: i32 = 0x4000;
+    const F_GETFD: i32 = 1;
+    const FD_CLOEXEC: i32 = 1;
+    const SIG_DFL: usize = 0;
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    const O_NOCTTY: i32 = 0o4000;
+    #[cfg(target_arch = "sparc64")]
+    const O_NOCTTY: i32 = 0o100000;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
+    const O_NOCTTY: i32 = 0o400;
+    /// How often the client looks whether the call's process is gone, once the runner died.
+    const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+    #[repr(C)]
+    struct IoVec {
+        base: *const u8,
+        len: usize,
+    }
+
+    #[repr(C)]
+    struct MsgHdr {
+        name: *mut u8,
+        namelen: u32,
+        iov: *const IoVec,
+        iovlen: usize,
+        control: *mut u8,
+        controllen: usize,
+        flags: i32,
+    }
+
+    #[repr(C)]
+    struct CmsgHdr {
+        len: usize,
+        level: i32,
+        kind: i32,
+    }
+
+    extern "C" {
+        fn sendmsg(fd: i32, msg: *const MsgHdr, flags: i32) -> isize;
+        fn fcntl(fd: i32, cmd: i32, ...) -> i32;
+        fn signal(signum: i32, handler: usize) -> usize;
+        fn kill(pid: i32, sig: i32) -> i32;
+        fn getpid() -> i32;
+    }
+
+    /// CMSG_ALIGN: control data is laid out in units of `size_t`.
+    fn align(len: usize) -> usize {
+        (len + size_of::<usize>() - 1) & !(size_of::<usize>() - 1)
+    }
+
+    /// Ask the runner to run the call. The process the call runs in, with the connection
+    /// and what was read past the reply; None when nothing ran.
+    pub(super) fn start(socket: &Path, args: &[OsString], started: Instant) -> Option<(UnixStream, Vec<u8>, i32)> {
+        let mut fds = inherited()?;
+        if fds.len() > MAX_RUN_FDS {
+            return None;
+        }
+        let tty = terminal();
+        let mut stream = connect(socket)?;
+        let request = request(args, started, &Op::Run { fds: &fds, tty: tty.is_some() })?;
+        if request.len() > MAX_LINE + 1 {
+            return None;
+        }
+        fds.extend(tty.as_ref().map(File::as_raw_fd));
+        send(&stream, &request, &fds)?;
+        drop(tty);
+        let mut pending = Vec::new();
+        let line = read_line(&mut stream, &mut pending, MAX_LINE)?;
+        let reply = Reader::new(&line).reply()?;
+        let field = |name: &str| reply.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
+        match (field("ok"), field("pid")) {
+            (Some(Value::Bool(true)), Some(&Value::Int(pid))) if pid > 0 && pid <= i64::from(i32::MAX) => {
+                Some((stream, pending, pid as i32))
+            }
+            _ => None, // {"ok":false,"why":…}: nothing ran
+        }
+    }
+
+    /// Wait, without a time limit, for how the call ended, and end the same way: exit with
+    /// its status, or die of its signal. Returns when the runner did not say (it died).
+    pub(super) fn finish(mut stream: UnixStream, mut pending: Vec<u8>) {
+        if stream.set_read_timeout(None).is_err() {
+            return;
+        }
+        let Some(line) = read_line(&mut stream, &mut pending, MAX_LINE) else { return };
+        let Some(reply) = Reader::new(&line).reply() else { return };
+        let field = |name: &str| reply.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
+        if !matches!(field("ok"), Some(Value::Bool(true))) {
+            return;
+        }
+        match (field("status"), field("signal")) {
+            (Some(&Value::Int(status)), None) if (0..=255).contains(&status) => std::process::exit(status as i32),
+            (None, Some(&Value::Int(signum))) if (1..=64).contains(&signum) => die_of(signum as i32),
+            _ => {}
+        }
+    }
+
+    /// Die of `signum`, as the call's process did (cargo reports the signal); exit
+    /// 128 + `signum` when it does not kill (its default action is to ignore it).
+    fn die_of(signum: i32) -> ! {
+        // SAFETY: plain calls; SIG_DFL is the default action (Rust ignores SIGPIPE).
+        unsafe {
+            signal(signum, SIG_DFL);
+            kill(getpid(), signum);
+        }
+        std::process::exit(128 + signum)
+    }
+
+    /// Return once process `pid` is gone (the runner died while the call ran in it: the
+    /// call's outputs are its own until then).
+    pub(super) fn wait_gone(pid: i32) {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        while proc.exists() {
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The descriptors an exec would pass on (open, not close-on-exec), ascending; None
+    /// when they cannot be listed.
+    fn inherited() -> Option<Vec<i32>> {
+        // the directory's own descriptor is in the list, and closed before the check
+        let names = std::fs::read_dir("/proc/self/fd").ok()?.map(|e| e.map(|e| e.file_name()));
+        let names: Vec<OsString> = names.collect::<Result<_, _>>().ok()?;
+        let mut fds = Vec::with_capacity(names.len());
+        for name in names {
+            let fd: i32 = name.to_str()?.parse().ok()?;
+            // SAFETY: F_GETFD only reads the descriptor's flags (-1 when it is not open).
+            let flags = unsafe { fcntl(fd, F_GETFD) };
+            if flags >= 0 && flags & FD_CLOEXEC == 0 {
+                fds.push(fd);
+            }
+        }
+        fds.sort_unstable();
+        Some(fds)
+    }
+
+    /// The terminal, when the build runs in its foreground (the rule of `warn_once`).
+    fn terminal() -> Option<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let tty = std::fs::OpenOptions::new().write(true).custom_flags(O_NOCTTY).open("/dev/tty").ok()?;
+        // SAFETY: plain calls on a descriptor this function owns.
+        (unsafe { tcgetpgrp(tty.as_raw_fd()) == getpgrp() }).then_some(tty)
+    }
+
+    /// Send `line` with `fds` as one `SCM_RIGHTS` message on its first part.
+    fn send(mut stream: &UnixStream, line: &[u8], fds: &[i32]) -> Option<()> {
+        let header = align(size_of::<CmsgHdr>());
+        let data = std::mem::size_of_val(fds);
+        let space = header + align(data);
+        let mut control = vec![0usize; space / size_of::<usize>()]; // aligned for a cmsghdr
+        let base = control.as_mut_ptr().cast::<u8>();
+        // SAFETY: `control` holds `space` bytes: the header, then the descriptors' ints.
+        unsafe {
+            base.cast::<CmsgHdr>().write(CmsgHdr { len: header + data, level: SOL_SOCKET, kind: SCM_RIGHTS });
+            std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), base.add(header), data);
+        }
+        let iov = IoVec { base: line.as_ptr(), len: line.len() };
+        let (rights, controllen) = if fds.is_empty() { (std::ptr::null_mut(), 0) } else { (base, space) };
+        let msg = MsgHdr { name: std::ptr::null_mut(), namelen: 0, iov: &iov, iovlen: 1, control: rights, controllen,
+                           flags: 0 };
+        let sent = loop {
+            // SAFETY: `msg` points at `iov` and the control data, alive for the call.
+            let n = unsafe { sendmsg(stream.as_raw_fd(), &msg, MSG_NOSIGNAL) };
+            if n > 0 {
+                break n as usize;
+            }
+            if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return None;
+            }
+        };
+        stream.write_all(&line[sent..]).ok()
+    }
 }
 
 fn fall_back(args: &[OsString], asked: bool) -> ! {
@@ -478,6 +757,9 @@ fn append_log(directory: &Path, line: &str) -> bool {
 enum Value {
     Str(Vec<u8>),
     Bool(bool),
+    /// A number written as a whole one (no fraction, no exponent) that fits.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Int(i64),
     Other,
 }
 
@@ -559,10 +841,14 @@ impl<'a> Reader<'a> {
             b'f' => self.word(b"alse").map(|_| Value::Bool(false)),
             b'n' => self.word(b"ull").map(|_| Value::Other),
             b'-' | b'0'..=b'9' => {
+                let start = self.at - 1;
                 while matches!(self.peek(), Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')) {
                     self.at += 1;
                 }
-                Some(Value::Other)
+                let number = &self.text[start..self.at];
+                let whole = number.iter().skip(1).all(u8::is_ascii_digit);
+                let int = std::str::from_utf8(number).ok().filter(|_| whole).and_then(|n| n.parse().ok());
+                Some(int.map_or(Value::Other, Value::Int))
             }
             b'{' if depth < MAX_DEPTH => self.object(depth + 1).map(|_| Value::Other),
             b'[' if depth < MAX_DEPTH => {

@@ -1,7 +1,9 @@
 """The native thin client (kache/native/client.rs), built with the real rustc, against a
 stand-in daemon on a real Unix socket: what it sends, how it reads every kind of reply,
 and that everything it does not serve ends in running kache with the same arguments
-(or, when kache itself cannot run, the compiler)."""
+(or, when kache itself cannot run, the compiler). Then its hand-over of a declined call
+to the daemon's runner: against a stand-in runner (the protocol, the descriptors, every
+way the runner can answer or fail), and against the real one."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,15 +24,19 @@ import pytest
 
 from kache.doctor import FAIL, OK, WARN, check_native_client
 from kache.native import BuildError, build_client, client_info
-from tests.support.daemon import serve_lines
+from tests.support.daemon import Running, serve_lines
 from tests.support.e2e import runs_cargo
 from tests.support.tty import STOPPED, run_in_pty, run_in_pty_background
+from tests.support.waiting import wait_for
 
 HITS_VARIABLE = "KACHE_DAEMON_HITS"
 FAKE_KACHE = f"""#!{sys.executable}
 import json, os, sys
+seen = {{"argv": sys.argv[1:], "hits": os.environ.get("{HITS_VARIABLE}")}}
+if "FAKE_MARK" in os.environ:  # whether that file was there when kache started
+    seen["mark"] = os.path.exists(os.environ["FAKE_MARK"])
 with open(os.environ["FAKE_LOG"], "a") as f:
-    f.write(json.dumps({{"argv": sys.argv[1:], "hits": os.environ.get("{HITS_VARIABLE}")}}) + "\\n")
+    f.write(json.dumps(seen) + "\\n")
 sys.stdout.write("kache ran\\n")
 sys.exit(3)
 """
@@ -49,12 +56,13 @@ class Client:
         self.log = base / "fallbacks.jsonl"
         build_client(str(self.exe), str(self.kache), str(self.socket))
 
-    def run(self, *args: str | bytes, timeout: float = 20, **env: str | bytes) -> subprocess.CompletedProcess[bytes]:
+    def run(self, *args: str | bytes, timeout: float = 20, pass_fds: tuple[int, ...] = (), new_session: bool = False,
+            **env: str | bytes) -> subprocess.CompletedProcess[bytes]:
         self.log.unlink(missing_ok=True)
         base = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(self.log), "HOME": str(self.base),
                 "KACHE_CACHE_DIR": str(self.base)}
         return subprocess.run([str(self.exe), *args], env={**base, **env}, cwd=self.base, capture_output=True,
-                              timeout=timeout)
+                              timeout=timeout, pass_fds=pass_fds, start_new_session=new_session)
 
     def fallbacks(self) -> list[dict]:
         if not self.log.exists():
@@ -367,3 +375,350 @@ def test_it_finds_the_socket_at_run_time_as_kache_finds_the_store(client: Client
         from kache import settings as S
 
         assert str(S.load(env=env).local_store) == want  # what kache itself reads there
+
+
+# ---------------------------------------------------------------------- the daemon's runner
+
+OFFERED = {"ok": True, "hit": False, "run": True}
+"""The daemon's reply to a call it declines and offers to run in its runner."""
+
+
+class Descriptors(list[int]):
+    """Descriptors the stand-in runner received; ``close()`` closes those still open."""
+
+    def close(self) -> None:
+        while self:
+            os.close(self.pop())
+
+
+Act = Callable[[socket.socket, dict, Descriptors], None]
+
+
+class FakeRunner:
+    """Stands in for the daemon's runner on the client's ``run.sock``: for each connection,
+    reads the request line and the descriptors that came with it, keeps what it saw, lets
+    ``act`` answer, then closes what ``act`` left open."""
+
+    def __init__(self, path: Path, act: Act) -> None:
+        self.act = act
+        self.requests: list[dict] = []
+        self.controls: list[list[tuple[int, int]]] = []
+        """(level, type) of each control message of each request's first read."""
+        self.received: list[list[tuple[int, int, bool]]] = []
+        """(st_dev, st_ino, isatty) of each descriptor received, in the order received."""
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.path = path
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import array
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data, ancdata, flags, _ = conn.recvmsg(1 << 20, socket.CMSG_SPACE(4 * 256))
+                fds = Descriptors()
+                for _level, _kind, payload in ancdata:
+                    fds.extend(array.array("i", payload[:len(payload) - len(payload) % 4]))
+                try:
+                    self.controls.append([(level, kind) for level, kind, _ in ancdata])
+                    assert not flags & socket.MSG_CTRUNC
+                    self.received.append([(os.fstat(fd).st_dev, os.fstat(fd).st_ino, os.isatty(fd)) for fd in fds])
+                    while data and not data.endswith(b"\n"):
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    self.requests.append(json.loads(data))
+                    self.act(conn, self.requests[-1], fds)
+                finally:
+                    fds.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def answer(conn: socket.socket, *lines: dict | bytes) -> None:
+    conn.sendall(b"".join(x if isinstance(x, bytes) else json.dumps(x).encode() + b"\n" for x in lines))
+
+
+@pytest.fixture
+def runner(client: Client) -> Iterator[Callable[[Act], FakeRunner]]:
+    started: list[FakeRunner] = []
+
+    def start(act: Act) -> FakeRunner:
+        r = FakeRunner(client.base / "run.sock", act)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.close()
+
+
+def ends_with(status: int, text: bytes = b"written by the runner\n") -> Act:
+    """A runner that writes ``text`` to the call's stdout and says the call exited ``status``."""
+    def act(conn: socket.socket, request: dict, fds: Descriptors) -> None:
+        os.write(fds[request["fds"].index(1)], text)
+        fds.close()  # else the client's stdout stays open here after it exits
+        answer(conn, {"ok": True, "pid": os.getpid()}, {"ok": True, "status": status})
+    return act
+
+
+def test_a_declined_call_runs_in_the_runner_with_the_clients_descriptors(client: Client, daemon: Callable,
+                                                                        runner: Callable, tmp_path: Path) -> None:
+    daemon(OFFERED)
+    jobserver_r, jobserver_w = os.pipe()  # as cargo's jobserver: open in the client, not close-on-exec
+    high = os.dup2(jobserver_w, 40, inheritable=False)
+    os.close(jobserver_w)
+
+    def act(conn: socket.socket, request: dict, fds: Descriptors) -> None:
+        os.write(fds[request["fds"].index(40)], b"+")
+        ends_with(5)(conn, request, fds)
+
+    r = runner(act)
+    args = [str(client.compiler), "--crate-name", "café", "\udcff-not-utf8"]
+    env = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(client.log), "HOME": str(client.base),
+           "KACHE_CACHE_DIR": str(client.base), HITS_VARIABLE: "1", "ODD": "\udce2end"}
+    try:
+        out = subprocess.run([str(client.exe), *map(os.fsencode, args)], env={k: os.fsencode(v) for k, v in env.items()},
+                             cwd=client.base, capture_output=True, umask=0o027, pass_fds=(high,),
+                             start_new_session=True, timeout=20)
+    finally:
+        os.close(high)
+    try:
+        token = os.read(jobserver_r, 16)  # every write end is closed now: b"" when nothing was written
+        pipe = os.fstat(jobserver_r)
+    finally:
+        os.close(jobserver_r)
+    assert out.returncode == 5, out
+    assert out.stdout == b"written by the runner\n" and out.stderr == b""
+    assert token == b"+"
+    assert client.fallbacks() == []  # kache itself never ran
+    [request] = r.requests
+    assert request["v"] == 1 and request["op"] == "run" and "store" not in request
+    assert request["argv"] == args and request["cwd"] == str(client.base) and request["umask"] == 0o027
+    assert request["env"] == {**env, HITS_VARIABLE: "0"}  # the call must not ask the daemon again
+    assert isinstance(request["client_ms"], float) and 0 <= request["client_ms"] < 1000
+    # every descriptor an exec would pass on, ascending; not the client's own sockets (close-on-exec)
+    assert request["fds"] == [0, 1, 2, 40] and request["tty"] is False
+    assert r.controls == [[(socket.SOL_SOCKET, socket.SCM_RIGHTS)]]  # one message, on the first part
+    assert len(r.received[0]) == 4
+    assert r.received[0][3][:2] == (pipe.st_dev, pipe.st_ino)  # the same pipe, not a copy of its name
+
+
+def test_it_hands_the_runner_the_terminal_when_the_build_is_in_its_foreground(client: Client, daemon: Callable,
+                                                                              runner: Callable) -> None:
+    daemon(OFFERED)
+
+    def act(conn: socket.socket, request: dict, fds: Descriptors) -> None:
+        os.write(fds[-1], b"said on the terminal\n")
+        fds.close()
+        answer(conn, {"ok": True, "pid": os.getpid()}, {"ok": True, "status": 0})
+
+    r = runner(act)
+    status, said = run_in_pty([str(client.exe), str(client.compiler), "--crate-name", "x"], client.base,
+                              {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(client.log), "HOME": str(client.base),
+                               "KACHE_CACHE_DIR": str(client.base)}, timeout=20)
+    assert (status, said) == (0, "said on the terminal\n")
+    [request] = r.requests
+    assert request["tty"] is True and request["fds"][:3] == [0, 1, 2]  # (then what pty.fork leaves open)
+    ttys = [tty for _, _, tty in r.received[0]]
+    assert len(ttys) == len(request["fds"]) + 1 and ttys[:3] == [True] * 3 and ttys[-1]  # then /dev/tty
+    assert client.fallbacks() == []
+
+
+@pytest.mark.parametrize("status", [0, 1, 101, 255])
+def test_the_client_exits_with_the_calls_status(client: Client, daemon: Callable, runner: Callable,
+                                                status: int) -> None:
+    daemon(OFFERED)
+    runner(ends_with(status))
+    out = client.run(str(client.compiler), "--crate-name", "x", new_session=True)
+    assert (out.returncode, out.stdout) == (status, b"written by the runner\n")
+    assert client.fallbacks() == []
+
+
+@pytest.mark.parametrize("signum", [15, 13, 9])  # 13: SIGPIPE, which Rust programs ignore
+def test_the_client_dies_of_the_calls_signal(client: Client, daemon: Callable, runner: Callable,
+                                             signum: int) -> None:
+    daemon(OFFERED)
+    runner(lambda conn, request, fds: answer(conn, {"ok": True, "pid": os.getpid()}, {"ok": True, "signal": signum}))
+    out = client.run(str(client.compiler), "--crate-name", "x", new_session=True)
+    assert out.returncode == -signum, out
+    assert client.fallbacks() == []
+
+
+def test_the_reply_lines_may_come_one_by_one(client: Client, daemon: Callable, runner: Callable) -> None:
+    daemon(OFFERED)
+
+    def act(conn: socket.socket, request: dict, fds: Descriptors) -> None:
+        fds.close()
+        answer(conn, b'{"ok": true, "pi')
+        time.sleep(0.1)
+        answer(conn, b'd": 1}\n{"ok"')
+        time.sleep(0.3)
+        answer(conn, b': true, "status": 7}\n')
+
+    runner(act)
+    out = client.run(str(client.compiler), "--crate-name", "x", new_session=True)
+    assert out.returncode == 7 and client.fallbacks() == []
+
+
+@pytest.mark.parametrize("first", [
+    {"ok": False, "why": "the runner is busy"},
+    {"ok": True},
+    {"ok": True, "pid": 0},
+    {"ok": True, "pid": 12.5},
+    {"ok": True, "pid": "12"},
+    b"not json\n",
+    b"",  # closed without a word
+    None,  # no answer in time
+], ids=["refused", "no-pid", "pid-0", "pid-float", "pid-text", "junk", "closed", "silent"])
+def test_when_the_runner_runs_nothing_kache_runs_the_call(client: Client, daemon: Callable, runner: Callable,
+                                                          first: dict | bytes | None) -> None:
+    daemon(OFFERED)
+
+    def act(conn: socket.socket, request: dict, fds: Descriptors) -> None:
+        if first is None:
+            time.sleep(3)  # past the client's reply timeout (2 s)
+        else:
+            answer(conn, first)
+
+    r = runner(act)
+    args = [str(client.compiler), "--crate-name", "x"]
+    out = client.run(*args, new_session=True)
+    assert out.returncode == 3 and out.stdout == b"kache ran\n", out
+    assert len(r.requests) == 1
+    assert client.fallbacks() == [{"argv": args, "hits": "0"}]
+
+
+@pytest.mark.parametrize("last", [b"", b'{"ok": true, "status": "3"}\n', b'{"ok": false}\n', b"{\n"],
+                         ids=["closed", "status-text", "not-ok", "junk"])
+def test_when_the_runner_dies_the_client_waits_for_the_call_then_kache_runs_it(
+        client: Client, daemon: Callable, runner: Callable, tmp_path: Path, last: bytes) -> None:
+    """The call's process may still be writing its outputs: kache must not run the call
+    again beside it."""
+    daemon(OFFERED)
+    mark = tmp_path / "call-ended"
+
+    def act(conn: socket.socket, request: dict, fds: Descriptors) -> None:
+        fds.close()
+        call = subprocess.Popen(["/bin/sh", "-c", f"sleep 0.5; : > '{mark}'"])
+        answer(conn, {"ok": True, "pid": call.pid}, last)
+        conn.shutdown(socket.SHUT_RDWR)  # the runner is gone; its call is not
+        call.wait()
+
+    runner(act)
+    args = [str(client.compiler), "--crate-name", "x"]
+    out = client.run(*args, new_session=True, FAKE_MARK=str(mark))
+    assert out.returncode == 3 and out.stdout == b"kache ran\n", out
+    assert client.fallbacks() == [{"argv": args, "hits": "0", "mark": True}]
+
+
+@pytest.mark.parametrize("reply, told", [
+    ({"ok": True, "hit": False}, True),
+    ({"ok": True, "hit": False, "run": False}, True),
+    ({"ok": True, "hit": False, "run": 1}, True),
+    ({"ok": True, "hit": False, "why": "another store", "run": True}, False),
+    ({"ok": False, "error": "busy", "run": True}, False),
+], ids=["not-offered", "run-false", "run-not-a-bool", "another-store", "error"])
+def test_the_runner_is_asked_only_when_the_daemon_offers_it(client: Client, daemon: Callable, runner: Callable,
+                                                            reply: dict, told: bool) -> None:
+    daemon(reply)
+    r = runner(ends_with(0))
+    args = [str(client.compiler), "--crate-name", "x"]
+    out = client.run(*args, new_session=True)
+    assert out.returncode == 3 and r.requests == []
+    assert client.fallbacks() == [{"argv": args, "hits": "0" if told else None}]
+
+
+def test_without_a_runner_kache_runs_the_call(client: Client, daemon: Callable) -> None:
+    daemon(OFFERED)
+    (client.base / "run.sock").unlink(missing_ok=True)
+    args = [str(client.compiler), "--crate-name", "x"]
+    out = client.run(*args, new_session=True)
+    assert out.returncode == 3 and client.fallbacks() == [{"argv": args, "hits": "0"}]
+
+
+@pytest.mark.parametrize("count", [200, 201])
+def test_at_most_200_descriptors_go_to_the_runner(client: Client, daemon: Callable, runner: Callable,
+                                                  count: int) -> None:
+    daemon(OFFERED)
+    r = runner(ends_with(0))
+    extra = [os.open(os.devnull, os.O_RDONLY) for _ in range(count - 3)]  # besides stdin, stdout, stderr
+    try:
+        out = client.run(str(client.compiler), "--crate-name", "x", new_session=True, pass_fds=tuple(extra))
+    finally:
+        for fd in extra:
+            os.close(fd)
+    if count <= 200:
+        assert out.returncode == 0 and client.fallbacks() == []
+        assert len(r.requests[0]["fds"]) == count and len(r.received[0]) == count
+    else:
+        assert out.returncode == 3 and r.requests == []
+        assert client.fallbacks() == [{"argv": [str(client.compiler), "--crate-name", "x"], "hits": "0"}]
+
+
+# ---------------------------------------------------------------------- with the real runner
+
+SLOW_COMPILER = """#!/bin/sh
+echo "ppid=$PPID args=$*"
+echo "to stderr" >&2
+[ -n "$PID_FILE" ] && echo $$ > "$PID_FILE"
+[ -n "$SLEEP" ] && sleep "$SLEEP"
+exit "${EXIT:-0}"
+"""
+
+
+@pytest.fixture
+def real_runner(start_daemon: Callable[..., Running], client: Client, tmp_path: Path) -> tuple[Running, Path]:
+    """A daemon (in this process) with its runner up; a compiler kache passes through to
+    (no --out-dir: the daemon declines it and offers its runner)."""
+    if sys.platform != "linux":
+        pytest.skip("the runner is Linux only")
+    running = start_daemon()
+    wait_for(lambda: os.path.exists(os.path.join(running.root, "run.sock")), 20, "the runner's socket")
+    compiler = tmp_path / "slow-rustc"
+    compiler.write_text(SLOW_COMPILER)
+    compiler.chmod(0o755)
+    return running, compiler
+
+
+def test_the_real_runner_runs_the_call_for_the_client(client: Client, real_runner: tuple[Running, Path]) -> None:
+    running, compiler = real_runner
+    out = client.run(str(compiler), "--crate-name", "x", new_session=True, KACHE_CACHE_DIR=running.root, EXIT="7")
+    assert out.returncode == 7, out
+    assert out.stdout.decode() == f"ppid={running.status()['runner']} args=--crate-name x\n"  # the runner's child
+    assert out.stderr == b"to stderr\n"
+    assert client.fallbacks() == []
+
+
+def test_when_cargo_kills_the_client_the_runner_stops_the_call(client: Client, real_runner: tuple[Running, Path],
+                                                               tmp_path: Path) -> None:
+    """The client has no signal handlers: killed (Ctrl-C, cargo giving up), its connection
+    closes and the runner stops the call's process group."""
+    running, compiler = real_runner
+    pid_file = tmp_path / "pid"
+    env = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(client.log), "HOME": str(client.base),
+           "KACHE_CACHE_DIR": running.root, "PID_FILE": str(pid_file), "SLEEP": "60"}
+    proc = subprocess.Popen([str(client.exe), str(compiler), "--crate-name", "x"], env=env, cwd=client.base,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 20, "the call to start")
+        call = int(pid_file.read_text())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == -signal.SIGINT
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not os.path.exists(f"/proc/{call}") or Path(f"/proc/{call}/stat").read_text()
+             .rpartition(")")[2].split()[0] == "Z", 10, "the call to stop")
+    assert client.fallbacks() == []

@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from tests.support.waiting import wait_for
 from tests.support.workspace import CACHEABLE_CRATES, Workspace, edit_util_then_miss_then_daemon_hit, outcomes
 
 
@@ -106,3 +107,54 @@ def test_with_debug_logging_the_daemon_logs_each_call_the_client_asked(daemon_ws
     # the bin: the daemon declined, then kache compiled it and said so
     assert any(": kc_app: not served by the daemon (no hit in its store) in " in x for x in lines), lines
     assert any("kache.wrapper[" in x and ": kc_app: passthrough" in x for x in lines), lines
+
+
+def test_the_daemons_runner_compiles_the_misses_the_native_client_hands_it(workspace: Workspace,
+                                                                          tmp_path: Path) -> None:
+    """A cold build with a daemon on an empty store: every miss goes from the client to the
+    daemon's runner, none to a kache process of its own, and the build is plain cargo's."""
+    ws = workspace
+    shim = tmp_path / "kache-shim"  # the kache the client falls back to: logs, then is kache
+    started = tmp_path / "kache-started.log"
+    shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{started}"\nexec "{ws.kache}" "$@"\n')
+    shim.chmod(0o755)
+    out = subprocess.run([ws.kache, "daemon", "client", "--output", str(tmp_path / "kache-client"), "--kache",
+                          str(shim), "--json"], env={**os.environ, **ws.env}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    ws.env.update(RUSTC_WRAPPER=str(tmp_path / "kache-client"), KACHE_DAEMON_IDLE_TIMEOUT="120")
+    out = subprocess.run([ws.kache, "daemon", "start"], env={**os.environ, **ws.env}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    try:
+        wait_for(lambda: (ws.store / "run.sock").exists(), 20, "the runner's socket")
+        status = json.loads(subprocess.run([ws.kache, "daemon", "--json"], env={**os.environ, **ws.env},
+                                           capture_output=True, text=True, check=True).stdout)
+        assert isinstance(status["runner"], int)
+        built = ws.build(KACHE_LOG="kache=debug")
+        evs = outcomes(ws.take_events())
+        assert all(evs[c] == "miss" for c in CACHEABLE_CRATES), evs  # compiled and recorded
+        assert set(ws.take_rustc_runs()) >= CACHEABLE_CRATES | {"kc_app"}
+        assert "unused variable: `x`" in built.stderr  # rustc's stderr, through the descriptors handed over
+        ws.verify_app()  # what plain cargo's build prints
+        compiles = [line for line in (started.read_text().splitlines() if started.exists() else [])
+                    if "--crate-name" in line.split()]
+        assert compiles == []  # no miss started kache
+        lines = (ws.store / "kache.log").read_text().splitlines()
+        for crate in CACHEABLE_CRATES | {"kc_app"}:
+            assert any(f": {crate}: " in x and x.endswith(", run by the daemon's runner") for x in lines), crate
+        # a compile error: cargo sees rustc's status and message once (not a second run by kache)
+        util = ws.path / "util" / "src" / "lib.rs"
+        util.write_text(util.read_text() + "\npub fn broken() -> u8 { \"no\" }\n")
+        failed = ws.cargo("build", check=False)
+        assert failed.returncode == 101
+        assert failed.stderr.count("error[E0308]: mismatched types") == 1, failed.stderr
+        util.write_text(util.read_text().replace("\npub fn broken() -> u8 { \"no\" }\n", ""))
+        # and the entries recorded through the runner serve the next build as hits
+        ws.clean()
+        ws.take_events()
+        ws.build()
+        evs = {e["crate"]: e for e in ws.take_events()}
+        for crate in CACHEABLE_CRATES:
+            assert evs[crate]["outcome"] == "local_hit" and evs[crate].get("via") == "daemon", evs[crate]
+        ws.verify_app()
+    finally:
+        subprocess.run([ws.kache, "daemon", "stop"], env={**os.environ, **ws.env}, capture_output=True)

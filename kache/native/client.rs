@@ -581,11 +581,16 @@ mod runner {
         std::process::exit(128 + signum)
     }
 
-    /// Return once process `pid` is gone (the runner died while the call ran in it: the
-    /// call's outputs are its own until then).
+    /// Return once process `pid` is gone or has ended (a zombie no one reaped yet): the
+    /// runner died while the call ran in it, and the call's outputs are its own until then.
     pub(super) fn wait_gone(pid: i32) {
-        let proc = PathBuf::from(format!("/proc/{pid}"));
-        while proc.exists() {
+        let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+        let running = || {
+            let Ok(text) = std::fs::read(&stat) else { return false };
+            let state = text.iter().rposition(|&b| b == b')').and_then(|at| text.get(at + 2)); // after "(comm) "
+            state.is_some_and(|&s| s != b'Z' && s != b'X')
+        };
+        while running() {
             std::thread::sleep(POLL);
         }
     }

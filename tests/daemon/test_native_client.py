@@ -600,25 +600,33 @@ def test_when_the_runner_runs_nothing_kache_runs_the_call(client: Client, daemon
     assert client.fallbacks() == [{"argv": args, "hits": "0"}]
 
 
+@pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
 @pytest.mark.parametrize("last", [b"", b'{"ok": true, "status": "3"}\n', b'{"ok": false}\n', b"{\n"],
                          ids=["closed", "status-text", "not-ok", "junk"])
 def test_when_the_runner_dies_the_client_waits_for_the_call_then_kache_runs_it(
-        client: Client, daemon: Callable, runner: Callable, tmp_path: Path, last: bytes) -> None:
+        client: Client, daemon: Callable, runner: Callable, tmp_path: Path, last: bytes, reaped: bool) -> None:
     """The call's process may still be writing its outputs: kache must not run the call
-    again beside it."""
+    again beside it. A call that ended but is not reaped yet (a zombie: its parent, the
+    runner, is stuck) has ended."""
     daemon(OFFERED)
     mark = tmp_path / "call-ended"
+    calls: list[subprocess.Popen[bytes]] = []
 
     def act(conn: socket.socket, request: dict, fds: Descriptors) -> None:
         fds.close()
-        call = subprocess.Popen(["/bin/sh", "-c", f"sleep 0.5; : > '{mark}'"])
-        answer(conn, {"ok": True, "pid": call.pid}, last)
+        calls.append(subprocess.Popen(["/bin/sh", "-c", f"sleep 0.5; : > '{mark}'"]))
+        answer(conn, {"ok": True, "pid": calls[0].pid}, last)
         conn.shutdown(socket.SHUT_RDWR)  # the runner is gone; its call is not
-        call.wait()
+        if reaped:
+            calls[0].wait()
 
     runner(act)
     args = [str(client.compiler), "--crate-name", "x"]
-    out = client.run(*args, new_session=True, FAKE_MARK=str(mark))
+    try:
+        out = client.run(*args, new_session=True, FAKE_MARK=str(mark))
+    finally:
+        for call in calls:
+            call.wait()
     assert out.returncode == 3 and out.stdout == b"kache ran\n", out
     assert client.fallbacks() == [{"argv": args, "hits": "0", "mark": True}]
 

@@ -134,6 +134,7 @@ def test_the_daemons_runner_compiles_the_misses_the_native_client_hands_it(works
         assert all(evs[c] == "miss" for c in CACHEABLE_CRATES), evs  # compiled and recorded
         assert set(ws.take_rustc_runs()) >= CACHEABLE_CRATES | {"kc_app"}
         assert "unused variable: `x`" in built.stderr  # rustc's stderr, through the descriptors handed over
+        assert "jobserver" not in built.stderr  # cargo's jobserver pipe reached rustc too
         ws.verify_app()  # what plain cargo's build prints
         compiles = [line for line in (started.read_text().splitlines() if started.exists() else [])
                     if "--crate-name" in line.split()]

@@ -134,6 +134,10 @@ def _show_status(as_json: bool) -> None:
         click.echo(f"  {'remotes' if i == 0 else '       '}  {x.get('url')}{where} (credentials from "
                    f"{x.get('credentials')}, access {x.get('access')}, {x.get('queue', 0)} upload(s) "
                    f"pending{down})")
+    if "runner" in r:  # an older daemon has none
+        runner = r.get("runner")
+        click.echo(f"  runner   pid {runner} (runs the native client's misses)" if runner else
+                   "  runner   not running (the native client's misses start kache; cache.daemon_misses)")
     click.echo(f"  socket   {r.get('socket')}")
     click.echo(f"  log      {r.get('log')}")
     if r.get("last_error"):

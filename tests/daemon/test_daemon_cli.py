@@ -61,6 +61,8 @@ def test_start_status_second_run_and_stop(store_env: Path, capsys: pytest.Captur
         text = capsys.readouterr().out
         assert text.startswith(f"kache daemon: running (pid {pid}, up ") and f"version {__version__})" in text
         assert "  remotes  none yet (each build brings the remote its settings name)\n" in text
+        runner = client.request(store_env, {"op": "status"})["runner"]  # type: ignore[index]
+        assert f"  runner   pid {runner} (runs the native client's misses)\n" in text, text
 
         second = subprocess.run([sys.executable, "-m", "kache", "daemon", "run"], capture_output=True, text=True,
                                 timeout=20)

@@ -168,8 +168,9 @@ STORE_INSIDES = {"kache.store.connection", "kache.store.integrity", "kache.store
 """The store's own parts: outside kache.store, Store (kache.store.store) is the way in."""
 
 REACHES = {
-    # The shell talks to the daemon over its socket (the protocol and the client), nothing more.
-    "wrapper": ("kache.daemon.", {"kache.daemon", "kache.daemon.wire", "kache.daemon.client"}),
+    # The shell talks to the daemon over its socket (the protocol and the client), nothing
+    # more; the runner (the shell, started once) checks its peers as the daemon does.
+    "wrapper": ("kache.daemon.", {"kache.daemon", "kache.daemon.wire", "kache.daemon.client", "kache.daemon.peer"}),
     # The engine reaches the remote only through the RemoteAsks object it is handed.
     "engine": ("kache.remote", set()),
 }

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from kache.daemon.peer import elsewhere, peer_pid
 from kache.daemon.remotes import Served
 from kache.daemon.wire import ProtocolError
 from kache.store import layout
@@ -127,6 +129,12 @@ class Hits:
                 return {"ok": True, "hit": False, "why": "invalid settings"}
         if store != self.root:
             return {"ok": True, "hit": False, "why": "another store"}
+        if conn is not None and sys.platform == "linux":
+            pid = peer_pid(conn)
+            # A client in a chroot or a container sharing the store names paths this
+            # process sees elsewhere: restoring there would give its build other files.
+            if pid is None or elsewhere(pid) is not None:
+                return {"ok": True, "hit": False, "why": "another view of the files"}
         if conn is not None and peer_gone(conn):
             # The caller gave up waiting (this daemon was stopped or slow) and compiled by
             # itself: restoring now would replace its outputs and count one compile twice.

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import selectors
     import socket
 
-__all__ = ["main", "PRELOAD", "STOP_GRACE_SECS"]
+__all__ = ["main", "PRELOAD", "STOP_GRACE_SECS", "RECEIVE_SECS", "READY"]
 
 PRELOAD = (
     "kache.wrapper", "kache.wrapper.daemon_hit", "kache.wrapper.daemon_remote",
@@ -30,6 +30,15 @@ PRELOAD = (
 
 STOP_GRACE_SECS = 5.0
 """After SIGTERM to a call whose client went, how long before SIGKILL."""
+
+RECEIVE_SECS = 0.5
+"""How long the runner waits for a request once it said it is ready (a client sends it at
+once; one that stalls holds up the calls behind it only this long)."""
+
+READY = b'{"ok":true,"ready":true}\n'
+"""What the runner says first on each connection: a client sends its descriptors only
+after it, so a runner that does not answer (stopped) never holds them (cargo would wait
+for the end of its pipes)."""
 
 
 def _log(level: str, text: str) -> None:
@@ -179,7 +188,8 @@ class _Server:
             return
         fds: list[int] = []
         try:
-            conn.settimeout(2.0)
+            conn.settimeout(RECEIVE_SECS)
+            conn.sendall(READY)  # only now does the client send its descriptors
             msg, fds, peer = _receive(conn)
             why = _refusal(msg, fds, peer)
             if why is not None:
@@ -258,6 +268,8 @@ class _Server:
             call = self.calls.pop(pid, None)
             if call is None:
                 continue
+            if os.WIFSIGNALED(status):
+                _kill_group(pid, 9)  # what it started (rustc) goes with it, as when the client goes
             try:
                 took_over = os.read(call.started_r, 1) == b"1"
             except OSError:
@@ -361,21 +373,9 @@ def _refusal(msg: dict[str, object], fds: list[int], peer: tuple[int, int, int])
     tty = msg.get("tty") is True
     if len(fds) != len(numbers) + tty:
         return "descriptors missing"
-    return _elsewhere(peer[0], cwd)
+    from kache.daemon.peer import elsewhere, unlike
 
-
-def _elsewhere(pid: int, cwd: str) -> str | None:
-    """Why the client does not see the files this process sees (another mount namespace,
-    a container sharing the store: the call would compile other files), or None."""
-    try:
-        if os.stat(f"/proc/{pid}/ns/mnt").st_ino != os.stat("/proc/self/ns/mnt").st_ino:
-            return "another mount namespace"
-        theirs, ours = os.stat(f"/proc/{pid}/cwd"), os.stat(cwd)
-    except OSError:
-        return "cannot see the client"
-    if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
-        return "another working directory"
-    return None
+    return elsewhere(peer[0], cwd) or unlike(peer[0])
 
 
 def _child(conn: socket.socket, msg: dict[str, object], fds: list[int], peer: tuple[int, int, int],
@@ -422,6 +422,10 @@ def _child(conn: socket.socket, msg: dict[str, object], fds: list[int], peer: tu
                 stream.flush()
             except (OSError, ValueError):
                 pass
+        if status < 0:  # rustc died of a signal: so does this process, as cargo would have seen
+            from kache.wrapper import die_of
+
+            die_of(-status)
     except BaseException as e:  # noqa: BLE001 - the child must end here, whatever happened
         if not placed:
             try:

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from kache.daemon.peer import elsewhere
 from kache.daemon.runner import supported
 from kache.store import layout
+from kache.wrapper.runner import READY
 from tests.support.daemon import Running
 from tests.support.waiting import wait_for
 
@@ -60,8 +62,9 @@ request = {"v": 1, "op": "run", "argv": argv, "cwd": os.getcwd(), "env": dict(os
            "fds": sorted(fds), "tty": False}
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(path)
-socket.send_fds(s, [json.dumps(request).encode() + b"\\n"], sorted(fds))
 lines = s.makefile("rb")
+assert json.loads(lines.readline()) == {"ok": True, "ready": True}
+socket.send_fds(s, [json.dumps(request).encode() + b"\\n"], sorted(fds))
 first = json.loads(lines.readline())
 if first.get("ok") is not True:
     sys.stderr.write(f"refused: {first}\\n")
@@ -91,7 +94,7 @@ def runner_pid(running: Running) -> int:
 
 
 def client(tmp_path: Path, store: Path, *, pass_fds: tuple[int, ...] = (), umask: int = 0o022,
-           **env: str) -> subprocess.Popen[str]:
+           prefix: tuple[str, ...] | list[str] = (), **env: str) -> subprocess.Popen[str]:
     """A client handing the runner ``<fake compiler> --crate-name x --crate-type lib lib.rs``."""
     fake = tmp_path / "fake-rustc"
     fake.write_text(FAKE_COMPILER)
@@ -101,7 +104,7 @@ def client(tmp_path: Path, store: Path, *, pass_fds: tuple[int, ...] = (), umask
     (work / "lib.rs").write_text("pub fn f() {}\n")
     full = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], "XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"],
             "KACHE_CACHE_DIR": str(store), "KACHE_DAEMON_HITS": "0", "MARK": "the client's", **env}
-    return subprocess.Popen([sys.executable, "-c", CLIENT, layout.run_socket_path(store), str(fake), "--crate-name",
+    return subprocess.Popen([*prefix, sys.executable, "-c", CLIENT, layout.run_socket_path(store), str(fake), "--crate-name",
                              "x", "--crate-type", "lib", "lib.rs"], cwd=work, env=full, pass_fds=pass_fds, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: os.umask(umask))
 
@@ -182,11 +185,13 @@ def _ask(path: str, data: bytes, fds: list[int] | None = None) -> dict[str, obje
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         s.connect(path)
+        lines = s.makefile("rb")
+        assert lines.readline() == READY
         if fds:
             socket.send_fds(s, [data], fds)
         else:
             s.sendall(data)
-        line = s.makefile("rb").readline()
+        line = lines.readline()
     return json.loads(line)
 
 
@@ -226,6 +231,40 @@ def test_a_call_that_cannot_be_set_up_is_refused(start_daemon: Callable[..., Run
             "fds": [0, 1, 2000]}
     answer = _ask(layout.run_socket_path(running.root), json.dumps(call).encode() + b"\n", [0, 1, 2])
     assert answer == {"ok": False, "why": "the call could not be set up"}
+
+
+def test_a_client_with_other_rights_is_refused(runner: Running, tmp_path: Path) -> None:
+    """A build that runs without the right to gain privileges (a sandbox) is not compiled
+    by the runner's child, which has it."""
+    proc = client(tmp_path, Path(runner.root), prefix=["setpriv", "--no-new-privs"], EXIT="0")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 99 and "other rights (NoNewPrivs)" in err, (out, err)
+
+
+def test_a_client_in_another_mount_namespace_is_seen_elsewhere() -> None:
+    """What the daemon checks before restoring a hit into a client's paths, and the runner
+    before compiling for it (needs the right to make a mount namespace)."""
+    other = subprocess.Popen(["unshare", "-m", "sleep", "30"], stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        if other.poll() is not None:
+            pytest.skip("cannot make a mount namespace here")
+        child = wait_for(lambda: _child_of(other.pid), 10)
+        assert elsewhere(child) == "another mount namespace"
+        assert elsewhere(os.getpid()) is None and elsewhere(os.getpid(), os.getcwd()) is None
+        assert elsewhere(os.getpid(), "/") == ("another working directory" if os.getcwd() != "/" else None)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def _child_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+    except OSError:
+        return None
+    return int(kids[0]) if kids else (pid if os.path.exists(f"/proc/{pid}") else None)
 
 
 def test_calls_under_way_finish_when_the_daemon_stops(runner: Running, tmp_path: Path) -> None:

@@ -113,7 +113,11 @@ older kache sent) is refused as invalid.
 The runner
 ----------
 ``<local_store>/run.sock`` (:data:`RUN_SOCKET_NAME`) is the daemon's runner
-(:mod:`kache.daemon.runner`), one connection per call. The client sends one line,
+(:mod:`kache.daemon.runner`), one connection per call. The runner first says
+``{"ok": true, "ready": true}`` (a client that does not read it within
+:data:`RUN_READY_TIMEOUT` runs the call itself, having sent nothing: descriptors queued
+to a runner that does not read them would keep cargo's pipes open). The client then
+sends one line,
 ``{"v": 1, "op": "run", argv, cwd, env, umask, fds, tty, started? | client_ms?}``, its
 first ``sendmsg`` carrying ``SCM_RIGHTS`` with the descriptors ``fds`` lists (every
 descriptor an exec would pass on, at most :data:`MAX_RUN_FDS`), in that order, then its
@@ -169,7 +173,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VERSION", "SOCKET_NAME", "RUN_SOCKET_NAME", "PID_NAME", "LOG_NAME", "INTENTS_DIR", "MAX_LINE", "MAX_REPLY", "MAX_DEPTH",
-    "MAX_RUN_FDS", "READ_TIMEOUT", "CONNECT_TIMEOUT", "HIT_TIMEOUT", "SUN_PATH_MAX", "FETCH_BUDGET_MS", "FETCH_MAX_MS",
+    "MAX_RUN_FDS", "RUN_READY_TIMEOUT", "READ_TIMEOUT", "CONNECT_TIMEOUT", "HIT_TIMEOUT", "SUN_PATH_MAX", "FETCH_BUDGET_MS", "FETCH_MAX_MS",
     "PREFETCH_DEDUPE_SECS", "INTENT_SCAN_SECS", "MAX_TRIES", "OPS",
     "ProtocolError", "request_line", "reply_line", "read_line", "read_reply", "too_deep",
     "valid_key", "valid_crate", "valid_queue_id", "check_key", "check_crate", "intent_name", "parse_intent",
@@ -184,6 +188,8 @@ RUN_SOCKET_NAME = layout.RUN_SOCKET
 (a hit reply with ``"run": true``) in a child it forks, with the caller's descriptors."""
 MAX_RUN_FDS = 200
 """Most descriptors a client hands the runner (SCM_RIGHTS carries at most 253)."""
+RUN_READY_TIMEOUT = 0.5
+"""Seconds a client waits for the runner to say it is ready; then it runs the call itself."""
 PID_NAME = layout.PID
 LOG_NAME = layout.LOG
 INTENTS_DIR = layout.UPLOADS

@@ -16,7 +16,7 @@
 //! When the daemon declines a call but offers its runner (`"run": true` in the reply; Linux
 //! only), the client hands the call to the runner, an already-started kache beside the
 //! daemon (`run.sock` in the store), instead of starting Python for it: one request line
-//! (op `run`: argv, cwd, environment with `cache.daemon_hits` off, umask) carrying the
+//! (op `run`: argv, cwd, environment, umask) carrying the
 //! client's open descriptors (those an exec would pass on: stdin, stdout, stderr, cargo's
 //! jobserver…) and, when the build runs in the terminal's foreground, the terminal. The
 //! runner answers with the process the call runs in, then with how it ended, which the
@@ -167,9 +167,10 @@ fn connect(socket: &Path) -> Option<UnixStream> {
 enum Op<'a> {
     /// Serve the call from the store: `"op":"hit","store":null`.
     Hit,
-    /// Run the call (the runner): `"op":"run"`, the environment with `cache.daemon_hits`
-    /// off, and at the end the descriptors sent with the line (`"fds"`, their numbers in
-    /// this process) and whether the terminal follows them (`"tty"`).
+    /// Run the call (the runner): `"op":"run"`, the environment as it is (the runner's
+    /// child does not ask the daemon again), and at the end the descriptors sent with the
+    /// line (`"fds"`, their numbers in this process) and whether the terminal follows them
+    /// (`"tty"`).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Run { fds: &'a [i32], tty: bool },
 }
@@ -195,30 +196,17 @@ fn request(args: &[OsString], started: Instant, op: &Op) -> Option<Vec<u8>> {
     out.extend_from_slice(b"],\"cwd\":");
     json_text(&mut out, cwd.as_os_str());
     out.extend_from_slice(b",\"env\":{");
-    let run = matches!(op, Op::Run { .. });
     let mut seen = HashSet::new();
-    let mut first = true;
     for (name, value) in std::env::vars_os() {
         if !seen.insert(name.clone()) {
             continue; // a name twice in environ: Python's os.environ keeps the first
         }
-        if run && name == HITS_VARIABLE {
-            continue; // set below
-        }
-        if !std::mem::take(&mut first) {
+        if seen.len() > 1 {
             out.push(b',');
         }
         json_text(&mut out, &name);
         out.push(b':');
         json_text(&mut out, &value);
-    }
-    if run {
-        // what the runner runs is kache told not to ask the daemon again, as fall_back's
-        if !first {
-            out.push(b',');
-        }
-        json_text(&mut out, OsStr::new(HITS_VARIABLE));
-        out.extend_from_slice(b":\"0\"");
     }
     let client_ms = started.elapsed().as_secs_f64() * 1000.0;
     write!(out, "}},\"umask\":{},\"client_ms\":{:.3}", current_umask(), client_ms).ok()?;
@@ -469,7 +457,7 @@ mod runner {
     use std::fs::File;
     use std::mem::size_of;
     use std::os::fd::AsRawFd;
-    use wire::MAX_RUN_FDS;
+    use wire::{MAX_RUN_FDS, RUN_READY_TIMEOUT};
 
     const SOL_SOCKET: i32 = 1;
     const SCM_RIGHTS: i32 = 1;
@@ -536,10 +524,21 @@ mod runner {
         if request.len() > MAX_LINE + 1 {
             return None;
         }
+        // The descriptors go only to a runner that reads: queued to one that is stopped,
+        // they would keep cargo's pipes open after this client has run the call itself.
+        let mut pending = Vec::new();
+        stream.set_read_timeout(Some(RUN_READY_TIMEOUT)).ok()?;
+        let ready = read_line(&mut stream, &mut pending, MAX_LINE)?;
+        let greeting = Reader::new(&ready).reply()?;
+        let said = |name: &str| greeting.iter().any(|(k, v)| k.as_slice() == name.as_bytes()
+                                                    && matches!(v, Value::Bool(true)));
+        if !(said("ok") && said("ready")) {
+            return None;
+        }
+        stream.set_read_timeout(Some(HIT_TIMEOUT)).ok()?;
         fds.extend(tty.as_ref().map(File::as_raw_fd));
         send(&stream, &request, &fds)?;
         drop(tty);
-        let mut pending = Vec::new();
         let line = read_line(&mut stream, &mut pending, MAX_LINE)?;
         let reply = Reader::new(&line).reply()?;
         let field = |name: &str| reply.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);

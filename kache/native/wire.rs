@@ -18,6 +18,9 @@ pub const RUN_SOCKET_NAME: &str = "run.sock";
 /// Most descriptors a client hands the runner (SCM_RIGHTS carries at most 253).
 pub const MAX_RUN_FDS: usize = 200;
 
+/// Seconds a client waits for the runner to say it is ready; then it runs the call itself.
+pub const RUN_READY_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Most bytes in one request line, newline excluded.
 pub const MAX_LINE: usize = 65_536;
 

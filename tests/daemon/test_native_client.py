@@ -24,6 +24,7 @@ import pytest
 
 from kache.doctor import FAIL, OK, WARN, check_native_client
 from kache.native import BuildError, build_client, client_info
+from kache.wrapper.runner import READY
 from tests.support.daemon import Running, serve_lines
 from tests.support.e2e import runs_cargo
 from tests.support.tty import STOPPED, run_in_pty, run_in_pty_background
@@ -423,6 +424,7 @@ class FakeRunner:
             except OSError:
                 return
             with conn:
+                conn.sendall(READY)
                 data, ancdata, flags, _ = conn.recvmsg(1 << 20, socket.CMSG_SPACE(4 * 256))
                 fds = Descriptors()
                 for _level, _kind, payload in ancdata:
@@ -506,7 +508,7 @@ def test_a_declined_call_runs_in_the_runner_with_the_clients_descriptors(client:
     [request] = r.requests
     assert request["v"] == 1 and request["op"] == "run" and "store" not in request
     assert request["argv"] == args and request["cwd"] == str(client.base) and request["umask"] == 0o027
-    assert request["env"] == {**env, HITS_VARIABLE: "0"}  # the call must not ask the daemon again
+    assert request["env"] == env  # as it is: rustc gets cargo's environment (the runner asks no daemon)
     assert isinstance(request["client_ms"], float) and 0 <= request["client_ms"] < 1000
     # every descriptor an exec would pass on, ascending; not the client's own sockets (close-on-exec)
     assert request["fds"] == [0, 1, 2, 40] and request["tty"] is False
@@ -709,12 +711,31 @@ def test_the_real_runner_runs_the_call_for_the_client(client: Client, real_runne
     assert client.fallbacks() == []
 
 
+def test_a_stopped_runner_holds_nothing_of_the_client(client: Client, real_runner: tuple[Running, Path]) -> None:
+    """A runner that does not answer (stopped) never gets the client's descriptors: the
+    client runs kache, and cargo's pipes end when kache's output does (no hang)."""
+    running, compiler = real_runner
+    pid = running.status()["runner"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        out = client.run(str(compiler), "--crate-name", "x", new_session=True, KACHE_CACHE_DIR=running.root,
+                         timeout=30)  # capture_output: returns only once every holder of the pipes closed them
+        took = time.monotonic() - began
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert out.returncode == 3 and out.stdout == b"kache ran\n", out
+    assert client.fallbacks() == [{"argv": [str(compiler), "--crate-name", "x"], "hits": "0"}]
+    assert took < 20, took  # the ready timeout, not the runner's stop
+
+
 def test_when_cargo_kills_the_client_the_runner_stops_the_call(client: Client, real_runner: tuple[Running, Path],
                                                                tmp_path: Path) -> None:
     """The client has no signal handlers: killed (Ctrl-C, cargo giving up), its connection
     closes and the runner stops the call's process group."""
     running, compiler = real_runner
     pid_file = tmp_path / "pid"
+    client.log.unlink(missing_ok=True)  # what an earlier test's client left
     env = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(client.log), "HOME": str(client.base),
            "KACHE_CACHE_DIR": running.root, "PID_FILE": str(pid_file), "SLEEP": "60"}
     proc = subprocess.Popen([str(client.exe), str(compiler), "--crate-name", "x"], env=env, cwd=client.base,

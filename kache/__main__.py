@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
                     stream.flush()
                 except (OSError, ValueError):
                     pass  # cargo went away: nobody is left to read it
+            if status < 0:  # rustc died of a signal: so does kache (cargo reports the signal)
+                from kache.wrapper import die_of
+
+                die_of(-status)
             os._exit(status & 0xFF)
         return status
     from kache.cli import main as cli_main

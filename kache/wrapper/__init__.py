@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-__all__ = ["run", "exec_compiler"]
+__all__ = ["run", "exec_compiler", "die_of"]
 
 
 def exec_compiler(argv: list[str]) -> int:
@@ -31,6 +31,18 @@ def exec_compiler(argv: list[str]) -> int:
         sys.stderr.write(f"kache: error: cannot run {argv[0]}: {e.strerror}\n")
         return 127
     raise AssertionError("unreachable")
+
+
+def die_of(sig: int) -> None:
+    """End this process by signal ``sig`` (the compiler died of it: cargo says so, not an
+    exit status); returns only if the signal does not kill."""
+    import _signal  # type: ignore[import-not-found]  # `signal` imports enum
+
+    try:
+        _signal.signal(sig, _signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    except (OSError, ValueError):
+        pass
 
 
 def run(argv: list[str], started: float | None = None) -> int:

@@ -354,13 +354,10 @@ in
               UMask = "0077";
               # Its runner compiles the builds' misses (rustc, proc macros, linkers) in
               # this unit: a stop must not kill them (the runner lets them finish), and
-              # nothing here may change what they can do, so no system call, address
-              # family or namespace filter, no ProtectHome/ProtectSystem.
+              # they must run with the rights of the builds they come from, so no
+              # sandboxing here (the runner refuses a build whose no_new_privs, seccomp,
+              # capabilities or groups differ from its own).
               KillMode = "process";
-              NoNewPrivileges = true;
-              LockPersonality = true;
-              RestrictRealtime = true;
-              RestrictSUIDSGID = true;
             }
             // lib.optionalAttrs (cfg.daemon.environmentFile != null) {
               EnvironmentFile = cfg.daemon.environmentFile;

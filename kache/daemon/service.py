@@ -133,9 +133,9 @@ def render_unit(command: list[str], environment: Mapping[str, str]) -> str:
         "Restart=on-failure",
         "RestartSec=5s",
         "UMask=0077",
-        # the runner's calls (builds' compiles) finish when the daemon stops
+        # the runner's calls (builds' compiles) finish when the daemon stops; they run
+        # with the builds' rights, so no sandboxing (NoNewPrivileges= would refuse them all)
         "KillMode=process",
-        "NoNewPrivileges=yes",
         *env_lines,
         "",
         "[Install]",

@@ -67,3 +67,30 @@ def test_a_compiler_that_dies_of_a_signal_kills_kache_alike(tmp_path: Path) -> N
                           "--emit=dep-info,metadata", "--out-dir", str(tmp_path / "out"), "lib.rs"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == -signal.SIGSEGV, out
+
+
+def test_rustc_starts_with_the_signals_python_ignores_at_their_defaults(tmp_path: Path) -> None:
+    """CPython ignores SIGPIPE and SIGXFSZ; the compiler kache runs must not inherit that
+    (as without kache: a file-size limit kills it, a closed pipe ends it)."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.env import ROOT
+    from tests.support.launch import LAUNCH
+
+    rustc = shutil.which("rustc")
+    assert rustc
+    report = tmp_path / "sigign"
+    compiler = tmp_path / "rustc"
+    compiler.write_text(f'#!/bin/sh\ncase "$*" in *"--crate-name sig"*) grep SigIgn /proc/$$/status > {report} ;; '
+                        f'esac\nexec {rustc} "$@"\n')
+    compiler.chmod(0o755)
+    (tmp_path / "lib.rs").write_text("pub fn f() {}\n")
+    env = {**os.environ, "KACHE_CACHE_DIR": str(tmp_path / "store"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", LAUNCH, str(compiler), "--crate-name", "sig", "--crate-type", "lib",
+                          "--emit=dep-info,metadata", "--out-dir", str(tmp_path / "out"), "lib.rs"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out
+    ignored = int(report.read_text().split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)), hex(ignored)

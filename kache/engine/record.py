@@ -83,13 +83,16 @@ def run_compiler(cmd: list[str], show_stderr: Callable[[str], str] | None = None
     ``posix_spawn`` and ``poll``, not ``subprocess`` and a thread (~9 ms of imports on
     every miss). Returns (exit status, stdout text, stderr text).
     """
+    import _signal  # type: ignore[import-not-found]  # `signal` imports enum
     import select
 
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
+        # the signals Python ignores go back to their defaults, as subprocess does them
         pid = os.posix_spawnp(cmd[0], cmd, os.environ, file_actions=[
-            (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
+            (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)],
+            setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
     finally:
         os.close(out_w)
         os.close(err_w)

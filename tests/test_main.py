@@ -88,9 +88,12 @@ def test_rustc_starts_with_the_signals_python_ignores_at_their_defaults(tmp_path
     compiler.chmod(0o755)
     (tmp_path / "lib.rs").write_text("pub fn f() {}\n")
     env = {**os.environ, "KACHE_CACHE_DIR": str(tmp_path / "store"), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", LAUNCH, str(compiler), "--crate-name", "sig", "--crate-type", "lib",
-                          "--emit=dep-info,metadata", "--out-dir", str(tmp_path / "out"), "lib.rs"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out
-    ignored = int(report.read_text().split()[1], 16)
-    assert not ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)), hex(ignored)
+    for disabled in ("0", "1"):  # compiled and recorded; run as if kache were absent (exec)
+        report.unlink(missing_ok=True)
+        out = subprocess.run([sys.executable, "-c", LAUNCH, str(compiler), "--crate-name", "sig", "--crate-type",
+                              "lib", "--emit=dep-info,metadata", "--out-dir", str(tmp_path / "out"), "lib.rs"],
+                             cwd=tmp_path, env={**env, "KACHE_DISABLED": disabled, "KACHE_RECACHE": "1"},
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out
+        ignored = int(report.read_text().split()[1], 16)
+        assert not ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)), (disabled, hex(ignored))

@@ -26,6 +26,13 @@ def exec_compiler(argv: list[str]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
+        import _signal  # type: ignore[import-not-found]  # `signal` imports enum
+
+        for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):  # CPython ignores them; rustc must not
+            _signal.signal(sig, _signal.SIG_DFL)
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
         os.execvp(argv[0], argv)
     except OSError as e:
         sys.stderr.write(f"kache: error: cannot run {argv[0]}: {e.strerror}\n")
@@ -36,7 +43,7 @@ def exec_compiler(argv: list[str]) -> int:
 def die_of(sig: int) -> None:
     """End this process by signal ``sig`` (the compiler died of it: cargo says so, not an
     exit status); returns only if the signal does not kill."""
-    import _signal  # type: ignore[import-not-found]  # `signal` imports enum
+    import _signal  # `signal` imports enum
 
     try:
         _signal.signal(sig, _signal.SIG_DFL)

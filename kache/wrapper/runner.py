@@ -461,9 +461,23 @@ def _place_descriptors(received: list[int], numbers: list[int], tty: int | None,
 
 
 def _take_process_state(pid: int) -> None:
-    """The client's CPU affinity, niceness and resource limits, where allowed."""
+    """The client's CPU affinity, scheduling policy, niceness, OOM score adjustment and
+    resource limits, where allowed (its I/O priority and control group are not taken)."""
     try:
         os.sched_setaffinity(0, os.sched_getaffinity(pid))
+    except OSError:
+        pass
+    try:
+        policy = os.sched_getscheduler(pid)
+        if policy != os.sched_getscheduler(0):
+            os.sched_setscheduler(0, policy, os.sched_getparam(pid))
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "rb") as f:
+            adj = f.read()
+        with open("/proc/self/oom_score_adj", "wb") as f:
+            f.write(adj)
     except OSError:
         pass
     try:

@@ -38,6 +38,8 @@ echo "ppid=$PPID"
 echo "cwd=$(pwd)"
 echo "umask=$(umask)"
 echo "mark=$MARK"
+echo "oom=$(cat /proc/self/oom_score_adj)"
+echo "policy=$(chrt -p $$ | head -1 | sed 's/.*: //')"
 echo "to stderr" >&2
 [ -n "$JOBSERVER_FD" ] && echo jobserver > /proc/self/fd/$JOBSERVER_FD
 [ -n "$PID_FILE" ] && echo $$ > "$PID_FILE"
@@ -94,7 +96,7 @@ def runner_pid(running: Running) -> int:
 
 
 def client(tmp_path: Path, store: Path, *, pass_fds: tuple[int, ...] = (), umask: int = 0o022,
-           prefix: tuple[str, ...] | list[str] = (), **env: str) -> subprocess.Popen[str]:
+           prefix: tuple[str, ...] | list[str] = (), oom: int | None = None, **env: str) -> subprocess.Popen[str]:
     """A client handing the runner ``<fake compiler> --crate-name x --crate-type lib lib.rs``."""
     fake = tmp_path / "fake-rustc"
     fake.write_text(FAKE_COMPILER)
@@ -106,7 +108,14 @@ def client(tmp_path: Path, store: Path, *, pass_fds: tuple[int, ...] = (), umask
             "KACHE_CACHE_DIR": str(store), "KACHE_DAEMON_HITS": "0", "MARK": "the client's", **env}
     return subprocess.Popen([*prefix, sys.executable, "-c", CLIENT, layout.run_socket_path(store), str(fake), "--crate-name",
                              "x", "--crate-type", "lib", "lib.rs"], cwd=work, env=full, pass_fds=pass_fds, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: os.umask(umask))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: _setup(umask, oom))
+
+
+def _setup(umask: int, oom: int | None) -> None:
+    os.umask(umask)
+    if oom is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(oom))
 
 
 def report(out: str) -> dict[str, str]:
@@ -117,7 +126,7 @@ def test_a_call_runs_as_the_clients_own_process(runner: Running, tmp_path: Path)
     read, write = os.pipe()
     try:
         proc = client(tmp_path, Path(runner.root), pass_fds=(write,), umask=0o027, JOBSERVER_FD=str(write),
-                      EXIT="7")
+                      prefix=["chrt", "-b", "0"], oom=300, EXIT="7")
         os.close(write)
         out, err = proc.communicate(timeout=60)
         jobserver = os.read(read, 100)
@@ -129,6 +138,7 @@ def test_a_call_runs_as_the_clients_own_process(runner: Running, tmp_path: Path)
     assert got["cwd"] == str(tmp_path / "work")
     assert got["umask"] == "0027"
     assert got["mark"] == "the client's"
+    assert got["oom"] == "300" and got["policy"] == "SCHED_BATCH", got
     assert "to stderr" in err
     assert jobserver == b"jobserver\n"  # a descriptor the client had open, at its number
 

@@ -260,16 +260,19 @@ class _Server:
     def reap(self) -> None:
         while self.calls:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                # A look first (WNOWAIT): while the ended process is not reaped, its pid (its
+                # group's id) cannot be reused, so its group can be killed safely.
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                if info is None:
+                    return
+                if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+                    _kill_group(info.si_pid, 9)  # what it started (rustc) goes with it
+                pid, status = os.waitpid(info.si_pid, 0)
             except ChildProcessError:
-                return
-            if pid == 0:
                 return
             call = self.calls.pop(pid, None)
             if call is None:
                 continue
-            if os.WIFSIGNALED(status):
-                _kill_group(pid, 9)  # what it started (rustc) goes with it, as when the client goes
             try:
                 took_over = os.read(call.started_r, 1) == b"1"
             except OSError:

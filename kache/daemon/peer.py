@@ -48,9 +48,25 @@ def elsewhere(pid: int, cwd: str | None = None) -> str | None:
     return None
 
 
+_NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+"""The namespaces a compile runs in (/proc/<pid>/ns; those this kernel lacks are skipped)."""
+
+
 def unlike(pid: int) -> str | None:
-    """Why a child of this process would not run with the rights process ``pid`` runs with
-    (groups, no_new_privs, seccomp, capabilities, personality), or None."""
+    """Why a child of this process would not run as process ``pid`` runs: in other
+    namespaces (a network or hostname sandbox, a container), or with other rights
+    (groups, no_new_privs, seccomp, capabilities, personality); None when alike."""
+    for ns in _NAMESPACES:
+        try:
+            own = os.stat(f"/proc/self/ns/{ns}")
+        except OSError:
+            continue  # not on this kernel
+        try:
+            other = os.stat(f"/proc/{pid}/ns/{ns}")
+        except OSError:
+            return "cannot see the client"
+        if (other.st_dev, other.st_ino) != (own.st_dev, own.st_ino):
+            return f"another {ns} namespace"
     try:
         theirs, ours = _rights(f"/proc/{pid}"), _rights("/proc/self")
     except OSError:

@@ -251,6 +251,16 @@ def test_a_client_with_other_rights_is_refused(runner: Running, tmp_path: Path) 
     assert proc.returncode == 99 and "other rights (NoNewPrivs)" in err, (out, err)
 
 
+def test_a_client_in_its_own_network_namespace_is_refused(runner: Running, tmp_path: Path) -> None:
+    """A build without network (unshare -n, bwrap --unshare-net) must not have its proc
+    macros run where the network is (needs the right to make a namespace)."""
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a network namespace here")
+    proc = client(tmp_path, Path(runner.root), prefix=["unshare", "-n"], EXIT="0")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 99 and "another net namespace" in err, (out, err)
+
+
 def test_a_client_in_another_mount_namespace_is_seen_elsewhere() -> None:
     """What the daemon checks before restoring a hit into a client's paths, and the runner
     before compiling for it (needs the right to make a mount namespace)."""

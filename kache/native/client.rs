@@ -438,7 +438,7 @@ fn run_by_runner(socket: &Path, args: &[OsString], started: Instant) {
     else {
         return;
     };
-    let _ = catch_unwind(AssertUnwindSafe(|| runner::finish(stream, pending))); // exits when told how it ended
+    let _ = catch_unwind(AssertUnwindSafe(|| runner::finish(stream, pending, pid))); // exits when told how it ended
     runner::wait_gone(pid);
 }
 
@@ -473,6 +473,10 @@ mod runner {
     const O_NOCTTY: i32 = 0o400;
     /// How often the client looks whether the call's process is gone, once the runner died.
     const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+    /// How often, while waiting for the call's end, the client looks whether its process ended.
+    const STATUS_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+    /// How long after the call's process ended the client waits for the runner to say how.
+    const STATUS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
     #[repr(C)]
     struct IoVec {
@@ -552,11 +556,36 @@ mod runner {
 
     /// Wait, without a time limit, for how the call ended, and end the same way: exit with
     /// its status, or die of its signal. Returns when the runner did not say (it died).
-    pub(super) fn finish(mut stream: UnixStream, mut pending: Vec<u8>) {
-        if stream.set_read_timeout(None).is_err() {
+    ///
+    /// The runner says how the call ended once it reaps the call's process `pid`. A runner
+    /// that does not (stopped) while that process has ended, for `STATUS_GRACE`, gets no
+    /// longer wait: the call is run again (kache, after this returns).
+    pub(super) fn finish(mut stream: UnixStream, mut pending: Vec<u8>, pid: i32) {
+        use std::io::Read;
+        if stream.set_read_timeout(Some(STATUS_POLL)).is_err() {
             return;
         }
-        let Some(line) = read_line(&mut stream, &mut pending, MAX_LINE) else { return };
+        let mut ended_at: Option<Instant> = None;
+        let mut buf = [0u8; 4096];
+        let line = loop {
+            if let Some(at) = pending.iter().position(|&b| b == b'\n') {
+                break pending[..=at].to_vec();
+            }
+            if pending.len() > MAX_LINE {
+                return;
+            }
+            match stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                              | std::io::ErrorKind::Interrupted) => {
+                    if !running(pid) && ended_at.get_or_insert_with(Instant::now).elapsed() > STATUS_GRACE {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        };
         let Some(reply) = Reader::new(&line).reply() else { return };
         let field = |name: &str| reply.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
         if !matches!(field("ok"), Some(Value::Bool(true))) {
@@ -583,15 +612,16 @@ mod runner {
     /// Return once process `pid` is gone or has ended (a zombie no one reaped yet): the
     /// runner died while the call ran in it, and the call's outputs are its own until then.
     pub(super) fn wait_gone(pid: i32) {
-        let stat = PathBuf::from(format!("/proc/{pid}/stat"));
-        let running = || {
-            let Ok(text) = std::fs::read(&stat) else { return false };
-            let state = text.iter().rposition(|&b| b == b')').and_then(|at| text.get(at + 2)); // after "(comm) "
-            state.is_some_and(|&s| s != b'Z' && s != b'X')
-        };
-        while running() {
+        while running(pid) {
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Whether process `pid` still runs (not gone, not a zombie waiting to be reaped).
+    fn running(pid: i32) -> bool {
+        let Ok(text) = std::fs::read(format!("/proc/{pid}/stat")) else { return false };
+        let state = text.iter().rposition(|&b| b == b')').and_then(|at| text.get(at + 2)); // after "(comm) "
+        state.is_some_and(|&s| s != b'Z' && s != b'X')
     }
 
     /// The descriptors an exec would pass on (open, not close-on-exec), ascending; None

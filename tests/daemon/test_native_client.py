@@ -729,6 +729,32 @@ def test_a_stopped_runner_holds_nothing_of_the_client(client: Client, real_runne
     assert took < 20, took  # the ready timeout, not the runner's stop
 
 
+def test_a_runner_stopped_during_the_call_does_not_hold_the_build(client: Client,
+                                                                  real_runner: tuple[Running, Path],
+                                                                  tmp_path: Path) -> None:
+    """The runner stops (SIGSTOP) while the call runs: once the call's process has ended
+    and the runner has not said how for a second, the client runs the call again (kache)
+    instead of waiting for the runner to go on."""
+    running, compiler = real_runner
+    pid = running.status()["runner"]
+    pid_file = tmp_path / "pid"
+    client.log.unlink(missing_ok=True)
+    env = {"PATH": "/usr/bin:/bin", "FAKE_LOG": str(client.log), "HOME": str(client.base),
+           "KACHE_CACHE_DIR": running.root, "PID_FILE": str(pid_file), "SLEEP": "1", "EXIT": "0"}
+    proc = subprocess.Popen([str(client.exe), str(compiler), "--crate-name", "x"], env=env, cwd=client.base,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 20, "the call to start")
+        os.kill(pid, signal.SIGSTOP)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 3 and out.endswith(b"kache ran\n"), out  # run again, by kache
+    assert client.fallbacks() == [{"argv": [str(compiler), "--crate-name", "x"], "hits": "0"}]
+
+
 def test_when_cargo_kills_the_client_the_runner_stops_the_call(client: Client, real_runner: tuple[Running, Path],
                                                                tmp_path: Path) -> None:
     """The client has no signal handlers: killed (Ctrl-C, cargo giving up), its connection

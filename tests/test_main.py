@@ -46,9 +46,10 @@ def test_a_bare_program_name_on_path_is_wrapper_mode(tmp_path: Path, monkeypatch
     assert not is_wrapper_call(["kache", "myrustc"])  # cargo always passes arguments
 
 
-def test_a_compiler_that_dies_of_a_signal_kills_kache_alike(tmp_path: Path) -> None:
-    """A rustc that crashes (SIGSEGV in LLVM) while kache waits for it: cargo must see the
-    signal, as without kache, not an exit status of 245."""
+@pytest.mark.parametrize("sig", ["SEGV", "KILL"])
+def test_a_compiler_that_dies_of_a_signal_kills_kache_alike(tmp_path: Path, sig: str) -> None:
+    """A rustc that crashes (SIGSEGV in LLVM) or is killed while kache waits for it: cargo
+    must see the signal, as without kache, not an exit status of 245."""
     import signal
     import subprocess
     import sys
@@ -59,14 +60,14 @@ def test_a_compiler_that_dies_of_a_signal_kills_kache_alike(tmp_path: Path) -> N
     rustc = shutil.which("rustc")
     assert rustc
     crashing = tmp_path / "rustc"
-    crashing.write_text(f'#!/bin/sh\ncase "$*" in *"--crate-name boom"*) kill -SEGV $$ ;; esac\nexec {rustc} "$@"\n')
+    crashing.write_text(f'#!/bin/sh\ncase "$*" in *"--crate-name boom"*) kill -{sig} $$ ;; esac\nexec {rustc} "$@"\n')
     crashing.chmod(0o755)
     (tmp_path / "lib.rs").write_text("pub fn f() {}\n")
     env = {**os.environ, "KACHE_CACHE_DIR": str(tmp_path / "store"), "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", LAUNCH, str(crashing), "--crate-name", "boom", "--crate-type", "lib",
                           "--emit=dep-info,metadata", "--out-dir", str(tmp_path / "out"), "lib.rs"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == -signal.SIGSEGV, out
+    assert out.returncode == -getattr(signal, f"SIG{sig}"), out
 
 
 def test_rustc_starts_with_the_signals_python_ignores_at_their_defaults(tmp_path: Path) -> None:

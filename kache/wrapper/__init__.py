@@ -47,6 +47,9 @@ def die_of(sig: int) -> None:
 
     try:
         _signal.signal(sig, _signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass  # SIGKILL and SIGSTOP have no handler to reset
+    try:
         os.kill(os.getpid(), sig)
     except (OSError, ValueError):
         pass

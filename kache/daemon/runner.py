@@ -3,17 +3,21 @@
 A miss costs kache ~18 ms of starting CPython and importing before it does anything
 (docs/performance.md, "A miss"); over the ~320 misses of a cold build that is most of
 kache's overhead. The runner is one process the daemon starts, single-threaded, with the
-wrapper's modules imported. It listens on ``<store>/run.sock``; a client (the native
-client after the daemon declined a hit, or the Python wrapper) connects and sends the
-call as one line, with its open descriptors attached (``SCM_RIGHTS``); the process is
-:mod:`kache.wrapper.runner`, this module the daemon's handle on it::
+wrapper's modules imported. It listens on ``<store>/run.sock``; the native client, after
+the daemon declined a call and offered the runner (``"run": true``), connects, reads the
+runner's ``{"ok": true, "ready": true}``, then sends the call as one line with its open
+descriptors attached (``SCM_RIGHTS``); the process is :mod:`kache.wrapper.runner`, this
+module the daemon's handle on it (the protocol: :mod:`kache.daemon.wire`)::
 
     {"v": 1, "op": "run", "argv": [...], "cwd": "...", "env": {...}, "umask": 18,
-     "fds": [0, 1, 2, 5, 6], "tty": false, "started": ... | "client_ms": ...}
+     "fds": [0, 1, 2, 5, 6], "tty": false, "client_ms": ...}
 
-The runner forks a child per call. The child becomes the process an exec of ``kache``
-would have been: the client's descriptors at the client's numbers (stdin, stdout, stderr,
-cargo's jobserver pipe), its environment, directory, umask, CPU affinity, niceness and
+The runner refuses a client that does not see the same files or run with the same rights
+(:mod:`kache.daemon.peer`: another user, namespace or root directory, other groups,
+no_new_privs, seccomp, capabilities or personality). Otherwise it forks a child per
+call, which becomes the process an exec of ``kache`` would have been: the client's
+descriptors at the client's numbers (stdin, stdout, stderr, cargo's jobserver pipe), its
+environment, directory, umask, CPU affinity, scheduling policy, niceness, OOM score and
 resource limits, the client's parent as the build kache's warnings are said once for, the
 client's terminal (``"tty": true``: one more descriptor, the client's ``/dev/tty``) for
 those warnings. Then it runs :func:`kache.wrapper.run`, which compiles and records, or
@@ -26,7 +30,7 @@ What differs from a process of its own: the child is in its own session, not in 
 process group, so a signal cargo's terminal sends does not reach it; when the client
 goes (Ctrl-C kills it with cargo), the runner sees its connection close and stops the
 child's process group (SIGTERM, then SIGKILL). A stopped client (Ctrl-Z) does not stop the
-call. The call runs in the daemon's control group and service sandbox, and its CPU time
+call. The call runs in the daemon's control group with its I/O priority, and its CPU time
 counts for the daemon, not for cargo.
 
 Only on Linux (``SO_PEERCRED``, ``/proc``); only for clients of the same user. The

@@ -31,8 +31,8 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import; annotations are strings 
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["request", "notify", "socket_path", "address", "intent_path", "write_intent", "fetch", "spawn",
-           "NOTIFY_WAIT"]
+__all__ = ["request", "notify", "socket_path", "address", "listen", "unlink_if_same", "intent_path", "write_intent",
+           "fetch", "spawn", "NOTIFY_WAIT"]
 
 NOTIFY_WAIT = 0.02
 """Seconds :func:`notify` waits for the reply it then ignores."""
@@ -55,6 +55,40 @@ def address(path: str) -> tuple[str, int | None]:
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_PATH", 0)
     fd = os.open(os.path.dirname(path) or ".", flags)
     return f"/proc/self/fd/{fd}/{os.path.basename(path)}", fd
+
+
+def listen(path: str) -> tuple[socket.socket, tuple[int, int]]:
+    """A listening socket at ``path`` (a stale one there replaced: the caller holds what
+    makes it the only server), owner-only, and its file's (st_dev, st_ino), for
+    :func:`unlink_if_same`. Raises ``OSError``."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound, fd = address(path)
+    old = os.umask(0o077)
+    try:
+        sock.bind(bound)
+    finally:
+        os.umask(old)
+        if fd is not None:
+            os.close(fd)
+    os.chmod(path, 0o600)
+    st = os.stat(path)
+    sock.listen(128)
+    return sock, (st.st_dev, st.st_ino)
+
+
+def unlink_if_same(path: str, inode: tuple[int, int]) -> None:
+    """Remove the socket file at ``path`` if it is still the one :func:`listen` made (a
+    successor may have bound its own there since)."""
+    try:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) == inode:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _connect(path: str, timeout: float) -> socket.socket | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from kache.daemon.peer import elsewhere, peer_pid
 from kache.daemon.remotes import Served
-from kache.daemon.wire import ProtocolError
+from kache.daemon.wire import ProtocolError, client_start, client_umask
 from kache.store import layout
 
 if TYPE_CHECKING:
@@ -142,17 +142,8 @@ class Hits:
             if settings is not None:
                 _decision(argv, env, self.root, "not served by the daemon (the caller gave up)", time.monotonic())
             return {"ok": True, "hit": False, "why": "the caller gave up"}
-        now = time.monotonic()
-        started = msg.get("started")
-        client_ms = msg.get("client_ms")
-        if (started is None and not isinstance(client_ms, bool) and isinstance(client_ms, (int, float))
-                and 0 <= client_ms < 60_000):
-            started = now - client_ms / 1000  # a client without CLOCK_MONOTONIC: its time before asking
-        if isinstance(started, bool) or not isinstance(started, (int, float)) or not now - 60 < started <= now:
-            started = now  # the client's clock start, when it is believable (CLOCK_MONOTONIC is system-wide)
-        umask = msg.get("umask")
-        if isinstance(umask, bool) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
-            umask = 0o022
+        started = client_start(msg, time.monotonic())
+        umask = client_umask(msg)
         from kache.engine.hit import serve_hit
 
         kept, inode = self.stores.take()

@@ -14,16 +14,24 @@ import os
 import socket
 import struct
 
-__all__ = ["peer_pid", "elsewhere", "unlike"]
+__all__ = ["credentials", "peer_pid", "elsewhere", "unlike"]
 
 _PRIVILEGES = (b"Groups:", b"NoNewPrivs:", b"Seccomp:", b"CapInh:", b"CapPrm:", b"CapEff:", b"CapBnd:", b"CapAmb:")
 """The lines of /proc/<pid>/status a compile's rights depend on."""
 
 
+def credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket (``SO_PEERCRED``).
+    Raises ``OSError``, or ``AttributeError`` where there is no ``SO_PEERCRED``."""
+    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                        struct.calcsize("3i")))
+    return pid, uid, gid
+
+
 def peer_pid(conn: socket.socket) -> int | None:
     """The pid of the process at the other end of a Unix socket (None: not known)."""
     try:
-        pid, _, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        pid, _, _ = credentials(conn)
     except (OSError, AttributeError, struct.error):
         return None
     return pid if pid > 0 else None

@@ -220,23 +220,7 @@ class Daemon:
 
     def _bind(self) -> None:
         # We hold the pid lock: a socket file left here is stale (a daemon that died).
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        address, fd = client.address(self.socket_path)
-        old = os.umask(0o077)
-        try:
-            sock.bind(address)
-        finally:
-            os.umask(old)
-            if fd is not None:
-                os.close(fd)
-        os.chmod(self.socket_path, 0o600)
-        st = os.stat(self.socket_path)
-        self._sock_ino = (st.st_dev, st.st_ino)
-        sock.listen(128)
+        sock, self._sock_ino = client.listen(self.socket_path)
         sock.settimeout(self.options.accept_timeout)
         self._sock = sock
 
@@ -303,12 +287,8 @@ class Daemon:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-            try:
-                st = os.stat(self.socket_path)
-                if (st.st_dev, st.st_ino) == self._sock_ino:
-                    os.unlink(self.socket_path)
-            except FileNotFoundError:
-                pass
+            if self._sock_ino is not None:
+                client.unlink_if_same(self.socket_path, self._sock_ino)
         with self.state.lock:  # idle connections end now; the replies under way are finished
             idle = [c for c, handling in self._open.items() if not handling]
         for c in idle:

@@ -177,6 +177,7 @@ __all__ = [
     "PREFETCH_DEDUPE_SECS", "INTENT_SCAN_SECS", "MAX_TRIES", "OPS",
     "ProtocolError", "request_line", "reply_line", "read_line", "read_reply", "too_deep",
     "valid_key", "valid_crate", "valid_queue_id", "check_key", "check_crate", "intent_name", "parse_intent",
+    "client_start", "client_umask",
 ]
 
 VERSION = 1
@@ -350,6 +351,28 @@ def check_crate(value: object) -> str:
 def intent_name(key: str, crate: str) -> str:
     """The file name of an upload intent: ``<key>.<crate>``."""
     return f"{check_key(key)}.{check_crate(crate)}"
+
+
+def client_start(msg: dict[str, Any], now: float) -> float:
+    """When the caller of a ``hit`` or ``run`` started, for its event's timing: its
+    ``started`` (``CLOCK_MONOTONIC`` is system-wide), else ``now`` less its ``client_ms``;
+    ``now`` when neither is believable (within the last minute)."""
+    started = msg.get("started")
+    client_ms = msg.get("client_ms")
+    if (started is None and not isinstance(client_ms, bool) and isinstance(client_ms, (int, float))
+            and 0 <= client_ms < 60_000):
+        started = now - client_ms / 1000  # a client without CLOCK_MONOTONIC: its time before asking
+    if isinstance(started, bool) or not isinstance(started, (int, float)) or not now - 60 < started <= now:
+        return now
+    return float(started)
+
+
+def client_umask(msg: dict[str, Any]) -> int:
+    """The caller's ``umask`` (for the modes of the files made for it), 022 when invalid."""
+    umask = msg.get("umask")
+    if isinstance(umask, bool) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
+        return 0o022
+    return umask
 
 
 def parse_intent(name: str) -> tuple[str, str] | None:

@@ -58,29 +58,17 @@ def main(root: str) -> int:
     import gc
     import selectors
     import signal
-    import socket
 
-    from kache.daemon import wire
+    from kache.daemon import client, wire
     from kache.store import layout
 
     path = layout.run_socket_path(root)
     if len(os.fsencode(path)) > wire.SUN_PATH_MAX:
         _log("WARNING", f"not started: the socket path is too long: {path}")
         return 1
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o077)
-    try:
-        listener.bind(path)
-    finally:
-        os.umask(old)
-    listener.listen(128)
+    listener, inode = client.listen(path)  # the daemon starts one runner, after its pid lock
     listener.setblocking(False)
-    own = os.stat(path)
-    server = _Server(listener, path, (own.st_dev, own.st_ino))
+    server = _Server(listener, path, inode)
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -163,17 +151,13 @@ class _Server:
     def close_listener(self) -> None:
         if self.listener is None:
             return
-        if self.sel is not None:
-            try:
-                self.sel.unregister(self.listener)
-            except (KeyError, ValueError):
-                pass
+        _unregister(self.sel, self.listener)
         self.listener.close()
         self.listener = None
+        from kache.daemon import client
+
         try:
-            st = os.stat(self.path)
-            if (st.st_dev, st.st_ino) == self.inode:
-                os.unlink(self.path)
+            client.unlink_if_same(self.path, self.inode)
         except OSError:
             pass
 
@@ -249,11 +233,7 @@ class _Server:
         if call.conn is None:
             return
         self.by_conn.pop(call.conn.fileno(), None)
-        assert self.sel is not None
-        try:
-            self.sel.unregister(call.conn)
-        except (KeyError, ValueError):
-            pass
+        _unregister(self.sel, call.conn)
         call.conn.close()
         call.conn = None
 
@@ -302,6 +282,16 @@ class _Server:
                 call.term_at = None
 
 
+def _unregister(sel: selectors.BaseSelector | None, what: socket.socket) -> None:
+    """Stop watching ``what`` (not watched: nothing to do)."""
+    if sel is None:
+        return
+    try:
+        sel.unregister(what)
+    except (KeyError, ValueError):
+        pass
+
+
 def _kill_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
@@ -316,12 +306,11 @@ def _receive(conn: socket.socket) -> tuple[dict[str, object], list[int], tuple[i
     """The request line, the descriptors that came with it, and the peer's (pid, uid, gid)."""
     import array
     import socket
-    import struct
 
     from kache.daemon import wire
+    from kache.daemon.peer import credentials
 
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    peer = struct.unpack("3i", creds)
+    peer = credentials(conn)
     fds: list[int] = []
     data = bytearray()
     itemsize = array.array("i").itemsize
@@ -393,6 +382,8 @@ def _child(conn: socket.socket, msg: dict[str, object], fds: list[int], peer: tu
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        from kache.daemon import wire
+
         os.setsid()  # its own process group: the runner stops it whole when the client goes
         numbers = list(msg["fds"])  # type: ignore[call-overload]
         tty = fds[len(numbers)] if msg.get("tty") is True else None
@@ -401,8 +392,7 @@ def _child(conn: socket.socket, msg: dict[str, object], fds: list[int], peer: tu
         client_pid = peer[0]
         _take_process_state(client_pid)
         os.chdir(str(msg["cwd"]))
-        umask = msg.get("umask")
-        os.umask(umask if isinstance(umask, int) and not isinstance(umask, bool) and 0 <= umask <= 0o777 else 0o022)
+        os.umask(wire.client_umask(msg))
         env = msg["env"]
         assert isinstance(env, dict)
         os.environ.clear()
@@ -412,7 +402,7 @@ def _child(conn: socket.socket, msg: dict[str, object], fds: list[int], peer: tu
         from kache.engine import notices
 
         notices.set_caller(_parent_of(client_pid), tty, _pgrp_of(client_pid))
-        started = _client_start(msg)
+        started = wire.client_start(msg, time.monotonic())
         os.write(conn_fd, b'{"ok":true,"pid":%d}\n' % os.getpid())
         os.close(conn_fd)
         os.write(started_w, b"1")
@@ -528,16 +518,3 @@ def _pgrp_of(pid: int) -> int:
         return os.getpgid(pid)
     except OSError:
         return -1
-
-
-def _client_start(msg: dict[str, object]) -> float:
-    """When the client started (CLOCK_MONOTONIC is system-wide): its own clock, or its
-    ``client_ms`` before sending; believable values only."""
-    now = time.monotonic()
-    started = msg.get("started")
-    if isinstance(started, (int, float)) and not isinstance(started, bool) and now - 60 < started <= now:
-        return float(started)
-    client_ms = msg.get("client_ms")
-    if isinstance(client_ms, (int, float)) and not isinstance(client_ms, bool) and 0 <= client_ms < 60_000:
-        return now - client_ms / 1000
-    return now

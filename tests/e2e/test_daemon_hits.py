@@ -15,6 +15,7 @@ from tests.support.launch import LAUNCH
 from tests.support.workspace import (
     CACHEABLE_CRATES,
     Workspace,
+    clean_rebuild_served_by_the_daemon,
     edit_util_then_miss_then_daemon_hit,
     kache,
     outcomes,
@@ -23,13 +24,8 @@ from tests.support.workspace import (
 
 def test_a_clean_rebuild_is_served_by_the_daemon(daemon_ws: Workspace) -> None:
     ws = daemon_ws
-    ws.clean()
-    ws.take_events()
     ws.take_rustc_runs()
-    ws.build()
-    evs = {e["crate"]: e for e in ws.take_events()}
-    for crate in CACHEABLE_CRATES:
-        assert evs[crate]["outcome"] == "local_hit" and evs[crate].get("via") == "daemon", evs[crate]
+    clean_rebuild_served_by_the_daemon(ws)
     assert ws.take_rustc_runs() == ["kc_app"]  # the bin is not cached: rustc ran for it alone
     ws.verify_app()
     # What the daemon wrote into target/ has the modes the build's umask gives, not its own.

@@ -9,7 +9,13 @@ import subprocess
 from pathlib import Path
 
 from tests.support.waiting import wait_for
-from tests.support.workspace import CACHEABLE_CRATES, Workspace, edit_util_then_miss_then_daemon_hit, outcomes
+from tests.support.workspace import (
+    CACHEABLE_CRATES,
+    Workspace,
+    clean_rebuild_served_by_the_daemon,
+    edit_util_then_miss_then_daemon_hit,
+    outcomes,
+)
 
 
 def build_client(ws: Workspace, output: Path) -> dict:
@@ -32,13 +38,8 @@ def hits_served(ws: Workspace) -> int:
 def test_the_daemon_serves_a_clean_rebuild_through_the_native_client(daemon_ws: Workspace, tmp_path: Path) -> None:
     ws = daemon_ws
     ws.env["RUSTC_WRAPPER"] = build_client(ws, tmp_path / "kache-client")["path"]
-    ws.clean()
-    ws.take_events()
     ws.take_rustc_runs()
-    out = ws.build()
-    evs = {e["crate"]: e for e in ws.take_events()}
-    for crate in CACHEABLE_CRATES:
-        assert evs[crate]["outcome"] == "local_hit" and evs[crate].get("via") == "daemon", evs[crate]
+    evs, out = clean_rebuild_served_by_the_daemon(ws)
     assert evs["kc_app"]["outcome"] == "passthrough"  # the bin: the daemon declined, kache ran rustc
     assert ws.take_rustc_runs() == ["kc_app"]
     assert "unused variable: `x`" in out.stderr  # kc_util's warning, replayed through the client
@@ -150,12 +151,7 @@ def test_the_daemons_runner_compiles_the_misses_the_native_client_hands_it(works
         assert failed.stderr.count("error[E0308]: mismatched types") == 1, failed.stderr
         util.write_text(util.read_text().replace("\npub fn broken() -> u8 { \"no\" }\n", ""))
         # and the entries recorded through the runner serve the next build as hits
-        ws.clean()
-        ws.take_events()
-        ws.build()
-        evs = {e["crate"]: e for e in ws.take_events()}
-        for crate in CACHEABLE_CRATES:
-            assert evs[crate]["outcome"] == "local_hit" and evs[crate].get("via") == "daemon", evs[crate]
+        clean_rebuild_served_by_the_daemon(ws)
         ws.verify_app()
     finally:
         subprocess.run([ws.kache, "daemon", "stop"], env={**os.environ, **ws.env}, capture_output=True)

@@ -143,6 +143,18 @@ def outcomes(events: list[dict]) -> dict[str, str]:
     return {e["crate"]: e["outcome"] for e in events}
 
 
+def clean_rebuild_served_by_the_daemon(ws: Workspace) -> tuple[dict[str, dict], subprocess.CompletedProcess[str]]:
+    """`cargo clean`, then a build in which the daemon serves every cacheable crate as a
+    local hit (asserted); the build's events by crate, and cargo's output."""
+    ws.clean()
+    ws.take_events()
+    out = ws.build()
+    evs = {e["crate"]: e for e in ws.take_events()}
+    for crate in CACHEABLE_CRATES:
+        assert evs[crate]["outcome"] == "local_hit" and evs[crate].get("via") == "daemon", evs[crate]
+    return evs, out
+
+
 def edit_util_then_miss_then_daemon_hit(ws: Workspace) -> None:
     """Edit kc_util: the next build misses it (the daemon declines, the wrapper compiles
     and records); after `cargo clean` the daemon serves the entry just recorded."""

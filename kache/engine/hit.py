@@ -72,11 +72,17 @@ def restore_hit(c: PreparedCall) -> tuple[Entry, int, bool] | None:
 
 def hit_event(c: PreparedCall, started: float, outcome: str, entry: Entry, size: int, snapshot: bool,
               via: str | None = None) -> str:
-    """Write the hit's event; its outcome (``prefetch_hit`` for the first hit of an entry
-    a prefetch brought)."""
+    """Write the hit's event; its outcome (``prefetch_hit`` / ``remote_hit`` for the
+    first hit of an entry a prefetch / a fetch brought)."""
     ms = (time.monotonic() - started) * 1000
-    if outcome == "local_hit" and entry.hits == 0 and entry.meta.get("origin") == "prefetch":
-        outcome = "prefetch_hit"  # the daemon brought it before this build asked
+    if outcome == "local_hit" and entry.hits == 0:
+        origin = entry.meta.get("origin")
+        if origin == "prefetch":
+            outcome = "prefetch_hit"  # the daemon brought it before this build asked
+        elif origin == "remote":
+            # A fetch brought it for a call that did not hear back (its daemon died after
+            # the import, or it stopped waiting): its first use is still the remote's hit.
+            outcome = "remote_hit"
     c.event(outcome, started, bytes=size, key=entry.key[:16], saved_ms=max(0, round(entry.compile_ms - ms)),
             incremental="restored" if snapshot else None, via=via)
     return outcome

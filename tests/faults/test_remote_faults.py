@@ -212,7 +212,8 @@ def test_a_daemon_killed_during_a_fetch_for_a_build_never_fails_it(
     evs = outcomes(b.take_events())
     # The fetch under way when the daemon died compiled instead. (cargo starts kc_macros
     # and the build script together: the other fetch may finish in the moment the first
-    # blob's extraction takes, before the kill, and be served.)
+    # blob's extraction takes, before the kill, and be served: a remote hit, even when the
+    # kill lost its reply and the wrapper's second look-up found it.)
     assert {evs.get(c) for c in CACHEABLE_CRATES} <= REMOTE_HITS | {"miss", "dup"}, evs
     assert any(evs.get(c) in ("miss", "dup") for c in CACHEABLE_CRATES), evs
     # Nothing partial: every entry is whole, and every blob file is what its name says (a

@@ -31,8 +31,8 @@ class LateDaemon:
     """Answers each request on the store's socket; a ``fetch`` for ``crate`` first
     imports ``archive`` (the prefetch landing) and then reports nothing imported."""
 
-    def __init__(self, store_root: Path, crate: str, archive: bytes) -> None:
-        self.root, self.crate, self.archive = store_root, crate, archive
+    def __init__(self, store_root: Path, crate: str, archive: bytes, origin: str = "prefetch") -> None:
+        self.root, self.crate, self.archive, self.origin = store_root, crate, archive, origin
         self.ops: list[str] = []
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(socket_path(store_root))
@@ -52,7 +52,7 @@ class LateDaemon:
                 if msg["crate"] == self.crate:
                     store = Store(str(self.root))
                     try:
-                        import_archive(store, self.archive, origin="prefetch")
+                        import_archive(store, self.archive, origin=self.origin)
                     finally:
                         store.close()
                 reply["imported"] = []
@@ -75,8 +75,11 @@ def late_daemon() -> Iterator[list[LateDaemon]]:
         d.close()
 
 
+# A prefetch landing first is the prefetch's hit; a fetch whose reply was lost (its daemon
+# killed after the import: tests/faults/test_remote_faults.py) is still the remote's hit.
+@pytest.mark.parametrize("origin,outcome", [("prefetch", "prefetch_hit"), ("remote", "remote_hit")])
 def test_a_prefetch_landing_during_the_remote_check_is_a_hit(
-        machines: Callable[[str], Workspace], late_daemon: list[LateDaemon]) -> None:
+        origin: str, outcome: str, machines: Callable[[str], Workspace], late_daemon: list[LateDaemon]) -> None:
     a = machines("machine-a")
     a.build(KACHE_INCREMENTAL="drop")
     store = Store(str(a.store))
@@ -91,12 +94,12 @@ def test_a_prefetch_landing_during_the_remote_check_is_a_hit(
     b_store = Store(str(b.store))
     b_store.open()
     b_store.close()
-    late_daemon.append(LateDaemon(b.store, "kc_core", archive))
+    late_daemon.append(LateDaemon(b.store, "kc_core", archive, origin))
     b.take_rustc_runs()
     b.build(KACHE_INCREMENTAL="drop")
     evs = outcomes(b.take_events())
     assert late_daemon[0].ops.count("fetch:kc_core") == 1, late_daemon[0].ops
-    assert evs["kc_core"] == "prefetch_hit", evs  # found by the look-up after the check
+    assert evs["kc_core"] == outcome, evs  # found by the look-up after the check
     assert "kc_core" not in b.take_rustc_runs()
     b.verify_app()
     assert not os.path.exists(b.store / "daemon.pid")  # no real daemon was started

@@ -173,7 +173,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VERSION", "SOCKET_NAME", "RUN_SOCKET_NAME", "PID_NAME", "LOG_NAME", "INTENTS_DIR", "MAX_LINE", "MAX_REPLY", "MAX_DEPTH",
-    "MAX_RUN_FDS", "RUN_READY_TIMEOUT", "READ_TIMEOUT", "CONNECT_TIMEOUT", "HIT_TIMEOUT", "SUN_PATH_MAX", "FETCH_BUDGET_MS", "FETCH_MAX_MS",
+    "MAX_RUN_FDS", "RUN_READY_TIMEOUT", "READ_TIMEOUT", "CONNECT_TIMEOUT", "HIT_TIMEOUT", "STALLED_NAME", "STALL_SECS",
+    "SUN_PATH_MAX", "FETCH_BUDGET_MS", "FETCH_MAX_MS",
     "PREFETCH_DEDUPE_SECS", "INTENT_SCAN_SECS", "MAX_TRIES", "OPS",
     "ProtocolError", "request_line", "reply_line", "read_line", "read_reply", "too_deep",
     "valid_key", "valid_crate", "valid_queue_id", "check_key", "check_crate", "intent_name", "parse_intent",
@@ -207,6 +208,12 @@ CONNECT_TIMEOUT = 0.05
 """Seconds a client waits for a connection (a live daemon accepts at once)."""
 HIT_TIMEOUT = 2.0
 """Seconds a client waits for the reply to a ``hit``; then it handles the call itself."""
+STALLED_NAME = f"{layout.TMP}/{layout.DAEMON_STALLED}"
+"""A file in the local store that a client touches when the daemon accepted its request
+and did not answer in time (or the runner did not greet it in time): stopped, wedged."""
+STALL_SECS = 30.0
+"""While that file is younger than this, clients do not ask the daemon or its runner: a
+build must not pay a timeout on every call."""
 SUN_PATH_MAX = 100
 """Longest socket path used as is: ``sun_path`` is 104 bytes on macOS, 108 on Linux, the NUL included."""
 FETCH_BUDGET_MS = 2500

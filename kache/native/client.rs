@@ -28,7 +28,10 @@
 //!
 //! Anything else ends in running the `kache` it was built for with the same arguments,
 //! as if this program were not there: no daemon, a daemon that does not answer in time,
-//! a miss, a reply it cannot read, a panic. When the daemon did answer for its store,
+//! a miss, a reply it cannot read, a panic. A daemon that took a request and did not
+//! answer in time (or a runner that did not greet in time) is not asked again for
+//! `STALL_SECS` by any client of the store: a stopped daemon costs one timeout, not one
+//! per call. When the daemon did answer for its store,
 //! that `kache` is told not to ask again (`cache.daemon_hits` off for the one call). If
 //! even `kache` cannot be run, the compiler is run directly.
 //!
@@ -48,7 +51,10 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use wire::{CONNECT_TIMEOUT, HIT_TIMEOUT, MAX_DEPTH, MAX_LINE, MAX_REPLY, RUN_SOCKET_NAME, SOCKET_NAME, VERSION};
+use wire::{
+    CONNECT_TIMEOUT, HIT_TIMEOUT, MAX_DEPTH, MAX_LINE, MAX_REPLY, RUN_SOCKET_NAME, SOCKET_NAME, STALLED_NAME, STALL_SECS,
+    VERSION,
+};
 
 /// The `kache` program that handles whatever the daemon does not serve.
 const KACHE: &str = env!("KACHE_CLIENT_KACHE");
@@ -117,12 +123,21 @@ fn serve(args: &[OsString], started: Instant) -> Outcome {
         return Outcome::NotAsked;
     }
     let Some(store) = store_path() else { return Outcome::NotAsked };
+    if stalled(&store) {
+        return Outcome::NotAsked; // kache sees the same file and does not ask either
+    }
     let Some(mut stream) = connect(&store.join(SOCKET_NAME)) else { return Outcome::NotAsked };
     let Some(request) = request(args, started, &Op::Hit) else { return Outcome::NotAsked };
     if request.len() > MAX_LINE + 1 || stream.write_all(&request).is_err() {
         return Outcome::NotAsked;
     }
-    let Some(line) = read_line(&mut stream, &mut Vec::new(), MAX_REPLY) else { return Outcome::NotAsked };
+    let asked = Instant::now();
+    let Some(line) = read_line(&mut stream, &mut Vec::new(), MAX_REPLY) else {
+        if asked.elapsed() >= HIT_TIMEOUT {
+            note_stall(&store); // accepted and did not answer: the next calls do not wait too
+        }
+        return Outcome::NotAsked;
+    };
     drop(stream);
     let Some(reply) = Reader::new(&line).reply() else { return Outcome::NotAsked };
     let field = |name: &str| reply.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
@@ -145,6 +160,26 @@ fn serve(args: &[OsString], started: Instant) -> Outcome {
         },
         _ => Outcome::NotAsked,
     }
+}
+
+/// Whether a daemon of `store` (or its runner) failed to answer in the last `STALL_SECS`:
+/// the file `STALLED_NAME` is that recent (kache.wrapper.daemon_hit.stalled reads the same).
+fn stalled(store: &Path) -> bool {
+    match std::fs::metadata(store.join(STALLED_NAME)).and_then(|m| m.modified()) {
+        Ok(at) => at.elapsed().map_or(true, |age| age < STALL_SECS), // a time ahead: recent
+        Err(_) => false,
+    }
+}
+
+/// Say that the daemon of `store` (or its runner) accepted a request and did not answer in
+/// time (kache.wrapper.daemon_hit.note_stall): the directory owner-only, the file too.
+fn note_stall(store: &Path) {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let file = store.join(STALLED_NAME);
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+    }
+    let _ = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&file);
 }
 
 /// Connect to `socket` within `CONNECT_TIMEOUT` (`UnixStream` has no connect timeout, and a
@@ -532,7 +567,13 @@ mod runner {
         // they would keep cargo's pipes open after this client has run the call itself.
         let mut pending = Vec::new();
         stream.set_read_timeout(Some(RUN_READY_TIMEOUT)).ok()?;
-        let ready = read_line(&mut stream, &mut pending, MAX_LINE)?;
+        let asked = Instant::now();
+        let Some(ready) = read_line(&mut stream, &mut pending, MAX_LINE) else {
+            if asked.elapsed() >= RUN_READY_TIMEOUT {
+                socket.parent().map(note_stall); // stopped: the next calls go to kache at once
+            }
+            return None;
+        };
         let greeting = Reader::new(&ready).reply()?;
         let said = |name: &str| greeting.iter().any(|(k, v)| k.as_slice() == name.as_bytes()
                                                     && matches!(v, Value::Bool(true)));

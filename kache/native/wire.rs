@@ -36,3 +36,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Seconds a client waits for the reply to a `hit`; then it handles the call itself.
 pub const HIT_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// A file in the local store that a client touches when the daemon accepted its request
+/// and did not answer in time (or the runner did not greet it in time): stopped, wedged.
+pub const STALLED_NAME: &str = "tmp/daemon-stalled";
+
+/// While that file is younger than this, clients do not ask the daemon or its runner: a
+/// build must not pay a timeout on every call.
+pub const STALL_SECS: Duration = Duration::from_millis(30000);

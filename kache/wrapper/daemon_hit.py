@@ -24,29 +24,29 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kache.settings import Settings
 
-__all__ = ["served_by_daemon", "stalled", "note_stall", "STALL_SECS"]
-
-STALL_SECS = 30.0
-"""After a daemon that accepted a request did not answer in time (stopped, wedged), the
-calls of the next this many seconds do not ask it: a build must not pay a timeout on
-every call."""
+__all__ = ["served_by_daemon", "stalled", "note_stall"]
 
 
 def stalled(root: str) -> bool:
-    """Whether a daemon of this store failed to answer in the last :data:`STALL_SECS`."""
+    """Whether a daemon of this store (or its runner) failed to answer in the last
+    :data:`~kache.daemon.wire.STALL_SECS` (the native client reads and writes the same file)."""
     import time
 
+    from kache.daemon.wire import STALL_SECS, STALLED_NAME
+
     try:
-        return time.time() - os.stat(layout.tmp_path(root, layout.DAEMON_STALLED)).st_mtime < STALL_SECS
+        return time.time() - os.stat(os.path.join(root, STALLED_NAME)).st_mtime < STALL_SECS
     except OSError:
         return False
 
 
 def note_stall(root: str) -> None:
     """Say that the daemon accepted a request and did not answer in time."""
+    from kache.daemon.wire import STALLED_NAME
+
     try:
         os.makedirs(layout.tmp_dir(root), mode=0o700, exist_ok=True)
-        os.close(os.open(layout.tmp_path(root, layout.DAEMON_STALLED), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.close(os.open(os.path.join(root, STALLED_NAME), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     except OSError:
         pass
 

@@ -89,7 +89,7 @@ def test_a_daemon_that_takes_requests_and_never_answers_is_left_alone_for_a_whil
     finally:
         mute.close()
     stamp = store_root / "tmp" / "daemon-stalled"
-    old = time.time() - daemon_hit.STALL_SECS - 1
+    old = time.time() - wire.STALL_SECS - 1
     os.utime(stamp, (old, old))
     assert not daemon_hit.stalled(str(store_root))  # asked again after a while
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from kache.daemon.wire import STALL_SECS, STALLED_NAME
 from kache.doctor import FAIL, OK, WARN, check_native_client
 from kache.native import BuildError, build_client, client_info
 from kache.wrapper.runner import READY
@@ -109,6 +110,7 @@ def daemon(client: Client) -> Iterator[Callable]:
     started: list[FakeDaemon] = []
 
     def start(reply: bytes | dict | None) -> FakeDaemon:
+        (client.base / STALLED_NAME).unlink(missing_ok=True)  # a stall a test before noted
         if isinstance(reply, dict):
             reply = json.dumps(reply, separators=(",", ":")).encode() + b"\n"  # as the daemon writes them
         d = FakeDaemon(client.socket, reply)
@@ -195,12 +197,27 @@ def test_calls_the_daemon_cannot_serve_are_not_sent(client: Client, daemon: Call
 
 
 def test_a_daemon_that_does_not_answer_is_not_waited_for_long(client: Client, daemon: Callable) -> None:
+    """One call waits for the reply timeout (2 s) and notes the stall; the calls of the
+    next STALL_SECS do not ask (kache reads the same note), so a stopped daemon costs a
+    build one timeout, not one per call. Later it is asked again."""
     d = daemon(None)
     started = time.monotonic()
     out = client.run(str(client.compiler), "--crate-name", "x")
     assert out.returncode == 3 and len(d.requests) == 1
     assert client.fallbacks() == [{"argv": [str(client.compiler), "--crate-name", "x"], "hits": None}]
     assert time.monotonic() - started < 15  # the reply timeout (2 s), not the stand-in's 5 s sleep per request
+    stall = client.base / STALLED_NAME
+    assert stall.exists() and stall.stat().st_mode & 0o777 == 0o600
+    started = time.monotonic()
+    for _ in range(3):
+        out = client.run(str(client.compiler), "--crate-name", "x")
+        assert out.returncode == 3 and client.fallbacks()[0]["hits"] is None  # kache decides, asks nothing
+    assert len(d.requests) == 1
+    assert time.monotonic() - started < 1.9, "a call waited for the daemon again"
+    old = time.time() - STALL_SECS - 1
+    os.utime(stall, (old, old))
+    client.run(str(client.compiler), "--crate-name", "x")
+    wait_for(lambda: len(d.requests) == 2, 15, "the aged note to let the client ask again")
 
 
 def test_when_kache_cannot_run_the_compiler_runs(client: Client) -> None:
@@ -727,6 +744,11 @@ def test_a_stopped_runner_holds_nothing_of_the_client(client: Client, real_runne
     assert out.returncode == 3 and out.stdout == b"kache ran\n", out
     assert client.fallbacks() == [{"argv": [str(compiler), "--crate-name", "x"], "hits": "0"}]
     assert took < 20, took  # the ready timeout, not the runner's stop
+    # For a while the next calls ask neither the daemon nor its runner (running again now):
+    # kache runs them as if no daemon were there ("hits" unset: nothing declined them).
+    assert os.path.exists(os.path.join(running.root, STALLED_NAME))
+    client.run(str(compiler), "--crate-name", "x", new_session=True, KACHE_CACHE_DIR=running.root)
+    assert client.fallbacks() == [{"argv": [str(compiler), "--crate-name", "x"], "hits": None}]
 
 
 def test_a_runner_stopped_during_the_call_does_not_hold_the_build(client: Client,

@@ -530,7 +530,8 @@ def unknown_key_warning(key: str, shown_file: str, schema_path: str | None = Non
         node = node.get("properties", {}).get(part, {})
     near = difflib.get_close_matches(name, list(node.get("properties", {})), n=1, cutoff=0.75)
     hint = f", did you mean `{near[0]}`?" if near else " (ignored; `kache config schema` lists the known keys)"
-    return f"unknown key `{name}` in {shown_file} ({key}){hint}"
+    where = f" ({key})" if section else ""  # a top-level key is its own name
+    return f"unknown key `{name}` in {shown_file}{where}{hint}"
 
 
 def nearest_key(key: str, schema_path: str | None = None, cutoff: float = 0.6) -> str | None:
@@ -597,6 +598,12 @@ def unknown_guard(name: str, inner: list[str], schema_path: str | None = None,
     import difflib
 
     policy = if_invalid(schema_path)
+    if known_near is None and "." not in name and inner and nearest_key(name, schema_path, GUARD_NEAR) is None:
+        # A table of its own (`[ui]`, `[monitor]`): the words of the keys inside count only
+        # where those name kache's (`cache` in them, or near a known key): `[ui] input_mode`
+        # is another program's, `[ci.cache.extra_inputs]` and `[build] extra_inputs` ours.
+        inner = [p for p in inner if "cache" in p.lower().split(".")
+                 or nearest_key(p, schema_path, GUARD_NEAR) is not None]
     words = {w for text in (name, *inner) for w in _words(text)}
     if known_near is None:
         near = nearest_key(name, schema_path, GUARD_NEAR)

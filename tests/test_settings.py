@@ -244,7 +244,7 @@ def test_unknown_keys_warn_and_are_kept(clean_env: Path, user_config: Path) -> N
     assert s.warnings == [
         f"unknown key `future_knob` in {where} (cache.future_knob) (ignored; `kache config schema` lists the known keys)",
         f"unknown key `compresion_level` in {where} (cache.compresion_level), did you mean `compression_level`?",
-        f"unknown key `cc` in {where} (cc) (ignored; `kache config schema` lists the known keys)",
+        f"unknown key `cc` in {where} (ignored; `kache config schema` lists the known keys)",
     ]
     assert s.extras["cache.future_knob"][0] == 1 and not s.caching_off and not s.remote_off
 

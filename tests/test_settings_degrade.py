@@ -210,6 +210,7 @@ def test_any_unknown_key_under_the_remote_turns_it_off(clean_env: Path, user_con
     ('[cache]\nextraEnv = ["X"]\n', "cache.extraEnv", "no-cache"),
     ('[cache]\ncache_dir = "/data/kache"\n', "cache.cache_dir", "no-cache"),
     ('[cache]\nksalt = "teamB"\n', "cache.ksalt", "no-cache"),
+    ('[build]\nextra_inputs = ["data.txt"]\n', "build", "no-cache"),  # a known key in the wrong table
 ])
 def test_words_of_a_guarded_setting_turn_it_off(clean_env: Path, user_config: Path, toml: str, key: str,
                                                 kind: str) -> None:
@@ -220,6 +221,19 @@ def test_words_of_a_guarded_setting_turn_it_off(clean_env: Path, user_config: Pa
     assert len(off) == 1 and off[0].startswith(f"unknown key `{key}` in {WHERE}")
     assert off[0].endswith(("caching is off until it is fixed" if kind == "no-cache"
                             else "the remote is off until it is fixed"))
+
+
+@pytest.mark.parametrize("toml", ['[ui]\ninput_mode = "vim"\n', '[monitor]\nrefresh_secs = 2\nfiles = "all"\n',
+                                  '[editor.keys]\nread = "r"\n'])
+def test_a_table_of_another_programs_keys_is_only_warned_about(clean_env: Path, user_config: Path, toml: str) -> None:
+    """Was (review of issue 25): `[ui] input_mode` turned caching off, for the word
+    "input". A table kache does not know whose keys name nothing of kache's is a warning."""
+    user_config.write_text(toml)
+    s = S.load(env_with(clean_env, KACHE_S3_BUCKET="team-cache"))
+    table = toml[1:toml.index("]")].split(".")[0]
+    assert s.caching_off == [] and s.remote_off == []
+    assert [w for w in s.warnings if "unknown key" in w] == [S.unknown_key_warning(table, WHERE)]
+    assert s["cache.remote.bucket"] == "team-cache"
 
 
 @pytest.mark.parametrize(("name", "near", "kind"), [

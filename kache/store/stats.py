@@ -240,8 +240,9 @@ def zeroed_at(store_root: str) -> float | None:
 
 def zero(store_root: str, now: float | None = None) -> Stats:
     """Zero the statistics: from now on ``kache stats`` counts only events after this
-    moment. The event log and the store's entries are left as they are (the monitor and
-    ``why-miss`` still read the log). Returns what was counted until now."""
+    moment, and the monitor counts from it too. The event log and the store's entries are
+    left as they are (the monitor's stream and ``why-miss`` still read the log). Returns
+    what was counted until now."""
     before = compute(store_root)
     t = round(time.time() if now is None else now, 3)
     path = layout.stats_zero_path(store_root)

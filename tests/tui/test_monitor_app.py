@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from textual.widgets import Input, Static
 
+from kache.store import stats
 from kache.tui.monitor.app import MonitorApp
 from kache.tui.monitor.widgets.summary import DaemonLine, StoreLine
 from kache.tui.monitor.widgets.table import BoardTable
@@ -192,3 +193,38 @@ def test_build_scripts_are_named_after_their_package(store_root: str, now: float
         assert "serde (build script)" in _column(app, 2)
 
     run(app, body, size=(160, 50))
+
+
+def test_zeroing_the_statistics_zeroes_its_counts_and_keeps_the_stream(store_root: str, now: float, run: Run,
+                                                                         until: Until) -> None:
+    """Was (issue 25): `kache stats --zero` left the monitor counting the whole log. Its
+    counts and its project and crate views now start where `kache stats` starts; the
+    stream keeps the events before."""
+    app = _app(store_root, now)
+
+    async def body(pilot: Any) -> None:
+        await until(pilot, lambda: app.polls >= 1)
+        assert app.board.total.calls == 10 and "since zeroed" not in _text(app.query_one("#calls-line"))
+        stats.zero(store_root, now=now - 1)
+        event(store_root, "local_hit", "later_crate", t=now, ms=4.0, bytes=2048, saved_ms=700, root="/ws/new")
+        await until(pilot, lambda: app.board.total.calls == 1)
+        line = _text(app.query_one("#calls-line"))
+        assert line.startswith("calls 1 (since zeroed ") and " · hits 1 · misses 0 · " in line, line
+        assert len(_column(app, 2)) == 11 and _column(app, 2)[0] == "later_crate"  # the stream keeps them
+        await pilot.press("3")
+        await until(pilot, lambda: _column(app, 0) == ["later_crate"])
+
+    run(app, body)
+
+
+def test_statistics_zeroed_before_it_starts_are_counted_from_then(store_root: str, now: float, run: Run,
+                                                                   until: Until) -> None:
+    stats.zero(store_root, now=now - 150)
+    app = _app(store_root, now)
+
+    async def body(pilot: Any) -> None:
+        await until(pilot, lambda: app.polls >= 1)
+        assert app.board.total.calls == 4  # the events of the last 2m30s, as with --since 150
+        assert len(_column(app, 2)) == 10
+
+    run(app, body)

@@ -163,7 +163,7 @@ class MonitorApp(App[None]):
 
     def _refresh_board(self, board: model.Board, now: float) -> None:
         calls = self.query_one(CallsLine)
-        calls.remote_hits, calls.total = board.remote_hits, board.total
+        calls.remote_hits, calls.total, calls.zeroed = board.remote_hits, board.total, board.counts_from
         rate = self.query_one(HitRateLine)
         rate.now, rate.rate, rate.buckets = now, board.total.hit_rate, board.buckets
         bar = self.query_one(ViewBar)

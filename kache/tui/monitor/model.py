@@ -22,7 +22,7 @@ from kache.store import events as events_mod
 from kache.store import layout
 from kache.store.events import HIT_OUTCOMES
 from kache.store.listing import display_name
-from kache.store.stats import Counts, store_totals
+from kache.store.stats import Counts, store_totals, zeroed_at
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -86,6 +86,8 @@ class Event:
     ms: float | None = None
     bytes: int | None = None
     root: str = ""
+    saved_ms: int = 0
+    """The compile time a hit saved."""
 
     @classmethod
     def from_json(cls, ev: dict[str, Any]) -> Event | None:
@@ -93,13 +95,14 @@ class Event:
         t, outcome = ev.get("t"), ev.get("outcome")
         if not isinstance(t, (int, float)) or not isinstance(outcome, str):
             return None
-        ms, size, root = ev.get("ms"), ev.get("bytes"), ev.get("root")
+        ms, size, root, saved = ev.get("ms"), ev.get("bytes"), ev.get("root"), ev.get("saved_ms")
         return cls(
             t=float(t), crate=display_name(str(ev.get("crate") or "?"), ev.get("package")), outcome=outcome,
             reason=str(ev.get("reason") or ""),
             ms=float(ms) if isinstance(ms, (int, float)) else None,
             bytes=int(size) if isinstance(size, (int, float)) else None,
             root=root if isinstance(root, str) else "",
+            saved_ms=int(saved) if isinstance(saved, (int, float)) else 0,
         )
 
     @property
@@ -175,6 +178,9 @@ class Board:
     crates: dict[str, Tally] = field(default_factory=dict)
     buckets: dict[int, list[int]] = field(default_factory=dict)
     """Minute number → [hits, cacheable calls]."""
+    counts_from: float | None = None
+    """When ``kache stats --zero`` last zeroed the statistics: older events stay in the
+    stream and are not counted, as ``kache stats`` does not count them."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     """Held while events are folded in (by the poll thread) and while rows are read."""
 
@@ -189,26 +195,44 @@ class Board:
             if ev is None:
                 continue
             n += 1
-            saved = line.get("saved_ms")
-            saved_ms = int(saved) if isinstance(saved, (int, float)) else 0
             self.recent.append(ev)
-            self.total.add(ev, saved_ms)
-            if ev.outcome in ("remote_hit", "prefetch_hit"):
-                self.remote_hits += 1
-            project = self.projects.get(ev.root)
-            if project is None:
-                project = self.projects[ev.root] = Tally(ev.root)
-            project.add(ev, saved_ms)
-            crate = self.crates.get(ev.crate)
-            if crate is None:
-                crate = self.crates[ev.crate] = Tally(ev.crate)
-            crate.add(ev, saved_ms)
-            group = ev.group
-            if group in ("hit", "miss"):
-                bucket = self.buckets.setdefault(int(ev.t // BUCKET_SECS), [0, 0])
-                bucket[0] += group == "hit"
-                bucket[1] += 1
+            if self.counts_from is None or ev.t >= self.counts_from:
+                self._count(ev)
         return n
+
+    def zeroed(self, at: float) -> bool:
+        """The statistics were zeroed at ``at``: count only what came after, as ``kache
+        stats`` does (the events the stream keeps are counted again from there). True
+        when that changed the counts."""
+        if self.counts_from is not None and at <= self.counts_from:
+            return False
+        self.counts_from = at
+        self.total, self.remote_hits = Tally(""), 0
+        self.projects, self.crates, self.buckets = {}, {}, {}
+        for ev in self.recent:
+            if ev.t >= at:
+                self._count(ev)
+        return True
+
+    def _count(self, ev: Event) -> None:
+        """Count one event in the tallies and the hit-rate buckets."""
+        saved_ms = ev.saved_ms
+        self.total.add(ev, saved_ms)
+        if ev.outcome in ("remote_hit", "prefetch_hit"):
+            self.remote_hits += 1
+        project = self.projects.get(ev.root)
+        if project is None:
+            project = self.projects[ev.root] = Tally(ev.root)
+        project.add(ev, saved_ms)
+        crate = self.crates.get(ev.crate)
+        if crate is None:
+            crate = self.crates[ev.crate] = Tally(ev.crate)
+        crate.add(ev, saved_ms)
+        group = ev.group
+        if group in ("hit", "miss"):
+            bucket = self.buckets.setdefault(int(ev.t // BUCKET_SECS), [0, 0])
+            bucket[0] += group == "hit"
+            bucket[1] += 1
 
     def events(self, needle: str = "", sort: str = "time", limit: int = 500) -> list[Event]:
         """Recent events that match the filter, sorted; at most ``limit``."""
@@ -271,14 +295,18 @@ def daemon_status(store_root: str) -> dict[str, Any] | None:
 
 def poll(board: Board, tail: events_mod.Tail, store_root: str,
          status: Callable[[str], dict[str, Any] | None] = daemon_status) -> Poll:
-    """Read once and fold the new events into ``board``; never raises for a missing or
-    busy store (the error is reported)."""
+    """Read once and fold the new events into ``board`` (counting from the moment the
+    statistics were last zeroed, as ``kache stats``); never raises for a missing or busy
+    store (the error is reported)."""
     error = None
     try:
         lines = tail.read()
     except OSError as e:
         lines, error = [], f"cannot read the event log: {e}"
+    zeroed = zeroed_at(store_root)  # `kache stats --zero`, before or while the monitor runs
     with board.lock:
+        if zeroed is not None:
+            board.zeroed(zeroed)
         new = board.add(lines)
     exists = os.path.exists(layout.index_path(store_root))
     totals = Totals(exists)

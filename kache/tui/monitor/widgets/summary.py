@@ -6,6 +6,7 @@ second, so a terminal without colour (``NO_COLOR``) reads the same.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.text import Text
@@ -113,10 +114,15 @@ class CallsLine(PanelLine):
 
     total: reactive[Tally | None] = reactive(None, always_update=True)
     remote_hits: reactive[int] = reactive(0)
+    zeroed: reactive[float | None] = reactive(None)
+    """When ``kache stats --zero`` zeroed the counts (None: never)."""
 
     def render(self) -> Text:
         t = self.total or Tally("")
-        text = Text.assemble(("calls ", "bold"), f"{t.calls:,}", " · hits ")
+        text = Text.assemble(("calls ", "bold"), f"{t.calls:,}")
+        if self.zeroed is not None:
+            text.append(time.strftime(" (since zeroed %Y-%m-%d %H:%M)", time.localtime(self.zeroed)), style="dim")
+        text.append(" · hits ")
         text.append(f"{t.hits:,}", style=group_style("hit", self.app.no_color))
         if self.remote_hits:
             text.append(f" ({self.remote_hits:,} remote)")

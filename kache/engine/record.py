@@ -25,9 +25,10 @@ from kache.engine.call import OUT_DIR_TOKEN
 from kache.engine.incremental import snapshot_incremental
 from kache.engine.key import KEY_VERSION, env_only_locates_files, full_key
 from kache.engine.portable import Scanner
-from kache.engine.restore import is_private_output
+from kache.engine.restore import build_umask, is_private_output, may_share
 from kache.paths import find_target_dir
 from kache.store import layout
+from kache.store.blobs import BLOB_MODE, EXEC_BLOB_MODE
 from kache.store.store import Entry
 
 if TYPE_CHECKING:
@@ -194,6 +195,7 @@ def record(c: PreparedCall, started_ns: int, stdout: str, stderr: str, compile_m
     new_blobs = 0
     total = 0
     scanner = Scanner(c.norm)
+    umask = build_umask(c)
     for p in produced:
         name = os.path.basename(p)
         if p == dfile:
@@ -212,7 +214,11 @@ def record(c: PreparedCall, started_ns: int, stdout: str, stderr: str, compile_m
             digest, size = scanner.hash_file(p)
             st = os.stat(p)
             kind = "exec" if (st.st_mode & 0o111 or name.endswith((".so", ".dylib", ".dll"))) else "link"
-            added = c.store.put_blob_file(p, digest, link=not is_private_output(c, kind), executable=kind == "exec")
+            executable = kind == "exec"
+            # Linked, rustc's output takes the blob's mode: only where the umask allows it.
+            link = not is_private_output(c, kind) and may_share(EXEC_BLOB_MODE if executable else BLOB_MODE,
+                                                                executable, umask)
+            added = c.store.put_blob_file(p, digest, link=link, executable=executable)
             c.hasher.remember(p, digest)
         new_blobs += added
         total += size

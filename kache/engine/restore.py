@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from kache.engine.call import PreparedCall
     from kache.store.store import Entry
 
-__all__ = ["look_up", "restore", "replay_texts", "is_private_output", "write_new"]
+__all__ = ["look_up", "restore", "replay_texts", "is_private_output", "write_new", "build_umask", "may_share",
+           "output_mode"]
 
 
 def look_up(c: PreparedCall) -> Entry | None:
@@ -70,6 +71,7 @@ def restore(c: PreparedCall, entry: Entry) -> int:
     if damaged is not None:
         raise DamagedBlob(*damaged)
     os.makedirs(c.out_dir, exist_ok=True)
+    umask = build_umask(c)
     total = 0
     # .rmeta first (cargo's pipelining starts dependents on it), .d last.
     order = sorted(files, key=lambda f: (not f["name"].endswith(".rmeta"), f["kind"] == "depinfo"))
@@ -80,7 +82,7 @@ def restore(c: PreparedCall, entry: Entry) -> int:
             with open(blob, encoding="utf-8") as fh:
                 write_new(dst, expand_depinfo(c, fh.read()).encode("utf-8"), c.umask)
         else:
-            _place(blob, dst, executable=f["kind"] == "exec", private=is_private_output(c, f["kind"]))
+            _place(blob, dst, umask, executable=f["kind"] == "exec", private=is_private_output(c, f["kind"]))
             c.hasher.remember(dst, f["hash"])
         # The kernel's clock (utimensat with no times), never a Python "now", which can land
         # after files cargo writes later and make cargo rebuild dependents forever.
@@ -102,6 +104,29 @@ def write_new(dst: str, data: bytes, umask: int | None = None) -> None:
     os.replace(tmp, dst)
 
 
+def build_umask(c: PreparedCall) -> int:
+    """The umask the build's own files get: the caller's (a hit the daemon serves), else
+    this process's (two syscalls; the wrapper and the runner's child are single-threaded)."""
+    if c.umask is not None:
+        return c.umask
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def may_share(mode: int, executable: bool, umask: int) -> bool:
+    """Whether a blob of ``mode`` may be the build's output itself (one inode): only when
+    it lets group and others do nothing that rustc's own file would not let them under
+    ``umask``. Under 022 or 002 a 0644 blob may; under 077 the output is a copy, 0600,
+    as rustc makes it (a shared inode's mode is every link's)."""
+    return not mode & 0o077 & ~output_mode(executable, umask)
+
+
+def output_mode(executable: bool, umask: int) -> int:
+    """The mode rustc's own output gets under ``umask``."""
+    return (0o777 if executable else 0o666) & ~umask
+
+
 def is_private_output(c: PreparedCall, kind: str) -> bool:
     """Whether an output is the user's own program or library (a bin, dylib, cdylib or
     test harness, cached with ``cache_executables``): never hardlinked to a blob, in
@@ -114,8 +139,10 @@ def is_private_output(c: PreparedCall, kind: str) -> bool:
     return not (argvmod.is_build_script(rc) or "proc-macro" in argvmod.effective_crate_types(rc))
 
 
-def _place(blob: str, dst: str, *, executable: bool, private: bool = False) -> None:
-    """Hardlink the blob when nothing else links it; else copy (always, when ``private``).
+def _place(blob: str, dst: str, umask: int, *, executable: bool, private: bool = False) -> None:
+    """Hardlink the blob when nothing else links it; else copy (always, when ``private``,
+    and when the build's ``umask`` would give others less than the blob does), with the
+    mode rustc would give it under ``umask``.
 
     One link per blob: two target dirs sharing an inode would share its mtime, and the
     ``utime`` of one restore could make the other's stale output look fresh to cargo. An
@@ -137,7 +164,8 @@ def _place(blob: str, dst: str, *, executable: bool, private: bool = False) -> N
     if os.path.lexists(tmp):
         os.unlink(tmp)
     linked = False
-    if not private and st.st_nlink == 1 and (not executable or st.st_mode & 0o111 == 0o111):
+    if (not private and st.st_nlink == 1 and (not executable or st.st_mode & 0o111 == 0o111)
+            and may_share(stat_mode(st.st_mode), executable, umask)):
         try:
             os.link(blob, tmp)
             linked = os.stat(tmp).st_nlink == 2
@@ -147,7 +175,7 @@ def _place(blob: str, dst: str, *, executable: bool, private: bool = False) -> N
             linked = False
     if not linked:
         copy_file(blob, tmp)
-        os.chmod(tmp, 0o755 if executable else 0o644)
+        os.chmod(tmp, output_mode(executable, umask))
     os.replace(tmp, dst)
 
 

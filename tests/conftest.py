@@ -24,6 +24,20 @@ from tests.support.env import CLEARED_PREFIXES, kache_executable, rustup_home
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, moto_server, s3_client
 from tests.support.workspace import Workspace, daemon_running, make_machine, make_workspace
 
+_SESSION_UMASK = os.umask(0o022)
+os.umask(_SESSION_UMASK)
+
+
+@pytest.fixture(autouse=True)
+def session_umask() -> Iterator[None]:
+    """Every test starts under the umask the session started with (022 unless the caller
+    chose another). Daemons run in threads of this process, and kache code that changes
+    the umask for a moment (to make owner-only directories) can, when two threads do it
+    at once, leave the whole process at 077: every later cargo build would inherit it."""
+    os.umask(_SESSION_UMASK)
+    yield
+    os.umask(_SESSION_UMASK)
+
 
 @pytest.fixture(autouse=True)
 def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

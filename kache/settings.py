@@ -577,7 +577,10 @@ _NO_CACHE_WORDS = frozenset({"salt", "salts", "keysalt", "namespace", "seed", "e
 _NO_REMOTE_WORDS = frozenset({"remote", "s3", "bucket", "endpoint", "url", "prefix", "region", "read", "readonly",
                               "rdonly", "ro", "only", "upload", "uploads", "publish", "push", "pull", "write",
                               "writable", "writes", "dry"})
-_ENV_NO_CACHE_WORDS = frozenset({"salt", "salts", "keysalt"})
+_COMMON_NO_CACHE_WORDS = frozenset({"input", "env", "environment", "vars", "files", "dirs"})
+"""Words of :data:`_NO_CACHE_WORDS` that other programs' settings use as much: inside an
+unknown table far from kache's, only a key near kache's own makes them count."""
+_ENV_NO_CACHE_WORDS = frozenset({"salt", "salts", "keysalt", "namespace"})
 _ENV_NO_REMOTE_WORDS = frozenset({"readonly", "rdonly", "ro", "bucket", "endpoint", "publish", "upload", "uploads",
                                   "noupload"})
 
@@ -598,13 +601,17 @@ def unknown_guard(name: str, inner: list[str], schema_path: str | None = None,
     import difflib
 
     policy = if_invalid(schema_path)
-    if known_near is None and "." not in name and inner and nearest_key(name, schema_path, GUARD_NEAR) is None:
-        # A table of its own (`[ui]`, `[monitor]`): the words of the keys inside count only
-        # where those name kache's (`cache` in them, or near a known key): `[ui] input_mode`
-        # is another program's, `[ci.cache.extra_inputs]` and `[build] extra_inputs` ours.
-        inner = [p for p in inner if "cache" in p.lower().split(".")
-                 or nearest_key(p, schema_path, GUARD_NEAR) is not None]
-    words = {w for text in (name, *inner) for w in _words(text)}
+    foreign = known_near is None and "." not in name and bool(inner) \
+        and nearest_key(name, schema_path, GUARD_NEAR) is None
+    words = _words(name)
+    for text in inner:
+        said = _words(text)
+        if foreign and "cache" not in said and nearest_key(text, schema_path, GUARD_NEAR) is None:
+            # In a table of its own (`[ui]`, `[team]`), words other programs' settings use
+            # too do not count: `[ui] input_mode` warns; `[team] salt`, `[local] store`,
+            # `[build] extra_inputs`, `[ci.cache.extra_inputs]` still turn caching off.
+            said -= _COMMON_NO_CACHE_WORDS
+        words |= said
     if known_near is None:
         near = nearest_key(name, schema_path, GUARD_NEAR)
         kind = policy.get(near, "") if near else ""
@@ -673,6 +680,12 @@ def _unknown_env_problems(env: Mapping[str, str], schema_path: str | None) -> li
     # is what the second two ask for, and safe for the first
     annotated.update({e.name: "no-cache" if e.name == "KACHE_CONFIG" or e.schema.get("type") == "boolean" else ""
                       for e in env_settings(schema_path)})
+    # A guarded setting's own name as a variable (KACHE_LOCAL_STORE, KACHE_EXTRA_INPUTS):
+    # what it was meant for is plain; the hint names the real variable, or the key.
+    by_name = {f"KACHE_{s.key.rpartition('.')[2].upper()}": s for s in settings_table(schema_path)
+               if policy.get(s.key)}
+    by_name = {k: s for k, s in by_name.items() if k not in annotated}
+    annotated.update({k: policy[s.key] for k, s in by_name.items()})
     out: list[tuple[str, str, str]] = []
     for name in sorted(env):
         if not name.startswith("KACHE_") or name in known:
@@ -681,7 +694,11 @@ def _unknown_env_problems(env: Mapping[str, str], schema_path: str | None) -> li
                                    {k[len("KACHE_"):]: v for k, v in annotated.items()})
         if not kind:
             continue
-        hint = f", did you mean `KACHE_{near}`?" if near else ":"
+        meant = by_name.get(f"KACHE_{near}") if near else None
+        if meant is not None and meant.env is None:
+            hint = f", did you mean `{meant.key}` (a config file's, it has no variable)?"
+        else:
+            hint = f", did you mean `{meant.env if meant is not None else 'KACHE_' + str(near)}`?" if near else ":"
         effect = "caching is off" if kind == "no-cache" else "the remote is off"
         out.append((kind, f"unknown environment variable {name}{hint} {effect} until it is fixed or unset",
                     ""))

@@ -211,6 +211,13 @@ def test_any_unknown_key_under_the_remote_turns_it_off(clean_env: Path, user_con
     ('[cache]\ncache_dir = "/data/kache"\n', "cache.cache_dir", "no-cache"),
     ('[cache]\nksalt = "teamB"\n', "cache.ksalt", "no-cache"),
     ('[build]\nextra_inputs = ["data.txt"]\n', "build", "no-cache"),  # a known key in the wrong table
+    # review of the [ui] change: a table of its own still says what its keys are for
+    ('[team]\nsalt = "teamB"\n', "team", "no-cache"),
+    ('[ui]\ninput_mode = "vim"\nsalt = "x"\n', "ui", "no-cache"),
+    ('[ui]\ninput_mode = "vim"\nextra = { app = { env = ["FOO"] } }\n', "ui", "no-cache"),
+    ('[local]\nstore = "/tmp/x"\n', "local", "no-cache"),
+    ('[team]\nid = "b"\nstore = "/tmp/x"\n', "team", "no-cache"),
+    ("[team]\nread_only = true\n", "team", "no-remote"),
 ])
 def test_words_of_a_guarded_setting_turn_it_off(clean_env: Path, user_config: Path, toml: str, key: str,
                                                 kind: str) -> None:
@@ -224,7 +231,7 @@ def test_words_of_a_guarded_setting_turn_it_off(clean_env: Path, user_config: Pa
 
 
 @pytest.mark.parametrize("toml", ['[ui]\ninput_mode = "vim"\n', '[monitor]\nrefresh_secs = 2\nfiles = "all"\n',
-                                  '[editor.keys]\nread = "r"\n'])
+                                  '[editor.keys]\nenvironment = "dark"\n'])
 def test_a_table_of_another_programs_keys_is_only_warned_about(clean_env: Path, user_config: Path, toml: str) -> None:
     """Was (review of issue 25): `[ui] input_mode` turned caching off, for the word
     "input". A table kache does not know whose keys name nothing of kache's is a warning."""
@@ -238,14 +245,17 @@ def test_a_table_of_another_programs_keys_is_only_warned_about(clean_env: Path, 
 
 @pytest.mark.parametrize(("name", "near", "kind"), [
     ("KACHE_REMOTE_READONLY", "KACHE_REMOTE_READ_ONLY", "no-remote"),
-    ("KACHE_READ_ONLY", None, "no-remote"),
+    ("KACHE_READ_ONLY", "KACHE_REMOTE_READ_ONLY", "no-remote"),
     ("KACHE_S3_PREFX", "KACHE_S3_PREFIX", "no-remote"),
     ("KACHE_KEYSALT", "KACHE_KEY_SALT", "no-cache"),
     ("KACHE_SALT", None, "no-cache"),
-    ("KACHE_RDONLY", None, "no-remote"),
+    ("KACHE_RDONLY", "KACHE_REMOTE_READ_ONLY", "no-remote"),
     ("KACHE_NO_PUBLISH", None, "no-remote"),
     ("KACHE_DISABLE", "KACHE_DISABLED", "no-cache"),
     ("KACHE_CONFG", "KACHE_CONFIG", "no-cache"),
+    # fourth review: a guarded setting's own name as a variable, a namespace as a salt
+    ("KACHE_LOCAL_STORE", "KACHE_CACHE_DIR", "no-cache"),
+    ("KACHE_NAMESPACE", None, "no-cache"),
 ])
 def test_a_misspelt_guarded_variable_turns_it_off(clean_env: Path, name: str, near: str | None, kind: str) -> None:
     """Was (second review): ignored without a word, uploads against KACHE_REMOTE_READONLY=1."""
@@ -256,6 +266,13 @@ def test_a_misspelt_guarded_variable_turns_it_off(clean_env: Path, name: str, ne
     assert (s.caching_off if kind == "no-cache" else s.remote_off) == [problem]
     if kind == "no-remote":
         assert s["cache.remote.bucket"] is None and s.caching_off == []
+
+
+def test_a_variable_named_after_a_setting_without_one_names_the_key(clean_env: Path) -> None:
+    """Was (fourth review): KACHE_EXTRA_INPUTS ignored without a word, the inputs unkeyed."""
+    s = S.load(env_with(clean_env, KACHE_EXTRA_INPUTS="data.txt"))
+    assert s.caching_off == ["unknown environment variable KACHE_EXTRA_INPUTS, did you mean `cache.extra_inputs` "
+                             "(a config file's, it has no variable)? caching is off until it is fixed or unset"]
 
 
 def test_other_kache_variables_and_plain_unknown_keys_change_nothing(clean_env: Path, user_config: Path) -> None:

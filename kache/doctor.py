@@ -299,6 +299,16 @@ def check_daemon(root: str, remote_configured: bool, wrapper: tuple[str | None, 
         return Check("daemon", WARN, "this kache has no daemon")
     status = client.request(root, {"v": 1, "op": "status"}, timeout=0.5)
     if status is None or not status.get("ok"):
+        from kache.daemon import control
+
+        pid = control.running_pid(root)
+        if pid is not None:  # holds the pid file, does not answer
+            if control.stopped_by_signal(pid):
+                return Check("daemon", WARN, f"stopped: pid {pid} was sent SIGSTOP or is under a debugger; builds "
+                             "do not ask it (a call that finds it so waits once, then 30 s go without it)",
+                             f"`kill -CONT {pid}` resumes it; `kache daemon restart` replaces it")
+            return Check("daemon", WARN, f"not answering: pid {pid} holds the pid file (starting, or wedged)",
+                         "see `kache daemon log`; `kache daemon restart` replaces it")
         start = "start it with `kache daemon start` or install the service (`kache daemon install`)"
         value, where = wrapper
         if value and os.path.basename(value).startswith(OUTPUT_NAME):

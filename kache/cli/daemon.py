@@ -49,6 +49,9 @@ def _count(n: object, one: str, many: str | None = None) -> str:
 
 NOT_RUNNING = 3
 """The exit status of `kache daemon status` when no daemon runs (LSB's "program is not running")."""
+NOT_ANSWERING = 4
+"""The exit status of `kache daemon status` when a daemon holds the pid file but does not
+answer (stopped, wedged): LSB's "program or service status is unknown"."""
 
 _platform_option = click.option("--platform", type=click.Choice(["linux", "macos"]), hidden=True,
                                 help="Service manager to write for (default: this machine's).")
@@ -85,7 +88,8 @@ def status_(as_json: bool) -> None:
     """Show the daemon's status (the same as `kache daemon`).
 
     Exit status (the LSB convention of `service status`): 0 when it runs (or is
-    starting), 3 when it is not running.
+    starting), 3 when it is not running, 4 when it holds its pid file but does not
+    answer (stopped, wedged).
 
     \b
     Example:
@@ -107,14 +111,21 @@ def _show_status(as_json: bool) -> None:
             ago = f", since {units.format_duration(time.time() - st.since)}" if st.since is not None else ""
             click.echo(f"kache daemon: starting (pid {st.pid or '?'}{ago}; it does not answer yet)")
         elif st.running:
-            click.echo(f"kache daemon: not answering (pid {st.pid or '?'} holds the pid file)")
-            click.echo("  see `kache daemon log`; `kache daemon stop` stops it")
+            if control.stopped_by_signal(st.pid):
+                click.echo(f"kache daemon: stopped (pid {st.pid} was sent SIGSTOP or is under a debugger; "
+                           "builds do not ask it)")
+                click.echo(f"  `kill -CONT {st.pid}` resumes it; `kache daemon restart` replaces it")
+            else:
+                click.echo(f"kache daemon: not answering (pid {st.pid or '?'} holds the pid file)")
+                click.echo("  see `kache daemon log`; `kache daemon restart` replaces it")
         else:
             click.echo("kache daemon: not running (start it with `kache daemon start`)")
         click.echo(f"  socket   {st.socket}")
         click.echo(f"  log      {st.log}")
     if stopped:
         raise SystemExit(NOT_RUNNING)
+    if st.state == "not-answering":
+        raise SystemExit(NOT_ANSWERING)
     if as_json or st.reply is None:
         return
     r = st.reply

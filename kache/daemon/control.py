@@ -23,7 +23,8 @@ from kache.store import layout
 if TYPE_CHECKING:
     from kache.settings import Settings
 
-__all__ = ["Status", "StartResult", "StopResult", "RestartResult", "running_pid", "status", "daemon_env", "start",
+__all__ = ["Status", "StartResult", "StopResult", "RestartResult", "running_pid", "stopped_by_signal", "status",
+           "daemon_env", "start",
            "stop", "restart", "tail", "follow", "BUILD_VARIABLES", "STARTING_SECS", "START_WAIT_SECS"]
 
 BUILD_VARIABLES = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTC", "RUSTDOC", "RUSTFLAGS", "RUSTDOCFLAGS",
@@ -110,6 +111,19 @@ def _iso(t: Any) -> Any:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def stopped_by_signal(pid: int | None) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, SIGTSTP, a debugger): its state in
+    ``/proc/<pid>/stat`` is ``T`` or ``t``. False where that cannot be read."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[:1]
+    except OSError:
+        return False
+    return state in ([b"T"], [b"t"])
 
 
 def running_pid(store_root: str) -> int | None:

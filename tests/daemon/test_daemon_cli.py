@@ -294,3 +294,31 @@ def test_a_service_stands_by_behind_another_service_and_follows_it(store_env: Pa
     assert second is not None
     out = second.stdout.read() if second.stdout else ""
     assert f"kache daemon is already running (pid {first.pid}), as a service too; standing by until it stops" in out
+
+
+def test_a_stopped_daemon_is_said_stopped_by_status_and_doctor(store_env: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Was (review of issue 25): `kache doctor` said "not running" of a daemon stopped
+    with SIGSTOP, and `kache daemon status` said "not answering" and exited 0."""
+    from kache.doctor import WARN, check_daemon
+
+    assert main(["daemon", "start"]) == 0
+    capsys.readouterr()
+    pid = control.running_pid(str(store_env))
+    assert pid
+    old = time.time() - control.STARTING_SECS - 1
+    os.utime(store_env / "daemon.pid", (old, old))  # long past starting
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert main(["daemon", "status"]) == 4  # LSB: status unknown
+        out = capsys.readouterr().out
+        assert out.startswith(f"kache daemon: stopped (pid {pid} was sent SIGSTOP or is under a debugger; "
+                              "builds do not ask it)\n"
+                              f"  `kill -CONT {pid}` resumes it; `kache daemon restart` replaces it\n"), out
+        check = check_daemon(str(store_env), remote_configured=False)
+        assert (check.status, check.fix_hint) == (WARN, f"`kill -CONT {pid}` resumes it; `kache daemon restart` "
+                                                        "replaces it")
+        assert check.detail.startswith(f"stopped: pid {pid} was sent SIGSTOP")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        main(["daemon", "stop"])

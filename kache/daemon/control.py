@@ -167,7 +167,7 @@ def status(store_root: str, timeout: float = 2.0) -> Status:
             since = os.stat(layout.pid_path(store_root)).st_mtime
         except OSError:
             pass
-    young = since is not None and time.time() - since < STARTING_SECS
+    young = since is not None and time.time() - since < STARTING_SECS and not stopped_by_signal(pid)
     return Status(True, pid, sock, log, None, "starting" if young else "not-answering", since)
 
 
@@ -312,6 +312,10 @@ def start(settings: Settings, *, from_build: bool = False, wait: float = 0.0,
     if current.reply is not None:
         return StartResult(True, current.pid, True, log=log, service=bool(current.reply.get("service")))
     if current.running:  # it holds the pid file but does not answer (yet): no second one
+        if stopped_by_signal(current.pid):  # waiting for it would be in vain
+            raise KacheError(f"cannot start the daemon: one runs but is stopped (pid {current.pid} was sent SIGSTOP "
+                             f"or is under a debugger); `kill -CONT {current.pid}` resumes it, `kache daemon "
+                             "restart` replaces it")
         result = StartResult(True, current.pid, False, log=log, was_starting=True)
         if wait > 0:
             answered = _wait_answer(root, wait, None, log, _log_size(log))
@@ -359,12 +363,14 @@ def _wait_gone(root: str, seconds: float) -> bool:
 
 
 def stop(store_root: str, *, timeout: float = 5.0) -> StopResult:
-    """Ask the daemon to stop and wait up to ``timeout`` for it; then SIGTERM it.
+    """Ask the daemon to stop and wait up to ``timeout`` for it; then SIGTERM it (and
+    SIGCONT: one stopped by SIGSTOP is not asked, and ends once continued).
 
     Raises KacheError when it is still running after that.
     """
     pid = running_pid(store_root)
-    reply = client.request(store_root, {"op": "stop"}, timeout=2.0)
+    # A stopped daemon (SIGSTOP) would not answer the request: straight to the signals.
+    reply = None if stopped_by_signal(pid) else client.request(store_root, {"op": "stop"}, timeout=2.0)
     if reply is not None and reply.get("ok"):
         if isinstance(reply.get("pid"), int):
             pid = reply["pid"]
@@ -380,6 +386,7 @@ def stop(store_root: str, *, timeout: float = 5.0) -> StopResult:
                          "no pid")
     try:
         os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGCONT)  # a stopped one acts on the TERM once continued (as systemd does)
     except ProcessLookupError:
         return StopResult(True, pid, "gone")
     except PermissionError:

@@ -306,9 +306,7 @@ def test_a_stopped_daemon_is_said_stopped_by_status_and_doctor(store_env: Path,
     capsys.readouterr()
     pid = control.running_pid(str(store_env))
     assert pid
-    old = time.time() - control.STARTING_SECS - 1
-    os.utime(store_env / "daemon.pid", (old, old))  # long past starting
-    os.kill(pid, signal.SIGSTOP)
+    os.kill(pid, signal.SIGSTOP)  # right after its start: stopped, not "starting"
     try:
         assert main(["daemon", "status"]) == 4  # LSB: status unknown
         out = capsys.readouterr().out
@@ -319,6 +317,19 @@ def test_a_stopped_daemon_is_said_stopped_by_status_and_doctor(store_env: Path,
         assert (check.status, check.fix_hint) == (WARN, f"`kill -CONT {pid}` resumes it; `kache daemon restart` "
                                                         "replaces it")
         assert check.detail.startswith(f"stopped: pid {pid} was sent SIGSTOP")
+        began = time.monotonic()
+        assert main(["daemon", "start"]) == 1  # at once (it waited 10 s, naming no pid)
+        assert time.monotonic() - began < 5
+        assert f"one runs but is stopped (pid {pid} was sent SIGSTOP" in capsys.readouterr().err
+        # The fix it names works: restart stops it (TERM, then CONT) and starts another.
+        began = time.monotonic()
+        assert main(["daemon", "restart"]) == 0, capsys.readouterr()
+        assert time.monotonic() - began < 10
+        new = control.running_pid(str(store_env))
+        assert new and new != pid and main(["daemon", "status"]) == 0
     finally:
-        os.kill(pid, signal.SIGCONT)
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
         main(["daemon", "stop"])

@@ -67,7 +67,7 @@ from kache.errors import SettingsError
 from kache.store import layout
 
 if TYPE_CHECKING:  # pathlib, typing and collections.abc stay off the wrapper's path
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Collection, Iterator, Mapping
     from pathlib import Path
     from typing import Any, TypeVar
 
@@ -582,7 +582,7 @@ _COMMON_NO_CACHE_WORDS = frozenset({"input", "env", "environment", "vars", "file
 unknown table far from kache's, only a key near kache's own makes them count."""
 _ENV_NO_CACHE_WORDS = frozenset({"salt", "salts", "keysalt", "namespace"})
 _ENV_NO_REMOTE_WORDS = frozenset({"readonly", "rdonly", "ro", "bucket", "endpoint", "publish", "upload", "uploads",
-                                  "noupload"})
+                                  "noupload", "pull", "push", "nopush", "write"})
 
 
 def _words(text: str) -> set[str]:
@@ -593,11 +593,13 @@ def _words(text: str) -> set[str]:
 
 
 def unknown_guard(name: str, inner: list[str], schema_path: str | None = None,
-                  known_near: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+                  known_near: Mapping[str, str] | None = None,
+                  scalars: Collection[str] = ()) -> tuple[str, str | None]:
     """``(x-if-invalid, nearest known key)`` of an unknown config key (dotted; ``inner``:
-    the keys inside it when it is a table or a list of tables) or ``KACHE_*`` variable
-    name without ``KACHE_`` (``known_near``: every known variable's, with its
-    annotation): ``no-cache``, ``no-remote`` or ``""`` (only a warning)."""
+    the keys inside it when it is a table or a list of tables, ``scalars`` those of them
+    that hold one string, number or boolean) or ``KACHE_*`` variable name without
+    ``KACHE_`` (``known_near``: every known variable's, with its annotation):
+    ``no-cache``, ``no-remote`` or ``""`` (only a warning)."""
     import difflib
 
     policy = if_invalid(schema_path)
@@ -606,10 +608,12 @@ def unknown_guard(name: str, inner: list[str], schema_path: str | None = None,
     words = _words(name)
     for text in inner:
         said = _words(text)
-        if foreign and "cache" not in said and nearest_key(text, schema_path, GUARD_NEAR) is None:
-            # In a table of its own (`[ui]`, `[team]`), words other programs' settings use
-            # too do not count: `[ui] input_mode` warns; `[team] salt`, `[local] store`,
-            # `[build] extra_inputs`, `[ci.cache.extra_inputs]` still turn caching off.
+        if (foreign and text in scalars and "cache" not in said
+                and nearest_key(text, schema_path, GUARD_NEAR) is None):
+            # In a table of its own (`[ui]`, `[team]`), a single value under a word other
+            # programs' settings use too does not count: `[ui] input_mode = "vim"` warns;
+            # `[my_macros] env = ["DATABASE_URL"]` (an extra_inputs entry's shape), `[team]
+            # salt`, `[local] store`, `[build] extra_inputs` still turn caching off.
             said -= _COMMON_NO_CACHE_WORDS
         words |= said
     if known_near is None:
@@ -637,6 +641,19 @@ def unknown_guard(name: str, inner: list[str], schema_path: str | None = None,
     return kind, near
 
 
+def _scalar_paths(table: Mapping[str, Any], depth: int = 0) -> Iterator[str]:
+    """The dotted keys of :func:`_paths` whose value is a single string, number or boolean
+    (not a list or a table)."""
+    for name, value in table.items():
+        if isinstance(value, (str, int, float, bool)):
+            yield str(name)
+        subs = [value] if isinstance(value, dict) else [v for v in value if isinstance(v, dict)] \
+            if isinstance(value, list) else []
+        for sub in subs:
+            if depth < 64:
+                yield from (f"{name}.{inner}" for inner in _scalar_paths(sub, depth + 1))
+
+
 def _paths(table: Mapping[str, Any], depth: int = 0) -> Iterator[str]:
     """Every dotted key inside a parsed TOML table (arrays of tables too; 64 levels at most)."""
     for name, value in table.items():
@@ -656,7 +673,8 @@ def _unknown_key_problems(f: ConfigFile, env: Mapping[str, str], schema_path: st
     plain: list[str] = []
     unsafe: list[tuple[str, str, str]] = []
     for key, value in _unknown_items(f.data, load_schema(schema_path), ""):
-        kind, near = unknown_guard(key, list(_paths({"": value}))[1:], schema_path)
+        kind, near = unknown_guard(key, list(_paths({"": value}))[1:], schema_path,
+                                   scalars=set(_scalar_paths({"": value})))
         if not kind:
             plain.append(unknown_key_warning(key, shown, schema_path))
             continue

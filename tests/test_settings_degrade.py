@@ -218,6 +218,9 @@ def test_any_unknown_key_under_the_remote_turns_it_off(clean_env: Path, user_con
     ('[local]\nstore = "/tmp/x"\n', "local", "no-cache"),
     ('[team]\nid = "b"\nstore = "/tmp/x"\n', "team", "no-cache"),
     ("[team]\nread_only = true\n", "team", "no-remote"),
+    # second review: an extra_inputs entry without its table (lists under env, files)
+    ('[my_macros]\nenv = ["DATABASE_URL"]\nfiles = ["schema.sql"]\n', "my_macros", "no-cache"),
+    ('[[crates]]\nname = "my_macros"\nenv = ["DATABASE_URL"]\n', "crates", "no-cache"),
 ])
 def test_words_of_a_guarded_setting_turn_it_off(clean_env: Path, user_config: Path, toml: str, key: str,
                                                 kind: str) -> None:
@@ -256,6 +259,9 @@ def test_a_table_of_another_programs_keys_is_only_warned_about(clean_env: Path, 
     # fourth review: a guarded setting's own name as a variable, a namespace as a salt
     ("KACHE_LOCAL_STORE", "KACHE_CACHE_DIR", "no-cache"),
     ("KACHE_NAMESPACE", None, "no-cache"),
+    ("KACHE_PULL_ONLY", None, "no-remote"),  # a fork's build: never upload
+    ("KACHE_NO_PUSH", None, "no-remote"),
+    ("KACHE_WRITE", None, "no-remote"),
 ])
 def test_a_misspelt_guarded_variable_turns_it_off(clean_env: Path, name: str, near: str | None, kind: str) -> None:
     """Was (second review): ignored without a word, uploads against KACHE_REMOTE_READONLY=1."""

@@ -579,7 +579,8 @@ _NO_REMOTE_WORDS = frozenset({"remote", "s3", "bucket", "endpoint", "url", "pref
                               "writable", "writes", "dry"})
 _COMMON_NO_CACHE_WORDS = frozenset({"input", "env", "environment", "vars", "files", "dirs"})
 """Words of :data:`_NO_CACHE_WORDS` that other programs' settings use as much: inside an
-unknown table far from kache's, only a key near kache's own makes them count."""
+unknown table far from kache's, they do not count for a single value (a string, number
+or boolean) unless its key names kache's; for a list or a table they do."""
 _ENV_NO_CACHE_WORDS = frozenset({"salt", "salts", "keysalt", "namespace"})
 _ENV_NO_REMOTE_WORDS = frozenset({"readonly", "rdonly", "ro", "bucket", "endpoint", "publish", "upload", "uploads",
                                   "noupload", "pull", "push", "nopush", "write"})

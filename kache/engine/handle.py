@@ -130,7 +130,9 @@ def handle(call: argvmod.RustcCall, argv: list[str], settings: Settings, started
         passthrough_event(store, call, f"store: {type(e).__name__}", started, outcome="error", env=c.env)
         return PASSTHROUGH
     try:
-        if lock.waited and plan.look_up and try_hit(c, started, remote, settings):
+        # Look again, waited or not: a twin may have recorded between the look-up above and
+        # this lock (its lock free again by then). One indexed query when nothing is there.
+        if plan.look_up and try_hit(c, started, remote, settings):
             return 0  # a twin compile ran meanwhile: its result
         return _compile(c, plan, started, settings, remote, use_remote)
     finally:

@@ -642,28 +642,16 @@ def unknown_guard(name: str, inner: list[str], schema_path: str | None = None,
     return kind, near
 
 
-def _scalar_paths(table: Mapping[str, Any], depth: int = 0) -> Iterator[str]:
-    """The dotted keys of :func:`_paths` whose value is a single string, number or boolean
-    (not a list or a table)."""
+def _items(table: Mapping[str, Any], depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """Every dotted key inside a parsed TOML table, with its value (arrays of tables too;
+    64 levels at most)."""
     for name, value in table.items():
-        if isinstance(value, (str, int, float, bool)):
-            yield str(name)
+        yield str(name), value
         subs = [value] if isinstance(value, dict) else [v for v in value if isinstance(v, dict)] \
             if isinstance(value, list) else []
         for sub in subs:
             if depth < 64:
-                yield from (f"{name}.{inner}" for inner in _scalar_paths(sub, depth + 1))
-
-
-def _paths(table: Mapping[str, Any], depth: int = 0) -> Iterator[str]:
-    """Every dotted key inside a parsed TOML table (arrays of tables too; 64 levels at most)."""
-    for name, value in table.items():
-        yield str(name)
-        subs = [value] if isinstance(value, dict) else [v for v in value if isinstance(v, dict)] \
-            if isinstance(value, list) else []
-        for sub in subs:
-            if depth < 64:
-                yield from (f"{name}.{inner}" for inner in _paths(sub, depth + 1))
+                yield from ((f"{name}.{inner}", v) for inner, v in _items(sub, depth + 1))
 
 
 def _unknown_key_problems(f: ConfigFile, env: Mapping[str, str], schema_path: str | None
@@ -674,8 +662,9 @@ def _unknown_key_problems(f: ConfigFile, env: Mapping[str, str], schema_path: st
     plain: list[str] = []
     unsafe: list[tuple[str, str, str]] = []
     for key, value in _unknown_items(f.data, load_schema(schema_path), ""):
-        kind, near = unknown_guard(key, list(_paths({"": value}))[1:], schema_path,
-                                   scalars=set(_scalar_paths({"": value})))
+        inner = list(_items({"": value}))[1:]
+        kind, near = unknown_guard(key, [path for path, _ in inner], schema_path,
+                                   scalars={path for path, v in inner if isinstance(v, (str, int, float, bool))})
         if not kind:
             plain.append(unknown_key_warning(key, shown, schema_path))
             continue

@@ -306,7 +306,7 @@ def check_daemon(root: str, remote_configured: bool, wrapper: tuple[str | None, 
             if control.stopped_by_signal(pid):
                 return Check("daemon", WARN, f"stopped: pid {pid} was sent SIGSTOP or is under a debugger; builds "
                              "do not ask it (a call that finds it so waits once, then 30 s go without it)",
-                             f"`kill -CONT {pid}` resumes it; `kache daemon restart` replaces it")
+                             control.stopped_fix(pid))
             return Check("daemon", WARN, f"not answering: pid {pid} holds the pid file (starting, or wedged)",
                          "see `kache daemon log`; `kache daemon restart` replaces it")
         start = "start it with `kache daemon start` or install the service (`kache daemon install`)"

@@ -114,7 +114,7 @@ def _show_status(as_json: bool) -> None:
             if control.stopped_by_signal(st.pid):
                 click.echo(f"kache daemon: stopped (pid {st.pid} was sent SIGSTOP or is under a debugger; "
                            "builds do not ask it)")
-                click.echo(f"  `kill -CONT {st.pid}` resumes it; `kache daemon restart` replaces it")
+                click.echo(f"  {control.stopped_fix(st.pid)}")
             else:
                 click.echo(f"kache daemon: not answering (pid {st.pid or '?'} holds the pid file)")
                 click.echo("  see `kache daemon log`; `kache daemon restart` replaces it")

@@ -23,7 +23,8 @@ from kache.store import layout
 if TYPE_CHECKING:
     from kache.settings import Settings
 
-__all__ = ["Status", "StartResult", "StopResult", "RestartResult", "running_pid", "stopped_by_signal", "status",
+__all__ = ["Status", "StartResult", "StopResult", "RestartResult", "running_pid", "stopped_by_signal", "stopped_fix",
+           "status",
            "daemon_env", "start",
            "stop", "restart", "tail", "follow", "BUILD_VARIABLES", "STARTING_SECS", "START_WAIT_SECS"]
 
@@ -124,6 +125,11 @@ def stopped_by_signal(pid: int | None) -> bool:
     except OSError:
         return False
     return state in ([b"T"], [b"t"])
+
+
+def stopped_fix(pid: int | None) -> str:
+    """What to do about a daemon :func:`stopped_by_signal` (status, doctor and start say it)."""
+    return f"`kill -CONT {pid}` resumes it; `kache daemon restart` replaces it"
 
 
 def running_pid(store_root: str) -> int | None:
@@ -314,8 +320,7 @@ def start(settings: Settings, *, from_build: bool = False, wait: float = 0.0,
     if current.running:  # it holds the pid file but does not answer (yet): no second one
         if stopped_by_signal(current.pid):  # waiting for it would be in vain
             raise KacheError(f"cannot start the daemon: one runs but is stopped (pid {current.pid} was sent SIGSTOP "
-                             f"or is under a debugger); `kill -CONT {current.pid}` resumes it, `kache daemon "
-                             "restart` replaces it")
+                             f"or is under a debugger); {stopped_fix(current.pid)}")
         result = StartResult(True, current.pid, False, log=log, was_starting=True)
         if wait > 0:
             answered = _wait_answer(root, wait, None, log, _log_size(log))

@@ -71,6 +71,15 @@ class PreparedCall(Record):
     def out_dir(self) -> str:
         return os.path.join(self.cwd, self.rustc.out_dir or "")
 
+    def build_umask(self) -> int:
+        """The umask the build's own files get: the caller's (a hit the daemon serves), else
+        this process's (two syscalls; the wrapper and the runner's child are single-threaded)."""
+        if self.umask is not None:
+            return self.umask
+        mask = os.umask(0o077)
+        os.umask(mask)
+        return mask
+
     @property
     def crate(self) -> str:
         return self.rustc.crate_name or "?"

@@ -101,10 +101,7 @@ def restore_incremental(c: PreparedCall, entry: Entry) -> bool:
     files = snap["files"]
     if c.store.files_problem(files) is not None:
         return False
-    umask = c.umask
-    if umask is None:
-        umask = os.umask(0o022)
-        os.umask(umask)
+    umask = c.build_umask()
     # rustc's modes under the caller's umask (the daemon's own is 077), the owner's
     # write bit always: rustc must be able to replace what it finds there.
     dir_mode, file_mode = (0o777 & ~umask) | 0o700, (0o666 & ~umask) | 0o600

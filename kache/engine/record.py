@@ -25,7 +25,7 @@ from kache.engine.call import OUT_DIR_TOKEN
 from kache.engine.incremental import snapshot_incremental
 from kache.engine.key import KEY_VERSION, env_only_locates_files, full_key
 from kache.engine.portable import Scanner
-from kache.engine.restore import build_umask, is_private_output, may_share
+from kache.engine.restore import is_private_output, may_share
 from kache.paths import find_target_dir
 from kache.store import layout
 from kache.store.blobs import BLOB_MODE, EXEC_BLOB_MODE
@@ -195,7 +195,7 @@ def record(c: PreparedCall, started_ns: int, stdout: str, stderr: str, compile_m
     new_blobs = 0
     total = 0
     scanner = Scanner(c.norm)
-    umask = build_umask(c)
+    umask = c.build_umask()
     for p in produced:
         name = os.path.basename(p)
         if p == dfile:

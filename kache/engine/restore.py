@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from kache.engine.call import PreparedCall
     from kache.store.store import Entry
 
-__all__ = ["look_up", "restore", "replay_texts", "is_private_output", "write_new", "build_umask", "may_share",
-           "output_mode"]
+__all__ = ["look_up", "restore", "replay_texts", "is_private_output", "write_new", "may_share", "output_mode"]
 
 
 def look_up(c: PreparedCall) -> Entry | None:
@@ -71,7 +70,7 @@ def restore(c: PreparedCall, entry: Entry) -> int:
     if damaged is not None:
         raise DamagedBlob(*damaged)
     os.makedirs(c.out_dir, exist_ok=True)
-    umask = build_umask(c)
+    umask = c.build_umask()
     total = 0
     # .rmeta first (cargo's pipelining starts dependents on it), .d last.
     order = sorted(files, key=lambda f: (not f["name"].endswith(".rmeta"), f["kind"] == "depinfo"))
@@ -102,16 +101,6 @@ def write_new(dst: str, data: bytes, umask: int | None = None) -> None:
     if umask is not None:
         os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, dst)
-
-
-def build_umask(c: PreparedCall) -> int:
-    """The umask the build's own files get: the caller's (a hit the daemon serves), else
-    this process's (two syscalls; the wrapper and the runner's child are single-threaded)."""
-    if c.umask is not None:
-        return c.umask
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 def may_share(mode: int, executable: bool, umask: int) -> bool:

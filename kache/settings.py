@@ -642,6 +642,14 @@ def unknown_guard(name: str, inner: list[str], schema_path: str | None = None,
     return kind, near
 
 
+def unknown_value_guard(key: str, value: Any, schema_path: str | None = None) -> tuple[str, str | None]:
+    """:func:`unknown_guard` of an unknown config key with the value it holds (the keys
+    inside it, and which of them hold a single value, read from it)."""
+    inner = list(_items({"": value}))[1:]
+    return unknown_guard(key, [path for path, _ in inner], schema_path,
+                         scalars={path for path, v in inner if isinstance(v, (str, int, float, bool))})
+
+
 def _items(table: Mapping[str, Any], depth: int = 0) -> Iterator[tuple[str, Any]]:
     """Every dotted key inside a parsed TOML table, with its value (arrays of tables too;
     64 levels at most)."""
@@ -662,9 +670,7 @@ def _unknown_key_problems(f: ConfigFile, env: Mapping[str, str], schema_path: st
     plain: list[str] = []
     unsafe: list[tuple[str, str, str]] = []
     for key, value in _unknown_items(f.data, load_schema(schema_path), ""):
-        inner = list(_items({"": value}))[1:]
-        kind, near = unknown_guard(key, [path for path, _ in inner], schema_path,
-                                   scalars={path for path, v in inner if isinstance(v, (str, int, float, bool))})
+        kind, near = unknown_value_guard(key, value, schema_path)
         if not kind:
             plain.append(unknown_key_warning(key, shown, schema_path))
             continue

@@ -196,7 +196,7 @@ def schema_accepts(data: dict[str, Any], env: dict[str, str]) -> bool:
     # the rule of unknown keys (tests/test_settings_degrade.py tests it alone): one that may
     # be a guarded setting misspelt is refused (kache cannot know what it meant)
     for key, value in S._unknown_items(data, S.load_schema(), ""):
-        if S.unknown_guard(key, [path for path, _ in S._items(value)] if isinstance(value, dict) else [])[0]:
+        if S.unknown_value_guard(key, value)[0]:
             return False
     return True
 
